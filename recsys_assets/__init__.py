@@ -1,0 +1,1 @@
+"""An asset-oriented recommender platform on Dagster."""

@@ -1,0 +1,116 @@
+"""Blocking asset checks on every raw table: schema, keys, uniqueness, quarantine rate and
+request linkage. A failing check is an ERROR and stops downstream assets in the run."""
+
+
+from datetime import date, timedelta
+
+import duckdb
+import dagster as dg
+
+from recsys_assets.core.contract import ALL_TABLES, EVENTS, IMPRESSIONS, WATCH_STATS, TableContract
+from recsys_assets.partitions import daily_partitions
+from resources import IngestionSettings, StorageResource
+from resources.storage import SNAPSHOT
+
+
+def _partitions(context: dg.AssetCheckExecutionContext, contract: TableContract) -> list[str]:
+    return list(context.partition_keys) if contract.partitioned else [SNAPSHOT]
+
+
+def _scan(paths) -> str:
+    return "read_parquet([" + ", ".join(f"'{p}'" for p in paths) + "])"
+
+
+def _missing(contract: TableContract, storage: StorageResource, partitions: list[str]) -> list[str]:
+    return [k for k in partitions if not storage.partition_path(contract.asset_name, k).exists()]
+
+
+def _check_factory(contract: TableContract):
+    partitions_def = daily_partitions if contract.partitioned else None
+    asset = contract.asset_name
+
+    def check(name: str, description: str):
+        return dg.asset_check(asset=asset, name=name, description=description, blocking=True,
+                              partitions_def=partitions_def)
+
+    def with_data(fn):
+        """Fail clearly when a partition file is missing; otherwise run the check body."""
+        def wrapped(context: dg.AssetCheckExecutionContext, storage: StorageResource, ingestion: IngestionSettings):
+            keys = _partitions(context, contract)
+            missing = _missing(contract, storage, keys)
+            if missing:
+                return dg.AssetCheckResult(passed=False, metadata={"missing_partitions": ", ".join(missing)})
+            con = duckdb.connect()
+            try:
+                return fn(con, keys, storage, ingestion)
+            finally:
+                con.close()
+        wrapped.__name__ = fn.__name__
+        return wrapped
+
+    paths = lambda storage, keys: [storage.partition_path(asset, k) for k in keys]  # noqa: E731
+
+    @check("schema", "Loaded columns and types equal the contract.")
+    @with_data
+    def schema(con, keys, storage, ingestion):
+        expected = [(f.name, f.duckdb_type) for f in contract.fields]
+        mismatched = []
+        for path in paths(storage, keys):
+            actual = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
+            if actual != expected:
+                mismatched.append(f"{path.name}: {actual}")
+        return dg.AssetCheckResult(passed=not mismatched, metadata={
+            "expected": str(expected), "mismatched": "\n".join(mismatched) or "none"})
+
+    key_fields = [f.name for f in contract.fields if f.required]
+
+    @check("non_null_keys", f"Required fields ({', '.join(key_fields)}) are never null.")
+    @with_data
+    def non_null_keys(con, keys, storage, ingestion):
+        counts = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in key_fields)
+                             + f" FROM {_scan(paths(storage, keys))}").fetchone()
+        nulls = {f: int(n) for f, n in zip(key_fields, counts)}
+        return dg.AssetCheckResult(passed=not any(nulls.values()), metadata={f"null_{f}": n for f, n in nulls.items()})
+
+    @check("unique_ids", f"`{contract.id_field}` is unique across the checked partitions.")
+    @with_data
+    def unique_ids(con, keys, storage, ingestion):
+        dupes = con.execute(f"SELECT count(*) - count(DISTINCT {contract.id_field}) FROM {_scan(paths(storage, keys))}").fetchone()[0]
+        return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_ids": int(dupes)})
+
+    @check("quarantine_rate", "Share of landing lines quarantined stays below IngestionSettings.max_quarantine_rate.")
+    @with_data
+    def quarantine_rate(con, keys, storage, ingestion):
+        loaded = con.execute(f"SELECT count(*) FROM {_scan(paths(storage, keys))}").fetchone()[0]
+        q_paths = [storage.quarantine_path(asset, k) for k in keys]
+        quarantined = con.execute(f"SELECT count(*) FROM {_scan(q_paths)}").fetchone()[0]
+        rate = quarantined / (loaded + quarantined) if loaded + quarantined else 0.0
+        return dg.AssetCheckResult(passed=rate <= ingestion.max_quarantine_rate, metadata={
+            "quarantine_rate": rate, "threshold": ingestion.max_quarantine_rate,
+            "rows_loaded": int(loaded), "rows_quarantined": int(quarantined)})
+
+    checks = [schema, non_null_keys, unique_ids, quarantine_rate]
+
+    if contract in (EVENTS, WATCH_STATS):
+        @check("request_ids_resolve",
+               "Every non-null request_id matches an impression of the same user and item on the same or previous day.")
+        @with_data
+        def request_ids_resolve(con, keys, storage, ingestion):
+            days = sorted({d for k in keys for d in (k, (date.fromisoformat(k) - timedelta(days=1)).isoformat())})
+            imp_paths = storage.existing_partitions(IMPRESSIONS.asset_name, days)
+            impressions = _scan(imp_paths) if imp_paths else "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id)"
+            total, orphans = con.execute(f"""
+                SELECT count(*), count(*) FILTER (WHERE i.request_id IS NULL)
+                FROM {_scan(paths(storage, keys))} AS x
+                LEFT JOIN (SELECT DISTINCT request_id, user_id, item_id FROM {impressions}) AS i
+                  USING (request_id, user_id, item_id)
+                WHERE x.request_id IS NOT NULL""").fetchone()
+            rate = orphans / total if total else 0.0
+            return dg.AssetCheckResult(passed=rate <= ingestion.max_orphan_request_rate, metadata={
+                "rows_with_request_id": int(total), "orphan_rows": int(orphans), "orphan_rate": rate,
+                "threshold": ingestion.max_orphan_request_rate})
+        checks.append(request_ids_resolve)
+    return checks
+
+
+raw_checks = [c for contract in ALL_TABLES for c in _check_factory(contract)]

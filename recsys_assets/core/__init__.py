@@ -1,0 +1,1 @@
+"""Plain logic with no Dagster import: contract, generator, ingestion, storage helpers."""

@@ -1,0 +1,34 @@
+"""The one Definitions object of the platform: assets by layer, their checks, jobs, resources."""
+
+import dagster as dg
+
+from recsys_assets.assets.raw import log_assets, raw_assets
+from recsys_assets.checks.raw_checks import raw_checks
+from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
+
+
+def build_resources(data_root: str | None = None, landing_root: str | None = None) -> dict:
+    """Resources from the environment, or rooted at explicit folders (tests, scripts)."""
+    storage = StorageResource(data_root=data_root) if data_root else StorageResource()
+    landing = LandingZoneResource(landing_root=landing_root) if landing_root else (
+        LandingZoneResource(landing_root=str(storage.root / "landing")) if data_root else LandingZoneResource())
+    return {
+        "storage": storage,
+        "landing": landing,
+        "warehouse": WarehouseResource(storage=storage),
+        "ingestion": IngestionSettings(),
+    }
+
+
+ingest_raw_logs = dg.define_asset_job(
+    "ingest_raw_logs",
+    selection=dg.AssetSelection.assets(*log_assets),
+    description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
+)
+
+defs = dg.Definitions(
+    assets=raw_assets,
+    asset_checks=raw_checks,
+    jobs=[ingest_raw_logs],
+    resources=build_resources(),
+)

@@ -1,0 +1,8 @@
+"""Configurable Dagster resources: where data lives and how it is read and checked."""
+
+from resources.ingestion import IngestionSettings
+from resources.landing import LandingZoneResource
+from resources.storage import StorageResource
+from resources.warehouse import WarehouseResource
+
+__all__ = ["IngestionSettings", "LandingZoneResource", "StorageResource", "WarehouseResource"]

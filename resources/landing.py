@@ -1,0 +1,47 @@
+"""The landing zone: where producers drop raw JSONL logs, one folder per UTC day."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+LOG_FILES = ("impressions.jsonl", "events.jsonl", "watch_stats.jsonl")
+SUCCESS_MARKER = "_SUCCESS"
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """<landing_root>/<YYYY-MM-DD>/{impressions,events,watch_stats}.jsonl and
+    <landing_root>/{items,users}.jsonl. Default: $RECSYS_LANDING_ROOT or
+    $RECSYS_DATA_ROOT/landing (./data/landing)."""
+
+    landing_root: str = os.getenv(
+        "RECSYS_LANDING_ROOT", str(Path(os.getenv("RECSYS_DATA_ROOT", "data")) / "landing"))
+
+    @property
+    def root(self) -> Path:
+        return Path(self.landing_root).resolve()
+
+    def snapshot_file(self, table: str) -> Path:
+        return self.root / f"{table}.jsonl"
+
+    def day_file(self, day: str, table: str) -> Path:
+        return self.root / day / f"{table}.jsonl"
+
+    def is_complete(self, day: str) -> bool:
+        """A day is complete when its producer wrote _SUCCESS, or all three log files exist."""
+        folder = self.root / day
+        return (folder / SUCCESS_MARKER).exists() or all((folder / f).exists() for f in LOG_FILES)
+
+    def complete_days(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.is_complete(p.name))
+
+    def require_file(self, path: Path) -> Path:
+        if not path.exists():
+            raise dg.Failure(
+                description=f"Landing file missing: {path}. Generate data with "
+                f"`python -m recsys_assets.generate` or point RECSYS_LANDING_ROOT at your landing zone.")
+        return path

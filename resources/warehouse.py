@@ -1,0 +1,28 @@
+"""The DuckDB warehouse: a query engine over the Parquet lake, plus a catalog file.
+
+No asset ever writes into a shared DuckDB database (one writer process per file is all
+DuckDB allows, and backfills run partitions in parallel processes). Instead every
+connection is in-memory with one view per lake table, and `warehouse.duckdb` is a small
+file of views that is rebuilt and swapped in atomically for people and tools to open.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import dagster as dg
+
+from recsys_assets.core.storage import create_views, write_catalog_atomic
+from resources.storage import StorageResource
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    storage: StorageResource
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        create_views(con, self.storage.lake_dir)
+        return con
+
+    def refresh_catalog(self) -> list[str]:
+        return write_catalog_atomic(self.storage.lake_dir, self.storage.catalog_path)

@@ -1,0 +1,160 @@
+"""Ingestion of hand-written landing files: every bad-record kind is quarantined with the
+right reason, every valid row loads exactly once, and read = loaded + quarantined."""
+
+import json
+from datetime import date
+
+import duckdb
+import pytest
+
+from recsys_assets.core import contract as c
+from recsys_assets.core.ingest import ingest_file, read_lines
+
+DAY = date(2026, 1, 5)
+
+
+def imp(i, **over):
+    rec = {"impression_id": i, "user_id": 1, "item_id": 10, "surface": "home", "position": 0,
+           "shown_at": "2026-01-05T12:00:00+01:00", "request_id": f"req-{i}", "device_type": "tv"}
+    rec.update(over)
+    return {k: v for k, v in rec.items() if v is not ...}
+
+
+def line(rec):
+    return json.dumps(rec)
+
+
+@pytest.fixture
+def dims(tmp_path, write_jsonl):
+    """raw_users / raw_items snapshots with users 1, 2 and items 10, 11."""
+    out = {}
+    users = write_jsonl(tmp_path / "landing/users.jsonl", [line({"user_id": u, "country": "NL"}) for u in (1, 2)])
+    items = write_jsonl(tmp_path / "landing/items.jsonl", [line({"item_id": i, "genres": ["drama"]}) for i in (10, 11)])
+    for contract, src, ref in ((c.USERS, users, "user_id"), (c.ITEMS, items, "item_id")):
+        path = tmp_path / f"lake/{contract.asset_name}/snapshot.parquet"
+        ingest_file(contract, src, src.name, "snapshot", None, path, tmp_path / f"q/{contract.asset_name}.parquet")
+        out[ref] = str(path)
+    return out
+
+
+def run(tmp_path, contract, src, dims, **kw):
+    data, quarantine = tmp_path / "out/data.parquet", tmp_path / "out/q.parquet"
+    result = ingest_file(contract, src, src.name, DAY.isoformat(), DAY, data, quarantine, known_ids=dims, **kw)
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    return result, con.sql(f"FROM '{data}'"), con.sql(f"FROM '{quarantine}' ORDER BY line_no")
+
+
+CASES = [
+    # (description, raw line, expected reason)
+    ("malformed", b'{"impression_id": 1, "user_id"', "malformed_json"),
+    ("not json at all", b"hello world", "malformed_json"),
+    ("NaN literal", b'{"impression_id": 2, "x": NaN}', "malformed_json"),
+    ("Infinity literal", b'{"impression_id": 2, "position": Infinity}', "malformed_json"),
+    ("invalid utf-8", line(imp(3, surface="h")).replace('"h"', '"h\xff"').encode("latin-1"), "invalid_utf8"),
+    ("array", b"[1, 2, 3]", "not_an_object"),
+    ("missing user", line(imp(4, user_id=...)).encode(), "missing_required:user_id"),
+    ("null user", line(imp(5, user_id=None)).encode(), "missing_required:user_id"),
+    ("number as string", line(imp(6, user_id="1")).encode(), "wrong_type:user_id"),
+    ("float position", line(imp(7, position=1.5)).encode(), "wrong_type:position"),
+    ("no offset", line(imp(8, shown_at="2026-01-05T12:00:00")).encode(), "bad_timestamp:shown_at"),
+    ("not a date", line(imp(9, shown_at="yesterday")).encode(), "bad_timestamp:shown_at"),
+    ("negative position", line(imp(10, position=-1)).encode(), "out_of_domain:position"),
+    ("other day", line(imp(11, shown_at="2026-01-06T00:30:00+00:00")).encode(), "outside_partition:shown_at"),
+    ("local time is another UTC day", line(imp(12, shown_at="2026-01-05T00:30:00+03:00")).encode(),
+     "outside_partition:shown_at"),
+    ("unknown user", line(imp(13, user_id=999)).encode(), "unknown_user"),
+    ("unknown item", line(imp(14, item_id=999)).encode(), "unknown_item"),
+]
+
+
+def test_every_bad_kind_is_quarantined_with_its_reason(tmp_path, write_jsonl, dims):
+    good = [line(imp(100)).encode(), line(imp(101, shown_at="2026-01-05T23:59:59-00:00", position=3)).encode()]
+    bad = [raw for _, raw, _ in CASES] + [good[0]]  # the last one duplicates impression 100
+    src = write_jsonl(tmp_path / "landing/2026-01-05/impressions.jsonl", [good[0], *bad[:-1], good[1], bad[-1]])
+    result, loaded, quarantined = run(tmp_path, c.IMPRESSIONS, src, dims)
+
+    assert loaded.fetchall() and sorted(r[0] for r in loaded.fetchall()) == [100, 101]
+    got = [r[0] for r in quarantined.select("reason").fetchall()]
+    assert got == [reason for _, _, reason in CASES] + ["duplicate_id"]
+    assert result.rows_read == len(good) + len(bad) == result.rows_loaded + result.rows_quarantined
+    rows = quarantined.select("line_no, source_file, partition, asset").fetchall()
+    assert rows[0] == (2, "impressions.jsonl", "2026-01-05", "raw_impressions")  # line 1 is the first good row
+
+
+def test_timestamps_are_stored_as_utc(tmp_path, write_jsonl, dims):
+    src = write_jsonl(tmp_path / "i.jsonl", [line(imp(1, shown_at="2026-01-05T12:00:00+05:30"))])
+    _, loaded, _ = run(tmp_path, c.IMPRESSIONS, src, dims)
+    (shown,) = loaded.select("strftime(timezone('UTC', shown_at), '%Y-%m-%d %H:%M:%S')").fetchall()[0]
+    assert shown == "2026-01-05 06:30:00"
+
+
+def test_bom_crlf_and_blank_lines(tmp_path, write_jsonl, dims):
+    lines = [b"\xef\xbb\xbf" + line(imp(1)).encode(), b"", line(imp(2)).encode(), b"   "]
+    src = write_jsonl(tmp_path / "i.jsonl", lines, newline=b"\r\n")
+    result, loaded, quarantined = run(tmp_path, c.IMPRESSIONS, src, dims)
+    assert [r[0] for r in loaded.select("impression_id").fetchall()] == [1, 2]
+    assert result.rows_quarantined == 0 and result.blank_lines == 2
+
+
+def test_empty_file_loads_nothing(tmp_path, write_jsonl, dims):
+    src = write_jsonl(tmp_path / "i.jsonl", [])
+    result, loaded, quarantined = run(tmp_path, c.IMPRESSIONS, src, dims)
+    assert result.rows_read == 0 and loaded.fetchall() == [] and quarantined.fetchall() == []
+
+
+def test_huge_line_is_capped_and_quarantined(tmp_path, write_jsonl, dims):
+    huge = b'{"impression_id": 5, "pad": "' + b"x" * 3_000_000 + b'"}'
+    src = write_jsonl(tmp_path / "i.jsonl", [line(imp(1)).encode(), huge, line(imp(2)).encode()])
+    result, loaded, quarantined = run(tmp_path, c.IMPRESSIONS, src, dims, max_line_bytes=100_000)
+    assert [r[0] for r in loaded.select("impression_id").fetchall()] == [1, 2]
+    reason, line_no, raw_len = quarantined.select("reason, line_no, length(raw_line)").fetchall()[0]
+    assert (reason, line_no) == ("line_too_long", 2) and raw_len <= 64 * 1024
+
+
+def test_deeply_nested_json_does_not_crash(tmp_path, write_jsonl, dims):
+    nested = b'{"impression_id": 7, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    src = write_jsonl(tmp_path / "i.jsonl", [nested, line(imp(1)).encode()])
+    result, loaded, _ = run(tmp_path, c.IMPRESSIONS, src, dims)
+    assert [r[0] for r in loaded.select("impression_id").fetchall()] == [1]
+    assert result.rows_quarantined == 1
+
+
+@pytest.mark.parametrize("contract, record, reason", [
+    (c.EVENTS, {"event_id": "e1", "user_id": 1, "item_id": 10, "type": "teleport",
+                "occurred_at": "2026-01-05T10:00:00Z"}, "out_of_domain:type"),
+    (c.EVENTS, {"event_id": "e2", "user_id": 1, "item_id": 10, "type": "rate", "value": -2,
+                "occurred_at": "2026-01-05T10:00:00Z"}, "out_of_domain:value"),
+    (c.WATCH_STATS, {"watch_id": "w1", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
+                     "watch_time_sec": 60, "completion": 1.5}, "out_of_domain:completion"),
+    (c.WATCH_STATS, {"watch_id": "w2", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
+                     "watch_time_sec": -1, "completion": 0.5}, "out_of_domain:watch_time_sec"),
+    (c.WATCH_STATS, {"watch_id": "w3", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
+                     "ended_at": "2026-01-05T09:00:00Z", "watch_time_sec": 1, "completion": 0.5},
+     "out_of_domain:ended_at"),
+])
+def test_domain_rules_of_events_and_watches(tmp_path, write_jsonl, dims, contract, record, reason):
+    src = write_jsonl(tmp_path / f"{contract.name}.jsonl", [line(record)])
+    result, loaded, quarantined = run(tmp_path, contract, src, dims)
+    assert loaded.fetchall() == []
+    assert quarantined.select("reason").fetchall()[0][0] == reason
+
+
+def test_integers_are_accepted_for_float_fields(tmp_path, write_jsonl, dims):
+    rec = {"watch_id": "w1", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
+           "watch_time_sec": 60, "completion": 1}
+    src = write_jsonl(tmp_path / "w.jsonl", [line(rec)])
+    _, loaded, _ = run(tmp_path, c.WATCH_STATS, src, dims)
+    assert loaded.select("watch_time_sec, completion").fetchall()[0] == (60.0, 1.0)
+
+
+def test_reference_check_needs_the_snapshots(tmp_path, write_jsonl):
+    src = write_jsonl(tmp_path / "i.jsonl", [line(imp(1))])
+    with pytest.raises(ValueError, match="snapshot"):
+        ingest_file(c.IMPRESSIONS, src, "i.jsonl", "2026-01-05", DAY, tmp_path / "d.parquet", tmp_path / "q.parquet")
+
+
+def test_read_lines_keeps_line_numbers(tmp_path, write_jsonl):
+    src = write_jsonl(tmp_path / "x.jsonl", [b"a", b"", b"b"])
+    table, blank = read_lines(src)
+    assert table.column("line_no").to_pylist() == [1, 3] and blank == 1
