@@ -177,3 +177,24 @@ QUARANTINE_REASONS = {
     "unknown_user": "user_id is not in raw_users.",
     "unknown_item": "item_id is not in raw_items.",
 }
+
+
+def render_markdown() -> str:
+    """The field tables of docs/data-contract.md (a test keeps the document equal to this)."""
+    out = []
+    for t in ALL_TABLES:
+        where = "`<landing>/<YYYY-MM-DD>/" if t.partitioned else "`<landing>/"
+        out.append(f"### `{t.name}` → asset `{t.asset_name}`\n")
+        out.append(f"{t.description} File: {where}{t.name}.jsonl`. Unique id: `{t.id_field}`."
+                   + (f" Partition: the UTC day of `{t.time_field}`." if t.partitioned else " Unpartitioned snapshot.")
+                   + (f" References checked: {', '.join(f'`{r}`' for r in t.references)}." if t.references else "")
+                   + "\n")
+        out.append("| field | type | stored as | required | domain | meaning |")
+        out.append("|---|---|---|---|---|---|")
+        for f in t.fields:
+            out.append(f"| `{f.name}` | {f.type} | {f.duckdb_type} | {'yes' if f.required else 'no'} | "
+                       f"{('`' + f.domain_sql + '`') if f.domain_sql else ''} | {f.description} |")
+        for reason, rule in t.row_rules:
+            out.append(f"\nRow rule `{reason}`: `{rule}`.")
+        out.append("")
+    return "\n".join(out)

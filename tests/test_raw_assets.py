@@ -1,0 +1,199 @@
+"""The raw assets end to end on generated landing data: quarantine equals what the
+generator injected, re-runs are idempotent, crashes leave the previous partition, range
+runs and parallel processes work, and blocking checks stop bad data."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from recsys_assets.assets.raw import raw_assets
+from recsys_assets.checks.raw_checks import raw_checks
+from recsys_assets.core.generator import GeneratorConfig, generate
+from recsys_assets.definitions import build_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+LOGS = ["raw_impressions", "raw_events", "raw_watch_stats"]
+
+
+def small_config(**over) -> GeneratorConfig:
+    kw = dict(n_users=300, n_items=200, days=3, impressions_per_day=4000, seed=7, bad_record_rate=0.01)
+    kw.update(over)
+    return GeneratorConfig(**kw)
+
+
+@pytest.fixture(scope="module")
+def landing_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gen")
+    generate(small_config(), root)
+    return root / "landing"
+
+
+def make_root(tmp_path: Path, landing: Path) -> dict:
+    return build_resources(data_root=str(tmp_path / "data"), landing_root=str(landing))
+
+
+def run(resources, selection=None, partition=None, tags=None, raise_on_error=True):
+    return dg.materialize(
+        [*raw_assets, *raw_checks], resources=resources, selection=selection, partition_key=partition,
+        tags=tags, instance=dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
+
+
+def materialize_day(resources, day, **kw):
+    run(resources, selection=["raw_users", "raw_items"])
+    return run(resources, selection=LOGS, partition=day, **kw)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_quarantine_holds_exactly_the_injected_bad_lines(tmp_path, landing_root):
+    resources = make_root(tmp_path, landing_root)
+    result = materialize_day(resources, DAYS[0])
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    con = duckdb.connect()
+    lake = Path(resources["storage"].lake_dir)
+    injected = [json.loads(x) for x in (landing_root / DAYS[0] / "_injected_bad.jsonl").read_text().splitlines()]
+    assert injected, "the generator injected no bad lines"
+    got = con.execute(f"SELECT source_file, line_no, reason FROM read_parquet('{lake}/quarantine/raw_*/{DAYS[0]}.parquet')"
+                      " ORDER BY ALL").fetchall()
+    expected = sorted((f"{DAYS[0]}/{r['file']}", r["line_no"], r["reason"]) for r in injected)
+    assert got == expected
+
+    for mat in result.get_asset_materialization_events():
+        md = mat.materialization.metadata
+        assert md["rows_read"].value == md["rows_loaded"].value + md["rows_quarantined"].value
+        name = mat.asset_key.to_user_string().removeprefix("raw_")
+        lines = sum(1 for x in (landing_root / DAYS[0] / f"{name}.jsonl").read_bytes().splitlines() if x.strip())
+        assert md["rows_read"].value == lines  # nothing lost
+
+
+def test_rematerializing_a_partition_is_idempotent(tmp_path, landing_root):
+    resources = make_root(tmp_path, landing_root)
+    materialize_day(resources, DAYS[1])
+    storage = resources["storage"]
+    files = [storage.partition_path(a, DAYS[1]) for a in LOGS] + [storage.quarantine_path(a, DAYS[1]) for a in LOGS]
+    before = [sha(p) for p in files]
+    run(resources, selection=LOGS, partition=DAYS[1])
+    assert [sha(p) for p in files] == before
+    con = resources["warehouse"].connect()
+    assert con.execute("SELECT count(*) - count(DISTINCT impression_id) FROM raw_impressions").fetchone()[0] == 0
+
+
+def test_partition_range_is_one_run(tmp_path, landing_root):
+    resources = make_root(tmp_path, landing_root)
+    run(resources, selection=["raw_users", "raw_items"])
+    result = run(resources, selection=LOGS, tags={"dagster/asset_partition_range_start": DAYS[0],
+                                                  "dagster/asset_partition_range_end": DAYS[-1]})
+    assert result.success
+    storage = resources["storage"]
+    assert all(storage.partition_path(a, d).exists() for a in LOGS for d in DAYS)
+    con = duckdb.connect(str(storage.catalog_path), read_only=True)
+    days = con.execute("SELECT DISTINCT CAST(timezone('UTC', shown_at) AS DATE)::VARCHAR FROM raw_impressions ORDER BY 1").fetchall()
+    assert [d for (d,) in days] == DAYS
+
+
+def test_blocking_check_fails_on_bad_data_and_stops_downstream(tmp_path):
+    generate(small_config(days=1, bad_record_rate=0.25), tmp_path / "gen")
+    resources = make_root(tmp_path, tmp_path / "gen/landing")
+    result = materialize_day(resources, DAYS[0], raise_on_error=False)
+    failed = {e.asset_check_key.to_user_string() for e in result.get_asset_check_evaluations() if not e.passed}
+    assert "raw_impressions:quarantine_rate" in failed
+    assert not result.success
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert materialized == {"raw_impressions"}  # events and watches wait on the failed blocking check
+
+
+def test_orphan_request_ids_fail_the_linkage_check(tmp_path):
+    generate(small_config(days=1, bad_record_rate=0.0), tmp_path / "gen")
+    events = tmp_path / "gen/landing" / DAYS[0] / "events.jsonl"
+    first = json.loads(events.read_text().splitlines()[0])
+    first.update(event_id="ev-orphan", request_id="req-that-was-never-shown")
+    events.write_text(events.read_text() + json.dumps(first) + "\n")
+    resources = make_root(tmp_path, tmp_path / "gen/landing")
+    result = materialize_day(resources, DAYS[0], raise_on_error=False)
+    evals = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert not evals["raw_events:request_ids_resolve"].passed
+    assert evals["raw_events:request_ids_resolve"].metadata["orphan_rows"].value == 1
+    assert evals["raw_watch_stats:request_ids_resolve"].passed
+
+
+KILL_MID_WRITE = """
+import os, signal, sys
+import recsys_assets.core.storage as storage
+real_publish = storage._publish
+def publish_then_die(tmp, path):
+    if "raw_impressions" in str(path) and path.name == sys.argv[2] + ".parquet":
+        os.kill(os.getpid(), signal.SIGKILL)  # the temp file is complete, the rename never happens
+    real_publish(tmp, path)
+storage._publish = publish_then_die
+import dagster as dg
+from recsys_assets.assets.raw import raw_assets
+from recsys_assets.definitions import build_resources
+dg.materialize(raw_assets, resources=build_resources(sys.argv[1], sys.argv[3]), selection=["raw_impressions"],
+               partition_key=sys.argv[2], instance=dg.DagsterInstance.ephemeral())
+"""
+
+
+def test_killed_write_leaves_the_previous_partition(tmp_path, landing_root):
+    resources = make_root(tmp_path, landing_root)
+    materialize_day(resources, DAYS[0])
+    target = resources["storage"].partition_path("raw_impressions", DAYS[0])
+    before = sha(target)
+
+    # A producer re-delivers the day with more rows; the re-run is killed mid-write.
+    landing_copy = tmp_path / "landing2"
+    subprocess.run(["cp", "-r", str(landing_root), str(landing_copy)], check=True)
+    extra = landing_copy / DAYS[0] / "impressions.jsonl"
+    rec = json.loads(extra.read_text().splitlines()[0])
+    rec.update(impression_id=10**12, request_id="req-late")
+    extra.write_text(extra.read_text() + json.dumps(rec) + "\n")
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(tmp_path / "data"), DAYS[0], str(landing_copy)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+    assert sha(target) == before  # the visible partition is the old one, complete
+    con = resources["warehouse"].connect()
+    assert con.execute("SELECT count(*) FROM raw_impressions WHERE impression_id = 1000000000000").fetchone()[0] == 0
+
+    # Rerunning succeeds and equals an uninterrupted run.
+    run(make_root(tmp_path, landing_copy), selection=["raw_impressions"], partition=DAYS[0])
+    clean = tmp_path / "clean"
+    run(build_resources(str(clean), str(landing_copy)), selection=["raw_users", "raw_items"])
+    run(build_resources(str(clean), str(landing_copy)), selection=["raw_impressions"], partition=DAYS[0])
+    assert sha(target) == sha(clean / "lake/raw_impressions" / f"{DAYS[0]}.parquet") != before
+
+
+def test_two_partitions_in_parallel_processes_via_the_cli(tmp_path, landing_root):
+    resources = make_root(tmp_path, landing_root)
+    run(resources, selection=["raw_users", "raw_items"])
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATA_ROOT": str(tmp_path / "data"),
+           "RECSYS_LANDING_ROOT": str(landing_root)}
+    dagster = Path(sys.executable).with_name("dagster")
+    procs = [subprocess.Popen([str(dagster), "asset", "materialize", "-m", "recsys_assets.definitions",
+                               "--select", "raw_impressions", "--partition", day],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for day in DAYS[:2]]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert not any("lock" in o.lower() and "error" in o.lower() for o in outputs)
+    storage = resources["storage"]
+    sequential = tmp_path / "seq"
+    for day in DAYS[:2]:
+        run(build_resources(str(sequential), str(landing_root)), selection=["raw_users", "raw_items"])
+        run(build_resources(str(sequential), str(landing_root)), selection=["raw_impressions"], partition=day)
+        assert sha(storage.partition_path("raw_impressions", day)) == sha(
+            sequential / "lake/raw_impressions" / f"{day}.parquet")
