@@ -7,7 +7,8 @@ from recsys_assets.checks.raw_checks import raw_checks
 from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
 
 
-def build_resources(data_root: str | None = None, landing_root: str | None = None) -> dict:
+def build_resources(data_root: str | None = None, landing_root: str | None = None,
+                    ingestion: IngestionSettings | None = None) -> dict:
     """Resources from the environment, or rooted at explicit folders (tests, scripts)."""
     storage = StorageResource(data_root=data_root) if data_root else StorageResource()
     landing = LandingZoneResource(landing_root=landing_root) if landing_root else (
@@ -16,7 +17,7 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "storage": storage,
         "landing": landing,
         "warehouse": WarehouseResource(storage=storage),
-        "ingestion": IngestionSettings(),
+        "ingestion": ingestion or IngestionSettings(),
     }
 
 

@@ -14,7 +14,7 @@ DUCKDB_TYPES = {
     "int": "BIGINT",
     "float": "DOUBLE",
     "string": "VARCHAR",
-    "timestamp": "TIMESTAMPTZ",  # ISO-8601 with an explicit offset; stored as UTC
+    "timestamp": "TIMESTAMP WITH TIME ZONE",  # ISO-8601 with an explicit offset; stored as UTC
     "string_list": "VARCHAR[]",
     "json": "JSON",
 }
