@@ -5,6 +5,7 @@ shows the runs. Usage: python -m recsys_assets.quickstart [--days N] [--regenera
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
     args = parser.parse_args(argv)
+    # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     data_root = Path(args.data_root).resolve()
     os.environ["RECSYS_DATA_ROOT"] = str(data_root)  # before the definitions read it

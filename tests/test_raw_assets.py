@@ -73,6 +73,8 @@ def test_quarantine_holds_exactly_the_injected_bad_lines(tmp_path, landing_root)
                       " ORDER BY ALL").fetchall()
     expected = sorted((f"{DAYS[0]}/{r['file']}", r["line_no"], r["reason"]) for r in injected)
     assert got == expected
+    catalog = duckdb.connect(str(resources["storage"].catalog_path), read_only=True)
+    assert catalog.execute("SELECT count(*) FROM quarantine WHERE partition = ?", [DAYS[0]]).fetchone()[0] == len(expected)
 
     for mat in result.get_asset_materialization_events():
         md = mat.materialization.metadata

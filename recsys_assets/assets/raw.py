@@ -12,7 +12,8 @@ from recsys_assets.partitions import daily_partitions
 from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
 from resources.storage import SNAPSHOT
 
-GROUP = "raw"
+GROUP = "raw"  # the daily logs: `--select group:raw --partition-range A...B` works
+SNAPSHOT_GROUP = "raw_snapshots"  # unpartitioned dimensions, kept apart so range runs stay valid
 KINDS = {"duckdb", "parquet"}
 
 
@@ -53,7 +54,7 @@ def _metadata(results: list[IngestResult], storage: StorageResource, table: str)
 def _build_dimension_asset(contract: TableContract) -> dg.AssetsDefinition:
     @dg.asset(
         name=contract.asset_name,
-        group_name=GROUP,
+        group_name=SNAPSHOT_GROUP,
         kinds=KINDS,
         description=f"{contract.description} Validated from landing `{contract.name}.jsonl`; "
                     "bad lines go to the `quarantine` table with a reason.",

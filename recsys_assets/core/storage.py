@@ -56,7 +56,8 @@ def file_sha256(path: Path) -> str:
 
 
 def table_glob(lake_dir: Path, table: str) -> str:
-    return str(lake_dir / table / "*.parquet")
+    # ** also matches nested folders, e.g. quarantine/<asset>/<partition>.parquet
+    return str(lake_dir / table / "**" / "*.parquet")
 
 
 def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> list[str]:
@@ -65,7 +66,7 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> list[str]:
     if not lake_dir.exists():
         return created
     for table_dir in sorted(p for p in lake_dir.iterdir() if p.is_dir()):
-        if not any(table_dir.glob("*.parquet")):
+        if not any(table_dir.rglob("*.parquet")):
             continue
         glob = table_glob(lake_dir, table_dir.name)
         # union_by_name: a partition written by an older schema version still reads.
