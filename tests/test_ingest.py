@@ -156,5 +156,7 @@ def test_reference_check_needs_the_snapshots(tmp_path, write_jsonl):
 
 def test_read_lines_keeps_line_numbers(tmp_path, write_jsonl):
     src = write_jsonl(tmp_path / "x.jsonl", [b"a", b"", b"b"])
-    table, blank = read_lines(src)
-    assert table.column("line_no").to_pylist() == [1, 3] and blank == 1
+    table = read_lines(src)
+    assert table.column("line_no").to_pylist() == [1, 2, 3]
+    assert table.column("raw_line").to_pylist() == ["a\n", "\n", "b\n"]
+    assert table.column("is_blank").to_pylist() == [False, True, False]

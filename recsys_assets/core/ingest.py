@@ -8,14 +8,15 @@ bulk. Every line read ends up either loaded or quarantined with a reason.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_assets.core.contract import TableContract
 from recsys_assets.core.storage import write_parquet_atomic
@@ -23,9 +24,7 @@ from recsys_assets.core.storage import write_parquet_atomic
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real record, small enough for memory
 QUARANTINE_HEAD_BYTES = 64 << 10  # how much of an over-long line the quarantine keeps
-_BATCH_LINES = 200_000
 _BOM = b"\xef\xbb\xbf"
-_NON_STANDARD_NUMBER = re.compile(rb"NaN|Infinity")
 
 QUARANTINE_COLUMNS = "asset VARCHAR, partition VARCHAR, source_file VARCHAR, line_no BIGINT, reason VARCHAR, raw_line VARCHAR"
 
@@ -54,69 +53,123 @@ def _reject_constant(name: str):
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _pre_reason(text: str) -> str | None:
-    """Catch what DuckDB's JSON reader tolerates but strict JSON forbids (NaN, Infinity)."""
-    if not _NON_STANDARD_NUMBER.search(text.encode()):
-        return None
+def _is_non_standard_json(text: str) -> bool:
     try:
         json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
-        if "non-standard JSON constant" in str(exc):
-            return "malformed_json"
+        return "non-standard JSON constant" in str(exc)
     except RecursionError:  # deeply nested: leave the verdict to DuckDB
         pass
-    return None
+    return False
 
 
-def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> tuple[pa.Table, int]:
-    """Split a JSONL file into (line_no, raw_line, pre_reason) rows; returns (table, blank lines).
+def _flag_non_standard_json(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's JSON reader accepts NaN/Infinity, strict JSON does not: the few lines that
+    mention them are re-checked exactly by Python's parser and flagged malformed_json."""
+    suspects = con.execute("""SELECT line_no, raw_line FROM lines WHERE pre_reason IS NULL
+                              AND (contains(raw_line, 'NaN') OR contains(raw_line, 'Infinity'))""").fetchall()
+    flagged = [line_no for line_no, text in suspects if _is_non_standard_json(text)]
+    con.execute("CREATE TEMP TABLE non_standard_json AS SELECT unnest(?::BIGINT[]) AS line_no", [flagged])
 
-    A line longer than `max_line_bytes` is never held whole in memory: its head is kept
-    and the rest is skipped in bounded reads. CRLF endings and a leading BOM are removed.
+
+class _TooLong(bytes):
+    """The head of a line longer than the cap (the rest was skipped unread)."""
+
+
+def _blocks(fh, max_line_bytes: int, block_bytes: int):
+    """Yield the file as byte blocks of whole lines (each ending in a newline), with an
+    over-long line replaced by a _TooLong head. Memory stays bounded by
+    block_bytes + max_line_bytes, whatever the file holds."""
+    head = fh.read(len(_BOM))
+    carry = b"" if head == _BOM else head  # a leading byte-order mark is not data
+    keep = min(QUARANTINE_HEAD_BYTES, max_line_bytes)  # the same head whatever the block size
+    while block := fh.read(block_bytes):
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut]
+        carry = data[cut:]
+        if len(carry) > max_line_bytes:  # a line outgrew the cap: keep its head, skip to its end
+            yield _TooLong(carry[:keep])
+            carry = b""
+            while rest := fh.read(block_bytes):
+                newline = rest.find(b"\n")
+                if newline >= 0:
+                    carry = rest[newline + 1:]
+                    break
+    if carry:  # the last line may lack its newline
+        yield carry if carry.endswith(b"\n") else carry + b"\n"
+
+
+def _decode_slow(lines: list[bytes]) -> tuple[list[str], list[str | None]]:
+    """Line by line, for the rare blocks that hold invalid UTF-8 or an over-long line."""
+    texts, reasons = [], []
+    for raw in lines:
+        if isinstance(raw, _TooLong):
+            texts.append(raw.decode("utf-8", "backslashreplace"))
+            reasons.append("line_too_long")
+            continue
+        try:
+            texts.append(raw.decode("utf-8"))
+            reasons.append(None)
+        except UnicodeDecodeError:
+            texts.append(raw.decode("utf-8", "backslashreplace"))
+            reasons.append("invalid_utf8")
+    return texts, reasons
+
+
+_SCHEMA = pa.schema([("line_no", pa.int64()), ("raw_line", pa.string()), ("pre_reason", pa.string()),
+                     ("is_blank", pa.bool_())])
+_BLANK_CANDIDATE_BYTES = 64  # only lines this short are inspected for being whitespace-only
+
+
+def _blank_mask(texts: pa.StringArray) -> pa.BooleanArray:
+    lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False)
+    mask = np.zeros(len(texts), dtype=bool)
+    for i in np.flatnonzero(lengths <= _BLANK_CANDIDATE_BYTES):
+        mask[i] = not texts[i].as_py().strip()
+    return pa.array(mask)
+
+
+def _fast_block(data: bytes, max_line_bytes: int) -> pa.StringArray | None:
+    """Zero-copy Arrow strings (one per line, newline included) if every line is valid
+    UTF-8 and under the cap; None sends the block to the slow path."""
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
+    offsets = np.concatenate(([0], ends)).astype(np.int32)
+    if len(ends) and np.diff(offsets).max() > max_line_bytes + 1:
+        return None
+    arr = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+    try:
+        arr.validate(full=True)  # checks UTF-8
+    except pa.ArrowInvalid:
+        return None
+    return arr
+
+
+def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               block_bytes: int = 16 << 20) -> pa.Table:
+    """Split a JSONL file into (line_no, raw_line, pre_reason) rows, in bounded memory.
+
+    Lines keep their line ending (JSON ignores it; ingestion trims it). A leading BOM is
+    removed; `is_blank` marks whitespace-only lines. A line over `max_line_bytes` keeps only its head (pre_reason line_too_long);
+    invalid UTF-8 is kept with \\xNN escapes (pre_reason invalid_utf8).
     """
-    batches, line_nos, texts, reasons = [], [], [], []
-    blank = 0
-    schema = pa.schema([("line_no", pa.int64()), ("raw_line", pa.string()), ("pre_reason", pa.string())])
-
-    def flush():
-        if line_nos:
-            batches.append(pa.record_batch([pa.array(line_nos, pa.int64()), pa.array(texts, pa.string()),
-                                            pa.array(reasons, pa.string())], schema=schema))
-            line_nos.clear(), texts.clear(), reasons.clear()
-
+    batches, next_line_no = [], 1
     with open(path, "rb") as fh:
-        line_no = 0
-        while True:
-            chunk = fh.readline(max_line_bytes + 1)
-            if not chunk:
-                break
-            line_no += 1
-            reason = None
-            if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
-                head = chunk[:QUARANTINE_HEAD_BYTES]
-                while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
-                    pass
-                text, reason = head.decode("utf-8", "backslashreplace"), "line_too_long"
+        for block in _blocks(fh, max_line_bytes, block_bytes):
+            fast = None if isinstance(block, _TooLong) else _fast_block(block, max_line_bytes)
+            if fast is not None:
+                texts, reasons = fast, pa.nulls(len(fast), pa.string())
             else:
-                if line_no == 1 and chunk.startswith(_BOM):
-                    chunk = chunk[len(_BOM):]
-                chunk = chunk.rstrip(b"\r\n")
-                if not chunk.strip():
-                    blank += 1
-                    continue
-                try:
-                    text = chunk.decode("utf-8")
-                except UnicodeDecodeError:
-                    text, reason = chunk.decode("utf-8", "backslashreplace"), "invalid_utf8"
-                if reason is None:
-                    reason = _pre_reason(text)
-            line_nos.append(line_no)
-            texts.append(text)
-            reasons.append(reason)
-            if len(line_nos) >= _BATCH_LINES:
-                flush()
-    flush()
-    return pa.Table.from_batches(batches, schema=schema), blank
+                lines = [block] if isinstance(block, _TooLong) else block.split(b"\n")[:-1]
+                decoded, slow_reasons = _decode_slow(
+                    [line if isinstance(line, _TooLong) or len(line) <= max_line_bytes
+                     else _TooLong(line[:min(QUARANTINE_HEAD_BYTES, max_line_bytes)]) for line in lines])
+                texts, reasons = pa.array(decoded, pa.string()), pa.array(slow_reasons, pa.string())
+            line_nos = pa.array(np.arange(next_line_no, next_line_no + len(texts), dtype=np.int64))
+            next_line_no += len(texts)
+            batches.append(pa.record_batch([line_nos, texts, reasons, _blank_mask(texts)], schema=_SCHEMA))
+    return pa.Table.from_batches(batches, schema=_SCHEMA)
 
 
 _JSON_TYPE_OK = {
@@ -125,7 +178,7 @@ _JSON_TYPE_OK = {
     "string": "{jt} = 'VARCHAR'",
     "timestamp": "{jt} = 'VARCHAR'",
     "string_list": "{jt} = 'ARRAY' AND coalesce(list_bool_and(list_transform("
-                   "TRY_CAST(j->'$.{name}' AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
+                   "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
     "json": "{jt} = 'OBJECT'",
 }
 _VALUE = {
@@ -133,66 +186,90 @@ _VALUE = {
     "float": "CAST({raw} AS DOUBLE)",
     "string": "{raw}",
     "timestamp": "TRY_CAST({raw} AS TIMESTAMPTZ)",
-    "string_list": "list_transform(CAST(j->'$.{name}' AS JSON[]), lambda x: x->>'$')",
-    "json": "CAST(j->'$.{name}' AS JSON)",
+    "string_list": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')",
+    "json": "{v}",
 }
 # ISO-8601 with an explicit offset; without one DuckDB would assume the session zone.
 _OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
 
 
 def validation_sql(contract: TableContract, partition_day: date | None) -> str:
-    """SQL over relation `lines` giving one typed column per field and `row_reason`."""
-    typed_cols, type_reasons, domain_reasons = [], [], []
+    """SQL over relation `lines` giving one typed column per field and `row_reason`.
+
+    Each rule becomes a boolean flag column; the reason text is only assembled for rows
+    with a raised flag, so valid rows cost a handful of boolean operations.
+    """
+    typed_cols, type_rules, domain_rules = [], [], []  # rules: (condition that flags the row, reason)
     for f in contract.fields:
-        jt, raw = f"jt_{f.name}", f"(j->>'$.{f.name}')"
-        ok = _JSON_TYPE_OK[f.type].format(jt=jt, raw=raw, name=f.name)
-        value = _VALUE[f.type].format(raw=raw, name=f.name)
+        # One parse per line: the field's JSON type, its text, and (lists, objects) its JSON.
+        v, jt, raw = f"v_{f.name}", f"jt_{f.name}", f"s_{f.name}"
+        ok = _JSON_TYPE_OK[f.type].format(jt=jt, raw=raw, v=v)
+        value = _VALUE[f.type].format(raw=raw, v=v)
         present = f"coalesce({jt}, 'NULL') <> 'NULL'"
         if f.type == "timestamp":
             ok_ts = f"regexp_matches({raw}, '{_OFFSET_RE}') AND {value} IS NOT NULL"
             typed_cols.append(f"CASE WHEN {present} AND {ok} AND {ok_ts} THEN {value} END AS {f.name}")
-            type_reasons.append(f"CASE WHEN {present} AND {ok} AND NOT ({ok_ts}) THEN 'bad_timestamp:{f.name}' END")
+            type_rules.append((f"{present} AND {ok} AND NOT ({ok_ts})", f"bad_timestamp:{f.name}"))
         else:
             typed_cols.append(f"CASE WHEN {present} AND {ok} THEN {value} END AS {f.name}")
         if f.required:
-            type_reasons.append(f"CASE WHEN NOT {present} THEN 'missing_required:{f.name}' END")
-        type_reasons.append(f"CASE WHEN {present} AND NOT ({ok}) THEN 'wrong_type:{f.name}' END")
+            type_rules.append((f"NOT {present}", f"missing_required:{f.name}"))
+        type_rules.append((f"{present} AND NOT ({ok})", f"wrong_type:{f.name}"))
         if f.domain_sql:
-            domain_reasons.append(
-                f"CASE WHEN {f.name} IS NOT NULL AND NOT coalesce({f.domain_sql}, false) THEN 'out_of_domain:{f.name}' END")
+            domain_rules.append((f"{f.name} IS NOT NULL AND NOT coalesce({f.domain_sql}, false)", f"out_of_domain:{f.name}"))
     for reason, rule in contract.row_rules:
-        domain_reasons.append(f"CASE WHEN NOT coalesce({rule}, true) THEN '{reason}' END")
+        domain_rules.append((f"NOT coalesce({rule}, true)", reason))
     if contract.time_field and partition_day is not None:
         t = contract.time_field
-        domain_reasons.append(
-            f"CASE WHEN {t} IS NOT NULL AND CAST(timezone('UTC', {t}) AS DATE) <> DATE '{partition_day.isoformat()}' "
-            f"THEN 'outside_partition:{t}' END")
-    json_types = ",\n        ".join(f"json_type(j, '$.{f.name}') AS jt_{f.name}" for f in contract.fields)
+        domain_rules.append((f"{t} IS NOT NULL AND CAST(timezone('UTC', {t}) AS DATE) <> DATE '{partition_day.isoformat()}'",
+                             f"outside_partition:{t}"))
+    rules = type_rules + domain_rules
+    flags = [f"flag_{i}" for i in range(len(rules))]
+    type_flags = ",\n        ".join(f"coalesce({cond}, false) AS flag_{i}" for i, (cond, _) in enumerate(type_rules))
+    domain_flags = ",\n        ".join(f"coalesce({cond}, false) AS flag_{i}"
+                                     for i, (cond, _) in enumerate(domain_rules, start=len(type_rules))) or "true AS no_domain_rules"
+    reasons = ", ".join(f"CASE WHEN {flag} THEN '{reason}' END" for flag, (_, reason) in zip(flags, rules))
+    paths = ", ".join(f"'$.{f.name}'" for f in contract.fields)
+    values = ",\n        ".join(
+        f"types[{i}] AS jt_{f.name}, strs[{i}] AS s_{f.name}"
+        + (f", CASE WHEN types[{i}] IN ('ARRAY', 'OBJECT') THEN json_extract(j, '$.{f.name}') END AS v_{f.name}"
+           if f.type in ("string_list", "json") else "")
+        for i, f in enumerate(contract.fields, start=1))
     field_names = ", ".join(f.name for f in contract.fields)
     return f"""
 WITH parsed AS (
     SELECT line_no, raw_line, pre_reason,
-           CASE WHEN pre_reason IS NULL AND json_valid(raw_line) THEN CAST(raw_line AS JSON) END AS j
-    FROM lines
-), typed AS (
+           CASE WHEN pre_reason IS NULL THEN TRY_CAST(raw_line AS JSON) END AS j
+    FROM (SELECT line_no, raw_line,
+                 coalesce(pre_reason, CASE WHEN n.line_no IS NOT NULL THEN 'malformed_json' END) AS pre_reason
+          FROM lines LEFT JOIN non_standard_json AS n USING (line_no))
+), extracted AS (
     SELECT line_no, raw_line, pre_reason, j, j IS NOT NULL AS is_json, json_type(j) AS json_kind,
-        {json_types}
+           json_type(j, [{paths}]) AS types, json_extract_string(j, [{paths}]) AS strs
     FROM parsed
+), typed AS (
+    SELECT * EXCLUDE (types, strs, j),
+        {values}
+    FROM extracted
 ), valued AS (
     SELECT line_no, raw_line, pre_reason, is_json, json_kind,
         {", ".join(typed_cols)},
-        [{", ".join(type_reasons)}] AS type_reasons
+        {type_flags}
     FROM typed
+), flagged AS (
+    SELECT *,
+        {domain_flags}
+    FROM valued
 )
 SELECT line_no, raw_line, {field_names},
     CASE
         WHEN pre_reason IS NOT NULL THEN pre_reason
         WHEN NOT is_json THEN 'malformed_json'
         WHEN json_kind <> 'OBJECT' THEN 'not_an_object'
-        ELSE nullif(array_to_string(list_filter(
-            type_reasons || [{", ".join(domain_reasons) or "NULL"}], lambda r: r IS NOT NULL), '; '), '')
+        WHEN NOT ({" OR ".join(flags)}) THEN NULL
+        ELSE concat_ws('; ', {reasons})
     END AS row_reason
-FROM valued
+FROM flagged
 """
 
 
@@ -228,13 +305,18 @@ def ingest_file(
     missing_refs = [r for r in contract.references if not (known_ids or {}).get(r)]
     if missing_refs:
         raise ValueError(f"{contract.asset_name}: reference check needs the snapshot for {missing_refs}")
-    lines, blank = read_lines(landing_file, max_line_bytes)
-    result = IngestResult(contract.asset_name, partition, source_name, rows_read=lines.num_rows, blank_lines=blank)
-
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("lines", lines)
+        con.register("file_lines", read_lines(landing_file, max_line_bytes))
+        # Blank lines carry no record and are only counted. Line endings stay on the text
+        # (JSON ignores them) and are trimmed only where the raw line is kept: quarantine.
+        con.execute("CREATE TEMP VIEW lines AS SELECT line_no, raw_line, pre_reason FROM file_lines WHERE NOT is_blank")
+        total = con.execute("SELECT count(*) FROM file_lines").fetchone()[0]
+        rows_read = con.execute("SELECT count(*) FROM lines").fetchone()[0]
+        result = IngestResult(contract.asset_name, partition, source_name, rows_read=rows_read,
+                              blank_lines=total - rows_read)
+        _flag_non_standard_json(con)
         con.execute(f"CREATE TEMP TABLE validated AS {validation_sql(contract, partition_day)}")
         joins, reasons = _reference_sql(contract, known_ids or {})
         checked = read_sql("raw_table_rows.sql").format(
@@ -245,7 +327,8 @@ def ingest_file(
         write_parquet_atomic(con, f"SELECT {fields} FROM checked WHERE reason IS NULL ORDER BY line_no", data_path)
         quarantine = (
             f"SELECT CAST(? AS VARCHAR) AS asset, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS source_file, "
-            f"line_no, reason, raw_line FROM checked WHERE reason IS NOT NULL ORDER BY line_no")
+            f"line_no, reason, rtrim(raw_line, chr(13) || chr(10)) AS raw_line "
+            f"FROM checked WHERE reason IS NOT NULL ORDER BY line_no")
         con.execute("CREATE TEMP TABLE quarantined AS " + quarantine, [contract.asset_name, partition, source_name])
         write_parquet_atomic(con, "SELECT * FROM quarantined", quarantine_path)
 
