@@ -27,9 +27,13 @@ ingest_raw_logs = dg.define_asset_job(
     description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
 )
 
-defs = dg.Definitions(
-    assets=raw_assets,
-    asset_checks=raw_checks,
-    jobs=[ingest_raw_logs],
-    resources=build_resources(),
-)
+def build_defs(resources: dict | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=raw_assets,
+        asset_checks=raw_checks,
+        jobs=[ingest_raw_logs],
+        resources=resources or build_resources(),
+    )
+
+
+defs = build_defs()

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
     parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--impressions-per-day", type=int, default=70_000)
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
     args = parser.parse_args(argv)
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
@@ -52,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     data_root = Path(args.data_root).resolve()
-    os.environ["RECSYS_DATA_ROOT"] = str(data_root)  # before the definitions read it
     home = ensure_dagster_home(Path("dagster_home"))
 
     from recsys_assets.core.generator import GeneratorConfig, generate
-    from recsys_assets.definitions import defs  # reads RECSYS_DATA_ROOT set above
+    from recsys_assets.definitions import build_defs, build_resources
 
-    config = GeneratorConfig(days=args.days)
+    defs = build_defs(build_resources(str(data_root)))
+    config = GeneratorConfig(days=args.days, impressions_per_day=args.impressions_per_day)
     landing = data_root / "landing"
     if args.regenerate or not (landing / "users.jsonl").exists():
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
