@@ -2,9 +2,10 @@
 
 import dagster as dg
 
+from recsys_assets.assets.features import feature_assets
 from recsys_assets.assets.raw import log_assets, raw_assets
 from recsys_assets.checks.raw_checks import raw_checks
-from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
+from resources import FeatureSettings, IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
 
 
 def build_resources(data_root: str | None = None, landing_root: str | None = None,
@@ -18,6 +19,7 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "landing": landing,
         "warehouse": WarehouseResource(storage=storage),
         "ingestion": ingestion or IngestionSettings(),
+        "features": FeatureSettings(),
     }
 
 
@@ -29,7 +31,7 @@ ingest_raw_logs = dg.define_asset_job(
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=raw_assets,
+        assets=raw_assets + feature_assets,
         asset_checks=raw_checks,
         jobs=[ingest_raw_logs],
         resources=resources or build_resources(),

@@ -1,8 +1,9 @@
 """Configurable Dagster resources: where data lives and how it is read and checked."""
 
+from resources.features import FeatureSettings
 from resources.ingestion import IngestionSettings
 from resources.landing import LandingZoneResource
 from resources.storage import StorageResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["IngestionSettings", "LandingZoneResource", "StorageResource", "WarehouseResource"]
+__all__ = ["FeatureSettings", "IngestionSettings", "LandingZoneResource", "StorageResource", "WarehouseResource"]

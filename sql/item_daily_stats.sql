@@ -1,0 +1,16 @@
+-- item_daily_stats: one row per item shown or watched on $day; windows of item_features sum these.
+SELECT
+    $day::DATE AS day,
+    item_id,
+    count(*) FILTER (WHERE NOT is_organic) AS impressions,
+    count(*) FILTER (WHERE clicked) AS clicks,
+    count(*) FILTER (WHERE played) AS plays,
+    count(*) FILTER (WHERE liked) AS likes,
+    count(*) FILTER (WHERE is_positive) AS positives,
+    count(DISTINCT user_id) AS users,
+    sum(watch_time_sec) AS watch_time_sec,
+    count(completion) AS watches,
+    coalesce(sum(completion), 0) AS completion_sum
+FROM interactions
+GROUP BY item_id
+ORDER BY item_id

@@ -1,0 +1,18 @@
+-- user_daily_stats: one row per user active on $day (an impression or an organic watch).
+-- The additive building block of user_features: windows sum these rows.
+SELECT
+    $day::DATE AS day,
+    user_id,
+    count(*) FILTER (WHERE NOT is_organic) AS impressions,
+    count(*) FILTER (WHERE clicked) AS clicks,
+    count(*) FILTER (WHERE played) AS plays,
+    count(*) FILTER (WHERE liked) AS likes,
+    count(*) FILTER (WHERE is_positive) AS positives,
+    count(*) FILTER (WHERE is_organic) AS organic_watches,
+    sum(watch_time_sec) AS watch_time_sec,
+    count(completion) AS watches,
+    coalesce(sum(completion), 0) AS completion_sum,
+    max(event_at) AS last_event_at
+FROM interactions
+GROUP BY user_id
+ORDER BY user_id
