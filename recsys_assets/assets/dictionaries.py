@@ -1,0 +1,96 @@
+"""Dictionaries: append-only id dictionaries (users, items) and hash dictionaries for
+categorical features. Unpartitioned: each materialization extends the previous version."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from recsys_assets.core import dictionaries, hashing
+from recsys_assets.core.ingest import read_sql
+from recsys_assets.core.storage import file_sha256, write_parquet_atomic
+from recsys_assets.core.tables import bind, connect
+from resources import FeatureSettings, StorageResource, WarehouseResource
+
+GROUP = "dictionaries"
+KINDS = {"duckdb", "parquet"}
+
+
+def _id_dictionary_asset(name: str, source: dictionaries.IdSource, entity: str):
+    @dg.asset(
+        name=name, group_name=GROUP, kinds=KINDS, deps=[source.daily_table, source.entity_table],
+        description=f"Contiguous integer index for every {entity} id, used by every matrix and model. Append-only: "
+                    "an index never changes once assigned; new ids get the next indices in (first_seen_day, id) "
+                    "order; each entry records first/last seen day and interaction count.",
+    )
+    def _asset(storage: StorageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        out = storage.partition_path(name)
+        daily = sorted((storage.lake_dir / source.daily_table).glob("*.parquet"))
+        entity_file = storage.partition_path(source.entity_table)
+        if not entity_file.exists():
+            raise dg.Failure(f"{name} needs {source.entity_table}; materialize it first.")
+        stats = dictionaries.update_id_dictionary(source, out, daily, entity_file, out)
+        warehouse.refresh_catalog()
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": stats["entries"], "new_entries": stats["new_entries"],
+            "days_read": len(daily), "version": file_sha256(out)[:16], "path": dg.MetadataValue.path(str(out))})
+
+    return _asset
+
+
+user_id_dictionary = _id_dictionary_asset("user_id_dictionary", dictionaries.USERS, "user")
+item_id_dictionary = _id_dictionary_asset("item_id_dictionary", dictionaries.ITEMS, "item")
+
+HASH_FIELDS = ("country", "ui_language", "device_type", "surface", "genres", "tags")
+
+
+def hash_dictionary_version_path(storage: StorageResource, version: str):
+    """Every version ever published stays readable, so a model can encode with the one it was trained on."""
+    return storage.root / "dictionary_versions" / "hash_dictionaries" / f"{version}.parquet"
+
+
+@dg.asset(
+    group_name=GROUP, kinds=KINDS, deps=["raw_users", "raw_items", "categorical_daily_counts"],
+    description="Hash dictionaries of the categorical features (" + ", ".join(HASH_FIELDS) + "): per field, values "
+                "seen at least hash_min_count times keep a stable index, the rest share hash_oov_buckets MD5 buckets "
+                "(the same in SQL and Python, in every process). One row per value with its count, bucket and bucket "
+                "collisions; append-only, versioned by what the encoding is.",
+)
+def hash_dictionaries(storage: StorageResource, warehouse: WarehouseResource,
+                      features: FeatureSettings) -> dg.MaterializeResult:
+    out = storage.partition_path("hash_dictionaries")
+    con = connect()
+    try:
+        bind(con, "users", [storage.partition_path("raw_users")], "raw_users")
+        bind(con, "items", [storage.partition_path("raw_items")], "raw_items")
+        bind(con, "daily_counts", sorted((storage.lake_dir / "categorical_daily_counts").glob("*.parquet")),
+             "categorical_daily_counts")
+        counts = con.sql(read_sql("hash_dictionary_counts.sql")).to_arrow_table()
+    finally:
+        con.close()
+    previous = pq.read_table(out) if out.exists() else None
+    table = hashing.build_hash_dictionary(counts, previous, min_count=features.hash_min_count,
+                                          n_buckets=features.hash_oov_buckets)
+    con = connect()
+    try:
+        con.register("dictionary", table)
+        write_parquet_atomic(con, "SELECT * FROM dictionary", out)
+        version = table.column("version")[0].as_py()
+        versioned = hash_dictionary_version_path(storage, version)
+        if not versioned.exists():
+            write_parquet_atomic(con, "SELECT * FROM dictionary", versioned)
+    finally:
+        con.close()
+    warehouse.refresh_catalog()
+    stats = hashing.dictionary_stats(table)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": table.num_rows,
+        "version": version,
+        "max_oov_rate": max(s["oov_rate"] for s in stats),
+        "field_stats": dg.MetadataValue.md(
+            "| field | kept | OOV values | OOV rate | max bucket collisions |\n|---|---|---|---|---|\n" + "\n".join(
+                f"| {s['field']} | {s['kept_values']} | {s['oov_values']} | {s['oov_rate']:.4f} | "
+                f"{s['max_bucket_collisions']} |" for s in stats)),
+        "path": dg.MetadataValue.path(str(out)),
+    })
+
+
+dictionary_assets = [user_id_dictionary, item_id_dictionary, hash_dictionaries]
