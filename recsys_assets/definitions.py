@@ -3,6 +3,7 @@
 import dagster as dg
 
 from recsys_assets.assets.dictionaries import dictionary_assets
+from recsys_assets.assets.drift import drift_assets, drift_checks
 from recsys_assets.assets.features import feature_assets
 from recsys_assets.assets.raw import log_assets, raw_assets
 from recsys_assets.checks.feature_checks import feature_checks
@@ -33,8 +34,8 @@ ingest_raw_logs = dg.define_asset_job(
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=raw_assets + feature_assets + dictionary_assets,
-        asset_checks=raw_checks + feature_checks,
+        assets=raw_assets + feature_assets + dictionary_assets + drift_assets,
+        asset_checks=raw_checks + feature_checks + drift_checks,
         jobs=[ingest_raw_logs],
         resources=resources or build_resources(),
     )
