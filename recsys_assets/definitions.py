@@ -32,10 +32,14 @@ ingest_raw_logs = dg.define_asset_job(
     description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
 )
 
+ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets
+ALL_CHECKS = raw_checks + feature_checks + drift_checks
+
+
 def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=raw_assets + feature_assets + dictionary_assets + drift_assets,
-        asset_checks=raw_checks + feature_checks + drift_checks,
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
         jobs=[ingest_raw_logs],
         resources=resources or build_resources(),
     )

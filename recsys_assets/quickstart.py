@@ -22,21 +22,26 @@ def ensure_dagster_home(default: Path) -> Path:
 
 
 def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterInstance) -> None:
-    """Unpartitioned snapshots first, then every partitioned asset as one range run."""
+    """Three runs: unpartitioned assets with no partitioned upstream (the raw snapshots),
+    then every partitioned asset as one range run, then the unpartitioned assets built
+    from partitioned ones (the dictionaries)."""
     graph = defs.resolve_asset_graph()
-    partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
-    unpartitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None]
+    keys = graph.get_all_asset_keys()
+    partitioned = {k for k in keys if graph.get(k).partitions_def is not None}
+    downstream_of_partitioned = {k for k in keys - partitioned if graph.get_ancestor_asset_keys(k) & partitioned}
     job = defs.resolve_implicit_global_asset_job_def()
     for selection, tags in (
-        (unpartitioned, {}),
+        (keys - partitioned - downstream_of_partitioned, {}),
         (partitioned, {"dagster/asset_partition_range_start": days[0],
                        "dagster/asset_partition_range_end": days[-1]}),
+        (downstream_of_partitioned, {}),
     ):
-        result = job.execute_in_process(instance=instance, asset_selection=selection, tags=tags,
+        result = job.execute_in_process(instance=instance, asset_selection=sorted(selection), tags=tags,
                                         raise_on_error=False)
-        failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
-        for evaluation in failed_checks:
-            print(f"  check FAILED: {evaluation.asset_check_key.to_user_string()} {evaluation.metadata}")
+        for evaluation in result.get_asset_check_evaluations():
+            if not evaluation.passed:
+                print(f"  check {evaluation.severity.value}: {evaluation.asset_check_key.to_user_string()} "
+                      f"{ {k: v.value for k, v in evaluation.metadata.items() if isinstance(v.value, (int, float))} }")
         if not result.success:
             raise SystemExit("materialization failed; see the run in the UI for the failing step")
 

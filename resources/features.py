@@ -18,3 +18,5 @@ class FeatureSettings(dg.ConfigurableResource):
     drift_reference_days: int = 7
     drift_warn_psi: float = 0.1
     drift_fail_psi: float = 0.25
+    # Numeric PSI uses at most 10 quantile bins and at least this many samples per bin.
+    drift_samples_per_bin: int = 100

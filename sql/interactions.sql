@@ -17,7 +17,7 @@ watched AS (
     SELECT request_id, user_id, item_id,
            count(*) AS watches,
            min(started_at) AS started_at,
-           sum(watch_time_sec) AS watch_time_sec,
+           sum(watch_time_sec::DECIMAL(18, 3))::DOUBLE AS watch_time_sec,  -- exact: parallel float sums vary by order
            max(completion) AS completion
     FROM watches
     GROUP BY ALL

@@ -8,9 +8,9 @@ SELECT
     count(*) FILTER (WHERE liked) AS likes,
     count(*) FILTER (WHERE is_positive) AS positives,
     count(DISTINCT user_id) AS users,
-    sum(watch_time_sec) AS watch_time_sec,
+    sum(watch_time_sec::DECIMAL(18, 3)) AS watch_time_sec,  -- DECIMAL: exact, so re-runs are byte-identical
     count(completion) AS watches,
-    coalesce(sum(completion), 0) AS completion_sum
+    coalesce(sum(completion::DECIMAL(18, 6)), 0) AS completion_sum
 FROM interactions
 GROUP BY item_id
 ORDER BY item_id

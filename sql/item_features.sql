@@ -17,7 +17,7 @@ agg AS (
         coalesce(sum(positives) FILTER (WHERE day >= $day::DATE - 7), 0) AS positives_7d,
         sum(positives) AS positives_28d,
         coalesce(sum(users) FILTER (WHERE day >= $day::DATE - 7), 0) AS user_days_7d,
-        sum(completion_sum) / nullif(sum(watches), 0) AS mean_completion_28d,
+        (sum(completion_sum) / nullif(sum(watches), 0))::DOUBLE AS mean_completion_28d,
         max(day) AS source_max_day
     FROM s
     GROUP BY item_id

@@ -9,9 +9,9 @@ SELECT
     count(*) FILTER (WHERE liked) AS likes,
     count(*) FILTER (WHERE is_positive) AS positives,
     count(*) FILTER (WHERE is_organic) AS organic_watches,
-    sum(watch_time_sec) AS watch_time_sec,
+    sum(watch_time_sec::DECIMAL(18, 3)) AS watch_time_sec,  -- DECIMAL: exact, so re-runs are byte-identical
     count(completion) AS watches,
-    coalesce(sum(completion), 0) AS completion_sum,
+    coalesce(sum(completion::DECIMAL(18, 6)), 0) AS completion_sum,
     max(event_at) AS last_event_at
 FROM interactions
 GROUP BY user_id

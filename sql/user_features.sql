@@ -20,11 +20,11 @@ agg AS (
         coalesce(sum(positives) FILTER (WHERE day >= $day::DATE - 1), 0) AS positives_1d,
         coalesce(sum(positives) FILTER (WHERE day >= $day::DATE - 7), 0) AS positives_7d,
         sum(positives) AS positives_28d,
-        coalesce(sum(watch_time_sec) FILTER (WHERE day >= $day::DATE - 7), 0) AS watch_time_sec_7d,
-        sum(watch_time_sec) AS watch_time_sec_28d,
-        sum(completion_sum) FILTER (WHERE day >= $day::DATE - 7)
-            / nullif(sum(watches) FILTER (WHERE day >= $day::DATE - 7), 0) AS mean_completion_7d,
-        sum(completion_sum) / nullif(sum(watches), 0) AS mean_completion_28d,
+        coalesce(sum(watch_time_sec) FILTER (WHERE day >= $day::DATE - 7), 0)::DOUBLE AS watch_time_sec_7d,
+        sum(watch_time_sec)::DOUBLE AS watch_time_sec_28d,
+        (sum(completion_sum) FILTER (WHERE day >= $day::DATE - 7)
+            / nullif(sum(watches) FILTER (WHERE day >= $day::DATE - 7), 0))::DOUBLE AS mean_completion_7d,
+        (sum(completion_sum) / nullif(sum(watches), 0))::DOUBLE AS mean_completion_28d,
         count(*) AS active_days_28d,
         max(day) AS source_max_day,
         max(last_event_at) AS last_event_at

@@ -16,8 +16,12 @@ def test_quickstart_materializes_everything(tmp_path, monkeypatch, capsys):
     counts = dict(con.execute("SELECT 'imp', count(*) FROM raw_impressions UNION ALL "
                               "SELECT 'days', count(DISTINCT CAST(timezone('UTC', shown_at) AS DATE)) FROM raw_impressions").fetchall())
     assert counts == {"imp": 10_000, "days": 2}
+    views = {v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"interactions", "user_features", "item_features", "user_sequences", "user_id_dictionary",
+            "item_id_dictionary", "hash_dictionaries", "feature_drift_report", "quarantine"} <= views
+    assert con.execute("SELECT count(*) FROM user_features WHERE day = DATE '2026-01-02'").fetchone()[0] > 0
     out = capsys.readouterr().out
     assert "raw_watch_stats" in out and "dagster dev" in out
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 2 and all(r.is_success for r in runs)
+        assert len(runs) == 3 and all(r.is_success for r in runs)  # snapshots, daily range, dictionaries

@@ -51,8 +51,14 @@ def drift_for_day(storage: StorageResource, day: str, settings: FeatureSettings)
     finally:
         con.close()
 
-    rows = drift.drift_rows({k: (np.array(r, float), np.array(c, float)) for k, (r, c) in numeric.items()},
-                            dict(categorical), warn=settings.drift_warn_psi, fail=settings.drift_fail_psi)
+    rows = drift.drift_rows({}, dict(categorical), warn=settings.drift_warn_psi, fail=settings.drift_fail_psi)
+    for feature, (ref, cur) in numeric.items():
+        # PSI of an unchanged distribution grows like (bins - 1) * (1/n_ref + 1/n_cur): with few
+        # samples, fewer bins keep noise well under the warn threshold.
+        bins = int(np.clip(min(len(ref), len(cur)) // settings.drift_samples_per_bin, 2, drift.DEFAULT_BINS))
+        rows += drift.drift_rows({feature: (np.array(ref, float), np.array(cur, float))}, {}, bins=bins,
+                                 warn=settings.drift_warn_psi, fail=settings.drift_fail_psi)
+    rows = drift.sort_rows(rows)
     n_impressions = int(traffic[0])
     for name, value in zip(("unseen_user_share", "unseen_item_share", "new_item_share"), traffic[1:]):
         # Informational: shares have no reference distribution to test against here.
