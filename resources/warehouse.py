@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 import dagster as dg
 
-from recsys_assets.core.storage import create_views, write_catalog_atomic
+from recsys_assets.core.storage import create_views, refresh_catalog_if_needed, write_catalog_atomic
 from resources.storage import StorageResource
 
 
@@ -24,5 +24,9 @@ class WarehouseResource(dg.ConfigurableResource):
         create_views(con, self.storage.lake_dir)
         return con
 
-    def refresh_catalog(self) -> list[str]:
+    def refresh_catalog(self) -> bool:
+        """Give every lake table a view in the catalog file (rebuilt only when a table is new)."""
+        return refresh_catalog_if_needed(self.storage.lake_dir, self.storage.catalog_path)
+
+    def rebuild_catalog(self) -> list[str]:
         return write_catalog_atomic(self.storage.lake_dir, self.storage.catalog_path)

@@ -78,6 +78,31 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> list[str]:
     return created
 
 
+def lake_tables(lake_dir: Path) -> list[str]:
+    if not lake_dir.exists():
+        return []
+    return sorted(p.name for p in lake_dir.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
+
+
+def refresh_catalog_if_needed(lake_dir: Path, catalog_path: Path) -> bool:
+    """Rebuild the catalog only when a lake table has no view yet.
+
+    Views read their folder's glob at query time, so new partitions of a known table need
+    no rebuild; skipping it keeps a materialization's cost independent of history length.
+    """
+    listing = catalog_path.with_name(catalog_path.name + ".tables")
+    # The lake's own path is part of the listing: views hold absolute paths, so a moved
+    # data root must rebuild them too.
+    wanted = [str(lake_dir)] + lake_tables(lake_dir)
+    if catalog_path.exists() and listing.exists() and listing.read_text().splitlines() == wanted:
+        return False
+    views = write_catalog_atomic(lake_dir, catalog_path)
+    tmp = _temp_sibling(listing)
+    tmp.write_text("\n".join([str(lake_dir)] + views))
+    os.replace(tmp, listing)
+    return True
+
+
 def write_catalog_atomic(lake_dir: Path, catalog_path: Path) -> list[str]:
     """Rebuild the DuckDB catalog file (views only) and publish it atomically.
 
