@@ -12,6 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "{ assetNodes { assetKey { path } groupName description isPartitioned } }"
+DRIFT_QUERY = """{ assetOrError(assetKey: {path: ["feature_drift_report"]}) { ... on Asset {
+  assetMaterializations(limit: 10) { partition metadataEntries { label __typename
+    ... on FloatMetadataEntry { floatValue } ... on MarkdownMetadataEntry { mdStr } } } } } }"""
 
 
 def free_port() -> int:
@@ -20,8 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=10))["data"]
+
+
 def test_webserver_lists_every_asset_with_group_and_description(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Materialize a small quickstart into this DAGSTER_HOME so the UI has runs to show.
+    subprocess.run([sys.executable, "-m", "recsys_assets.quickstart", "--data-root", str(tmp_path / "data"),
+                    "--days", "3", "--impressions-per-day", "4000"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RECSYS_DATA_ROOT": str(tmp_path / "data")}
     server = subprocess.Popen(
@@ -32,9 +45,7 @@ def test_webserver_lists_every_asset_with_group_and_description(tmp_path):
         nodes, deadline = None, time.time() + 120
         while time.time() < deadline:
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
-                                             headers={"Content-Type": "application/json"})
-                nodes = json.load(urllib.request.urlopen(req, timeout=10))["data"]["assetNodes"]
+                nodes = graphql(port, QUERY)["assetNodes"]
                 if nodes:
                     break
             except OSError:
@@ -46,6 +57,15 @@ def test_webserver_lists_every_asset_with_group_and_description(tmp_path):
         assert by_name["raw_impressions"]["groupName"] == "raw" and by_name["raw_impressions"]["isPartitioned"]
         assert by_name["raw_users"]["groupName"] == "raw_snapshots"
         assert all(n["description"] and len(n["description"]) > 40 for n in nodes)
+        assert {"user_features", "hash_dictionaries", "feature_drift_report"} <= set(by_name)
+
+        # The drift asset shows a plottable number (a float entry) and a markdown table per partition.
+        mats = graphql(port, DRIFT_QUERY)["assetOrError"]["assetMaterializations"]
+        assert {m["partition"] for m in mats} == {"2026-01-01", "2026-01-02", "2026-01-03"}
+        for m in mats:
+            entries = {e["label"]: e for e in m["metadataEntries"]}
+            assert entries["worst_psi"]["__typename"] == "FloatMetadataEntry"
+            assert entries["summary"]["mdStr"].startswith("| feature |")
     finally:
         server.terminate()
         server.wait(timeout=30)
