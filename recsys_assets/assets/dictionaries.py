@@ -2,6 +2,7 @@
 categorical features. Unpartitioned: each materialization extends the previous version."""
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_assets.core import dictionaries, hashing
@@ -69,9 +70,15 @@ def hash_dictionaries(storage: StorageResource, warehouse: WarehouseResource,
     previous = pq.read_table(out) if out.exists() else None
     table = hashing.build_hash_dictionary(counts, previous, min_count=features.hash_min_count,
                                           n_buckets=features.hash_oov_buckets)
+    stats = hashing.dictionary_stats(table)
     con = connect()
     try:
-        con.register("dictionary", table)
+        # The exported table carries each field's OOV rate next to the per-value counts and collisions.
+        con.register("dictionary_values", table)
+        con.register("field_stats", pa.Table.from_pylist(
+            [{"field": s["field"], "field_oov_rate": float(s["oov_rate"])} for s in stats]))
+        con.execute("CREATE TEMP VIEW dictionary AS SELECT d.*, f.field_oov_rate FROM dictionary_values AS d "
+                    "JOIN field_stats AS f USING (field) ORDER BY d.field, d.index, d.value")
         write_parquet_atomic(con, "SELECT * FROM dictionary", out)
         version = table.column("version")[0].as_py()
         versioned = hash_dictionary_version_path(storage, version)
@@ -80,7 +87,6 @@ def hash_dictionaries(storage: StorageResource, warehouse: WarehouseResource,
     finally:
         con.close()
     warehouse.refresh_catalog()
-    stats = hashing.dictionary_stats(table)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": table.num_rows,
         "version": version,
