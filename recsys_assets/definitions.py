@@ -4,11 +4,14 @@ import dagster as dg
 
 from recsys_assets.assets.dictionaries import dictionary_assets
 from recsys_assets.assets.drift import drift_assets, drift_checks
+from recsys_assets.assets.evaluation import evaluation_assets
 from recsys_assets.assets.features import feature_assets
 from recsys_assets.assets.raw import log_assets, raw_assets
+from recsys_assets.assets.recall import model_assets, model_checks
 from recsys_assets.checks.feature_checks import feature_checks
 from recsys_assets.checks.raw_checks import raw_checks
-from resources import FeatureSettings, IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
+from resources import (FeatureSettings, IngestionSettings, LandingZoneResource, ModelStoreResource, RecallSettings,
+                       StorageResource, WarehouseResource)
 
 
 def build_resources(data_root: str | None = None, landing_root: str | None = None,
@@ -23,6 +26,8 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "warehouse": WarehouseResource(storage=storage),
         "ingestion": ingestion or IngestionSettings(),
         "features": FeatureSettings(),
+        "model_store": ModelStoreResource(models_root=str(storage.root / "models")),
+        "recall": RecallSettings(),
     }
 
 
@@ -32,8 +37,8 @@ ingest_raw_logs = dg.define_asset_job(
     description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
 )
 
-ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets
-ALL_CHECKS = raw_checks + feature_checks + drift_checks
+ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets
+ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:

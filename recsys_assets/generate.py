@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--new-item-share", type=float, default=d.new_item_share)
     p.add_argument("--new-user-share", type=float, default=d.new_user_share)
+    p.add_argument("--personalized-share", type=float, default=d.personalized_share,
+                   help="share of slates aimed at one of the user's genres (the rest by popularity)")
     p.add_argument("--shift-date", type=dt.date.fromisoformat, default=None,
                    help="first day of the distribution shift, YYYY-MM-DD")
     p.add_argument("--shift-kind", choices=SHIFT_KINDS, default=d.shift_kind)
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
         n_users=args.users, n_items=args.items, days=args.days, start_date=args.start,
         impressions_per_day=args.impressions_per_day, slate_size=args.slate_size, seed=args.seed,
         new_item_share=args.new_item_share, new_user_share=args.new_user_share,
+        personalized_share=args.personalized_share,
         shift_date=args.shift_date, shift_kind=args.shift_kind, bad_record_rate=args.bad_rate,
     )
     t0 = time.perf_counter()

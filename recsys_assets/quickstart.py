@@ -21,21 +21,40 @@ def ensure_dagster_home(default: Path) -> Path:
     return home
 
 
-def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterInstance) -> None:
-    """Three runs: unpartitioned assets with no partitioned upstream (the raw snapshots),
-    then every partitioned asset as one range run, then the unpartitioned assets built
-    from partitioned ones (the dictionaries)."""
+MODEL_GROUPS = {"recall"}  # trained per day; the quickstart trains them for the last days only
+
+
+def _phases(defs: dg.Definitions) -> list[tuple[set, bool, bool]]:
+    """The asset graph cut into runs: topological order, one run per stretch of assets that
+    are all partitioned or all not (a range run cannot mix them); model groups apart."""
     graph = defs.resolve_asset_graph()
-    keys = graph.get_all_asset_keys()
-    partitioned = {k for k in keys if graph.get(k).partitions_def is not None}
-    downstream_of_partitioned = {k for k in keys - partitioned if graph.get_ancestor_asset_keys(k) & partitioned}
+    remaining = set(graph.get_all_asset_keys())
+    done, phases = set(), []
+    while remaining:
+        ready = {k for k in remaining if not (graph.get(k).parent_keys & remaining)}
+        kind = lambda k: (graph.get(k).partitions_def is not None, graph.get(k).group_name in MODEL_GROUPS)  # noqa: E731
+        first = min(ready, key=lambda k: (kind(k), k.to_user_string()))
+        phase = set()
+        frontier = {k for k in ready if kind(k) == kind(first)}
+        while frontier:  # grow the phase with everything of the same kind it unlocks
+            phase |= frontier
+            remaining -= frontier
+            frontier = {k for k in remaining if kind(k) == kind(first) and not (graph.get(k).parent_keys & remaining)}
+        phases.append((phase, *kind(first)))
+        done |= phase
+    return phases
+
+
+def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterInstance, model_days: int = 1) -> None:
+    """Materialize the whole graph: snapshots, daily layers over `days` as range runs,
+    dictionaries, and the model layer (recall) for the last `model_days` days."""
     job = defs.resolve_implicit_global_asset_job_def()
-    for selection, tags in (
-        (keys - partitioned - downstream_of_partitioned, {}),
-        (partitioned, {"dagster/asset_partition_range_start": days[0],
-                       "dagster/asset_partition_range_end": days[-1]}),
-        (downstream_of_partitioned, {}),
-    ):
+    for selection, partitioned, is_model in _phases(defs):
+        run_days = days[-model_days:] if is_model else days
+        if is_model and model_days == 0:
+            continue
+        tags = {"dagster/asset_partition_range_start": run_days[0],
+                "dagster/asset_partition_range_end": run_days[-1]} if partitioned else {}
         result = job.execute_in_process(instance=instance, asset_selection=sorted(selection), tags=tags,
                                         raise_on_error=False)
         for evaluation in result.get_asset_check_evaluations():
@@ -51,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--impressions-per-day", type=int, default=70_000)
+    parser.add_argument("--model-days", type=int, default=1, help="train and evaluate recall models for the last N days")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
     args = parser.parse_args(argv)
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
@@ -72,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     days = sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
-        materialize_all(defs, days, instance)
+        materialize_all(defs, days, instance, model_days=args.model_days)
 
     import duckdb
     con = duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True)

@@ -3,7 +3,9 @@
 from resources.features import FeatureSettings
 from resources.ingestion import IngestionSettings
 from resources.landing import LandingZoneResource
+from resources.model_store import ModelStoreResource
+from resources.recall import RecallSettings
 from resources.storage import StorageResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["FeatureSettings", "IngestionSettings", "LandingZoneResource", "StorageResource", "WarehouseResource"]
+__all__ = ["FeatureSettings", "IngestionSettings", "LandingZoneResource", "ModelStoreResource", "RecallSettings", "StorageResource", "WarehouseResource"]

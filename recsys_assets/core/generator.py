@@ -136,6 +136,9 @@ class GeneratorConfig:
     bad_record_rate: float = 0.0
     zipf_exponent: float = 1.0
     position_bias_exponent: float = 0.7
+    # Share of requests whose slate the platform's previous recommender aimed at one of the
+    # user's genres (drawn from their tastes); the rest are drawn by popularity alone.
+    personalized_share: float = 0.5
     chunk_rows: int = _CHUNK_ROWS  # rows serialised at once (memory knob; no effect on output)
 
     def __post_init__(self) -> None:
@@ -153,6 +156,8 @@ class GeneratorConfig:
             raise ValueError(f"shift_kind must be one of {SHIFT_KINDS}, got {self.shift_kind!r}")
         if not 0.0 <= self.bad_record_rate <= 0.5:
             raise ValueError("bad_record_rate must be in [0, 0.5]")
+        if not 0.0 <= self.personalized_share <= 1.0:
+            raise ValueError("personalized_share must be in [0, 1]")
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
 
@@ -489,6 +494,26 @@ def _watch_stats(rng, rel, duration):
     return watch_time, completion, span
 
 
+_PERSONAL_FLOOR = 0.2  # weight of off-genre items in a personalized slate, relative to on-genre
+
+
+def _personalize_slates(w: _World, pref: np.ndarray, req_user: np.ndarray, avail: np.ndarray,
+                        weights: np.ndarray, slate: np.ndarray, d: int) -> None:
+    """Redraw the slates of a share of requests around one genre drawn from the user's
+    tastes (popularity within the genre), in place. Own RNG stream, one draw per genre."""
+    rng = _rng(w.cfg.seed, 3, d)
+    n_req, k = slate.shape
+    pers = np.flatnonzero(rng.random(n_req) < w.cfg.personalized_share)
+    if pers.size == 0:
+        return
+    cum = np.cumsum(pref[req_user[pers]], axis=1)
+    genre = (cum < rng.random(pers.size)[:, None] * cum[:, -1:]).sum(axis=1)
+    member = (w.item_genres[avail][:, :, None] == np.arange(N_GENRES)).any(axis=1)
+    for g in np.unique(genre):
+        rows = pers[genre == g]
+        slate[rows] = avail[_sample_slates(rng, weights * (_PERSONAL_FLOOR + member[:, g]), rows.size, k)]
+
+
 def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     cfg = w.cfg
     rng = _rng(cfg.seed, 1, d)
@@ -522,7 +547,10 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
             share = _BURST_SHARE * _BURST_DECAY ** (d - max(w.shift_day, 0))
             weights[b] *= share / (1.0 - share) * weights[~b].sum() / weights[b].sum()
     k = min(cfg.slate_size, len(avail))
-    slate = avail[_sample_slates(rng, weights, n_req, k)].astype(np.int64).ravel()
+    slate = avail[_sample_slates(rng, weights, n_req, k)].astype(np.int64)
+    if cfg.personalized_share > 0:
+        _personalize_slates(w, pref, req_user, avail, weights, slate, d)
+    slate = slate.ravel()
     n_imp = n_req * k
     imp_base = np.int64(d) * n_req * cfg.slate_size
 

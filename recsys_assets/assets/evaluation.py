@@ -1,0 +1,204 @@
+"""Recall evaluation of day D (full catalog, seen items removed, by user segment, with
+bootstrap CIs and paired lift over popularity) and the champion registry."""
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from recsys_assets.assets.recall import LEARNED, NoTrainingData, load_day, model_assets
+from recsys_assets.core import metrics
+from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.storage import write_parquet_atomic
+from recsys_assets.core.tables import connect
+from recsys_assets.partitions import daily_partitions
+from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
+
+GROUP = "recall"
+METRICS = ("recall", "precision", "hr", "ndcg", "map", "mrr")
+
+
+def exclusion_matrix(positives: sp.csr_matrix, users: np.ndarray, unavailable: np.ndarray) -> sp.csr_matrix:
+    """Items a user may not be recommended on day D: their training positives, and items
+    not yet in the catalog on D."""
+    seen = (positives > 0).astype(np.float32).tocsr()
+    if unavailable.size == 0:
+        return seen
+    rows = np.repeat(users, unavailable.size)
+    cols = np.tile(unavailable, users.size)
+    blocked = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=positives.shape)
+    return (seen + blocked).tocsr()
+
+
+def segment_of(n_train_positives: np.ndarray, light_max: int) -> np.ndarray:
+    return np.where(n_train_positives == 0, "cold", np.where(n_train_positives <= light_max, "light", "heavy"))
+
+
+def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings,
+                 log=None) -> tuple[list[dict], dict]:
+    data, test, info, data_version, _ = load_day(storage, day, settings)
+    users = test.users
+    ks = sorted(settings.k_eval)
+    max_k = ks[-1]
+    exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
+    relevant = test.relevant[users]
+    n_train = np.diff(data.positives.indptr)[users]
+    segments = segment_of(n_train, settings.light_user_max_positives)
+    item_popularity = np.asarray((data.positives > 0).sum(axis=0)).ravel()
+
+    per_model, latency = {}, {}
+    for name in model_assets:
+        if not model_store.exists(f"recall_{name}", day):
+            continue
+        model_store.verify(f"recall_{name}", day)
+        model = recall_models.load_model(model_store.path(f"recall_{name}", day))
+        started = time.perf_counter()
+        recs, _ = model.recommend(users, max_k, exclude=exclude)
+        latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
+        per_model[name] = (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
+
+    rows = []
+    popularity = per_model.get("popularity")
+    for name, (recs, by_k) in per_model.items():
+        for k in ks:
+            for metric_name, values in by_k[k].items():
+                base = metric_name.split("@")[0]
+                for segment in ("all", "cold", "light", "heavy"):
+                    mask = np.ones(len(users), bool) if segment == "all" else segments == segment
+                    if not mask.any():
+                        continue
+                    v = values[mask]
+                    lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
+                    row = {"day": day, "model": name, "segment": segment, "metric": base, "k": k,
+                           "value": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n_users": int(mask.sum()),
+                           "lift_vs_popularity": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None}
+                    if popularity is not None and name != "popularity":
+                        paired = metrics.paired_bootstrap(v, popularity[1][k][metric_name][mask],
+                                                          n_boot=settings.bootstrap_samples, seed=settings.seed)
+                        row |= {"lift_vs_popularity": _finite(paired["lift"]), "diff_ci_low": float(paired["ci_low"]),
+                                "diff_ci_high": float(paired["ci_high"]), "p_value": float(paired["p_value"])}
+                    rows.append(row)
+            for metric_name, value in (("coverage", metrics.catalog_coverage(recs, data.n_items, k)),
+                                       ("novelty", metrics.novelty(recs, item_popularity, k))):
+                rows.append({"day": day, "model": name, "segment": "all", "metric": metric_name, "k": k,
+                             "value": float(value), "ci_low": None, "ci_high": None, "n_users": int(len(users)),
+                             "lift_vs_popularity": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None})
+        rows.append({"day": day, "model": name, "segment": "all", "metric": "latency_ms_per_user", "k": max_k,
+                     "value": float(latency[name]), "ci_low": None, "ci_high": None, "n_users": int(len(users)),
+                     "lift_vs_popularity": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None})
+    return rows, {"test_users": int(len(users)), "data_version": data_version}
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{x:+.1%}"
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+EVAL_SCHEMA = pa.schema([("day", pa.string()), ("model", pa.string()), ("segment", pa.string()), ("metric", pa.string()),
+                         ("k", pa.int64()), ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+                         ("n_users", pa.int64()), ("lift_vs_popularity", pa.float64()), ("diff_ci_low", pa.float64()),
+                         ("diff_ci_high", pa.float64()), ("p_value", pa.float64())])
+
+
+def _write_rows(rows: list[dict], schema: pa.Schema, path) -> None:
+    con = connect()
+    try:
+        con.register("rows", pa.Table.from_pylist(rows, schema=schema))
+        write_parquet_atomic(con, "SELECT CAST(day AS DATE) AS day, * EXCLUDE (day) FROM rows", path)
+    finally:
+        con.close()
+
+
+@dg.asset(
+    group_name=GROUP, kinds={"numpy", "parquet"}, partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values(), "interactions"],
+    description="Every recall model of day D evaluated on day D's held-out positives: full-catalog ranking with "
+                "training positives and not-yet-available items removed; Recall, Precision, HR, NDCG, MAP, MRR at "
+                "K in RecallSettings.k_eval, coverage, novelty, latency; overall and for cold / light / heavy users; "
+                "bootstrap 95% CIs (users resampled) and paired lift over popularity. See docs/evaluation.md.",
+)
+def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
+                      recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    meta = {}
+    for day in context.partition_keys:
+        try:
+            rows, info = evaluate_day(day, storage, model_store, recall)
+        except NoTrainingData as nothing:  # the first day: no model exists, nothing to evaluate
+            rows, info = [], {"test_users": 0}
+            context.log.warning(f"recall_evaluation {day}: {nothing}")
+        _write_rows(rows, EVAL_SCHEMA, storage.partition_path("recall_evaluation", day))
+        headline = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == "ndcg" and r["k"] == 10}
+        meta = {f"ndcg_at_10_{m}": r["value"] for m, r in headline.items()}  # plain floats: plotted per day
+        meta["test_users"] = info["test_users"]
+        meta["summary"] = dg.MetadataValue.md(
+            "| model | NDCG@10 | 95% CI | lift vs popularity |\n|---|---|---|---|\n" + "\n".join(
+                f"| {m} | {r['value']:.4f} | [{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {_pct(r['lift_vs_popularity'])} |"
+                for m, r in sorted(headline.items(), key=lambda kv: -kv[1]["value"])))
+    warehouse.refresh_catalog()
+    return dg.MaterializeResult(metadata=meta)
+
+
+REGISTRY_SCHEMA = pa.schema([("day", pa.string()), ("metric", pa.string()), ("winner", pa.string()),
+                             ("winner_value", pa.float64()), ("popularity_value", pa.float64()),
+                             ("candidates", pa.string()), ("reason", pa.string())])
+
+
+def choose_champion(rows: list[dict], metric: str, min_lift: float) -> dict:
+    """Best learned model by `metric` (overall) among those that beat popularity: lift above
+    min_lift and the paired 95% CI of the difference above zero."""
+    base, k = metric.split("@")
+    overall = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == base and r["k"] == int(k)}
+    popularity = overall.get("popularity", {}).get("value")
+    candidates = {}
+    for name in LEARNED:
+        r = overall.get(name)
+        if r is None:
+            candidates[name] = {"eligible": False, "why": "not trained (skipped or missing)"}
+            continue
+        lift, low = r["lift_vs_popularity"], r["diff_ci_low"]
+        eligible = lift is not None and lift > min_lift and low is not None and low > 0
+        candidates[name] = {"value": r["value"], "lift": lift, "diff_ci_low": low, "eligible": eligible,
+                            "why": "beats popularity" if eligible else "does not beat popularity significantly"}
+    eligible = {n: c for n, c in candidates.items() if c["eligible"]}
+    winner = max(eligible, key=lambda n: (eligible[n]["value"], n)) if eligible else None
+    return {"metric": metric, "winner": winner, "winner_value": eligible[winner]["value"] if winner else None,
+            "popularity_value": popularity, "candidates": json.dumps(candidates, sort_keys=True),
+            "reason": f"highest {metric} among models that beat popularity" if winner
+            else "no learned model beat popularity; no champion promoted"}
+
+
+@dg.asset(
+    group_name=GROUP, kinds={"parquet"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["recall_evaluation"],
+    description="The recall champion of day D: the best learned model by RecallSettings.champion_metric (default "
+                "NDCG@10) among those that beat popularity (lift above min_lift_over_popularity and paired 95% CI of "
+                "the difference above 0). One registry row per day with every candidate's metrics and the reason; "
+                "query all decisions with `SELECT * FROM recall_champion`.",
+)
+def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource, recall: RecallSettings,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    import pyarrow.parquet as pq
+
+    decision = {}
+    for day in context.partition_keys:
+        path = storage.partition_path("recall_evaluation", day)
+        if not path.exists():
+            raise dg.Failure(f"recall_evaluation is not materialized for {day}")
+        rows = pq.read_table(path).to_pylist()
+        decision = {"day": day} | choose_champion(rows, recall.champion_metric, recall.min_lift_over_popularity)
+        _write_rows([decision], REGISTRY_SCHEMA, storage.partition_path("recall_champion", day))
+        context.log.info(f"recall champion {day}: {decision['winner']} ({decision['reason']})")
+    warehouse.refresh_catalog()
+    return dg.MaterializeResult(metadata={
+        "winner": decision.get("winner") or "none", "reason": decision.get("reason", ""),
+        "winner_value": decision.get("winner_value") or 0.0,
+        "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}")))})
+
+
+evaluation_assets = [recall_evaluation, recall_champion]

@@ -1,0 +1,166 @@
+"""Recall layer: one daily model asset per channel (trained on the window before D), the
+evaluation table on day D, and the champion registry."""
+
+import json
+import resource
+import time
+from datetime import date, timedelta
+
+import dagster as dg
+import numpy as np
+
+from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.storage import file_sha256
+from recsys_assets.core.training_data import load_training_data
+from recsys_assets.partitions import START_DATE, daily_partitions, window_mapping
+from resources import ModelStoreResource, RecallSettings, StorageResource
+
+GROUP = "recall"
+# Learned channels must beat popularity to be promoted; content is a cold-start channel.
+LEARNED = ("item_cf", "als", "bpr", "bpr_impressions", "ease")
+
+
+def model_params(name: str, s: RecallSettings) -> dict:
+    return {
+        "popularity": dict(half_life_days=s.popularity_half_life_days),
+        "item_cf": dict(neighbours=s.item_cf_neighbours, shrinkage=s.item_cf_shrinkage,
+                        half_life_days=s.item_cf_half_life_days),
+        "als": dict(factors=s.als_factors, regularization=s.als_regularization, iterations=s.als_iterations,
+                    alpha=s.als_alpha),
+        "bpr": dict(factors=s.bpr_factors, learning_rate=s.bpr_learning_rate, regularization=s.bpr_regularization,
+                    iterations=s.bpr_iterations),
+        "bpr_impressions": dict(factors=s.bpr_factors, learning_rate=s.bpr_learning_rate,
+                                regularization=s.bpr_regularization, hard_ratio=s.impression_bpr_hard_ratio),
+        "ease": dict(lambda_=s.ease_lambda, max_items=s.ease_max_items),
+        "content": dict(tag_weight=s.content_tag_weight),
+    }[name]
+
+
+class NoTrainingData(Exception):
+    pass
+
+
+def training_days(day: str, window: int) -> list[str]:
+    end = date.fromisoformat(day)
+    first = max(date.fromisoformat(START_DATE), end - timedelta(days=window))
+    return [(first + timedelta(days=k)).isoformat() for k in range((end - first).days)]
+
+
+def load_day(storage: StorageResource, day: str, settings: RecallSettings):
+    """Training data of the window before `day`, the held-out truth of `day`, and a data version."""
+    train_days = training_days(day, settings.window_days)
+    if not train_days:
+        raise NoTrainingData(f"{day} is the first partition: there is no earlier day to train on")
+    train = [storage.partition_path("interactions", d) for d in train_days]
+    test = [storage.partition_path("interactions", day)]
+    inputs = train + test + [storage.partition_path("user_id_dictionary"), storage.partition_path("item_id_dictionary"),
+                             storage.partition_path("raw_items")]
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise dg.Failure(f"recall training for {day} needs {missing[:3]}{'...' if len(missing) > 3 else ''}; "
+                         "materialize interactions for the window and the id dictionaries first.")
+    data, test_set, info = load_training_data(day, train, test, inputs[-3], inputs[-2], inputs[-1],
+                                              click_weight=settings.click_weight)
+    data_version = file_sha256_many(inputs)
+    return data, test_set, info, data_version, train_days
+
+
+def file_sha256_many(paths) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode() + file_sha256(p).encode())
+    return digest.hexdigest()[:16]
+
+
+def score_range(model, data, seed: int) -> dict:
+    users = np.flatnonzero(np.diff(data.positives.indptr) > 0)
+    if len(users) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(users, size=min(500, len(users)), replace=False))
+    scores = model.score(sample).ravel()
+    scores = scores[np.isfinite(scores)]
+    return {"min": float(scores.min()), "max": float(scores.max()), "mean": float(scores.mean()),
+            "std": float(scores.std()), "p01": float(np.quantile(scores, 0.01)), "p99": float(np.quantile(scores, 0.99))}
+
+
+def _model_asset(name: str):
+    @dg.asset(
+        name=f"recall_{name}", group_name=GROUP, kinds={"numpy", "scipy"} | ({"implicit"} if name in ("als", "bpr") else set()),
+        partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[dg.AssetDep("interactions", partition_mapping=window_mapping(28)), "user_id_dictionary",
+              "item_id_dictionary", "raw_items"],
+        description=f"The `{name}` recall model of day D, trained on the interactions of the window before D "
+                    "(RecallSettings.window_days, default 28) and stored as .npy + JSON in the model store "
+                    "(never pickled), with params, training time, memory, data version and score range.",
+    )
+    def _asset(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
+               recall: RecallSettings) -> dg.MaterializeResult:
+        meta = {}
+        for day in context.partition_keys:
+            try:
+                data, _, info, data_version, train_days = load_day(storage, day, recall)
+            except NoTrainingData as nothing:
+                context.log.warning(f"recall_{name} skipped: {nothing}")
+                meta = {"skipped": True, "reason": str(nothing)}
+                continue
+            params = model_params(name, recall)
+            model = recall_models.MODELS[name](**params)
+            started = time.perf_counter()
+            try:
+                model.fit(data, seed=recall.seed)
+            except recall_models.ModelSkipped as skipped:
+                context.log.warning(f"{name} skipped for {day}: {skipped}")
+                meta = {"skipped": True, "reason": str(skipped)}
+                continue
+            fit_seconds = time.perf_counter() - started
+            metadata = {
+                "params": params, "train_seconds": round(fit_seconds, 3),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "data_version": data_version, "train_days": [train_days[0], train_days[-1]],
+                "train_pairs": info["train_pairs"], "n_users": info["n_users"], "n_items": info["n_items"],
+                "score_range": score_range(model, data, recall.seed),
+            }
+            arrays = model.arrays()
+            norms = {k: float(np.linalg.norm(v, axis=1).mean()) for k, v in arrays.items()
+                     if k.endswith("factors") and v.ndim == 2}
+            if norms:
+                metadata["mean_factor_norms"] = norms
+            staging = model_store.staging_dir(f"recall_{name}")
+            model.save(staging)
+            version = model_store.publish(f"recall_{name}", day, staging, metadata)
+            meta = {"train_seconds": metadata["train_seconds"], "peak_rss_mib": metadata["peak_rss_mib"],
+                    "data_version": data_version, "train_pairs": info["train_pairs"],
+                    "params": dg.MetadataValue.json(params),
+                    "score_range": dg.MetadataValue.json(metadata["score_range"]),
+                    "path": dg.MetadataValue.path(str(version))}
+            meta |= {f"mean_norm_{k}": v for k, v in norms.items()}
+        return dg.MaterializeResult(metadata=meta)
+
+    return _asset
+
+
+model_assets = {name: _model_asset(name) for name in ("popularity", "item_cf", "als", "bpr", "bpr_impressions",
+                                                      "ease", "content")}
+
+
+def _factors_finite_check(name: str):
+    @dg.asset_check(asset=f"recall_{name}", name="finite_and_verified", blocking=True, partitions_def=daily_partitions,
+                    description="The published model's files match their checksums and every array is finite.")
+    def _check(context: dg.AssetCheckExecutionContext, model_store: ModelStoreResource) -> dg.AssetCheckResult:
+        bad = {}
+        for day in context.partition_keys:
+            if not model_store.exists(f"recall_{name}", day):
+                continue  # skipped (e.g. EASE above its catalog limit): nothing to verify
+            model_store.verify(f"recall_{name}", day)
+            model = recall_models.load_model(model_store.path(f"recall_{name}", day))
+            for key, array in model.arrays().items():
+                if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                    bad[f"{day}/{key}"] = int((~np.isfinite(array)).sum())
+        return dg.AssetCheckResult(passed=not bad, metadata={"non_finite_values": dg.MetadataValue.json(bad)})
+
+    return _check
+
+
+model_checks = [_factors_finite_check(name) for name in model_assets]

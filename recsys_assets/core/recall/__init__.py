@@ -1,0 +1,1 @@
+"""Recall models: plain numpy/scipy/implicit code behind one small protocol (base.py)."""

@@ -1,0 +1,87 @@
+"""Approximate nearest-neighbour retrieval over item factors (faiss, inner product).
+
+Indexes are saved with faiss.write_index / read_index (faiss's own binary format, no pickle).
+HNSW's efSearch and IVF's nprobe are stored in the index file by faiss, so a loaded index
+searches with the settings it was saved with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+
+def _f32(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a 2-d array, got shape {matrix.shape}")
+    return matrix
+
+
+def build_ann_index(item_factors: np.ndarray, kind: str = "hnsw", **params) -> faiss.Index:
+    """An inner-product index over item_factors (row id = item index).
+
+    kind="hnsw": IndexHNSWFlat; params M (32), ef_construction (200), ef_search (128).
+    kind="ivf":  IndexIVFFlat over a flat IP quantizer; params nlist (≈ 4·sqrt(n_items)),
+                 nprobe (nlist // 8, at least 1). Training uses faiss's k-means with its
+                 fixed default seed.
+    kind="flat": exact IndexFlatIP (the reference; no params).
+    """
+    x = _f32(item_factors)
+    n, d = x.shape
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, int(params.pop("M", 32)), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(params.pop("ef_construction", 200))
+        index.hnsw.efSearch = int(params.pop("ef_search", 128))
+    elif kind == "ivf":
+        nlist = int(params.pop("nlist", max(1, min(n, int(4 * np.sqrt(max(n, 1)))))))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        # faiss's Python wrapper keeps `quantizer` referenced by `index`; no own_fields juggling
+        index.train(x)
+        index.nprobe = int(params.pop("nprobe", max(1, nlist // 8)))
+    elif kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    else:
+        raise ValueError(f"unknown ANN index kind {kind!r} (hnsw, ivf, flat)")
+    if params:
+        raise TypeError(f"unknown parameters for a {kind} index: {sorted(params)}")
+    index.add(x)
+    return index
+
+
+def save_index(index: faiss.Index, path: Path | str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(path))
+
+
+def load_index(path: Path | str) -> faiss.Index:
+    return faiss.read_index(str(path))
+
+
+def ann_search(index: faiss.Index, user_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items per user: (item ids int64, scores float32), best first, like recommend().
+    Missing results (k > items reachable) are id -1 with score -inf."""
+    scores, ids = index.search(_f32(user_vectors), int(k))
+    scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+    return ids.astype(np.int64), scores
+
+
+def exact_search(item_factors: np.ndarray, user_vectors: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force inner-product top-k item ids (numpy), best first."""
+    scores = _f32(user_vectors) @ _f32(item_factors).T
+    k = min(int(k), scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def recall_vs_exact(index: faiss.Index, item_factors: np.ndarray, user_vectors: np.ndarray, k: int) -> float:
+    """Mean over users of |ANN top-k ∩ exact top-k| / k (exact = brute-force inner product)."""
+    ann_ids, _ = ann_search(index, user_vectors, k)
+    exact_ids = exact_search(item_factors, user_vectors, k)
+    hits = [len(np.intersect1d(a[a >= 0], e)) for a, e in zip(ann_ids, exact_ids)]
+    return float(np.mean(hits) / k) if hits else 0.0

@@ -1,0 +1,106 @@
+"""The one protocol every recall channel follows, and the data it trains on.
+
+A model is fitted on a TrainingData (sparse user × item matrices built from a time window
+of interactions), scores users against the full catalog, recommends top-K with already
+seen items removed, and saves itself in safe formats only: .npy arrays (loaded with
+allow_pickle=False) plus a params.json. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass
+class TrainingData:
+    """Everything a recall model may learn from, indexed by the id dictionaries.
+
+    positives:   users × items, float32; value = the interaction's confidence signal
+                 (e.g. completion, or 1 for a click/like); zero = no positive.
+    shown_negatives: users × items, float32; how often an item was shown to the user and
+                 not chosen (impression-aware models use these as hard negatives).
+    days_ago:    users × items, float32, same sparsity as positives: age in days of the
+                 latest positive at the end of the window (0 = the last training day).
+    item_genres: items × genres, float32 binary (content features; may have 0 columns).
+    item_tags:   items × tags, float32 binary.
+    """
+    positives: sp.csr_matrix
+    shown_negatives: sp.csr_matrix
+    days_ago: sp.csr_matrix
+    item_genres: sp.csr_matrix
+    item_tags: sp.csr_matrix
+    genre_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_users(self) -> int:
+        return self.positives.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.positives.shape[1]
+
+
+class RecallModel:
+    """Base class: subclasses implement fit/score and the arrays they persist."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, **params):
+        self.params = params
+
+    # --- learning and scoring -------------------------------------------------
+    def fit(self, data: TrainingData, seed: int = 0) -> "RecallModel":
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Dense scores (len(users) × n_items), float32, higher = better."""
+        raise NotImplementedError
+
+    def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+                  batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores per user over the full catalog, excluded items removed."""
+        users = np.asarray(users, dtype=np.int64)
+        out_items = np.empty((len(users), k), dtype=np.int64)
+        out_scores = np.empty((len(users), k), dtype=np.float32)
+        for start in range(0, len(users), batch):
+            chunk = users[start:start + batch]
+            scores = self.score(chunk).astype(np.float32, copy=True)
+            if exclude is not None:
+                rows = exclude[chunk]
+                scores[np.repeat(np.arange(len(chunk)), np.diff(rows.indptr)), rows.indices] = -np.inf
+            kk = min(k, scores.shape[1])
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            out_items[start:start + len(chunk), :kk] = top
+            out_scores[start:start + len(chunk), :kk] = np.take_along_axis(scores, top, axis=1)
+        return out_items, out_scores
+
+    # --- persistence ------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The learned state to persist (name -> array)."""
+        raise NotImplementedError
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, array in self.arrays().items():
+            np.save(directory / f"{name}.npy", array, allow_pickle=False)
+        (directory / "params.json").write_text(json.dumps({"model": self.name, "params": self.params}, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> "RecallModel":
+        meta = json.loads((directory / "params.json").read_text())
+        if meta["model"] != cls.name:
+            raise ValueError(f"{directory} holds a {meta['model']} model, not {cls.name}")
+        model = cls(**meta["params"])
+        model.set_arrays({p.stem: np.load(p, allow_pickle=False) for p in sorted(directory.glob("*.npy"))})
+        return model

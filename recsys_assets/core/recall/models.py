@@ -1,0 +1,689 @@
+"""Recall models: popularity, item-CF, ALS, BPR, impression-aware BPR, EASE and content.
+
+Every model follows the RecallModel protocol of base.py: hyperparameters are keyword
+params (JSON-serialisable, kept in self.params), fit(data, seed) learns, score(users)
+returns dense float32 scores over the full catalog, and arrays()/set_arrays() expose the
+learned state as plain numeric arrays (saved as .npy, loaded with allow_pickle=False).
+
+Determinism: every model is a pure function of (data, params, seed) except when implicit
+runs with several threads: implicit's BPR is hogwild SGD, so with num_threads != 1 two fits
+with the same seed differ. ALS is solved row by row, so it is in practice reproducible for
+any thread count, but only num_threads=1 is guaranteed (and tested) to be bit-identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import RecallModel, TrainingData
+
+
+class ModelSkipped(RuntimeError):
+    """The model deliberately refuses this data set (e.g. the catalog is too large for it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _canonical_csr(matrix: sp.spmatrix, dtype=np.float32) -> sp.csr_matrix:
+    """CSR copy with summed duplicates, sorted indices and no explicitly stored zeros."""
+    out = sp.csr_matrix(matrix, dtype=dtype, copy=True)
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
+def _positive_weights(data: TrainingData, half_life_days: float | None) -> sp.csr_matrix:
+    """Positives' sparsity pattern with value = time-decay weight 0.5 ** (days_ago / half_life).
+
+    days_ago is aligned onto the positives' pattern; a positive whose days_ago entry is not
+    stored counts as 0 days old (a sparse matrix may drop the value 0 = "last training day").
+    Without a half-life every weight is 1.
+    """
+    pattern = _canonical_csr(data.positives, np.float64)
+    pattern.data[:] = 1.0
+    if half_life_days is None:
+        return pattern.astype(np.float32)
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+    days = sp.csr_matrix(data.days_ago, dtype=np.float64)
+    if days.shape != pattern.shape:
+        raise ValueError(f"days_ago has shape {days.shape}, positives {pattern.shape}")
+    # pattern + pattern∘days has exactly the pattern's sparsity (days >= 0), values 1 + days.
+    aligned = _canonical_csr(pattern + pattern.multiply(days), np.float64)
+    if aligned.nnz != pattern.nnz:  # only possible with negative days_ago
+        raise ValueError("days_ago must be >= 0 on every positive")
+    ages = np.maximum(aligned.data - 1.0, 0.0)
+    weights = pattern.copy()
+    weights.data = np.power(0.5, ages / float(half_life_days))
+    return weights.astype(np.float32)
+
+
+def _csr_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    matrix = sp.csr_matrix(matrix)
+    return {
+        f"{prefix}_data": np.ascontiguousarray(matrix.data),
+        f"{prefix}_indices": matrix.indices.astype(np.int64),
+        f"{prefix}_indptr": matrix.indptr.astype(np.int64),
+        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
+
+
+def _csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(v) for v in arrays[f"{prefix}_shape"])
+    return sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"],
+                          arrays[f"{prefix}_indptr"]), shape=shape)
+
+
+def _dense(matrix) -> np.ndarray:
+    if sp.issparse(matrix):
+        matrix = matrix.toarray()
+    return np.ascontiguousarray(np.asarray(matrix), dtype=np.float32)
+
+
+def _as_users(users) -> np.ndarray:
+    return np.asarray(users, dtype=np.int64).reshape(-1)
+
+
+def _row_normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return sp.csr_matrix(sp.diags(inv) @ matrix)
+
+
+def _blas_single_thread():
+    """Context limiting BLAS to one thread (implicit's own advice: its solvers are already
+    parallel, a BLAS thread pool on top oversubscribes the cores). No-op without threadpoolctl.
+
+    The BLAS libraries must already be loaded when the limit is set (a library loaded inside
+    the block is not limited), hence the imports of implicit and scipy.linalg here first."""
+    import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS)
+    import scipy.linalg  # noqa: F401
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# --------------------------------------------------------------------------------------------
+# 1. popularity
+# --------------------------------------------------------------------------------------------
+class PopularityModel(RecallModel):
+    """item score = Σ_users positive value × 0.5 ** (days_ago / half_life_days); same for all users.
+
+    The positive's value (its confidence signal) is summed, not just counted; with a click/like
+    value of 1 this is the count of positives. half_life_days=None means no time decay.
+    """
+
+    name = "popularity"
+
+    def __init__(self, half_life_days: float | None = None):
+        super().__init__(half_life_days=half_life_days)
+        self.item_scores: np.ndarray | None = None
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "PopularityModel":
+        positives = _canonical_csr(data.positives)
+        weights = _positive_weights(data, self.params["half_life_days"])
+        weighted = positives.multiply(weights)
+        self.item_scores = np.asarray(weighted.sum(axis=0), dtype=np.float64).ravel().astype(np.float32)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        users = _as_users(users)
+        return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"item_scores": self.item_scores}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.item_scores = np.asarray(arrays["item_scores"], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. item-based collaborative filtering
+# --------------------------------------------------------------------------------------------
+def _top_k_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int,
+                   budget: int = 1 << 24) -> np.ndarray:
+    """Boolean mask keeping, per row, the k largest values (rows sorted ascending, i.e. CSR
+    order). Rows with <= k entries keep everything; longer rows are padded into dense
+    (rows × their max length) chunks of at most `budget` cells and cut with argpartition.
+    Ties at the k-th value are broken arbitrarily but deterministically."""
+    counts = np.bincount(rows, minlength=n_rows)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = counts[rows] <= k
+    long_rows = np.flatnonzero(counts > k)
+    start = 0
+    while start < len(long_rows):
+        width = int(counts[long_rows[start]])
+        stop = start + 1
+        while stop < len(long_rows):  # grow the chunk while it fits the budget
+            width_next = max(width, int(counts[long_rows[stop]]))
+            if (stop + 1 - start) * width_next > budget:
+                break
+            width, stop = width_next, stop + 1
+        chunk = long_rows[start:stop]
+        lengths = counts[chunk]
+        offsets = np.arange(width)[None, :]
+        valid = offsets < lengths[:, None]
+        positions = np.where(valid, first[chunk][:, None] + offsets, 0)
+        padded = np.where(valid, vals[positions], -np.inf)
+        top = np.argpartition(-padded, k - 1, axis=1)[:, :k]
+        keep[np.take_along_axis(positions, top, axis=1).ravel()] = True
+        start = stop
+    return keep
+
+
+class ItemCFModel(RecallModel):
+    """Item–item cosine with shrinkage over the (time-decayed) binarised positives.
+
+    X = binarised positives × decay weight. c_ij = Σ_u x_ui x_uj, n_i = Σ_u x_ui² (= the
+    number of users of i without decay), sim(i, j) = c_ij / (sqrt(n_i n_j) + shrinkage),
+    self-similarity removed, only the top `neighbours` per row kept. The co-occurrence is
+    computed in blocks of `block_items` rows with scipy sparse products and pruned per block,
+    so a dense items × items matrix never exists. user score = X[u] @ sim.
+    """
+
+    name = "item_cf"
+
+    def __init__(self, neighbours: int = 100, shrinkage: float = 10.0,
+                 half_life_days: float | None = None, block_items: int = 2048):
+        super().__init__(neighbours=neighbours, shrinkage=shrinkage,
+                         half_life_days=half_life_days, block_items=block_items)
+        self.sim: sp.csr_matrix | None = None
+        self.user_items: sp.csr_matrix | None = None
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "ItemCFModel":
+        k = int(self.params["neighbours"])
+        if k < 1:
+            raise ValueError(f"neighbours must be >= 1, got {k}")
+        shrink = float(self.params["shrinkage"])
+        x = _positive_weights(data, self.params["half_life_days"])  # binarised × decay
+        n_items = x.shape[1]
+        xt = sp.csr_matrix(x.T)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0), dtype=np.float64).ravel())
+        blocks = []
+        step = max(1, int(self.params["block_items"]))
+        for start in range(0, n_items, step):
+            stop = min(n_items, start + step)
+            co = sp.csr_matrix(xt[start:stop] @ x)  # (block × items), sparse
+            co.sort_indices()
+            rows = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(co.indptr))
+            cols = co.indices.astype(np.int64)
+            vals = co.data.astype(np.float64) / (norms[rows + start] * norms[cols] + shrink)
+            keep = ((rows + start) != cols) & (vals > 0)
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+            keep = _top_k_per_row(rows, vals, stop - start, k)
+            blocks.append(sp.csr_matrix((vals[keep].astype(np.float32), (rows[keep], cols[keep])),
+                                        shape=(stop - start, n_items)))
+        sim = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_items), dtype=np.float32)
+        sim.sort_indices()
+        self.sim = sim.astype(np.float32)
+        self.user_items = x
+        return self
+
+    def score_rows(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Scores for arbitrary (e.g. new) users given their weighted item rows."""
+        return _dense(sp.csr_matrix(user_rows, dtype=np.float32) @ self.sim)
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.score_rows(self.user_items[_as_users(users)])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**_csr_arrays("sim", self.sim), **_csr_arrays("user_items", self.user_items)}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.sim = _csr_from_arrays("sim", arrays)
+        self.user_items = _csr_from_arrays("user_items", arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. ALS (implicit)
+# --------------------------------------------------------------------------------------------
+class ALSModel(RecallModel):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) via implicit.cpu.als.
+
+    Confidence: c_ui = 1 + alpha * signal_ui on positives, 1 elsewhere (preference p_ui = 1 on
+    positives). NOTE on implicit 0.7.3: its solver uses the stored value *itself* as the
+    confidence c_ui (A = YᵀY + λI + Σ (c-1) y yᵀ, b = Σ c y; checked against the closed form),
+    not 1 + value. So the matrix passed to implicit holds 1 + alpha * signal on the positives,
+    and implicit's own `alpha` is left at 1.0 (it would otherwise multiply the whole matrix,
+    1 included). Passing `positives * alpha` would give c = alpha * signal, which for signals
+    < 1/alpha is a confidence below that of unobserved items.
+
+    BLAS is limited to one thread during fit/fold-in, as implicit recommends (its own OpenMP
+    threads do the parallel work). num_threads=0 uses all cores; use 1 for bit-exact
+    reproducibility.
+    """
+
+    name = "als"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15,
+                 alpha: float = 10.0, num_threads: int = 0, use_cg: bool = True):
+        super().__init__(factors=factors, regularization=regularization, iterations=iterations,
+                         alpha=alpha, num_threads=num_threads, use_cg=use_cg)
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+        self._implicit = None
+
+    def _confidence(self, rows: sp.spmatrix) -> sp.csr_matrix:
+        conf = _canonical_csr(rows)
+        conf.data = (1.0 + float(self.params["alpha"]) * conf.data).astype(np.float32)
+        return conf
+
+    def _new_implicit(self, seed: int | None):
+        from implicit.cpu.als import AlternatingLeastSquares
+        return AlternatingLeastSquares(
+            factors=int(self.params["factors"]), regularization=float(self.params["regularization"]),
+            alpha=1.0, iterations=int(self.params["iterations"]), use_cg=bool(self.params["use_cg"]),
+            num_threads=int(self.params["num_threads"]), random_state=seed, dtype=np.float32)
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "ALSModel":
+        conf = self._confidence(data.positives)
+        with _blas_single_thread():
+            model = self._new_implicit(seed)
+            model.fit(conf, show_progress=False)
+        self._implicit = model
+        self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T)
+
+    def fold_in(self, user_rows: sp.csr_matrix) -> np.ndarray:
+        """Fresh user vectors (len(rows) × factors) for new/updated users, item factors frozen.
+
+        user_rows holds the users' positive signals (same meaning as TrainingData.positives);
+        each vector is the exact least-squares ALS user solve (implicit's recalculate_user,
+        Cholesky, not CG), so for a trained user it is close to, not bit-equal with, its
+        trained vector (training uses a few CG steps per iteration).
+        """
+        rows = self._confidence(user_rows)
+        if rows.shape[1] != self.item_factors.shape[0]:
+            raise ValueError(f"user_rows has {rows.shape[1]} columns, model has {self.item_factors.shape[0]} items")
+        with _blas_single_thread():
+            if self._implicit is None:  # loaded from disk: rebuild the solver around the factors
+                self._implicit = self._new_implicit(None)
+                self._implicit.item_factors = self.item_factors
+                self._implicit.user_factors = self.user_factors
+            vectors = self._implicit.recalculate_user(np.arange(rows.shape[0]), rows)
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(rows.shape[0], -1)
+
+    def factor_norms(self) -> dict[str, np.ndarray]:
+        """L2 norms of the user and item factor rows (monitoring: exploding/dead factors)."""
+        return {"user": np.linalg.norm(self.user_factors, axis=1),
+                "item": np.linalg.norm(self.item_factors, axis=1)}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+        self._implicit = None
+
+
+# --------------------------------------------------------------------------------------------
+# 4. BPR (implicit)
+# --------------------------------------------------------------------------------------------
+def _sample_uniform_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int,
+                              positive_codes: np.ndarray, tries: int = 10) -> np.ndarray:
+    """Uniform items not in the user's positives (rejection sampling; positive_codes = the
+    sorted u * n_items + i codes of all positives). After `tries` rounds a rare leftover
+    collision is kept (only matters for users who like almost the whole catalog)."""
+    negs = rng.integers(0, n_items, size=len(users))
+    if len(positive_codes) == 0:
+        return negs
+    todo = np.arange(len(users))
+    for _ in range(tries):
+        codes = users[todo] * n_items + negs[todo]
+        pos = np.minimum(np.searchsorted(positive_codes, codes), len(positive_codes) - 1)
+        todo = todo[positive_codes[pos] == codes]
+        if len(todo) == 0:
+            break
+        negs[todo] = rng.integers(0, n_items, size=len(todo))
+    return negs
+
+
+def _scatter_add(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """target[index] += values with repeated indices accumulated. Same result as np.add.at,
+    faster: a stable sort groups the indices and a (unique × batch) 0/1 CSR matrix sums the
+    value rows of each group (deterministic summation order)."""
+    order = np.argsort(index, kind="stable")
+    sorted_index = index[order]
+    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
+    groups = sp.csr_matrix((np.ones(len(index), dtype=values.dtype), order, np.r_[starts, len(index)]),
+                           shape=(len(starts), len(index)))
+    target[sorted_index[starts]] += groups @ values
+
+
+def _positive_codes(matrix: sp.csr_matrix) -> np.ndarray:
+    coo = matrix.tocoo()
+    return np.sort(coo.row.astype(np.int64) * matrix.shape[1] + coo.col.astype(np.int64))
+
+
+class BPRModel(RecallModel):
+    """Bayesian Personalised Ranking via implicit.cpu.bpr on the binarised positives.
+
+    implicit's BPR stores factors + 1 columns: the user's last column is fixed to 1 and the
+    item's last column is the item bias, so scores = user_factors @ item_factors.T include the
+    bias; the arrays are kept as implicit returns them. Negatives are uniform (implicit samples
+    them itself; verify_negative_samples=True). implicit's BPR is hogwild SGD: only
+    num_threads=1 is reproducible for a fixed seed (default 0 = all cores, not reproducible).
+    """
+
+    name = "bpr"
+
+    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
+                 iterations: int = 100, num_threads: int = 0,
+                 fold_in_epochs: int = 30, fold_in_learning_rate: float | None = None):
+        super().__init__(factors=factors, learning_rate=learning_rate, regularization=regularization,
+                         iterations=iterations, num_threads=num_threads,
+                         fold_in_epochs=fold_in_epochs, fold_in_learning_rate=fold_in_learning_rate)
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "BPRModel":
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        binary = _canonical_csr(data.positives)
+        binary.data[:] = 1.0
+        with _blas_single_thread():
+            model = BayesianPersonalizedRanking(
+                factors=int(self.params["factors"]), learning_rate=float(self.params["learning_rate"]),
+                regularization=float(self.params["regularization"]), iterations=int(self.params["iterations"]),
+                num_threads=int(self.params["num_threads"]), random_state=seed, dtype=np.float32)
+            model.fit(binary, show_progress=False)
+        self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T)
+
+    def fold_in(self, user_rows: sp.csr_matrix, seed: int = 0) -> np.ndarray:
+        """User vectors (len(rows) × (factors + 1)) for new/updated users, item factors frozen.
+
+        numpy SGD on the user vector only, same BPR objective as training: start from 0 (bias
+        column fixed to 1), then `fold_in_epochs` epochs; each epoch visits every positive of
+        every user once in random order, paired with a uniform negative the user has not
+        liked, update u += lr * (σ(-x_uij) (y_i - y_j) - reg * u) on the non-bias columns.
+        The loop runs over "rounds" (the t-th positive of every user at once), vectorised
+        across users, so its length is epochs × the largest row size. Deterministic for a seed.
+        """
+        rows = _canonical_csr(user_rows)
+        rows.data[:] = 1.0
+        n_users, n_items = rows.shape
+        if n_items != self.item_factors.shape[0]:
+            raise ValueError(f"user_rows has {n_items} columns, model has {self.item_factors.shape[0]} items")
+        lr = self.params["fold_in_learning_rate"] or self.params["learning_rate"]
+        reg = float(self.params["regularization"])
+        rng = np.random.default_rng(seed)
+        y = self.item_factors.astype(np.float64)
+        f = y.shape[1] - 1
+        vectors = np.zeros((n_users, f + 1), dtype=np.float64)
+        vectors[:, f] = 1.0
+        counts = np.diff(rows.indptr)
+        codes = _positive_codes(rows)
+        active_users = np.flatnonzero(counts)
+        for _ in range(int(self.params["fold_in_epochs"])):
+            # random permutation of each user's positives: sort by (user, random key)
+            keys = rng.random(rows.nnz)
+            owner = np.repeat(np.arange(n_users), counts)
+            order = np.lexsort((keys, owner))
+            shuffled = rows.indices[order]
+            for t in range(int(counts.max()) if rows.nnz else 0):
+                users = active_users[counts[active_users] > t]
+                pos = shuffled[rows.indptr[users] + t]
+                neg = _sample_uniform_negatives(rng, users, n_items, codes)
+                diff = y[pos] - y[neg]
+                u = vectors[users]
+                x = np.einsum("ij,ij->i", u, diff)
+                g = 1.0 / (1.0 + np.exp(x))  # σ(-x)
+                step = g[:, None] * diff - reg * u
+                step[:, f] = 0.0
+                vectors[users] = u + lr * step
+        return vectors.astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. impression-aware BPR (numpy)
+# --------------------------------------------------------------------------------------------
+class ImpressionBPRModel(RecallModel):
+    """BPR with hard negatives from impressions, numpy mini-batch SGD.
+
+    Each epoch visits every positive (u, i) once in random order, in mini-batches of
+    batch_size. Its negative j is, with probability hard_ratio, an item shown to u and not
+    chosen (uniform over the distinct items of u's shown_negatives row, positives removed),
+    falling back to uniform when u has none; otherwise uniform over items not in u's
+    positives (rejection sampling). x_uij = p_u·(q_i - q_j) + b_i - b_j, gradient ascent on
+    ln σ(x_uij) with L2 `regularization`; a batch's updates use the parameters as they were at
+    the batch start and are summed per row when a user/item repeats in a batch.
+    Init N(0, 0.1² / factors) for factors, 0 for biases. score = p_u·q_i + b_i.
+    Deterministic for a fixed seed (numpy only, single thread apart from BLAS).
+    """
+
+    name = "bpr_impressions"
+
+    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
+                 epochs: int = 30, batch_size: int = 4096, hard_ratio: float = 0.3):
+        super().__init__(factors=factors, learning_rate=learning_rate, regularization=regularization,
+                         epochs=epochs, batch_size=batch_size, hard_ratio=hard_ratio)
+        self.user_factors: np.ndarray | None = None
+        self.item_factors: np.ndarray | None = None
+        self.item_bias: np.ndarray | None = None
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "ImpressionBPRModel":
+        rng = np.random.default_rng(seed)
+        f = int(self.params["factors"])
+        lr = float(self.params["learning_rate"])
+        reg = float(self.params["regularization"])
+        batch = max(1, int(self.params["batch_size"]))
+        hard_ratio = float(self.params["hard_ratio"])
+
+        positives = _canonical_csr(data.positives)
+        positives.data[:] = 1.0
+        n_users, n_items = positives.shape
+        shown = _canonical_csr(data.shown_negatives)
+        if shown.shape != positives.shape:
+            raise ValueError(f"shown_negatives has shape {shown.shape}, positives {positives.shape}")
+        shown.data[:] = 1.0
+        shown = _canonical_csr(shown - shown.multiply(positives))  # shown and never chosen
+        shown_counts = np.diff(shown.indptr)
+
+        pos_users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(positives.indptr))
+        pos_items = positives.indices.astype(np.int64)
+        codes = _positive_codes(positives)
+
+        scale = 0.1 / np.sqrt(f)
+        p = rng.normal(0.0, scale, size=(n_users, f))
+        q = rng.normal(0.0, scale, size=(n_items, f))
+        b = np.zeros(n_items)
+
+        for _ in range(int(self.params["epochs"])):
+            order = rng.permutation(len(pos_users))
+            for start in range(0, len(order), batch):
+                idx = order[start:start + batch]
+                u, i = pos_users[idx], pos_items[idx]
+                j = _sample_uniform_negatives(rng, u, n_items, codes)
+                hard = (rng.random(len(u)) < hard_ratio) & (shown_counts[u] > 0)
+                if hard.any():
+                    hu = u[hard]
+                    pick = (rng.random(len(hu)) * shown_counts[hu]).astype(np.int64)
+                    j[hard] = shown.indices[shown.indptr[hu] + pick]
+                pu, qi, qj = p[u], q[i], q[j]
+                x = np.einsum("ij,ij->i", pu, qi - qj) + b[i] - b[j]
+                g = 1.0 / (1.0 + np.exp(np.clip(x, -35.0, 35.0)))  # σ(-x)
+                gc = g[:, None]
+                bi, bj = b[i], b[j]
+                _scatter_add(p, u, lr * (gc * (qi - qj) - reg * pu))
+                ij = np.concatenate([i, j])
+                _scatter_add(q, ij, lr * np.concatenate([gc * pu - reg * qi, -gc * pu - reg * qj]))
+                _scatter_add(b, ij, lr * np.concatenate([g - reg * bi, -g - reg * bj]))
+
+        self.user_factors = p.astype(np.float32)
+        self.item_factors = q.astype(np.float32)
+        self.item_bias = b.astype(np.float32)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors,
+                "item_bias": self.item_bias}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors = np.asarray(arrays["user_factors"], dtype=np.float32)
+        self.item_factors = np.asarray(arrays["item_factors"], dtype=np.float32)
+        self.item_bias = np.asarray(arrays["item_bias"], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. EASE
+# --------------------------------------------------------------------------------------------
+class EASEModel(RecallModel):
+    """EASE^R (Steck 2019), closed form on the dense Gram matrix of the binarised positives.
+
+    G = XᵀX + λI, P = G⁻¹, B = I - P / diag(P) (column-wise), diag(B) = 0; score = X[u] @ B.
+    The hyperparameter is called `lambda_` (`lambda` is a Python keyword). Refuses (raises
+    ModelSkipped) when n_items > max_items, before allocating anything: the Gram matrix is
+    dense n_items² float64 (inverted in place; B is kept as float32).
+    """
+
+    name = "ease"
+
+    def __init__(self, lambda_: float = 500.0, max_items: int = 20000):
+        super().__init__(lambda_=lambda_, max_items=max_items)
+        self.weights: np.ndarray | None = None
+        self.user_items: sp.csr_matrix | None = None
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "EASEModel":
+        n_items = data.n_items
+        if n_items > int(self.params["max_items"]):
+            gib = n_items * n_items * 8 / 2 ** 30
+            raise ModelSkipped(
+                f"EASE skipped: {n_items} items > max_items={self.params['max_items']} "
+                f"(the dense {n_items}×{n_items} float64 Gram matrix alone would take {gib:.1f} GiB)")
+        import scipy.linalg
+
+        x = _canonical_csr(data.positives)
+        x.data[:] = 1.0
+        gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+        gram[np.diag_indices(n_items)] += float(self.params["lambda_"])
+        p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        del gram
+        p /= -np.diag(p)[None, :]
+        p[np.diag_indices(n_items)] = 0.0
+        self.weights = p.astype(np.float32)
+        self.user_items = x
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return _dense(self.user_items[_as_users(users)] @ self.weights)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights, **_csr_arrays("user_items", self.user_items)}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.weights = np.asarray(arrays["weights"], dtype=np.float32)
+        self.user_items = _csr_from_arrays("user_items", arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. content-based (cold start)
+# --------------------------------------------------------------------------------------------
+class ContentColdStartModel(RecallModel):
+    """Content recall for users with few interactions and for new (interaction-less) items.
+
+    item content vector v_i = [genres_i, tag_weight × tags_i]; user profile = L2-normalised
+    Σ_{i ∈ positives(u)} signal_ui × v_i (positives weighted by their confidence value);
+    score = cosine(profile_u, v_i), 0 for items with no content. Users without positives get
+    the global profile Σ_{u,i} signal_ui × v_i (the popularity-weighted genre mix).
+    Many items share one content vector, so scores tie a lot; recommend() breaks ties
+    arbitrarily (but deterministically).
+    """
+
+    name = "content"
+
+    def __init__(self, tag_weight: float = 0.5):
+        super().__init__(tag_weight=tag_weight)
+        self.user_profiles: sp.csr_matrix | None = None
+        self.item_vectors: sp.csr_matrix | None = None
+        self.global_profile: np.ndarray | None = None
+
+    def _content(self, data: TrainingData) -> sp.csr_matrix:
+        genres = sp.csr_matrix(data.item_genres, dtype=np.float64)
+        tags = sp.csr_matrix(data.item_tags, dtype=np.float64)
+        if genres.shape[0] != data.n_items or tags.shape[0] != data.n_items:
+            raise ValueError("item_genres/item_tags must have one row per item")
+        return sp.csr_matrix(sp.hstack([genres, float(self.params["tag_weight"]) * tags], format="csr"))
+
+    def fit(self, data: TrainingData, seed: int = 0) -> "ContentColdStartModel":
+        content = self._content(data)
+        positives = _canonical_csr(data.positives, np.float64)
+        profiles = sp.csr_matrix(positives @ content)
+        global_profile = np.asarray(profiles.sum(axis=0), dtype=np.float64).ravel()
+        norm = np.linalg.norm(global_profile)
+        self.global_profile = (global_profile / norm if norm > 0 else global_profile).astype(np.float32)
+        self.user_profiles = _row_normalise(profiles).astype(np.float32)
+        self.item_vectors = _row_normalise(content).astype(np.float32)
+        return self
+
+    def score_profiles(self, profiles: sp.csr_matrix) -> np.ndarray:
+        """Scores for raw (unnormalised) profiles, e.g. rows of positives @ content of new users."""
+        profiles = _row_normalise(sp.csr_matrix(profiles)).astype(np.float32)
+        scores = _dense(profiles @ self.item_vectors.T)
+        empty = np.diff(profiles.indptr) == 0
+        if empty.any():
+            scores[empty] = self.item_vectors @ self.global_profile
+        return scores
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.score_profiles(self.user_profiles[_as_users(users)])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**_csr_arrays("user_profiles", self.user_profiles),
+                **_csr_arrays("item_vectors", self.item_vectors),
+                "global_profile": self.global_profile}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_profiles = _csr_from_arrays("user_profiles", arrays)
+        self.item_vectors = _csr_from_arrays("item_vectors", arrays)
+        self.global_profile = np.asarray(arrays["global_profile"], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+MODELS: dict[str, type[RecallModel]] = {
+    cls.name: cls for cls in (PopularityModel, ItemCFModel, ALSModel, BPRModel,
+                              ImpressionBPRModel, EASEModel, ContentColdStartModel)
+}
+
+
+def load_model(directory: Path | str) -> RecallModel:
+    """Load any saved recall model: params.json's "model" picks the class."""
+    import json
+
+    directory = Path(directory)
+    meta = json.loads((directory / "params.json").read_text())
+    try:
+        cls = MODELS[meta["model"]]
+    except KeyError:
+        raise ValueError(f"{directory}: unknown recall model {meta.get('model')!r}; "
+                         f"known: {sorted(MODELS)}") from None
+    return cls.load(directory)

@@ -1,0 +1,83 @@
+"""Assemble the sparse matrices recall models train on, and the held-out truth of the test
+day, from interaction partitions and the id dictionaries. Strictly time-based: a model of
+day D learns from days D-window .. D-1 and is evaluated on day D."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_assets.core.ingest import read_sql
+from recsys_assets.core.recall.base import TrainingData
+from recsys_assets.core.tables import bind, connect
+
+
+@dataclass
+class TestSet:
+    """Held-out positives of the test day for users that have any, with seen items removed."""
+    users: np.ndarray            # user indices, sorted
+    relevant: sp.csr_matrix      # users(all) × items, 1 = relevant on the test day and unseen in training
+    all_positive: sp.csr_matrix  # users(all) × items, every positive of the test day (seen or not)
+
+
+def _csr(rows, cols, values, shape) -> sp.csr_matrix:
+    m = sp.csr_matrix((np.asarray(values, np.float32), (np.asarray(rows), np.asarray(cols))), shape=shape)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    return m
+
+
+def load_training_data(day: str, train_files: list[Path], test_files: list[Path], user_dictionary: Path,
+                       item_dictionary: Path, items_snapshot: Path, click_weight: float = 0.25
+                       ) -> tuple[TrainingData, TestSet, dict]:
+    con = connect()
+    try:
+        bind(con, "train_interactions", train_files, "interactions")
+        bind(con, "test_interactions", test_files, "interactions")
+        con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
+        con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
+        n_users = con.execute("SELECT coalesce(max(index) + 1, 0) FROM user_dictionary").fetchone()[0]
+        n_items = con.execute("SELECT coalesce(max(index) + 1, 0) FROM item_dictionary").fetchone()[0]
+        shape = (n_users, n_items)
+        sql = read_sql("recall_training_pairs.sql")
+        pairs = con.execute(sql, {"day": day, "click_weight": click_weight}).fetchnumpy()
+        truth = con.execute(read_sql("recall_test_pairs.sql")).fetchnumpy()
+        # Content: each item's genres and tags as binary columns (names sorted, so stable).
+        content = con.execute(f"""
+            SELECT d.index AS item_idx, coalesce(i.genres, []) AS genres, coalesce(i.tags, []) AS tags,
+                   i.added_at IS NULL OR i.added_at < ($day::DATE + 1)::TIMESTAMPTZ AS available
+            FROM item_dictionary AS d LEFT JOIN read_parquet('{items_snapshot}') AS i ON i.item_id = d.id
+            ORDER BY d.index""", {"day": day}).fetchall()
+    finally:
+        con.close()
+
+    positive = pairs["signal"] > 0
+    positives = _csr(pairs["user_idx"][positive], pairs["item_idx"][positive], pairs["signal"][positive], shape)
+    days_ago = _csr(pairs["user_idx"][positive], pairs["item_idx"][positive],
+                    np.nan_to_num(pairs["days_ago"][positive]) + 1e-3, shape)  # +eps keeps day 0 stored
+    shown = _csr(pairs["user_idx"], pairs["item_idx"], pairs["shown_not_chosen"], shape)
+
+    genre_names = sorted({g for _, genres, _, _ in content for g in genres})
+    tag_names = sorted({t for _, _, tags, _ in content for t in tags})
+    g_index = {g: k for k, g in enumerate(genre_names)}
+    t_index = {t: k for k, t in enumerate(tag_names)}
+    g_rows = [(idx, g_index[g]) for idx, genres, _, _ in content for g in genres]
+    t_rows = [(idx, t_index[t]) for idx, _, tags, _ in content for t in tags]
+    item_genres = _csr([r for r, _ in g_rows], [c for _, c in g_rows], np.ones(len(g_rows)), (n_items, len(genre_names)))
+    item_tags = _csr([r for r, _ in t_rows], [c for _, c in t_rows], np.ones(len(t_rows)), (n_items, len(tag_names)))
+    available = np.zeros(n_items, dtype=bool)
+    for idx, _, _, ok in content:
+        available[idx] = bool(ok)
+
+    all_positive = _csr(truth["user_idx"], truth["item_idx"], np.ones(len(truth["user_idx"])), shape)
+    relevant = (all_positive - all_positive.multiply(positives > 0)).tocsr()
+    relevant.eliminate_zeros()
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    data = TrainingData(positives=positives, shown_negatives=shown, days_ago=days_ago, item_genres=item_genres,
+                        item_tags=item_tags, genre_names=genre_names)
+    info = {"n_users": n_users, "n_items": n_items, "train_pairs": int(positives.nnz),
+            "test_users": int(len(users)), "available_items": available}
+    return data, TestSet(users=users, relevant=relevant, all_positive=all_positive), info

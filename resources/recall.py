@@ -1,0 +1,33 @@
+"""Recall settings: training window, signal weights, model hyperparameters, evaluation."""
+
+import dagster as dg
+
+
+class RecallSettings(dg.ConfigurableResource):
+    window_days: int = 28  # a model of day D trains on D-window .. D-1 and is tested on D
+    click_weight: float = 0.25  # signal of a click that did not become a positive
+    seed: int = 42
+    k_eval: list[int] = [10, 20, 50, 100, 200]
+    light_user_max_positives: int = 4  # segments: cold = 0 training positives, light <= this, heavy above
+    bootstrap_samples: int = 500
+    # Hyperparameters: ALS and implicit-BPR picked by a small grid on the synthetic default data
+    # (day 8 after 7 days, NDCG@10; see benchmarks/RESULTS.md); the rest are the models' defaults.
+    popularity_half_life_days: float = 7.0
+    item_cf_neighbours: int = 100
+    item_cf_shrinkage: float = 10.0
+    item_cf_half_life_days: float = 14.0
+    als_factors: int = 64
+    als_regularization: float = 30.0
+    als_iterations: int = 15
+    als_alpha: float = 2.0
+    bpr_factors: int = 32
+    bpr_learning_rate: float = 0.01
+    bpr_regularization: float = 0.01
+    bpr_iterations: int = 200
+    impression_bpr_hard_ratio: float = 0.3
+    ease_lambda: float = 500.0
+    ease_max_items: int = 20000
+    content_tag_weight: float = 0.5
+    # Champion selection and promotion gate.
+    champion_metric: str = "ndcg@10"
+    min_lift_over_popularity: float = 0.0  # a learned model must beat popularity by this relative margin

@@ -1,0 +1,93 @@
+"""The recall layer as assets: models trained on the window before D and published safely,
+evaluated on D with CIs, a champion chosen with its reasons, corrupt models refused."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+
+from recsys_assets.core.generator import GeneratorConfig, generate
+from recsys_assets.definitions import build_defs, build_resources
+from recsys_assets.quickstart import materialize_all
+from resources.model_store import CorruptModelError
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+MODELS = ["popularity", "item_cf", "als", "bpr", "bpr_impressions", "ease", "content"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recall")
+    generate(GeneratorConfig(n_users=500, n_items=300, days=len(DAYS), impressions_per_day=10_000, seed=5), root)
+    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=2)
+    return root
+
+
+def test_models_are_published_with_lineage_metadata(root):
+    resources = build_resources(str(root))
+    store = resources["model_store"]
+    for name in MODELS:
+        manifest = store.verify(f"recall_{name}", DAYS[-1])
+        meta = manifest["metadata"]
+        assert meta["train_days"] == [DAYS[0], DAYS[-2]]  # strictly before the test day
+        assert set(meta["score_range"]) == {"min", "max", "mean", "std", "p01", "p99"}
+        assert meta["data_version"] and meta["train_seconds"] >= 0
+        for npy in store.path(f"recall_{name}", DAYS[-1]).glob("*.npy"):
+            np.load(npy, allow_pickle=False)  # safe format: loads without pickle
+
+
+def test_evaluation_table_and_champion(root):
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    rows = con.execute("SELECT model, metric, k, segment, value, ci_low, ci_high FROM recall_evaluation "
+                       "WHERE day = ?", [DAYS[-1]]).fetchall()
+    models = {r[0] for r in rows}
+    assert models == set(MODELS)
+    ndcg10 = {r[0]: r for r in rows if r[1] == "ndcg" and r[2] == 10 and r[3] == "all"}
+    assert all(r[5] <= r[4] <= r[6] for r in ndcg10.values())
+    assert {r[2] for r in rows if r[1] == "recall"} == {10, 20, 50, 100, 200}
+    assert {"coverage", "novelty", "latency_ms_per_user"} <= {r[1] for r in rows}
+    # (quality against popularity is measured on the default data in benchmarks/, not on this tiny set)
+
+    (decision,) = con.execute("SELECT winner, metric, reason, candidates FROM recall_champion WHERE day = ?",
+                              [DAYS[-1]]).fetchall()
+    candidates = json.loads(decision[3])
+    assert decision[1] == "ndcg@10" and set(candidates) == {"item_cf", "als", "bpr", "bpr_impressions", "ease"}
+    if decision[0] is not None:
+        assert candidates[decision[0]]["eligible"]
+        assert candidates[decision[0]]["value"] == max(c["value"] for c in candidates.values() if c["eligible"])
+    else:
+        assert not any(c["eligible"] for c in candidates.values())
+
+
+def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
+    defs = build_defs(build_resources(str(root)))
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[0],
+                                    asset_selection=[dg.AssetKey("recall_als"), dg.AssetKey("recall_evaluation"),
+                                                     dg.AssetKey("recall_champion")])
+    assert result.success
+    als = next(m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("recall_als"))
+    assert als.materialization.metadata["skipped"].value is True
+    con = duckdb.connect()
+    (winner,) = con.execute(f"SELECT winner FROM '{root}/lake/recall_champion/{DAYS[0]}.parquet'").fetchone()
+    assert winner is None
+
+
+def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
+    resources = build_resources(str(root))
+    store = resources["model_store"]
+    directory = store.path("recall_als", DAYS[-2])
+    target = next(directory.glob("*factors*.npy"))
+    target.write_bytes(target.read_bytes()[:-16])  # truncated
+    with pytest.raises(CorruptModelError, match=target.name):
+        store.verify("recall_als", DAYS[-2])
+    job = build_defs(resources).resolve_implicit_global_asset_job_def()
+    only_check = job.get_subset(asset_selection=set(), asset_check_selection={
+        dg.AssetCheckKey(dg.AssetKey("recall_als"), "finite_and_verified")})
+    result = only_check.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-2],
+                                           raise_on_error=False)
+    assert not result.success
+    assert target.name in str(result.all_events)

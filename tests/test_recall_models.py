@@ -1,0 +1,314 @@
+"""Recall models on a small synthetic catalog with real structure (4 latent genres).
+
+Users like items of their own genre (popularity-skewed within the genre) plus a little
+noise; they were shown, and skipped, items of other genres. One positive per user is held
+out; every personalised model must find it clearly more often than popularity does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys_assets.core.recall.ann import (ann_search, build_ann_index, load_index,
+                                           recall_vs_exact, save_index)
+from recsys_assets.core.recall.base import TrainingData
+from recsys_assets.core.recall.models import (MODELS, ALSModel, BPRModel, ContentColdStartModel,
+                                              EASEModel, ImpressionBPRModel, ItemCFModel,
+                                              ModelSkipped, PopularityModel, load_model)
+
+N_USERS, N_ITEMS, N_GENRES, N_TAGS = 300, 200, 4, 8
+K = 10
+
+# small but faithful settings (fast enough for the < 60 s budget)
+FAST_PARAMS = {
+    "popularity": {},
+    "item_cf": {"neighbours": 30, "shrinkage": 5.0, "half_life_days": 30.0},
+    "als": {"factors": 16, "iterations": 10, "num_threads": 1},
+    "bpr": {"factors": 16, "iterations": 60, "num_threads": 1},
+    "bpr_impressions": {"factors": 16, "epochs": 30, "batch_size": 512},
+    "ease": {"lambda_": 50.0},
+    "content": {},
+}
+
+
+def _synthetic(seed: int = 7):
+    rng = np.random.default_rng(seed)
+    item_genre = np.arange(N_ITEMS) % N_GENRES
+    item_tag = item_genre * 2 + (np.arange(N_ITEMS) // N_GENRES) % 2  # 2 sub-genres per genre
+    user_genre = rng.integers(0, N_GENRES, N_USERS)
+    # popularity skew inside each genre
+    pop = 1.0 / (rng.permutation(N_ITEMS) % (N_ITEMS // N_GENRES) + 3.0) ** 0.9
+    rows, cols = [], []
+    for u in range(N_USERS):
+        own = np.flatnonzero(item_genre == user_genre[u])
+        n_pos = int(rng.integers(8, 20))
+        liked = rng.choice(own, size=n_pos, replace=False, p=pop[own] / pop[own].sum())
+        noise = rng.choice(N_ITEMS, size=int(rng.integers(0, 3)), replace=False)
+        items = np.unique(np.concatenate([liked, noise]))
+        rows += [u] * len(items)
+        cols += list(items)
+    rows, cols = np.array(rows), np.array(cols)
+    signal = rng.uniform(0.3, 1.0, len(rows)).astype(np.float32)
+    ages = rng.uniform(0, 30, len(rows)).astype(np.float32)
+    ages[rng.random(len(rows)) < 0.1] = 0.0  # "last training day": implicit zeros in days_ago
+
+    # hold out one positive per user
+    order = rng.permutation(len(rows))
+    _, first = np.unique(rows[order], return_index=True)
+    held = order[first]
+    held_items = np.full(N_USERS, -1)
+    held_items[rows[held]] = cols[held]
+    train = np.ones(len(rows), bool)
+    train[held] = False
+
+    shape = (N_USERS, N_ITEMS)
+    positives = sp.csr_matrix((signal[train], (rows[train], cols[train])), shape=shape)
+    days = sp.csr_matrix((ages[train], (rows[train], cols[train])), shape=shape)
+    days.eliminate_zeros()
+    s_rows, s_cols = [], []
+    for u in range(N_USERS):
+        other = np.flatnonzero(item_genre != user_genre[u])
+        shown = rng.choice(other, size=12, replace=False)
+        s_rows += [u] * len(shown)
+        s_cols += list(shown)
+    shown = sp.csr_matrix((np.ones(len(s_rows), np.float32), (s_rows, s_cols)), shape=shape)
+    genres = sp.csr_matrix((np.ones(N_ITEMS, np.float32), (np.arange(N_ITEMS), item_genre)),
+                           shape=(N_ITEMS, N_GENRES))
+    tags = sp.csr_matrix((np.ones(N_ITEMS, np.float32), (np.arange(N_ITEMS), item_tag)),
+                         shape=(N_ITEMS, N_TAGS))
+    data = TrainingData(positives=positives, shown_negatives=shown, days_ago=days,
+                        item_genres=genres, item_tags=tags,
+                        genre_names=[f"g{g}" for g in range(N_GENRES)])
+    return data, held_items, user_genre, item_genre
+
+
+@pytest.fixture(scope="module")
+def world():
+    return _synthetic()
+
+
+@pytest.fixture(scope="module")
+def fitted(world):
+    data = world[0]
+    return {name: MODELS[name](**FAST_PARAMS[name]).fit(data, seed=3) for name in MODELS}
+
+
+def _hit_rate(model, data, held) -> float:
+    users = np.arange(N_USERS)
+    items, _ = model.recommend(users, K, exclude=data.positives)
+    return float(np.mean((items == held[:, None]).any(axis=1)))
+
+
+def test_registry_covers_every_model():
+    assert set(MODELS) == {"popularity", "item_cf", "als", "bpr", "bpr_impressions", "ease", "content"}
+    for name, cls in MODELS.items():
+        assert cls.name == name
+
+
+def test_popularity_beats_random(world, fitted):
+    data, held, _, _ = world
+    hr = _hit_rate(fitted["popularity"], data, held)
+    # random recommendation of K unseen items: expected hit rate K / (#unseen items)
+    unseen = N_ITEMS - np.diff(data.positives.indptr)
+    random_hr = float(np.mean(K / unseen))
+    assert hr > 1.5 * random_hr, (hr, random_hr)
+
+
+# the margins leave room for seeds/BLAS differences but require learning the genre structure
+@pytest.mark.parametrize("name, margin", [
+    ("als", 0.2), ("bpr", 0.2), ("bpr_impressions", 0.2),
+    ("item_cf", 0.2), ("ease", 0.2), ("content", 0.1),
+])
+def test_personalised_models_beat_popularity(world, fitted, name, margin):
+    data, held, _, _ = world
+    pop_hr = _hit_rate(fitted["popularity"], data, held)
+    hr = _hit_rate(fitted[name], data, held)
+    assert hr >= pop_hr + margin, f"{name}: hit rate {hr:.3f} vs popularity {pop_hr:.3f}"
+
+
+def test_recommend_excludes_training_positives(world, fitted):
+    data = world[0]
+    users = np.arange(N_USERS)
+    for name, model in fitted.items():
+        items, scores = model.recommend(users, K, exclude=data.positives)
+        seen = data.positives[users[:, None].repeat(K, 1).ravel(), items.ravel()]
+        assert np.asarray(seen).ravel().max() == 0, name
+        assert np.isfinite(scores).all(), name
+        assert (np.diff(scores, axis=1) <= 0).all(), name
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_save_load_round_trip(world, fitted, name, tmp_path):
+    model = fitted[name]
+    model.save(tmp_path / name)
+    for path in (tmp_path / name).glob("*.npy"):
+        np.load(path, allow_pickle=False)  # raises if anything needed pickling
+    loaded = load_model(tmp_path / name)
+    assert type(loaded) is type(model) and loaded.params == model.params
+    users = np.arange(0, N_USERS, 7)
+    got, want = loaded.score(users), model.score(users)
+    assert got.dtype == np.float32 and got.shape == (len(users), N_ITEMS)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):
+        PopularityModel.load(tmp_path / name) if name != "popularity" else EASEModel.load(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["popularity", "item_cf", "ease", "content", "bpr_impressions", "als", "bpr"])
+def test_same_seed_same_scores(world, name):
+    data = world[0]
+    params = FAST_PARAMS[name]  # ALS and BPR with num_threads=1
+    a = MODELS[name](**params).fit(data, seed=11).score(np.arange(N_USERS))
+    b = MODELS[name](**params).fit(data, seed=11).score(np.arange(N_USERS))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_seed_matters_for_stochastic_models(world):
+    data = world[0]
+    for name in ("als", "bpr_impressions"):
+        a = MODELS[name](**FAST_PARAMS[name]).fit(data, seed=1).score(np.arange(5))
+        b = MODELS[name](**FAST_PARAMS[name]).fit(data, seed=2).score(np.arange(5))
+        assert not np.array_equal(a, b), name
+
+
+def test_popularity_time_decay(world):
+    data = world[0]
+    plain = PopularityModel().fit(data).score(np.array([0]))[0]
+    expected = np.asarray(data.positives.sum(axis=0)).ravel()
+    np.testing.assert_allclose(plain, expected, rtol=1e-5)
+    decayed = PopularityModel(half_life_days=7.0).fit(data).score(np.array([0, 1]))
+    np.testing.assert_array_equal(decayed[0], decayed[1])
+    # by hand: 0.5 ** (age / 7), age 0 where days_ago stores nothing
+    coo = data.positives.tocoo()
+    ages = np.asarray(data.days_ago[coo.row, coo.col]).ravel()
+    by_hand = np.bincount(coo.col, weights=coo.data * 0.5 ** (ages / 7.0), minlength=N_ITEMS)
+    np.testing.assert_allclose(decayed[0], by_hand, rtol=1e-5)
+    assert (decayed[0] <= plain + 1e-6).all()
+
+
+def test_item_cf_similarity_is_sparse_and_pruned(world):
+    data = world[0]
+    k = 15
+    model = ItemCFModel(neighbours=k, shrinkage=5.0, block_items=64).fit(data)  # several blocks
+    sim = model.sim
+    assert sp.issparse(sim) and sim.shape == (N_ITEMS, N_ITEMS)
+    assert np.diff(sim.indptr).max() <= k
+    assert sim.diagonal().max() == 0
+    # the kept neighbours are the top-k cosine-with-shrinkage values (checked densely here only)
+    x = (data.positives > 0).astype(np.float64).toarray()
+    co = x.T @ x
+    n = np.diag(co).copy()
+    full = co / (np.sqrt(np.outer(n, n)) + 5.0)
+    np.fill_diagonal(full, 0.0)
+    for i in (0, 57, 199):
+        row = sim.getrow(i)
+        np.testing.assert_allclose(row.data, full[i, row.indices], rtol=1e-5)
+        assert row.data.min() >= np.sort(full[i])[-k] - 1e-6
+    # unpruned scores equal the dense user-row @ sim
+    np.testing.assert_allclose(model.score(np.array([3])), x[[3]] @ sim.toarray(), rtol=1e-5)
+
+
+def test_ease_skips_large_catalogs(world):
+    data = world[0]
+    with pytest.raises(ModelSkipped, match=str(N_ITEMS)):
+        EASEModel(max_items=N_ITEMS - 1).fit(data)
+    model = EASEModel(lambda_=50.0).fit(data)
+    assert np.abs(np.diag(model.weights)).max() == 0
+
+
+def test_content_model_cold_users_and_new_items(world):
+    data, _, user_genre, item_genre = world
+    model = ContentColdStartModel().fit(data)
+    scores = model.score(np.arange(N_USERS))
+    best = scores.argmax(axis=1)
+    assert np.mean(item_genre[best] == user_genre) > 0.9
+    # a user with no positives gets the global profile: the same scores as a fresh empty row
+    empty = model.score_profiles(sp.csr_matrix((1, model.user_profiles.shape[1])))
+    assert empty.shape == (1, N_ITEMS) and np.isfinite(empty).all() and empty.max() > 0
+
+
+def test_als_fold_in_matches_trained_vectors(world, fitted):
+    data, _, user_genre, item_genre = world
+    model: ALSModel = fitted["als"]
+    users = np.arange(0, N_USERS, 5)
+    folded = model.fold_in(data.positives[users])
+    trained = model.user_factors[users]
+    cos = np.sum(folded * trained, axis=1) / (np.linalg.norm(folded, axis=1) * np.linalg.norm(trained, axis=1))
+    assert cos.min() > 0.9, cos.min()
+    scores = folded @ model.item_factors.T
+    scores[data.positives[users].nonzero()] = -np.inf
+    top = np.argsort(-scores, axis=1)[:, :K]
+    assert np.mean(item_genre[top] == user_genre[users, None]) > 0.8
+    norms = model.factor_norms()
+    assert norms["user"].shape == (N_USERS,) and norms["item"].shape == (N_ITEMS,)
+
+
+def test_als_fold_in_after_load(world, fitted, tmp_path):
+    data = world[0]
+    model = fitted["als"]
+    model.save(tmp_path / "als")
+    loaded = load_model(tmp_path / "als")
+    rows = data.positives[[0, 1, 2]]
+    np.testing.assert_allclose(loaded.fold_in(rows), model.fold_in(rows), rtol=1e-4, atol=1e-5)
+
+
+def test_bpr_fold_in_recommends_the_users_genre(world, fitted):
+    data, _, user_genre, item_genre = world
+    model: BPRModel = fitted["bpr"]
+    users = np.arange(0, N_USERS, 5)
+    folded = model.fold_in(data.positives[users], seed=0)
+    assert folded.shape == (len(users), model.item_factors.shape[1])
+    assert np.all(folded[:, -1] == 1.0)  # bias column untouched
+    scores = folded @ model.item_factors.T
+    scores[data.positives[users].nonzero()] = -np.inf
+    top = np.argsort(-scores, axis=1)[:, :K]
+    assert np.mean(item_genre[top] == user_genre[users, None]) > 0.8
+    np.testing.assert_array_equal(folded, model.fold_in(data.positives[users], seed=0))
+
+
+def test_impression_bpr_uses_shown_negatives(world):
+    """Shown-and-skipped items are random other-genre items: only the hard negatives can tell
+    them apart from the other-genre items the user never saw. With hard_ratio=1 they must
+    score clearly lower than those; with hard_ratio=0 they look alike."""
+    data, _, user_genre, item_genre = world
+    shown = data.shown_negatives.toarray() > 0
+    unseen_other = (item_genre[None, :] != user_genre[:, None]) & ~shown & (data.positives.toarray() == 0)
+
+    def gap(hard_ratio):
+        model = ImpressionBPRModel(factors=8, epochs=10, batch_size=512, hard_ratio=hard_ratio).fit(data, seed=0)
+        s = model.score(np.arange(N_USERS)).astype(np.float64)
+        s = (s - s.mean(axis=1, keepdims=True)) / s.std(axis=1, keepdims=True)
+        per_user = ((s * shown).sum(1) / shown.sum(1)) - ((s * unseen_other).sum(1) / unseen_other.sum(1))
+        return float(per_user.mean())
+
+    hard, uniform = gap(1.0), gap(0.0)
+    assert hard < uniform - 0.1, (hard, uniform)
+
+
+# ---------------------------------------------------------------------------------------- ANN
+def test_hnsw_recall_and_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((2000, 64)).astype(np.float32)
+    users = rng.standard_normal((200, 64)).astype(np.float32)
+    index = build_ann_index(items, kind="hnsw", M=32, ef_search=128)
+    recall = recall_vs_exact(index, items, users, k=10)
+    assert recall >= 0.95, recall
+    save_index(index, tmp_path / "items.faiss")
+    loaded = load_index(tmp_path / "items.faiss")
+    ids_a, scores_a = ann_search(index, users, 10)
+    ids_b, scores_b = ann_search(loaded, users, 10)
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_array_equal(scores_a, scores_b)
+    assert (np.diff(scores_a, axis=1) <= 0).all()
+
+
+def test_ivf_and_flat_indexes():
+    rng = np.random.default_rng(1)
+    items = rng.standard_normal((2000, 32)).astype(np.float32)
+    users = rng.standard_normal((50, 32)).astype(np.float32)
+    assert recall_vs_exact(build_ann_index(items, kind="flat"), items, users, k=10) == 1.0
+    ivf = build_ann_index(items, kind="ivf", nlist=32, nprobe=32)  # probing all lists = exact
+    assert recall_vs_exact(ivf, items, users, k=10) >= 0.99
+    with pytest.raises(ValueError):
+        build_ann_index(items, kind="lsh")
