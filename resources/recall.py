@@ -28,6 +28,7 @@ class RecallSettings(dg.ConfigurableResource):
     ease_lambda: float = 500.0
     ease_max_items: int = 20000
     content_tag_weight: float = 0.5
+    candidates_k: int = 200  # recall_candidates: fused top-K per user
     # Champion selection and promotion gate.
     champion_metric: str = "ndcg@10"
     min_lift_over_popularity: float = 0.0  # a learned model must beat popularity by this relative margin

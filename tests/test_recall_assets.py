@@ -44,7 +44,7 @@ def test_evaluation_table_and_champion(root):
     rows = con.execute("SELECT model, metric, k, segment, value, ci_low, ci_high FROM recall_evaluation "
                        "WHERE day = ?", [DAYS[-1]]).fetchall()
     models = {r[0] for r in rows}
-    assert models == set(MODELS)
+    assert models == set(MODELS) | {"fusion_rrf", "fusion_weighted"}
     ndcg10 = {r[0]: r for r in rows if r[1] == "ndcg" and r[2] == 10 and r[3] == "all"}
     assert all(r[5] <= r[4] <= r[6] for r in ndcg10.values())
     assert {r[2] for r in rows if r[1] == "recall"} == {10, 20, 50, 100, 200}
@@ -60,6 +60,22 @@ def test_evaluation_table_and_champion(root):
         assert candidates[decision[0]]["value"] == max(c["value"] for c in candidates.values() if c["eligible"])
     else:
         assert not any(c["eligible"] for c in candidates.values())
+
+
+def test_candidates_fuse_every_channel_and_keep_ranks(root):
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    per_user = con.execute("SELECT method, user_id, count(*), min(rank), max(rank), count(DISTINCT item_id) "
+                           "FROM recall_candidates WHERE day = ? GROUP BY ALL", [DAYS[-1]]).fetchall()
+    assert {r[0] for r in per_user} == {"rrf", "weighted"}
+    assert all(r[2] == r[5] <= 200 and r[3] == 1 and r[4] == r[2] for r in per_user)
+    cols = {c[0] for c in con.execute("DESCRIBE recall_candidates").fetchall()}
+    assert {f"rank_{m}" for m in MODELS} <= cols
+    # no candidate is an item the user already had as a training positive
+    (seen,) = con.execute(f"""
+        SELECT count(*) FROM recall_candidates c JOIN interactions x
+          ON x.user_id = c.user_id AND x.item_id = c.item_id AND x.is_positive
+         WHERE c.day = DATE '{DAYS[-1]}' AND x.day < DATE '{DAYS[-1]}'""").fetchone()
+    assert seen == 0
 
 
 def test_first_day_has_nothing_to_train_on_and_is_skipped(root):

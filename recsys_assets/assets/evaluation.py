@@ -10,7 +10,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from recsys_assets.assets.recall import LEARNED, NoTrainingData, load_day, model_assets
-from recsys_assets.core import metrics
+from recsys_assets.core import fusion, metrics
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import write_parquet_atomic
 from recsys_assets.core.tables import connect
@@ -49,16 +49,26 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
     segments = segment_of(n_train, settings.light_user_max_positives)
     item_popularity = np.asarray((data.positives > 0).sum(axis=0)).ravel()
 
-    per_model, latency = {}, {}
+    per_model, latency, channels, ranges = {}, {}, {}, {}
     for name in model_assets:
         if not model_store.exists(f"recall_{name}", day):
             continue
-        model_store.verify(f"recall_{name}", day)
+        manifest = model_store.verify(f"recall_{name}", day)
         model = recall_models.load_model(model_store.path(f"recall_{name}", day))
         started = time.perf_counter()
-        recs, _ = model.recommend(users, max_k, exclude=exclude)
+        recs, scores = model.recommend(users, max_k, exclude=exclude)
         latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
         per_model[name] = (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
+        channels[name] = (recs, scores)
+        score_range = manifest["metadata"].get("score_range") or {}
+        if score_range:
+            ranges[name] = (score_range["p01"], score_range["p99"])
+    if len(channels) > 1:  # fusion of every channel, evaluated like a model
+        started = time.perf_counter()
+        fused = fusion.fuse(channels, data.n_items, max_k, score_ranges=ranges)
+        for method, (recs, _) in fused.items():
+            latency[f"fusion_{method}"] = (time.perf_counter() - started) / max(len(users), 1) * 1000
+            per_model[f"fusion_{method}"] = (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
 
     rows = []
     popularity = per_model.get("popularity")
@@ -201,4 +211,67 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
         "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}")))})
 
 
-evaluation_assets = [recall_evaluation, recall_champion]
+@dg.asset(
+    group_name=GROUP, kinds={"numpy", "parquet"}, partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values()],
+    description="Candidates for day D: for every user with training positives in the window, the top "
+                "RecallSettings.candidates_k items of reciprocal-rank fusion (method='rrf') and of score-normalised "
+                "weighted fusion (method='weighted', p01/p99 of each channel's training score range) over all recall "
+                "channels, seen and unavailable items removed, with each candidate's rank in every channel (0 = absent).",
+)
+def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
+                      recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    import pyarrow.parquet as pq
+
+    rows_written = 0
+    for day in context.partition_keys:
+        try:
+            data, _, info, _, _ = load_day(storage, day, recall)
+        except NoTrainingData as nothing:
+            context.log.warning(f"recall_candidates {day}: {nothing}")
+            continue
+        users = np.flatnonzero(np.diff(data.positives.indptr) > 0)
+        exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
+        channels, ranges = {}, {}
+        for name in model_assets:
+            if model_store.exists(f"recall_{name}", day):
+                manifest = model_store.verify(f"recall_{name}", day)
+                model = recall_models.load_model(model_store.path(f"recall_{name}", day))
+                channels[name] = model.recommend(users, recall.candidates_k, exclude=exclude)
+                if manifest["metadata"].get("score_range"):
+                    ranges[name] = (manifest["metadata"]["score_range"]["p01"], manifest["metadata"]["score_range"]["p99"])
+        if not channels:
+            raise dg.Failure(f"no recall model is published for {day}")
+        user_ids = pq.read_table(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
+        item_ids = pq.read_table(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
+        user_of = np.empty(data.n_users, np.int64)
+        user_of[user_ids.column("index").to_numpy()] = user_ids.column("id").to_numpy()
+        item_of = np.empty(data.n_items, np.int64)
+        item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
+        parts = []
+        for method, (items, scores) in fusion.fuse(channels, data.n_items, recall.candidates_k,
+                                                   score_ranges=ranges).items():
+            ranks = fusion.channel_ranks(channels, items)
+            valid = items >= 0
+            cols = {"day": pa.array(np.full(valid.sum(), np.datetime64(day, "D"))),
+                    "method": pa.array([method] * int(valid.sum())),
+                    "user_id": user_of[np.repeat(users, items.shape[1]).reshape(items.shape)[valid]],
+                    "item_id": item_of[items[valid]],
+                    "rank": (np.argsort(np.argsort(-np.where(valid, scores, -np.inf), axis=1), axis=1) + 1)[valid],
+                    "score": scores[valid]}
+            cols |= {f"rank_{c}": r[valid] for c, r in ranks.items()}
+            parts.append(pa.table(cols))
+        table = pa.concat_tables(parts)
+        con = connect()
+        try:
+            con.register("candidates", table)
+            write_parquet_atomic(con, "SELECT * FROM candidates ORDER BY method, user_id, rank",
+                                 storage.partition_path("recall_candidates", day))
+        finally:
+            con.close()
+        rows_written += table.num_rows
+    warehouse.refresh_catalog()
+    return dg.MaterializeResult(metadata={"dagster/row_count": rows_written})
+
+
+evaluation_assets = [recall_evaluation, recall_champion, recall_candidates]
