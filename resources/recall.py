@@ -24,7 +24,12 @@ class RecallSettings(dg.ConfigurableResource):
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
     bpr_iterations: int = 200
-    impression_bpr_hard_ratio: float = 0.3
+    # numpy BPR (bpr_uniform and bpr_impressions share these; they differ only in negatives)
+    numpy_bpr_factors: int = 64
+    numpy_bpr_learning_rate: float = 0.05
+    numpy_bpr_regularization: float = 0.01
+    numpy_bpr_epochs: int = 30
+    impression_bpr_hard_ratio: float = 0.3  # share of negatives drawn from shown-but-not-chosen items
     ease_lambda: float = 500.0
     ease_max_items: int = 20000
     content_tag_weight: float = 0.5

@@ -15,7 +15,7 @@ from recsys_assets.quickstart import materialize_all
 from resources.model_store import CorruptModelError
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
-MODELS = ["popularity", "item_cf", "als", "bpr", "bpr_impressions", "ease", "content"]
+MODELS = ["popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_evaluation_table_and_champion(root):
     (decision,) = con.execute("SELECT winner, metric, reason, candidates FROM recall_champion WHERE day = ?",
                               [DAYS[-1]]).fetchall()
     candidates = json.loads(decision[3])
-    assert decision[1] == "ndcg@10" and set(candidates) == {"item_cf", "als", "bpr", "bpr_impressions", "ease"}
+    assert decision[1] == "ndcg@10" and set(candidates) == {"item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease"}
     if decision[0] is not None:
         assert candidates[decision[0]]["eligible"]
         assert candidates[decision[0]]["value"] == max(c["value"] for c in candidates.values() if c["eligible"])

@@ -28,6 +28,7 @@ FAST_PARAMS = {
     "als": {"factors": 16, "iterations": 10, "num_threads": 1},
     "bpr": {"factors": 16, "iterations": 60, "num_threads": 1},
     "bpr_impressions": {"factors": 16, "epochs": 30, "batch_size": 512},
+    "bpr_uniform": {"factors": 16, "epochs": 30, "batch_size": 512},
     "ease": {"lambda_": 50.0},
     "content": {},
 }
@@ -102,7 +103,7 @@ def _hit_rate(model, data, held) -> float:
 
 
 def test_registry_covers_every_model():
-    assert set(MODELS) == {"popularity", "item_cf", "als", "bpr", "bpr_impressions", "ease", "content"}
+    assert set(MODELS) == {"popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content"}
     for name, cls in MODELS.items():
         assert cls.name == name
 
@@ -118,7 +119,7 @@ def test_popularity_beats_random(world, fitted):
 
 # the margins leave room for seeds/BLAS differences but require learning the genre structure
 @pytest.mark.parametrize("name, margin", [
-    ("als", 0.2), ("bpr", 0.2), ("bpr_impressions", 0.2),
+    ("als", 0.2), ("bpr", 0.2), ("bpr_uniform", 0.2), ("bpr_impressions", 0.2),
     ("item_cf", 0.2), ("ease", 0.2), ("content", 0.1),
 ])
 def test_personalised_models_beat_popularity(world, fitted, name, margin):

@@ -17,7 +17,7 @@ from resources import ModelStoreResource, RecallSettings, StorageResource
 
 GROUP = "recall"
 # Learned channels must beat popularity to be promoted; content is a cold-start channel.
-LEARNED = ("item_cf", "als", "bpr", "bpr_impressions", "ease")
+LEARNED = ("item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease")
 
 
 def model_params(name: str, s: RecallSettings) -> dict:
@@ -29,8 +29,11 @@ def model_params(name: str, s: RecallSettings) -> dict:
                     alpha=s.als_alpha),
         "bpr": dict(factors=s.bpr_factors, learning_rate=s.bpr_learning_rate, regularization=s.bpr_regularization,
                     iterations=s.bpr_iterations),
-        "bpr_impressions": dict(factors=s.bpr_factors, learning_rate=s.bpr_learning_rate,
-                                regularization=s.bpr_regularization, hard_ratio=s.impression_bpr_hard_ratio),
+        "bpr_uniform": dict(factors=s.numpy_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
+                            regularization=s.numpy_bpr_regularization, epochs=s.numpy_bpr_epochs),
+        "bpr_impressions": dict(factors=s.numpy_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
+                                regularization=s.numpy_bpr_regularization, epochs=s.numpy_bpr_epochs,
+                                hard_ratio=s.impression_bpr_hard_ratio),
         "ease": dict(lambda_=s.ease_lambda, max_items=s.ease_max_items),
         "content": dict(tag_weight=s.content_tag_weight),
     }[name]
@@ -141,8 +144,8 @@ def _model_asset(name: str):
     return _asset
 
 
-model_assets = {name: _model_asset(name) for name in ("popularity", "item_cf", "als", "bpr", "bpr_impressions",
-                                                      "ease", "content")}
+model_assets = {name: _model_asset(name) for name in ("popularity", "item_cf", "als", "bpr", "bpr_uniform",
+                                                      "bpr_impressions", "ease", "content")}
 
 
 def _factors_finite_check(name: str):
