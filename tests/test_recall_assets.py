@@ -78,6 +78,23 @@ def test_candidates_fuse_every_channel_and_keep_ranks(root):
     assert seen == 0
 
 
+def test_ann_index_over_the_champion(root):
+    import faiss
+
+    resources = build_resources(str(root))
+    store = resources["model_store"]
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    (winner,) = con.execute("SELECT winner FROM recall_champion WHERE day = ?", [DAYS[-1]]).fetchone()
+    if winner in (None, "item_cf", "ease"):
+        assert not store.exists("recall_ann_index", DAYS[-1])  # nothing to index: skipped
+        return
+    manifest = store.verify("recall_ann_index", DAYS[-1])
+    assert manifest["metadata"]["champion"] == winner
+    assert manifest["metadata"]["recall_at_100_vs_exact"] >= 0.95
+    index = faiss.read_index(str(store.path("recall_ann_index", DAYS[-1]) / "index.faiss"))
+    assert index.ntotal == manifest["metadata"]["items"]
+
+
 def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
     defs = build_defs(build_resources(str(root)))
     job = defs.resolve_implicit_global_asset_job_def()
@@ -107,3 +124,23 @@ def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
                                            raise_on_error=False)
     assert not result.success
     assert target.name in str(result.all_events)
+
+
+def test_mips_vectors_reproduce_model_scores():
+    import scipy.sparse as sp
+
+    from recsys_assets.assets.serving_index import mips_vectors
+    from recsys_assets.core.recall import ann
+    from recsys_assets.core.recall.base import TrainingData
+    from recsys_assets.core.recall.models import ImpressionBPRModel
+
+    rng = np.random.default_rng(0)
+    positives = sp.random(200, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    empty = sp.csr_matrix(positives.shape, dtype=np.float32)
+    data = TrainingData(positives, empty, empty, sp.csr_matrix((300, 0), dtype=np.float32),
+                        sp.csr_matrix((300, 0), dtype=np.float32))
+    model = ImpressionBPRModel(factors=8, epochs=3).fit(data, seed=0)
+    users, items = mips_vectors(model.arrays())
+    np.testing.assert_allclose(users @ items.T, model.score(np.arange(200)), rtol=1e-4, atol=1e-5)
+    index = ann.build_ann_index(items, kind="hnsw")
+    assert ann.recall_vs_exact(index, items, users[rng.choice(200, 50, replace=False)], 10) >= 0.95
