@@ -4,7 +4,7 @@ import dagster as dg
 
 from recsys_assets.assets.dictionaries import dictionary_assets
 from recsys_assets.assets.drift import drift_assets, drift_checks
-from recsys_assets.assets.evaluation import evaluation_assets
+from recsys_assets.assets.evaluation import evaluation_assets, evaluation_checks
 from recsys_assets.assets.features import feature_assets
 from recsys_assets.assets.raw import log_assets, raw_assets
 from recsys_assets.assets.recall import model_assets, model_checks
@@ -39,7 +39,7 @@ ingest_raw_logs = dg.define_asset_job(
 )
 
 ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets + [recall_ann_index]
-ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks + [ann_recall_check]
+ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check]
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:

@@ -49,6 +49,7 @@ def test_evaluation_table_and_champion(root):
     assert all(r[5] <= r[4] <= r[6] for r in ndcg10.values())
     assert {r[2] for r in rows if r[1] == "recall"} == {10, 20, 50, 100, 200}
     assert {"coverage", "novelty", "latency_ms_per_user"} <= {r[1] for r in rows}
+    assert {"all", "cold_items"} <= {r[3] for r in rows}  # items new on the test day have their own segment
     # (quality against popularity is measured on the default data in benchmarks/, not on this tiny set)
 
     (decision,) = con.execute("SELECT winner, metric, reason, candidates FROM recall_champion WHERE day = ?",

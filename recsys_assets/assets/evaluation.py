@@ -70,6 +70,12 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
             latency[f"fusion_{method}"] = (time.perf_counter() - started) / max(len(users), 1) * 1000
             per_model[f"fusion_{method}"] = (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
 
+    # Items first seen on the test day: no training positive and not in anyone's window.
+    cold_items = np.asarray((data.positives > 0).sum(axis=0)).ravel() == 0
+    relevant_cold = relevant.multiply(sp.csr_matrix(cold_items.astype(np.float32))).tocsr()
+    relevant_cold.eliminate_zeros()
+    cold_item_users = np.flatnonzero(np.diff(relevant_cold.indptr) > 0)
+
     rows = []
     popularity = per_model.get("popularity")
     for name, (recs, by_k) in per_model.items():
@@ -91,6 +97,15 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
                         row |= {"lift_vs_popularity": _finite(paired["lift"]), "diff_ci_low": float(paired["ci_low"]),
                                 "diff_ci_high": float(paired["ci_high"]), "p_value": float(paired["p_value"])}
                     rows.append(row)
+            if cold_item_users.size:  # how well each model surfaces items new on the test day
+                cold = metrics.per_user_metrics(recs[cold_item_users], relevant_cold[cold_item_users], k)
+                for metric_name in (f"recall@{k}", f"ndcg@{k}"):
+                    v = cold[metric_name]
+                    lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
+                    rows.append({"day": day, "model": name, "segment": "cold_items", "metric": metric_name.split("@")[0],
+                                 "k": k, "value": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi),
+                                 "n_users": int(cold_item_users.size), "lift_vs_popularity": None,
+                                 "diff_ci_low": None, "diff_ci_high": None, "p_value": None})
             for metric_name, value in (("coverage", metrics.catalog_coverage(recs, data.n_items, k)),
                                        ("novelty", metrics.novelty(recs, item_popularity, k))):
                 rows.append({"day": day, "model": name, "segment": "all", "metric": metric_name, "k": k,
@@ -274,4 +289,27 @@ def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResourc
     return dg.MaterializeResult(metadata={"dagster/row_count": rows_written})
 
 
+@dg.asset_check(asset=recall_evaluation, name="learned_models_beat_popularity", partitions_def=daily_partitions,
+                description="Each learned model (item_cf, als, bpr, bpr_uniform, bpr_impressions, ease) beats popularity "
+                            "on the champion metric by more than min_lift_over_popularity with a paired 95% CI above "
+                            "0. Warns, listing the models that do not; those are never promoted (recall_champion "
+                            "applies the same rule).")
+def learned_models_beat_popularity(context: dg.AssetCheckExecutionContext, storage: StorageResource,
+                                   recall: RecallSettings) -> dg.AssetCheckResult:
+    import pyarrow.parquet as pq
+
+    failing = {}
+    for day in context.partition_keys:
+        rows = pq.read_table(storage.partition_path("recall_evaluation", day)).to_pylist()
+        if not rows:
+            continue
+        for name, c in json.loads(choose_champion(rows, recall.champion_metric,
+                                                  recall.min_lift_over_popularity)["candidates"]).items():
+            if not c["eligible"]:
+                failing[f"{day} {name}"] = c.get("lift")
+    return dg.AssetCheckResult(passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"not_beating_popularity": dg.MetadataValue.json(failing)})
+
+
 evaluation_assets = [recall_evaluation, recall_champion, recall_candidates]
+evaluation_checks = [learned_models_beat_popularity]
