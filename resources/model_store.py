@@ -16,19 +16,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from recsys_assets.core.storage import file_sha256 as _sha256
+
 MANIFEST = "manifest.json"
 
 
 class CorruptModelError(RuntimeError):
     pass
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ModelStoreResource(dg.ConfigurableResource):

@@ -33,6 +33,25 @@ def exclusion_matrix(positives: sp.csr_matrix, users: np.ndarray, unavailable: n
     return (seen + blocked).tocsr()
 
 
+def recommend_all_channels(model_store: ModelStoreResource, day: str, users: np.ndarray, k: int,
+                           exclude: sp.csr_matrix) -> tuple[dict, dict, dict]:
+    """Top-k of every recall model published for `day` (checksums verified first):
+    ({name: (items, scores)}, {name: (p01, p99) of its training score range}, {name: ms per user})."""
+    channels, ranges, latency = {}, {}, {}
+    for name in model_assets:
+        if not model_store.exists(f"recall_{name}", day):
+            continue
+        manifest = model_store.verify(f"recall_{name}", day)
+        model = recall_models.load_model(model_store.path(f"recall_{name}", day))
+        started = time.perf_counter()
+        channels[name] = model.recommend(users, k, exclude=exclude)
+        latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
+        score_range = manifest["metadata"].get("score_range") or {}
+        if score_range:
+            ranges[name] = (score_range["p01"], score_range["p99"])
+    return channels, ranges, latency
+
+
 def segment_of(n_train_positives: np.ndarray, light_max: int) -> np.ndarray:
     return np.where(n_train_positives == 0, "cold", np.where(n_train_positives <= light_max, "light", "heavy"))
 
@@ -49,20 +68,9 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
     segments = segment_of(n_train, settings.light_user_max_positives)
     item_popularity = np.asarray((data.positives > 0).sum(axis=0)).ravel()
 
-    per_model, latency, channels, ranges = {}, {}, {}, {}
-    for name in model_assets:
-        if not model_store.exists(f"recall_{name}", day):
-            continue
-        manifest = model_store.verify(f"recall_{name}", day)
-        model = recall_models.load_model(model_store.path(f"recall_{name}", day))
-        started = time.perf_counter()
-        recs, scores = model.recommend(users, max_k, exclude=exclude)
-        latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
-        per_model[name] = (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
-        channels[name] = (recs, scores)
-        score_range = manifest["metadata"].get("score_range") or {}
-        if score_range:
-            ranges[name] = (score_range["p01"], score_range["p99"])
+    channels, ranges, latency = recommend_all_channels(model_store, day, users, max_k, exclude)
+    per_model = {name: (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
+                 for name, (recs, _) in channels.items()}
     if len(channels) > 1:  # fusion of every channel, evaluated like a model
         started = time.perf_counter()
         fused = fusion.fuse(channels, data.n_items, max_k, score_ranges=ranges)
@@ -247,14 +255,7 @@ def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResourc
             continue
         users = np.flatnonzero(np.diff(data.positives.indptr) > 0)
         exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
-        channels, ranges = {}, {}
-        for name in model_assets:
-            if model_store.exists(f"recall_{name}", day):
-                manifest = model_store.verify(f"recall_{name}", day)
-                model = recall_models.load_model(model_store.path(f"recall_{name}", day))
-                channels[name] = model.recommend(users, recall.candidates_k, exclude=exclude)
-                if manifest["metadata"].get("score_range"):
-                    ranges[name] = (manifest["metadata"]["score_range"]["p01"], manifest["metadata"]["score_range"]["p99"])
+        channels, ranges, _ = recommend_all_channels(model_store, day, users, recall.candidates_k, exclude)
         if not channels:
             raise dg.Failure(f"no recall model is published for {day}")
         user_ids = pq.read_table(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
