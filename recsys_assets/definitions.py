@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from recsys_assets import automation
+
 from recsys_assets.assets.dictionaries import dictionary_assets
 from recsys_assets.assets.drift import drift_assets, drift_checks
 from recsys_assets.assets.evaluation import evaluation_assets, evaluation_checks
@@ -11,7 +13,7 @@ from recsys_assets.assets.recall import model_assets, model_checks
 from recsys_assets.assets.serving_index import ann_recall_check, recall_ann_index
 from recsys_assets.checks.feature_checks import feature_checks
 from recsys_assets.checks.raw_checks import raw_checks
-from resources import (FeatureSettings, IngestionSettings, LandingZoneResource, ModelStoreResource, RecallSettings,
+from resources import (AutomationSettings, FeatureSettings, IngestionSettings, LandingZoneResource, ModelStoreResource, RecallSettings,
                        StorageResource, WarehouseResource)
 
 
@@ -29,6 +31,7 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "features": FeatureSettings(),
         "model_store": ModelStoreResource(models_root=str(storage.root / "models")),
         "recall": RecallSettings(),
+        "automation": AutomationSettings(),
     }
 
 
@@ -46,7 +49,9 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[ingest_raw_logs],
+        jobs=[ingest_raw_logs, *automation.jobs],
+        schedules=automation.schedules,
+        sensors=automation.sensors,
         resources=resources or build_resources(),
     )
 

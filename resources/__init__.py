@@ -1,5 +1,6 @@
 """Configurable Dagster resources: where data lives and how it is read and checked."""
 
+from resources.automation import AutomationSettings
 from resources.features import FeatureSettings
 from resources.ingestion import IngestionSettings
 from resources.landing import LandingZoneResource
@@ -8,4 +9,4 @@ from resources.recall import RecallSettings
 from resources.storage import StorageResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["FeatureSettings", "IngestionSettings", "LandingZoneResource", "ModelStoreResource", "RecallSettings", "StorageResource", "WarehouseResource"]
+__all__ = ["AutomationSettings", "FeatureSettings", "IngestionSettings", "LandingZoneResource", "ModelStoreResource", "RecallSettings", "StorageResource", "WarehouseResource"]

@@ -143,5 +143,7 @@ def test_mips_vectors_reproduce_model_scores():
     model = ImpressionBPRModel(factors=8, epochs=3).fit(data, seed=0)
     users, items = mips_vectors(model.arrays())
     np.testing.assert_allclose(users @ items.T, model.score(np.arange(200)), rtol=1e-4, atol=1e-5)
-    index = ann.build_ann_index(items, kind="hnsw")
-    assert ann.recall_vs_exact(index, items, users[rng.choice(200, 50, replace=False)], 10) >= 0.95
+    items_l2, users_l2 = ann.mips_to_l2(items, users)
+    np.testing.assert_allclose(users_l2 @ items_l2.T, users @ items.T, rtol=1e-5, atol=1e-5)
+    index = ann.build_mips_hnsw(items_l2)
+    assert ann.recall_vs_exact(index, items_l2, users_l2[rng.choice(200, 50, replace=False)], 100) >= 0.95

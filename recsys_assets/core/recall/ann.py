@@ -52,6 +52,30 @@ def build_ann_index(item_factors: np.ndarray, kind: str = "hnsw", **params) -> f
     return index
 
 
+def mips_to_l2(item_vectors: np.ndarray, query_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum inner product search as nearest-neighbour search (Bachrach et al. 2014): items
+    get one extra coordinate sqrt(M² − ‖x‖²) (M = the largest item norm), queries a 0, so the
+    L2 nearest items are exactly the largest inner products. Graph indexes (HNSW) search L2
+    neighbourhoods far more reliably than raw inner products over vectors of unequal norms."""
+    items = _f32(item_vectors)
+    norms = np.einsum("ij,ij->i", items, items)
+    extra = np.sqrt(np.maximum(norms.max() - norms, 0.0)).astype(np.float32).reshape(-1, 1)
+    queries = _f32(query_vectors)
+    return (np.hstack([items, extra]).astype(np.float32),
+            np.hstack([queries, np.zeros((len(queries), 1), np.float32)]).astype(np.float32))
+
+
+def build_mips_hnsw(item_vectors: np.ndarray, M: int = 32, ef_construction: int = 200,
+                    ef_search: int = 256) -> faiss.Index:
+    """HNSW (L2) over mips_to_l2-augmented item vectors; query it with augmented queries."""
+    x = _f32(item_vectors)
+    index = faiss.IndexHNSWFlat(x.shape[1], M)
+    index.hnsw.efConstruction = ef_construction
+    index.hnsw.efSearch = ef_search
+    index.add(x)
+    return index
+
+
 def save_index(index: faiss.Index, path: Path | str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
