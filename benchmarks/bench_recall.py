@@ -86,7 +86,7 @@ def main():
         FROM recall_evaluation n JOIN recall_evaluation r USING (day, model, segment, k)
         WHERE n.metric = 'ndcg' AND r.metric = 'recall' AND n.k = 10 AND n.segment = 'all' AND n.day = ?
         ORDER BY n.value DESC""", [days[-1]]).fetchall()
-    (winner,) = con.execute("SELECT winner FROM recall_champion WHERE day = ?", [days[-1]]).fetchone()
+    (winner,) = con.execute("SELECT champion FROM recall_champion WHERE day = ?", [days[-1]]).fetchone()
     ours, direct = als_speed(resources, days[-1])
     print(f"{args.days} days of default synthetic data, test day {days[-1]}, {rows[0][7]} test users "
           f"(whole pipeline {total:.0f}s)")

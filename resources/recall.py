@@ -37,3 +37,6 @@ class RecallSettings(dg.ConfigurableResource):
     # Champion selection and promotion gate.
     champion_metric: str = "ndcg@10"
     min_lift_over_popularity: float = 0.0  # a learned model must beat popularity by this relative margin
+    # A candidate replaces the serving champion unless it is worse than it, on the same day and
+    # users, by more than this relative tolerance.
+    promotion_tolerance: float = 0.02

@@ -52,10 +52,11 @@ def test_evaluation_table_and_champion(root):
     assert {"all", "cold_items"} <= {r[3] for r in rows}  # items new on the test day have their own segment
     # (quality against popularity is measured on the default data in benchmarks/, not on this tiny set)
 
-    (decision,) = con.execute("SELECT winner, metric, reason, candidates FROM recall_champion WHERE day = ?",
-                              [DAYS[-1]]).fetchall()
+    (decision,) = con.execute("SELECT candidate, metric, reason, candidates, decision, champion FROM recall_champion "
+                              "WHERE day = ?", [DAYS[-1]]).fetchall()
     candidates = json.loads(decision[3])
     assert decision[1] == "ndcg@10" and set(candidates) == {"item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease"}
+    assert decision[4] in ("promoted", "kept", "rejected", "none") and decision[2]
     if decision[0] is not None:
         assert candidates[decision[0]]["eligible"]
         assert candidates[decision[0]]["value"] == max(c["value"] for c in candidates.values() if c["eligible"])
@@ -85,7 +86,7 @@ def test_ann_index_over_the_champion(root):
     resources = build_resources(str(root))
     store = resources["model_store"]
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    (winner,) = con.execute("SELECT winner FROM recall_champion WHERE day = ?", [DAYS[-1]]).fetchone()
+    (winner,) = con.execute("SELECT champion FROM recall_champion WHERE day = ?", [DAYS[-1]]).fetchone()
     if winner in (None, "item_cf", "ease"):
         assert not store.exists("recall_ann_index", DAYS[-1])  # nothing to index: skipped
         return
@@ -106,8 +107,9 @@ def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
     als = next(m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("recall_als"))
     assert als.materialization.metadata["skipped"].value is True
     con = duckdb.connect()
-    (winner,) = con.execute(f"SELECT winner FROM '{root}/lake/recall_champion/{DAYS[0]}.parquet'").fetchone()
-    assert winner is None
+    (champion, decision) = con.execute(
+        f"SELECT champion, decision FROM '{root}/lake/recall_champion/{DAYS[0]}.parquet'").fetchone()
+    assert champion is None and decision == "none"
 
 
 def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
@@ -147,3 +149,56 @@ def test_mips_vectors_reproduce_model_scores():
     np.testing.assert_allclose(users_l2 @ items_l2.T, users @ items.T, rtol=1e-5, atol=1e-5)
     index = ann.build_mips_hnsw(items_l2)
     assert ann.recall_vs_exact(index, items_l2, users_l2[rng.choice(200, 50, replace=False)], 100) >= 0.95
+
+
+def test_a_worse_candidate_is_not_promoted_and_the_registry_says_why():
+    from recsys_assets.assets.evaluation import decide
+
+    candidate = {"candidate": "als", "popularity_value": 0.10, "candidates": "{}"}
+    rejected = decide("2026-01-05", candidate, ("ease", "2026-01-04"), {"candidate": 0.12, "incumbent": 0.15},
+                      "ndcg@10", tolerance=0.02)
+    assert rejected["decision"] == "rejected" and rejected["champion"] == "ease" and rejected["champion_day"] == "2026-01-04"
+    assert "worse than the serving champion ease@2026-01-04" in rejected["reason"]
+    within = decide("2026-01-05", candidate, ("ease", "2026-01-04"), {"candidate": 0.148, "incumbent": 0.15},
+                    "ndcg@10", tolerance=0.02)
+    assert within["decision"] == "promoted" and within["champion"] == "als" and within["champion_day"] == "2026-01-05"
+    nothing = decide("2026-01-05", {"candidate": None, "popularity_value": 0.1, "candidates": "{}"},
+                     ("ease", "2026-01-04"), {"incumbent": 0.15}, "ndcg@10", tolerance=0.02)
+    assert nothing["decision"] == "kept" and nothing["champion"] == "ease"
+
+
+def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_path):
+    """Day 3's champion serves; day 4's only candidate (ALS) is made worse on purpose and, if it
+    still clears popularity, must lose to the serving champion evaluated on the same day."""
+    import shutil
+
+    from resources import RecallSettings
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    con = duckdb.connect()
+    registry3 = copy / "lake/recall_champion" / f"{DAYS[-2]}.parquet"
+    (day3,) = con.execute(f"SELECT champion FROM '{registry3}'").fetchone()
+    if day3 is None:  # this small dataset promoted nothing on day 3: record EASE of day 3 as serving
+        con.execute(f"COPY (SELECT * REPLACE ('ease' AS champion, '{DAYS[-2]}' AS champion_day, 'promoted' AS decision) "
+                    f"FROM '{registry3}') TO '{tmp_path}/r.parquet'")
+        shutil.move(tmp_path / "r.parquet", registry3)
+        day3 = "ease"
+    resources = build_resources(str(copy))
+    resources["recall"] = RecallSettings(als_iterations=1, als_factors=2, als_regularization=1e4, promotion_tolerance=0.0)
+    defs = build_defs(resources)
+    job = defs.resolve_implicit_global_asset_job_def()
+    job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
+                           asset_selection=[dg.AssetKey("recall_als"), dg.AssetKey("recall_evaluation")],
+                           raise_on_error=False)
+    # only ALS may compete: every other learned model's evaluation row is dropped
+    path = copy / "lake/recall_evaluation" / f"{DAYS[-1]}.parquet"
+    con.execute(f"COPY (SELECT * FROM '{path}' WHERE model IN ('als', 'popularity')) TO '{tmp_path}/e.parquet'")
+    shutil.move(tmp_path / "e.parquet", path)
+    job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
+                           asset_selection=[dg.AssetKey("recall_champion")])
+    row = con.execute(f"SELECT decision, champion, champion_day, reason FROM "
+                      f"'{copy}/lake/recall_champion/{DAYS[-1]}.parquet'").fetchone()
+    assert row[0] in ("rejected", "kept"), row
+    assert row[1] == day3 and row[2] <= DAYS[-2]
+    assert "the champion stays" in row[3] or "serving champion stays" in row[3]

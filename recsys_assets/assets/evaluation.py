@@ -177,12 +177,14 @@ def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResourc
     return dg.MaterializeResult(metadata=meta)
 
 
-REGISTRY_SCHEMA = pa.schema([("day", pa.string()), ("metric", pa.string()), ("winner", pa.string()),
-                             ("winner_value", pa.float64()), ("popularity_value", pa.float64()),
-                             ("candidates", pa.string()), ("reason", pa.string())])
+REGISTRY_SCHEMA = pa.schema([
+    ("day", pa.string()), ("metric", pa.string()), ("candidate", pa.string()), ("candidate_value", pa.float64()),
+    ("incumbent", pa.string()), ("incumbent_day", pa.string()), ("incumbent_value", pa.float64()),
+    ("decision", pa.string()), ("champion", pa.string()), ("champion_day", pa.string()),
+    ("popularity_value", pa.float64()), ("candidates", pa.string()), ("reason", pa.string())])
 
 
-def choose_champion(rows: list[dict], metric: str, min_lift: float) -> dict:
+def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
     """Best learned model by `metric` (overall) among those that beat popularity: lift above
     min_lift and the paired 95% CI of the difference above zero."""
     base, k = metric.split("@")
@@ -200,37 +202,112 @@ def choose_champion(rows: list[dict], metric: str, min_lift: float) -> dict:
                             "why": "beats popularity" if eligible else "does not beat popularity significantly"}
     eligible = {n: c for n, c in candidates.items() if c["eligible"]}
     winner = max(eligible, key=lambda n: (eligible[n]["value"], n)) if eligible else None
-    return {"metric": metric, "winner": winner, "winner_value": eligible[winner]["value"] if winner else None,
-            "popularity_value": popularity, "candidates": json.dumps(candidates, sort_keys=True),
-            "reason": f"highest {metric} among models that beat popularity" if winner
-            else "no learned model beat popularity; no champion promoted"}
+    return {"candidate": winner, "candidate_value": eligible[winner]["value"] if winner else None,
+            "popularity_value": popularity, "candidates": json.dumps(candidates, sort_keys=True)}
+
+
+def current_champion(storage: StorageResource, before_day: str) -> tuple[str, str] | None:
+    """(model, training day) serving before `before_day`, from the registry."""
+    import pyarrow.parquet as pq
+
+    for path in sorted((storage.lake_dir / "recall_champion").glob("*.parquet"), reverse=True):
+        if path.stem >= before_day:
+            continue
+        row = pq.read_table(path).to_pylist()[0]
+        if row.get("champion"):
+            return row["champion"], row["champion_day"]
+    return None
+
+
+def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings, day: str,
+                   contenders: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """`metric` on `day` of published model artifacts {label: (model, training day)}, on the
+    same users: those every contender knows (an older artifact may predate new users);
+    items an older artifact never saw score lowest."""
+    data, test, info, _, _ = load_day(storage, day, settings)
+    base, k = settings.champion_metric.split("@")
+    models, known_users = {}, data.n_users
+    for label, (name, trained) in contenders.items():
+        manifest = model_store.verify(f"recall_{name}", trained)
+        models[label] = (recall_models.load_model(model_store.path(f"recall_{name}", trained)), manifest["metadata"])
+        known_users = min(known_users, manifest["metadata"]["n_users"])
+    users = test.users[test.users < known_users]
+    exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
+    relevant = test.relevant[users]
+    out = {}
+    for label, (model, meta) in models.items():
+        scores = np.full((len(users), data.n_items), -np.inf, dtype=np.float32)
+        scores[:, :meta["n_items"]] = model.score(users)
+        rows = exclude[users]
+        scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :int(k)]
+        out[label] = float(metrics.per_user_metrics(top, relevant, int(k))[f"{base}@{k}"].mean())
+    return out
+
+
+def decide(day: str, candidate: dict, incumbent: tuple[str, str] | None, values: dict[str, float],
+           metric: str, tolerance: float) -> dict:
+    """Promote the candidate unless it is worse than the serving champion by more than
+    `tolerance` (relative) on the same day; a rejected candidate leaves the champion serving."""
+    name = candidate["candidate"]
+    row = {"day": day, "metric": metric, "candidate": name, "candidate_value": values.get("candidate"),
+           "incumbent": incumbent[0] if incumbent else None, "incumbent_day": incumbent[1] if incumbent else None,
+           "incumbent_value": values.get("incumbent"), "popularity_value": candidate["popularity_value"],
+           "candidates": candidate["candidates"]}
+    if name is None:
+        return row | {"decision": "kept" if incumbent else "none",
+                      "champion": incumbent[0] if incumbent else None, "champion_day": incumbent[1] if incumbent else None,
+                      "reason": "no learned model beat popularity" + ("; the serving champion stays" if incumbent else "")}
+    if incumbent and values["candidate"] < values["incumbent"] * (1 - tolerance):
+        return row | {"decision": "rejected", "champion": incumbent[0], "champion_day": incumbent[1],
+                      "reason": f"candidate {name} ({values['candidate']:.4f}) is worse than the serving champion "
+                                f"{incumbent[0]}@{incumbent[1]} ({values['incumbent']:.4f}) by more than "
+                                f"{tolerance:.0%} on {day}; the champion stays"}
+    return row | {"decision": "promoted", "champion": name, "champion_day": day,
+                  "reason": f"{name} has the highest {metric} among models that beat popularity"
+                            + (f" and is within {tolerance:.0%} of or better than {incumbent[0]}@{incumbent[1]}"
+                               if incumbent else "")}
 
 
 @dg.asset(
     group_name=GROUP, kinds={"parquet"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["recall_evaluation"],
-    description="The recall champion of day D: the best learned model by RecallSettings.champion_metric (default "
-                "NDCG@10) among those that beat popularity (lift above min_lift_over_popularity and paired 95% CI of "
-                "the difference above 0). One registry row per day with every candidate's metrics and the reason; "
-                "query all decisions with `SELECT * FROM recall_champion`.",
+    description="Gated promotion of the recall champion. The candidate of day D is the best learned model by "
+                "RecallSettings.champion_metric (default NDCG@10) among those that beat popularity (lift above "
+                "min_lift_over_popularity, paired 95% CI above 0). It replaces the serving champion only if, "
+                "evaluated on day D on the same users, it is not worse than the serving champion by more than "
+                "promotion_tolerance; otherwise the champion keeps serving. One registry row per day with both "
+                "values, the decision and the reason: `SELECT * FROM recall_champion`.",
 )
-def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource, recall: RecallSettings,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
+                    recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     import pyarrow.parquet as pq
 
     decision = {}
-    for day in context.partition_keys:
+    for day in context.partition_keys:  # in order: each day sees the decisions of the days before
         path = storage.partition_path("recall_evaluation", day)
         if not path.exists():
             raise dg.Failure(f"recall_evaluation is not materialized for {day}")
-        rows = pq.read_table(path).to_pylist()
-        decision = {"day": day} | choose_champion(rows, recall.champion_metric, recall.min_lift_over_popularity)
+        candidate = choose_candidate(pq.read_table(path).to_pylist(), recall.champion_metric,
+                                     recall.min_lift_over_popularity)
+        incumbent = current_champion(storage, day)
+        if incumbent and not model_store.exists(f"recall_{incumbent[0]}", incumbent[1]):
+            context.log.warning(f"serving champion {incumbent} has no published artifact; treating as none")
+            incumbent = None
+        contenders = {}
+        if candidate["candidate"]:
+            contenders["candidate"] = (candidate["candidate"], day)
+        if incumbent:
+            contenders["incumbent"] = incumbent
+        values = compare_on_day(storage, model_store, recall, day, contenders) if contenders else {}
+        decision = decide(day, candidate, incumbent, values, recall.champion_metric, recall.promotion_tolerance)
         _write_rows([decision], REGISTRY_SCHEMA, storage.partition_path("recall_champion", day))
-        context.log.info(f"recall champion {day}: {decision['winner']} ({decision['reason']})")
+        context.log.info(f"recall champion {day}: {decision['decision']} -> {decision['champion']} ({decision['reason']})")
     warehouse.refresh_catalog()
     return dg.MaterializeResult(metadata={
-        "winner": decision.get("winner") or "none", "reason": decision.get("reason", ""),
-        "winner_value": decision.get("winner_value") or 0.0,
+        "decision": decision.get("decision", "none"), "champion": decision.get("champion") or "none",
+        "candidate_value": decision.get("candidate_value") or 0.0,
+        "incumbent_value": decision.get("incumbent_value") or 0.0, "reason": decision.get("reason", ""),
         "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}")))})
 
 
@@ -304,8 +381,8 @@ def learned_models_beat_popularity(context: dg.AssetCheckExecutionContext, stora
         rows = pq.read_table(storage.partition_path("recall_evaluation", day)).to_pylist()
         if not rows:
             continue
-        for name, c in json.loads(choose_champion(rows, recall.champion_metric,
-                                                  recall.min_lift_over_popularity)["candidates"]).items():
+        for name, c in json.loads(choose_candidate(rows, recall.champion_metric,
+                                                   recall.min_lift_over_popularity)["candidates"]).items():
             if not c["eligible"]:
                 failing[f"{day} {name}"] = c.get("lift")
     return dg.AssetCheckResult(passed=not failing, severity=dg.AssetCheckSeverity.WARN,

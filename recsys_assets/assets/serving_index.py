@@ -41,12 +41,12 @@ def recall_ann_index(context: dg.AssetExecutionContext, storage: StorageResource
     meta = {}
     for day in context.partition_keys:
         decision = pq.read_table(storage.partition_path("recall_champion", day)).to_pylist()[0]
-        winner = decision["winner"]
-        if winner is None or not model_store.exists(f"recall_{winner}", day):
-            meta = {"skipped": True, "reason": f"no recall champion for {day}"}
+        winner, trained = decision["champion"], decision["champion_day"]
+        if winner is None or not model_store.exists(f"recall_{winner}", trained):
+            meta = {"skipped": True, "reason": f"no recall champion serving on {day}"}
             continue
-        model_store.verify(f"recall_{winner}", day)
-        vectors = mips_vectors(recall_models.load_model(model_store.path(f"recall_{winner}", day)).arrays())
+        model_store.verify(f"recall_{winner}", trained)
+        vectors = mips_vectors(recall_models.load_model(model_store.path(f"recall_{winner}", trained)).arrays())
         if vectors is None:
             meta = {"skipped": True, "reason": f"champion {winner} has no factors to index"}
             continue
@@ -61,7 +61,7 @@ def recall_ann_index(context: dg.AssetExecutionContext, storage: StorageResource
         staging = model_store.staging_dir("recall_ann_index")
         ann.save_index(index, staging / "index.faiss")
         model_store.publish("recall_ann_index", day, staging, {
-            "champion": winner, f"recall_at_{k}_vs_exact": measured, "items": int(len(items)),
+            "champion": winner, "champion_day": trained, f"recall_at_{k}_vs_exact": measured, "items": int(len(items)),
             "query_transform": "append a 0 coordinate to the user vector (see core/recall/ann.mips_to_l2)"})
         meta = {"champion": winner, "ann_recall_vs_exact": float(measured), "k": k, "items": int(len(items))}
     return dg.MaterializeResult(metadata=meta)
