@@ -24,7 +24,7 @@ import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 
-from recsys_assets.assets.recall import load_day, model_params  # noqa: E402
+from recsys_assets.assets.recall import model_params  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402

@@ -1,7 +1,6 @@
 """Recall layer: one daily model asset per channel (trained on the window before D), the
 evaluation table on day D, and the champion registry."""
 
-import json
 import resource
 import time
 from datetime import date, timedelta

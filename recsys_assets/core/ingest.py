@@ -326,9 +326,9 @@ def ingest_file(
         fields = ", ".join(f"CAST({f.name} AS {f.duckdb_type}) AS {f.name}" for f in contract.fields)
         write_parquet_atomic(con, f"SELECT {fields} FROM checked WHERE reason IS NULL ORDER BY line_no", data_path)
         quarantine = (
-            f"SELECT CAST(? AS VARCHAR) AS asset, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS source_file, "
-            f"line_no, reason, rtrim(raw_line, chr(13) || chr(10)) AS raw_line "
-            f"FROM checked WHERE reason IS NOT NULL ORDER BY line_no")
+            "SELECT CAST(? AS VARCHAR) AS asset, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS source_file, "
+            "line_no, reason, rtrim(raw_line, chr(13) || chr(10)) AS raw_line "
+            "FROM checked WHERE reason IS NOT NULL ORDER BY line_no")
         con.execute("CREATE TEMP TABLE quarantined AS " + quarantine, [contract.asset_name, partition, source_name])
         write_parquet_atomic(con, "SELECT * FROM quarantined", quarantine_path)
 

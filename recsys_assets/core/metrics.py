@@ -44,7 +44,7 @@ metrics are then ``bincount`` reductions over the hit coordinates. No per-user P
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import scipy.sparse as sp
