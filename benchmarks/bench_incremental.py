@@ -6,9 +6,6 @@ the full N-day build measured in the same run. The day's cost must not grow with
 """
 
 import argparse
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,10 +18,10 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 
 import dagster as dg  # noqa: E402
-import duckdb  # noqa: E402
 
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 
 def run(defs, selection, days):
@@ -78,12 +75,9 @@ def main():
               f"{steps56.get(step, float('nan')):6.2f}")
 
     if not args.no_record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        machine = f"{os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, duckdb {duckdb.__version__}, dagster {dg.__version__}"
         cmd = f"python benchmarks/bench_incremental.py --impressions-per-day {args.impressions_per_day}"
-        with open(ROOT / "benchmarks/RESULTS.md", "a") as fh:
-            fh.write(f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `{cmd}` | {machine} | {full7:.1f}s | {inc7:.2f}s "
+        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{cmd}` | {machine()}, dagster {dg.__version__} | "
+                      f"{full7:.1f}s | {inc7:.2f}s "
                      f"({inc7 / full7 * 7:.2f}/N) | {full28:.1f}s | {inc28:.2f}s ({inc28 / full28 * 28:.2f}/N) | "
                      f"{inc56:.2f}s ({inc56 / full56 * 56:.2f}/N) | {inc28 / inc7:.2f}x / {inc56 / inc28:.2f}x |\n")
 

@@ -6,10 +6,7 @@ in the same run. Appends a row to benchmarks/RESULTS.md.
 """
 
 import argparse
-import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,17 +21,13 @@ sys.path.insert(0, str(ROOT))
 from recsys_assets.core import contract as c  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.core.ingest import ingest_file  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 
 def timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     return out, time.perf_counter() - t0, time.process_time() - c0
-
-
-def machine() -> str:
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.machine()}, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -80,15 +73,11 @@ def main() -> None:
     print(f"ratio ingest / baseline: {ing_s / base_s:.2f}x   quarantined {result.rows_quarantined:,}   peak RSS {peak_mib:,.0f} MiB")
 
     if not args.no_record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        line = (f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `python benchmarks/bench_ingest.py --impressions {args.impressions}"
-                f"{f' --bad-rate {args.bad_rate}' if args.bad_rate else ''}` | {machine()}, duckdb {duckdb.__version__} | "
+        line = (f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_ingest.py --impressions {args.impressions}"
+                f"{f' --bad-rate {args.bad_rate}' if args.bad_rate else ''}` | {machine()} | "
                 f"{rows:,} lines / {size_mb:.0f} MB | {base_s:.2f}s | {ing_s:.2f}s ({rows / ing_s:,.0f} rows/s) | "
                 f"{ing_s / base_s:.2f}x | {peak_mib:,.0f} MiB |\n")
-        results = ROOT / "benchmarks/RESULTS.md"
-        with open(results, "a") as fh:
-            fh.write(line)
-        print(f"recorded in {results}")
+        print(f"recorded in {append_result(line)}")
 
 
 if __name__ == "__main__":

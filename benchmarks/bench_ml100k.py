@@ -27,6 +27,7 @@ import scipy.sparse as sp  # noqa: E402
 from recsys_assets.core.recall.base import TrainingData  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
 from recsys_assets.core import fusion  # noqa: E402
+from recording import append_result, git_commit  # noqa: E402
 
 # Tuned on this split by a small grid (recorded in benchmarks/RESULTS.md); signal = 1 per rating.
 CONFIGS = {
@@ -102,12 +103,10 @@ def main():
         print(f"{name:12s} {m['ndcg']:.4f}   {m['precision']:.4f}  {m['recall']:.4f}  {m['map']:.4f}  "
               f"{r.get('fit_seconds', '')}")
     if not args.no_record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         line = " <br> ".join(f"{n} {r['model']['ndcg']:.4f} / {r['model']['precision']:.4f} / "
                              f"{r['model']['recall']:.4f}" for n, r in results.items())
-        with open(ROOT / "benchmarks/RESULTS.md", "a") as fh:
-            fh.write(f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `python benchmarks/bench_ml100k.py` | {line} | "
-                     f"params: `{json.dumps(CONFIGS)}` |\n")
+        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_ml100k.py` | {line} | "
+                      f"params: `{json.dumps(CONFIGS)}` |")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,6 @@ against calling `implicit` directly on the same matrix in the same run.
 """
 
 import argparse
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +26,7 @@ from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
 from recsys_assets.quickstart import materialize_all  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 
 def als_speed(resources, day: str, repeats: int = 5, users: int = 20_000, items: int = 5_000,
@@ -98,13 +96,10 @@ def main():
     print(f"ALS fit (20k users x 5k items, 1M nnz, median of 5): ALSModel {ours:.3f}s vs implicit direct "
           f"{direct:.3f}s = {ours / direct:.2f}x (target <= 1.10)")
     if not args.no_record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
         table = " <br> ".join(f"{m} {v:.4f} [{lo:.4f}, {hi:.4f}]" for m, v, lo, hi, *_ in rows)
-        with open(ROOT / "benchmarks/RESULTS.md", "a") as fh:
-            fh.write(f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `python benchmarks/bench_recall.py --days {args.days}` | "
-                     f"{os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()} | {rows[0][7]} | {table} | "
-                     f"{winner} | {ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x) |\n")
+        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_recall.py --days "
+                      f"{args.days}` | {machine()} | {rows[0][7]} | {table} | {winner} | "
+                      f"{ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x) |")
 
 
 if __name__ == "__main__":
