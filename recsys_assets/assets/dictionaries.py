@@ -5,6 +5,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_assets.assets import ownership
 from recsys_assets.core import dictionaries, hashing
 from recsys_assets.core.ingest import read_sql
 from recsys_assets.core.storage import file_sha256, write_parquet_atomic
@@ -18,6 +19,7 @@ KINDS = {"duckdb", "parquet"}
 def _id_dictionary_asset(name: str, source: dictionaries.IdSource, entity: str):
     @dg.asset(
         name=name, group_name=GROUP, kinds=KINDS, deps=[source.daily_table, source.entity_table],
+        **ownership.layer("dictionaries"),
         description=f"Contiguous integer index for every {entity} id, used by every matrix and model. Append-only: "
                     "an index never changes once assigned; new ids get the next indices in (first_seen_day, id) "
                     "order; each entry records first/last seen day and interaction count.",
@@ -50,6 +52,7 @@ def hash_dictionary_version_path(storage: StorageResource, version: str):
 
 @dg.asset(
     group_name=GROUP, kinds=KINDS, deps=["raw_users", "raw_items", "categorical_daily_counts"],
+    **ownership.layer("dictionaries"),
     description="Hash dictionaries of the categorical features (" + ", ".join(HASH_FIELDS) + "): per field, values "
                 "seen at least hash_min_count times keep a stable index, the rest share hash_oov_buckets MD5 buckets "
                 "(the same in SQL and Python, in every process). One row per value with its count, bucket and bucket "

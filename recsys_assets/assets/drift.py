@@ -6,6 +6,7 @@ from collections import defaultdict
 import dagster as dg
 import numpy as np
 
+from recsys_assets.assets import ownership
 from recsys_assets.core import drift
 from recsys_assets.core.ingest import read_sql
 from recsys_assets.core.storage import write_parquet_atomic
@@ -69,7 +70,7 @@ def drift_for_day(storage: StorageResource, day: str, settings: FeatureSettings)
 
 @dg.asset(
     group_name=GROUP, kinds={"duckdb", "parquet", "scipy"}, partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=dg.BackfillPolicy.single_run(), **ownership.layer("drift"),
     # Day D and up to HISTORY_DAYS before it (the reference window is at most that long).
     deps=[dg.AssetDep(t, partition_mapping=dg.TimeWindowPartitionMapping(
               start_offset=-HISTORY_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True))

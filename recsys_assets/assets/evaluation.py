@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from recsys_assets.assets import ownership
 from recsys_assets.assets.recall import LEARNED, NoTrainingData, load_day, model_assets
 from recsys_assets.core import fusion, metrics
 from recsys_assets.core.recall import models as recall_models
@@ -151,6 +152,7 @@ def _write_rows(rows: list[dict], schema: pa.Schema, path) -> None:
 @dg.asset(
     group_name=GROUP, kinds={"numpy", "parquet"}, partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values(), "interactions"],
+    **ownership.layer("evaluation"),
     description="Every recall model of day D evaluated on day D's held-out positives: full-catalog ranking with "
                 "training positives and not-yet-available items removed; Recall, Precision, HR, NDCG, MAP, MRR at "
                 "K in RecallSettings.k_eval, coverage, novelty, latency; overall and for cold / light / heavy users; "
@@ -271,7 +273,7 @@ def decide(day: str, candidate: dict, incumbent: tuple[str, str] | None, values:
 
 @dg.asset(
     group_name=GROUP, kinds={"parquet"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["recall_evaluation"],
+    deps=["recall_evaluation"], **ownership.layer("evaluation"),
     description="Gated promotion of the recall champion. The candidate of day D is the best learned model by "
                 "RecallSettings.champion_metric (default NDCG@10) among those that beat popularity (lift above "
                 "min_lift_over_popularity, paired 95% CI above 0). It replaces the serving champion only if, "
@@ -313,7 +315,7 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
 
 @dg.asset(
     group_name=GROUP, kinds={"numpy", "parquet"}, partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values()],
+    backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values()], **ownership.layer("recall"),
     description="Candidates for day D: for every user with training positives in the window, the top "
                 "RecallSettings.candidates_k items of reciprocal-rank fusion (method='rrf') and of score-normalised "
                 "weighted fusion (method='weighted', p01/p99 of each channel's training score range) over all recall "

@@ -3,6 +3,7 @@ features and sequences built from a bounded window of the aggregates."""
 
 import dagster as dg
 
+from recsys_assets.assets import ownership
 from recsys_assets.core.tables import build_table
 from recsys_assets.core.storage import file_sha256
 from recsys_assets.partitions import daily_partitions, window_days, window_mapping
@@ -34,6 +35,7 @@ def _daily_asset(name: str, description: str, deps: list, inputs_for, window: bo
     @dg.asset(
         name=name, group_name=GROUP, kinds=KINDS, partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(), deps=deps, description=description,
+        **ownership.layer("features"),
     )
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource, warehouse: WarehouseResource,
                features: FeatureSettings) -> dg.MaterializeResult:

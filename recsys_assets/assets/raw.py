@@ -5,6 +5,7 @@ from datetime import date
 
 import dagster as dg
 
+from recsys_assets.assets import ownership
 from recsys_assets.core.contract import DIMENSIONS, LOGS, REFERENCED_ASSET, TableContract
 from recsys_assets.core.ingest import IngestResult, ingest_file
 from recsys_assets.core.storage import file_sha256
@@ -56,6 +57,7 @@ def _build_dimension_asset(contract: TableContract) -> dg.AssetsDefinition:
         name=contract.asset_name,
         group_name=SNAPSHOT_GROUP,
         kinds=KINDS,
+        **ownership.layer("raw"),
         description=f"{contract.description} Validated from landing `{contract.name}.jsonl`; "
                     "bad lines go to the `quarantine` table with a reason.",
         metadata={"dagster/column_schema": _column_schema(contract)},
@@ -81,6 +83,7 @@ def _build_log_asset(contract: TableContract) -> dg.AssetsDefinition:
         name=contract.asset_name,
         group_name=GROUP,
         kinds=KINDS,
+        **ownership.layer("raw"),
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=deps,

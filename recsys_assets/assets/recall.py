@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import dagster as dg
 import numpy as np
 
+from recsys_assets.assets import ownership
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import file_sha256
 from recsys_assets.core.training_data import load_training_data
@@ -90,7 +91,7 @@ def score_range(model, data, seed: int) -> dict:
 def _model_asset(name: str):
     @dg.asset(
         name=f"recall_{name}", group_name=GROUP, kinds={"numpy", "scipy"} | ({"implicit"} if name in ("als", "bpr") else set()),
-        partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+        partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), **ownership.layer("recall"),
         deps=[dg.AssetDep("interactions", partition_mapping=window_mapping(28)), "user_id_dictionary",
               "item_id_dictionary", "raw_items"],
         description=f"The `{name}` recall model of day D, trained on the interactions of the window before D "

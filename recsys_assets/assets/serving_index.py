@@ -4,6 +4,7 @@ its recall@K against exact search measured on the day's users."""
 import dagster as dg
 import numpy as np
 
+from recsys_assets.assets import ownership
 from recsys_assets.core.recall import ann
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.partitions import daily_partitions
@@ -28,7 +29,7 @@ def mips_vectors(arrays: dict) -> tuple[np.ndarray, np.ndarray] | None:
 
 @dg.asset(
     group_name="recall", kinds={"faiss"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["recall_champion"],
+    deps=["recall_champion"], **ownership.layer("serving"),
     description=f"A faiss HNSW index over the item factors of day D's recall champion (inner-product search "
                 "turned into L2 search by one extra coordinate), saved in "
                 f"faiss's own format in the model store, with recall@{ANN_K} against exact search on the champion's "

@@ -1,0 +1,59 @@
+"""Every asset the UI shows can be read by a person: a description, a group, at least one
+kind, an owner and a layer tag whose owner is the layer's team (recsys_assets/assets/ownership.py).
+Covers every asset in the one Definitions object, so a new asset that forgets them fails here."""
+
+import dagster as dg
+import pytest
+
+from recsys_assets.assets import ownership
+from recsys_assets.definitions import defs
+
+SPECS = sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string())
+
+
+def catalog_problems(spec: dg.AssetSpec) -> list[str]:
+    problems = []
+    if not spec.description or len(spec.description.strip()) < 20:
+        problems.append("no real description")
+    if not spec.group_name or spec.group_name == "default":
+        problems.append("no group")
+    if not spec.kinds:
+        problems.append("no kind (kinds={...} in the decorator)")
+    if not spec.owners:
+        problems.append("no owner (add **ownership.layer(...) to the decorator)")
+    layer = spec.tags.get(ownership.LAYER_TAG)
+    if layer not in ownership.LAYER_OWNERS:
+        problems.append(f"layer tag {layer!r} is not one of {sorted(ownership.LAYER_OWNERS)}")
+    elif ownership.LAYER_OWNERS[layer] not in spec.owners:
+        problems.append(f"layer {layer} is owned by {ownership.LAYER_OWNERS[layer]}, not {spec.owners}")
+    return problems
+
+
+def test_the_catalog_covers_every_layer():
+    keys = {s.key.to_user_string() for s in SPECS}
+    assert {"raw_impressions", "raw_items", "interactions", "hash_dictionaries", "feature_drift_report", "recall_als",
+            "recall_evaluation", "recall_champion", "recall_candidates", "recall_ann_index"} <= keys
+    layers = {s.tags.get(ownership.LAYER_TAG) for s in SPECS}
+    assert {"raw", "features", "dictionaries", "drift", "recall", "evaluation", "serving"} <= layers
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.key.to_user_string())
+def test_every_asset_has_description_group_kind_owner_and_layer(spec: dg.AssetSpec):
+    assert catalog_problems(spec) == [], spec.key.to_user_string()
+
+
+def test_an_asset_that_forgets_its_ownership_is_caught():
+    bare = dg.AssetSpec("new_asset", description="A new asset somebody added without ownership.",
+                        group_name="ranking", kinds={"parquet"})
+    assert any("no owner" in p for p in catalog_problems(bare))
+    assert any("layer tag None" in p for p in catalog_problems(bare))
+    assert catalog_problems(dg.AssetSpec("x", description="short", **ownership.layer("ranking"))) == [
+        "no real description", "no group", "no kind (kinds={...} in the decorator)"]
+    wrong_owner = dg.AssetSpec("x", description="A ranking asset owned by the wrong team.", group_name="ranking",
+                               kinds={"lightgbm"}, owners=[ownership.DATA_PLATFORM], tags={"layer": "ranking"})
+    assert catalog_problems(wrong_owner) == ["layer ranking is owned by team:recsys-ml, not ['team:data-platform']"]
+    good = dg.AssetSpec("x", description="A ranking asset with its ownership.", group_name="ranking",
+                        kinds={"lightgbm"}, **ownership.layer("ranking"))
+    assert catalog_problems(good) == [] and good.owners == [ownership.RECSYS_ML]
+    with pytest.raises(KeyError):
+        ownership.layer("no_such_layer")
