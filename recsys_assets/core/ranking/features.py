@@ -1,0 +1,174 @@
+"""Ranking features of (user, item) pairs as known at the start of a day.
+
+One code path serves training samples, batch recommendations and the online CLI: a
+FeatureContext holds everything known at the start of `day` (point-in-time user and item
+features built from the days before it, the user's genre history, the recall models of the
+day), and feature_frame() turns any table of pairs into the same columns in the same order.
+Categorical values stay strings here; encode() maps them through a hash dictionary, so the
+ranker can freeze the dictionary it was trained with and serving encodes identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys_assets.core.hashing import HashEncoder
+from recsys_assets.core.ingest import read_sql
+from recsys_assets.core.recall.base import RecallModel
+from recsys_assets.core.tables import connect
+
+USER_NUMERIC = ("impressions_7d", "impressions_28d", "clicks_7d", "clicks_28d", "ctr_smoothed_7d", "ctr_smoothed_28d",
+                "plays_7d", "positives_7d", "positives_28d", "watch_time_sec_28d", "mean_completion_28d",
+                "active_days_28d", "days_since_active")
+ITEM_NUMERIC = ("impressions_1d", "impressions_7d", "impressions_28d", "clicks_7d", "clicks_28d", "ctr_smoothed_7d",
+                "ctr_smoothed_28d", "plays_7d", "positives_1d", "positives_7d", "positives_28d", "popularity_rank_7d",
+                "age_days", "release_year", "duration_sec")
+CROSS = ("genre_share_sum", "genre_share_max", "top_genre_match", "genre_positives", "genre_clicks", "position")
+# categorical feature -> hash dictionary field
+CATEGORICAL = {"surface": "surface", "device_type": "device_type", "country": "country",
+               "ui_language": "ui_language", "item_genre": "genres"}
+PAIR_COLUMNS = ("user_id", "item_id", "position", "surface", "device_type")
+
+
+def numeric_features(channel_names: tuple[str, ...]) -> list[str]:
+    return ([f"u_{c}" for c in USER_NUMERIC] + [f"i_{c}" for c in ITEM_NUMERIC] + list(CROSS)
+            + [f"{kind}_{c}" for c in channel_names for kind in ("score", "rank")])
+
+
+def feature_names(channel_names: tuple[str, ...]) -> list[str]:
+    """The ranker's input columns, in order: numeric ones, then the encoded categoricals."""
+    return numeric_features(channel_names) + [f"{c}_idx" for c in CATEGORICAL]
+
+
+@dataclass
+class Channel:
+    """A recall model with the dictionary sizes it was trained on (newer ids score NaN)."""
+    model: RecallModel
+    n_users: int
+    n_items: int
+
+
+@dataclass
+class FeatureContext:
+    day: str
+    users: pl.DataFrame        # user_id, u_<USER_NUMERIC>, top_genre, country, ui_language
+    items: pl.DataFrame        # item_id, i_<ITEM_NUMERIC>, genres, item_genre
+    user_genres: pl.DataFrame  # user_id, genre, positives, clicks, share
+    user_index: pl.DataFrame   # user_id, user_idx (the id dictionary)
+    item_index: pl.DataFrame   # item_id, item_idx
+    channel_names: tuple[str, ...]
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+
+def load_context(day: str, *, user_features: Path, item_features: Path, genre_window: list[Path],
+                 users: Path, items: Path, user_dictionary: Path, item_dictionary: Path,
+                 channel_names: tuple[str, ...], channels: dict[str, Channel]) -> FeatureContext:
+    """Read what is known at the start of `day` (all inputs are point in time by construction:
+    user/item_features of `day` and user_genre_daily are built from the days before it)."""
+    con = connect()
+    try:
+        def view(name: str, paths) -> None:
+            # views cannot take parameters: paths are quoted as SQL string literals
+            paths = [str(p).replace("'", "''") for p in (paths if isinstance(paths, list) else [paths])]
+            listing = ", ".join(f"'{p}'" for p in paths)
+            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+
+        view("user_features", user_features)
+        view("item_features", item_features)
+        view("users", users)
+        view("items", items)
+        if genre_window:
+            view("genre_window", genre_window)
+        else:
+            con.execute("CREATE TEMP VIEW genre_window AS SELECT NULL::DATE AS day, NULL::BIGINT AS user_id, "
+                        "NULL::VARCHAR AS genre, 0 AS positives, 0 AS clicks WHERE false")
+        params = {"day": day}
+        user_rows = con.sql(read_sql("ranking_user_context.sql")).pl()
+        item_rows = con.sql(read_sql("ranking_item_context.sql")).pl()
+        genres = con.sql(read_sql("ranking_user_genre.sql"), params=params).pl()
+        user_index = con.sql("SELECT id AS user_id, index AS user_idx FROM read_parquet($f)",
+                             params={"f": str(user_dictionary)}).pl()
+        item_index = con.sql("SELECT id AS item_id, index AS item_idx FROM read_parquet($f)",
+                             params={"f": str(item_dictionary)}).pl()
+    finally:
+        con.close()
+    user_rows = user_rows.rename({c: f"u_{c}" for c in USER_NUMERIC})
+    item_rows = item_rows.rename({c: f"i_{c}" for c in ITEM_NUMERIC})
+    return FeatureContext(day=day, users=user_rows, items=item_rows, user_genres=genres, user_index=user_index,
+                          item_index=item_index, channel_names=tuple(channel_names), channels=channels)
+
+
+def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.ndarray, chunk: int = 512
+                     ) -> dict[str, np.ndarray]:
+    """score_<c> and rank_<c> (1 = the channel's best item over its whole catalog) per pair;
+    NaN where the channel is missing or does not know the user or the item."""
+    n = len(user_idx)
+    out = {}
+    for name in ctx.channel_names:
+        score = np.full(n, np.nan, np.float32)
+        rank = np.full(n, np.nan, np.float32)
+        channel = ctx.channels.get(name)
+        if channel is not None:
+            known = (user_idx >= 0) & (user_idx < channel.n_users) & (item_idx >= 0) & (item_idx < channel.n_items)
+            rows = np.flatnonzero(known)
+            users = np.unique(user_idx[rows])
+            for start in range(0, len(users), chunk):
+                block = users[start:start + chunk]
+                scores = channel.model.score(block)[:, :channel.n_items].astype(np.float32)
+                order = np.argsort(-scores, axis=1, kind="stable")
+                ranks = np.empty_like(order)
+                np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
+                sel = rows[np.isin(user_idx[rows], block)]
+                local = np.searchsorted(block, user_idx[sel])
+                score[sel] = scores[local, item_idx[sel]]
+                rank[sel] = ranks[local, item_idx[sel]]
+        out[f"score_{name}"] = score
+        out[f"rank_{name}"] = rank
+    return out
+
+
+def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame) -> pl.DataFrame:
+    """`pairs` (user_id, item_id, position, surface, device_type, any extra columns) with every
+    ranking feature appended; row order and extra columns are kept."""
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"pairs need columns {missing}")
+    frame = pairs.with_row_index("__row").with_columns(
+        pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64),
+        pl.col("position").cast(pl.Float32), pl.col("surface").cast(pl.String), pl.col("device_type").cast(pl.String))
+    frame = (frame.join(ctx.users, on="user_id", how="left")
+                  .join(ctx.items, on="item_id", how="left")
+                  .join(ctx.user_index, on="user_id", how="left")
+                  .join(ctx.item_index, on="item_id", how="left")
+                  .sort("__row"))
+    # user x item genre crosses: the item's genres against the user's genre history
+    exploded = (frame.select("__row", "user_id", pl.col("genres").fill_null([]))
+                     .explode("genres").rename({"genres": "genre"}).drop_nulls("genre"))
+    cross = (exploded.join(ctx.user_genres, on=["user_id", "genre"], how="inner")
+                     .group_by("__row")
+                     .agg(pl.col("share").sum().alias("genre_share_sum"), pl.col("share").max().alias("genre_share_max"),
+                          pl.col("positives").sum().alias("genre_positives"), pl.col("clicks").sum().alias("genre_clicks")))
+    frame = frame.join(cross, on="__row", how="left").sort("__row").with_columns(
+        pl.col("genre_share_sum", "genre_share_max", "genre_positives", "genre_clicks").fill_null(0.0),
+        pl.col("genres").fill_null([]).list.contains(pl.col("top_genre")).fill_null(False)
+          .cast(pl.Float32).alias("top_genre_match"))
+    channels = _channel_columns(ctx, frame["user_idx"].fill_null(-1).to_numpy(),
+                                frame["item_idx"].fill_null(-1).to_numpy())
+    frame = frame.with_columns(**{name: pl.Series(values) for name, values in channels.items()})
+    numeric = numeric_features(ctx.channel_names)
+    keep = list(pairs.columns) + [c for c in numeric if c not in pairs.columns] + \
+        [c for c in CATEGORICAL if c not in pairs.columns]
+    return frame.with_columns(pl.col(numeric).cast(pl.Float32)).select(keep)
+
+
+def encode(frame: pl.DataFrame, encoder: HashEncoder, channel_names: tuple[str, ...]) -> np.ndarray:
+    """The float32 matrix the ranker sees (columns = feature_names(channel_names)): numeric
+    features as they are (NaN = unknown), categoricals as hash-dictionary indices."""
+    numeric = frame.select(numeric_features(channel_names)).to_numpy().astype(np.float32)
+    cats = [encoder.encode_many(dict_field, frame[col].to_list()).astype(np.float32)
+            for col, dict_field in CATEGORICAL.items()]
+    return np.column_stack([numeric, *cats]) if cats else numeric

@@ -1,0 +1,137 @@
+"""The recall -> rank -> re-rank funnel for a set of users, shared by the funnel evaluation,
+the batch `recommendations` asset and the online CLI, plus the slate metrics (MRR, AUC,
+LogLoss) and list metrics (intra-list similarity) the evaluation reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recsys_assets.core.ranking import features as F
+from recsys_assets.core.ranking.ranker import Ranker
+from recsys_assets.core.ranking.rerank import RerankRules, genre_similarity, rerank
+
+
+@dataclass
+class ItemAttributes:
+    """Per-item arrays used by re-ranking and explanations, looked up by item id."""
+    ids: np.ndarray            # sorted item ids
+    genre_vectors: np.ndarray  # items x genres, 0/1
+    primary_genre: np.ndarray  # object (None = no genre)
+    age_days: np.ndarray       # float, NaN unknown
+    popularity: np.ndarray     # positives in the 28 days before the day
+
+    @classmethod
+    def from_context(cls, ctx: F.FeatureContext) -> "ItemAttributes":
+        items = ctx.items.sort("item_id")
+        genres = sorted({g for gs in items["genres"].to_list() for g in (gs or [])})
+        col = {g: j for j, g in enumerate(genres)}
+        vectors = np.zeros((items.height, len(genres)), np.float32)
+        for i, gs in enumerate(items["genres"].to_list()):
+            for g in gs or []:
+                vectors[i, col[g]] = 1.0
+        return cls(ids=items["item_id"].to_numpy().astype(np.int64), genre_vectors=vectors,
+                   primary_genre=np.asarray(items["item_genre"].to_list(), dtype=object),
+                   age_days=items["i_age_days"].cast(pl.Float64).to_numpy(),
+                   popularity=items["i_positives_28d"].fill_null(0).cast(pl.Float64).to_numpy())
+
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.ids, item_ids)
+        pos = np.clip(pos, 0, max(len(self.ids) - 1, 0))
+        if len(self.ids) == 0 or not np.array_equal(self.ids[pos], item_ids):
+            raise KeyError("item ids missing from the catalog snapshot")
+        return pos
+
+
+def serving_pairs(candidates: pl.DataFrame, surface: str | None, position: int) -> pl.DataFrame:
+    """Candidates as ranking pairs in a fixed serving context: the ranker learned with the
+    shown position as a feature (to absorb position bias) and serves everyone at the same
+    position, so only user/item/context evidence orders the list."""
+    return candidates.with_columns(pl.lit(position, pl.Int64).alias("position"),
+                                   pl.lit(surface, pl.String).alias("surface"),
+                                   pl.lit(None, pl.String).alias("device_type"))
+
+
+def score_candidates(ranker: Ranker, ctx: F.FeatureContext, candidates: pl.DataFrame, surface: str | None,
+                     position: int) -> pl.DataFrame:
+    """feature_frame() of the candidates with `ranker_score` appended."""
+    frame = F.feature_frame(ctx, serving_pairs(candidates, surface, position))
+    return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
+
+
+def lists_by(frame: pl.DataFrame, score: str, k: int, descending: bool = True) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{user_id: (top-k item ids, their scores)} ordered by `score`."""
+    out = {}
+    ordered = frame.sort(["user_id", score, "item_id"], descending=[False, descending, False])
+    for (user,), g in ordered.group_by("user_id", maintain_order=True):
+        out[int(user)] = (g["item_id"].to_numpy()[:k].astype(np.int64), g[score].to_numpy()[:k].astype(np.float64))
+    return out
+
+
+def reranked_lists(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes,
+                   seen: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for (user,), g in frame.group_by("user_id", maintain_order=True):
+        items = g["item_id"].to_numpy().astype(np.int64)
+        rows = attrs.rows(items)
+        out[int(user)] = rerank(items, g["ranker_score"].to_numpy(), k, rules, seen=seen.get(int(user), ()),
+                                genre_vectors=attrs.genre_vectors[rows], primary_genre=attrs.primary_genre[rows],
+                                age_days=attrs.age_days[rows], popularity=attrs.popularity[rows])
+    return out
+
+
+def intra_list_similarity(lists: dict[int, tuple[np.ndarray, np.ndarray]], attrs: ItemAttributes, k: int) -> float:
+    """Mean over users of the mean pairwise genre cosine within the top-k (lower = more diverse)."""
+    values = []
+    for items, _ in lists.values():
+        items = items[:k]
+        if len(items) < 2:
+            continue
+        sim = genre_similarity(attrs.genre_vectors[attrs.rows(items)])
+        n = len(items)
+        values.append((sim.sum() - np.trace(sim)) / (n * (n - 1)))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half."""
+    labels = np.asarray(labels, bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    s = np.asarray(scores)[order]
+    ranks = np.empty(len(s))
+    # average ranks over ties
+    _, first, counts = np.unique(s, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(labels: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
+    labels = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def slate_metrics(frame: pl.DataFrame, orderings: dict[str, str], k: int = 10) -> dict[str, dict[str, np.ndarray]]:
+    """Per request with at least one chosen item (label > 0): MRR of the first chosen item and
+    NDCG@k with graded labels, for each ordering {name: score column, higher first}.
+    Returns {name: {"mrr": per-request array, "ndcg": per-request array}}."""
+    out = {}
+    has_positive = frame.group_by("request_id").agg((pl.col("label").max() > 0).alias("ok")).filter("ok")
+    rows = frame.join(has_positive.select("request_id"), on="request_id", how="semi")
+    for name, column in orderings.items():
+        ranked = rows.with_columns(
+            pl.col(column).rank("ordinal", descending=True).over("request_id").alias("__pos"))
+        per = ranked.group_by("request_id").agg(
+            (1.0 / pl.col("__pos").filter(pl.col("label") > 0).min()).alias("mrr"),
+            ((2.0 ** pl.col("label") - 1) / (pl.col("__pos") + 1).log(2)).filter(pl.col("__pos") <= k).sum().alias("dcg"),
+            pl.col("label").sort(descending=True).head(k).alias("ideal"),
+        ).sort("request_id")
+        ideal = np.array([sum((2.0 ** g - 1) / np.log2(i + 2) for i, g in enumerate(lab)) for lab in per["ideal"].to_list()])
+        out[name] = {"mrr": per["mrr"].to_numpy(), "ndcg": per["dcg"].to_numpy() / ideal}
+    return out

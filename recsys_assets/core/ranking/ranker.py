@@ -1,0 +1,171 @@
+"""The LightGBM ranker: a lambdarank model grouped by request and a binary click model,
+trained on earlier days with early stopping on a later held-out day, saved in LightGBM's
+own text format with a JSON description (features, categoricals, params) and the hash
+dictionary it encoded with (Parquet), so serving encodes exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys_assets.core.hashing import HashEncoder
+from recsys_assets.core.ranking import features as F
+
+RANKER_FILE = "lambdarank.txt"
+CTR_FILE = "ctr_binary.txt"
+META_FILE = "ranker.json"
+DICTIONARY_FILE = "hash_dictionary.parquet"
+
+DEFAULT_PARAMS = {
+    "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.8,
+    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "max_bin": 255,
+}
+
+
+class RankerMismatchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Ranker:
+    lambdarank: lgb.Booster
+    ctr: lgb.Booster
+    encoder: HashEncoder
+    dictionary: pa.Table
+    meta: dict
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["channel_names"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.meta["feature_names"])
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        return F.encode(frame, self.encoder, self.channel_names)
+
+    def score(self, frame: pl.DataFrame) -> np.ndarray:
+        """lambdarank scores (higher = better) of feature_frame() rows."""
+        if frame.height == 0:
+            return np.zeros(0, np.float64)
+        return self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"])
+
+    def click_probability(self, frame: pl.DataFrame) -> np.ndarray:
+        if frame.height == 0:
+            return np.zeros(0, np.float64)
+        return self.ctr.predict(self.matrix(frame), num_iteration=self.meta["ctr_best_iteration"])
+
+    def contributions(self, frame: pl.DataFrame) -> np.ndarray:
+        """Per-row, per-feature contribution to the lambdarank score (TreeSHAP; last column = bias)."""
+        return self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"],
+                                       pred_contrib=True)
+
+
+def _grouped(frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """Rows sorted by request, keeping only requests with both a chosen and a not-chosen item
+    (others carry no pairwise signal), and the group sizes."""
+    informative = (frame.group_by("request_id")
+                        .agg((pl.col(label).max() > pl.col(label).min()).alias("ok"))
+                        .filter("ok").select("request_id"))
+    kept = frame.join(informative, on="request_id", how="semi").sort("request_id", "position", "item_id",
+                                                                      nulls_last=True)
+    sizes = kept.group_by("request_id", maintain_order=True).len()["len"].to_numpy()
+    return kept, sizes
+
+
+def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Table, channel_names: tuple[str, ...],
+          params: dict | None = None, num_boost_round: int = 500, early_stopping_rounds: int = 30,
+          seed: int = 42, threads: int = 1) -> Ranker:
+    """Fit both models on samples (feature_frame() rows with label, clicked, request_id)."""
+    encoder = HashEncoder.from_table(dictionary)
+    names = F.feature_names(channel_names)
+    categorical = [f"{c}_idx" for c in F.CATEGORICAL]
+    base = {**DEFAULT_PARAMS, **(params or {}), "seed": seed, "deterministic": True, "num_threads": threads,
+            "force_col_wise": True, "verbosity": -1}
+
+    def dataset(rows: pl.DataFrame, label: np.ndarray, group=None, reference=None) -> lgb.Dataset:
+        return lgb.Dataset(F.encode(rows, encoder, channel_names), label=label, group=group, feature_name=names,
+                           categorical_feature=categorical, reference=reference, free_raw_data=False)
+
+    tr, tr_groups = _grouped(train_rows, "label")
+    va, va_groups = _grouped(valid_rows, "label")
+    if tr.height == 0 or va.height == 0:
+        raise ValueError("no request with both a chosen and a not-chosen item in the training or validation days")
+    rank_params = base | {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "lambdarank_truncation_level": 20}
+    train_set = dataset(tr, tr["label"].to_numpy(), tr_groups)
+    valid_set = dataset(va, va["label"].to_numpy(), va_groups, reference=train_set)
+    lambdarank = lgb.train(rank_params, train_set, num_boost_round=num_boost_round, valid_sets=[valid_set],
+                           valid_names=["valid"], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+
+    ctr_params = base | {"objective": "binary", "metric": ["auc", "binary_logloss"]}
+    ctr_train = dataset(train_rows, train_rows["clicked"].cast(pl.Int8).to_numpy())
+    ctr_valid = dataset(valid_rows, valid_rows["clicked"].cast(pl.Int8).to_numpy(), reference=ctr_train)
+    ctr = lgb.train(ctr_params, ctr_train, num_boost_round=num_boost_round, valid_sets=[ctr_valid],
+                    valid_names=["valid"], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+
+    meta = {
+        "feature_names": names, "categorical_features": categorical, "channel_names": list(channel_names),
+        "params": {k: v for k, v in rank_params.items()}, "ctr_params": ctr_params,
+        "best_iteration": int(lambdarank.best_iteration or lambdarank.current_iteration()),
+        "ctr_best_iteration": int(ctr.best_iteration or ctr.current_iteration()),
+        "valid_ndcg_at_10": float(lambdarank.best_score["valid"]["ndcg@10"]),
+        "valid_auc": float(ctr.best_score["valid"]["auc"]),
+        "valid_logloss": float(ctr.best_score["valid"]["binary_logloss"]),
+        "train_rows": int(train_rows.height), "train_requests": int(len(tr_groups)),
+        "valid_rows": int(valid_rows.height), "valid_requests": int(len(va_groups)),
+        "dictionary_version": encoder.version,
+    }
+    return Ranker(lambdarank=lambdarank, ctr=ctr, encoder=encoder, dictionary=dictionary, meta=meta)
+
+
+def feature_importance(ranker: Ranker) -> pl.DataFrame:
+    """Gain and split importance of both models, one row per (model, feature)."""
+    rows = []
+    for model_name, booster, it in (("lambdarank", ranker.lambdarank, ranker.meta["best_iteration"]),
+                                    ("ctr_binary", ranker.ctr, ranker.meta["ctr_best_iteration"])):
+        gain = booster.feature_importance("gain", iteration=it)
+        split = booster.feature_importance("split", iteration=it)
+        total = float(gain.sum()) or 1.0
+        for name, g, s in zip(booster.feature_name(), gain, split):
+            rows.append({"model": model_name, "feature": name, "gain": float(g), "gain_share": float(g) / total,
+                         "splits": int(s)})
+    return pl.DataFrame(rows).sort(["model", "gain"], descending=[False, True])
+
+
+def save(ranker: Ranker, directory: Path) -> None:
+    directory = Path(directory)
+    ranker.lambdarank.save_model(directory / RANKER_FILE, num_iteration=ranker.meta["best_iteration"])
+    ranker.ctr.save_model(directory / CTR_FILE, num_iteration=ranker.meta["ctr_best_iteration"])
+    pq.write_table(ranker.dictionary, directory / DICTIONARY_FILE)
+    (directory / META_FILE).write_text(json.dumps(ranker.meta, sort_keys=True, indent=1, default=str))
+
+
+def load(directory: Path) -> Ranker:
+    """Load a saved ranker (text model files, JSON and Parquet only: nothing executes code).
+    Raises RankerMismatchError naming the file if the parts do not belong together."""
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    meta = json.loads(meta_path.read_text())
+    dictionary = pq.read_table(directory / DICTIONARY_FILE)
+    encoder = HashEncoder.from_table(dictionary)
+    if encoder.version != meta["dictionary_version"]:
+        raise RankerMismatchError(f"{directory / DICTIONARY_FILE} has dictionary version {encoder.version}, "
+                                  f"but {meta_path} was trained with {meta['dictionary_version']}")
+    lambdarank = lgb.Booster(model_file=str(directory / RANKER_FILE))
+    ctr = lgb.Booster(model_file=str(directory / CTR_FILE))
+    for path, booster in ((directory / RANKER_FILE, lambdarank), (directory / CTR_FILE, ctr)):
+        if booster.feature_name() != meta["feature_names"]:
+            raise RankerMismatchError(f"{path} has features {booster.feature_name()[:3]}..., "
+                                      f"not the ones {meta_path} lists")
+    # saved with num_iteration=best: every stored tree is used
+    meta = meta | {"best_iteration": lambdarank.current_iteration(), "ctr_best_iteration": ctr.current_iteration()}
+    return Ranker(lambdarank=lambdarank, ctr=ctr, encoder=encoder, dictionary=dictionary, meta=meta)
