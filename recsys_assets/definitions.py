@@ -8,12 +8,13 @@ from recsys_assets.assets.dictionaries import dictionary_assets
 from recsys_assets.assets.drift import drift_assets, drift_checks
 from recsys_assets.assets.evaluation import evaluation_assets, evaluation_checks
 from recsys_assets.assets.features import feature_assets
+from recsys_assets.assets.ranking import ranking_assets, ranking_checks
 from recsys_assets.assets.raw import log_assets, raw_assets
 from recsys_assets.assets.recall import model_assets, model_checks
 from recsys_assets.assets.serving_index import ann_recall_check, recall_ann_index
 from recsys_assets.checks.feature_checks import feature_checks
 from recsys_assets.checks.raw_checks import raw_checks
-from resources import (AutomationSettings, FeatureSettings, IngestionSettings, LandingZoneResource, ModelStoreResource, RecallSettings,
+from resources import (AutomationSettings, FeatureSettings, IngestionSettings, LandingZoneResource, ModelStoreResource, RankingSettings, RecallSettings,
                        StorageResource, WarehouseResource)
 
 
@@ -31,6 +32,7 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "features": FeatureSettings(),
         "model_store": ModelStoreResource(models_root=str(storage.root / "models")),
         "recall": RecallSettings(),
+        "ranking": RankingSettings(),
         "automation": AutomationSettings(),
     }
 
@@ -41,8 +43,8 @@ ingest_raw_logs = dg.define_asset_job(
     description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
 )
 
-ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets + [recall_ann_index]
-ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check]
+ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets + [recall_ann_index] + ranking_assets
+ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check] + ranking_checks
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:

@@ -79,7 +79,11 @@ def read_candidates(storage: StorageResource, day: str, limit: int, users: np.nd
     frame = pl.read_parquet(path).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
     if users is not None:
         frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64)))
-    return frame.rename({"rank": "recall_rank", "score": "recall_score"}).drop("method", "day")
+    # channel ranks inside the candidate lists become in_<channel> (0 = absent), so they never
+    # shadow the ranker's own full-catalog rank_<channel> features
+    return frame.rename({"rank": "recall_rank", "score": "recall_score"} |
+                        {c: "in_" + c.removeprefix("rank_") for c in frame.columns if c.startswith("rank_")}
+                        ).drop("method", "day")
 
 
 def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = None) -> None:

@@ -31,9 +31,8 @@ class RankingSettings(dg.ConfigurableResource):
     freshness_boost: float = 0.0
     freshness_half_life_days: float = 7.0
     popularity_beta: float = 0.0
-    # Serving context: the ranker learned with the shown position and surface as features;
-    # batch recommendations are scored as if shown at this position on this surface.
+    # Serving context: candidates are scored as the candidate groups of ranking_samples were
+    # built: on this surface, with no position (the shown position only exists for impressions).
     serving_surface: str = "home"
-    serving_position: int = 0
     explain_history_items: int = 2
     explain_features: int = 3

@@ -45,19 +45,19 @@ class ItemAttributes:
         return pos
 
 
-def serving_pairs(candidates: pl.DataFrame, surface: str | None, position: int) -> pl.DataFrame:
-    """Candidates as ranking pairs in a fixed serving context: the ranker learned with the
-    shown position as a feature (to absorb position bias) and serves everyone at the same
-    position, so only user/item/context evidence orders the list."""
-    return candidates.with_columns(pl.lit(position, pl.Int64).alias("position"),
+def serving_pairs(candidates: pl.DataFrame, surface: str | None) -> pl.DataFrame:
+    """Candidates as ranking pairs in the serving context: no shown position (the ranker saw
+    position only on impression rows, where it absorbs position bias), the serving surface,
+    no device - exactly how samples.candidate_groups() builds its training rows."""
+    return candidates.with_columns(pl.lit(None, pl.Int64).alias("position"),
                                    pl.lit(surface, pl.String).alias("surface"),
                                    pl.lit(None, pl.String).alias("device_type"))
 
 
-def score_candidates(ranker: Ranker, ctx: F.FeatureContext, candidates: pl.DataFrame, surface: str | None,
-                     position: int) -> pl.DataFrame:
+def score_candidates(ranker: Ranker, ctx: F.FeatureContext, candidates: pl.DataFrame, surface: str | None
+                     ) -> pl.DataFrame:
     """feature_frame() of the candidates with `ranker_score` appended."""
-    frame = F.feature_frame(ctx, serving_pairs(candidates, surface, position))
+    frame = F.feature_frame(ctx, serving_pairs(candidates, surface))
     return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
 
 

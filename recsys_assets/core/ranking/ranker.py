@@ -82,6 +82,14 @@ def _grouped(frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, np.ndarray]
     return kept, sizes
 
 
+def _shown(rows: pl.DataFrame) -> pl.DataFrame:
+    if "kind" in rows.columns:
+        shown = rows.filter(pl.col("kind") == "impressions")
+        if shown.height:
+            return shown
+    return rows
+
+
 def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Table, channel_names: tuple[str, ...],
           params: dict | None = None, num_boost_round: int = 500, early_stopping_rounds: int = 30,
           seed: int = 42, threads: int = 1) -> Ranker:
@@ -106,9 +114,11 @@ def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Tab
     lambdarank = lgb.train(rank_params, train_set, num_boost_round=num_boost_round, valid_sets=[valid_set],
                            valid_names=["valid"], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
 
+    # The click model estimates P(click | shown): it learns from impression rows when there are any.
+    ctr_train_rows, ctr_valid_rows = _shown(train_rows), _shown(valid_rows)
     ctr_params = base | {"objective": "binary", "metric": ["auc", "binary_logloss"]}
-    ctr_train = dataset(train_rows, train_rows["clicked"].cast(pl.Int8).to_numpy())
-    ctr_valid = dataset(valid_rows, valid_rows["clicked"].cast(pl.Int8).to_numpy(), reference=ctr_train)
+    ctr_train = dataset(ctr_train_rows, ctr_train_rows["clicked"].cast(pl.Int8).to_numpy())
+    ctr_valid = dataset(ctr_valid_rows, ctr_valid_rows["clicked"].cast(pl.Int8).to_numpy(), reference=ctr_train)
     ctr = lgb.train(ctr_params, ctr_train, num_boost_round=num_boost_round, valid_sets=[ctr_valid],
                     valid_names=["valid"], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
 
@@ -123,6 +133,7 @@ def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Tab
         "train_rows": int(train_rows.height), "train_requests": int(len(tr_groups)),
         "valid_rows": int(valid_rows.height), "valid_requests": int(len(va_groups)),
         "dictionary_version": encoder.version,
+        "train_click_rate": float(ctr_train_rows["clicked"].cast(pl.Float64).mean()),
     }
     return Ranker(lambdarank=lambdarank, ctr=ctr, encoder=encoder, dictionary=dictionary, meta=meta)
 
