@@ -3,10 +3,16 @@ trained on the days before it, evaluated on that day (full catalog, seen items r
 NDCG@10 / Recall@10 with bootstrap 95% CIs beside popularity; and the ALS asset's fit time
 against calling `implicit` directly on the same matrix in the same run.
 
-    .venv/bin/python benchmarks/bench_recall.py [--days 14] [--no-record]
+    .venv/bin/python benchmarks/bench_recall.py [--days 14] [--no-record] [--tune]
+
+--tune also reruns the small BPR grids that picked the defaults in resources/recall.py, on an
+earlier day than the reported one (TUNE_DAY_INDEX: day 8, trained on days 1-7), never on the
+test day: implicit BPR (factors × iterations × popularity_correction) and the numpy BPR
+shared by bpr_uniform / bpr_impressions (factors × epochs, scored with uniform negatives).
 """
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -66,10 +72,43 @@ def als_speed(resources, day: str, repeats: int = 5, users: int = 20_000, items:
     return float(np.median(ours)), float(np.median(direct))
 
 
+TUNE_DAY_INDEX = 7  # 0-based: day 8, trained on the 7 days before it
+TUNE_GRID = (
+    [("bpr", dict(factors=f, learning_rate=0.01, regularization=0.01, iterations=it, popularity_correction=beta,
+                  num_threads=1))
+     for f in (32, 128) for it in (50, 100, 200) for beta in (0.0, 1.0)]
+    + [("bpr_uniform", dict(factors=f, learning_rate=0.05, regularization=0.01, epochs=ep))
+       for f in (64, 128) for ep in (30, 60)]
+)
+
+
+def tune(resources, day: str) -> list[tuple[str, dict, float]]:
+    """NDCG@10 of every TUNE_GRID configuration and of popularity on `day` (trained on the window
+    before it), evaluated exactly like recall_evaluation (full catalog, seen and unavailable items
+    removed)."""
+    from recsys_assets.assets.evaluation import exclusion_matrix
+    from recsys_assets.assets.recall import load_day
+    from recsys_assets.core import metrics
+
+    settings = resources["recall"]
+    data, test, info, _, _ = load_day(resources["storage"], day, settings)
+    exclude = exclusion_matrix(data.positives, test.users, np.flatnonzero(~info["available_items"]))
+    relevant = test.relevant[test.users]
+    rows = []
+    for name, params in [("popularity", model_params("popularity", settings))] + TUNE_GRID:
+        model = M.MODELS[name](**params).fit(data, seed=settings.seed)
+        recs, _ = model.recommend(test.users, 10, exclude=exclude)
+        value = float(metrics.per_user_metrics(recs, relevant, 10)["ndcg@10"].mean())
+        rows.append((name, params, value))
+        print(f"  tune {day} {name:12s} {json.dumps(params)}: NDCG@10 {value:.4f}", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--tune", action="store_true", help="also run the BPR grids on an earlier day (day 8)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_recall_"))
     generate(GeneratorConfig(days=args.days), root)
@@ -85,6 +124,8 @@ def main():
         WHERE n.metric = 'ndcg' AND r.metric = 'recall' AND n.k = 10 AND n.segment = 'all' AND n.day = ?
         ORDER BY n.value DESC""", [days[-1]]).fetchall()
     (winner,) = con.execute("SELECT champion FROM recall_champion WHERE day = ?", [days[-1]]).fetchone()
+    if args.tune:
+        tune(resources, days[TUNE_DAY_INDEX])
     ours, direct = als_speed(resources, days[-1])
     print(f"{args.days} days of default synthetic data, test day {days[-1]}, {rows[0][7]} test users "
           f"(whole pipeline {total:.0f}s)")

@@ -10,8 +10,10 @@ class RecallSettings(dg.ConfigurableResource):
     k_eval: list[int] = [10, 20, 50, 100, 200]
     light_user_max_positives: int = 4  # segments: cold = 0 training positives, light <= this, heavy above
     bootstrap_samples: int = 500
-    # Hyperparameters: ALS and implicit-BPR picked by a small grid on the synthetic default data
-    # (day 8 after 7 days, NDCG@10; see benchmarks/RESULTS.md); the rest are the models' defaults.
+    # Hyperparameters: ALS, implicit BPR and numpy BPR picked by small grids on the synthetic default
+    # data (day 8 after 7 days, NDCG@10; `benchmarks/bench_recall.py --tune` reruns the BPR grids;
+    # see benchmarks/RESULTS.md and docs/evaluation.md); the rest are the models' defaults.
+    # implicit BPR scores with the log-popularity correction (BPRModel.popularity_correction = 1).
     popularity_half_life_days: float = 7.0
     item_cf_neighbours: int = 100
     item_cf_shrinkage: float = 10.0
@@ -20,15 +22,15 @@ class RecallSettings(dg.ConfigurableResource):
     als_regularization: float = 30.0
     als_iterations: int = 15
     als_alpha: float = 2.0
-    bpr_factors: int = 32
+    bpr_factors: int = 128
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
-    bpr_iterations: int = 200
+    bpr_iterations: int = 100
     # numpy BPR (bpr_uniform and bpr_impressions share these; they differ only in negatives)
-    numpy_bpr_factors: int = 64
+    numpy_bpr_factors: int = 128
     numpy_bpr_learning_rate: float = 0.05
     numpy_bpr_regularization: float = 0.01
-    numpy_bpr_epochs: int = 30
+    numpy_bpr_epochs: int = 60
     impression_bpr_hard_ratio: float = 0.3  # share of negatives drawn from shown-but-not-chosen items
     ease_lambda: float = 500.0
     ease_max_items: int = 20000

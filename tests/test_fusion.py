@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from recsys_assets.core.fusion import channel_ranks, fuse
+from recsys_assets.core.fusion import channel_ranks, fuse, fuse_zscore
 
 
 def test_rrf_by_hand():
@@ -32,3 +32,54 @@ def test_padding_and_short_lists():
     a = (np.array([[4, -1]]), np.array([[1.0, np.nan]]))
     items, scores = fuse({"a": a}, n_items=6, k=3)["rrf"]
     assert items[0].tolist() == [4, -1, -1] and np.isnan(scores[0, 1])
+
+
+def _zscore_example():
+    # a: scores 3, 2, 1 -> mean 2, std sqrt(2/3): z = +1.2247, 0, -1.2247 (floor -1.2247)
+    # b: scores 10, 0 -> mean 5, std 5: z = +1, -1 (floor -1)
+    a = (np.array([[0, 1, 2]]), np.array([[3.0, 2.0, 1.0]]))
+    b = (np.array([[2, 3]]), np.array([[10.0, 0.0]]))
+    return a, b
+
+
+def test_zscore_fusion_by_hand():
+    a, b = _zscore_example()
+    z = np.sqrt(1.5)
+    items, scores = fuse_zscore({"a": a, "b": b}, n_items=5, k=5)
+    # 0: z + floor_b, 2: -z + 1, 1: 0 + floor_b, 3: floor_a - 1; item 4 is in no list
+    assert items[0].tolist() == [0, 2, 1, 3, -1]
+    np.testing.assert_allclose(scores[0, :4], [z - 1, 1 - z, -1, -z - 1], atol=1e-6)
+    assert np.isnan(scores[0, 4])
+    # weights: b counts three times as much, so b's top item wins
+    items, scores = fuse_zscore({"a": a, "b": b}, n_items=5, k=2, weights={"b": 3.0})
+    assert items[0].tolist() == [2, 0]
+    np.testing.assert_allclose(scores[0], [3 - z, z - 3], atol=1e-6)
+
+
+def test_zscore_fusion_is_scale_free_and_weight_zero_drops():
+    a, b = _zscore_example()
+    base = fuse_zscore({"a": a, "b": b}, n_items=5, k=4)
+    scaled = fuse_zscore({"a": a, "b": (b[0], 1000.0 * b[1] - 7.0)}, n_items=5, k=4)
+    assert base[0].tolist() == scaled[0].tolist()
+    np.testing.assert_allclose(base[1], scaled[1], atol=1e-6)
+    only_a = fuse_zscore({"a": a, "b": b}, n_items=5, k=3, weights={"b": 0.0})
+    assert only_a[0].tolist() == [[0, 1, 2]]
+
+
+def test_zscore_fusion_absent_entries_and_constant_lists():
+    # user 0: padding (-1) and a -inf score are absent; user 1: a constant list (std 0 -> z 0);
+    # user 2: an empty list in a contributes nothing, b alone decides
+    a = (np.array([[3, -1, 1], [0, 1, 2], [-1, -1, -1]]),
+         np.array([[5.0, np.nan, -np.inf], [2.0, 2.0, 2.0], [np.nan, np.nan, np.nan]]))
+    b = (np.array([[1, 0, 2], [2, 3, 4], [4, 3, 0]]),
+         np.array([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [3.0, 2.0, 1.0]]))
+    items, scores = fuse_zscore({"a": a, "b": b}, n_items=6, k=3)
+    # user 0: a has one finite score (item 3: z 0 = its floor), so b decides: 1 (z 1.22),
+    # 0 (z 0), then 2 and 3 tie at b's floor -1.22 and the lower index wins
+    assert items[0].tolist() == [1, 0, 2]
+    np.testing.assert_allclose(scores[0], [np.sqrt(1.5), 0.0, -np.sqrt(1.5)], atol=1e-6)
+    # user 1: a is flat (every z 0 = its floor), b orders 2 > 3; 4 (b's floor) ties with 0
+    # (absent from b) and the lower index wins
+    assert items[1].tolist() == [2, 3, 0]
+    assert items[2].tolist() == [4, 3, 0]
+    assert np.all(np.isfinite(scores))

@@ -69,3 +69,46 @@ def channel_ranks(channels: dict[str, tuple[np.ndarray, np.ndarray]], candidates
             ranks[(candidates == items[:, pos:pos + 1]) & (candidates >= 0)] = pos + 1
         out[name] = ranks
     return out
+
+
+def fuse_zscore(channels: dict[str, tuple[np.ndarray, np.ndarray]], n_items: int, k: int,
+                weights: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted score fusion with per-user z-score normalisation of each channel's list.
+
+    channels: name -> (items (n_users × L), scores), the same users in the same order; an entry
+    with item < 0 or a non-finite score is absent. For user u and channel c, the finite scores of
+    c's list are standardised, z = (s - mean) / std over that list (std 0 -> every z = 0), and
+    floor_c(u) = the lowest z of the list. fused(u, i) = Σ_c w_c · z_c(u, i), where an item absent
+    from c's list counts as floor_c(u) (as good as c's last listed item, never better); a channel
+    with an empty list for u contributes nothing. Weights default to 1; a weight of 0 drops the
+    channel. Returns the top-k (items, fused scores) per user, best first, ties by item index,
+    missing = -1 / nan. Unlike `fuse`'s weighted fusion this needs no training score range: the
+    scale is each user's own list, so channels with different score scales weigh as their weights.
+    """
+    weights = weights or {}
+    total, offset = None, None
+    for name, (items, scores) in channels.items():
+        w = float(weights.get(name, 1.0))
+        if w == 0.0:
+            continue
+        items = np.asarray(items)
+        values = np.asarray(scores, dtype=np.float64)
+        valid = (items >= 0) & np.isfinite(values)
+        count = valid.sum(axis=1)
+        masked = np.where(valid, values, 0.0)
+        mean = masked.sum(axis=1) / np.maximum(count, 1)
+        var = np.where(valid, (values - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(count, 1)
+        std = np.sqrt(var)
+        z = np.where(valid, (values - mean[:, None]) / np.where(std > 0, std, 1.0)[:, None], np.inf)
+        floor = np.where(count > 0, z.min(axis=1), 0.0)
+        floor = np.where(np.isfinite(floor), floor, 0.0)
+        # the part above the floor is sparse (listed items only); +1e-9 keeps an item at the floor stored
+        above = np.where(valid, w * (z - floor[:, None]) + 1e-9, 0.0)
+        part = _channel_matrix(np.where(valid, items, -1), above, n_items)
+        total = part if total is None else total + part
+        offset = w * floor if offset is None else offset + w * floor
+    if total is None:
+        n_users = next(iter(channels.values()))[0].shape[0] if channels else 0
+        return np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), np.nan)
+    items, fused = _top_k(total.tocsr(), k)
+    return items, fused + offset[:, None]

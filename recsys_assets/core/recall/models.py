@@ -374,21 +374,34 @@ class BPRModel(RecallModel):
 
     implicit's BPR stores factors + 1 columns: the user's last column is fixed to 1 and the
     item's last column is the item bias, so scores = user_factors @ item_factors.T include the
-    bias; the arrays are kept as implicit returns them. Negatives are uniform (implicit samples
-    them itself; verify_negative_samples=True). implicit's BPR is hogwild SGD: only
-    num_threads=1 is reproducible for a fixed seed (default 0 = all cores, not reproducible).
+    bias; the arrays are kept as implicit returns them. implicit samples the negative of a
+    pair as the item of a random *entry* of the matrix (verify_negative_samples=True), i.e. in
+    proportion to item popularity, not uniformly: positives and negatives then come from the
+    same item distribution, so the learned scores estimate log p(i | u) - log q(i), a lift over
+    popularity, and the longer it trains the further popular items sink.
+    `popularity_correction` (β) adds the log of that sampling distribution back at scoring (the
+    "logQ correction" of sampled-softmax training, Bengio & Senécal 2008; Yi et al. 2019):
+    item_bias_i = β · ln(1 + n_i), n_i = the number of users with a positive on i, and
+    score = user_factors @ item_factors.T + item_bias. β = 0 is plain implicit BPR; β = 1 (the
+    default) is the correction the sampling implies. fold_in learns against the uncorrected factors (the
+    objective it was trained on) and the bias is added at scoring only. implicit's BPR is
+    hogwild SGD: only num_threads=1 is reproducible for a fixed seed (default 0 = all cores,
+    not reproducible).
     """
 
     name = "bpr"
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
                  iterations: int = 100, num_threads: int = 0,
-                 fold_in_epochs: int = 30, fold_in_learning_rate: float | None = None):
+                 fold_in_epochs: int = 30, fold_in_learning_rate: float | None = None,
+                 popularity_correction: float = 1.0):
         super().__init__(factors=factors, learning_rate=learning_rate, regularization=regularization,
                          iterations=iterations, num_threads=num_threads,
-                         fold_in_epochs=fold_in_epochs, fold_in_learning_rate=fold_in_learning_rate)
+                         fold_in_epochs=fold_in_epochs, fold_in_learning_rate=fold_in_learning_rate,
+                         popularity_correction=popularity_correction)
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
+        self.item_bias: np.ndarray | None = None
 
     def fit(self, data: TrainingData, seed: int = 0) -> "BPRModel":
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -402,10 +415,13 @@ class BPRModel(RecallModel):
             model.fit(binary, show_progress=False)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        users_per_item = np.asarray(binary.sum(axis=0), dtype=np.float64).ravel()
+        beta = float(self.params.get("popularity_correction") or 0.0)
+        self.item_bias = (beta * np.log1p(users_per_item)).astype(np.float32)
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T)
+        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
 
     def fold_in(self, user_rows: sp.csr_matrix, seed: int = 0) -> np.ndarray:
         """User vectors (len(rows) × (factors + 1)) for new/updated users, item factors frozen.
@@ -452,11 +468,18 @@ class BPRModel(RecallModel):
         return vectors.astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors,
+                "item_bias": self.item_bias}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
         self.item_factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+        # models saved before the correction existed have no item_bias: they scored without it
+        bias = arrays.get("item_bias")
+        if bias is None:
+            self.params["popularity_correction"] = 0.0
+            bias = np.zeros(len(self.item_factors), np.float32)
+        self.item_bias = np.ascontiguousarray(bias, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
