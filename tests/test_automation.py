@@ -104,3 +104,23 @@ def test_a_drift_triggered_request_retrains_end_to_end(drifted, tmp_path):
     store = build_resources(str(root))["model_store"]
     assert store.exists("recall_als", request.partition_key)
     assert (root / "lake/recall_champion" / f"{request.partition_key}.parquet").exists()
+
+
+def test_drift_report_emits_column_schema_row_count_and_worst_features(drifted):
+    import pyarrow.parquet as pq
+
+    day = "2026-01-04"  # the first shifted day
+    defs = build_defs(build_resources(str(drifted)))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey("feature_drift_report")])
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    report = pq.read_table(drifted / "lake/feature_drift_report" / f"{day}.parquet")
+    assert meta["dagster/row_count"].value == report.num_rows > 0
+    assert [c.name for c in meta["dagster/column_schema"].schema.columns] == report.column_names
+    worst = [r.data for r in meta["worst_features"].records]
+    assert 0 < len(worst) <= 10
+    assert worst[0]["psi"] == pytest.approx(meta["worst_psi"].value, abs=1e-4)  # the preview starts with the worst
+    best_in_file = max(p for p in report.column("psi").to_pylist() if p is not None)
+    assert worst[0]["psi"] == pytest.approx(best_in_file, abs=1e-4)

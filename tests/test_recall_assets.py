@@ -202,3 +202,138 @@ def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_pat
     assert row[0] in ("rejected", "kept"), row
     assert row[1] == day3 and row[2] <= DAYS[-2]
     assert "the champion stays" in row[3] or "serving champion stays" in row[3]
+
+
+def test_evaluation_champion_and_candidates_emit_table_metadata(root, tmp_path):
+    """The UI gets each table's columns, its row count and a small preview, next to the plotted numbers."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    # No serving champion before the last day: the run does not depend on artifacts other tests alter.
+    (copy / "lake/recall_champion" / f"{DAYS[-2]}.parquet").unlink()
+    job = build_defs(build_resources(str(copy))).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1], asset_selection=[
+        dg.AssetKey("recall_evaluation"), dg.AssetKey("recall_champion"), dg.AssetKey("recall_candidates")])
+    assert result.success
+    meta = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+
+    def table_of(name):
+        return pq.read_table(copy / "lake" / name / f"{DAYS[-1]}.parquet")
+
+    for name in ("recall_evaluation", "recall_champion", "recall_candidates"):
+        table, m = table_of(name), meta[name]
+        assert m["dagster/row_count"].value == table.num_rows > 0, name
+        columns = m["dagster/column_schema"].schema.columns
+        assert [c.name for c in columns] == table.column_names, name
+        assert next(c.type for c in columns if c.name == "day") == "DATE"
+
+    evaluation = meta["recall_evaluation"]
+    assert {c.name: c.type for c in evaluation["dagster/column_schema"].schema.columns}["value"] == "DOUBLE"
+    preview = [r.data for r in evaluation["ndcg_at_10"].records]
+    assert {r["model"] for r in preview} == set(MODELS) | {"fusion_rrf", "fusion_weighted"}
+    assert [r["value"] for r in preview] == sorted((r["value"] for r in preview), reverse=True)
+    for r in preview:  # the preview and the plotted floats say the same
+        assert r["value"] == pytest.approx(evaluation[f"ndcg_at_10_{r['model']}"].value, abs=1e-4)
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+    (registry,) = [r.data for r in meta["recall_champion"]["registry"].records]
+    (written,) = table_of("recall_champion").to_pylist()
+    assert registry["decision"] == written["decision"] and registry["champion"] == written["champion"]
+    assert registry["incumbent"] is None and registry["reason"] == written["reason"]
+
+    per_method = {r.data["method"]: r.data for r in meta["recall_candidates"]["per_method"].records}
+    candidates = table_of("recall_candidates")
+    assert set(per_method) == {"rrf", "weighted"}
+    assert sum(r["candidates"] for r in per_method.values()) == candidates.num_rows
+    rrf_users = {u for u, m in zip(candidates.column("user_id").to_pylist(), candidates.column("method").to_pylist())
+                 if m == "rrf"}
+    assert per_method["rrf"]["users"] == len(rrf_users)
+
+
+def _copy_root(root, tmp_path) -> Path:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    return copy
+
+
+def _registry(copy, day):
+    return duckdb.connect().execute(
+        f"SELECT decision, champion, champion_day, incumbent, incumbent_day, reason FROM "
+        f"read_parquet('{copy}/lake/recall_champion/*.parquet') WHERE day = DATE '{day}'").fetchall()
+
+
+def test_rollback_to_an_older_model_serves_it(root, tmp_path, capsys):
+    from recsys_assets.assets.evaluation import current_champion, serving_champion
+    from recsys_assets.rollback import main
+    from resources import StorageResource
+
+    copy = _copy_root(root, tmp_path)
+    storage = StorageResource(data_root=str(copy))
+    before = serving_champion(storage, DAYS[-1])
+    target = ("ease", DAYS[-2]) if before != ("ease", DAYS[-2]) else ("item_cf", DAYS[-2])
+    assert main(["--to", f"{target[0]}@{target[1]}", "--reason", "bad complaints", "--data-root", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"recall champion after {DAYS[-1]}: {target[0]}@{target[1]}" in out
+    assert current_champion(storage, "2026-01-05") == target == serving_champion(storage, DAYS[-1])
+    assert current_champion(storage, DAYS[-1]) != target or before == target  # days before are untouched
+    rows = _registry(copy, DAYS[-1])
+    (rolled,) = [r for r in rows if r[0] == "rollback"]
+    assert rolled[1:3] == target and rolled[3:5] == (before or (None, None))
+    assert "bad complaints" in rolled[5] and "checksums verified" in rolled[5]
+    assert len(rows) == 2  # the day's own decision is kept next to the rollback
+    # the catalog view shows it too
+    con = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM recall_champion WHERE decision = 'rollback'").fetchone() == (1,)
+    # the same rollback again is refused: it is already serving
+    assert main(["--to", f"{target[0]}@{target[1]}", "--data-root", str(copy)]) == 1
+    assert "already the serving champion" in capsys.readouterr().err
+
+
+def test_rollback_refuses_a_corrupt_or_missing_target_by_name(root, tmp_path, capsys):
+    from recsys_assets.rollback import main
+
+    copy = _copy_root(root, tmp_path)
+    directory = copy / "models/recall_ease" / DAYS[-2]
+    target = sorted(directory.glob("*.npy"))[0]
+    target.write_bytes(target.read_bytes()[:-8])  # truncated
+    assert main(["--to", f"ease@{DAYS[-2]}", "--data-root", str(copy)]) == 1
+    err = capsys.readouterr().err
+    assert "rollback refused" in err and target.name in err and "checksum" in err
+    assert main(["--to", f"bpr@{DAYS[0]}", "--data-root", str(copy)]) == 1  # never trained (first day)
+    assert f"recall_bpr/{DAYS[0]}" in capsys.readouterr().err
+    assert main(["--to", "als-2026-01-03", "--data-root", str(copy)]) == 1
+    assert "<model>@<YYYY-MM-DD>" in capsys.readouterr().err
+    assert not list((copy / "lake/recall_champion").glob("*rollback*"))  # nothing recorded
+
+
+def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_path):
+    from recsys_assets.assets.evaluation import current_champion
+    from recsys_assets.rollback import rollback
+    from resources import StorageResource
+
+    copy = _copy_root(root, tmp_path)
+    resources = build_resources(str(copy))
+    storage = resources["storage"]
+    done = rollback(storage, resources["model_store"], "item_cf", DAYS[-2], "test", day=DAYS[-2])
+    assert done.superseded_by == [DAYS[-1]] and done.row["decision"] == "rollback"
+    assert current_champion(StorageResource(data_root=str(copy)), DAYS[-1]) == ("item_cf", DAYS[-2])
+    job = build_defs(resources).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
+                                    asset_selection=[dg.AssetKey("recall_champion")])
+    assert result.success
+    (row,) = _registry(copy, DAYS[-1])
+    decision, champion, champion_day, incumbent, incumbent_day, reason = row
+    assert (incumbent, incumbent_day) == ("item_cf", DAYS[-2])  # gated against the rolled-back model
+    (value,) = duckdb.connect().execute(
+        f"SELECT incumbent_value FROM '{copy}/lake/recall_champion/{DAYS[-1]}.parquet'").fetchone()
+    assert value is not None and value >= 0  # it was evaluated on the day, on the same users
+    if decision in ("rejected", "kept"):
+        assert (champion, champion_day) == ("item_cf", DAYS[-2])
+    else:
+        assert decision == "promoted" and champion_day == DAYS[-1]
+        assert f"item_cf@{DAYS[-2]}" in reason

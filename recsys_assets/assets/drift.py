@@ -1,12 +1,13 @@
 """Drift layer: the daily feature drift report (PSI, KS, JS, traffic shares) of day D
 against the pooled reference days before it."""
 
+import dataclasses
 from collections import defaultdict
 
 import dagster as dg
 import numpy as np
 
-from recsys_assets.assets import ownership
+from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.core import drift
 from recsys_assets.core.ingest import read_sql
 from recsys_assets.core.storage import write_parquet_atomic
@@ -68,6 +69,14 @@ def drift_for_day(storage: StorageResource, day: str, settings: FeatureSettings)
     return rows
 
 
+REPORT_COLUMNS = table_metadata.column_schema(drift.ARROW_SCHEMA, types={"day": "DATE"}, descriptions={
+    "kind": "numeric, categorical or traffic", "psi": "population stability index against the reference days",
+    "ks": "Kolmogorov-Smirnov statistic (numeric)", "js": "Jensen-Shannon distance (categorical)",
+    "value": "the share (traffic rows)", "severity": "ok / warn / fail"})
+REPORT_PREVIEW = [("feature", "VARCHAR"), ("kind", "VARCHAR"), ("psi", "DOUBLE"), ("ks", "DOUBLE"), ("js", "DOUBLE"),
+                  ("severity", "VARCHAR")]
+
+
 @dg.asset(
     group_name=GROUP, kinds={"duckdb", "parquet", "scipy"}, partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(), **ownership.layer("drift"),
@@ -107,6 +116,9 @@ def feature_drift_report(context: dg.AssetExecutionContext, storage: StorageReso
         "summary": dg.MetadataValue.md(drift.markdown_summary(last_rows)),
         "worst_psi_per_day": dg.MetadataValue.json(worst),
         "dagster/row_count": len(last_rows),
+        "dagster/column_schema": REPORT_COLUMNS,
+        "worst_features": table_metadata.preview(
+            [dataclasses.asdict(r) for r in drift.sort_rows(last_rows) if r.psi is not None][:10], REPORT_PREVIEW),
     })
 
 

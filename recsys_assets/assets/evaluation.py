@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from recsys_assets.assets import ownership
+from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets.recall import LEARNED, NoTrainingData, load_day, model_assets
 from recsys_assets.core import fusion, metrics
 from recsys_assets.core.recall import models as recall_models
@@ -140,6 +140,13 @@ EVAL_SCHEMA = pa.schema([("day", pa.string()), ("model", pa.string()), ("segment
                          ("diff_ci_high", pa.float64()), ("p_value", pa.float64())])
 
 
+EVAL_COLUMNS = table_metadata.column_schema(EVAL_SCHEMA, types={"day": "DATE"}, descriptions={
+    "segment": "all, cold / light / heavy users, or cold_items", "k": "cut-off",
+    "value": "mean over test users", "lift_vs_popularity": "relative paired lift over popularity"})
+NDCG_PREVIEW = [("model", "VARCHAR"), ("value", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"),
+                ("lift_vs_popularity", "DOUBLE"), ("p_value", "DOUBLE"), ("n_users", "BIGINT")]
+
+
 def _write_rows(rows: list[dict], schema: pa.Schema, path) -> None:
     con = connect()
     try:
@@ -160,7 +167,7 @@ def _write_rows(rows: list[dict], schema: pa.Schema, path) -> None:
 )
 def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
                       recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    meta = {}
+    meta, total_rows = {}, 0
     for day in context.partition_keys:
         try:
             rows, info = evaluate_day(day, storage, model_store, recall)
@@ -168,6 +175,7 @@ def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResourc
             rows, info = [], {"test_users": 0}
             context.log.warning(f"recall_evaluation {day}: {nothing}")
         _write_rows(rows, EVAL_SCHEMA, storage.partition_path("recall_evaluation", day))
+        total_rows += len(rows)
         headline = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == "ndcg" and r["k"] == 10}
         meta = {f"ndcg_at_10_{m}": r["value"] for m, r in headline.items()}  # plain floats: plotted per day
         meta["test_users"] = info["test_users"]
@@ -175,7 +183,9 @@ def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResourc
             "| model | NDCG@10 | 95% CI | lift vs popularity |\n|---|---|---|---|\n" + "\n".join(
                 f"| {m} | {r['value']:.4f} | [{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {_pct(r['lift_vs_popularity'])} |"
                 for m, r in sorted(headline.items(), key=lambda kv: -kv[1]["value"])))
+        meta["ndcg_at_10"] = table_metadata.preview(sorted(headline.values(), key=lambda r: -r["value"]), NDCG_PREVIEW)
     warehouse.refresh_catalog()
+    meta |= {"dagster/row_count": total_rows, "dagster/column_schema": EVAL_COLUMNS}
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -184,6 +194,15 @@ REGISTRY_SCHEMA = pa.schema([
     ("incumbent", pa.string()), ("incumbent_day", pa.string()), ("incumbent_value", pa.float64()),
     ("decision", pa.string()), ("champion", pa.string()), ("champion_day", pa.string()),
     ("popularity_value", pa.float64()), ("candidates", pa.string()), ("reason", pa.string())])
+
+
+REGISTRY_COLUMNS = table_metadata.column_schema(REGISTRY_SCHEMA, types={"day": "DATE"}, descriptions={
+    "day": "the day the decision applies to", "decision": "promoted / rejected / kept / none / rollback",
+    "champion": "the model serving after this decision", "champion_day": "the training day of its artifact",
+    "candidates": "JSON: every learned model's value, lift and eligibility"})
+REGISTRY_PREVIEW = [("day", "VARCHAR"), ("decision", "VARCHAR"), ("candidate", "VARCHAR"), ("candidate_value", "DOUBLE"),
+                    ("incumbent", "VARCHAR"), ("incumbent_day", "VARCHAR"), ("incumbent_value", "DOUBLE"),
+                    ("champion", "VARCHAR"), ("champion_day", "VARCHAR"), ("reason", "VARCHAR")]
 
 
 def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
@@ -208,17 +227,38 @@ def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
             "popularity_value": popularity, "candidates": json.dumps(candidates, sort_keys=True)}
 
 
-def current_champion(storage: StorageResource, before_day: str) -> tuple[str, str] | None:
-    """(model, training day) serving before `before_day`, from the registry."""
+def registry_entries(storage: StorageResource) -> list[tuple[str, object]]:
+    """[(day, path)] of the registry, latest first. A day has its decision `<day>.parquet` and
+    possibly rollbacks `<day>.rollback-<UTC time>.parquet` (recsys_assets/rollback.py), which
+    come after the decision: the newest rollback of a day is what serves after that day."""
+    entries = []
+    for path in (storage.lake_dir / "recall_champion").glob("*.parquet"):
+        day, _, suffix = path.stem.partition(".")
+        entries.append((day, suffix, path))
+    return [(day, path) for day, _, path in sorted(entries, key=lambda e: (e[0], e[1]), reverse=True)]
+
+
+def _champion_where(storage: StorageResource, include) -> tuple[str, str] | None:
     import pyarrow.parquet as pq
 
-    for path in sorted((storage.lake_dir / "recall_champion").glob("*.parquet"), reverse=True):
-        if path.stem >= before_day:
+    for day, path in registry_entries(storage):
+        if not include(day):
             continue
         row = pq.read_table(path).to_pylist()[0]
         if row.get("champion"):
             return row["champion"], row["champion_day"]
     return None
+
+
+def current_champion(storage: StorageResource, before_day: str) -> tuple[str, str] | None:
+    """(model, training day) serving before `before_day`, from the registry (rollbacks included)."""
+    return _champion_where(storage, lambda day: day < before_day)
+
+
+def serving_champion(storage: StorageResource, day: str) -> tuple[str, str] | None:
+    """(model, training day) serving after the decisions of `day`: its promotion decision, or a
+    rollback recorded for it later."""
+    return _champion_where(storage, lambda d: d <= day)
 
 
 def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings, day: str,
@@ -285,7 +325,7 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
                     recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     import pyarrow.parquet as pq
 
-    decision = {}
+    decision, decisions = {}, []
     for day in context.partition_keys:  # in order: each day sees the decisions of the days before
         path = storage.partition_path("recall_evaluation", day)
         if not path.exists():
@@ -304,13 +344,16 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
         values = compare_on_day(storage, model_store, recall, day, contenders) if contenders else {}
         decision = decide(day, candidate, incumbent, values, recall.champion_metric, recall.promotion_tolerance)
         _write_rows([decision], REGISTRY_SCHEMA, storage.partition_path("recall_champion", day))
+        decisions.append(decision)
         context.log.info(f"recall champion {day}: {decision['decision']} -> {decision['champion']} ({decision['reason']})")
     warehouse.refresh_catalog()
     return dg.MaterializeResult(metadata={
         "decision": decision.get("decision", "none"), "champion": decision.get("champion") or "none",
         "candidate_value": decision.get("candidate_value") or 0.0,
         "incumbent_value": decision.get("incumbent_value") or 0.0, "reason": decision.get("reason", ""),
-        "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}")))})
+        "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}"))),
+        "registry": table_metadata.preview(decisions, REGISTRY_PREVIEW),
+        "dagster/row_count": len(decisions), "dagster/column_schema": REGISTRY_COLUMNS})
 
 
 @dg.asset(
@@ -325,7 +368,7 @@ def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResourc
                       recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
     import pyarrow.parquet as pq
 
-    rows_written = 0
+    rows_written, table = 0, None
     for day in context.partition_keys:
         try:
             data, _, info, _, _ = load_day(storage, day, recall)
@@ -366,7 +409,17 @@ def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResourc
             con.close()
         rows_written += table.num_rows
     warehouse.refresh_catalog()
-    return dg.MaterializeResult(metadata={"dagster/row_count": rows_written})
+    meta = {"dagster/row_count": rows_written}
+    if table is not None:  # the last day written: its columns and candidates per fusion method
+        meta["dagster/column_schema"] = table_metadata.column_schema(table.schema, descriptions={
+            "rank": "rank in the fused list (1 = best)", "method": "rrf or weighted fusion"} | {
+            c: "rank of the item in that channel's list (0 = absent)" for c in table.column_names if c.startswith("rank_")})
+        per_method = table.group_by("method").aggregate([("user_id", "count_distinct"), ("item_id", "count")])
+        meta["per_method"] = table_metadata.preview(
+            [{"method": m, "users": u, "candidates": n} for m, u, n in zip(*per_method.select(
+                ["method", "user_id_count_distinct", "item_id_count"]).to_pydict().values())],
+            [("method", "VARCHAR"), ("users", "BIGINT"), ("candidates", "BIGINT")])
+    return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset_check(asset=recall_evaluation, name="learned_models_beat_popularity", partitions_def=daily_partitions,

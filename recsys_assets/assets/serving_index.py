@@ -5,6 +5,7 @@ import dagster as dg
 import numpy as np
 
 from recsys_assets.assets import ownership
+from recsys_assets.assets.evaluation import serving_champion
 from recsys_assets.core.recall import ann
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.partitions import daily_partitions
@@ -37,12 +38,11 @@ def mips_vectors(arrays: dict) -> tuple[np.ndarray, np.ndarray] | None:
 )
 def recall_ann_index(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
                      recall: RecallSettings) -> dg.MaterializeResult:
-    import pyarrow.parquet as pq
-
     meta = {}
     for day in context.partition_keys:
-        decision = pq.read_table(storage.partition_path("recall_champion", day)).to_pylist()[0]
-        winner, trained = decision["champion"], decision["champion_day"]
+        if not storage.partition_path("recall_champion", day).exists():
+            raise dg.Failure(f"recall_champion is not materialized for {day}")
+        winner, trained = serving_champion(storage, day) or (None, None)  # the day's decision, or a later rollback
         if winner is None or not model_store.exists(f"recall_{winner}", trained):
             meta = {"skipped": True, "reason": f"no recall champion serving on {day}"}
             continue
