@@ -21,7 +21,7 @@ def ensure_dagster_home(default: Path) -> Path:
     return home
 
 
-MODEL_GROUPS = {"recall"}  # trained per day; the quickstart trains them for the last days only
+MODEL_GROUPS = {"recall", "ranking", "serving"}  # trained per day; the quickstart trains them for the last days only
 
 
 def _phases(defs: dg.Definitions) -> list[tuple[set, bool, bool]]:
@@ -47,7 +47,7 @@ def _phases(defs: dg.Definitions) -> list[tuple[set, bool, bool]]:
 
 def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterInstance, model_days: int = 1) -> None:
     """Materialize the whole graph: snapshots, daily layers over `days` as range runs,
-    dictionaries, and the model layer (recall) for the last `model_days` days."""
+    dictionaries, and the model layers (recall, ranking, serving) for the last `model_days` days."""
     job = defs.resolve_implicit_global_asset_job_def()
     for selection, partitioned, is_model in _phases(defs):
         run_days = days[-model_days:] if is_model else days
@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--impressions-per-day", type=int, default=70_000)
-    parser.add_argument("--model-days", type=int, default=1, help="train and evaluate recall models for the last N days")
+    parser.add_argument("--model-days", type=int, default=4,
+                        help="train and evaluate models for the last N days (the ranker of a day learns from the "
+                             "ranking samples of the 3 days before it, so it needs N >= 4)")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
     args = parser.parse_args(argv)
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.

@@ -4,6 +4,7 @@ funnel for a set of users: shared by the ranking assets (batch) and the `recsys`
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 
 import numpy as np
@@ -145,17 +146,22 @@ def _lookup(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, candidates: pl.DataFrame,
-                    history: pl.DataFrame, settings: RankingSettings, explain: bool = True) -> pl.DataFrame:
+                    history: pl.DataFrame, settings: RankingSettings, explain: bool = True,
+                    timings: dict | None = None) -> pl.DataFrame:
     """The funnel's final lists: rank candidates with the ranker (or keep recall order when
     model is None), re-rank (seen items removed, MMR, genre cap, ...), explain. One row per
     (user, rank): item, score, stage, channels, because_you_watched, top_features."""
+    timings = {} if timings is None else timings
     attrs = funnel.ItemAttributes.from_context(ctx)
+    started = time.perf_counter()
     if model is not None:
         scored = funnel.score_candidates(model, ctx, candidates, settings.serving_surface)
         stage = "ranker_rerank"
     else:
         scored = candidates.with_columns((-pl.col("recall_rank").cast(pl.Float64)).alias("ranker_score"))
         stage = "recall_rerank"
+    timings["rank_ms"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
     seen = {int(u): g["item_id"].to_numpy() for (u,), g in history.group_by("user_id")}
     lists = funnel.reranked_lists(scored, settings.top_k, rules(settings), attrs, seen)
     out = pl.DataFrame({
@@ -170,8 +176,11 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
         .alias("channels")) if in_cols else candidates.select("user_id", "item_id",
                                                                pl.lit([], pl.List(pl.String)).alias("channels")))
     out = out.join(channel_lists, on=["user_id", "item_id"], how="left")
+    timings["rerank_ms"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
     if not explain or out.height == 0:
-        return out.sort("user_id", "rank")
+        return out.with_columns(pl.lit([], pl.List(pl.Int64)).alias("because_you_watched"),
+                                pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
     # because you watched: the user's history items closest to the recommended item
     ids, vectors = item_vectors(ctx, attrs)
     hist = {int(u): g["item_id"].to_numpy() for (u,), g in history.group_by("user_id")}
@@ -189,6 +198,7 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
         because.append([int(watched[t]) for t in top if sims[t] > 0])
     out = out.with_columns(pl.Series("because_you_watched", because, dtype=pl.List(pl.Int64)))
     if model is None:
+        timings["explain_ms"] = (time.perf_counter() - started) * 1000
         return out.with_columns(pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
     # top contributing features (TreeSHAP) of the first explain_top_n pairs of each list;
     # serving-context features (position, surface, device) are the same for every candidate
@@ -202,4 +212,5 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
     features = [[] for _ in range(out.height)]
     for k, (i, row) in enumerate(zip(head["__row"].to_list(), top)):
         features[i] = [str(names[j]) for j in row if contrib[k, j] > 0]
+    timings["explain_ms"] = (time.perf_counter() - started) * 1000
     return out.with_columns(pl.Series("top_features", features, dtype=pl.List(pl.String))).sort("user_id", "rank")

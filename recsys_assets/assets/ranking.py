@@ -60,7 +60,7 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
                  .with_columns(pl.lit("candidates").alias("kind")))
     if shown.height == 0:  # a source without impressions: sampled negatives instead
         positives = interactions.filter("is_positive").select("user_id", "item_id")
-        catalog = ctx.items.filter(pl.col("i_age_days").is_null() | (pl.col("i_age_days") >= 0))["item_id"].to_numpy()
+        catalog = ctx.items.filter("available")["item_id"].to_numpy()
         parts.append(samples.sampled_negative_pairs(positives, candidates, catalog, day, settings.negative_ratio,
                                                     settings.hard_negative_share, settings.seed)
                      .with_columns(pl.lit("sampled").alias("kind")))

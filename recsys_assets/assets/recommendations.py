@@ -40,8 +40,10 @@ def recommendations(context: dg.AssetExecutionContext, storage: StorageResource,
         context.log.info(f"recommendations {day}: {'ranker' if promoted else 'recall order'} ({why})")
         try:
             candidates = serving.read_candidates(storage, day, ranking.rank_candidates)
-        except serving.MissingInput as missing:
-            raise dg.Failure(str(missing)) from missing
+        except serving.MissingInput as missing:  # e.g. the first day: no model could be trained yet
+            context.log.warning(f"recommendations {day}: {missing}; every active user gets the cold-start path")
+            candidates = pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "recall_rank": pl.Int64,
+                                              "recall_score": pl.Float64})
         history = serving.user_history(storage, serving.days_before(day, recall.window_days))
         active = ctx.users.filter(pl.col("u_impressions_28d").is_not_null() | pl.col("u_positives_28d").is_not_null())
         cold = sorted(set(active["user_id"].to_list()) - set(candidates["user_id"].to_list()))
