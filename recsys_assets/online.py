@@ -85,7 +85,10 @@ class OnlineRecommender:
         available = set(self.ctx.items.filter("available")["item_id"].to_list())
         self.unavailable = np.array(sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64)
         # the window's positives plus the serving day's own (those are newer than the models)
-        self.history = serving.user_history(storage, serving.days_before(self.day, recall.window_days) + [self.day])
+        days = serving.days_before(self.day, recall.window_days) + [self.day]
+        self.history = serving.user_history(storage, days)
+        # recall never proposes what the user already had a positive signal on (clicks included)
+        self.seen_signal = serving.user_history(storage, days, with_clicks=True)
 
     def _history(self, user_id: int) -> pl.DataFrame:
         return self.history.filter(pl.col("user_id") == user_id)
@@ -96,7 +99,9 @@ class OnlineRecommender:
             return serving.popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
-        blocked = np.unique(np.concatenate([np.asarray(seen, np.int64), self.unavailable]))
+        signal = self.seen_signal.filter(pl.col("user_id") == user_id)["item_id"].to_list()
+        blocked = np.unique(np.concatenate([np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64),
+                                            self.unavailable]))
         path = "known"
         channels = dict(self.recall_channels)
         fresh = history.filter(pl.col("last_day") >= pl.lit(self.day).str.to_date())

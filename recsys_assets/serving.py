@@ -99,12 +99,14 @@ def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = Non
 
 
 # ------------------------------------------------------------------------------ recommendations
-def user_history(storage: StorageResource, days: list[str], users=None) -> pl.DataFrame:
-    """(user_id, item_id, last_day) of every positive in the interactions of `days`."""
+def user_history(storage: StorageResource, days: list[str], users=None, with_clicks: bool = False) -> pl.DataFrame:
+    """(user_id, item_id, last_day) of every positive in the interactions of `days` (and of
+    every click too with with_clicks: what recall excludes as already seen)."""
     files = storage.existing_partitions("interactions", days)
     if not files:
         return pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "last_day": pl.Date})
-    frame = (pl.scan_parquet([str(f) for f in files]).filter(pl.col("is_positive"))
+    keep = pl.col("is_positive") | pl.col("clicked") if with_clicks else pl.col("is_positive")
+    frame = (pl.scan_parquet([str(f) for f in files]).filter(keep)
              .group_by("user_id", "item_id").agg(pl.col("day").max().alias("last_day")))
     if users is not None:
         frame = frame.filter(pl.col("user_id").is_in(pl.Series(list(users), dtype=pl.Int64)))

@@ -1,0 +1,182 @@
+"""The ranking stage as assets on a small synthetic world: point-in-time samples, one feature
+path for training and serving, the funnel table, recommendations, and the online CLI."""
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys_assets import cli, serving
+from recsys_assets.assets.ranking import build_samples, ranker_promoted
+from recsys_assets.core.generator import GeneratorConfig, generate
+from recsys_assets.core.ranking import features as F
+from recsys_assets.core.ranking import funnel
+from recsys_assets.definitions import build_defs, build_resources
+from recsys_assets.online import OnlineRecommender
+from recsys_assets.quickstart import materialize_all
+from resources.model_store import CorruptModelError
+
+DAYS = [f"2026-01-0{d}" for d in range(1, 7)]
+D = DAYS[-1]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ranking")
+    generate(GeneratorConfig(n_users=400, n_items=250, days=len(DAYS), impressions_per_day=8_000, seed=11), root)
+    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def res(root):
+    return build_resources(str(root))
+
+
+def test_samples_hold_only_features_known_before_the_day(root, res):
+    samples = pl.read_parquet(res["storage"].partition_path("ranking_samples", D))
+    assert set(samples["kind"].unique()) == {"impressions", "candidates"}
+    con = duckdb.connect()
+    lake = root / "lake"
+    # user impressions over the 28 days before D, recomputed from the interactions of earlier days only
+    before = dict(con.execute(f"""SELECT user_id, count(*) FROM read_parquet('{lake}/interactions/*.parquet')
+                                  WHERE NOT is_organic AND day < DATE '{D}' GROUP BY user_id""").fetchall())
+    users = samples.filter(pl.col("kind") == "impressions").unique("user_id").head(50)
+    for user, value in zip(users["user_id"], users["u_impressions_28d"]):
+        assert (0 if value is None else value) == before.get(user, 0)  # no features = no earlier activity
+    # item impressions of the day before D only
+    yesterday = dict(con.execute(f"""SELECT item_id, count(*) FROM read_parquet('{lake}/interactions/{DAYS[-2]}.parquet')
+                                     WHERE NOT is_organic GROUP BY item_id""").fetchall())
+    items = samples.unique("item_id").head(50)
+    for item, value in zip(items["item_id"], items["i_impressions_1d"]):
+        assert (0 if value is None else value) == yesterday.get(item, 0)  # None: an item new on D
+    # user x genre positives from earlier days only
+    genre_pos = dict(((u, i), n) for u, i, n in con.execute(f"""
+        WITH hist AS (SELECT user_id, g AS genre, count(*) AS n
+                      FROM read_parquet('{lake}/interactions/*.parquet') AS x
+                      JOIN (SELECT item_id, unnest(genres) AS g FROM read_parquet('{lake}/raw_items/snapshot.parquet')) USING (item_id)
+                      WHERE is_positive AND day < DATE '{D}' GROUP BY ALL)
+        SELECT s.user_id, s.item_id, sum(h.n) FROM (SELECT DISTINCT user_id, item_id FROM samples) AS s
+        JOIN (SELECT item_id, unnest(genres) AS g FROM read_parquet('{lake}/raw_items/snapshot.parquet')) AS ig USING (item_id)
+        JOIN hist AS h ON h.user_id = s.user_id AND h.genre = ig.g GROUP BY ALL""").fetchall())
+    for row in samples.head(300).iter_rows(named=True):
+        assert row["genre_positives"] == genre_pos.get((row["user_id"], row["item_id"]), 0)
+    # channel scores come from models trained strictly before D
+    for name in serving.load_channels(res["model_store"], D, res["ranking"].channels):
+        train_days = res["model_store"].verify(f"recall_{name}", D)["metadata"]["train_days"]
+        assert train_days[-1] < D
+
+
+def test_training_and_serving_build_the_same_feature_vector(res):
+    storage, store, ranking = res["storage"], res["model_store"], res["ranking"]
+    model = serving.load_ranker(store, D)
+    samples = pl.read_parquet(storage.partition_path("ranking_samples", D)).filter(pl.col("kind") == "candidates")
+    pairs = samples.select("user_id", "item_id").head(200)
+    online = OnlineRecommender(storage, store, ranking, res["recall"], day=D)
+    served = F.feature_frame(online.ctx, funnel.serving_pairs(pairs, ranking.serving_surface))
+    trained = pairs.join(samples, on=["user_id", "item_id"], how="left")
+    served_x, trained_x = model.matrix(served), model.matrix(trained)
+    # Channel scores are dot products computed in batches of different users: BLAS blocking
+    # may change the last float32 bit. Everything else (ranks included) must be identical.
+    scores = np.array([name.startswith("score_") for name in model.feature_names])
+    np.testing.assert_array_equal(served_x[:, ~scores], trained_x[:, ~scores])
+    np.testing.assert_allclose(served_x[:, scores], trained_x[:, scores], rtol=1e-5, atol=1e-6)
+
+
+def test_ranker_artifact_and_funnel_table(res):
+    store, storage = res["model_store"], res["storage"]
+    manifest = store.verify("ranker", D)
+    meta = manifest["metadata"]
+    assert meta["train_days"] == DAYS[-4:-2] and meta["valid_days"] == [DAYS[-2]] and meta["data_version"]
+    assert not store.exists("ranker", DAYS[-3])  # too few earlier sample days: skipped, not faked
+    con = duckdb.connect(str(storage.catalog_path), read_only=True)
+    rows = con.execute("SELECT scope, stage, metric, value, ci_low, ci_high FROM funnel_evaluation WHERE day = ?",
+                       [D]).fetchall()
+    funnel_rows = {(s, m): (v, lo, hi) for scope, s, m, v, lo, hi in rows if scope == "funnel"}
+    for stage in ("recall_only", "ranker", "ranker_rerank"):
+        for metric in ("ndcg", "recall", "mrr"):
+            v, lo, hi = funnel_rows[(stage, metric)]
+            assert 0 <= lo <= v <= hi <= 1
+        assert {"coverage", "intra_list_similarity", "latency_ms_per_user"} <= {m for s, m in funnel_rows if s == stage}
+    slates = {(s, m) for scope, s, m, *_ in rows if scope == "slates"}
+    assert {("popularity", "mrr"), ("ranker", "mrr"), ("ctr_binary", "auc"), ("ctr_binary", "logloss")} <= slates
+    promoted, why = ranker_promoted(storage, D)
+    assert promoted == (funnel_rows[("ranker", "ndcg")][0] > funnel_rows[("recall_only", "ndcg")][0]) and why
+    importance = con.execute("SELECT count(*), sum(gain_share) FROM ranker_feature_importance WHERE model = 'lambdarank' "
+                             "AND day = ?", [D]).fetchone()
+    assert importance[0] == len(meta["feature_names"]) and importance[1] == pytest.approx(1.0)
+
+
+def test_recommendations_table_and_online_path_agree(res):
+    storage, store = res["storage"], res["model_store"]
+    recs = pl.read_parquet(storage.partition_path("recommendations", D))
+    top_k = res["ranking"].top_k
+    per_user = recs.group_by("user_id").agg(pl.col("rank").sort(), pl.len())
+    assert per_user["len"].max() <= top_k
+    assert all(r == list(range(1, len(r) + 1)) for r in per_user["rank"].to_list())
+    history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
+    assert recs.join(history, on=["user_id", "item_id"], how="inner").height == 0  # nothing already watched
+    assert recs.filter(pl.col("channels").list.len() == 0).height == 0
+    assert recs.filter(pl.col("because_you_watched").list.len() > 0).height > 0
+    # the online path gives the batch list for a user with no activity newer than the models
+    fresh = set(pl.read_parquet(storage.partition_path("interactions", D))["user_id"].to_list())
+    with_history = set(history["user_id"].to_list())
+    user = next(u for u in recs["user_id"].unique().sort().to_list() if u in with_history and u not in fresh)
+    answer = OnlineRecommender(storage, store, res["ranking"], res["recall"], day=D).recommend(user, k=top_k)
+    batch = recs.filter(pl.col("user_id") == user).sort("rank")
+    assert answer.path == "known"
+    assert answer.table["item_id"].to_list() == batch["item_id"].to_list()
+    np.testing.assert_allclose(answer.table["score"].to_numpy(), batch["score"].to_numpy(), rtol=1e-6)
+
+
+def _cli(capsys, *args) -> dict:
+    assert cli.main(["recommend", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
+    storage = res["storage"]
+    recs = pl.read_parquet(storage.partition_path("recommendations", D))
+    known = int(recs["user_id"][0])
+    out = _cli(capsys, "--user", str(known), "--k", "5", "--explain", "--data-root", str(root))
+    assert out["path"].startswith("known") and len(out["items"]) == 5 and out["day"] == D
+    assert {"recall_ms", "rank_ms", "rerank_ms", "total_ms"} <= set(out["timings_ms"])
+    assert all("because_you_watched" in item and "top_features" in item for item in out["items"])
+    unknown = _cli(capsys, "--user", "987654321", "--data-root", str(root))
+    assert unknown["path"] == "cold_start" and len(unknown["items"]) == 10
+    users = set(pl.read_parquet(storage.partition_path("user_id_dictionary"))["id"].to_list())
+    active = set(serving.user_history(storage, serving.days_before(D, 28) + [D])["user_id"].to_list())
+    cold = min(users - active)  # known to the dictionary, no positive in the window
+    assert _cli(capsys, "--user", str(cold), "--data-root", str(root))["path"] == "cold_start"
+    newly_active = sorted(set(serving.user_history(storage, [D])["user_id"].to_list()))[0]
+    assert _cli(capsys, "--user", str(newly_active), "--data-root", str(root))["path"] == "known+fold_in"
+
+
+def test_cli_names_a_corrupt_ranker_file(root, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    target = next((copy / "models" / "ranker" / D).glob("lambdarank.txt"))
+    target.resolve().write_text(target.resolve().read_text()[:1000])  # truncated
+    assert cli.main(["recommend", "--user", "1", "--data-root", str(copy)]) == 2
+    assert "lambdarank.txt" in capsys.readouterr().err
+    with pytest.raises(CorruptModelError, match="lambdarank.txt"):
+        serving.load_ranker(build_resources(str(copy))["model_store"], D)
+
+
+def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
+    copy = tmp_path / "noimp"
+    shutil.copytree(root, copy, symlinks=True)
+    res = build_resources(str(copy))
+    path = res["storage"].partition_path("interactions", D)
+    organic = pl.read_parquet(path).filter(pl.col("is_positive")).with_columns(pl.lit(True).alias("is_organic"))
+    organic.write_parquet(path)  # ratings-style day: positives only, nothing shown
+    frame, info = build_samples(res["storage"], res["model_store"], res["ranking"], D)
+    assert info["rows_impressions"] == 0 and info["rows_sampled"] > 0
+    sampled = frame.filter(pl.col("kind") == "sampled")
+    n_pos = sampled.filter(pl.col("label") > 0).height
+    assert sampled.height == n_pos * (1 + res["ranking"].negative_ratio)

@@ -1,0 +1,107 @@
+"""Ranking building blocks without Dagster: sampled negatives, slate metrics, AUC/LogLoss,
+and a deterministic LightGBM ranker that round-trips through its text format."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from recsys_assets.core.hashing import build_hash_dictionary
+from recsys_assets.core.ranking import features as F
+from recsys_assets.core.ranking import funnel, ranker as ranker_lib, samples
+
+
+def test_sampled_negatives_ratio_hard_share_and_no_positive_as_negative():
+    positives = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 11, 10]})
+    candidates = pl.DataFrame({"user_id": [1] * 6 + [2] * 6, "item_id": [10, 11, 12, 13, 14, 15] * 2})
+    catalog = np.arange(10, 60)
+    out = samples.sampled_negative_pairs(positives, candidates, catalog, "2026-01-05", ratio=4, hard_share=0.5, seed=3)
+    assert out.filter(pl.col("label") > 0).height == 3
+    for user, n_pos in ((1, 2), (2, 1)):
+        rows = out.filter(pl.col("user_id") == user)
+        negatives = rows.filter(pl.col("label") == 0)["item_id"].to_list()
+        assert len(negatives) == 4 * n_pos and len(set(negatives)) == len(negatives)
+        assert not set(negatives) & set(positives.filter(pl.col("user_id") == user)["item_id"].to_list())
+        hard = [i for i in negatives if i in (12, 13, 14, 15)]
+        assert len(hard) >= min(2 * n_pos, 4)  # half the negatives from the candidates (capped by the pool)
+        assert rows["request_id"].unique().to_list() == [f"{user}@2026-01-05"]
+    again = samples.sampled_negative_pairs(positives, candidates, catalog, "2026-01-05", ratio=4, hard_share=0.5, seed=3)
+    assert again.equals(out)
+    with pytest.raises(ValueError):
+        samples.sampled_negative_pairs(positives, candidates, catalog, "d", hard_share=2.0)
+
+
+def test_candidate_groups_label_what_the_user_did_and_drop_users_without_signal():
+    candidates = pl.DataFrame({"user_id": [1, 1, 1, 2, 2], "item_id": [10, 11, 12, 10, 11]})
+    day = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [11, 12, 30], "is_positive": [True, False, True],
+                        "clicked": [True, True, False]})
+    out = samples.candidate_groups(candidates, day, "2026-01-05", "home")
+    assert out["user_id"].unique().to_list() == [1]  # user 2's positive was not a candidate
+    assert dict(zip(out["item_id"].to_list(), out["label"].to_list())) == {10: 0, 11: 2, 12: 1}
+    assert out["surface"].unique().to_list() == ["home"] and out["position"].null_count() == 3
+
+
+def test_slate_metrics_auc_logloss_by_hand():
+    frame = pl.DataFrame({"request_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 2, "label": [0, 2, 0, 1, 0, 0, 0, 0],
+                          "s": [3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 1.0, 2.0]})
+    out = funnel.slate_metrics(frame, {"s": "s"}, k=10)["s"]
+    assert out["mrr"].tolist() == pytest.approx([1 / 2, 1 / 3])  # request c has no chosen item: left out
+    assert out["ndcg"].tolist() == pytest.approx([(3 / np.log2(3)) / 3, (1 / np.log2(4)) / 1])
+    assert funnel.auc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.4, 0.4])) == pytest.approx(0.875)
+    assert funnel.logloss(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(np.log(2))
+
+
+def _synthetic_rows(n_requests: int, seed: int) -> pl.DataFrame:
+    """Shown slates where the chosen item is the one closest to the user's taste (genre share)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(n_requests):
+        share = rng.random(8)
+        best = int(np.argmax(share + rng.normal(0, 0.1, 8)))
+        for pos in range(8):
+            label = 2 if pos == best else (1 if rng.random() < 0.05 else 0)
+            rows.append({"request_id": f"r{seed}-{r:05d}", "user_id": r % 50, "item_id": pos + 8 * (r % 7),
+                         "position": pos, "surface": "home", "device_type": "tv", "clicked": label > 0,
+                         "is_positive": label == 2, "label": label, "kind": "impressions", "genre_share_sum": share[pos],
+                         "country": "DE", "ui_language": "de", "item_genre": "drama"})
+    frame = pl.DataFrame(rows)
+    for col in F.numeric_features(("als",)):
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(rng.random(), pl.Float32).alias(col))
+    return frame
+
+
+def _dictionary() -> pa.Table:
+    counts = pa.table({"field": ["surface", "device_type", "country", "genres"], "value": ["home", "tv", "DE", "drama"],
+                       "count": [100, 100, 100, 100]})
+    return build_hash_dictionary(counts, None, n_buckets=64, min_count=1)
+
+
+def test_ranker_learns_is_deterministic_and_round_trips(tmp_path):
+    train, valid = _synthetic_rows(400, 1), _synthetic_rows(150, 2)
+    kwargs = dict(params={"min_data_in_leaf": 20}, num_boost_round=60, early_stopping_rounds=10, seed=7)
+    model = ranker_lib.train(train, valid, _dictionary(), ("als",), **kwargs)
+    again = ranker_lib.train(train, valid, _dictionary(), ("als",), **kwargs)
+    assert model.lambdarank.model_to_string() == again.lambdarank.model_to_string()
+    test = _synthetic_rows(100, 3).with_columns(pl.Series("s", np.zeros(800)))
+    scored = test.with_columns(pl.Series("ranker", model.score(test)), (-pl.col("position").cast(pl.Float64)).alias("shown"))
+    per = funnel.slate_metrics(scored, {"ranker": "ranker", "shown": "shown"})
+    assert per["ranker"]["mrr"].mean() > per["shown"]["mrr"].mean() + 0.3  # it learned the taste signal
+
+    ranker_lib.save(model, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"lambdarank.txt", "ctr_binary.txt", "ranker.json",
+                                                    "hash_dictionary.parquet"}
+    assert (tmp_path / "lambdarank.txt").read_text().startswith("tree")  # LightGBM's own text format
+    loaded = ranker_lib.load(tmp_path)
+    np.testing.assert_allclose(loaded.score(test), model.score(test), rtol=1e-6)
+    importance = ranker_lib.feature_importance(model)
+    top = importance.filter(pl.col("model") == "lambdarank").row(0, named=True)
+    assert top["feature"] == "genre_share_sum" and importance["gain_share"].min() >= 0
+
+    meta = json.loads((tmp_path / "ranker.json").read_text())
+    meta["dictionary_version"] = "something-else"
+    (tmp_path / "ranker.json").write_text(json.dumps(meta))
+    with pytest.raises(ranker_lib.RankerMismatchError, match="hash_dictionary.parquet"):
+        ranker_lib.load(tmp_path)
