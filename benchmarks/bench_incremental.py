@@ -79,7 +79,7 @@ def main():
         append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{cmd}` | {machine()}, dagster {dg.__version__} | "
                       f"{full7:.1f}s | {inc7:.2f}s "
                      f"({inc7 / full7 * 7:.2f}/N) | {full28:.1f}s | {inc28:.2f}s ({inc28 / full28 * 28:.2f}/N) | "
-                     f"{inc56:.2f}s ({inc56 / full56 * 56:.2f}/N) | {inc28 / inc7:.2f}x / {inc56 / inc28:.2f}x |\n")
+                     f"{inc56:.2f}s ({inc56 / full56 * 56:.2f}/N) | {inc28 / inc7:.2f}x / {inc56 / inc28:.2f}x |\n", section="Incremental cost")
 
 
 if __name__ == "__main__":

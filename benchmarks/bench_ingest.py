@@ -77,7 +77,7 @@ def main() -> None:
                 f"{f' --bad-rate {args.bad_rate}' if args.bad_rate else ''}` | {machine()} | "
                 f"{rows:,} lines / {size_mb:.0f} MB | {base_s:.2f}s | {ing_s:.2f}s ({rows / ing_s:,.0f} rows/s) | "
                 f"{ing_s / base_s:.2f}x | {peak_mib:,.0f} MiB |\n")
-        print(f"recorded in {append_result(line)}")
+        print(f"recorded in {append_result(line, section='Raw ingestion')}")
 
 
 if __name__ == "__main__":

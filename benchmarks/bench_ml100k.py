@@ -198,7 +198,7 @@ def main():
                       f"params: `{json.dumps(configs)}`, fusion_zscore weights `{json.dumps(weights)}`"
                       + (f", picked on a validation split of train (seed {VAL_SEED}), validation NDCG@10 "
                          f"`{json.dumps({k: round(v, 4) for k, v in report.items()})}`" if report else "")
-                      + " |")
+                      + " |", section="MovieLens-100K")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def main():
         table = " <br> ".join(f"{m} {v:.4f} [{lo:.4f}, {hi:.4f}]" for m, v, lo, hi, *_ in rows)
         append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_recall.py --days "
                       f"{args.days}` | {machine()} | {rows[0][7]} | {table} | {winner} | "
-                      f"{ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x) |")
+                      f"{ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x) |", section="Recall quality")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,19 @@ def machine() -> str:
             f"duckdb {duckdb.__version__}")
 
 
-def append_result(row: str) -> Path:
+def append_result(row: str, section: str) -> Path:
+    """Add `row` as the last table row of the RESULTS.md section whose heading starts with
+    `## {section}` (so a benchmark's row never lands in another benchmark's table)."""
     path = ROOT / "benchmarks/RESULTS.md"
-    with open(path, "a") as fh:
-        fh.write(row.rstrip("\n") + "\n")
+    lines = path.read_text().split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"## {section}")]
+    if not starts:
+        raise KeyError(f"RESULTS.md has no section '## {section}': add its heading and table header first")
+    start = starts[0]
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rows = [i for i in range(start, end) if lines[i].startswith("|")]
+    if not rows:
+        raise KeyError(f"section '## {section}' of RESULTS.md has no table header")
+    lines.insert(rows[-1] + 1, row.rstrip("\n"))
+    path.write_text("\n".join(lines))
     return path
