@@ -18,7 +18,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys_assets import serving
-from recsys_assets.assets.ranking import ranker_promoted
+from recsys_assets.assets.ranking import serving_ranker_day
 from recsys_assets.assets.recall import model_assets
 from recsys_assets.core import fusion
 from recsys_assets.core.recall.base import RecallModel
@@ -69,15 +69,16 @@ class OnlineRecommender:
         self.storage, self.ranking, self.recall = storage, ranking, recall
         self.day = day or latest_model_day(model_store)
         channel_names = list(dict.fromkeys([*ranking.channels, *model_assets]))
-        self.ctx = serving.feature_context(storage, model_store, self.day, ranking.channels)
+        self.ranker_day, self.why = serving_ranker_day(storage, self.day)
+        self.model = serving.load_ranker(model_store, self.ranker_day) if self.ranker_day else None
+        self.ctx = serving.feature_context(storage, model_store, self.day,
+                                           self.model.channel_names if self.model else ranking.channels)
         self.recall_channels = serving.load_channels(model_store, self.day, channel_names)
         self.ranges = {}
         for name in self.recall_channels:
             score_range = model_store.verify(f"recall_{name}", self.day)["metadata"].get("score_range") or {}
             if score_range:
                 self.ranges[name] = (score_range["p01"], score_range["p99"])
-        promoted, self.why = ranker_promoted(storage, self.day)
-        self.model = serving.load_ranker(model_store, self.day) if promoted else None
         self.user_index = dict(zip(self.ctx.user_index["user_id"].to_list(), self.ctx.user_index["user_idx"].to_list()))
         self.item_of = np.full(int(self.ctx.item_index["item_idx"].max()) + 1, -1, np.int64)
         self.item_of[self.ctx.item_index["item_idx"].to_numpy()] = self.ctx.item_index["item_id"].to_numpy()

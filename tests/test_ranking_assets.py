@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from recsys_assets import cli, serving
-from recsys_assets.assets.ranking import build_samples, ranker_promoted
+from recsys_assets.assets.ranking import beats_recall_only, build_samples, decide_ranker, serving_ranker_day
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
@@ -105,11 +105,29 @@ def test_ranker_artifact_and_funnel_table(res):
         assert {"coverage", "intra_list_similarity", "latency_ms_per_user"} <= {m for s, m in funnel_rows if s == stage}
     slates = {(s, m) for scope, s, m, *_ in rows if scope == "slates"}
     assert {("popularity", "mrr"), ("ranker", "mrr"), ("ctr_binary", "auc"), ("ctr_binary", "logloss")} <= slates
-    promoted, why = ranker_promoted(storage, D)
-    assert promoted == (funnel_rows[("ranker", "ndcg")][0] > funnel_rows[("recall_only", "ndcg")][0]) and why
+    beats, why = beats_recall_only(storage, D)
+    assert beats == (funnel_rows[("ranker", "ndcg")][0] > funnel_rows[("recall_only", "ndcg")][0]) and why
+    (decision, champion, candidate_value) = con.execute(
+        "SELECT decision, champion_day, candidate_value FROM ranker_champion WHERE day = ?", [D]).fetchone()
+    assert candidate_value == pytest.approx(funnel_rows[("ranker", "ndcg")][0])
+    assert (decision == "promoted") == (champion == D) and (decision != "promoted" or beats)
+    assert serving_ranker_day(storage, D)[0] == champion
     importance = con.execute("SELECT count(*), sum(gain_share) FROM ranker_feature_importance WHERE model = 'lambdarank' "
                              "AND day = ?", [D]).fetchone()
     assert importance[0] == len(meta["feature_names"]) and importance[1] == pytest.approx(1.0)
+
+
+def test_ranker_promotion_gate():
+    promote = decide_ranker("2026-01-06", 0.20, 0.15, "2026-01-05", 0.19, tolerance=0.02)
+    assert promote["decision"] == "promoted" and promote["champion_day"] == "2026-01-06"
+    worse = decide_ranker("2026-01-06", 0.18, 0.15, "2026-01-05", 0.19, tolerance=0.02)  # > 2% below the incumbent
+    assert worse["decision"] == "rejected" and worse["champion_day"] == "2026-01-05" and "worse" in worse["reason"]
+    no_gain = decide_ranker("2026-01-06", 0.14, 0.15, None, None, tolerance=0.02)  # loses to recall-only
+    assert no_gain["decision"] == "rejected" and no_gain["champion_day"] is None and "recall order" in no_gain["reason"]
+    stale = decide_ranker("2026-01-06", 0.14, 0.15, "2026-01-05", 0.12, tolerance=0.02)  # incumbent lost too
+    assert stale["champion_day"] is None
+    missing = decide_ranker("2026-01-06", None, None, "2026-01-05", None, tolerance=0.02)
+    assert missing["decision"] == "none" and missing["champion_day"] is None
 
 
 def test_recommendations_table_and_online_path_agree(res):

@@ -222,18 +222,36 @@ def _id_lookup(frame: pl.DataFrame, id_col: str, idx_col: str) -> np.ndarray:
     return out
 
 
-def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings,
-                    ranking: RankingSettings) -> tuple[list[dict], dict]:
-    model = serving.load_ranker(model_store, day)
+def funnel_truth(day: str, storage: StorageResource, recall: RecallSettings, ranking: RankingSettings,
+                 ctx: F.FeatureContext) -> tuple[pl.DataFrame, np.ndarray, list[np.ndarray], tuple]:
+    """The evaluated users of `day` (new positives on D and recall candidates), their
+    candidates, their relevant item ids, and (data, test, info) of the recall split."""
     data, test, info, _, _ = load_day(storage, day, recall)
-    ctx = serving.feature_context(storage, model_store, day, ranking.channels)
-    attrs = funnel.ItemAttributes.from_context(ctx)
     user_of = _id_lookup(ctx.user_index, "user_id", "user_idx")
     item_of = _id_lookup(ctx.item_index, "item_id", "item_idx")
     candidates = serving.read_candidates(storage, day, ranking.rank_candidates, user_of[test.users])
     users = np.unique(candidates["user_id"].to_numpy())
     relevant_by_id = {int(user_of[u]): item_of[test.relevant[u].indices] for u in test.users}
-    relevant = [relevant_by_id[int(u)] for u in users]
+    return candidates, users, [relevant_by_id[int(u)] for u in users], (data, test, info)
+
+
+def ranker_ndcg_on_day(day: str, model_day: str, storage: StorageResource, model_store: ModelStoreResource,
+                       recall: RecallSettings, ranking: RankingSettings, k: int = 10) -> float:
+    """Funnel NDCG@k on `day` of the ranker trained for `model_day` (e.g. the serving champion),
+    with day D's features and candidates: the comparison the promotion gate makes."""
+    model = serving.load_ranker(model_store, model_day)
+    ctx = serving.feature_context(storage, model_store, day, model.channel_names)
+    candidates, users, relevant, _ = funnel_truth(day, storage, recall, ranking, ctx)
+    lists = funnel.lists_by(funnel.score_candidates(model, ctx, candidates, ranking.serving_surface), "ranker_score", k)
+    return float(metrics.per_user_metrics(_as_matrix(lists, users, k), relevant, k)[f"ndcg@{k}"].mean())
+
+
+def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings,
+                    ranking: RankingSettings) -> tuple[list[dict], dict]:
+    model = serving.load_ranker(model_store, day)
+    ctx = serving.feature_context(storage, model_store, day, model.channel_names)
+    attrs = funnel.ItemAttributes.from_context(ctx)
+    candidates, users, relevant, (data, test, info) = funnel_truth(day, storage, recall, ranking, ctx)
     rows, k = [], 10
     lists, latency = {}, {}
 
@@ -355,8 +373,9 @@ def funnel_evaluation(context: dg.AssetExecutionContext, storage: StorageResourc
     return dg.MaterializeResult(metadata=meta)
 
 
-def ranker_promoted(storage: StorageResource, day: str) -> tuple[bool, str]:
-    """The ranker serves on `day` only if it beat recall-only ordering on the funnel NDCG@10."""
+def beats_recall_only(storage: StorageResource, day: str) -> tuple[bool, str]:
+    """Whether the ranker of `day` beat recall-only ordering on the funnel NDCG@10 (the first
+    condition of its promotion; ranker_champion adds the comparison with the serving ranker)."""
     path = storage.partition_path("funnel_evaluation", day)
     if not path.exists():
         return False, f"funnel_evaluation is not materialized for {day}"
@@ -372,9 +391,9 @@ def ranker_promoted(storage: StorageResource, day: str) -> tuple[bool, str]:
 
 @dg.asset_check(asset=funnel_evaluation, name="ranker_beats_recall_only", partitions_def=daily_partitions,
                 description="Fails if the ranker does not beat recall-only ordering on NDCG@10 (funnel scope). "
-                            "A failing ranker never serves: `recommendations` then orders by recall.")
+                            "A failing ranker is never promoted (ranker_champion applies the same rule).")
 def ranker_beats_recall_only(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    results = {day: ranker_promoted(storage, day) for day in context.partition_keys}
+    results = {day: beats_recall_only(storage, day) for day in context.partition_keys}
     evaluated = {d: r for d, r in results.items() if not r[1].startswith(("no ranker", "funnel_evaluation is not"))}
     failing = {d: why for d, (ok, why) in evaluated.items() if not ok}
     return dg.AssetCheckResult(passed=not failing, metadata={
@@ -382,5 +401,103 @@ def ranker_beats_recall_only(context: dg.AssetCheckExecutionContext, storage: St
         "failing": dg.MetadataValue.json(failing)})
 
 
-ranking_assets = [ranking_samples, ranker, funnel_evaluation]
+RANKER_REGISTRY = pa.schema([
+    ("day", pa.string()), ("metric", pa.string()), ("candidate_day", pa.string()), ("candidate_value", pa.float64()),
+    ("recall_only_value", pa.float64()), ("incumbent_day", pa.string()), ("incumbent_value", pa.float64()),
+    ("decision", pa.string()), ("champion_day", pa.string()), ("reason", pa.string())])
+
+
+def ranker_champion_before(storage: StorageResource, day: str) -> str | None:
+    """Training day of the ranker serving before `day` (from the registry)."""
+    for path in sorted((storage.lake_dir / "ranker_champion").glob("*.parquet"), reverse=True):
+        if path.stem < day:
+            champion = pq.read_table(path).column("champion_day")[0].as_py()
+            if champion:
+                return champion
+    return None
+
+
+def serving_ranker_day(storage: StorageResource, day: str) -> tuple[str | None, str]:
+    """(training day of the ranker that serves on `day`, why); None = serve in recall order."""
+    path = storage.partition_path("ranker_champion", day)
+    if not path.exists():
+        return None, f"ranker_champion is not materialized for {day}: recall order"
+    row = pq.read_table(path).to_pylist()[0]
+    return row["champion_day"], row["reason"]
+
+
+def decide_ranker(day: str, candidate_value: float | None, recall_value: float | None, incumbent_day: str | None,
+                  incumbent_value: float | None, tolerance: float) -> dict:
+    """The ranker of `day` serves if it beats recall-only ordering on D and is not worse than
+    the serving ranker (evaluated on the same day) by more than `tolerance` (relative). A
+    rejected candidate leaves the serving ranker in place if that one still beats recall-only."""
+    row = {"day": day, "metric": "ndcg@10", "candidate_day": day if candidate_value is not None else None,
+           "candidate_value": candidate_value, "recall_only_value": recall_value, "incumbent_day": incumbent_day,
+           "incumbent_value": incumbent_value}
+    incumbent_ok = incumbent_value is not None and recall_value is not None and incumbent_value > recall_value
+    keep = {"champion_day": incumbent_day if incumbent_ok else None}
+    if candidate_value is None or recall_value is None:
+        return row | keep | {"decision": "kept" if incumbent_ok else "none",
+                             "reason": f"no ranker of {day} was evaluated"
+                                       + (f"; the ranker of {incumbent_day} keeps serving" if incumbent_ok else
+                                          "; recall order serves")}
+    if candidate_value <= recall_value:
+        return row | keep | {"decision": "rejected",
+                             "reason": f"ranker of {day} ({candidate_value:.4f}) does not beat recall-only "
+                                       f"({recall_value:.4f}) on {day}"
+                                       + (f"; the ranker of {incumbent_day} keeps serving" if incumbent_ok else
+                                          "; recall order serves")}
+    if incumbent_value is not None and candidate_value < incumbent_value * (1 - tolerance):
+        return row | keep | {"decision": "rejected",
+                             "reason": f"ranker of {day} ({candidate_value:.4f}) is worse than the serving ranker of "
+                                       f"{incumbent_day} ({incumbent_value:.4f}) by more than {tolerance:.0%} on {day}"
+                                       + ("; it keeps serving" if incumbent_ok else "; recall order serves")}
+    return row | {"decision": "promoted", "champion_day": day,
+                  "reason": f"ranker of {day} beats recall-only ({candidate_value:.4f} > {recall_value:.4f})"
+                            + (f" and is within {tolerance:.0%} of or better than the ranker of {incumbent_day} "
+                               f"({incumbent_value:.4f})" if incumbent_value is not None else "")}
+
+
+@dg.asset(
+    group_name=GROUP, kinds={"parquet"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["funnel_evaluation"],
+    description="Gated promotion of the ranker: the ranker of D serves from D on only if it beats recall-only "
+                "ordering on D's funnel NDCG@10 and is not worse than the serving ranker, evaluated on the same day, "
+                "by more than RecallSettings.promotion_tolerance. Otherwise the serving ranker stays (if it still "
+                "beats recall-only on D) or recommendations fall back to recall order. One registry row per day: "
+                "`SELECT * FROM ranker_champion`.",
+    **ownership.layer("ranking"),
+)
+def ranker_champion(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
+                    recall: RecallSettings, ranking: RankingSettings, warehouse: WarehouseResource
+                    ) -> dg.MaterializeResult:
+    decision = {}
+    for day in context.partition_keys:  # in order: each day sees the decisions of the days before
+        path = storage.partition_path("funnel_evaluation", day)
+        if not path.exists():
+            raise dg.Failure(f"funnel_evaluation is not materialized for {day}")
+        rows = pq.read_table(path).to_pylist()
+        candidate = _headline(rows, "funnel", "ranker", "ndcg")
+        recall_value = _headline(rows, "funnel", "recall_only", "ndcg")
+        incumbent = ranker_champion_before(storage, day)
+        incumbent_value = None
+        if incumbent and not model_store.exists("ranker", incumbent):
+            context.log.warning(f"serving ranker of {incumbent} has no published artifact; treating as none")
+            incumbent = None
+        if incumbent and recall_value is not None:
+            incumbent_value = ranker_ndcg_on_day(day, incumbent, storage, model_store, recall, ranking)
+        decision = decide_ranker(day, candidate, recall_value, incumbent, incumbent_value, recall.promotion_tolerance)
+        serving.write_frame(pa.Table.from_pylist([decision], schema=RANKER_REGISTRY),
+                            storage.partition_path("ranker_champion", day))
+        context.log.info(f"ranker champion {day}: {decision['decision']} -> {decision['champion_day']} "
+                         f"({decision['reason']})")
+    warehouse.refresh_catalog()
+    return dg.MaterializeResult(metadata={
+        "decision": decision.get("decision", "none"), "champion_day": decision.get("champion_day") or "none",
+        "candidate_value": decision.get("candidate_value") or 0.0,
+        "incumbent_value": decision.get("incumbent_value") or 0.0,
+        "recall_only_value": decision.get("recall_only_value") or 0.0, "reason": decision.get("reason", "")})
+
+
+ranking_assets = [ranking_samples, ranker, funnel_evaluation, ranker_champion]
 ranking_checks = [ranker_artifact_verified, ranker_beats_recall_only]

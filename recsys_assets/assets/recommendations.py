@@ -5,7 +5,7 @@ import polars as pl
 
 from recsys_assets import serving
 from recsys_assets.assets import ownership
-from recsys_assets.assets.ranking import ranker_promoted
+from recsys_assets.assets.ranking import serving_ranker_day
 from recsys_assets.partitions import daily_partitions
 from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource, WarehouseResource
 
@@ -21,10 +21,10 @@ COLUMNS = dg.TableSchema(columns=[
 @dg.asset(
     group_name="serving", kinds={"lightgbm", "parquet"}, partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["funnel_evaluation", "ranker", "recall_candidates", "item_features", "user_features", "interactions"],
+    deps=["ranker_champion", "ranker", "recall_candidates", "item_features", "user_features", "interactions"],
     description="The top-K (RankingSettings.top_k) list served on day D to every user active in the 28 days before D: "
-                "recall candidates of D (users without any positive get popular items), ordered by the ranker of D "
-                "if it beat recall-only ordering in funnel_evaluation (else by recall), re-ranked (watched items "
+                "recall candidates of D (users without any positive get popular items), ordered by the serving "
+                "ranker of ranker_champion (else by recall), re-ranked (watched items "
                 "removed, MMR, genre cap), each with its score, the recall channels it came from, the user's watched "
                 "items most similar to it and the top contributing features. `SELECT * FROM recommendations`.",
     **ownership.layer("serving"),
@@ -34,10 +34,10 @@ def recommendations(context: dg.AssetExecutionContext, storage: StorageResource,
                     ) -> dg.MaterializeResult:
     meta = {}
     for day in context.partition_keys:
-        ctx = serving.feature_context(storage, model_store, day, ranking.channels)
-        promoted, why = ranker_promoted(storage, day)
-        model = serving.load_ranker(model_store, day) if promoted else None
-        context.log.info(f"recommendations {day}: {'ranker' if promoted else 'recall order'} ({why})")
+        ranker_day, why = serving_ranker_day(storage, day)
+        model = serving.load_ranker(model_store, ranker_day) if ranker_day else None
+        ctx = serving.feature_context(storage, model_store, day, model.channel_names if model else ranking.channels)
+        context.log.info(f"recommendations {day}: {f'ranker of {ranker_day}' if model else 'recall order'} ({why})")
         try:
             candidates = serving.read_candidates(storage, day, ranking.rank_candidates)
         except serving.MissingInput as missing:  # e.g. the first day: no model could be trained yet
@@ -55,7 +55,7 @@ def recommendations(context: dg.AssetExecutionContext, storage: StorageResource,
         serving.write_frame(out, storage.partition_path("recommendations", day), order_by="user_id, rank")
         preview = out.filter(pl.col("user_id") == out["user_id"].min()) if out.height else out
         meta = {"dagster/row_count": out.height, "users": out["user_id"].n_unique(), "cold_start_users": len(cold),
-                "ranker_serving": promoted, "why": why, "dagster/column_schema": COLUMNS,
+                "ranker_day": ranker_day or "none (recall order)", "why": why, "dagster/column_schema": COLUMNS,
                 "catalog_coverage": out["item_id"].n_unique() / max(ctx.items.height, 1),
                 "preview": dg.MetadataValue.md(_markdown(preview.head(10)))}
     warehouse.refresh_catalog()
