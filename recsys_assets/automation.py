@@ -20,10 +20,11 @@ daily_refresh = dg.define_asset_job(
 
 retrain_models = dg.define_asset_job(
     "retrain_models",
-    selection=dg.AssetSelection.groups("dictionaries", "recall"),
+    selection=dg.AssetSelection.groups("dictionaries", "recall", "ranking", "serving"),
     partitions_def=daily_partitions,
     description="Train every recall model for a day on the window before it, evaluate them on the day, "
-                "choose the champion and index it.",
+                "choose the champion and index it; then the day's ranking samples, ranker, funnel evaluation, "
+                "ranker promotion and recommendations.",
 )
 
 daily_refresh_schedule = dg.build_schedule_from_partitioned_job(
