@@ -11,6 +11,9 @@ class RankingSettings(dg.ConfigurableResource):
     # stops early on D-valid_days .. D-1; it is evaluated on D (funnel_evaluation).
     train_days: int = 2
     valid_days: int = 1
+    # With valid_days = 0 (short histories, e.g. a two-day log), early stopping uses this share
+    # of the training days' requests instead (split by a hash of the request id).
+    valid_fraction: float = 0.2
     # Sources without impressions: negatives per positive and the share drawn from recall candidates.
     negative_ratio: int = 9
     hard_negative_share: float = 0.5

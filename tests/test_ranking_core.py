@@ -105,3 +105,14 @@ def test_ranker_learns_is_deterministic_and_round_trips(tmp_path):
     (tmp_path / "ranker.json").write_text(json.dumps(meta))
     with pytest.raises(ranker_lib.RankerMismatchError, match="hash_dictionary.parquet"):
         ranker_lib.load(tmp_path)
+
+
+def test_split_requests_keeps_requests_whole_and_is_seeded():
+    rows = _synthetic_rows(200, 4)
+    train, valid = ranker_lib.split_requests(rows, 0.25, seed=1)
+    assert train.height + valid.height == rows.height
+    assert not set(train["request_id"]) & set(valid["request_id"])
+    assert 0.1 < valid["request_id"].n_unique() / rows["request_id"].n_unique() < 0.4
+    assert ranker_lib.split_requests(rows, 0.25, seed=1)[1].equals(valid)
+    with pytest.raises(ValueError):
+        ranker_lib.split_requests(rows, 1.0)

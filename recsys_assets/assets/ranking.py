@@ -130,7 +130,7 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
         train_days, valid_days = sample_days(day, ranking)
         train_files = storage.existing_partitions("ranking_samples", train_days)
         valid_files = storage.existing_partitions("ranking_samples", valid_days)
-        if not train_files or not valid_files:
+        if not train_files or (ranking.valid_days > 0 and not valid_files):
             reason = (f"ranker {day} needs ranking_samples of {train_days} (train) and {valid_days} (validation); "
                       f"found {len(train_files)} and {len(valid_files)}")
             context.log.warning(reason)
@@ -138,9 +138,12 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
             continue
         dictionary_path = storage.partition_path("hash_dictionaries")
         started = time.perf_counter()
-        model = ranker_lib.train(pl.concat([pl.read_parquet(f) for f in train_files], how="diagonal_relaxed"),
-                                 pl.concat([pl.read_parquet(f) for f in valid_files], how="diagonal_relaxed"),
-                                 pq.read_table(dictionary_path), tuple(ranking.channels),
+        train_rows = pl.concat([pl.read_parquet(f) for f in train_files], how="diagonal_relaxed")
+        if valid_files:
+            valid_rows = pl.concat([pl.read_parquet(f) for f in valid_files], how="diagonal_relaxed")
+        else:  # no later day to stop on: hold out a share of the training requests
+            train_rows, valid_rows = ranker_lib.split_requests(train_rows, ranking.valid_fraction, ranking.seed)
+        model = ranker_lib.train(train_rows, valid_rows, pq.read_table(dictionary_path), tuple(ranking.channels),
                                  params={"learning_rate": ranking.learning_rate, "num_leaves": ranking.num_leaves,
                                          "max_depth": ranking.max_depth,
                                          "min_data_in_leaf": ranking.min_data_in_leaf},
@@ -148,7 +151,9 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
                                  early_stopping_rounds=ranking.early_stopping_rounds, seed=ranking.seed,
                                  threads=ranking.threads)
         seconds = time.perf_counter() - started
-        model.meta |= {"day": day, "train_days": train_days, "valid_days": valid_days, "train_seconds": seconds,
+        model.meta |= {"day": day, "train_days": train_days, "valid_days": valid_days if valid_files else [],
+                       "validation": "later days" if valid_files else
+                       f"{ranking.valid_fraction:.0%} of the training requests", "train_seconds": seconds,
                        "data_version": file_sha256_many(train_files + valid_files + [dictionary_path])}
         staging = model_store.staging_dir("ranker")
         ranker_lib.save(model, staging)

@@ -82,6 +82,14 @@ def _grouped(frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, np.ndarray]
     return kept, sizes
 
 
+def split_requests(rows: pl.DataFrame, valid_fraction: float, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, valid) with whole requests on one side, chosen by a seeded hash of request_id."""
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    bucket = (pl.col("request_id").hash(seed=seed) % 10_000) < int(valid_fraction * 10_000)
+    return rows.filter(~bucket), rows.filter(bucket)
+
+
 def _shown(rows: pl.DataFrame) -> pl.DataFrame:
     if "kind" in rows.columns:
         shown = rows.filter(pl.col("kind") == "impressions")
