@@ -34,10 +34,14 @@ FEATURES = ["interactions", "user_daily_stats", "item_daily_stats", "user_genre_
 
 
 def launch(port: int, assets: list[str], partitions: list[str]) -> str:
-    selection = ", ".join(f'{{path: ["{a}"]}}' for a in assets)
-    names = ", ".join(f'"{p}"' for p in partitions)
+    """A backfill of `assets` over exactly `partitions` (one range per asset). Not the
+    partitionNames + assetSelection form: with it Dagster propagates the root partitions
+    downstream through the partition mappings, so the 28-day windowed features would also be
+    requested for the 28 days after the range (whose inputs never landed) and fail."""
+    by_asset = ", ".join(f'{{assetKey: {{path: ["{a}"]}}, partitions: {{range: {{start: "{partitions[0]}", '
+                         f'end: "{partitions[-1]}"}}}}}}' for a in assets)
     out = graphql(port, f"""mutation {{ launchPartitionBackfill(backfillParams: {{
-        assetSelection: [{selection}], partitionNames: [{names}], fromFailure: false}}) {{
+        partitionsByAssets: [{by_asset}], fromFailure: false}}) {{
         ... on LaunchBackfillSuccess {{ backfillId }} ... on PythonError {{ message }}
         ... on UnauthorizedError {{ message }} ... on PartitionSetNotFoundError {{ message }}
         ... on InvalidStepError {{ invalidStepKey }} ... on InvalidOutputError {{ invalidOutputName }} }} }}""")
