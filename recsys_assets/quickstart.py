@@ -1,6 +1,10 @@
 """One command from a fresh clone: generate the default synthetic logs and materialize
 every asset over every generated day into ./data, recorded in ./dagster_home so the UI
-shows the runs. Usage: python -m recsys_assets.quickstart [--days N] [--regenerate]"""
+shows the runs. Usage: python -m recsys_assets.quickstart [--days N] [--regenerate]
+
+Real data instead: --source movielens|trivago --source-path <folder> adapts the dataset
+into the data root's landing zone first (python -m recsys_assets.adapt) and starts the
+daily partitions at its first day. A data root holds one source."""
 
 import argparse
 import os
@@ -65,6 +69,32 @@ def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterI
             raise SystemExit("materialization failed; see the run in the UI for the failing step")
 
 
+def select_source(args: argparse.Namespace, data_root: Path) -> None:
+    """Refuse a data root that holds another source; adapt a real dataset into the landing
+    zone; point RECSYS_START_DATE at its first day. Partitions are fixed when
+    recsys_assets.partitions is imported, so this must run before the definitions load."""
+    from recsys_assets.core.adapters.source import SourceConflict, check_compatible
+
+    try:
+        if args.source == "synthetic":
+            check_compatible(data_root, "synthetic", None)
+            return
+        if not args.source_path:
+            raise SystemExit(f"--source {args.source} needs --source-path (the dataset's folder)")
+        from recsys_assets.adapt import prepare_source
+
+        print(f"Adapting {args.source} from {args.source_path} into {data_root / 'landing'} ...")
+        marker = prepare_source(args.source, args.source_path, data_root)
+    except SourceConflict as exc:
+        raise SystemExit(f"error: {exc}") from None
+    loaded = sys.modules.get("recsys_assets.partitions")
+    if loaded is not None and loaded.START_DATE != marker["first_day"]:
+        raise SystemExit(f"error: partitions already start at {loaded.START_DATE} in this process; "
+                         f"run with RECSYS_START_DATE={marker['first_day']} or in a fresh process")
+    os.environ["RECSYS_START_DATE"] = marker["first_day"]
+    print(f"  {args.source}: {marker['first_day']} .. {marker['last_day']}; partitions start {marker['first_day']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
@@ -74,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="train and evaluate models for the last N days (the ranker of a day learns from the "
                              "ranking samples of the 3 days before it, so it needs N >= 4)")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
+    parser.add_argument("--source", choices=("synthetic", "movielens", "trivago"), default="synthetic",
+                        help="where the raw logs come from (default: the embedded synthetic generator)")
+    parser.add_argument("--source-path", help="the dataset's folder or file (movielens, trivago)")
     args = parser.parse_args(argv)
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     data_root = Path(args.data_root).resolve()
-    home = ensure_dagster_home(Path("dagster_home"))
+    # A real source's runs are recorded next to its data, apart from the synthetic runs.
+    home = ensure_dagster_home(Path("dagster_home") if args.source == "synthetic" else data_root / "dagster_home")
+    select_source(args, data_root)  # before recsys_assets.definitions: partitions start at the source's first day
 
     from recsys_assets.core.generator import GeneratorConfig, generate
     from recsys_assets.definitions import build_defs, build_resources
@@ -88,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     defs = build_defs(build_resources(str(data_root)))
     config = GeneratorConfig(days=args.days, impressions_per_day=args.impressions_per_day)
     landing = data_root / "landing"
-    if args.regenerate or not (landing / "users.jsonl").exists():
+    if args.source == "synthetic" and (args.regenerate or not (landing / "users.jsonl").exists()):
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
         generate(config, data_root)
     days = sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+    if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
+        from recsys_assets.core.adapters.source import write_marker
+        write_marker(data_root, "synthetic", None, days[0], days[-1])
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
         materialize_all(defs, days, instance, model_days=args.model_days)
@@ -102,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall():
         print(f"  {name:20s} {con.execute(f'SELECT count(*) FROM {name}').fetchone()[0]:>12,}")
     con.close()
+    # A real source's partitions start at its first day: the UI must be told so too.
+    start_env = "" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}"
     print(f"""
 Done.
   Parquet lake:     {data_root / 'lake'}
   DuckDB catalog:   {data_root / 'warehouse.duckdb'}   (duckdb -readonly {data_root / 'warehouse.duckdb'})
   Dagster runs in:  {home}
-  Open the UI:      DAGSTER_HOME={home} RECSYS_DATA_ROOT={data_root} .venv/bin/dagster dev
+  Open the UI:      DAGSTER_HOME={home} RECSYS_DATA_ROOT={data_root}{start_env} .venv/bin/dagster dev
 """)
     return 0
 
