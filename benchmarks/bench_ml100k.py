@@ -10,7 +10,14 @@ ALS / EASE / item-CF hyperparameters (GRID) and the z-score fusion weights (FUSI
 are picked by NDCG@10 on it, then the picked configurations are refitted on the whole of
 train.tsv and scored once on the test split.
 
-    .venv/bin/python benchmarks/bench_ml100k.py [--no-record]
+    .venv/bin/python benchmarks/bench_ml100k.py [--no-record] [--two-stage]
+
+--two-stage adds a LightGBM lambdarank re-ranker over the top-50 of the fused candidates
+(channel z-scores and ranks, fused rank, popularity and activity shares), trained on a second
+validation split of train.tsv (channels fitted on 75%, labels = the held-out 25%) and applied
+to the channels refitted on all of train.tsv. Measured: NDCG@10 0.4808, below the fusion
+(0.4946): the features shift between the 75% fit and the full data, and 943 users give
+few labelled groups.
 """
 
 import argparse
@@ -131,6 +138,78 @@ def tune(data: TrainingData, log=print) -> tuple[dict, dict, dict]:
     return chosen, weights, report
 
 
+RERANK_CANDIDATES = 50  # per user, from the z-score fusion of FUSION_CHANNELS
+
+
+def _rerank_features(positives: sp.csr_matrix, lists: dict, fused: np.ndarray) -> np.ndarray:
+    """Per (user, candidate) row, in fused order: each channel's z-scored score and rank
+    (LIST_LENGTH + 1 when absent), the fused rank, the item's popularity share and
+    popularity percentile, and the user's activity (log count, percentile). Shares and
+    percentiles, not raw counts, so features mean the same on the 75% fit data and on train."""
+    n_users, n_cand = fused.shape
+    pop = np.asarray((positives > 0).sum(axis=0)).ravel().astype(np.float64)
+    pop_share = pop / max(n_users, 1)
+    pop_pct = np.argsort(np.argsort(pop)) / max(len(pop) - 1, 1)
+    act = np.diff(positives.indptr).astype(np.float64)
+    act_pct = np.argsort(np.argsort(act)) / max(len(act) - 1, 1)
+    cols = []
+    for items, scores in lists.values():
+        z = (scores - scores.mean(axis=1, keepdims=True)) / (scores.std(axis=1, keepdims=True) + 1e-9)
+        score_of = np.full(fused.shape, np.nan)
+        rank_of = np.full(fused.shape, LIST_LENGTH + 1.0)
+        for pos in range(items.shape[1]):
+            hit = fused == items[:, pos:pos + 1]
+            score_of[hit] = np.broadcast_to(z[:, pos:pos + 1], fused.shape)[hit]
+            rank_of[hit] = pos + 1
+        cols += [score_of, rank_of]
+    safe = np.maximum(fused, 0)
+    cols += [np.broadcast_to(np.arange(1, n_cand + 1, dtype=np.float64), fused.shape),
+             pop_share[safe], pop_pct[safe],
+             np.broadcast_to(np.log1p(act)[:, None], fused.shape), np.broadcast_to(act_pct[:, None], fused.shape)]
+    return np.stack([c.reshape(-1) for c in cols], axis=1)
+
+
+def two_stage(data: TrainingData, configs: dict, weights: dict, seed: int = 42) -> tuple[np.ndarray, dict]:
+    """A LightGBM lambdarank re-ranker over the fused candidates, trained on a validation split
+    of train.tsv only: channels fitted on the 75% part propose candidates, labels are the held
+    out 25%. Then the channels are refitted on all of train.tsv and the re-ranker orders their
+    candidates. Returns (top-10 per user on the full data, info)."""
+    import lightgbm as lgb
+
+    def candidates(positives: sp.csr_matrix):
+        users = np.arange(positives.shape[0])
+        lists = {c: M.MODELS[c](**configs[c]).fit(training_data(positives), seed=seed)
+                 .recommend(users, LIST_LENGTH, exclude=(positives > 0).astype(np.float32).tocsr())
+                 for c in FUSION_CHANNELS}
+        fused, _ = fusion.fuse_zscore(lists, positives.shape[1], RERANK_CANDIDATES, weights=weights)
+        return fused, _rerank_features(positives, lists, fused)
+
+    fit, held_out = validation_split(data.positives, seed=VAL_SEED + 1)
+    fused, x = candidates(fit)
+    label = np.array([[int(i >= 0 and held_out[u, i] > 0) for i in row] for u, row in enumerate(fused)]).reshape(-1)
+    users = np.repeat(np.arange(fused.shape[0]), fused.shape[1])
+    ok = np.flatnonzero(np.bincount(users, weights=label, minlength=fused.shape[0]) > 0)
+    rng = np.random.default_rng(seed)
+    stop_users = set(rng.choice(ok, size=len(ok) // 5, replace=False).tolist())
+    train_users = [u for u in ok if u not in stop_users]
+    def rows(us):
+        return np.concatenate([np.arange(u * fused.shape[1], (u + 1) * fused.shape[1]) for u in us])
+    tr, va = rows(train_users), rows(sorted(stop_users))
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": 0.05, "num_leaves": 15,
+              "min_data_in_leaf": 50, "feature_fraction": 0.9, "seed": seed, "deterministic": True, "num_threads": 1,
+              "verbosity": -1}
+    group = [fused.shape[1]] * len(train_users), [fused.shape[1]] * len(stop_users)
+    booster = lgb.train(params, lgb.Dataset(x[tr], label[tr], group=group[0]), num_boost_round=500,
+                        valid_sets=[lgb.Dataset(x[va], label[va], group=group[1])],
+                        callbacks=[lgb.early_stopping(30, verbose=False)])
+    fused, x = candidates(data.positives)
+    scores = booster.predict(x, num_iteration=booster.best_iteration).reshape(fused.shape)
+    scores[fused < 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    return np.take_along_axis(fused, order, axis=1), {
+        "best_iteration": booster.best_iteration, "stop_ndcg@10": round(booster.best_score["valid_0"]["ndcg@10"], 4)}
+
+
 def write_predictions(path: Path, users, items, recs):
     with open(path, "w") as fh:
         for u, row in zip(users, recs):
@@ -148,6 +227,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--no-tune", action="store_true", help="use CONFIGS as they are (no validation split)")
+    ap.add_argument("--two-stage", action="store_true",
+                    help="also a LightGBM re-ranker over the fused candidates (measured: 0.4808, below fusion)")
     args = ap.parse_args()
     if not (SHARED / "data/ml-100k/u.data").exists():
         print(f"skipped: {SHARED / 'data/ml-100k'} is not available (the dataset cannot be redistributed)")
@@ -181,6 +262,11 @@ def main():
     fused, _ = fusion.fuse_zscore({c: channels[c] for c in FUSION_CHANNELS}, data.n_items, 10, weights=weights)
     write_predictions(split / "fusion_zscore.tsv", users, items, fused)
     results["fusion_zscore"] = score(split, split / "fusion_zscore.tsv")
+    if args.two_stage:  # LightGBM lambdarank over the fused candidates, trained on a validation split of train
+        reranked, rerank_info = two_stage(data, configs, weights)
+        write_predictions(split / "rerank_lgbm.tsv", users, items, reranked)
+        results["rerank_lgbm"] = score(split, split / "rerank_lgbm.tsv") | {"fit_seconds": ""}
+        print(f"two-stage re-ranker: {json.dumps(rerank_info)}")
     if report:
         print("picked on validation (NDCG@10 there): " + ", ".join(
             f"{k} {v:.4f}" for k, v in report.items()) + f"; fusion weights {json.dumps(weights)}")
