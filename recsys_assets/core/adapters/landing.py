@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Iterable
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 LOG_TABLES = ("impressions", "events", "watch_stats")
 SUCCESS_MARKER = "_SUCCESS"
@@ -47,25 +50,51 @@ def utc_day(epoch_seconds: int) -> str:
     return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
-def copy_by_day(con: duckdb.DuckDBPyConnection, query: str, landing: Path, table: str, order_by: str) -> dict[str, int]:
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def copy_by_day(con: duckdb.DuckDBPyConnection, query: str, landing: Path, table: str, order_by: str,
+                batch_rows: int = 1 << 18) -> dict[str, int]:
     """Stream `query` (a column `day` = 'YYYY-MM-DD' plus the record's fields) into
     <landing>/<day>/<table>.jsonl, each file in `order_by` order. Returns rows per day.
 
-    `COPY ... PARTITION_BY` does not keep row order inside a partition, so the rows are
-    spilled once to a Parquet file sorted by day (DuckDB sorts out of core) and each day
-    is then copied with its own ORDER BY; the day's row groups are found by their min/max
-    statistics, so a day costs its own rows, not the whole file."""
-    spill = landing / f".spill-{table}.parquet"
-    con.execute(f"COPY (SELECT * FROM ({query}) ORDER BY day, {order_by}) TO {sql_str(spill)} "
-                "(FORMAT parquet, ROW_GROUP_SIZE 100000)")
-    counts = dict(con.execute(f"SELECT day, count(*) FROM read_parquet({sql_str(spill)}) GROUP BY day ORDER BY day").fetchall())
-    for day in counts:
-        dt.date.fromisoformat(day)  # a valid day: safe to inline below
-        target = landing / day / f"{table}.jsonl"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY (SELECT * EXCLUDE (day) FROM read_parquet({sql_str(spill)}) WHERE day = '{day}' "
-                    f"ORDER BY {order_by}) TO {sql_str(target)} (FORMAT json)")
-    spill.unlink()
+    DuckDB sorts (out of core) and renders each record as one JSON line; Python receives
+    ordered Arrow batches and writes each day's slice of the batch's string buffer as is,
+    so no per-row Python work and at most one batch in memory. (`COPY ... PARTITION_BY`
+    would be one statement, but it does not keep row order inside a partition.)"""
+    cols = [name for name, *_ in con.execute(f"DESCRIBE ({query})").fetchall() if name != "day"]
+    record = "{" + ", ".join(f"{sql_str(c)}: {quote_ident(c)}" for c in cols) + "}"
+    reader = con.sql(f"SELECT day, to_json({record})::VARCHAR || chr(10) AS line FROM ({query}) "
+                         f"ORDER BY day, {order_by}").to_arrow_reader(batch_rows)
+    counts: dict[str, int] = {}
+    out, out_day = None, None
+    try:
+        for batch in reader:
+            days = batch.column(0)
+            lines = batch.column(1)
+            _, offset_buf, data_buf = lines.buffers()
+            width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+            # absolute positions of each line in the data buffer
+            offsets = np.frombuffer(offset_buf, dtype=width)[lines.offset:lines.offset + len(lines) + 1]
+            data = memoryview(data_buf)
+            # rows are sorted by day: a day is one run; its starts are where the value changes
+            changes = np.flatnonzero(pc.not_equal(days.slice(1), days.slice(0, len(days) - 1)).to_numpy(zero_copy_only=False)) + 1
+            bounds = [0, *changes.tolist(), len(days)]
+            for start, end in zip(bounds[:-1], bounds[1:]):
+                day = days[start].as_py()
+                if day != out_day:
+                    if out is not None:
+                        out.close()
+                    dt.date.fromisoformat(day)
+                    folder = landing / day
+                    folder.mkdir(parents=True, exist_ok=True)
+                    out, out_day = open(folder / f"{table}.jsonl", "ab"), day
+                out.write(data[int(offsets[start]):int(offsets[end])])
+                counts[day] = counts.get(day, 0) + end - start
+    finally:
+        if out is not None:
+            out.close()
     return counts
 
 
@@ -131,4 +160,6 @@ def connect(temp_dir: Path) -> duckdb.DuckDBPyConnection:
     # Sorting tens of millions of ratings spills here instead of holding them in memory.
     con.execute(f"SET temp_directory = {sql_str(temp_dir)}")
     con.execute("SET preserve_insertion_order = true")
+    con.execute("SET memory_limit = '512MB'")  # bounded: sorts spill to temp_directory
+    con.execute("SET enable_progress_bar = false")
     return con
