@@ -1,7 +1,7 @@
 """Writing a landing zone in the contract format from a public dataset (no Dagster import).
 
 Adapters build DuckDB queries over the source files; these helpers stream a query's rows
-into one JSONL file per UTC day (``COPY ... PARTITION_BY``, never materialised in Python),
+into one JSONL file per UTC day (sorted and rendered by DuckDB, written from Arrow batches),
 fill the days without records with empty files, mark every day complete and record what
 the source was. A landing zone is built in a temporary sibling folder and renamed into
 place at the end, so a failed conversion never leaves half a landing zone behind.

@@ -26,8 +26,8 @@ lower-cased tags; ``added_at`` and ``duration_sec`` are unknown (null). Users ge
 snapshot of every id in the ratings or the users file (no contract field fits the
 demographics, so they are left out).
 
-Ratings (and tags) stream through DuckDB: ``read_csv`` → a sorted Parquet spill →
-``COPY ... PARTITION_BY (day)``, so ml-32m never sits in Python memory.
+Ratings (and tags) stream through DuckDB: ``read_csv`` → a Parquet spill → sorted JSON
+lines written per day (:func:`landing.copy_by_day`), so ml-32m never sits in Python memory.
 
 Malformed lines are never dropped. Every one is listed in ``<landing>/_adapter_rejects.jsonl``
 (file, line, DuckDB's or the parser's reason, the line). A malformed rating, movie or
