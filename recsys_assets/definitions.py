@@ -20,7 +20,7 @@ from resources import (AutomationSettings, FeatureSettings, IngestionSettings, L
 
 
 def build_resources(data_root: str | None = None, landing_root: str | None = None,
-                    ingestion: IngestionSettings | None = None) -> dict:
+                    ingestion: IngestionSettings | None = None, ranking: RankingSettings | None = None) -> dict:
     """Resources from the environment, or rooted at explicit folders (tests, scripts)."""
     storage = StorageResource(data_root=data_root) if data_root else StorageResource()
     landing = LandingZoneResource(landing_root=landing_root) if landing_root else (
@@ -33,7 +33,7 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "features": FeatureSettings(),
         "model_store": ModelStoreResource(models_root=str(storage.root / "models")),
         "recall": RecallSettings(),
-        "ranking": RankingSettings(),
+        "ranking": ranking or RankingSettings(),
         "automation": AutomationSettings(),
     }
 

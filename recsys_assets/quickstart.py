@@ -120,13 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_assets.core.generator import GeneratorConfig, generate
     from recsys_assets.definitions import build_defs, build_resources
 
-    defs = build_defs(build_resources(str(data_root)))
     config = GeneratorConfig(days=args.days, impressions_per_day=args.impressions_per_day)
     landing = data_root / "landing"
     if args.source == "synthetic" and (args.regenerate or not (landing / "users.jsonl").exists()):
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
         generate(config, data_root)
     days = sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+    short_log_env, ranking = "", None
+    if args.source != "synthetic" and len(days) < 4:
+        # Too short for the ranker's default 2 training days + 1 validation day before the day it
+        # serves: train on every earlier day and early-stop on a held-out share of its requests.
+        os.environ["RECSYS_RANKER_TRAIN_DAYS"] = str(max(len(days) - 1, 1))
+        os.environ["RECSYS_RANKER_VALID_DAYS"] = "0"
+        short_log_env = (f" RECSYS_RANKER_TRAIN_DAYS={os.environ['RECSYS_RANKER_TRAIN_DAYS']}"
+                         " RECSYS_RANKER_VALID_DAYS=0")
+        print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
+        from resources import RankingSettings
+        ranking = RankingSettings(train_days=max(len(days) - 1, 1), valid_days=0)
+    defs = build_defs(build_resources(str(data_root), ranking=ranking))
     if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
         from recsys_assets.core.adapters.source import write_marker
         write_marker(data_root, "synthetic", None, days[0], days[-1])
@@ -141,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:20s} {con.execute(f'SELECT count(*) FROM {name}').fetchone()[0]:>12,}")
     con.close()
     # A real source's partitions start at its first day: the UI must be told so too.
-    start_env = "" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}"
+    start_env = ("" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}") \
+        + short_log_env
     print(f"""
 Done.
   Parquet lake:     {data_root / 'lake'}

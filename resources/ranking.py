@@ -1,6 +1,8 @@
 """Ranking settings: which recall channels feed the ranker, training days, negatives for
 sources without impressions, LightGBM parameters, re-ranking rules and serving context."""
 
+import os
+
 import dagster as dg
 
 
@@ -9,8 +11,8 @@ class RankingSettings(dg.ConfigurableResource):
     channels: list[str] = ["popularity", "item_cf", "als", "ease", "bpr_impressions", "content"]
     # A ranker of day D trains on the samples of D-valid_days-train_days .. D-valid_days-1 and
     # stops early on D-valid_days .. D-1; it is evaluated on D (funnel_evaluation).
-    train_days: int = 2
-    valid_days: int = 1
+    train_days: int = int(os.getenv("RECSYS_RANKER_TRAIN_DAYS", "2"))
+    valid_days: int = int(os.getenv("RECSYS_RANKER_VALID_DAYS", "1"))
     # With valid_days = 0 (short histories, e.g. a two-day log), early stopping uses this share
     # of the training days' requests instead (split by a hash of the request id).
     valid_fraction: float = 0.2
