@@ -110,10 +110,11 @@ def validation_ndcg(recs: np.ndarray, held_out: sp.csr_matrix, users: np.ndarray
     return float(metrics.per_user_metrics(recs[:, :10], held_out[users], 10)["ndcg@10"].mean())
 
 
-def tune(data: TrainingData, log=print) -> tuple[dict, dict, dict]:
-    """Pick GRID configurations and FUSION_WEIGHTS on a validation split of the training data.
+def tune(data: TrainingData, log=print, split: tuple | None = None) -> tuple[dict, dict, dict]:
+    """Pick GRID configurations and FUSION_WEIGHTS on a validation split of the training data
+    (default: validation_split; the temporal benchmark passes its own (fit, held_out)).
     Returns (chosen params per model, chosen fusion weights, validation NDCG@10 of every choice)."""
-    fit, held_out = validation_split(data.positives)
+    fit, held_out = split if split is not None else validation_split(data.positives)
     fit_data = training_data(fit)
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
     chosen, report, lists = {}, {}, {}
