@@ -69,6 +69,29 @@ def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterI
             raise SystemExit("materialization failed; see the run in the UI for the failing step")
 
 
+def landing_days(landing: Path) -> list[str]:
+    return sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+
+
+def use_landing_zone(landing: Path, data_root: Path) -> dict:
+    """A landing zone the user produced in the contract format (docs/data-contract.md) is
+    read where it is; the data root records it as its source."""
+    from recsys_assets.core.adapters.source import check_compatible, write_marker
+
+    landing = landing.resolve()
+    missing = [name for name in ("users.jsonl", "items.jsonl") if not (landing / name).exists()]
+    days = landing_days(landing) if landing.is_dir() else []
+    if not landing.is_dir() or missing or not days:
+        raise SystemExit(f"error: {landing} is not a landing zone in the contract format: it needs users.jsonl, "
+                         f"items.jsonl and day folders <YYYY-MM-DD>/ with a _SUCCESS marker "
+                         f"(missing: {', '.join(missing) or 'complete day folders'}); see docs/data-contract.md")
+    marker = check_compatible(data_root, "landing", landing)
+    data_root.mkdir(parents=True, exist_ok=True)
+    return write_marker(data_root, "landing", landing, days[0], days[-1]) if marker is None else \
+        write_marker(data_root, "landing", landing, days[0], days[-1], **{k: v for k, v in marker.items() if k not in
+                                                                          ("source", "path", "first_day", "last_day")})
+
+
 def select_source(args: argparse.Namespace, data_root: Path) -> None:
     """Refuse a data root that holds another source; adapt a real dataset into the landing
     zone; point RECSYS_START_DATE at its first day. Partitions are fixed when
@@ -81,10 +104,13 @@ def select_source(args: argparse.Namespace, data_root: Path) -> None:
             return
         if not args.source_path:
             raise SystemExit(f"--source {args.source} needs --source-path (the dataset's folder)")
-        from recsys_assets.adapt import prepare_source
+        if args.source == "landing":
+            marker = use_landing_zone(Path(args.source_path), data_root)
+        else:
+            from recsys_assets.adapt import prepare_source
 
-        print(f"Adapting {args.source} from {args.source_path} into {data_root / 'landing'} ...")
-        marker = prepare_source(args.source, args.source_path, data_root)
+            print(f"Adapting {args.source} from {args.source_path} into {data_root / 'landing'} ...")
+            marker = prepare_source(args.source, args.source_path, data_root)
     except SourceConflict as exc:
         raise SystemExit(f"error: {exc}") from None
     loaded = sys.modules.get("recsys_assets.partitions")
@@ -104,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="train and evaluate models for the last N days (the ranker of a day learns from the "
                              "ranking samples of the 3 days before it, so it needs N >= 4)")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
-    parser.add_argument("--source", choices=("synthetic", "movielens", "trivago"), default="synthetic",
-                        help="where the raw logs come from (default: the embedded synthetic generator)")
-    parser.add_argument("--source-path", help="the dataset's folder or file (movielens, trivago)")
+    parser.add_argument("--source", choices=("synthetic", "movielens", "trivago", "landing"), default="synthetic",
+                        help="where the raw logs come from (default: the embedded synthetic generator; landing = "
+                             "your own landing zone in the contract format, read in place)")
+    parser.add_argument("--source-path", help="the dataset's folder or file (movielens, trivago), or the landing zone")
     args = parser.parse_args(argv)
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -121,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_assets.definitions import build_defs, build_resources
 
     config = GeneratorConfig(days=args.days, impressions_per_day=args.impressions_per_day)
-    landing = data_root / "landing"
+    landing = Path(args.source_path).resolve() if args.source == "landing" else data_root / "landing"
     if args.source == "synthetic" and (args.regenerate or not (landing / "users.jsonl").exists()):
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
         generate(config, data_root)
@@ -137,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
         from resources import RankingSettings
         ranking = RankingSettings(train_days=max(len(days) - 1, 1), valid_days=0)
-    defs = build_defs(build_resources(str(data_root), ranking=ranking))
+    defs = build_defs(build_resources(str(data_root), landing_root=str(landing), ranking=ranking))
     if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
         from recsys_assets.core.adapters.source import write_marker
         write_marker(data_root, "synthetic", None, days[0], days[-1])
@@ -153,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     con.close()
     # A real source's partitions start at its first day: the UI must be told so too.
     start_env = ("" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}") \
-        + short_log_env
+        + short_log_env + (f" RECSYS_LANDING_ROOT={landing}" if args.source == "landing" else "")
     print(f"""
 Done.
   Parquet lake:     {data_root / 'lake'}

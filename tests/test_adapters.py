@@ -294,3 +294,30 @@ def test_real_trivago(tmp_path):
     m = trivago.convert(_shared("trivago-recsys2019-100k"), tmp_path / "root")
     assert (m["impressions_in"], m["impressions_out"], m["clickouts"]) == (312_539, 312_539, 13_597)
     assert (m["users"], m["items"], m["clicks_outside_their_list"], m["days"]) == (6593, 106_866, 1, 2)
+
+
+def test_quickstart_reads_a_users_own_landing_zone_in_place(tmp_path, monkeypatch):
+    """--source landing: a contract-format landing zone produced elsewhere is ingested where
+    it is; the data root records it and refuses another source afterwards."""
+    import duckdb
+
+    from recsys_assets.core.generator import GeneratorConfig, generate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    producer = tmp_path / "producer"
+    generate(GeneratorConfig(n_users=200, n_items=150, days=2, impressions_per_day=2_000, seed=3), producer)
+    root = tmp_path / "warehouse"
+    assert quickstart.main(["--data-root", str(root), "--source", "landing", "--source-path",
+                            str(producer / "landing"), "--model-days", "0"]) == 0
+    assert json.loads((root / "SOURCE.json").read_text())["source"] == "landing"
+    assert not (root / "landing").exists()  # read in place, not copied
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    expected = sum(1 for d in ("2026-01-01", "2026-01-02")
+                   for _ in open(producer / "landing" / d / "impressions.jsonl", "rb"))
+    quarantined = con.execute("SELECT count(*) FROM quarantine WHERE asset = 'raw_impressions'").fetchone()[0]
+    assert con.execute("SELECT count(*) FROM raw_impressions").fetchone()[0] + quarantined == expected
+    with pytest.raises(SystemExit, match="already holds landing"):
+        quickstart.main(["--data-root", str(root), "--days", "2"])
+    with pytest.raises(SystemExit, match="not a landing zone"):
+        quickstart.main(["--data-root", str(tmp_path / "x"), "--source", "landing", "--source-path", str(tmp_path)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from recsys_assets.core.adapters.landing import SOURCE_MARKER
 
-SOURCES = ("synthetic", "movielens", "trivago")
+SOURCES = ("synthetic", "movielens", "trivago", "landing")  # landing: the user's own contract-format zone
 
 
 class SourceConflict(RuntimeError):
