@@ -1,0 +1,181 @@
+"""Scale tiers of the whole graph: generate (or reuse) a tier's synthetic logs and materialize
+every asset, one asset per run in topological order, recording per asset: wall time, CPU
+time, peak RSS, rows out, rows per second, and Dagster's share of the run (run wall time
+minus the asset step's own time). Daily assets run as one range run over every day; model
+assets (recall, ranking, serving groups) for the last `--model-days` days.
+
+    .venv/bin/python benchmarks/bench_tiers.py --tier S [--data-root DIR] [--model-days 4] [--no-record]
+
+Tiers (GeneratorConfig): S = the quickstart default (2k users, 1.5k items, 14 days x 70k
+impressions ~ 1M); M = 20k users, 10k items, 30 days x 333k (~10M); L = 1M users, 100k
+items, 30 days x 3.33M (~100M). The per-asset table goes to benchmarks/results/, a summary
+row to benchmarks/RESULTS.md.
+"""
+
+import argparse
+import resource
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore")
+
+import dagster as dg  # noqa: E402
+
+from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
+from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
+from recsys_assets.quickstart import MODEL_GROUPS  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
+
+TIERS = {
+    "S": GeneratorConfig(),
+    "M": GeneratorConfig(n_users=20_000, n_items=10_000, days=30, impressions_per_day=333_000),
+    "L": GeneratorConfig(n_users=1_000_000, n_items=100_000, days=30, impressions_per_day=3_333_000),
+}
+
+
+class PeakRSS:
+    """Samples this process's resident set size (VmRSS) every 50 ms while active."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _rows(result, key) -> int | None:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == key:
+            meta = event.materialization.metadata
+            for label in ("dagster/row_count", "rows", "rows_loaded"):
+                if label in meta:
+                    return int(meta[label].value)
+    return None
+
+
+def _step_seconds(result, key) -> float:
+    """Seconds between the asset step's start and success events (its own work)."""
+    start = end = None
+    for event in result.all_events:
+        if event.step_key == key.to_python_identifier():
+            if event.event_type_value == "STEP_START":
+                start = event.timestamp
+            elif event.event_type_value == "STEP_SUCCESS":
+                end = event.timestamp
+    return (end - start) if start and end else float("nan")
+
+
+def run_tier(root: Path, days: list[str], model_days: int) -> list[dict]:
+    defs = build_defs(build_resources(str(root)))
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    keys = graph.toposorted_asset_keys
+    rows = []
+    for key in keys:
+        node = graph.get(key)
+        partitioned = node.partitions_def is not None
+        run_days = days[-model_days:] if node.group_name in MODEL_GROUPS else days
+        if node.group_name in MODEL_GROUPS and model_days == 0:
+            continue
+        tags = {"dagster/asset_partition_range_start": run_days[0],
+                "dagster/asset_partition_range_end": run_days[-1]} if partitioned else {}
+        cpu = _cpu_seconds()
+        started = time.perf_counter()
+        with PeakRSS() as rss:
+            result = job.execute_in_process(instance=instance, asset_selection=[key], tags=tags, raise_on_error=False)
+        wall = time.perf_counter() - started
+        if not result.success:
+            raise SystemExit(f"{key.to_user_string()} failed; stopping the tier")
+        out = _rows(result, key)
+        step = _step_seconds(result, key)
+        rows.append({"asset": key.to_user_string(), "group": node.group_name, "days": len(run_days) if partitioned else 0,
+                     "wall_s": wall, "cpu_s": _cpu_seconds() - cpu, "peak_rss_mib": rss.peak / 2**20, "rows_out": out,
+                     "rows_per_s": (out / step) if out and step == step and step > 0 else None,
+                     "dagster_overhead_s": wall - step if step == step else None})
+        print(f"  {rows[-1]['asset']:28s} {wall:8.1f}s wall {rows[-1]['cpu_s']:8.1f}s cpu "
+              f"{rows[-1]['peak_rss_mib']:8.0f} MiB  rows {out if out is not None else '-'}", flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tier", choices=sorted(TIERS), default="S")
+    ap.add_argument("--data-root", default=None, help="reuse (or create) this data root instead of a temp one")
+    ap.add_argument("--model-days", type=int, default=4)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    config = TIERS[args.tier]
+    root = Path(args.data_root).resolve() if args.data_root else Path(tempfile.mkdtemp(prefix=f"tier_{args.tier}_"))
+    gen_s = 0.0
+    if not (root / "landing" / "users.jsonl").exists():
+        started = time.perf_counter()
+        generate(config, root)
+        gen_s = time.perf_counter() - started
+        print(f"generated tier {args.tier} in {gen_s:.0f}s into {root}")
+    days = [d.isoformat() for d in config.dates]
+    started = time.perf_counter()
+    rows = run_tier(root, days, args.model_days)
+    total = time.perf_counter() - started
+    overhead = sum(r["dagster_overhead_s"] or 0 for r in rows)
+    peak = max(r["peak_rss_mib"] for r in rows)
+    print(f"tier {args.tier}: {len(rows)} assets in {total:.0f}s (generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, "
+          f"Dagster's share {overhead / total:.1%}")
+    if args.no_record:
+        return
+    commit = git_commit()
+    out = ROOT / "benchmarks" / "results" / f"tier_{args.tier}_{commit}.md"
+    out.parent.mkdir(exist_ok=True)
+    lines = [f"# Tier {args.tier} at `{commit}`", "",
+             f"`python benchmarks/bench_tiers.py --tier {args.tier} --model-days {args.model_days}` on {machine()}, "
+             f"dagster {dg.__version__}; {config.impressions_per_day * config.days:,} impressions over "
+             f"{config.days} days, {config.n_users:,} users, {config.n_items:,} items. Total {total:.0f}s "
+             f"(+ generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, Dagster's share {overhead / total:.1%}.", "",
+             "| asset | group | days | wall s | CPU s | peak RSS MiB | rows out | rows/s | Dagster s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rate = "" if r["rows_per_s"] is None else f"{r['rows_per_s']:,.0f}"
+        dagster_s = "" if r["dagster_overhead_s"] is None else f"{r['dagster_overhead_s']:.1f}"
+        rows_out = "" if r["rows_out"] is None else f"{r['rows_out']:,}"
+        lines.append(f"| {r['asset']} | {r['group']} | {r['days']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     f"{r['peak_rss_mib']:.0f} | {rows_out} | {rate} | {dagster_s} |")
+    out.write_text("\n".join(lines) + "\n")
+    slowest = sorted(rows, key=lambda r: -r["wall_s"])[:3]
+    append_result(f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `python benchmarks/bench_tiers.py --tier {args.tier} "
+                  f"--model-days {args.model_days}` | {machine()} | {config.impressions_per_day * config.days:,} | "
+                  f"{total:.0f}s (+{gen_s:.0f}s generation) | {peak:.0f} MiB | {overhead / total:.1%} | "
+                  + ", ".join(f"{r['asset']} {r['wall_s']:.0f}s" for r in slowest)
+                  + f" | [per asset](results/{out.name}) |", section="Scale tiers")
+
+
+if __name__ == "__main__":
+    main()
