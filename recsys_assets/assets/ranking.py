@@ -285,8 +285,9 @@ def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreR
             rows.append(_row(day, "funnel", stage, metric, k, values.mean(), len(users), values, "recall_only", base,
                              recall))
         matrix = _as_matrix(lists[stage], users, k)
+        # lists hold item ids (not dictionary indices): coverage = distinct ids / catalog size
         rows.append(_row(day, "funnel", stage, "coverage", k,
-                         metrics.catalog_coverage(matrix, max(len(attrs.ids), 1), k), len(users)))
+                         len(np.unique(matrix[matrix >= 0])) / max(len(attrs.ids), 1), len(users)))
         rows.append(_row(day, "funnel", stage, "intra_list_similarity", k,
                          funnel.intra_list_similarity(lists[stage], attrs, k), len(users)))
         rows.append(_row(day, "funnel", stage, "latency_ms_per_user", k, latency[stage], len(users)))
