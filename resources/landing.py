@@ -7,6 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.storage import UnsafePathError, ensure_within, validate_partition_key, validated_root
+
 LOG_FILES = ("impressions.jsonl", "events.jsonl", "watch_stats.jsonl")
 SUCCESS_MARKER = "_SUCCESS"
 
@@ -21,13 +23,29 @@ class LandingZoneResource(dg.ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.landing_root).resolve()
+        return validated_root(self.landing_root, "landing root")
+
+    def _inside(self, path: Path, what: str) -> Path:
+        try:
+            return ensure_within(path, self.root, what)
+        except UnsafePathError as error:
+            raise dg.Failure(description=f"Refused: {error}.") from None
 
     def snapshot_file(self, table: str) -> Path:
-        return self.root / f"{table}.jsonl"
+        if table not in ("items", "users"):
+            raise dg.Failure(description=f"Refused: unknown snapshot table {table!r}.")
+        return self._inside(self.root / f"{table}.jsonl", "landing file")
 
     def day_file(self, day: str, table: str) -> Path:
-        return self.root / day / f"{table}.jsonl"
+        """<landing>/<day>/<table>.jsonl; the day must be a date and the file (symlinks
+        followed) must stay inside the landing zone."""
+        try:
+            validate_partition_key(day)
+        except UnsafePathError as error:
+            raise dg.Failure(description=f"Refused: {error}.") from None
+        if f"{table}.jsonl" not in LOG_FILES:
+            raise dg.Failure(description=f"Refused: unknown landing table {table!r}.")
+        return self._inside(self.root / day / f"{table}.jsonl", "landing file")
 
     def is_complete(self, day: str) -> bool:
         """A day is complete when its producer wrote _SUCCESS, or all three log files exist."""

@@ -26,6 +26,10 @@ class RecallSettings(dg.ConfigurableResource):
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
     bpr_iterations: int = 100
+    # implicit's BPR is hogwild SGD: with more than one thread two fits of the same seed differ
+    # (and so do the evaluation, the champion decision and the candidates downstream). 1 keeps
+    # every re-run bit-identical (tests/test_reliability.py); 0 = all cores, faster, not reproducible.
+    bpr_num_threads: int = 1
     # implicit samples negatives by item frequency; scoring adds beta * log(1 + popularity) back
     bpr_popularity_correction: float = 1.0
     # numpy BPR: bpr_uniform (uniform negatives) with these...

@@ -3,11 +3,54 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 
 SNAPSHOT = "snapshot"  # the file name stem of an unpartitioned asset
+_TABLE = re.compile(r"^[a-z][a-z0-9_]*$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class UnsafePathError(ValueError):
+    """A configured path or a name that would place a file outside its root, or break SQL quoting."""
+
+
+def validate_partition_key(key: str) -> str:
+    """A daily partition key (a real YYYY-MM-DD date) or "snapshot"; anything else is refused."""
+    if key == SNAPSHOT:
+        return key
+    try:
+        if isinstance(key, str) and _DAY.match(key) and date.fromisoformat(key):
+            return key
+    except ValueError:
+        pass
+    raise UnsafePathError(f"invalid partition key {key!r}: expected a date YYYY-MM-DD (or {SNAPSHOT!r})")
+
+
+def validate_table_name(name: str) -> str:
+    if not (isinstance(name, str) and _TABLE.match(name)):
+        raise UnsafePathError(f"invalid table name {name!r}: expected lower-case letters, digits and _")
+    return name
+
+
+def validated_root(path: str, what: str) -> Path:
+    """The resolved root; refused if it contains a quote (paths are quoted into DuckDB SQL)."""
+    resolved = Path(path).resolve()
+    if "'" in str(resolved) or "\x00" in str(resolved):
+        raise UnsafePathError(f"{what} {str(resolved)!r} contains a quote: use a path without ' characters")
+    return resolved
+
+
+def ensure_within(path: Path, root: Path, what: str) -> Path:
+    """`path` with every symlink followed, refused if it leaves `root`."""
+    real, real_root = path.resolve(), root.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise UnsafePathError(f"{what} {path} resolves to {real}, outside {real_root}: refusing to read or write it "
+                              "(a symlink or a path that escapes its root)")
+    return path
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -17,7 +60,7 @@ class StorageResource(dg.ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.data_root).resolve()
+        return validated_root(self.data_root, "data root")
 
     @property
     def lake_dir(self) -> Path:
@@ -28,11 +71,15 @@ class StorageResource(dg.ConfigurableResource):
         return self.root / "warehouse.duckdb"
 
     def partition_path(self, table: str, partition: str = SNAPSHOT) -> Path:
-        return self.lake_dir / table / f"{partition}.parquet"
+        """lake/<table>/<partition>.parquet; names are validated and a symlinked folder may
+        not lead out of the data root."""
+        path = self.lake_dir / validate_table_name(table) / f"{validate_partition_key(partition)}.parquet"
+        return ensure_within(path, self.root, f"{table} partition {partition}")
 
     def quarantine_path(self, asset: str, partition: str = SNAPSHOT) -> Path:
         # quarantine/<asset>/<partition>.parquet, exposed as the `quarantine` view
-        return self.lake_dir / "quarantine" / asset / f"{partition}.parquet"
+        path = self.lake_dir / "quarantine" / validate_table_name(asset) / f"{validate_partition_key(partition)}.parquet"
+        return ensure_within(path, self.root, f"quarantine of {asset} {partition}")
 
     def existing_partitions(self, table: str, partitions: list[str]) -> list[Path]:
         return [p for p in (self.partition_path(table, k) for k in partitions) if p.exists()]

@@ -134,6 +134,42 @@ def test_orphan_request_ids_fail_the_linkage_check(tmp_path):
     assert evals["raw_watch_stats:request_ids_resolve"].passed
 
 
+def test_events_for_requests_of_another_partition(tmp_path):
+    """An event may follow an impression of the previous day (after midnight UTC), never one
+    from further back: a request of two days earlier is an orphan for the linkage check. The
+    event itself is contract-valid and loads (the check, not ingestion, judges linkage)."""
+    generate(small_config(days=3, bad_record_rate=0.0), tmp_path / "gen")
+    landing = tmp_path / "gen/landing"
+
+    def impression(day):
+        return json.loads((landing / day / "impressions.jsonl").read_text().splitlines()[0])
+
+    events = landing / DAYS[2] / "events.jsonl"
+    template = json.loads(events.read_text().splitlines()[0])
+    added = []
+    for day, tag in ((DAYS[1], "previous-day"), (DAYS[0], "two-days-back")):
+        shown = impression(day)
+        added.append({**template, "event_id": f"ev-{tag}", "type": "click", "value": None, "request_id": shown["request_id"],
+                      "user_id": shown["user_id"], "item_id": shown["item_id"]})
+    events.write_text(events.read_text() + "".join(json.dumps(e) + "\n" for e in added))
+    resources = make_root(tmp_path, landing)
+    run(resources, selection=["raw_users", "raw_items"])
+    result = run(resources, selection=LOGS, tags={"dagster/asset_partition_range_start": DAYS[0],
+                                                  "dagster/asset_partition_range_end": DAYS[-1]}, raise_on_error=False)
+    evals = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    linkage = evals["raw_events:request_ids_resolve"]
+    assert not linkage.passed and linkage.metadata["orphan_rows"].value == 1
+    con = resources["warehouse"].connect()
+    loaded = dict(con.execute("SELECT event_id, request_id FROM raw_events WHERE event_id IN ('ev-previous-day', 'ev-two-days-back')").fetchall())
+    assert set(loaded) == {"ev-previous-day", "ev-two-days-back"}
+    # with only the previous-day follow-up, the check passes
+    events.write_text("".join(line + "\n" for line in events.read_text().splitlines() if "two-days-back" not in line))
+    result = run(resources, selection=["raw_events"], partition=DAYS[2], raise_on_error=False)
+    (linkage,) = [e for e in result.get_asset_check_evaluations()
+                  if e.asset_check_key.to_user_string() == "raw_events:request_ids_resolve"]
+    assert linkage.passed and linkage.metadata["orphan_rows"].value == 0
+
+
 KILL_MID_WRITE = """
 import os, signal, sys
 import recsys_assets.core.storage as storage

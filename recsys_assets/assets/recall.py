@@ -28,7 +28,8 @@ def model_params(name: str, s: RecallSettings) -> dict:
         "als": dict(factors=s.als_factors, regularization=s.als_regularization, iterations=s.als_iterations,
                     alpha=s.als_alpha),
         "bpr": dict(factors=s.bpr_factors, learning_rate=s.bpr_learning_rate, regularization=s.bpr_regularization,
-                    iterations=s.bpr_iterations, popularity_correction=s.bpr_popularity_correction),
+                    iterations=s.bpr_iterations, popularity_correction=s.bpr_popularity_correction,
+                    num_threads=s.bpr_num_threads),
         "bpr_uniform": dict(factors=s.numpy_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
                             regularization=s.numpy_bpr_regularization, epochs=s.numpy_bpr_epochs),
         "bpr_impressions": dict(factors=s.impression_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
@@ -64,6 +65,10 @@ def load_day(storage: StorageResource, day: str, settings: RecallSettings):
                          "materialize interactions for the window and the id dictionaries first.")
     data, test_set, info = load_training_data(day, train, test, inputs[-3], inputs[-2], inputs[-1],
                                               click_weight=settings.click_weight)
+    if info["train_pairs"] == 0:  # a model fitted on nothing would publish noise as a "model"
+        raise dg.Failure(f"the training window of {day} ({train_days[0]}..{train_days[-1]}) has no positive "
+                         "interactions, so there is nothing to train on: check that interactions are materialized "
+                         "for those days and that their landing files hold data.")
     data_version = file_sha256_many(inputs)
     return data, test_set, info, data_version, train_days
 

@@ -98,12 +98,19 @@ def _check_factory(contract: TableContract):
         def request_ids_resolve(con, keys, storage, ingestion):
             days = sorted({d for k in keys for d in (k, (date.fromisoformat(k) - timedelta(days=1)).isoformat())})
             imp_paths = storage.existing_partitions(IMPRESSIONS.asset_name, days)
-            impressions = _scan(imp_paths) if imp_paths else "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id)"
+            impressions = _scan(imp_paths) if imp_paths else (
+                "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::TIMESTAMPTZ shown_at)")
+            # Per row, against the impressions of its own UTC day and the day before only (a range
+            # run reads many days of impressions; a request from further back is still an orphan).
+            day_of = f"CAST(timezone('UTC', x.{contract.time_field}) AS DATE)"
             total, orphans = con.execute(f"""
-                SELECT count(*), count(*) FILTER (WHERE i.request_id IS NULL)
+                WITH shown AS (SELECT DISTINCT request_id, user_id, item_id,
+                                      CAST(timezone('UTC', shown_at) AS DATE) AS shown_day FROM {impressions})
+                SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
+                           SELECT 1 FROM shown AS i
+                           WHERE i.request_id = x.request_id AND i.user_id = x.user_id AND i.item_id = x.item_id
+                             AND i.shown_day BETWEEN {day_of} - 1 AND {day_of}))
                 FROM {_scan(paths(storage, keys))} AS x
-                LEFT JOIN (SELECT DISTINCT request_id, user_id, item_id FROM {impressions}) AS i
-                  USING (request_id, user_id, item_id)
                 WHERE x.request_id IS NOT NULL""").fetchone()
             rate = orphans / total if total else 0.0
             return dg.AssetCheckResult(passed=rate <= ingestion.max_orphan_request_rate, metadata={

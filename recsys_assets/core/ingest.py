@@ -190,7 +190,8 @@ _VALUE = {
     "json": "{v}",
 }
 # ISO-8601 with an explicit offset; without one DuckDB would assume the session zone.
-_OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
+# Offsets are at most 23:59 (DuckDB would otherwise accept e.g. +25:00 and shift the day).
+_OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
 
 
 def validation_sql(contract: TableContract, partition_day: date | None) -> str:

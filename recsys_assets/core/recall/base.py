@@ -64,10 +64,12 @@ class RecallModel:
 
     def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
                   batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per user over the full catalog, excluded items removed."""
+        """Top-k item indices and scores per user over the full catalog, excluded items removed.
+        A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
         users = np.asarray(users, dtype=np.int64)
         out_items = np.empty((len(users), k), dtype=np.int64)
         out_scores = np.empty((len(users), k), dtype=np.float32)
+        kk = k
         for start in range(0, len(users), batch):
             chunk = users[start:start + batch]
             scores = self.score(chunk).astype(np.float32, copy=True)
@@ -80,7 +82,7 @@ class RecallModel:
             top = np.take_along_axis(top, order, axis=1)
             out_items[start:start + len(chunk), :kk] = top
             out_scores[start:start + len(chunk), :kk] = np.take_along_axis(scores, top, axis=1)
-        return out_items, out_scores
+        return out_items[:, :kk], out_scores[:, :kk]
 
     # --- persistence ------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:

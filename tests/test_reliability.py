@@ -1,0 +1,314 @@
+"""Reliability on a small synthetic world materialized end to end (raw → features → drift →
+recall → evaluation → candidates → ranking → recommendations):
+
+- idempotency: re-materializing one day of every daily-partitioned asset yields byte-identical
+  Parquet files and identical model checksums, except documented, bounded latency columns;
+- crashes: a materialization SIGKILLed while writing (raw, feature and model assets) leaves the
+  previous partition / published model and the serving champion intact and verifiable, no
+  half-written file under a visible name, and a rerun gives what an uninterrupted run gives.
+
+Parquet partitions are compared by bytes; where bytes differ the test says which rows and
+columns, and only the columns listed in VOLATILE may differ (each with its bound).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from recsys_assets.core.generator import GeneratorConfig, generate
+from recsys_assets.definitions import build_defs, build_resources
+from recsys_assets.quickstart import materialize_all
+
+ROOT = Path(__file__).resolve().parents[1]
+DAYS = [f"2026-01-0{d}" for d in range(1, 7)]
+D = DAYS[-1]
+# 150 items < the 200 recall candidates per user: also covers a catalog smaller than k.
+CONFIG = GeneratorConfig(n_users=200, n_items=150, days=len(DAYS), impressions_per_day=3_000, seed=3)
+
+# Columns measured with a clock: they may differ between two runs of the same partition, and
+# nothing else in their row may. Bound: a finite, non-negative number of milliseconds.
+VOLATILE = {
+    "recall_evaluation": {"rows": "metric = 'latency_ms_per_user'", "columns": ["value"]},
+    "funnel_evaluation": {"rows": "metric = 'latency_ms_per_user'", "columns": ["value"]},
+}
+# The ranker's ranker.json carries its training wall time (set in assets/ranking.py).
+CLOCK_FIELDS_IN_RANKER_JSON = ["train_seconds"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    generate(CONFIG, root)
+    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4)
+    return root
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def day_outputs(root: Path, day: str) -> dict[str, str]:
+    """Every file a partition of `day` is made of: lake Parquet files by content, model
+    directories by the checksums in their manifest (training time and memory are metadata)."""
+    out = {}
+    for path in sorted((root / "lake").rglob(f"{day}*.parquet")):
+        if not path.name.startswith("."):
+            out[str(path.relative_to(root))] = _sha(path)
+    for link in sorted((root / "models").glob(f"*/{day}")):
+        manifest = json.loads((link / "manifest.json").read_text())
+        out[str(link.relative_to(root))] = json.dumps(manifest["files"], sort_keys=True)
+    return out
+
+
+def daily_assets(defs: dg.Definitions) -> list[dg.AssetKey]:
+    graph = defs.resolve_asset_graph()
+    return sorted(k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None)
+
+
+def test_every_daily_asset_is_idempotent(world, tmp_path):
+    root = tmp_path / "again"
+    shutil.copytree(world, root, symlinks=True)
+    defs = build_defs(build_resources(str(root)))
+    keys = daily_assets(defs)
+    names = {k.to_user_string() for k in keys}
+    # the whole pipeline is covered
+    assert {"raw_impressions", "raw_events", "raw_watch_stats", "interactions", "user_features", "item_features",
+            "feature_drift_report", "recall_als", "recall_ease", "recall_evaluation", "recall_champion",
+            "recall_candidates", "ranking_samples", "ranker", "funnel_evaluation", "recommendations"} <= names
+    before = day_outputs(root, D)
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=D, asset_selection=keys,
+                                    raise_on_error=False)
+    failures = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures == []
+    after = day_outputs(root, D)
+    assert sorted(after) == sorted(before)
+    produced = {p.split("/")[1] for p in after}
+    assert {"raw_impressions", "recall_als", "ranker", "recommendations", "funnel_evaluation"} <= produced
+
+    differ = sorted(p for p in before if before[p] != after[p])
+    for rel in [r for r in differ if r.startswith("models/ranker/")]:
+        # ranker.json records the training wall time (assets/ranking.py); every other byte of
+        # the artifact, and every other field of ranker.json, must be identical
+        old_files, new_files = json.loads(before[rel]), json.loads(after[rel])
+        assert {k: v for k, v in old_files.items() if k != "ranker.json"} == {
+            k: v for k, v in new_files.items() if k != "ranker.json"}
+        old_meta, new_meta = (json.loads((r / rel / "ranker.json").read_text()) for r in (world, root))
+        assert set(CLOCK_FIELDS_IN_RANKER_JSON) >= {k for k in old_meta if old_meta[k] != new_meta.get(k)}
+        assert all(0 <= new_meta[k] < 3600 for k in CLOCK_FIELDS_IN_RANKER_JSON if k in new_meta)
+        differ.remove(rel)
+    for rel in differ:
+        table = rel.split("/")[1]
+        assert table in VOLATILE and rel.endswith(".parquet"), f"{rel} changed on a re-run"
+        old, new = world / rel, root / rel
+        rule = VOLATILE[table]
+        con = duckdb.connect()
+        cols = [c[0] for c in con.execute(f"DESCRIBE FROM '{old}'").fetchall()]
+        stable = ", ".join(f'"{c}"' for c in cols if c not in rule["columns"])
+        # every row outside the volatile rows identical, and volatile rows equal apart from the clock columns
+        assert rows_that_differ_sql(con, old, new, f"SELECT * FROM {{}} WHERE NOT ({rule['rows']})") == 0, rel
+        assert rows_that_differ_sql(con, old, new, f"SELECT {stable} FROM {{}}") == 0, rel
+        (bad,) = con.execute(f"SELECT count(*) FROM '{new}' WHERE {rule['rows']} AND NOT (isfinite(value) AND value >= 0)"
+                             ).fetchone()
+        assert bad == 0, rel
+    assert len(differ) <= len(VOLATILE)
+    # models: every file of every model of D has the same checksum (recall models and ranker)
+    assert [r for r in before if r.startswith("models/recall_") and before[r] != after[r]] == []
+
+
+def rows_that_differ_sql(con, a: Path, b: Path, select: str) -> int:
+    qa, qb = select.format(f"'{a}'"), select.format(f"'{b}'")
+    (n,) = con.execute(f"SELECT count(*) FROM (({qa}) EXCEPT ALL ({qb}) UNION ALL (({qb}) EXCEPT ALL ({qa})))").fetchone()
+    return n
+
+
+# --- crashes -----------------------------------------------------------------------------
+
+# Runs one asset for one day in a fresh process and stops it, deterministically, in the middle
+# of its write: for Parquet after half of the temporary file is written (the rename never
+# happens); for the model store at the N-th os.replace of publish() (1: staging -> version
+# directory, 2: the day's symlink swap). It writes `marker` and sleeps; the test SIGKILLs it.
+CHILD = r'''
+import json, os, sys, time
+from pathlib import Path
+root, asset, day, marker, mode, overrides = sys.argv[1:7]
+
+def stop(where):
+    Path(marker).write_text(where)
+    time.sleep(600)
+
+import recsys_assets.core.storage as storage
+import resources.model_store as model_store
+if mode == "parquet":
+    real_publish = storage._publish
+    def publish(tmp, path):
+        if path.parent.name == asset and path.name == f"{day}.parquet":
+            data = Path(tmp).read_bytes()
+            Path(tmp).write_bytes(data[:len(data) // 2])  # torn halfway through
+            stop(str(tmp))
+        real_publish(tmp, path)
+    storage._publish = publish
+else:
+    nth, calls = int(mode.split(":")[1]), []
+    class Os:
+        def __getattr__(self, name):
+            return getattr(os, name)
+        def replace(self, src, dst):
+            calls.append(dst)
+            if len(calls) == nth:
+                stop(str(dst))
+            return os.replace(src, dst)
+    model_store.os = Os()
+
+import dagster as dg
+from recsys_assets.definitions import build_defs, build_resources
+res = build_resources(root)
+for name, kw in json.loads(overrides).items():
+    res[name] = type(res[name])(**kw)
+job = build_defs(res).resolve_implicit_global_asset_job_def()
+job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey(asset)])
+print("finished without being killed")
+'''
+
+
+def kill_mid_write(root: Path, asset: str, day: str, mode: str, overrides: dict | None = None) -> str:
+    marker = root.parent / f"kill-{asset}-{mode.replace(':', '')}"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root), asset, day, str(marker), mode,
+                             json.dumps(overrides or {})], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1"})
+    deadline = time.time() + 300
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the child ended before the kill point:\n{proc.stdout.read().decode()[-3000:]}")
+        assert time.time() < deadline, "the child never reached the kill point"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    return marker.read_text()
+
+
+def rerun(root: Path, asset: str, day: str) -> None:
+    job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=day,
+                                  asset_selection=[dg.AssetKey(asset)]).success
+
+
+def visible_parquet(root: Path, table: str) -> list[Path]:
+    return sorted(p for p in (root / "lake" / table).glob("*.parquet") if not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("asset", ["raw_events", "interactions"])
+def test_killed_parquet_write_keeps_the_previous_partition(world, tmp_path, asset):
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    target = root / "lake" / asset / f"{D}.parquet"
+    before, rows_before = _sha(target), duckdb.connect().execute(f"SELECT count(*) FROM '{target}'").fetchone()[0]
+    files_before = visible_parquet(root, asset)
+    # the killed run would write different content: a re-delivered landing file / another setting
+    overrides = {}
+    landing = root / "landing" / D / "events.jsonl"
+    original_landing = landing.read_bytes()
+    if asset == "raw_events":
+        lines = original_landing.splitlines(keepends=True)
+        landing.write_bytes(b"".join(lines[: len(lines) // 2]))
+    else:
+        overrides = {"features": {"min_pos_completion": 0.95}}
+
+    tmp = Path(kill_mid_write(root, asset, D, "parquet", overrides))
+    assert tmp.exists() and tmp.parent == target.parent and tmp.name.startswith(".")  # the torn temp file
+    # the previous partition is intact and readable, and the only thing any reader sees
+    assert _sha(target) == before and visible_parquet(root, asset) == files_before
+    con = build_resources(str(root))["warehouse"].connect()
+    (rows,) = con.execute(f"SELECT count(*) FROM {asset} WHERE day = DATE '{D}'" if asset != "raw_events" else
+                          f"SELECT count(*) FROM {asset} WHERE CAST(timezone('UTC', occurred_at) AS DATE) = DATE '{D}'"
+                          ).fetchone()
+    assert rows == rows_before > 0
+
+    landing.write_bytes(original_landing)
+    rerun(root, asset, D)
+    assert _sha(target) == before  # the same bytes as the uninterrupted run
+
+
+@pytest.mark.parametrize("kill_at", ["model:1", "model:2"])
+def test_killed_model_publish_keeps_the_published_model_and_the_champion(world, tmp_path, kill_at):
+    from recsys_assets.assets.evaluation import serving_champion
+    from recsys_assets.core.recall.models import load_model
+
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    res = build_resources(str(root))
+    store, link = res["model_store"], root / "models/recall_als" / D
+    target_before = os.readlink(link)
+    files_before = store.verify("recall_als", D)["files"]
+    champion = serving_champion(res["storage"], D)
+    assert champion is not None
+    versions_before = set((root / "models/recall_als/.versions").iterdir())
+
+    # another seed: the killed run publishes a different model
+    where = kill_mid_write(root, "recall_als", D, kill_at, {"recall": {"seed": 123}})
+    assert os.readlink(link) == target_before  # the day's model is still the previous one
+    assert store.verify("recall_als", D)["files"] == files_before  # complete: every checksum verifies
+    load_model(link).recommend([0, 1], 10)  # and it loads and serves
+    assert serving_champion(res["storage"], D) == champion
+    store.verify(f"recall_{champion[0]}", champion[1])  # the serving champion is intact too
+    new_versions = set((root / "models/recall_als/.versions").iterdir()) - versions_before
+    if kill_at == "model:1":  # killed before the version directory appeared: nothing new is visible
+        assert new_versions == set() and "/.versions/" in where
+    else:  # killed before the symlink swap: a complete, verified version no link points at
+        (version,) = new_versions
+        manifest = json.loads((version / "manifest.json").read_text())
+        assert all(_sha(version / name) == sha for name, sha in manifest["files"].items())
+
+    rerun(root, "recall_als", D)
+    assert store.verify("recall_als", D)["files"] == files_before  # same model as the uninterrupted run
+    assert os.readlink(link) == target_before
+
+
+# --- clear errors for users --------------------------------------------------------------
+
+def test_an_unknown_user_gets_the_cold_start_path(world, capsys):
+    from recsys_assets import cli
+
+    assert cli.main(["recommend", "--user", "987654321", "--k", "5", "--json", "--data-root", str(world)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["path"] == "cold_start" and answer["user_id"] == 987654321 and len(answer["items"]) == 5
+
+
+def test_recommend_without_models_says_what_is_missing(tmp_path, capsys):
+    from recsys_assets import cli
+
+    assert cli.main(["recommend", "--user", "1", "--data-root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("recsys: ") and "Traceback" not in err and err.count("\n") <= 3
+
+
+def test_an_empty_training_window_fails_with_one_message(world, tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    con = duckdb.connect()
+    for day in DAYS[:-1]:  # the whole window before D holds no interactions
+        path = root / "lake/interactions" / f"{day}.parquet"
+        con.execute(f"COPY (FROM '{path}' LIMIT 0) TO '{tmp_path}/empty.parquet' (FORMAT parquet)")
+        shutil.move(tmp_path / "empty.parquet", path)
+    job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=D,
+                                    asset_selection=[dg.AssetKey("recall_als")], raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = failure.event_specific_data.error
+    assert error.cls_name == "Failure"
+    assert f"training window of {D} ({DAYS[0]}..{DAYS[-2]}) has no positive interactions" in error.message
+    assert "materialized" in error.message

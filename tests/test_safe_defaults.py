@@ -1,0 +1,309 @@
+"""Safe defaults: the UI binds to 127.0.0.1 unless told otherwise, stored files are never
+unpickled, paths and partition keys are validated (nothing escapes its root), SQL literals
+are parameters or allow-listed validated paths/keys, and configuration errors read clearly."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources.storage import StorageResource, UnsafePathError
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_DIRS = [ROOT / "recsys_assets", ROOT / "resources"]
+
+
+def _sources():
+    for folder in CODE_DIRS:
+        yield from sorted(folder.rglob("*.py"))
+
+
+# --- the webserver binds to localhost ---------------------------------------------------
+
+def test_webserver_default_host_is_localhost():
+    import click
+    from dagster_webserver import cli as webserver_cli
+
+    commands = [c for c in vars(webserver_cli).values() if isinstance(c, click.Command)]
+    hosts = {p.default for c in commands for p in c.params if p.name == "host"}
+    assert hosts == {"127.0.0.1"}
+    # `dagster dev` passes --host to the webserver only when one is given, so its default is the same
+    from dagster._cli import dev
+
+    source = Path(dev.__file__).read_text()
+    assert '(["--host", host] if host else [])' in source
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of LISTEN sockets on `port`, from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc to read the listening socket")
+def test_webserver_started_without_host_listens_on_loopback_only(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RECSYS_DATA_ROOT": str(tmp_path / "data")}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml",
+                               "-p", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not _listening_addresses(port) and time.time() < deadline and server.poll() is None:
+            time.sleep(0.5)
+        addresses = _listening_addresses(port)
+        assert addresses == {"0100007F"}, addresses  # 127.0.0.1 and nothing else (not 0.0.0.0 / ::)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# --- no code-executing deserialisation ----------------------------------------------------
+
+FORBIDDEN_IMPORTS = {"pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal", "_pickle"}
+
+
+def test_no_pickle_or_unsafe_loaders_in_the_code():
+    problems = []
+    for path in _sources():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                bad = {n.split(".")[0] for n in names} & FORBIDDEN_IMPORTS
+                if bad:
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {bad}")
+            if isinstance(node, ast.Call):
+                func = ast.unparse(node.func)
+                kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if func.endswith(("np.load", "numpy.load")) and kwargs.get("allow_pickle") != "False":
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno} {func} without allow_pickle=False")
+                if kwargs.get("allow_pickle") == "True":
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno} allow_pickle=True")
+                if func.endswith(("read_pickle", "torch.load", "yaml.load", "yaml.unsafe_load")) or func in ("eval", "exec"):
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {func}")
+    assert problems == []
+
+
+# --- paths and partition keys -------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["../../etc", "2026-01-05/../../x", "2026-13-45", "2026-1-5", "", "snapshot/..", None])
+def test_malformed_partition_keys_are_refused(tmp_path, key):
+    storage = StorageResource(data_root=str(tmp_path))
+    with pytest.raises(UnsafePathError, match="invalid partition key"):
+        storage.partition_path("raw_events", key)
+    with pytest.raises(UnsafePathError, match="invalid partition key"):
+        storage.quarantine_path("raw_events", key)
+
+
+@pytest.mark.parametrize("table", ["../models", "raw_events/../../x", "Raw", "a b", "x'y"])
+def test_malformed_table_names_are_refused(tmp_path, table):
+    with pytest.raises(UnsafePathError, match="invalid table name"):
+        StorageResource(data_root=str(tmp_path)).partition_path(table, "2026-01-05")
+
+
+def test_a_data_root_with_a_quote_is_refused(tmp_path):
+    with pytest.raises(UnsafePathError, match="contains a quote"):
+        StorageResource(data_root=str(tmp_path / "it's")).lake_dir
+
+
+def test_a_lake_folder_symlinked_out_of_the_data_root_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "data/lake").mkdir(parents=True)
+    (tmp_path / "data/lake/raw_events").symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="outside"):
+        StorageResource(data_root=str(tmp_path / "data")).partition_path("raw_events", "2026-01-05")
+
+
+def _landing_world(tmp_path):
+    from recsys_assets.core.generator import GeneratorConfig, generate
+    from recsys_assets.definitions import build_resources
+
+    generate(GeneratorConfig(n_users=50, n_items=40, days=1, impressions_per_day=300, seed=1), tmp_path / "data")
+    return build_resources(str(tmp_path / "data"))
+
+
+def _run_raw(resources, assets, partition=None):
+    from recsys_assets.assets.raw import raw_assets
+
+    return dg.materialize(raw_assets, resources=resources, selection=assets, partition_key=partition,
+                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _failure_message(result) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = failure.event_specific_data.error
+    assert error.cls_name == "Failure", error.cls_name  # our message, not a library traceback
+    return error.message
+
+
+def test_landing_symlinks_that_escape_the_landing_zone_are_refused(tmp_path):
+    resources = _landing_world(tmp_path)
+    assert _run_raw(resources, ["raw_users", "raw_items"]).success
+    landing = tmp_path / "data/landing/2026-01-01"
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"not": "yours"}\n')
+    (landing / "events.jsonl").unlink()
+    (landing / "events.jsonl").symlink_to(secret)  # a file symlink out of the zone
+    message = _failure_message(_run_raw(resources, ["raw_events"], "2026-01-01"))
+    assert "Refused" in message and "outside" in message and str(secret) in message
+
+    outside_day = tmp_path / "outside_day"
+    landing.rename(outside_day)
+    landing.symlink_to(outside_day)  # a whole day folder symlinked out of the zone
+    message = _failure_message(_run_raw(resources, ["raw_impressions"], "2026-01-01"))
+    assert "Refused" in message and "outside" in message
+    assert not (tmp_path / "data/lake/raw_impressions").exists()  # nothing was read or written
+
+
+def test_a_malformed_partition_key_is_refused_by_the_landing_zone(tmp_path):
+    from resources import LandingZoneResource
+
+    landing = LandingZoneResource(landing_root=str(tmp_path))
+    with pytest.raises(dg.Failure, match="invalid partition key"):
+        landing.day_file("../../etc", "events")
+    with pytest.raises(dg.Failure, match="unknown landing table"):
+        landing.day_file("2026-01-05", "../passwd")
+
+
+# --- SQL: literals are parameters or allow-listed, validated values ------------------------
+
+# Every value interpolated *inside a SQL string literal* of an f-string ('{...}'), by file and
+# expression. All are paths built by StorageResource / the model store (validated table names and
+# partition keys, a root without quotes) or validated partition days or code constants; data
+# values (ids, strings read from files) are bound as parameters (`?`, `$name`) instead. A new
+# entry needs the same justification.
+QUOTED_SQL_ALLOWED = {
+    ("recsys_assets/assets/drift.py", "day"): "partition key (validated)",
+    ("recsys_assets/automation.py", "path"): "lake partition path",
+    ("recsys_assets/checks/feature_checks.py", "path"): "lake partition path",
+    ("recsys_assets/checks/raw_checks.py", "path"): "lake partition path",
+    ("recsys_assets/core/adapters/trivago.py", "SURFACE"): "code constant",
+    ("recsys_assets/core/dictionaries.py", "previous"): "lake partition path",
+    ("recsys_assets/core/ingest.py", "source"): "lake snapshot path",
+    ("recsys_assets/core/ingest.py", "partition_day.isoformat()"): "a datetime.date, formatted",
+    ("recsys_assets/core/storage.py", "tmp"): "temp sibling of a lake path",
+    ("recsys_assets/core/storage.py", "glob"): "lake folder glob",
+    ("recsys_assets/core/training_data.py", "user_dictionary"): "lake snapshot path",
+    ("recsys_assets/core/training_data.py", "item_dictionary"): "lake snapshot path",
+    ("recsys_assets/core/training_data.py", "items_snapshot"): "lake snapshot path",
+}
+SQL_WORDS = re.compile(r"\b(SELECT|FROM|COPY|CREATE|INSERT|WHERE|DESCRIBE|JOIN|DATE)\b")
+
+
+def quoted_sql_interpolations() -> set[tuple[str, str]]:
+    found = set()
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.JoinedStr):
+                continue
+            parts = node.values
+            text = "".join(p.value if isinstance(p, ast.Constant) else "{}" for p in parts)
+            if not SQL_WORDS.search(text):
+                continue
+            for i, part in enumerate(parts):
+                if not isinstance(part, ast.FormattedValue):
+                    continue
+                before = parts[i - 1].value if i and isinstance(parts[i - 1], ast.Constant) else ""
+                after = parts[i + 1].value if i + 1 < len(parts) and isinstance(parts[i + 1], ast.Constant) else ""
+                if str(before).endswith("'") and str(after).startswith("'"):
+                    found.add((str(path.relative_to(ROOT)), ast.unparse(part.value)))
+    return found
+
+
+def test_sql_literals_are_parameters_or_validated_values():
+    found = quoted_sql_interpolations()
+    unexpected = sorted(found - set(QUOTED_SQL_ALLOWED))
+    assert unexpected == [], ("values interpolated into SQL string literals: bind them as parameters, or validate "
+                              f"them and add them to QUOTED_SQL_ALLOWED with the reason: {unexpected}")
+
+
+def test_data_values_with_quotes_travel_as_data(tmp_path):
+    """A record whose strings contain quotes and SQL is loaded verbatim, never executed."""
+    import json
+    from datetime import date
+
+    import duckdb
+
+    from recsys_assets.core import contract as c
+    from recsys_assets.core.ingest import ingest_file
+
+    users = tmp_path / "users.jsonl"
+    users.write_text(json.dumps({"user_id": 1}) + "\n")
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"item_id": 2}) + "\n")
+    known = {}
+    for contract, src, ref in ((c.USERS, users, "user_id"), (c.ITEMS, items, "item_id")):
+        known[ref] = str(tmp_path / f"{ref}.parquet")
+        ingest_file(contract, src, src.name, "snapshot", None, Path(known[ref]), tmp_path / f"q{ref}.parquet")
+    nasty = "x'); DROP TABLE lines; --"
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"event_id": nasty, "user_id": 1, "item_id": 2, "type": "click",
+                                  "occurred_at": "2026-01-05T10:00:00Z", "request_id": "it's"}) + "\n")
+    result = ingest_file(c.EVENTS, events, "events.jsonl", "2026-01-05", date(2026, 1, 5), tmp_path / "d.parquet",
+                         tmp_path / "q.parquet", known_ids=known)
+    assert result.rows_loaded == 1
+    assert duckdb.connect().execute(f"SELECT event_id, request_id FROM '{tmp_path}/d.parquet'").fetchone() == (nasty, "it's")
+
+
+# --- configuration errors read clearly ----------------------------------------------------
+
+@pytest.mark.parametrize("field, value, words", [
+    ("max_quarantine_rate", 1.5, "less than or equal to 1"),
+    ("max_orphan_request_rate", -0.1, "greater than or equal to 0"),
+    ("max_line_bytes", 0, "greater than or equal to 1024"),
+])
+def test_wrong_ingestion_settings_fail_with_the_field_named(field, value, words):
+    from pydantic import ValidationError
+
+    from resources import IngestionSettings
+
+    with pytest.raises(ValidationError) as error:
+        IngestionSettings(**{field: value})
+    message = str(error.value)
+    assert field in message and words in message
+    assert message.count("\n") < 6  # one short message, not a traceback
+
+
+def test_wrong_settings_in_run_config_fail_the_run_with_the_field_named(tmp_path):
+    from recsys_assets.assets.raw import raw_assets
+    from recsys_assets.definitions import build_resources
+    from resources import IngestionSettings
+
+    resources = build_resources(str(tmp_path)) | {"ingestion": IngestionSettings.configure_at_launch()}
+    result = dg.materialize(raw_assets, resources=resources, selection=["raw_users"], raise_on_error=False,
+                            instance=dg.DagsterInstance.ephemeral(),
+                            run_config={"resources": {"ingestion": {"config": {"max_quarantine_rate": 7}}}})
+    assert not result.success
+    errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"
+              and e.event_specific_data and e.event_specific_data.error]
+    text = " ".join(str(err.to_string()) for err in errors)
+    assert "max_quarantine_rate" in text and "less than or equal to 1" in text
+
+
+def test_a_missing_landing_day_names_the_file_and_what_to_do(tmp_path):
+    resources = _landing_world(tmp_path)
+    assert _run_raw(resources, ["raw_users", "raw_items"]).success
+    message = _failure_message(_run_raw(resources, ["raw_impressions"], "2026-01-09"))
+    assert "Landing file missing" in message and "2026-01-09/impressions.jsonl" in message
+    assert "recsys_assets.generate" in message or "RECSYS_LANDING_ROOT" in message
