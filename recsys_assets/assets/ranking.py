@@ -153,12 +153,15 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
         seconds = time.perf_counter() - started
         model.meta |= {"day": day, "train_days": train_days, "valid_days": valid_days if valid_files else [],
                        "validation": "later days" if valid_files else
-                       f"{ranking.valid_fraction:.0%} of the training requests", "train_seconds": seconds,
+                       f"{ranking.valid_fraction:.0%} of the training requests",
                        "data_version": file_sha256_many(train_files + valid_files + [dictionary_path])}
         staging = model_store.staging_dir("ranker")
         ranker_lib.save(model, staging)
+        # wall time goes into the manifest only: ranker.json (hashed into the version) stays a
+        # pure function of the data, so a re-run publishes the identical version
         version = model_store.publish("ranker", day, staging, {k: v for k, v in model.meta.items()
-                                                                if k not in ("params", "ctr_params")})
+                                                                if k not in ("params", "ctr_params")}
+                                      | {"train_seconds": seconds})
         importance = ranker_lib.feature_importance(model).with_columns(pl.lit(day).str.to_date().alias("day"))
         serving.write_frame(importance, storage.partition_path("ranker_feature_importance", day),
                             order_by="model, gain DESC")
