@@ -63,7 +63,7 @@ def main():
         n = next(r[8] for r in rows if r[0] == "ranker" and r[1] == "mrr")
         append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_trivago.py` | "
                       f"{machine()} | {n} | {cells} | shown 0.451, popularity 0.360, session-first 0.601 | "
-                      f"{total:.0f}s |", section="trivago")
+                      f"{total:.0f}s |", section="Ranker on the trivago")
 
 
 if __name__ == "__main__":

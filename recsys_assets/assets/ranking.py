@@ -301,8 +301,9 @@ def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreR
     if shown.height:
         shown = shown.with_columns(
             pl.Series("ranker", model.score(shown)), (-pl.col("position").cast(pl.Float64)).alias("shown_order"),
-            # popularity-by-position: most popular first, ties in shown order
-            (-pl.col("i_popularity_rank_7d").fill_null(1e9) - pl.col("position").cast(pl.Float64) / 1e4)
+            # popularity-by-position: most positives in the 7 days before D first (unknown = 0),
+            # ties in shown order
+            (pl.col("i_positives_7d").fill_null(0).cast(pl.Float64) - pl.col("position").cast(pl.Float64) / 1e4)
             .alias("popularity"),
             pl.sum_horizontal([1.0 / (60.0 + pl.col(f"rank_{c}").fill_null(1e9)) for c in ranking.channels])
             .alias("recall_rrf"))
