@@ -1,15 +1,16 @@
 """Recall settings: training window, signal weights, model hyperparameters, evaluation."""
 
 import dagster as dg
+from pydantic import Field
 
 
 class RecallSettings(dg.ConfigurableResource):
-    window_days: int = 28  # a model of day D trains on D-window .. D-1 and is tested on D
-    click_weight: float = 0.25  # signal of a click that did not become a positive
+    window_days: int = Field(default=28, ge=1, le=3650)  # a model of day D trains on D-window .. D-1 and is tested on D
+    click_weight: float = Field(default=0.25, ge=0.0, le=1.0)  # signal of a click that did not become a positive
     seed: int = 42
     k_eval: list[int] = [10, 20, 50, 100, 200]
-    light_user_max_positives: int = 4  # segments: cold = 0 training positives, light <= this, heavy above
-    bootstrap_samples: int = 500
+    light_user_max_positives: int = Field(default=4, ge=0)  # segments: cold = 0 training positives, light <= this, heavy above
+    bootstrap_samples: int = Field(default=500, ge=10, le=100000)
     # Hyperparameters: ALS, implicit BPR and numpy BPR picked by small grids on the synthetic default
     # data (day 8 after 7 days, NDCG@10; `benchmarks/bench_recall.py --tune` reruns the BPR grids;
     # see benchmarks/RESULTS.md and docs/evaluation.md); the rest are the models' defaults.
@@ -18,14 +19,14 @@ class RecallSettings(dg.ConfigurableResource):
     item_cf_neighbours: int = 100
     item_cf_shrinkage: float = 10.0
     item_cf_half_life_days: float = 14.0
-    als_factors: int = 64
+    als_factors: int = Field(default=64, ge=1, le=4096)
     als_regularization: float = 30.0
-    als_iterations: int = 15
-    als_alpha: float = 2.0
-    bpr_factors: int = 128
+    als_iterations: int = Field(default=15, ge=1, le=1000)
+    als_alpha: float = Field(default=2.0, ge=0.0)
+    bpr_factors: int = Field(default=128, ge=1, le=4096)
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
-    bpr_iterations: int = 100
+    bpr_iterations: int = Field(default=100, ge=1, le=100000)
     # implicit's BPR is hogwild SGD: with more than one thread two fits of the same seed differ
     # (and so do the evaluation, the champion decision and the candidates downstream). 1 keeps
     # every re-run bit-identical (tests/test_reliability.py); 0 = all cores, faster, not reproducible.
@@ -44,12 +45,12 @@ class RecallSettings(dg.ConfigurableResource):
     impression_bpr_epochs: int = 30
     impression_bpr_hard_ratio: float = 0.3  # share of negatives drawn from shown-but-not-chosen items
     ease_lambda: float = 500.0
-    ease_max_items: int = 20000
+    ease_max_items: int = Field(default=20000, ge=1)
     content_tag_weight: float = 0.5
-    candidates_k: int = 200  # recall_candidates: fused top-K per user
+    candidates_k: int = Field(default=200, ge=1, le=100000)  # recall_candidates: fused top-K per user
     # Champion selection and promotion gate.
     champion_metric: str = "ndcg@10"
-    min_lift_over_popularity: float = 0.0  # a learned model must beat popularity by this relative margin
+    min_lift_over_popularity: float = Field(default=0.0, ge=0.0)  # a learned model must beat popularity by this relative margin
     # A candidate replaces the serving champion unless it is worse than it, on the same day and
     # users, by more than this relative tolerance.
-    promotion_tolerance: float = 0.02
+    promotion_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)

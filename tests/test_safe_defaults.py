@@ -307,3 +307,60 @@ def test_a_missing_landing_day_names_the_file_and_what_to_do(tmp_path):
     message = _failure_message(_run_raw(resources, ["raw_impressions"], "2026-01-09"))
     assert "Landing file missing" in message and "2026-01-09/impressions.jsonl" in message
     assert "recsys_assets.generate" in message or "RECSYS_LANDING_ROOT" in message
+
+
+@pytest.mark.parametrize("settings, field, value", [
+    ("RecallSettings", "window_days", 0), ("RecallSettings", "promotion_tolerance", 1.5),
+    ("RankingSettings", "mmr_lambda", 2.0), ("RankingSettings", "train_days", 0),
+    ("RankingSettings", "valid_fraction", 1.0), ("FeatureSettings", "min_pos_completion", -0.1),
+])
+def test_wrong_model_and_feature_settings_fail_with_the_field_named(settings, field, value):
+    from pydantic import ValidationError
+
+    import resources
+
+    with pytest.raises(ValidationError) as error:
+        getattr(resources, settings)(**{field: value})
+    message = str(error.value)
+    assert field in message and message.count("\n") < 6
+
+
+SECRET_PATTERNS = {
+    "aws access key id": re.compile(r"AKIA[0-9A-Z]{16}"),
+    "private key block": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "assigned credential": re.compile(r"(?i)\b(password|passwd|secret|api_key|apikey|token)\s*=\s*['\"][^'\"]{6,}['\"]"),
+    "credential in a URL": re.compile(r"[a-z]+://[^/\s:@]+:[^/\s@]+@"),
+}
+
+
+def test_no_secrets_in_code_docs_or_config():
+    """Credentials come from the environment only: nothing that looks like one is committed."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    hits = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix not in {".py", ".md", ".toml", ".yaml", ".yml", ".sql", ".cfg", ".ini", ".txt", ".json", ""}:
+            continue
+        if not path.is_file() or name.startswith("tests/test_safe_defaults.py"):
+            continue
+        text = path.read_text(errors="replace")
+        hits += [f"{name}: {kind}" for kind, pattern in SECRET_PATTERNS.items() if pattern.search(text)]
+    assert hits == []
+
+
+def test_settings_values_are_not_logged_from_the_environment(tmp_path, monkeypatch, capsys):
+    """A secret-looking environment variable never reaches Dagster's run logs or stdout."""
+    canary = "s3cr3t-canary-8b1f"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
+    from recsys_assets.assets.raw import raw_assets
+    from recsys_assets.core.generator import GeneratorConfig, generate
+    from recsys_assets.definitions import build_resources
+
+    generate(GeneratorConfig(n_users=50, n_items=40, days=1, impressions_per_day=200), tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(raw_assets, resources=build_resources(str(tmp_path)), instance=instance,
+                            selection=["raw_users", "raw_items"], raise_on_error=False)
+    assert result.success
+    logged = " ".join(str(e.message) + str(getattr(e, "dagster_event", "")) for e in
+                      instance.all_logs(result.run_id))
+    assert canary not in logged and canary not in capsys.readouterr().out
