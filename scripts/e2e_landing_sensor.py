@@ -52,6 +52,25 @@ def wait_for(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def start_dagster_dev(env: dict, log_path: Path) -> tuple[subprocess.Popen, int]:
+    """`dagster dev` on a free 127.0.0.1 port in its own process group (so it can be stopped whole)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    return server, port
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
 def landing_runs(port: int) -> dict[str, str]:
     runs = graphql(port, RUNS)["runsOrError"]["results"]
     return {next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition"): r["status"] for r in runs}
@@ -69,13 +88,7 @@ def main() -> int:
     held_back = work / "held_back_day"
     shutil.move(data / "landing" / "2026-01-03", held_back)  # lands later
     env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATA_ROOT": str(data)}
-    bin_dir = Path(sys.executable).parent
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
-                              stdout=open(work / "dagster_dev.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server, port = start_dagster_dev(env, work / "dagster_dev.log")
     try:
         print(f"dagster dev on 127.0.0.1:{port}, DAGSTER_HOME={home}")
         # Sensors start stopped; switch this one on in the running instance, as a user would in the UI.
@@ -96,11 +109,7 @@ def main() -> int:
         print("OK: the landing sensor launched one run per day and the new partition is materialized")
         return 0
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
 
 
 if __name__ == "__main__":

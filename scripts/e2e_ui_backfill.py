@@ -11,8 +11,6 @@ it starts it stops.
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from e2e_landing_sensor import graphql, wait_for  # noqa: E402
+from e2e_landing_sensor import graphql, start_dagster_dev, stop, wait_for  # noqa: E402
 
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 
@@ -86,12 +84,7 @@ def main() -> int:
     # the snapshots are unpartitioned: one CLI run first (it also creates the instance storage)
     subprocess.run([str(bin_dir / "dagster"), "asset", "materialize", "-m", "recsys_assets.definitions",
                     "--select", "group:raw_snapshots"], cwd=ROOT, env=env, check=True, capture_output=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
-                              stdout=open(work / "dagster_dev.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server, port = start_dagster_dev(env, work / "dagster_dev.log")
     started = time.time()
     try:
         print(f"dagster dev on 127.0.0.1:{port}, DAGSTER_HOME={home}")
@@ -121,11 +114,7 @@ def main() -> int:
               f"no lock errors, no temp files ({time.time() - started:.0f}s)")
         return 0
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
 
 
 if __name__ == "__main__":
