@@ -82,15 +82,16 @@ def _rows(result, key) -> int | None:
     return None
 
 
-def _step_seconds(result, key) -> float:
+def _step_seconds(instance, result, key) -> float:
     """Seconds between the asset step's start and success events (its own work)."""
     start = end = None
-    for event in result.all_events:
-        if event.step_key == key.to_python_identifier():
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is not None and event.step_key == key.to_python_identifier():
             if event.event_type_value == "STEP_START":
-                start = event.timestamp
+                start = entry.timestamp
             elif event.event_type_value == "STEP_SUCCESS":
-                end = event.timestamp
+                end = entry.timestamp
     return (end - start) if start and end else float("nan")
 
 
@@ -117,7 +118,7 @@ def run_tier(root: Path, days: list[str], model_days: int) -> list[dict]:
         if not result.success:
             raise SystemExit(f"{key.to_user_string()} failed; stopping the tier")
         out = _rows(result, key)
-        step = _step_seconds(result, key)
+        step = _step_seconds(instance, result, key)
         rows.append({"asset": key.to_user_string(), "group": node.group_name, "days": len(run_days) if partitioned else 0,
                      "wall_s": wall, "cpu_s": _cpu_seconds() - cpu, "peak_rss_mib": rss.peak / 2**20, "rows_out": out,
                      "rows_per_s": (out / step) if out and step == step and step > 0 else None,
