@@ -20,7 +20,8 @@ from resources import (AutomationSettings, FeatureSettings, IngestionSettings, L
 
 
 def build_resources(data_root: str | None = None, landing_root: str | None = None,
-                    ingestion: IngestionSettings | None = None, ranking: RankingSettings | None = None) -> dict:
+                    ingestion: IngestionSettings | None = None, ranking: RankingSettings | None = None,
+                    recall: RecallSettings | None = None) -> dict:
     """Resources from the environment, or rooted at explicit folders (tests, scripts)."""
     storage = StorageResource(data_root=data_root) if data_root else StorageResource()
     landing = LandingZoneResource(landing_root=landing_root) if landing_root else (
@@ -32,7 +33,7 @@ def build_resources(data_root: str | None = None, landing_root: str | None = Non
         "ingestion": ingestion or IngestionSettings(),
         "features": FeatureSettings(),
         "model_store": ModelStoreResource(models_root=str(storage.root / "models")),
-        "recall": RecallSettings(),
+        "recall": recall or RecallSettings(),
         "ranking": ranking or RankingSettings(),
         "automation": AutomationSettings(),
     }

@@ -48,6 +48,15 @@ class RecallSettings(dg.ConfigurableResource):
     ease_max_items: int = Field(default=20000, ge=1)
     content_tag_weight: float = 0.5
     candidates_k: int = Field(default=200, ge=1, le=100000)  # recall_candidates: fused top-K per user
+    # Scale knobs. Recall channels trained, evaluated and fused (a channel left out is skipped
+    # with a logged reason); which fusions recall_candidates stores; how many users it scores at
+    # once (memory ~ users × catalog × 4 bytes per channel inside a batch of 1024, plus the
+    # batch's fused lists); and, if set, only users with a positive in the last N days of the
+    # window get candidates (None: every user with a training positive).
+    channels: list[str] = ["popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content"]
+    candidate_methods: list[str] = ["rrf", "weighted"]
+    candidates_batch_users: int = Field(default=20000, ge=1)
+    candidates_recent_days: int | None = Field(default=None, ge=1)
     # Champion selection and promotion gate.
     champion_metric: str = "ndcg@10"
     min_lift_over_popularity: float = Field(default=0.0, ge=0.0)  # a learned model must beat popularity by this relative margin

@@ -3,6 +3,7 @@ bootstrap CIs and paired lift over popularity) and the champion registry."""
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -24,8 +25,9 @@ METRICS = ("recall", "precision", "hr", "ndcg", "map", "mrr")
 
 def exclusion_matrix(positives: sp.csr_matrix, users: np.ndarray, unavailable: np.ndarray) -> sp.csr_matrix:
     """Items a user may not be recommended on day D: their training positives, and items
-    not yet in the catalog on D."""
-    seen = (positives > 0).astype(np.float32).tocsr()
+    not yet in the catalog on D. Materialises users × unavailable entries: for many users
+    pass `seen_matrix` to `recommend(exclude=...)` and the unavailable items as `blocked_items`."""
+    seen = seen_matrix(positives)
     if unavailable.size == 0:
         return seen
     rows = np.repeat(users, unavailable.size)
@@ -34,23 +36,43 @@ def exclusion_matrix(positives: sp.csr_matrix, users: np.ndarray, unavailable: n
     return (seen + blocked).tocsr()
 
 
-def recommend_all_channels(model_store: ModelStoreResource, day: str, users: np.ndarray, k: int,
-                           exclude: sp.csr_matrix) -> tuple[dict, dict, dict]:
-    """Top-k of every recall model published for `day` (checksums verified first):
-    ({name: (items, scores)}, {name: (p01, p99) of its training score range}, {name: ms per user})."""
-    channels, ranges, latency = {}, {}, {}
+def seen_matrix(positives: sp.csr_matrix) -> sp.csr_matrix:
+    return (positives > 0).astype(np.float32).tocsr()
+
+
+def load_channels(model_store: ModelStoreResource, day: str, enabled=None) -> dict:
+    """{name: (model, (p01, p99) of its training score range or None)} of every recall model
+    published for `day` (checksums verified first), restricted to `enabled` names if given."""
+    out = {}
     for name in model_assets:
-        if not model_store.exists(f"recall_{name}", day):
+        if (enabled is not None and name not in enabled) or not model_store.exists(f"recall_{name}", day):
             continue
         manifest = model_store.verify(f"recall_{name}", day)
-        model = recall_models.load_model(model_store.path(f"recall_{name}", day))
-        started = time.perf_counter()
-        channels[name] = model.recommend(users, k, exclude=exclude)
-        latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
         score_range = manifest["metadata"].get("score_range") or {}
+        out[name] = (recall_models.load_model(model_store.path(f"recall_{name}", day)),
+                     (score_range["p01"], score_range["p99"]) if score_range else None)
+    return out
+
+
+def recommend_channels(loaded: dict, users: np.ndarray, k: int, exclude: sp.csr_matrix,
+                       blocked_items: np.ndarray | None = None) -> tuple[dict, dict, dict]:
+    """({name: (items, scores)}, {name: score range}, {name: ms per user}) of loaded channels."""
+    channels, ranges, latency = {}, {}, {}
+    for name, (model, score_range) in loaded.items():
+        started = time.perf_counter()
+        channels[name] = model.recommend(users, k, exclude=exclude, blocked_items=blocked_items)
+        latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
         if score_range:
-            ranges[name] = (score_range["p01"], score_range["p99"])
+            ranges[name] = score_range
     return channels, ranges, latency
+
+
+def recommend_all_channels(model_store: ModelStoreResource, day: str, users: np.ndarray, k: int,
+                           exclude: sp.csr_matrix, blocked_items: np.ndarray | None = None,
+                           enabled=None) -> tuple[dict, dict, dict]:
+    """Top-k of every recall model published for `day` (checksums verified first):
+    ({name: (items, scores)}, {name: (p01, p99) of its training score range}, {name: ms per user})."""
+    return recommend_channels(load_channels(model_store, day, enabled), users, k, exclude, blocked_items)
 
 
 def segment_of(n_train_positives: np.ndarray, light_max: int) -> np.ndarray:
@@ -63,13 +85,14 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
     users = test.users
     ks = sorted(settings.k_eval)
     max_k = ks[-1]
-    exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
+    exclude, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
     n_train = np.diff(data.positives.indptr)[users]
     segments = segment_of(n_train, settings.light_user_max_positives)
     item_popularity = np.asarray((data.positives > 0).sum(axis=0)).ravel()
 
-    channels, ranges, latency = recommend_all_channels(model_store, day, users, max_k, exclude)
+    channels, ranges, latency = recommend_all_channels(model_store, day, users, max_k, exclude, blocked,
+                                                       enabled=settings.channels)
     per_model = {name: (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
                  for name, (recs, _) in channels.items()}
     if len(channels) > 1:  # fusion of every channel, evaluated like a model
@@ -274,15 +297,12 @@ def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, se
         models[label] = (recall_models.load_model(model_store.path(f"recall_{name}", trained)), manifest["metadata"])
         known_users = min(known_users, manifest["metadata"]["n_users"])
     users = test.users[test.users < known_users]
-    exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
+    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
     out = {}
     for label, (model, meta) in models.items():
-        scores = np.full((len(users), data.n_items), -np.inf, dtype=np.float32)
-        scores[:, :meta["n_items"]] = model.score(users)
-        rows = exclude[users]
-        scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :int(k)]
+        known = meta["n_items"]  # items an older artifact never saw are never in its top-k
+        top, _ = model.recommend(users, int(k), exclude=seen[:, :known], blocked_items=blocked[blocked < known])
         out[label] = float(metrics.per_user_metrics(top, relevant, int(k))[f"{base}@{k}"].mean())
     return out
 
@@ -366,60 +386,99 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
 )
 def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
                       recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    import pyarrow.parquet as pq
-
-    rows_written, table = 0, None
+    rows_written, table, per_method = 0, None, {}
     for day in context.partition_keys:
         try:
             data, _, info, _, _ = load_day(storage, day, recall)
         except NoTrainingData as nothing:
             context.log.warning(f"recall_candidates {day}: {nothing}")
             continue
-        users = np.flatnonzero(np.diff(data.positives.indptr) > 0)
-        exclude = exclusion_matrix(data.positives, users, np.flatnonzero(~info["available_items"]))
-        channels, ranges, _ = recommend_all_channels(model_store, day, users, recall.candidates_k, exclude)
-        if not channels:
+        loaded = load_channels(model_store, day, recall.channels)
+        if not loaded:
             raise dg.Failure(f"no recall model is published for {day}")
-        user_ids = pq.read_table(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
-        item_ids = pq.read_table(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
-        user_of = np.empty(data.n_users, np.int64)
-        user_of[user_ids.column("index").to_numpy()] = user_ids.column("id").to_numpy()
-        item_of = np.empty(data.n_items, np.int64)
-        item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
-        parts = []
-        for method, (items, scores) in fusion.fuse(channels, data.n_items, recall.candidates_k,
-                                                   score_ranges=ranges).items():
-            ranks = fusion.channel_ranks(channels, items)
-            valid = items >= 0
-            cols = {"day": pa.array(np.full(valid.sum(), np.datetime64(day, "D"))),
-                    "method": pa.array([method] * int(valid.sum())),
-                    "user_id": user_of[np.repeat(users, items.shape[1]).reshape(items.shape)[valid]],
-                    "item_id": item_of[items[valid]],
-                    "rank": (np.argsort(np.argsort(-np.where(valid, scores, -np.inf), axis=1), axis=1) + 1)[valid],
-                    "score": scores[valid]}
-            cols |= {f"rank_{c}": r[valid] for c, r in ranks.items()}
-            parts.append(pa.table(cols))
-        table = pa.concat_tables(parts)
-        con = connect()
-        try:
-            con.register("candidates", table)
-            write_parquet_atomic(con, "SELECT * FROM candidates ORDER BY method, user_id, rank",
-                                 storage.partition_path("recall_candidates", day))
-        finally:
-            con.close()
-        rows_written += table.num_rows
+        users = candidate_users(data, recall.candidates_recent_days)
+        started = time.perf_counter()
+        n, table, per_method = write_candidates(storage, day, data, info, loaded, users, recall)
+        rows_written += n
+        context.log.info(f"recall_candidates {day}: {len(users)} users, {n} rows in {time.perf_counter() - started:.0f}s")
     warehouse.refresh_catalog()
     meta = {"dagster/row_count": rows_written}
     if table is not None:  # the last day written: its columns and candidates per fusion method
         meta["dagster/column_schema"] = table_metadata.column_schema(table.schema, descriptions={
             "rank": "rank in the fused list (1 = best)", "method": "rrf or weighted fusion"} | {
             c: "rank of the item in that channel's list (0 = absent)" for c in table.column_names if c.startswith("rank_")})
-        per_method = table.group_by("method").aggregate([("user_id", "count_distinct"), ("item_id", "count")])
         meta["per_method"] = table_metadata.preview(
-            [{"method": m, "users": u, "candidates": n} for m, u, n in zip(*per_method.select(
-                ["method", "user_id_count_distinct", "item_id_count"]).to_pydict().values())],
+            [{"method": m, "users": u, "candidates": c} for m, (u, c) in per_method.items()],
             [("method", "VARCHAR"), ("users", "BIGINT"), ("candidates", "BIGINT")])
     return dg.MaterializeResult(metadata=meta)
+
+
+def candidate_users(data, recent_days: int | None) -> np.ndarray:
+    """Users with a training positive (in the last `recent_days` days of the window, if set)."""
+    if recent_days is None:
+        return np.flatnonzero(np.diff(data.positives.indptr) > 0)
+    age = data.days_ago.tocoo()  # 0 (+1e-3) = the last training day
+    return np.unique(age.row[age.data < recent_days])
+
+
+def write_candidates(storage: StorageResource, day: str, data, info, loaded: dict, users: np.ndarray,
+                     recall: RecallSettings) -> tuple[int, pa.Table | None, dict]:
+    """Fuse the channels for `users`, `candidates_batch_users` at a time (memory stays bounded
+    by one batch), each batch spilled to a Parquet part; the parts are then sorted into the
+    day's partition by DuckDB and published atomically."""
+    import shutil
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    user_ids = pq.read_table(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
+    item_ids = pq.read_table(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
+    user_of = np.empty(data.n_users, np.int64)
+    user_of[user_ids.column("index").to_numpy()] = user_ids.column("id").to_numpy()
+    item_of = np.empty(data.n_items, np.int64)
+    item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
+    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    scratch = storage.root / ".tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(tempfile.mkdtemp(prefix=f"recall_candidates-{day}-", dir=scratch))
+    rows, last, per_method = 0, None, {}
+    try:
+        for start in range(0, len(users), recall.candidates_batch_users):
+            batch = users[start:start + recall.candidates_batch_users]
+            channels, ranges, _ = recommend_channels(loaded, batch, recall.candidates_k, seen, blocked)
+            fused = fusion.fuse(channels, data.n_items, recall.candidates_k, score_ranges=ranges)
+            for method in recall.candidate_methods:
+                if method not in fused:
+                    continue
+                items, scores = fused[method]
+                ranks = fusion.channel_ranks(channels, items)
+                valid = items >= 0
+                # fused lists are sorted best first with -1 padding at the end: rank = position + 1
+                position = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
+                last = pa.table({"day": pa.array(np.full(valid.sum(), np.datetime64(day, "D"))),
+                                 "method": pa.array([method] * int(valid.sum())),
+                                 "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
+                                 "item_id": item_of[items[valid]],
+                                 "rank": position[valid].astype(np.int64),
+                                 "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()})
+                pq.write_table(last, parts_dir / f"{start:012d}-{method}.parquet")
+                rows += last.num_rows
+                users_n, cands_n = per_method.get(method, (0, 0))
+                per_method[method] = (users_n + int(valid.any(axis=1).sum()), cands_n + last.num_rows)
+        con = connect()
+        try:
+            if rows:
+                write_parquet_atomic(con, f"SELECT * FROM read_parquet('{parts_dir}/*.parquet') "
+                                          "ORDER BY method, user_id, rank", storage.partition_path("recall_candidates", day))
+            else:
+                empty = last if last is not None else pa.table({"day": pa.array([], pa.date32())})
+                con.register("empty", empty)
+                write_parquet_atomic(con, "SELECT * FROM empty", storage.partition_path("recall_candidates", day))
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return rows, last, per_method
 
 
 @dg.asset_check(asset=recall_evaluation, name="learned_models_beat_popularity", partitions_def=daily_partitions,

@@ -106,6 +106,9 @@ def _model_asset(name: str):
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
                recall: RecallSettings) -> dg.MaterializeResult:
         meta = {}
+        if name not in recall.channels:  # switched off (e.g. too slow for the data size)
+            context.log.warning(f"recall_{name} skipped: not in RecallSettings.channels {recall.channels}")
+            return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
         for day in context.partition_keys:
             try:
                 data, _, info, data_version, train_days = load_day(storage, day, recall)

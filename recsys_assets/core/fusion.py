@@ -23,16 +23,19 @@ def _channel_matrix(items: np.ndarray, values: np.ndarray, n_items: int) -> sp.c
 
 
 def _top_k(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns per row of a sparse score matrix (missing = -1 / nan), ties by item index."""
+    """Top-k columns per row of a sparse score matrix (missing = -1 / nan), ties by item index.
+    One lexsort over all stored entries (row, -score, column): no Python loop per user."""
+    matrix.sum_duplicates()
     n = matrix.shape[0]
     items = np.full((n, k), -1, dtype=np.int64)
     scores = np.full((n, k), np.nan, dtype=np.float64)
-    for u in range(n):  # rows hold at most (channels × list length) entries
-        start, end = matrix.indptr[u], matrix.indptr[u + 1]
-        cols, vals = matrix.indices[start:end], matrix.data[start:end]
-        order = np.lexsort((cols, -vals))[:k]
-        items[u, :len(order)] = cols[order]
-        scores[u, :len(order)] = vals[order]
+    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    position = np.arange(order.size) - matrix.indptr[rows[order]]  # 0-based rank inside the row
+    keep = position < k
+    chosen = order[keep]
+    items[rows[chosen], position[keep]] = matrix.indices[chosen]
+    scores[rows[chosen], position[keep]] = matrix.data[chosen]
     return items, scores
 
 
@@ -61,13 +64,27 @@ def fuse(channels: dict[str, tuple[np.ndarray, np.ndarray]], n_items: int, k: in
 
 
 def channel_ranks(channels: dict[str, tuple[np.ndarray, np.ndarray]], candidates: np.ndarray) -> dict[str, np.ndarray]:
-    """Per channel, the 1-based rank of each candidate (users × k) in that channel's list, 0 if absent."""
+    """Per channel, the 1-based rank of each candidate (users × k) in that channel's list, 0 if absent.
+    A (user row, item) key lookup by binary search: O(n log n), not a pass per list position."""
+    n_users = candidates.shape[0]
+    stride = np.int64(max(int(candidates.max(initial=-1)), *(int(i.max(initial=-1)) for i, _ in channels.values())) + 2)
+    row = np.arange(n_users, dtype=np.int64)[:, None]
+    wanted = row * stride + (candidates + 1)
     out = {}
     for name, (items, _) in channels.items():
-        ranks = np.zeros(candidates.shape, dtype=np.int32)
-        for pos in range(items.shape[1]):
-            ranks[(candidates == items[:, pos:pos + 1]) & (candidates >= 0)] = pos + 1
-        out[name] = ranks
+        listed = items >= 0
+        keys = (row * stride + (items + 1))[listed]
+        positions = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), items.shape)[listed]
+        order = np.argsort(keys, kind="stable")
+        keys, positions = keys[order], positions[order]
+        # a channel lists an item once per user; with duplicates the first (best) position wins
+        first = np.ones(keys.size, bool)
+        first[1:] = keys[1:] != keys[:-1]
+        keys, positions = keys[first], positions[first]
+        at = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
+        found = (keys.size > 0) & (candidates >= 0)
+        found &= keys[at] == wanted if keys.size else False
+        out[name] = np.where(found, positions[at] if keys.size else 0, 0).astype(np.int32)
     return out
 
 

@@ -63,9 +63,10 @@ class RecallModel:
         raise NotImplementedError
 
     def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
-                  batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per user over the full catalog, excluded items removed.
-        A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
+                  batch: int = 1024, blocked_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores per user over the full catalog, excluded items removed:
+        `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
+        for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
         users = np.asarray(users, dtype=np.int64)
         out_items = np.empty((len(users), k), dtype=np.int64)
         out_scores = np.empty((len(users), k), dtype=np.float32)
@@ -76,6 +77,8 @@ class RecallModel:
             if exclude is not None:
                 rows = exclude[chunk]
                 scores[np.repeat(np.arange(len(chunk)), np.diff(rows.indptr)), rows.indices] = -np.inf
+            if blocked_items is not None and len(blocked_items):
+                scores[:, blocked_items] = -np.inf
             kk = min(k, scores.shape[1])
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
