@@ -5,6 +5,11 @@ minus the asset step's own time). Daily assets run as one range run over every d
 assets (recall, ranking, serving groups) for the last `--model-days` days.
 
     .venv/bin/python benchmarks/bench_tiers.py --tier S [--data-root DIR] [--model-days 4] [--no-record]
+        [--from ASSET] [--until ASSET]
+
+--from / --until run a slice of the topological order (e.g. the data layers, then the model
+layers after a code change); every asset's row is also appended to <data-root>/bench_tiers_rows.jsonl
+and the report is built from the latest row of every asset there, so slices add up to one table.
 
 Tiers (GeneratorConfig): S = the quickstart default (2k users, 1.5k items, 14 days x 70k
 impressions ~ 1M); M = 20k users, 10k items, 30 days x 333k (~10M); L = 1M users, 100k
@@ -13,6 +18,7 @@ row to benchmarks/RESULTS.md.
 """
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
@@ -30,12 +36,24 @@ import dagster as dg  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
 from recsys_assets.quickstart import MODEL_GROUPS  # noqa: E402
+from resources import RankingSettings, RecallSettings  # noqa: E402
 from recording import append_result, git_commit, machine  # noqa: E402
 
 TIERS = {
     "S": GeneratorConfig(),
     "M": GeneratorConfig(n_users=20_000, n_items=10_000, days=30, impressions_per_day=333_000),
     "L": GeneratorConfig(n_users=1_000_000, n_items=100_000, days=30, impressions_per_day=3_333_000),
+}
+# Settings per tier (defaults unless listed), recorded with the results. L: the channels whose
+# training cost grows with positives × epochs in pure numpy (bpr_uniform ~100 min, bpr_impressions
+# ~30 min, extrapolated from M) are off, EASE is off by its max_items guard (100k items), implicit
+# BPR uses both cores, candidates are the RRF top-100 of users active in the last 7 days, and
+# the ranker trains on the day before D (a 20% request hold-out for early stopping).
+TIER_SETTINGS = {
+    "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], bpr_num_threads=2,
+                         bpr_iterations=30, candidate_methods=["rrf"], candidates_k=100, candidates_recent_days=7),
+          "ranking": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], train_days=1, valid_days=0,
+                          threads=2)},
 }
 
 
@@ -95,14 +113,18 @@ def _step_seconds(instance, result, key) -> float:
     return (end - start) if start and end else float("nan")
 
 
-def run_tier(root: Path, days: list[str], model_days: int) -> list[dict]:
-    defs = build_defs(build_resources(str(root)))
+def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first: str | None = None,
+             last: str | None = None) -> list[dict]:
+    defs = build_defs(build_resources(str(root), recall=RecallSettings(**settings.get("recall", {})),
+                                      ranking=RankingSettings(**settings.get("ranking", {}))))
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
-    keys = graph.toposorted_asset_keys
+    keys = [k.to_user_string() for k in graph.toposorted_asset_keys]
+    lo = keys.index(first) if first else 0
+    hi = keys.index(last) + 1 if last else len(keys)
     rows = []
-    for key in keys:
+    for key in graph.toposorted_asset_keys[lo:hi]:
         node = graph.get(key)
         partitioned = node.partitions_def is not None
         run_days = days[-model_days:] if node.group_name in MODEL_GROUPS else days
@@ -123,6 +145,8 @@ def run_tier(root: Path, days: list[str], model_days: int) -> list[dict]:
                      "wall_s": wall, "cpu_s": _cpu_seconds() - cpu, "peak_rss_mib": rss.peak / 2**20, "rows_out": out,
                      "rows_per_s": (out / step) if out and step == step and step > 0 else None,
                      "dagster_overhead_s": wall - step if step == step else None})
+        with open(root / "bench_tiers_rows.jsonl", "a") as fh:
+            fh.write(json.dumps(rows[-1]) + "\n")
         print(f"  {rows[-1]['asset']:28s} {wall:8.1f}s wall {rows[-1]['cpu_s']:8.1f}s cpu "
               f"{rows[-1]['peak_rss_mib']:8.0f} MiB  rows {out if out is not None else '-'}", flush=True)
     return rows
@@ -134,6 +158,8 @@ def main():
     ap.add_argument("--data-root", default=None, help="reuse (or create) this data root instead of a temp one")
     ap.add_argument("--model-days", type=int, default=4)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--from", dest="first", default=None, help="start at this asset (topological order)")
+    ap.add_argument("--until", dest="last", default=None, help="stop after this asset")
     args = ap.parse_args()
     config = TIERS[args.tier]
     root = Path(args.data_root).resolve() if args.data_root else Path(tempfile.mkdtemp(prefix=f"tier_{args.tier}_"))
@@ -145,13 +171,21 @@ def main():
         print(f"generated tier {args.tier} in {gen_s:.0f}s into {root}")
     days = [d.isoformat() for d in config.dates]
     started = time.perf_counter()
-    rows = run_tier(root, days, args.model_days)
-    total = time.perf_counter() - started
+    settings = TIER_SETTINGS.get(args.tier, {})
+    run_tier(root, days, args.model_days, settings, args.first, args.last)
+    print(f"slice done in {time.perf_counter() - started:.0f}s")
+    latest = {}
+    for line in (root / "bench_tiers_rows.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        latest[row["asset"]] = row  # the latest run of each asset counts
+    order = [k.to_user_string() for k in build_defs(build_resources(str(root))).resolve_asset_graph().toposorted_asset_keys]
+    rows = [latest[a] for a in order if a in latest]
+    total = sum(r["wall_s"] for r in rows)
     overhead = sum(r["dagster_overhead_s"] or 0 for r in rows)
     peak = max(r["peak_rss_mib"] for r in rows)
     print(f"tier {args.tier}: {len(rows)} assets in {total:.0f}s (generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, "
           f"Dagster's share {overhead / total:.1%}")
-    if args.no_record:
+    if args.no_record or args.last:  # a slice that stops early is not a tier result yet
         return
     commit = git_commit()
     out = ROOT / "benchmarks" / "results" / f"tier_{args.tier}_{commit}.md"
@@ -160,7 +194,8 @@ def main():
              f"`python benchmarks/bench_tiers.py --tier {args.tier} --model-days {args.model_days}` on {machine()}, "
              f"dagster {dg.__version__}; {config.impressions_per_day * config.days:,} impressions over "
              f"{config.days} days, {config.n_users:,} users, {config.n_items:,} items. Total {total:.0f}s "
-             f"(+ generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, Dagster's share {overhead / total:.1%}.", "",
+             f"(+ generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, Dagster's share {overhead / total:.1%}. "
+             f"Settings beyond the defaults: {json.dumps(settings) if settings else 'none'}.", "",
              "| asset | group | days | wall s | CPU s | peak RSS MiB | rows out | rows/s | Dagster s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -377,3 +377,19 @@ def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_
     else:
         assert decision == "promoted" and champion_day == DAYS[-1]
         assert f"item_cf@{DAYS[-2]}" in reason
+
+
+def test_training_data_without_shown_negatives_has_the_same_positives(root):
+    """Recall consumers that need no impressions read only clicked/positive rows: same
+    positives, ages and test truth as the full read, empty shown-not-chosen matrix."""
+    from recsys_assets.assets.recall import load_day
+    from resources import RecallSettings
+
+    storage = build_resources(str(root))["storage"]
+    full, full_test, full_info, version, _ = load_day(storage, DAYS[-1], RecallSettings(), with_shown=True)
+    lean, lean_test, lean_info, lean_version, _ = load_day(storage, DAYS[-1], RecallSettings())
+    assert full.shown_negatives.nnz > full.positives.nnz > 0 and lean.shown_negatives.nnz == 0
+    for a, b in ((full.positives, lean.positives), (full.days_ago, lean.days_ago),
+                 (full_test.relevant, lean_test.relevant)):
+        assert a.shape == b.shape and (a != b).nnz == 0
+    assert version == lean_version and full_info["train_pairs"] == lean_info["train_pairs"]

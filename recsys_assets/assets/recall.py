@@ -50,8 +50,9 @@ def training_days(day: str, window: int) -> list[str]:
     return [(first + timedelta(days=k)).isoformat() for k in range((end - first).days)]
 
 
-def load_day(storage: StorageResource, day: str, settings: RecallSettings):
-    """Training data of the window before `day`, the held-out truth of `day`, and a data version."""
+def load_day(storage: StorageResource, day: str, settings: RecallSettings, with_shown: bool = False):
+    """Training data of the window before `day`, the held-out truth of `day`, and a data version.
+    Shown-but-not-chosen counts (every impression row) are read only when asked for."""
     train_days = training_days(day, settings.window_days)
     if not train_days:
         raise NoTrainingData(f"{day} is the first partition: there is no earlier day to train on")
@@ -64,7 +65,7 @@ def load_day(storage: StorageResource, day: str, settings: RecallSettings):
         raise dg.Failure(f"recall training for {day} needs {missing[:3]}{'...' if len(missing) > 3 else ''}; "
                          "materialize interactions for the window and the id dictionaries first.")
     data, test_set, info = load_training_data(day, train, test, inputs[-3], inputs[-2], inputs[-1],
-                                              click_weight=settings.click_weight)
+                                              click_weight=settings.click_weight, with_shown=with_shown)
     if info["train_pairs"] == 0:  # a model fitted on nothing would publish noise as a "model"
         raise dg.Failure(f"the training window of {day} ({train_days[0]}..{train_days[-1]}) has no positive "
                          "interactions, so there is nothing to train on: check that interactions are materialized "
@@ -111,7 +112,8 @@ def _model_asset(name: str):
             return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
         for day in context.partition_keys:
             try:
-                data, _, info, data_version, train_days = load_day(storage, day, recall)
+                data, _, info, data_version, train_days = load_day(storage, day, recall,
+                                                                   with_shown=name == "bpr_impressions")
             except NoTrainingData as nothing:
                 context.log.warning(f"recall_{name} skipped: {nothing}")
                 meta = {"skipped": True, "reason": str(nothing)}

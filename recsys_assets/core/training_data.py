@@ -31,11 +31,16 @@ def _csr(rows, cols, values, shape) -> sp.csr_matrix:
 
 
 def load_training_data(day: str, train_files: list[Path], test_files: list[Path], user_dictionary: Path,
-                       item_dictionary: Path, items_snapshot: Path, click_weight: float = 0.25
-                       ) -> tuple[TrainingData, TestSet, dict]:
+                       item_dictionary: Path, items_snapshot: Path, click_weight: float = 0.25,
+                       with_shown: bool = True) -> tuple[TrainingData, TestSet, dict]:
+    """with_shown=False leaves shown_negatives empty and reads only clicked or positive
+    interactions: the same positives and ages from a fraction of the rows (impressions
+    outnumber clicks ~15:1), for every consumer but impression-aware models."""
     con = connect()
     try:
-        bind(con, "train_interactions", train_files, "interactions")
+        bind(con, "train_interactions" if with_shown else "train_all", train_files, "interactions")
+        if not with_shown:
+            con.execute("CREATE TEMP VIEW train_interactions AS SELECT * FROM train_all WHERE is_positive OR clicked")
         bind(con, "test_interactions", test_files, "interactions")
         con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
         con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
