@@ -31,6 +31,10 @@ class RankingSettings(dg.ConfigurableResource):
     threads: int = Field(default=1, ge=0, le=1024)  # 1 = bit-reproducible models
     # Funnel: candidates per user handed to the ranker (from recall_candidates, RRF order)
     rank_candidates: int = Field(default=100, ge=1, le=100000)
+    # Scale knob: at most this many users per day (chosen by a seeded hash of the id) give
+    # ranking_samples (all their requests and candidates) and funnel_evaluation's test users.
+    # None = every user. Serving (recommendations) is never sampled.
+    max_users_per_day: int | None = Field(default=None, ge=1)
     top_k: int = Field(default=20, ge=1, le=10000)  # recommendations per user
     # Re-ranking rules (recsys_assets/core/ranking/rerank.py)
     mmr_lambda: float = Field(default=0.8, ge=0.0, le=1.0)

@@ -198,3 +198,29 @@ def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
     sampled = frame.filter(pl.col("kind") == "sampled")
     n_pos = sampled.filter(pl.col("label") > 0).height
     assert sampled.height == n_pos * (1 + res["ranking"].negative_ratio)
+
+
+def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_path):
+    """The scale knob keeps at most N users per day, each with all their rows, in both the
+    training samples and the funnel's evaluated users (a copy of the data root is used)."""
+    import shutil
+
+    from resources import RankingSettings
+
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy, symlinks=True)
+    full = pl.read_parquet(copy / "lake" / "ranking_samples" / f"{D}.parquet")
+    cap = 25
+    defs = build_defs(build_resources(str(copy), ranking=RankingSettings(max_users_per_day=cap)))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("ranking_samples"), dg.AssetKey("funnel_evaluation")], partition_key=D,
+        instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    capped = pl.read_parquet(copy / "lake" / "ranking_samples" / f"{D}.parquet")
+    assert 0 < capped["user_id"].n_unique() <= cap < full["user_id"].n_unique()
+    # every kept user keeps all of their rows
+    kept = full.filter(pl.col("user_id").is_in(capped["user_id"].unique()))
+    assert kept.group_by("kind").len().sort("kind").equals(capped.group_by("kind").len().sort("kind"))
+    funnel_users = pl.read_parquet(copy / "lake" / "funnel_evaluation" / f"{D}.parquet").filter(
+        (pl.col("scope") == "funnel") & (pl.col("metric") == "ndcg"))["n"]
+    assert 0 < funnel_users.max() <= cap

@@ -116,3 +116,17 @@ def test_split_requests_keeps_requests_whole_and_is_seeded():
     assert ranker_lib.split_requests(rows, 0.25, seed=1)[1].equals(valid)
     with pytest.raises(ValueError):
         ranker_lib.split_requests(rows, 1.0)
+
+
+def test_sample_users_is_a_seeded_subset_independent_of_order():
+    from recsys_assets.core.ranking.samples import sample_users
+
+    ids = np.arange(1, 10_001, dtype=np.int64)
+    picked = sample_users(np.repeat(ids, 3), 500, seed=42)  # duplicates count once
+    assert len(picked) == 500 and np.all(np.diff(picked) > 0) and np.isin(picked, ids).all()
+    shuffled = np.random.default_rng(0).permutation(ids)
+    assert np.array_equal(sample_users(shuffled, 500, seed=42), picked)
+    assert not np.array_equal(sample_users(ids, 500, seed=7), picked)  # the seed matters
+    assert picked.max() > 9_000 and picked.min() < 1_000  # spread over the id range, not the first 500
+    assert np.array_equal(sample_users(ids[:300], 500, seed=42), ids[:300])  # fewer than the limit: everyone
+    assert np.array_equal(sample_users(ids, None, seed=42), ids)

@@ -43,6 +43,9 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
     """Every labelled pair of `day` with its features (see core/ranking/samples.py for kinds)."""
     ctx = serving.feature_context(storage, model_store, day, settings.channels)
     interactions = _day_interactions(storage, day)
+    if settings.max_users_per_day is not None:  # whole users (all their requests and candidates) or none
+        kept = samples.sample_users(interactions["user_id"].to_numpy(), settings.max_users_per_day, settings.seed)
+        interactions = interactions.filter(pl.col("user_id").is_in(pl.Series(kept, dtype=pl.Int64)))
     con = connect()
     try:
         con.register("interactions", interactions.to_arrow())
@@ -51,7 +54,8 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
         con.close()
     parts = [shown.with_columns(pl.lit("impressions").alias("kind"))]
     try:
-        candidates = serving.read_candidates(storage, day, settings.rank_candidates)
+        candidates = serving.read_candidates(storage, day, settings.rank_candidates,
+                                             interactions["user_id"].unique().to_numpy())
     except serving.MissingInput as missing:  # e.g. the first day: no recall model, no candidates
         candidates = pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64})
         if log:
@@ -237,7 +241,8 @@ def funnel_truth(day: str, storage: StorageResource, recall: RecallSettings, ran
     data, test, info, _, _ = load_day(storage, day, recall)
     user_of = _id_lookup(ctx.user_index, "user_id", "user_idx")
     item_of = _id_lookup(ctx.item_index, "item_id", "item_idx")
-    candidates = serving.read_candidates(storage, day, ranking.rank_candidates, user_of[test.users])
+    evaluated = samples.sample_users(user_of[test.users], ranking.max_users_per_day, ranking.seed)
+    candidates = serving.read_candidates(storage, day, ranking.rank_candidates, evaluated)
     users = np.unique(candidates["user_id"].to_numpy())
     relevant_by_id = {int(user_of[u]): item_of[test.relevant[u].indices] for u in test.users}
     return candidates, users, [relevant_by_id[int(u)] for u in users], (data, test, info)

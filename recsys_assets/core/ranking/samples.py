@@ -89,3 +89,17 @@ def _empty() -> pl.DataFrame:
     return pl.DataFrame(schema={"request_id": pl.String, "user_id": pl.Int64, "item_id": pl.Int64,
                                 "position": pl.Int64, "surface": pl.String, "device_type": pl.String,
                                 "clicked": pl.Boolean, "is_positive": pl.Boolean, "label": pl.Int32})
+
+
+def sample_users(user_ids: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """At most `limit` of the distinct `user_ids`: those with the smallest seeded multiplicative
+    hash of the id (not the first ones, which would favour old accounts), the same whatever order
+    the ids come in; sorted. limit None keeps everyone."""
+    users = np.unique(np.asarray(user_ids, dtype=np.int64))
+    if limit is None or users.size <= limit:
+        return users
+    z = users.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)  # splitmix64 finaliser
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return np.sort(users[np.argsort(z, kind="stable")[:limit]])
