@@ -160,3 +160,67 @@ def test_read_lines_keeps_line_numbers(tmp_path, write_jsonl):
     assert table.column("line_no").to_pylist() == [1, 2, 3]
     assert table.column("raw_line").to_pylist() == ["a\n", "\n", "b\n"]
     assert table.column("is_blank").to_pylist() == [False, True, False]
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 24, 300, 7])
+def test_bad_lines_inside_a_block_are_split_out_one_by_one(tmp_path, write_jsonl, dims, monkeypatch, block_bytes):
+    """A block holding invalid UTF-8 or an over-long line keeps its good lines (valid
+    non-ASCII ones too) on the bulk path: whatever the block size, the outputs are the
+    same rows, in line order, with the same reasons."""
+    from functools import partial
+
+    from recsys_assets.core import ingest
+
+    monkeypatch.setattr(ingest, "read_lines", partial(ingest.read_lines, block_bytes=block_bytes))
+    good = [line(imp(100 + i, surface="hóme" if i % 3 == 0 else "home")).encode() for i in range(40)]
+    lines, expected = [], {}
+    for i, (_, raw, reason) in enumerate(CASES):
+        lines += good[2 * i: 2 * i + 2] + [raw]
+        expected[len(lines)] = reason
+    lines.append(b'{"pad": "' + b"x" * 3000 + b'"}')  # over the cap below, in the middle of a block
+    expected[len(lines)] = "line_too_long"
+    lines += good[2 * len(CASES):]
+    src = write_jsonl(tmp_path / "i.jsonl", lines)
+    result, data, quarantine = run(tmp_path, c.IMPRESSIONS, src, dims, max_line_bytes=2048)
+    assert dict(quarantine.select("line_no, reason").fetchall()) == expected
+    assert [r[0] for r in data.select("impression_id").fetchall()] == [100 + i for i in range(len(good))]
+    assert [r[0] for r in data.select("surface").fetchall()] == ["hóme" if i % 3 == 0 else "home" for i in range(len(good))]
+    assert result.rows_loaded == len(good) and result.rows_quarantined == len(expected)
+
+
+def test_string_escapes_and_number_forms_are_read_exactly(tmp_path, write_jsonl, dims):
+    """Field values come from json_transform's JSON text: escaped strings decode exactly,
+    integers written as 1e2 or beyond BIGINT are wrong types, -0 is an integer."""
+    src = write_jsonl(tmp_path / "i.jsonl", [
+        line(imp(1, surface='ho"me\\', request_id="r\u00e9q/\u0001")),
+        b'{"impression_id": 2, "user_id": 1, "item_id": 10, "surface": "h\\u00f3me\\/", "position": -0, '
+        b'"shown_at": "2026-01-05T12:00:00\\u002B01:00", "request_id": "r2"}',
+        line(imp(3, position=1e2)).encode(),
+        b'{"impression_id": 4, "user_id": 123456789012345678901234567890, "item_id": 10, "surface": "s", '
+        b'"position": 0, "shown_at": "2026-01-05T12:00:00Z", "request_id": "r4"}',
+        line(imp(5, device_type=True)).encode(),
+        line(imp(6, surface=["home"])).encode(),
+    ])
+    _, data, quarantine = run(tmp_path, c.IMPRESSIONS, src, dims)
+    assert data.select("impression_id, surface, request_id, position").fetchall() == [
+        (1, 'ho"me\\', "r\u00e9q/\u0001", 0), (2, "h\u00f3me/", "r2", 0)]
+    assert quarantine.select("line_no, reason").fetchall() == [
+        (3, "wrong_type:position"), (4, "wrong_type:user_id"), (5, "wrong_type:device_type"), (6, "wrong_type:surface")]
+
+
+def test_loaded_rows_keep_line_order_when_a_rule_is_planned_as_a_join(tmp_path, write_jsonl, dims, monkeypatch):
+    """`type IN (...)` becomes a join in DuckDB's plan, which reorders rows once the scan
+    runs in parallel (many Arrow batches: small blocks): the loaded rows must still come
+    out in line order."""
+    from functools import partial
+
+    from recsys_assets.core import ingest
+
+    monkeypatch.setattr(ingest, "read_lines", partial(ingest.read_lines, block_bytes=1 << 16))
+    n = 60_000
+    lines = [json.dumps({"event_id": f"e{n - i}", "user_id": 1, "item_id": 10, "type": ("click", "like")[i % 2],
+                         "occurred_at": "2026-01-05T10:00:00Z"}) for i in range(n)]
+    src = write_jsonl(tmp_path / "events.jsonl", lines)
+    result, data, _ = run(tmp_path, c.EVENTS, src, dims)
+    assert result.rows_loaded == n
+    assert [r[0] for r in data.select("event_id").fetchall()] == [f"e{n - i}" for i in range(n)]

@@ -63,13 +63,17 @@ def _is_non_standard_json(text: str) -> bool:
     return False
 
 
-def _flag_non_standard_json(con: duckdb.DuckDBPyConnection) -> None:
+def _flag_non_standard_json(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> pa.Table:
     """DuckDB's JSON reader accepts NaN/Infinity, strict JSON does not: the few lines that
-    mention them are re-checked exactly by Python's parser and flagged malformed_json."""
-    suspects = con.execute("""SELECT line_no, raw_line FROM lines WHERE pre_reason IS NULL
+    mention them are re-checked exactly by Python's parser and get pre_reason malformed_json."""
+    suspects = con.execute("""SELECT line_no, raw_line FROM file_lines WHERE pre_reason IS NULL AND NOT is_blank
                               AND (contains(raw_line, 'NaN') OR contains(raw_line, 'Infinity'))""").fetchall()
     flagged = [line_no for line_no, text in suspects if _is_non_standard_json(text)]
-    con.execute("CREATE TEMP TABLE non_standard_json AS SELECT unnest(?::BIGINT[]) AS line_no", [flagged])
+    if not flagged:
+        return lines
+    mask = pc.is_in(lines.column("line_no"), value_set=pa.array(flagged, pa.int64()))
+    pre_reason = pc.if_else(mask, pa.scalar("malformed_json"), lines.column("pre_reason"))
+    return lines.set_column(lines.schema.get_field_index("pre_reason"), "pre_reason", pre_reason)
 
 
 class _TooLong(bytes):
@@ -131,19 +135,56 @@ def _blank_mask(texts: pa.StringArray) -> pa.BooleanArray:
     return pa.array(mask)
 
 
+def _line_array(data: bytes, ends: np.ndarray) -> pa.StringArray:
+    """Arrow strings over `data` (one per line, newline included), zero-copy and unvalidated."""
+    offsets = np.concatenate(([0], ends)).astype(np.int32)
+    return pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+
+
 def _fast_block(data: bytes, max_line_bytes: int) -> pa.StringArray | None:
     """Zero-copy Arrow strings (one per line, newline included) if every line is valid
-    UTF-8 and under the cap; None sends the block to the slow path."""
+    UTF-8 and under the cap; None sends the block to the per-line path."""
     ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
-    offsets = np.concatenate(([0], ends)).astype(np.int32)
-    if len(ends) and np.diff(offsets).max() > max_line_bytes + 1:
+    if len(ends) and np.diff(ends, prepend=0).max() > max_line_bytes + 1:
         return None
-    arr = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
-    try:
-        arr.validate(full=True)  # checks UTF-8
-    except pa.ArrowInvalid:
-        return None
+    arr = _line_array(data, ends)
+    if not data.isascii():  # ASCII is valid UTF-8: only other blocks need the full check
+        try:
+            arr.validate(full=True)  # checks UTF-8
+        except pa.ArrowInvalid:
+            return None
     return arr
+
+
+def _mixed_block(data: bytes, max_line_bytes: int) -> tuple[pa.StringArray, pa.StringArray]:
+    """A block holding invalid UTF-8 or an over-long line: only the lines that are
+    over the cap or not ASCII are looked at one by one (decoded as `_decode_slow` does);
+    runs of good lines stay zero-copy slices of the block."""
+    buf = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
+    starts = np.concatenate(([0], ends[:-1]))
+    suspect = (ends - starts) > max_line_bytes + 1
+    if len(ends):
+        suspect |= np.logical_or.reduceat(buf >= 0x80, starts)
+    arr = _line_array(data, ends)
+    pieces, reasons, prev = [], [], 0
+    for i in np.flatnonzero(suspect).tolist():
+        raw = data[starts[i]:ends[i] - 1]  # without its newline, like _decode_slow's lines
+        if len(raw) > max_line_bytes:
+            raw = _TooLong(raw[:min(QUARANTINE_HEAD_BYTES, max_line_bytes)])
+        else:
+            try:
+                raw.decode("utf-8")
+                continue  # valid non-ASCII line: it stays in the zero-copy run
+            except UnicodeDecodeError:
+                pass
+        (text,), (reason,) = _decode_slow([raw])
+        pieces += [arr.slice(prev, i - prev), pa.array([text], pa.string())]
+        reasons += [None] * (i - prev) + [reason]
+        prev = i + 1
+    pieces.append(arr.slice(prev))
+    reasons += [None] * (len(ends) - prev)
+    return pa.concat_arrays(pieces), pa.array(reasons, pa.string())
 
 
 def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -160,12 +201,11 @@ def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
             fast = None if isinstance(block, _TooLong) else _fast_block(block, max_line_bytes)
             if fast is not None:
                 texts, reasons = fast, pa.nulls(len(fast), pa.string())
-            else:
-                lines = [block] if isinstance(block, _TooLong) else block.split(b"\n")[:-1]
-                decoded, slow_reasons = _decode_slow(
-                    [line if isinstance(line, _TooLong) or len(line) <= max_line_bytes
-                     else _TooLong(line[:min(QUARANTINE_HEAD_BYTES, max_line_bytes)]) for line in lines])
+            elif isinstance(block, _TooLong):
+                decoded, slow_reasons = _decode_slow([block])
                 texts, reasons = pa.array(decoded, pa.string()), pa.array(slow_reasons, pa.string())
+            else:
+                texts, reasons = _mixed_block(block, max_line_bytes)
             line_nos = pa.array(np.arange(next_line_no, next_line_no + len(texts), dtype=np.int64))
             next_line_no += len(texts)
             batches.append(pa.record_batch([line_nos, texts, reasons, _blank_mask(texts)], schema=_SCHEMA))
@@ -195,7 +235,8 @@ _OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|
 
 
 def validation_sql(contract: TableContract, partition_day: date | None) -> str:
-    """SQL over relation `lines` giving one typed column per field and `row_reason`.
+    """SQL over relation `lines` giving `line_no`, one typed column per field and
+    `row_reason` (in no guaranteed order: a domain rule may be planned as a join).
 
     Each rule becomes a boolean flag column; the reason text is only assembled for rows
     with a raised flag, so valid rows cost a handful of boolean operations.
@@ -230,30 +271,51 @@ def validation_sql(contract: TableContract, partition_day: date | None) -> str:
     domain_flags = ",\n        ".join(f"coalesce({cond}, false) AS flag_{i}"
                                      for i, (cond, _) in enumerate(domain_rules, start=len(type_rules))) or "true AS no_domain_rules"
     reasons = ", ".join(f"CASE WHEN {flag} THEN '{reason}' END" for flag, (_, reason) in zip(flags, rules))
-    paths = ", ".join(f"'$.{f.name}'" for f in contract.fields)
-    values = ",\n        ".join(
-        f"types[{i}] AS jt_{f.name}, strs[{i}] AS s_{f.name}"
-        + (f", CASE WHEN types[{i}] IN ('ARRAY', 'OBJECT') THEN json_extract(j, '$.{f.name}') END AS v_{f.name}"
-           if f.type in ("string_list", "json") else "")
-        for i, f in enumerate(contract.fields, start=1))
+    # One more parse per line after the validity check: json_transform picks every field's
+    # JSON text out of the object at once (NULL when absent or JSON null, as $.path does;
+    # the first of duplicate keys, as $.path does). That text is minified JSON, so its
+    # JSON type shows in its first character (numbers: DOUBLE when written with . or e,
+    # which also covers the out-of-range integers json_type calls DOUBLE: BIGINT here, but
+    # they fail the int check's TRY_CAST all the same), and a string without a backslash
+    # is the text between its quotes.
+    structure = "json_object(" + ", ".join(f"'{f.name}', 'JSON'" for f in contract.fields) + ")"  # contract names
+    values = ",\n        ".join(f"r.{f.name} AS v_{f.name}" for f in contract.fields)
+    json_types = ",\n        ".join(
+        f"CASE WHEN v_{f.name} IS NULL THEN NULL "
+        f"ELSE CASE left(v_{f.name}, 1) WHEN '\"' THEN 'VARCHAR' WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' "
+        f"WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' "
+        f"ELSE CASE WHEN contains(v_{f.name}, '.') OR contains(v_{f.name}, 'e') OR contains(v_{f.name}, 'E') "
+        f"THEN 'DOUBLE' ELSE 'BIGINT' END END END AS jt_{f.name}"
+        for f in contract.fields)
+    strs = ",\n        ".join(
+        f"CASE WHEN jt_{f.name} <> 'VARCHAR' THEN CAST(v_{f.name} AS VARCHAR) "
+        f"WHEN contains(v_{f.name}, '\\') THEN v_{f.name} ->> '$' "
+        f"ELSE CAST(v_{f.name} AS VARCHAR)[2:-2] END AS s_{f.name}"
+        for f in contract.fields)
+    # Any field present proves an object; only lines without any (e.g. `{}`, `[1]`, `3`)
+    # need the line's own JSON type.
+    any_field = " OR ".join(f"r.{f.name} IS NOT NULL" for f in contract.fields)
     field_names = ", ".join(f.name for f in contract.fields)
     return f"""
 WITH parsed AS (
-    SELECT line_no, raw_line, pre_reason,
-           CASE WHEN pre_reason IS NULL THEN TRY_CAST(raw_line AS JSON) END AS j
-    FROM (SELECT line_no, raw_line,
-                 coalesce(pre_reason, CASE WHEN n.line_no IS NOT NULL THEN 'malformed_json' END) AS pre_reason
-          FROM lines LEFT JOIN non_standard_json AS n USING (line_no))
+    SELECT line_no, pre_reason, j, json_transform(j, {structure}) AS r
+    FROM (SELECT line_no, pre_reason, CASE WHEN pre_reason IS NULL THEN TRY_CAST(raw_line AS JSON) END AS j
+          FROM lines)
 ), extracted AS (
-    SELECT line_no, raw_line, pre_reason, j, j IS NOT NULL AS is_json, json_type(j) AS json_kind,
-           json_type(j, [{paths}]) AS types, json_extract_string(j, [{paths}]) AS strs
-    FROM parsed
-), typed AS (
-    SELECT * EXCLUDE (types, strs, j),
+    SELECT line_no, pre_reason, j IS NOT NULL AS is_json,
+           CASE WHEN j IS NULL THEN NULL WHEN {any_field} THEN 'OBJECT' ELSE json_type(j) END AS json_kind,
         {values}
+    FROM parsed
+), kinds AS (
+    SELECT *,
+        {json_types}
     FROM extracted
+), typed AS (
+    SELECT *,
+        {strs}
+    FROM kinds
 ), valued AS (
-    SELECT line_no, raw_line, pre_reason, is_json, json_kind,
+    SELECT line_no, pre_reason, is_json, json_kind,
         {", ".join(typed_cols)},
         {type_flags}
     FROM typed
@@ -262,7 +324,7 @@ WITH parsed AS (
         {domain_flags}
     FROM valued
 )
-SELECT line_no, raw_line, {field_names},
+SELECT line_no, {field_names},
     CASE
         WHEN pre_reason IS NOT NULL THEN pre_reason
         WHEN NOT is_json THEN 'malformed_json'
@@ -274,17 +336,40 @@ FROM flagged
 """
 
 
-def _reference_sql(contract: TableContract, known_ids: dict[str, str]) -> tuple[str, str]:
-    """LEFT JOINs against the dimension snapshots and the reasons they yield."""
-    joins, reasons = [], []
+def _cross_record_sql(contract: TableContract, known_ids: dict[str, str]) -> str:
+    """sql/raw_table_rows.sql filled in: the (few) rows it quarantines, with their reason."""
+    ref_cols, joins, reasons = [], [], []
     for ref in contract.references:
         entity = ref.removesuffix("_id")  # user / item
         source = known_ids[ref]
-        joins.append(
-            f"LEFT JOIN (SELECT DISTINCT {ref} AS known_{entity} FROM read_parquet('{source}')) AS k_{entity} "
-            f"ON ranked.{ref} = k_{entity}.known_{entity}")
-        reasons.append(f", CASE WHEN ranked.{ref} IS NOT NULL AND known_{entity} IS NULL THEN 'unknown_{entity}' END")
-    return "\n".join(joins), "\n        ".join(reasons)
+        ref_cols.append(f", {ref}")
+        joins.append(f"LEFT JOIN (SELECT DISTINCT {ref} AS known_{entity} FROM read_parquet('{source}')) AS k_{entity} "
+                     f"ON valid.{ref} = k_{entity}.known_{entity}")
+        reasons.append(f", CASE WHEN valid.{ref} IS NOT NULL AND known_{entity} IS NULL THEN 'unknown_{entity}' END")
+    return read_sql("raw_table_rows.sql").format(
+        id_field=contract.id_field, reference_columns="".join(ref_cols),
+        reference_joins="\n".join(joins), reference_reasons="\n        ".join(reasons))
+
+
+def _in_line_order(table: pa.Table) -> pa.Table:
+    """DuckDB may plan a domain rule as a join (`type IN (...)` becomes a mark join), which
+    does not keep row order: restore it when needed (the check is one pass over line_no)."""
+    line_no = table.column("line_no").to_numpy()
+    if len(line_no) < 2 or bool((line_no[1:] > line_no[:-1]).all()):
+        return table
+    return table.take(pc.sort_indices(table.column("line_no")))
+
+
+def _final_reasons(validated: pa.Table, cross: pa.Table) -> pa.ChunkedArray:
+    """row_reason, with the cross-record reasons filled in where it is NULL."""
+    row_reason = validated.column("row_reason")
+    if cross.num_rows == 0:
+        return row_reason
+    positions = np.searchsorted(validated.column("line_no").to_numpy(), cross.column("line_no").to_numpy())
+    mask = np.zeros(validated.num_rows, dtype=bool)
+    mask[positions] = True
+    return pa.chunked_array([pc.replace_with_mask(row_reason.combine_chunks(), pa.array(mask),
+                                                  cross.column("reason").combine_chunks())])
 
 
 def ingest_file(
@@ -302,6 +387,10 @@ def ingest_file(
 
     `known_ids` maps "user_id"/"item_id" to the Parquet path of the dimension snapshot
     used for reference checks. Re-running replaces both files, so it never duplicates.
+
+    Rows are put in line order once, in Arrow (`_in_line_order`); the writes then read that
+    one table through a projection and a filter, which DuckDB keeps in input order. The
+    cross-record query (joins) returns only the few rows it flags, merged back by line_no.
     """
     missing_refs = [r for r in contract.references if not (known_ids or {}).get(r)]
     if missing_refs:
@@ -309,34 +398,40 @@ def ingest_file(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("file_lines", read_lines(landing_file, max_line_bytes))
+        file_lines = read_lines(landing_file, max_line_bytes)  # row i is line i + 1
+        con.register("file_lines", file_lines)
+        file_lines = _flag_non_standard_json(con, file_lines)
+        con.register("file_lines", file_lines)
         # Blank lines carry no record and are only counted. Line endings stay on the text
         # (JSON ignores them) and are trimmed only where the raw line is kept: quarantine.
         con.execute("CREATE TEMP VIEW lines AS SELECT line_no, raw_line, pre_reason FROM file_lines WHERE NOT is_blank")
-        total = con.execute("SELECT count(*) FROM file_lines").fetchone()[0]
-        rows_read = con.execute("SELECT count(*) FROM lines").fetchone()[0]
-        result = IngestResult(contract.asset_name, partition, source_name, rows_read=rows_read,
-                              blank_lines=total - rows_read)
-        _flag_non_standard_json(con)
-        con.execute(f"CREATE TEMP TABLE validated AS {validation_sql(contract, partition_day)}")
-        joins, reasons = _reference_sql(contract, known_ids or {})
-        checked = read_sql("raw_table_rows.sql").format(
-            id_field=contract.id_field, reference_joins=joins, reference_reasons=reasons)
-        con.execute(f"CREATE TEMP TABLE checked AS {checked}")
+        blank = pc.sum(file_lines.column("is_blank")).as_py() or 0
+        result = IngestResult(contract.asset_name, partition, source_name,
+                              rows_read=file_lines.num_rows - blank, blank_lines=blank)
+
+        validated = _in_line_order(con.sql(validation_sql(contract, partition_day)).to_arrow_table())
+        con.register("validated", validated)
+        cross = con.sql(_cross_record_sql(contract, known_ids or {})).to_arrow_table()
+        checked = validated.append_column("reason", _final_reasons(validated, cross))
+        con.register("checked", checked)
 
         fields = ", ".join(f"CAST({f.name} AS {f.duckdb_type}) AS {f.name}" for f in contract.fields)
-        write_parquet_atomic(con, f"SELECT {fields} FROM checked WHERE reason IS NULL ORDER BY line_no", data_path)
-        quarantine = (
-            "SELECT CAST(? AS VARCHAR) AS asset, CAST(? AS VARCHAR) AS partition, CAST(? AS VARCHAR) AS source_file, "
-            "line_no, reason, rtrim(raw_line, chr(13) || chr(10)) AS raw_line "
-            "FROM checked WHERE reason IS NOT NULL ORDER BY line_no")
-        con.execute("CREATE TEMP TABLE quarantined AS " + quarantine, [contract.asset_name, partition, source_name])
-        write_parquet_atomic(con, "SELECT * FROM quarantined", quarantine_path)
+        write_parquet_atomic(con, f"SELECT {fields} FROM checked WHERE reason IS NULL", data_path)
 
-        for reason, n in con.execute("SELECT reason, count(*) FROM quarantined GROUP BY ALL").fetchall():
-            result.reasons[reason] = n
-        result.rows_quarantined = sum(result.reasons.values())
-        result.rows_loaded = con.execute("SELECT count(*) FROM checked WHERE reason IS NULL").fetchone()[0]
+        bad = checked.select(["line_no", "reason"]).filter(pc.is_valid(checked.column("reason")))
+        raw = file_lines.column("raw_line").take(pc.subtract(bad.column("line_no"), 1))
+        constant = lambda value: pa.array([value] * bad.num_rows, pa.string())  # noqa: E731
+        con.register("quarantined", pa.table({
+            "asset": constant(contract.asset_name), "partition": constant(partition),
+            "source_file": constant(source_name), "line_no": bad.column("line_no"), "reason": bad.column("reason"),
+            "raw_line": raw}))
+        write_parquet_atomic(con, "SELECT asset, partition, source_file, line_no, reason, "
+                                  "rtrim(raw_line, chr(13) || chr(10)) AS raw_line FROM quarantined", quarantine_path)
+
+        for reason, n in zip(*pc.value_counts(bad.column("reason")).flatten()):
+            result.reasons[reason.as_py()] = n.as_py()
+        result.rows_quarantined = bad.num_rows
+        result.rows_loaded = checked.num_rows - bad.num_rows
     finally:
         con.close()
     if result.rows_loaded + result.rows_quarantined != result.rows_read:  # the nothing-is-lost invariant
