@@ -40,6 +40,7 @@ from resources import RankingSettings, RecallSettings  # noqa: E402
 from recording import append_result, git_commit, machine  # noqa: E402
 
 TIERS = {
+    "XS": GeneratorConfig(n_users=300, n_items=200, days=4, impressions_per_day=3_000),  # the CI smoke test
     "S": GeneratorConfig(),
     "M": GeneratorConfig(n_users=20_000, n_items=10_000, days=30, impressions_per_day=333_000),
     "L": GeneratorConfig(n_users=1_000_000, n_items=100_000, days=30, impressions_per_day=3_333_000),
@@ -48,12 +49,13 @@ TIERS = {
 # training cost grows with positives × epochs in pure numpy (bpr_uniform ~100 min, bpr_impressions
 # ~30 min, extrapolated from M) are off, EASE is off by its max_items guard (100k items), implicit
 # BPR uses both cores, candidates are the RRF top-100 of users active in the last 7 days, and
-# the ranker trains on the day before D (a 20% request hold-out for early stopping).
+# the ranker trains on the day before D (a 20% request hold-out for early stopping) on the samples
+# of 20k hash-sampled users per day (also the funnel's test users); no TreeSHAP explanations.
 TIER_SETTINGS = {
     "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], bpr_num_threads=2,
                          bpr_iterations=30, candidate_methods=["rrf"], candidates_k=100, candidates_recent_days=7),
           "ranking": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], train_days=1, valid_days=0,
-                          threads=2)},
+                          threads=2, max_users_per_day=20_000, explain_top_n=0)},
 }
 
 
