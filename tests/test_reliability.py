@@ -134,7 +134,8 @@ from pathlib import Path
 root, asset, day, marker, mode, overrides = sys.argv[1:7]
 
 def stop(where):
-    Path(marker).write_text(where)
+    Path(marker + ".tmp").write_text(where)
+    os.replace(marker + ".tmp", marker)  # the parent polls for the marker: never let it see it empty
     time.sleep(600)
 
 import recsys_assets.core.storage as storage
