@@ -374,3 +374,35 @@ def test_ivf_and_flat_indexes():
     assert recall_vs_exact(ivf, items, users, k=10) >= 0.99
     with pytest.raises(ValueError):
         build_ann_index(items, kind="lsh")
+
+
+def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
+    """Large catalogs of dot-product models go through faiss's exact flat search: the same
+    top-k (items and scores) as dense scoring, with seen and blocked items removed."""
+    import scipy.sparse as sp
+
+    from recsys_assets.core.recall.models import ALSModel, BPRModel, PopularityModel
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, d, k = 300, 2_000, 16, 50
+    als = ALSModel()
+    als.user_factors, als.item_factors = (rng.normal(size=(n, d)).astype(np.float32) for n in (n_users, n_items))
+    bpr = BPRModel()
+    bpr.user_factors, bpr.item_factors = (rng.normal(size=(n, d)).astype(np.float32) for n in (n_users, n_items))
+    bpr.item_bias = rng.random(n_items).astype(np.float32)
+    popularity = PopularityModel()
+    popularity.item_scores = rng.permutation(n_items).astype(np.float32)  # distinct: no ties
+    seen = sp.random(n_users, n_items, density=0.05, random_state=4, format="csr", dtype=np.float32)
+    seen.data[:] = 1
+    blocked = rng.choice(n_items, 300, replace=False)
+    users = rng.choice(n_users, 120, replace=False)
+    for model in (als, bpr, popularity):
+        model.faiss_min_items = 10**9
+        dense_items, dense_scores = model.recommend(users, k, exclude=seen, blocked_items=blocked)
+        model.faiss_min_items = 0
+        fast_items, fast_scores = model.recommend(users, k, exclude=seen, blocked_items=blocked)
+        assert fast_items.shape == (len(users), k)
+        assert np.array_equal(fast_items, dense_items), model.name
+        assert np.allclose(fast_scores, dense_scores, rtol=1e-4, atol=1e-4)
+        assert not np.isin(fast_items, blocked).any()
+        assert all(seen[u, fast_items[i]].nnz == 0 for i, u in enumerate(users))

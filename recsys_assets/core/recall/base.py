@@ -62,12 +62,59 @@ class RecallModel:
         """Dense scores (len(users) × n_items), float32, higher = better."""
         raise NotImplementedError
 
+    # Catalogs at least this large go through faiss when the model is a dot product (see factors()).
+    faiss_min_items = 20_000
+
+    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(user vectors of `users`, item vectors) with score = user · item exactly, for models
+        whose scores are a dot product; None otherwise (dense scoring)."""
+        return None
+
+    def _recommend_exact_faiss(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None,
+                               blocked_items: np.ndarray | None, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by faiss's flat inner-product search (blocked items left out of the index;
+        k + the batch's largest exclusion count retrieved, then excluded items dropped). faiss's
+        multi-threaded heap top-k replaces a dense users × items argpartition (~10x faster at 100k items)."""
+        import faiss
+
+        _, item_vectors = self.factors(users[:1])
+        n_items = len(item_vectors)
+        allowed = np.ones(n_items, bool)
+        if blocked_items is not None and len(blocked_items):
+            allowed[blocked_items] = False
+        allowed_ids = np.flatnonzero(allowed)
+        index = faiss.IndexFlatIP(item_vectors.shape[1])
+        index.add(np.ascontiguousarray(item_vectors[allowed_ids], dtype=np.float32))
+        kk = min(k, len(allowed_ids))
+        out_items = np.full((len(users), kk), -1, dtype=np.int64)
+        out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
+        for start in range(0, len(users), batch):
+            chunk = users[start:start + batch]
+            rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
+            fetch = min(kk + int(np.diff(rows.indptr).max(initial=0)), len(allowed_ids))
+            user_vectors, _ = self.factors(chunk)
+            scores, local = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), fetch)
+            items = np.where(local >= 0, allowed_ids[np.maximum(local, 0)], -1)
+            # drop each user's excluded items: (row, item) keys looked up by binary search
+            excluded = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(rows.indptr)) * n_items + rows.indices
+            excluded.sort()
+            keys = np.arange(len(chunk), dtype=np.int64)[:, None] * n_items + items
+            at = np.minimum(np.searchsorted(excluded, keys), max(excluded.size - 1, 0))
+            drop = (items < 0) | ((excluded[at] == keys) if excluded.size else False)
+            order = np.argsort(drop, axis=1, kind="stable")[:, :kk]  # kept items first, in score order
+            keep = ~np.take_along_axis(drop, order, axis=1)
+            out_items[start:start + len(chunk)] = np.where(keep, np.take_along_axis(items, order, axis=1), -1)
+            out_scores[start:start + len(chunk)] = np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf)
+        return out_items, out_scores
+
     def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
                   batch: int = 1024, blocked_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per user over the full catalog, excluded items removed:
         `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
         for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
         users = np.asarray(users, dtype=np.int64)
+        if len(users) and self.factors(users[:1]) is not None and len(self.factors(users[:1])[1]) >= self.faiss_min_items:
+            return self._recommend_exact_faiss(users, k, exclude, blocked_items)
         out_items = np.empty((len(users), k), dtype=np.int64)
         out_scores = np.empty((len(users), k), dtype=np.float32)
         kk = k

@@ -139,6 +139,9 @@ class PopularityModel(RecallModel):
         users = _as_users(users)
         return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
 
+    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones((len(_as_users(users)), 1), np.float32), self.item_scores[:, None]
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores}
 
@@ -297,6 +300,9 @@ class ALSModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T)
 
+    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.user_factors[_as_users(users)], self.item_factors
+
     def fold_in(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fresh user vectors (len(rows) × factors) for new/updated users, item factors frozen.
 
@@ -422,6 +428,11 @@ class BPRModel(RecallModel):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
+
+    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        user = self.user_factors[_as_users(users)]  # the item bias as one more coordinate
+        return (np.hstack([user, np.ones((len(user), 1), user.dtype)]),
+                np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)]))
 
     def fold_in(self, user_rows: sp.csr_matrix, seed: int = 0) -> np.ndarray:
         """User vectors (len(rows) × (factors + 1)) for new/updated users, item factors frozen.
@@ -564,6 +575,11 @@ class ImpressionBPRModel(RecallModel):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
+
+    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        user = self.user_factors[_as_users(users)]  # the item bias as one more coordinate
+        return (np.hstack([user, np.ones((len(user), 1), user.dtype)]),
+                np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)]))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors,
