@@ -381,7 +381,7 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
     top-k (items and scores) as dense scoring, with seen and blocked items removed."""
     import scipy.sparse as sp
 
-    from recsys_assets.core.recall.models import ALSModel, BPRModel, PopularityModel
+    from recsys_assets.core.recall.models import ALSModel, BPRModel, ContentColdStartModel, PopularityModel, _row_normalise
 
     rng = np.random.default_rng(3)
     n_users, n_items, d, k = 300, 2_000, 16, 50
@@ -396,7 +396,14 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
     seen.data[:] = 1
     blocked = rng.choice(n_items, 300, replace=False)
     users = rng.choice(n_users, 120, replace=False)
-    for model in (als, bpr, popularity):
+    content = ContentColdStartModel()
+    profiles = sp.random(n_users, 24, density=0.3, random_state=5, format="csr", dtype=np.float32)
+    profiles[:5] = 0  # users without a profile get the global one
+    content.user_profiles = _row_normalise(profiles.tocsr()).astype(np.float32)
+    content.item_vectors = _row_normalise(sp.csr_matrix(rng.random((n_items, 24)).astype(np.float32))).astype(np.float32)
+    content.global_profile = (np.ones(24) / np.sqrt(24)).astype(np.float32)
+    users = np.concatenate([np.arange(5), users])
+    for model in (als, bpr, popularity, content):
         model.faiss_min_items = 10**9
         dense_items, dense_scores = model.recommend(users, k, exclude=seen, blocked_items=blocked)
         model.faiss_min_items = 0

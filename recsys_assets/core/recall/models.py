@@ -694,6 +694,16 @@ class ContentColdStartModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.score_profiles(self.user_profiles[_as_users(users)])
 
+    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Cosine = normalised profile · normalised item vector; users without a profile get the
+        global one. None (dense scoring) when the content space is too wide to densify."""
+        if self.item_vectors.shape[1] > 512:
+            return None
+        profiles = self.user_profiles[_as_users(users)].toarray()
+        empty = ~profiles.any(axis=1)
+        profiles[empty] = self.global_profile
+        return profiles.astype(np.float32), self.item_vectors.toarray().astype(np.float32)
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {**_csr_arrays("user_profiles", self.user_profiles),
                 **_csr_arrays("item_vectors", self.item_vectors),
