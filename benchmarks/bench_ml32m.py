@@ -50,6 +50,7 @@ warnings.filterwarnings("ignore")
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from recording import PeakRSS  # noqa: E402  (no recsys_assets import: safe before RECSYS_START_DATE is set)
 
 ML32M = dict(ratings=32_000_204, users=200_948, movies=87_585, tags=2_000_072)
 FIRST_TS = int(datetime(1995, 1, 9, 11, 46, 44, tzinfo=timezone.utc).timestamp())
@@ -240,36 +241,6 @@ DAILY = ("raw_impressions", "raw_events", "raw_watch_stats", "interactions", "us
 DICTIONARIES = ("user_id_dictionary", "item_id_dictionary")
 MODELS = ("recall_als",)
 WINDOWED = ("user_features", "item_features", "user_sequences")
-
-
-class PeakRSS:
-    """Samples this process's VmRSS every 50 ms while active (as bench_tiers.PeakRSS, which
-    cannot be imported before RECSYS_START_DATE is set)."""
-
-    def __enter__(self):
-        import threading
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            self._stop.wait(0.05)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def tree_bytes(path: Path) -> tuple[int, int]:

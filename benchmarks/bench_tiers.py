@@ -22,7 +22,6 @@ import json
 import resource
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -37,7 +36,7 @@ from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
 from recsys_assets.quickstart import MODEL_GROUPS  # noqa: E402
 from resources import RankingSettings, RecallSettings  # noqa: E402
-from recording import append_result, git_commit, machine  # noqa: E402
+from recording import PeakRSS, append_result, git_commit, machine  # noqa: E402
 
 TIERS = {
     "XS": GeneratorConfig(n_users=300, n_items=200, days=4, impressions_per_day=3_000),  # the CI smoke test
@@ -57,34 +56,6 @@ TIER_SETTINGS = {
           "ranking": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], train_days=1, valid_days=0,
                           threads=2, max_users_per_day=20_000, explain_top_n=0)},
 }
-
-
-class PeakRSS:
-    """Samples this process's resident set size (VmRSS) every 50 ms while active."""
-
-    def __enter__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            self._stop.wait(0.05)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _cpu_seconds() -> float:

@@ -37,3 +37,32 @@ def append_result(row: str, section: str) -> Path:
     lines.insert(rows[-1] + 1, row.rstrip("\n"))
     path.write_text("\n".join(lines))
     return path
+
+
+class PeakRSS:
+    """Samples this process's resident set size (VmRSS) every 50 ms while active."""
+
+    def __enter__(self):
+        import threading
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -62,22 +62,25 @@ class RecallModel:
         """Dense scores (len(users) × n_items), float32, higher = better."""
         raise NotImplementedError
 
-    # Catalogs at least this large go through faiss when the model is a dot product (see factors()).
+    # Catalogs at least this large go through faiss when the model is a dot product (see search_item_vectors()).
     faiss_min_items = 20_000
 
-    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(user vectors of `users`, item vectors) with score = user · item exactly, for models
-        whose scores are a dot product; None otherwise (dense scoring)."""
+    def search_item_vectors(self) -> np.ndarray | None:
+        """Item vectors such that score(u, i) = search_user_vectors([u]) · item vector i exactly,
+        for models whose scores are a dot product; None otherwise (dense scoring)."""
         return None
 
-    def _recommend_exact_faiss(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None,
-                               blocked_items: np.ndarray | None, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _recommend_exact_faiss(self, item_vectors: np.ndarray, users: np.ndarray, k: int,
+                               exclude: sp.csr_matrix | None, blocked_items: np.ndarray | None,
+                               batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k by faiss's flat inner-product search (blocked items left out of the index;
         k + the batch's largest exclusion count retrieved, then excluded items dropped). faiss's
         multi-threaded heap top-k replaces a dense users × items argpartition (~10x faster at 100k items)."""
         import faiss
 
-        _, item_vectors = self.factors(users[:1])
         n_items = len(item_vectors)
         allowed = np.ones(n_items, bool)
         if blocked_items is not None and len(blocked_items):
@@ -92,7 +95,7 @@ class RecallModel:
             chunk = users[start:start + batch]
             rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
             fetch = min(kk + int(np.diff(rows.indptr).max(initial=0)), len(allowed_ids))
-            user_vectors, _ = self.factors(chunk)
+            user_vectors = self.search_user_vectors(chunk)
             scores, local = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), fetch)
             items = np.where(local >= 0, allowed_ids[np.maximum(local, 0)], -1)
             # drop each user's excluded items: (row, item) keys looked up by binary search
@@ -113,8 +116,9 @@ class RecallModel:
         `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
         for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
         users = np.asarray(users, dtype=np.int64)
-        if len(users) and self.factors(users[:1]) is not None and len(self.factors(users[:1])[1]) >= self.faiss_min_items:
-            return self._recommend_exact_faiss(users, k, exclude, blocked_items)
+        item_vectors = self.search_item_vectors() if len(users) else None
+        if item_vectors is not None and len(item_vectors) >= self.faiss_min_items:
+            return self._recommend_exact_faiss(item_vectors, users, k, exclude, blocked_items)
         out_items = np.empty((len(users), k), dtype=np.int64)
         out_scores = np.empty((len(users), k), dtype=np.float32)
         kk = k

@@ -139,8 +139,11 @@ class PopularityModel(RecallModel):
         users = _as_users(users)
         return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
 
-    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.ones((len(_as_users(users)), 1), np.float32), self.item_scores[:, None]
+    def search_item_vectors(self) -> np.ndarray:
+        return self.item_scores[:, None]
+
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
+        return np.ones((len(_as_users(users)), 1), np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores}
@@ -300,8 +303,11 @@ class ALSModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T)
 
-    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.user_factors[_as_users(users)], self.item_factors
+    def search_item_vectors(self) -> np.ndarray:
+        return self.item_factors
+
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors[_as_users(users)]
 
     def fold_in(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fresh user vectors (len(rows) × factors) for new/updated users, item factors frozen.
@@ -429,10 +435,12 @@ class BPRModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
 
-    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        user = self.user_factors[_as_users(users)]  # the item bias as one more coordinate
-        return (np.hstack([user, np.ones((len(user), 1), user.dtype)]),
-                np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)]))
+    def search_item_vectors(self) -> np.ndarray:  # the item bias as one more coordinate
+        return np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)])
+
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
+        user = self.user_factors[_as_users(users)]
+        return np.hstack([user, np.ones((len(user), 1), user.dtype)])
 
     def fold_in(self, user_rows: sp.csr_matrix, seed: int = 0) -> np.ndarray:
         """User vectors (len(rows) × (factors + 1)) for new/updated users, item factors frozen.
@@ -576,10 +584,12 @@ class ImpressionBPRModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
 
-    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        user = self.user_factors[_as_users(users)]  # the item bias as one more coordinate
-        return (np.hstack([user, np.ones((len(user), 1), user.dtype)]),
-                np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)]))
+    def search_item_vectors(self) -> np.ndarray:  # the item bias as one more coordinate
+        return np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)])
+
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
+        user = self.user_factors[_as_users(users)]
+        return np.hstack([user, np.ones((len(user), 1), user.dtype)])
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors,
@@ -694,15 +704,17 @@ class ContentColdStartModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.score_profiles(self.user_profiles[_as_users(users)])
 
-    def factors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Cosine = normalised profile · normalised item vector; users without a profile get the
-        global one. None (dense scoring) when the content space is too wide to densify."""
+    def search_item_vectors(self) -> np.ndarray | None:
+        """Cosine = normalised profile · normalised item vector. None (dense scoring) when the
+        content space is too wide to densify."""
         if self.item_vectors.shape[1] > 512:
             return None
+        return self.item_vectors.toarray().astype(np.float32)
+
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
         profiles = self.user_profiles[_as_users(users)].toarray()
-        empty = ~profiles.any(axis=1)
-        profiles[empty] = self.global_profile
-        return profiles.astype(np.float32), self.item_vectors.toarray().astype(np.float32)
+        profiles[~profiles.any(axis=1)] = self.global_profile  # users without a profile: the global one
+        return profiles.astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {**_csr_arrays("user_profiles", self.user_profiles),
