@@ -6,7 +6,8 @@ import json
 import time
 
 import dagster as dg
-import duckdb
+
+from recsys_assets.core.storage import duckdb_connect
 
 from recsys_assets.partitions import START_DATE, daily_partitions
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
@@ -61,7 +62,7 @@ def _worst_psi(storage: StorageResource, day: str) -> float | None:
     path = storage.partition_path("feature_drift_report", day)
     if not path.exists():
         return None
-    (worst,) = duckdb.connect().execute(f"SELECT max(psi) FROM read_parquet('{path}')").fetchone()
+    (worst,) = duckdb_connect().execute(f"SELECT max(psi) FROM read_parquet('{path}')").fetchone()
     return worst
 
 

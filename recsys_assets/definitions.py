@@ -3,6 +3,7 @@
 import dagster as dg
 
 from recsys_assets import automation
+from recsys_assets.executors import executor_from_env
 
 from recsys_assets.assets.dictionaries import dictionary_assets
 from recsys_assets.assets.drift import drift_assets, drift_checks
@@ -57,6 +58,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
         schedules=automation.schedules,
         sensors=automation.sensors,
         resources=resources or build_resources(),
+        executor=executor_from_env(),
     )
 
 

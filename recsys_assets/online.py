@@ -45,8 +45,7 @@ class FoldedALS(RecallModel):
 
 
 def latest_model_day(model_store: ModelStoreResource) -> str:
-    days = sorted({p.name for name in model_assets for p in (model_store.root / f"recall_{name}").glob("20*")
-                   if (p / "manifest.json").exists()})
+    days = sorted({day for name in model_assets for day in model_store.published_days(f"recall_{name}")})
     if not days:
         raise serving.MissingInput(f"no recall model is published under {model_store.root}; run the quickstart or "
                                    "materialize the recall assets first")

@@ -15,7 +15,7 @@ from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel, ranker as ranker_lib
 from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.core.storage import write_parquet_atomic
+from recsys_assets.core.storage import read_polars, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
 from resources import ModelStoreResource, RankingSettings, StorageResource
 
@@ -78,7 +78,7 @@ def read_candidates(storage: StorageResource, day: str, limit: int, users: np.nd
     path = storage.partition_path("recall_candidates", day)
     if not path.exists():
         raise MissingInput(f"recall_candidates is not materialized for {day} ({path})")
-    frame = pl.read_parquet(path).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
+    frame = read_polars(path).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
     if users is not None:
         frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64)))
     # channel ranks inside the candidate lists become in_<channel> (0 = absent), so they never
@@ -106,7 +106,7 @@ def user_history(storage: StorageResource, days: list[str], users=None, with_cli
     if not files:
         return pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "last_day": pl.Date})
     keep = pl.col("is_positive") | pl.col("clicked") if with_clicks else pl.col("is_positive")
-    frame = (pl.scan_parquet([str(f) for f in files]).filter(keep)
+    frame = (scan_polars(files).filter(keep)
              .group_by("user_id", "item_id").agg(pl.col("day").max().alias("last_day")))
     if users is not None:
         frame = frame.filter(pl.col("user_id").is_in(pl.Series(list(users), dtype=pl.Int64)))

@@ -19,7 +19,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     $RECSYS_DATA_ROOT/landing (./data/landing)."""
 
     landing_root: str = os.getenv(
-        "RECSYS_LANDING_ROOT", str(Path(os.getenv("RECSYS_DATA_ROOT", "data")) / "landing"))
+        "RECSYS_LANDING_ROOT", os.getenv("RECSYS_DATA_ROOT", "data").rstrip("/") + "/landing")
 
     @property
     def root(self) -> Path:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from recsys_assets.core.storage import is_remote, root_path
+
 SNAPSHOT = "snapshot"  # the file name stem of an unpartitioned asset
 _TABLE = re.compile(r"^[a-z][a-z0-9_]*$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -37,8 +39,9 @@ def validate_table_name(name: str) -> str:
 
 
 def validated_root(path: str, what: str) -> Path:
-    """The resolved root; refused if it contains a quote (paths are quoted into DuckDB SQL)."""
-    resolved = Path(path).resolve()
+    """The resolved root (a local folder, or a UPath for an object-store URL such as
+    s3://bucket/prefix); refused if it contains a quote (paths are quoted into DuckDB SQL)."""
+    resolved = root_path(path)
     if "'" in str(resolved) or "\x00" in str(resolved):
         raise UnsafePathError(f"{what} {str(resolved)!r} contains a quote: use a path without ' characters")
     return resolved
@@ -46,6 +49,9 @@ def validated_root(path: str, what: str) -> Path:
 
 def ensure_within(path: Path, root: Path, what: str) -> Path:
     """`path` with every symlink followed, refused if it leaves `root`."""
+    if is_remote(root):
+        # No symlinks on an object store; names are validated before they are joined.
+        return path
     real, real_root = path.resolve(), root.resolve()
     if real != real_root and real_root not in real.parents:
         raise UnsafePathError(f"{what} {path} resolves to {real}, outside {real_root}: refusing to read or write it "
@@ -54,7 +60,8 @@ def ensure_within(path: Path, root: Path, what: str) -> Path:
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Root of everything the platform writes. Default: $RECSYS_DATA_ROOT or ./data."""
+    """Root of everything the platform writes: a folder or an object-store URL
+    (s3://bucket/prefix). Default: $RECSYS_DATA_ROOT or ./data."""
 
     data_root: str = os.getenv("RECSYS_DATA_ROOT", "data")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 import dagster as dg
 
-from recsys_assets.core.storage import create_views, refresh_catalog_if_needed, write_catalog_atomic
+from recsys_assets.core.storage import create_views, duckdb_connect, refresh_catalog_if_needed, write_catalog_atomic
 from resources.storage import StorageResource
 
 
@@ -19,7 +19,7 @@ class WarehouseResource(dg.ConfigurableResource):
     storage: StorageResource
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect()
+        con = duckdb_connect()
         con.execute("SET TimeZone = 'UTC'")
         create_views(con, self.storage.lake_dir)
         return con

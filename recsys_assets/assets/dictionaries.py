@@ -3,12 +3,11 @@ categorical features. Unpartitioned: each materialization extends the previous v
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys_assets.assets import ownership
 from recsys_assets.core import dictionaries, hashing
 from recsys_assets.core.ingest import read_sql
-from recsys_assets.core.storage import file_sha256, write_parquet_atomic
+from recsys_assets.core.storage import file_sha256, read_arrow, write_parquet_atomic
 from recsys_assets.core.tables import bind, connect
 from resources import FeatureSettings, StorageResource, WarehouseResource
 
@@ -70,7 +69,7 @@ def hash_dictionaries(storage: StorageResource, warehouse: WarehouseResource,
         counts = con.sql(read_sql("hash_dictionary_counts.sql")).to_arrow_table()
     finally:
         con.close()
-    previous = pq.read_table(out) if out.exists() else None
+    previous = read_arrow(out) if out.exists() else None
     table = hashing.build_hash_dictionary(counts, previous, min_count=features.hash_min_count,
                                           n_buckets=features.hash_oov_buckets)
     stats = hashing.dictionary_stats(table)

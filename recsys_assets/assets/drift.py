@@ -10,7 +10,7 @@ import numpy as np
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.core import drift
 from recsys_assets.core.ingest import read_sql
-from recsys_assets.core.storage import write_parquet_atomic
+from recsys_assets.core.storage import duckdb_connect, write_parquet_atomic
 from recsys_assets.core.tables import bind, connect
 from recsys_assets.partitions import daily_partitions, window_days
 from resources import FeatureSettings, StorageResource, WarehouseResource
@@ -127,11 +127,10 @@ def feature_drift_report(context: dg.AssetExecutionContext, storage: StorageReso
                             "(0.25). Not blocking: drift is a signal to retrain, not a reason to stop the pipeline.")
 def psi_below_thresholds(context: dg.AssetCheckExecutionContext, storage: StorageResource,
                          features: FeatureSettings) -> dg.AssetCheckResult:
-    import duckdb
-
+    
     files = [storage.partition_path("feature_drift_report", d) for d in context.partition_keys]
     listing = ", ".join(f"'{f}'" for f in files)
-    rows = duckdb.connect().execute(
+    rows = duckdb_connect().execute(
         f"SELECT day, feature, psi FROM read_parquet([{listing}]) WHERE psi IS NOT NULL ORDER BY psi DESC").fetchall()
     worst = rows[0][2] if rows else 0.0
     over = [f"{d} {f}: {p:.3f}" for d, f, p in rows if p >= features.drift_warn_psi]

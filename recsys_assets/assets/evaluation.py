@@ -14,7 +14,7 @@ from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets.recall import LEARNED, NoTrainingData, load_day, model_assets
 from recsys_assets.core import fusion, metrics
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.core.storage import write_parquet_atomic
+from recsys_assets.core.storage import local_scratch_dir, read_arrow, write_parquet_atomic
 from recsys_assets.core.tables import connect
 from recsys_assets.partitions import daily_partitions
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
@@ -262,12 +262,11 @@ def registry_entries(storage: StorageResource) -> list[tuple[str, object]]:
 
 
 def _champion_where(storage: StorageResource, include) -> tuple[str, str] | None:
-    import pyarrow.parquet as pq
 
     for day, path in registry_entries(storage):
         if not include(day):
             continue
-        row = pq.read_table(path).to_pylist()[0]
+        row = read_arrow(path).to_pylist()[0]
         if row.get("champion"):
             return row["champion"], row["champion_day"]
     return None
@@ -343,14 +342,13 @@ def decide(day: str, candidate: dict, incumbent: tuple[str, str] | None, values:
 )
 def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
                     recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    import pyarrow.parquet as pq
 
     decision, decisions = {}, []
     for day in context.partition_keys:  # in order: each day sees the decisions of the days before
         path = storage.partition_path("recall_evaluation", day)
         if not path.exists():
             raise dg.Failure(f"recall_evaluation is not materialized for {day}")
-        candidate = choose_candidate(pq.read_table(path).to_pylist(), recall.champion_metric,
+        candidate = choose_candidate(read_arrow(path).to_pylist(), recall.champion_metric,
                                      recall.min_lift_over_popularity)
         incumbent = current_champion(storage, day)
         if incumbent and not model_store.exists(f"recall_{incumbent[0]}", incumbent[1]):
@@ -431,14 +429,14 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
 
     import pyarrow.parquet as pq
 
-    user_ids = pq.read_table(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
-    item_ids = pq.read_table(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
+    user_ids = read_arrow(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
+    item_ids = read_arrow(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
     user_of = np.empty(data.n_users, np.int64)
     user_of[user_ids.column("index").to_numpy()] = user_ids.column("id").to_numpy()
     item_of = np.empty(data.n_items, np.int64)
     item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
-    scratch = storage.root / ".tmp"
+    scratch = local_scratch_dir(storage.root, ".tmp")
     scratch.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=f"recall_candidates-{day}-", dir=scratch))
     rows, last, per_method = 0, None, {}
@@ -488,11 +486,10 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
                             "applies the same rule).")
 def learned_models_beat_popularity(context: dg.AssetCheckExecutionContext, storage: StorageResource,
                                    recall: RecallSettings) -> dg.AssetCheckResult:
-    import pyarrow.parquet as pq
 
     failing = {}
     for day in context.partition_keys:
-        rows = pq.read_table(storage.partition_path("recall_evaluation", day)).to_pylist()
+        rows = read_arrow(storage.partition_path("recall_evaluation", day)).to_pylist()
         if not rows:
             continue
         for name, c in json.loads(choose_candidate(rows, recall.champion_metric,

@@ -8,7 +8,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys_assets import serving
 from recsys_assets.assets import ownership
@@ -19,6 +18,7 @@ from recsys_assets.core.ingest import read_sql
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel, samples
 from recsys_assets.core.ranking import ranker as ranker_lib
+from recsys_assets.core.storage import read_arrow, read_polars
 from recsys_assets.core.tables import connect
 from recsys_assets.partitions import daily_partitions
 from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource, WarehouseResource
@@ -35,7 +35,7 @@ def _day_interactions(storage: StorageResource, day: str) -> pl.DataFrame:
     path = storage.partition_path("interactions", day)
     if not path.exists():
         raise dg.Failure(f"interactions is not materialized for {day} ({path})")
-    return pl.read_parquet(path)
+    return read_polars(path)
 
 
 def build_samples(storage: StorageResource, model_store: ModelStoreResource, settings: RankingSettings,
@@ -142,12 +142,12 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
             continue
         dictionary_path = storage.partition_path("hash_dictionaries")
         started = time.perf_counter()
-        train_rows = pl.concat([pl.read_parquet(f) for f in train_files], how="diagonal_relaxed")
+        train_rows = pl.concat([read_polars(f) for f in train_files], how="diagonal_relaxed")
         if valid_files:
-            valid_rows = pl.concat([pl.read_parquet(f) for f in valid_files], how="diagonal_relaxed")
+            valid_rows = pl.concat([read_polars(f) for f in valid_files], how="diagonal_relaxed")
         else:  # no later day to stop on: hold out a share of the training requests
             train_rows, valid_rows = ranker_lib.split_requests(train_rows, ranking.valid_fraction, ranking.seed)
-        model = ranker_lib.train(train_rows, valid_rows, pq.read_table(dictionary_path), tuple(ranking.channels),
+        model = ranker_lib.train(train_rows, valid_rows, read_arrow(dictionary_path), tuple(ranking.channels),
                                  params={"learning_rate": ranking.learning_rate, "num_leaves": ranking.num_leaves,
                                          "max_depth": ranking.max_depth,
                                          "min_data_in_leaf": ranking.min_data_in_leaf},
@@ -301,7 +301,7 @@ def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreR
         rows.append(_row(day, "funnel", stage, "latency_ms_per_user", k, latency[stage], len(users)))
 
     # slates: the shown lists of D re-ordered, judged by what the user chose
-    shown = pl.read_parquet(storage.partition_path("ranking_samples", day)).filter(pl.col("kind") == "impressions")
+    shown = read_polars(storage.partition_path("ranking_samples", day)).filter(pl.col("kind") == "impressions")
     slate_info = {}
     if shown.height:
         shown = shown.with_columns(
@@ -394,7 +394,7 @@ def beats_recall_only(storage: StorageResource, day: str) -> tuple[bool, str]:
     path = storage.partition_path("funnel_evaluation", day)
     if not path.exists():
         return False, f"funnel_evaluation is not materialized for {day}"
-    rows = pq.read_table(path).to_pylist()
+    rows = read_arrow(path).to_pylist()
     ranker_value = _headline(rows, "funnel", "ranker", "ndcg")
     recall_value = _headline(rows, "funnel", "recall_only", "ndcg")
     if ranker_value is None or recall_value is None:
@@ -426,7 +426,7 @@ def ranker_champion_before(storage: StorageResource, day: str) -> str | None:
     """Training day of the ranker serving before `day` (from the registry)."""
     for path in sorted((storage.lake_dir / "ranker_champion").glob("*.parquet"), reverse=True):
         if path.stem < day:
-            champion = pq.read_table(path).column("champion_day")[0].as_py()
+            champion = read_arrow(path).column("champion_day")[0].as_py()
             if champion:
                 return champion
     return None
@@ -437,7 +437,7 @@ def serving_ranker_day(storage: StorageResource, day: str) -> tuple[str | None, 
     path = storage.partition_path("ranker_champion", day)
     if not path.exists():
         return None, f"ranker_champion is not materialized for {day}: recall order"
-    row = pq.read_table(path).to_pylist()[0]
+    row = read_arrow(path).to_pylist()[0]
     return row["champion_day"], row["reason"]
 
 
@@ -491,7 +491,7 @@ def ranker_champion(context: dg.AssetExecutionContext, storage: StorageResource,
         path = storage.partition_path("funnel_evaluation", day)
         if not path.exists():
             raise dg.Failure(f"funnel_evaluation is not materialized for {day}")
-        rows = pq.read_table(path).to_pylist()
+        rows = read_arrow(path).to_pylist()
         candidate = _headline(rows, "funnel", "ranker", "ndcg")
         recall_value = _headline(rows, "funnel", "recall_only", "ndcg")
         incumbent = ranker_champion_before(storage, day)

@@ -3,9 +3,10 @@ consistent with the raw partitions, and point in time (no row of day D built fro
 
 from dataclasses import dataclass
 
-import duckdb
+
 import dagster as dg
 
+from recsys_assets.core.storage import duckdb_connect, read_arrow
 from recsys_assets.partitions import daily_partitions
 from resources import FeatureSettings, StorageResource
 
@@ -58,7 +59,7 @@ def _checks_for(rules: TableRules):
         if rules.table in UNIQUE_KEYS:
             key = ", ".join(rules.key)
             probes["duplicate_keys"] = f"count(*) - (SELECT count(*) FROM (SELECT DISTINCT {key} FROM {src}))"
-        values = duckdb.connect().execute(
+        values = duckdb_connect().execute(
             "SELECT " + ", ".join(f"{sql} AS {name}" for name, sql in probes.items()) + f" FROM {src}").fetchone()
         found = {name: int(v) for name, v in zip(probes, values)}
         return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
@@ -68,7 +69,7 @@ def _checks_for(rules: TableRules):
         @check("point_in_time", "No row of day D was built from data of day D or later (source_max_day < day).")
         def point_in_time(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
             src = _scan(storage, rules.table, context.partition_keys)
-            leaks, latest = duckdb.connect().execute(
+            leaks, latest = duckdb_connect().execute(
                 f"SELECT count(*) FILTER (WHERE source_max_day >= day), max(source_max_day - day) FROM {src}").fetchone()
             return dg.AssetCheckResult(passed=leaks == 0, metadata={
                 "rows_from_day_or_later": int(leaks), "max_source_lag_days": int(latest) if latest is not None else 0})
@@ -81,7 +82,7 @@ def _checks_for(rules: TableRules):
                             "outnumber the day's watches.")
 def interactions_consistent_with_raw(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     days = context.partition_keys
-    con = duckdb.connect()
+    con = duckdb_connect()
     shown, organic, distinct_imp = con.execute(
         f"SELECT count(*) FILTER (WHERE NOT is_organic), count(*) FILTER (WHERE is_organic), "
         f"count(DISTINCT impression_id) FROM {_scan(storage, 'interactions', days)}").fetchone()
@@ -96,7 +97,7 @@ def interactions_consistent_with_raw(context: dg.AssetCheckExecutionContext, sto
                 partitions_def=daily_partitions, description="One row per distinct user of the day's interactions.")
 def user_stats_consistent(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     days = context.partition_keys
-    con = duckdb.connect()
+    con = duckdb_connect()
     users = con.execute(f"SELECT count(DISTINCT (day, user_id)) FROM {_scan(storage, 'interactions', days)}").fetchone()[0]
     rows = con.execute(f"SELECT count(*) FROM {_scan(storage, 'user_daily_stats', days)}").fetchone()[0]
     return dg.AssetCheckResult(passed=users == rows, metadata={"rows": rows, "distinct_users_in_interactions": users})
@@ -106,7 +107,7 @@ def user_stats_consistent(context: dg.AssetCheckExecutionContext, storage: Stora
                 description="No sequence is longer than FeatureSettings.sequence_length and lists are time-sorted.")
 def sequences_bounded(context: dg.AssetCheckExecutionContext, storage: StorageResource,
                       features: FeatureSettings) -> dg.AssetCheckResult:
-    too_long, unsorted = duckdb.connect().execute(
+    too_long, unsorted = duckdb_connect().execute(
         f"SELECT count(*) FILTER (WHERE length > {int(features.sequence_length)}), "
         f"count(*) FILTER (WHERE event_ats <> list_sort(event_ats)) "
         f"FROM {_scan(storage, 'user_sequences', context.partition_keys)}").fetchone()
@@ -120,7 +121,7 @@ def _id_dictionary_check(asset: str, daily_table: str, id_column: str):
                                 f"{daily_table} has an entry.")
     def _check(storage: StorageResource) -> dg.AssetCheckResult:
         path = storage.partition_path(asset)
-        con = duckdb.connect()
+        con = duckdb_connect()
         n, distinct_idx, distinct_id, max_idx = con.execute(
             f"SELECT count(*), count(DISTINCT index), count(DISTINCT id), max(index) FROM read_parquet('{path}')").fetchone()
         daily = storage.lake_dir / daily_table
@@ -142,17 +143,16 @@ def hash_train_serve_consistency(storage: StorageResource) -> dg.AssetCheckResul
     import random
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from recsys_assets.assets.dictionaries import hash_dictionary_version_path
     from recsys_assets.core import hashing
 
-    table = pq.read_table(storage.partition_path("hash_dictionaries"))
+    table = read_arrow(storage.partition_path("hash_dictionaries"))
     encoder = hashing.HashEncoder.from_table(table)
-    published = pq.read_table(hash_dictionary_version_path(storage, encoder.version))
+    published = read_arrow(hash_dictionary_version_path(storage, encoder.version))
     rng = random.Random(0)
     mismatches, sampled = {}, 0
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.register("dictionary", table)
     for field in sorted(set(table.column("field").to_pylist())):
         values = [v for f, v in zip(table.column("field").to_pylist(), table.column("value").to_pylist()) if f == field]

@@ -1,13 +1,12 @@
 """Blocking asset checks on every raw table: schema, keys, uniqueness, quarantine rate and
 request linkage. A failing check is an ERROR and stops downstream assets in the run."""
 
-
 from datetime import date, timedelta
 
-import duckdb
 import dagster as dg
 
 from recsys_assets.core.contract import ALL_TABLES, EVENTS, IMPRESSIONS, WATCH_STATS, TableContract
+from recsys_assets.core.storage import duckdb_connect
 from recsys_assets.partitions import daily_partitions
 from resources import IngestionSettings, StorageResource
 from resources.storage import SNAPSHOT
@@ -40,7 +39,7 @@ def _check_factory(contract: TableContract):
             missing = _missing(contract, storage, keys)
             if missing:
                 return dg.AssetCheckResult(passed=False, metadata={"missing_partitions": ", ".join(missing)})
-            con = duckdb.connect()
+            con = duckdb_connect()
             try:
                 return fn(con, keys, storage, ingestion)
             finally:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_assets.core.contract import TableContract
-from recsys_assets.core.storage import write_parquet_atomic
+from recsys_assets.core.storage import duckdb_connect, write_parquet_atomic
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real record, small enough for memory
@@ -196,7 +196,7 @@ def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     invalid UTF-8 is kept with \\xNN escapes (pre_reason invalid_utf8).
     """
     batches, next_line_no = [], 1
-    with open(path, "rb") as fh:
+    with (path.open("rb") if hasattr(path, "open") else open(path, "rb")) as fh:
         for block in _blocks(fh, max_line_bytes, block_bytes):
             fast = None if isinstance(block, _TooLong) else _fast_block(block, max_line_bytes)
             if fast is not None:
@@ -395,7 +395,7 @@ def ingest_file(
     missing_refs = [r for r in contract.references if not (known_ids or {}).get(r)]
     if missing_refs:
         raise ValueError(f"{contract.asset_name}: reference check needs the snapshot for {missing_refs}")
-    con = duckdb.connect()
+    con = duckdb_connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         file_lines = read_lines(landing_file, max_line_bytes)  # row i is line i + 1

@@ -5,16 +5,102 @@ writes a temporary file in the same folder and publishes it with os.replace, whi
 atomic on POSIX, so readers see the old file or the new one, never half of one. Parallel
 processes write different files and never share a DuckDB database, so nothing can fail
 on a DuckDB lock.
+
+The data root may also be an object-store URL (s3://bucket/prefix). Paths under it are
+UPath objects (the pathlib API over fsspec), DuckDB reads them through the same fsspec
+filesystem registered on its connection, and a partition is published by one PUT of a
+finished local file: an object store shows an object complete or not at all, which is
+the guarantee os.replace gives locally. Credentials and endpoint come only from the
+environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Several processes write to one root: a cached listing would hide files another process
+# published after this one listed the folder, so fsspec's listing cache stays off.
+REMOTE_STORAGE_OPTIONS = {"use_listings_cache": False}
+_remote_filesystems: dict[str, Any] = {}  # protocol -> fsspec filesystem in use by this process
+
+
+def is_remote(location: Any) -> bool:
+    """True for an object-store URL such as s3://bucket/prefix (file:// counts as local)."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def root_path(location: str) -> Path:
+    """A local folder (resolved) or, for a URL, a UPath whose filesystem DuckDB will use too."""
+    if not is_remote(location):
+        return Path(location.removeprefix("file://")).resolve()
+    from upath import UPath  # fsspec's pathlib; imported only for remote roots
+
+    path = UPath(location, **REMOTE_STORAGE_OPTIONS)
+    _remote_filesystems.setdefault(path.protocol, path.fs)
+    return path
+
+
+def duckdb_connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can read (and COPY to) every remote root this process uses.
+
+    DuckDB's own httpfs extension is downloaded at run time and may be unreachable, so
+    object stores go through the fsspec filesystem registered here instead."""
+    con = duckdb.connect(database, read_only=read_only)
+    for fs in _remote_filesystems.values():
+        con.register_filesystem(fs)
+    return con
+
+
+def local_scratch_dir(root: Path, name: str) -> Path:
+    """The folder for a step's private temporary files: under the root when it is local (same
+    disk as the output), else the system temp folder. Callers remove what they create."""
+    if is_remote(root):
+        return Path(tempfile.gettempdir())
+    return root / name
+
+
+def read_arrow(path: Path, columns: list[str] | None = None) -> pa.Table:
+    if is_remote(path):
+        return pq.read_table(path.path, columns=columns, filesystem=path.fs)
+    return pq.read_table(path, columns=columns)
+
+
+def read_polars(path: Path):
+    import polars as pl
+
+    if is_remote(path):
+        return pl.read_parquet(io.BytesIO(path.read_bytes()))
+    return pl.read_parquet(path)
+
+
+def scan_polars(paths: list[Path]):
+    """A lazy frame over Parquet partitions (local: polars' own scan; remote: read each)."""
+    import polars as pl
+
+    if paths and is_remote(paths[0]):
+        return pl.concat([read_polars(p).lazy() for p in paths])
+    return pl.scan_parquet([str(p) for p in paths])
+
+
+def write_arrow_atomic(table: pa.Table, path: Path) -> Path:
+    """pyarrow's write_table, published like write_parquet_atomic."""
+    con = duckdb.connect()
+    try:
+        con.register("arrow_table", table)
+        return write_parquet_atomic(con, "SELECT * FROM arrow_table", path)
+    finally:
+        con.close()
 
 PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
 
@@ -37,6 +123,8 @@ def _publish(tmp: Path, path: Path) -> None:
 
 def write_parquet_atomic(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> Path:
     """Write the result of `query` to `path` so that it appears complete or not at all."""
+    if is_remote(path):
+        return _write_parquet_remote(con, query, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
@@ -47,9 +135,22 @@ def write_parquet_atomic(con: duckdb.DuckDBPyConnection, query: str, path: Path)
     return path
 
 
+def _write_parquet_remote(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> Path:
+    # The object appears only when its single upload completes (a PUT, or a multipart
+    # upload's final request): readers never see a partial partition.
+    fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix="recsys-upload-")
+    os.close(fd)
+    try:
+        con.execute(f"COPY ({query}) TO '{tmp}' ({PARQUET_OPTIONS})")
+        path.fs.put_file(tmp, path.path)
+    finally:
+        os.unlink(tmp)
+    return path
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -90,6 +191,8 @@ def refresh_catalog_if_needed(lake_dir: Path, catalog_path: Path) -> bool:
     Views read their folder's glob at query time, so new partitions of a known table need
     no rebuild; skipping it keeps a materialization's cost independent of history length.
     """
+    if is_remote(catalog_path):
+        return False  # a DuckDB file cannot be written in place on an object store (docs/scaling.md)
     listing = catalog_path.with_name(catalog_path.name + ".tables")
     # The lake's own path is part of the listing: views hold absolute paths, so a moved
     # data root must rebuild them too.
@@ -109,6 +212,9 @@ def write_catalog_atomic(lake_dir: Path, catalog_path: Path) -> list[str]:
     The catalog holds no data, so rebuilding it is cheap; publishing by rename means a
     user who has the old file open keeps reading it and no writer ever waits on a lock.
     """
+    if is_remote(catalog_path):
+        raise ValueError(f"the catalog file cannot live on an object store ({catalog_path}); "
+                         "open the lake with `recsys_assets.core.storage.duckdb_connect` + create_views instead")
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(catalog_path)
     try:

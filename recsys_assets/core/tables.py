@@ -17,7 +17,7 @@ import duckdb
 
 from recsys_assets.core.contract import BY_NAME
 from recsys_assets.core.ingest import read_sql
-from recsys_assets.core.storage import write_parquet_atomic
+from recsys_assets.core.storage import duckdb_connect, write_parquet_atomic
 
 # Derived tables: their SQL file and which stored table each input relation name reads.
 DERIVED = {
@@ -34,7 +34,7 @@ SCHEMA_PARAMS = {"day": "2000-01-01", "min_pos_completion": 0.6, "like_is_positi
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
 
