@@ -11,17 +11,20 @@ import argparse
 import datetime as dt
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from recsys_assets.core.generator import SHIFT_KINDS, GeneratorConfig, generate
+from recsys_assets.core.storage import is_remote, root_path, upload_landing
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = GeneratorConfig()
     p = argparse.ArgumentParser(prog="python -m recsys_assets.generate",
                                 description="Write synthetic online-cinema logs to <root>/landing.")
-    p.add_argument("--root", type=Path, default=Path("data"), help="output root (default: data)")
+    p.add_argument("--root", default="data",
+                   help="output root: a folder or an object-store URL such as s3://bucket/prefix (default: data)")
     p.add_argument("--users", type=int, default=d.n_users)
     p.add_argument("--items", type=int, default=d.n_items)
     p.add_argument("--days", type=int, default=d.days)
@@ -51,7 +54,14 @@ def main(argv: list[str] | None = None) -> dict:
         shift_date=args.shift_date, shift_kind=args.shift_kind, bad_record_rate=args.bad_rate,
     )
     t0 = time.perf_counter()
-    summary = generate(config, args.root)
+    if is_remote(args.root):
+        # Written locally, then uploaded day by day with each day's _SUCCESS marker last, so
+        # the landing sensor never sees a day before its three files are there.
+        with tempfile.TemporaryDirectory(prefix="recsys-generate-") as local:
+            summary = generate(config, Path(local))
+            summary["landing"] = upload_landing(Path(local) / "landing", root_path(args.root) / "landing")
+    else:
+        summary = generate(config, Path(args.root))
     elapsed = time.perf_counter() - t0
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -129,7 +129,22 @@ class ModelStoreResource(dg.ConfigurableResource):
 
     def verify(self, model: str, day: str) -> dict:
         """The manifest, after checking every file's checksum; raises CorruptModelError naming the file."""
-        directory = self.path(model, day)
+        if self.remote:
+            try:
+                return self._verify_at(model, day, self.path(model, day))
+            except CorruptModelError:
+                # The local copy is only a cache: fetch the version again; if the object
+                # store's copy is corrupt too, that is the error to report.
+                shutil.rmtree(self.path(model, day), ignore_errors=True)
+                return self._verify_at(model, day, self.path(model, day), source=self._version_dir(model, day))
+        return self._verify_at(model, day, self.path(model, day))
+
+    def _version_dir(self, model: str, day: str) -> Path:
+        pointer = json.loads((self.root / model / day / MANIFEST).read_text())
+        return self.root / model / ".versions" / pointer["version"]
+
+    def _verify_at(self, model: str, day: str, directory: Path, source: Path | None = None) -> dict:
+        source = source or directory
         manifest_path = directory / MANIFEST
         if not manifest_path.exists():
             raise CorruptModelError(f"no published {model} model for {day} at {directory}")
@@ -137,8 +152,8 @@ class ModelStoreResource(dg.ConfigurableResource):
         for name, expected in manifest["files"].items():
             path = directory / name
             if not path.exists():
-                raise CorruptModelError(f"{path} is missing from the published {model} model of {day}")
+                raise CorruptModelError(f"{source / name} is missing from the published {model} model of {day}")
             if _sha256(path) != expected:
-                raise CorruptModelError(f"{path} does not match its checksum in {manifest_path}: "
+                raise CorruptModelError(f"{source / name} does not match its checksum in {source / MANIFEST}: "
                                         "the file is corrupt or was altered")
         return manifest

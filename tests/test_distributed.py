@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -44,6 +45,8 @@ PHASES = [  # (assets, partition range or None): the CLI cannot mix partitioned 
 # Columns that measure the run rather than the data (wall-clock time, when it ran).
 VOLATILE_COLUMNS = {"train_seconds", "decided_at", "created_at", "built_at", "seconds", "latency_ms"}
 VOLATILE_METRICS = ("latency_ms_per_user",)
+GENERATOR_ARGS = ["--users", "300", "--items", "200", "--days", str(len(DAYS)), "--impressions-per-day", "3000",
+                  "--seed", "5", "--start", DAYS[0]]
 REQUIRED = os.getenv("RECSYS_REQUIRE_DISTRIBUTED_TEST") == "1"  # .ci/run: skipping is a failure there
 
 
@@ -100,15 +103,17 @@ def services(logs: Path):
         group.stop()
 
 
-def _materialize(env: dict, cwd: Path) -> list[str]:
-    """Run every phase with the CLI, as a user would; returns the run ids."""
+def _materialize(env: dict, cwd: Path) -> None:
+    """Run every phase with the CLI, as a user would."""
     for assets, days in PHASES:
         cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "recsys_assets.definitions",
                "--select", ",".join(assets)]
         if days:
             cmd += ["--partition-range", f"{days[0]}...{days[1]}"]
+        started = time.monotonic()
         done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"{assets}: {done.stdout[-1500:]}{done.stderr[-4000:]}"
+        print(f"  {env['RECSYS_EXECUTOR']}: {len(assets)} assets in {time.monotonic() - started:.1f} s")
 
 
 def _tables(con: duckdb.DuckDBPyConnection, root: str, files: list[str]) -> dict[str, list]:
@@ -132,7 +137,8 @@ def runs(tmp_path_factory):
         pytest.skip(message)
     base = tmp_path_factory.mktemp("distributed")
     generated = base / "generated"
-    generate(GeneratorConfig(n_users=300, n_items=200, days=len(DAYS), impressions_per_day=3_000, seed=5), generated)
+    generate(GeneratorConfig(n_users=300, n_items=200, days=len(DAYS), impressions_per_day=3_000, seed=5,
+                             start_date=date.fromisoformat(DAYS[0])), generated)
     logs = base / "logs"
     logs.mkdir()
     s3_port, redis_port = _free_port(), _free_port()
@@ -163,9 +169,14 @@ def runs(tmp_path_factory):
         _wait_port(redis_port, server, logs / "redis.log")
         import s3fs
 
-        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=aws["AWS_ENDPOINT_URL"])
+        fs = s3fs.S3FileSystem(key=aws["AWS_ACCESS_KEY_ID"], secret=aws["AWS_SECRET_ACCESS_KEY"],
+                               endpoint_url=aws["AWS_ENDPOINT_URL"])
         fs.mkdir(BUCKET)
-        fs.put(str(generated / "landing") + "/", f"{BUCKET}/platform/landing/", recursive=True)
+        # The user's path to a bucket: the generator CLI uploads what it writes (same seed: same logs).
+        upload = subprocess.run([sys.executable, "-m", "recsys_assets.generate", "--root", f"s3://{BUCKET}/platform",
+                                 *GENERATOR_ARGS], env=remote_env, cwd=cwd["launcher"], capture_output=True, text=True,
+                                timeout=300)
+        assert upload.returncode == 0, upload.stderr[-3000:]
         for i in (1, 2):
             group.start(f"worker{i}", [str(BIN / "recsys-celery-worker"), "--name", f"worker{i}"],
                         remote_env, cwd[f"worker{i}"])

@@ -93,14 +93,14 @@ def scan_polars(paths: list[Path]):
     return pl.scan_parquet([str(p) for p in paths])
 
 
-def write_arrow_atomic(table: pa.Table, path: Path) -> Path:
-    """pyarrow's write_table, published like write_parquet_atomic."""
-    con = duckdb.connect()
-    try:
-        con.register("arrow_table", table)
-        return write_parquet_atomic(con, "SELECT * FROM arrow_table", path)
-    finally:
-        con.close()
+def upload_landing(local: Path, remote: Path) -> str:
+    """Copy a local landing zone to an object store: snapshots first, then each day with its
+    _SUCCESS marker last (a sensor polling the bucket sees a day only once it is whole)."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: (len(p.relative_to(local).parts) > 1, p.parent.name, p.name == "_SUCCESS")):
+        remote.fs.put_file(str(path), (remote / path.relative_to(local).as_posix()).path)
+    return str(remote)
+
 
 PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
 
