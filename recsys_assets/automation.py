@@ -8,7 +8,6 @@ import time
 import dagster as dg
 
 from recsys_assets.core.storage import duckdb_connect
-
 from recsys_assets.partitions import START_DATE, daily_partitions
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
 

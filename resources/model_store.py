@@ -108,17 +108,14 @@ class ModelStoreResource(dg.ConfigurableResource):
         return final
 
     def _cached_version(self, model: str, day: str) -> Path:
-        pointer_path = self.root / model / day / MANIFEST
-        if not pointer_path.exists():
-            raise CorruptModelError(f"no published {model} model for {day} at {pointer_path.parent}")
-        version = json.loads(pointer_path.read_text())["version"]
+        remote = self._version_dir(model, day)
+        version = remote.name
         store = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         cache_root = Path(self.cache_dir) if self.cache_dir else Path(tempfile.gettempdir()) / "recsys-model-cache"
         local = cache_root / store / model / version
         if not (local / MANIFEST).exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             private = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=local.parent))
-            remote = self.root / model / ".versions" / version
             for path in remote.iterdir():
                 remote.fs.get_file(path.path, str(private / path.name))
             try:
@@ -140,8 +137,11 @@ class ModelStoreResource(dg.ConfigurableResource):
         return self._verify_at(model, day, self.path(model, day))
 
     def _version_dir(self, model: str, day: str) -> Path:
-        pointer = json.loads((self.root / model / day / MANIFEST).read_text())
-        return self.root / model / ".versions" / pointer["version"]
+        """The object-store folder of the version the day's pointer names."""
+        pointer_path = self.root / model / day / MANIFEST
+        if not pointer_path.exists():
+            raise CorruptModelError(f"no published {model} model for {day} at {pointer_path.parent}")
+        return self.root / model / ".versions" / json.loads(pointer_path.read_text())["version"]
 
     def _verify_at(self, model: str, day: str, directory: Path, source: Path | None = None) -> dict:
         source = source or directory

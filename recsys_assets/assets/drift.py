@@ -127,7 +127,6 @@ def feature_drift_report(context: dg.AssetExecutionContext, storage: StorageReso
                             "(0.25). Not blocking: drift is a signal to retrain, not a reason to stop the pipeline.")
 def psi_below_thresholds(context: dg.AssetCheckExecutionContext, storage: StorageResource,
                          features: FeatureSettings) -> dg.AssetCheckResult:
-    
     files = [storage.partition_path("feature_drift_report", d) for d in context.partition_keys]
     listing = ", ".join(f"'{f}'" for f in files)
     rows = duckdb_connect().execute(
