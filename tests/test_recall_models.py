@@ -413,3 +413,37 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
         assert np.allclose(fast_scores, dense_scores, rtol=1e-4, atol=1e-4)
         assert not np.isin(fast_items, blocked).any()
         assert all(seen[u, fast_items[i]].nnz == 0 for i, u in enumerate(users))
+
+
+def test_item_cf_sparse_top_k_equals_dense_scoring_with_exclusions(world):
+    """On a large catalog item-CF ranks the stored entries of its sparse score rows: the same
+    top-k as dense scoring wherever a user has k scored items, and for a user with fewer only
+    the scored ones, padded with -1 / -inf instead of arbitrary zero-score items."""
+    data = world[0]
+    model = ItemCFModel(neighbours=8, shrinkage=5.0, half_life_days=30.0).fit(data)  # decay: few ties; 12-31 scored
+    rng = np.random.default_rng(11)
+    users = rng.choice(N_USERS, 150, replace=False)
+    seen = (data.positives > 0).astype(np.float32).tocsr()
+    blocked = rng.choice(N_ITEMS, 20, replace=False)
+    k = 15
+    model.sparse_min_items = 10**9
+    dense_items, dense_scores = model.recommend(users, k, exclude=seen, blocked_items=blocked)
+    model.sparse_min_items = 0
+    sparse_items, sparse_scores = model.recommend(users, k, exclude=seen, blocked_items=blocked, batch=37)
+    assert sparse_items.shape == (len(users), k) and sparse_scores.dtype == np.float32
+    scored = sparse_items >= 0
+    # scored entries come first, in score order, and every padded slot is -1 / -inf
+    assert (np.diff(scored.astype(int), axis=1) <= 0).all()
+    assert np.isneginf(sparse_scores[~scored]).all() and (sparse_scores[scored] > 0).all()
+    assert all((np.diff(sparse_scores[r][scored[r]]) <= 1e-7).all() for r in range(len(users)))
+    dense_positive = dense_scores > 0
+    full_rows = scored.all(axis=1)
+    assert full_rows.any() and (~full_rows).any()  # both cases occur
+    np.testing.assert_allclose(sparse_scores[full_rows], dense_scores[full_rows], rtol=1e-5)
+    assert np.array_equal(sparse_items[full_rows], dense_items[full_rows])
+    for row in np.flatnonzero(~full_rows):  # short rows: exactly the dense path's positive-score items
+        n = int(scored[row].sum())
+        assert n == int(dense_positive[row].sum())
+        assert np.array_equal(sparse_items[row, :n], dense_items[row, :n])
+    assert not np.isin(sparse_items, blocked).any()
+    assert all(seen[u, sparse_items[i][sparse_items[i] >= 0]].nnz == 0 for i, u in enumerate(users))
