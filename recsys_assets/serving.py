@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,7 +16,7 @@ from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel, ranker as ranker_lib
 from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.core.storage import read_polars, scan_polars, write_parquet_atomic
+from recsys_assets.core.storage import local_scratch_dir, read_polars, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
 from resources import ModelStoreResource, RankingSettings, StorageResource
 
@@ -73,19 +74,28 @@ def rules(settings: RankingSettings) -> RerankRules:
                        popularity_beta=settings.popularity_beta)
 
 
-def read_candidates(storage: StorageResource, day: str, limit: int, users: np.ndarray | None = None) -> pl.DataFrame:
-    """recall_candidates of `day` (RRF fusion), the first `limit` per user, with channel ranks."""
+def scan_candidates(storage: StorageResource, day: str, limit: int) -> pl.LazyFrame:
+    """recall_candidates of `day` (RRF fusion), the first `limit` per user, with channel ranks,
+    as a lazy frame (the partition is sorted by method and user, so a user-range filter reads
+    only the row groups it needs)."""
     path = storage.partition_path("recall_candidates", day)
     if not path.exists():
         raise MissingInput(f"recall_candidates is not materialized for {day} ({path})")
-    frame = read_polars(path).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
-    if users is not None:
-        frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64)))
+    frame = scan_polars([path]).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
+    columns = frame.collect_schema().names()
     # channel ranks inside the candidate lists become in_<channel> (0 = absent), so they never
     # shadow the ranker's own full-catalog rank_<channel> features
     return frame.rename({"rank": "recall_rank", "score": "recall_score"} |
-                        {c: "in_" + c.removeprefix("rank_") for c in frame.columns if c.startswith("rank_")}
+                        {c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")}
                         ).drop("method", "day")
+
+
+def read_candidates(storage: StorageResource, day: str, limit: int, users: np.ndarray | None = None) -> pl.DataFrame:
+    """scan_candidates, collected (only `users`' rows when given)."""
+    frame = scan_candidates(storage, day, limit)
+    if users is not None:
+        frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64)))
+    return frame.collect()
 
 
 def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = None) -> None:
@@ -99,6 +109,58 @@ def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = Non
 
 
 # ------------------------------------------------------------------------------ recommendations
+def write_recommendations(path, root, day: str, users: np.ndarray, candidates: pl.LazyFrame | None,
+                          ctx: F.FeatureContext, model: ranker_lib.Ranker | None, history: pl.DataFrame,
+                          settings: RankingSettings, columns: list[str]) -> dict:
+    """The recommendations partition of `day` for `users` (sorted ids): serving_batch_users
+    users at a time, each batch's candidates read by user-id range (users without candidates
+    get popular items), ranked, re-ranked and explained (recommend_users), then spilled to a
+    Parquet part; the parts are sorted into the partition and published atomically, so memory
+    stays bounded by one batch and a crash leaves no partial partition."""
+    import shutil
+    import tempfile
+
+    scratch = local_scratch_dir(root, ".tmp")
+    scratch.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(tempfile.mkdtemp(prefix=f"recommendations-{day}-", dir=scratch))
+    history = history.sort("user_id", maintain_order=True)  # keeps each user's own order
+    history_users = history["user_id"].to_numpy()
+    stats = {"rows": 0, "users": 0, "cold_start_users": 0, "preview": None}
+    items = []
+    try:
+        step = settings.serving_batch_users
+        for start in range(0, max(len(users), 1), step):
+            batch = users[start:start + step]
+            lo, hi = (int(batch[0]), int(batch[-1])) if len(batch) else (0, -1)
+            first, last = np.searchsorted(history_users, lo, "left"), np.searchsorted(history_users, hi, "right")
+            batch_history = history.slice(first, max(last - first, 0))
+            batch_candidates = (candidates.filter(pl.col("user_id").is_between(lo, hi)).collect() if candidates is not None
+                                else pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64,
+                                                          "recall_rank": pl.Int64, "recall_score": pl.Float64}))
+            cold = np.setdiff1d(batch, batch_candidates["user_id"].to_numpy())
+            if len(cold):
+                batch_candidates = pl.concat([batch_candidates, popular_candidates(ctx, cold, settings.rank_candidates,
+                                                                                  batch_history)], how="diagonal_relaxed")
+            out = recommend_users(ctx, model, batch_candidates, batch_history, settings)
+            out = out.with_columns(pl.lit(day).str.to_date().alias("day")).select(columns)
+            out.write_parquet(parts_dir / f"{start:012d}.parquet")
+            stats["rows"] += out.height
+            stats["users"] += out["user_id"].n_unique()
+            stats["cold_start_users"] += len(cold)
+            items.append(out["item_id"].unique().to_numpy())
+            if stats["preview"] is None:
+                stats["preview"] = out.filter(pl.col("user_id") == out["user_id"].min()) if out.height else out
+        con = connect()
+        try:
+            write_parquet_atomic(con, f"SELECT * FROM read_parquet('{parts_dir}/*.parquet') ORDER BY user_id, rank", path)
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    stats["distinct_items"] = len(np.unique(np.concatenate(items))) if items else 0
+    return stats
+
+
 def user_history(storage: StorageResource, days: list[str], users=None, with_clicks: bool = False) -> pl.DataFrame:
     """(user_id, item_id, last_day) of every positive in the interactions of `days` (and of
     every click too with with_clicks: what recall excludes as already seen)."""
@@ -147,6 +209,43 @@ def _lookup(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where((len(ids) > 0) & (ids[pos] == wanted), pos, -1)
 
 
+def because_you_watched(ids: np.ndarray, vectors: np.ndarray, out: pl.DataFrame, history: pl.DataFrame,
+                        n: int) -> list[list[int]]:
+    """For each row of `out` (user_id, item_id): up to n of the user's watched items (history
+    order) whose unit vectors are closest to the item's, similarity > 0 only. One small matrix
+    product per user (watched × recommended), not one per row."""
+    because: list[list[int]] = [[] for _ in range(out.height)]
+    if n == 0 or out.height == 0 or history.height == 0:
+        return because
+    hist_user = history["user_id"].to_numpy()
+    hist_rows = _lookup(ids, history["item_id"].to_numpy())
+    hist_items = history["item_id"].to_numpy()
+    keep = hist_rows >= 0
+    hist_user, hist_rows, hist_items = hist_user[keep], hist_rows[keep], hist_items[keep]
+    order = np.argsort(hist_user, kind="stable")  # history order within each user
+    hist_user, hist_rows, hist_items = hist_user[order], hist_rows[order], hist_items[order]
+    out_user = out["user_id"].to_numpy()
+    out_rows = _lookup(ids, out["item_id"].to_numpy())
+    out_order = np.argsort(out_user, kind="stable")
+    users, first = np.unique(out_user[out_order], return_index=True)
+    bounds = np.append(first, len(out_order))
+    h_lo = np.searchsorted(hist_user, users, side="left")
+    h_hi = np.searchsorted(hist_user, users, side="right")
+    for j in np.flatnonzero(h_hi > h_lo):
+        rows_out = out_order[bounds[j]:bounds[j + 1]]
+        targets = out_rows[rows_out]
+        has = targets >= 0
+        if not has.any():
+            continue
+        watched_rows, watched_items = hist_rows[h_lo[j]:h_hi[j]], hist_items[h_lo[j]:h_hi[j]]
+        sims = vectors[watched_rows] @ vectors[targets[has]].T  # watched × recommended
+        top = np.argsort(-sims, axis=0, kind="stable")[:n]
+        for col, row in enumerate(rows_out[has]):
+            picks = top[:, col]
+            because[row] = [int(watched_items[t]) for t in picks if sims[t, col] > 0]
+    return because
+
+
 def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, candidates: pl.DataFrame,
                     history: pl.DataFrame, settings: RankingSettings, explain: bool = True,
                     timings: dict | None = None) -> pl.DataFrame:
@@ -164,14 +263,8 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
         stage = "recall_rerank"
     timings["rank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    seen = {int(u): g["item_id"].to_numpy() for (u,), g in history.group_by("user_id")}
-    lists = funnel.reranked_lists(scored, settings.top_k, rules(settings), attrs, seen)
-    out = pl.DataFrame({
-        "user_id": pl.Series([u for u, (items, _) in lists.items() for _ in items], dtype=pl.Int64),
-        "rank": pl.Series([r + 1 for _, (items, _) in lists.items() for r in range(len(items))], dtype=pl.Int64),
-        "item_id": pl.Series(np.concatenate([items for items, _ in lists.values()]) if lists else [], dtype=pl.Int64),
-        "score": pl.Series(np.concatenate([s for _, s in lists.values()]) if lists else [], dtype=pl.Float64),
-    }).with_columns(pl.lit(stage).alias("stage"))
+    out = funnel.rerank_frame(scored, settings.top_k, rules(settings), attrs, history).with_columns(
+        pl.lit(stage).alias("stage"))
     in_cols = [c for c in candidates.columns if c.startswith("in_")]
     channel_lists = (candidates.select("user_id", "item_id", pl.concat_list(
         [pl.when(pl.col(c) > 0).then(pl.lit(c.removeprefix("in_"))) for c in in_cols]).list.drop_nulls()
@@ -185,19 +278,7 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
                                 pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
     # because you watched: the user's history items closest to the recommended item
     ids, vectors = item_vectors(ctx, attrs)
-    hist = {int(u): g["item_id"].to_numpy() for (u,), g in history.group_by("user_id")}
-    because = []
-    for user, item in zip(out["user_id"].to_list(), out["item_id"].to_list()):
-        watched = hist.get(user, np.zeros(0, np.int64))
-        rows = _lookup(ids, watched)
-        watched, rows = watched[rows >= 0], rows[rows >= 0]
-        target = _lookup(ids, np.array([item]))[0]
-        if len(rows) == 0 or target < 0:
-            because.append([])
-            continue
-        sims = vectors[rows] @ vectors[target]
-        top = np.argsort(-sims, kind="stable")[:settings.explain_history_items]
-        because.append([int(watched[t]) for t in top if sims[t] > 0])
+    because = because_you_watched(ids, vectors, out, history, settings.explain_history_items)
     out = out.with_columns(pl.Series("because_you_watched", because, dtype=pl.List(pl.Int64)))
     if model is None:
         timings["explain_ms"] = (time.perf_counter() - started) * 1000

@@ -36,6 +36,9 @@ class RankingSettings(dg.ConfigurableResource):
     # None = every user. Serving (recommendations) is never sampled.
     max_users_per_day: int | None = Field(default=None, ge=1)
     top_k: int = Field(default=20, ge=1, le=10000)  # recommendations per user
+    # Scale knob: recommendations ranks, re-ranks and explains this many users at a time (memory
+    # stays bounded by one batch; each batch is spilled to a Parquet part).
+    serving_batch_users: int = Field(default=50_000, ge=1)
     # Re-ranking rules (recsys_assets/core/ranking/rerank.py)
     mmr_lambda: float = Field(default=0.8, ge=0.0, le=1.0)
     genre_cap: int = Field(default=4, ge=0, le=10000)

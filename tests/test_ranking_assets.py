@@ -224,3 +224,38 @@ def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_
     funnel_users = pl.read_parquet(copy / "lake" / "funnel_evaluation" / f"{D}.parquet").filter(
         (pl.col("scope") == "funnel") & (pl.col("metric") == "ndcg"))["n"]
     assert 0 < funnel_users.max() <= cap
+
+
+def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
+    """serving_batch_users only bounds memory: batches of 37 users (cold-start users spread
+    over many batches) give exactly the partition of one batch, and every "because you
+    watched" list is the user's watched items most similar to the recommended one."""
+    from resources import RankingSettings
+
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy, symlinks=True)
+    whole = pl.read_parquet(copy / "lake" / "recommendations" / f"{D}.parquet")
+    defs = build_defs(build_resources(str(copy), ranking=RankingSettings(serving_batch_users=37)))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("recommendations")], partition_key=D, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    batched = pl.read_parquet(copy / "lake" / "recommendations" / f"{D}.parquet")
+    assert batched["user_id"].n_unique() > 37 * 3
+    assert batched.equals(whole)
+    assert not list((copy / ".tmp").glob("recommendations-*"))  # spilled parts are cleaned up
+    # because_you_watched by brute force, row by row
+    res = build_resources(str(copy))
+    storage, store = res["storage"], res["model_store"]
+    history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
+    ctx = serving.feature_context(storage, store, D, res["ranking"].channels)
+    ids, vectors = serving.item_vectors(ctx, funnel.ItemAttributes.from_context(ctx))
+    checked = 0
+    for row in batched.filter(pl.col("because_you_watched").list.len() > 0).head(200).iter_rows(named=True):
+        watched = history.filter(pl.col("user_id") == row["user_id"])["item_id"].to_numpy()
+        watched = watched[np.isin(watched, ids)]
+        target = vectors[np.searchsorted(ids, row["item_id"])]
+        sims = vectors[np.searchsorted(ids, watched)] @ target
+        best = watched[np.argsort(-sims, kind="stable")[:res["ranking"].explain_history_items]]
+        assert row["because_you_watched"] == [int(i) for i in best if sims[watched == i][0] > 0]
+        checked += 1
+    assert checked == 200

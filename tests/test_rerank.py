@@ -58,3 +58,44 @@ def test_rerank_composes_the_rules():
     diverse, _ = rerank(ITEMS, SCORES, 2, RerankRules(mmr_lambda=0.3, genre_cap=0), seen=set(),
                         genre_vectors=vectors, primary_genre=genre, age_days=np.zeros(5), popularity=np.zeros(5))
     assert diverse.tolist() == [10, 13]              # MMR jumps to the other genre
+
+
+@pytest.mark.parametrize("rules", [RerankRules(), RerankRules(mmr_lambda=1.0, genre_cap=0),
+                                   RerankRules(mmr_lambda=0.3, genre_cap=2, freshness_boost=0.5, popularity_beta=0.2),
+                                   RerankRules(mmr_lambda=0.0, genre_cap=1)])
+def test_rerank_batch_equals_rerank_row_by_row(rules):
+    """The vectorised re-rank gives every user exactly what rerank() gives them alone: lists of
+    different lengths (padding), watched items, items without genres, short lists below k."""
+    from recsys_assets.core.ranking.rerank import rerank_batch
+
+    rng = np.random.default_rng(5)
+    n_users, width, n_genres, k = 60, 45, 6, 10
+    lengths = rng.integers(0, width + 1, n_users)
+    lengths[:3] = [0, 4, width]
+    items = rng.integers(1000, 2000, (n_users, width))
+    scores = rng.normal(size=(n_users, width))
+    scores[7, :10] = 1.0  # ties keep list order
+    vectors = (rng.random((n_users, width, n_genres)) < 0.3).astype(float)
+    vectors[:, ::7] = 0  # items without genres
+    primary = np.where(vectors.any(axis=2), vectors.argmax(axis=2), -1)
+    age = np.where(rng.random((n_users, width)) < 0.2, np.nan, rng.uniform(0, 30, (n_users, width)))
+    popularity = rng.integers(0, 500, (n_users, width)).astype(float)
+    seen = rng.random((n_users, width)) < 0.15
+    present = np.arange(width)[None, :] < lengths[:, None]
+    batch_items, batch_scores = rerank_batch(items, scores, k, rules, valid=present & ~seen, genre_vectors=vectors,
+                                             primary_genre=primary, age_days=age, popularity=popularity)
+    assert batch_items.shape == (n_users, k)
+    genre_names = np.array([None] + [f"g{g}" for g in range(n_genres)], dtype=object)
+    for u in range(n_users):
+        n = lengths[u]
+        # unique item ids per row so "seen" can be passed to rerank() by id
+        row_items = np.arange(n) + 10_000 * (u + 1)
+        expected_items, expected_scores = rerank(
+            row_items, scores[u, :n], k, rules, seen=set(row_items[seen[u, :n]].tolist()),
+            genre_vectors=vectors[u, :n], primary_genre=genre_names[primary[u, :n] + 1],
+            age_days=age[u, :n], popularity=popularity[u, :n])
+        got = batch_items[u][batch_items[u] >= 0]
+        expected_positions = (expected_items - 10_000 * (u + 1)).tolist()
+        assert got.tolist() == items[u, expected_positions].tolist(), u
+        np.testing.assert_allclose(batch_scores[u, :len(got)], expected_scores)
+        assert np.isnan(batch_scores[u, len(got):]).all()

@@ -282,7 +282,7 @@ def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreR
     lists["ranker"] = funnel.lists_by(scored, "ranker_score", k)
     latency["ranker"] = (time.perf_counter() - started) / max(len(users), 1) * 1000
     started = time.perf_counter()
-    lists["ranker_rerank"] = funnel.reranked_lists(scored, k, serving.rules(ranking), attrs, {})
+    lists["ranker_rerank"] = funnel.reranked_lists(scored, k, serving.rules(ranking), attrs)
     latency["ranker_rerank"] = (time.perf_counter() - started) / max(len(users), 1) * 1000
 
     per_stage = {s: metrics.per_user_metrics(_as_matrix(lists[s], users, k), relevant, k) for s in STAGES}

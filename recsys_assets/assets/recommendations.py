@@ -1,6 +1,9 @@
 """Serving layer: the per-user recommendations of day D (the funnel's final lists), as a table."""
 
+import time
+
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from recsys_assets import serving
@@ -39,24 +42,28 @@ def recommendations(context: dg.AssetExecutionContext, storage: StorageResource,
         ctx = serving.feature_context(storage, model_store, day, model.channel_names if model else ranking.channels)
         context.log.info(f"recommendations {day}: {f'ranker of {ranker_day}' if model else 'recall order'} ({why})")
         try:
-            candidates = serving.read_candidates(storage, day, ranking.rank_candidates)
+            candidates = serving.scan_candidates(storage, day, ranking.rank_candidates)
         except serving.MissingInput as missing:  # e.g. the first day: no model could be trained yet
             context.log.warning(f"recommendations {day}: {missing}; every active user gets the cold-start path")
-            candidates = pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "recall_rank": pl.Int64,
-                                              "recall_score": pl.Float64})
+            candidates = None
         history = serving.user_history(storage, serving.days_before(day, recall.window_days))
-        active = ctx.users.filter(pl.col("u_impressions_28d").is_not_null() | pl.col("u_positives_28d").is_not_null())
-        cold = sorted(set(active["user_id"].to_list()) - set(candidates["user_id"].to_list()))
-        if cold:
-            candidates = pl.concat([candidates, serving.popular_candidates(ctx, cold, ranking.rank_candidates, history)],
-                                   how="diagonal_relaxed")
-        out = serving.recommend_users(ctx, model, candidates, history, ranking)
-        out = out.with_columns(pl.lit(day).str.to_date().alias("day")).select([c.name for c in COLUMNS.columns])
-        serving.write_frame(out, storage.partition_path("recommendations", day), order_by="user_id, rank")
-        preview = out.filter(pl.col("user_id") == out["user_id"].min()) if out.height else out
-        meta = {"dagster/row_count": out.height, "users": out["user_id"].n_unique(), "cold_start_users": len(cold),
+        active = np.sort(ctx.users.filter(pl.col("u_impressions_28d").is_not_null() |
+                                          pl.col("u_positives_28d").is_not_null())["user_id"].to_numpy())
+        with_candidates = (candidates.select(pl.col("user_id").unique()).collect()["user_id"].to_numpy()
+                           if candidates is not None else np.zeros(0, np.int64))
+        users = np.union1d(active, with_candidates)
+        started = time.perf_counter()
+        stats = serving.write_recommendations(
+            storage.partition_path("recommendations", day), storage.root, day, users, candidates, ctx, model,
+            history, ranking, [c.name for c in COLUMNS.columns])
+        context.log.info(f"recommendations {day}: {len(users)} users ({stats['cold_start_users']} cold start), "
+                         f"{stats['rows']} rows in {time.perf_counter() - started:.0f}s")
+        preview = stats["preview"]
+        meta = {"dagster/row_count": stats["rows"], "users": stats["users"],
+                "cold_start_users": stats["cold_start_users"],
                 "ranker_day": ranker_day or "none (recall order)", "why": why, "dagster/column_schema": COLUMNS,
-                "catalog_coverage": out["item_id"].n_unique() / max(ctx.items.height, 1),
+                "catalog_coverage": stats["distinct_items"] / max(ctx.items.height, 1),
+                "users_per_second": round(len(users) / max(time.perf_counter() - started, 1e-9), 1),
                 "preview": dg.MetadataValue.md(_markdown(preview.head(10)))}
     warehouse.refresh_catalog()
     return dg.MaterializeResult(metadata=meta)

@@ -11,7 +11,7 @@ import polars as pl
 
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking.ranker import Ranker
-from recsys_assets.core.ranking.rerank import RerankRules, genre_similarity, rerank
+from recsys_assets.core.ranking.rerank import RerankRules, genre_similarity, rerank_batch
 
 
 @dataclass
@@ -70,16 +70,61 @@ def lists_by(frame: pl.DataFrame, score: str, k: int, descending: bool = True) -
     return out
 
 
+def rerank_frame(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes,
+                 seen: pl.DataFrame | None = None, batch_users: int = 20_000) -> pl.DataFrame:
+    """Every user's re-ranked top-k (rerank_batch, `batch_users` users at a time) of the scored
+    candidates in `frame` (user_id, item_id, ranker_score; each user's rows in list order),
+    with the (user_id, item_id) pairs in `seen` removed. Returns (user_id, rank, item_id, score),
+    users in order of first appearance, rank 1 = best."""
+    schema = {"user_id": pl.Int64, "rank": pl.Int64, "item_id": pl.Int64, "score": pl.Float64}
+    if frame.height == 0:
+        return pl.DataFrame(schema=schema)
+    pairs = frame.select("user_id", "item_id", "ranker_score").with_row_index("__row")
+    if seen is not None and seen.height:
+        pairs = pairs.join(seen.select("user_id", "item_id").unique().with_columns(pl.lit(True).alias("__seen")),
+                           on=["user_id", "item_id"], how="left").sort("__row")
+    watched = pairs["__seen"].fill_null(False).to_numpy() if "__seen" in pairs.columns else np.zeros(pairs.height, bool)
+    user_ids = pairs["user_id"].to_numpy()
+    uniq, first, inverse = np.unique(user_ids, return_index=True, return_inverse=True)
+    appearance = np.argsort(first, kind="stable")
+    code = np.argsort(appearance)[inverse]          # user code = order of first appearance
+    entries = np.argsort(code, kind="stable")       # each user's rows, in list order
+    counts = np.bincount(code)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(len(entries)) - starts[code[entries]]
+    items = pairs["item_id"].to_numpy().astype(np.int64)
+    scores = pairs["ranker_score"].to_numpy().astype(np.float64)
+    item_rows = attrs.rows(items)
+    genre_names = {g: j for j, g in enumerate(sorted({g for g in attrs.primary_genre if g is not None}))}
+    genre_code = np.array([-1 if g is None else genre_names[g] for g in attrs.primary_genre], np.int64)
+    parts = []
+    for lo in range(0, len(uniq), batch_users):
+        hi = min(lo + batch_users, len(uniq))
+        sel = entries[starts[lo]:starts[hi - 1] + counts[hi - 1]]
+        r, c = code[sel] - lo, position[starts[lo]:starts[hi - 1] + counts[hi - 1]]
+        shape = (hi - lo, int(counts[lo:hi].max()))
+        grid_rows = np.zeros(shape, np.int64)
+        grid_rows[r, c] = item_rows[sel]
+        grid = {name: np.zeros(shape, dtype) for name, dtype in (("items", np.int64), ("scores", np.float64))}
+        grid["items"][r, c], grid["scores"][r, c] = items[sel], scores[sel]
+        valid = np.zeros(shape, bool)
+        valid[r, c] = ~watched[sel]
+        top_items, top_scores = rerank_batch(
+            grid["items"], grid["scores"], k, rules, valid=valid, genre_vectors=attrs.genre_vectors[grid_rows],
+            primary_genre=genre_code[grid_rows], age_days=attrs.age_days[grid_rows],
+            popularity=attrs.popularity[grid_rows])
+        ur, uc = np.nonzero(top_items >= 0)
+        parts.append(pl.DataFrame({"user_id": uniq[appearance[lo + ur]], "rank": uc.astype(np.int64) + 1,
+                                   "item_id": top_items[ur, uc], "score": top_scores[ur, uc]}, schema=schema))
+    return pl.concat(parts)
+
+
 def reranked_lists(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes,
-                   seen: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    out = {}
-    for (user,), g in frame.group_by("user_id", maintain_order=True):
-        items = g["item_id"].to_numpy().astype(np.int64)
-        rows = attrs.rows(items)
-        out[int(user)] = rerank(items, g["ranker_score"].to_numpy(), k, rules, seen=seen.get(int(user), ()),
-                                genre_vectors=attrs.genre_vectors[rows], primary_genre=attrs.primary_genre[rows],
-                                age_days=attrs.age_days[rows], popularity=attrs.popularity[rows])
-    return out
+                   seen: pl.DataFrame | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """rerank_frame as {user_id: (items, scores)}, users in order of first appearance."""
+    out = rerank_frame(frame, k, rules, attrs, seen)
+    return {int(user): (g["item_id"].to_numpy(), g["score"].to_numpy())
+            for (user,), g in out.group_by("user_id", maintain_order=True)}
 
 
 def intra_list_similarity(lists: dict[int, tuple[np.ndarray, np.ndarray]], attrs: ItemAttributes, k: int) -> float:

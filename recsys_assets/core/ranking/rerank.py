@@ -123,3 +123,77 @@ def rerank(items: np.ndarray, scores: np.ndarray, k: int, rules: RerankRules, *,
     index, picked_scores = cap_per_genre(index, picked_scores, np.asarray(primary_genre, object)[index],
                                          rules.genre_cap)
     return items[index[:k]], picked_scores[:k]
+
+
+def rerank_batch(items: np.ndarray, scores: np.ndarray, k: int, rules: RerankRules, *, valid: np.ndarray,
+                 genre_vectors: np.ndarray, primary_genre: np.ndarray, age_days: np.ndarray,
+                 popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rerank() for many users at once, vectorised over users: row u of the (users × P) arrays
+    is one user's list, `valid` False where the slot is padding or a watched item. Per-item
+    arrays are aligned with `items`: genre_vectors (users × P × genres), primary_genre as
+    integer codes (-1 = no genre), age_days and popularity. Each row's result equals rerank()
+    on that row's valid entries. Returns (items, scores), users × k, padded with -1 / NaN."""
+    items = np.asarray(items, np.int64)
+    n_users, width = items.shape
+    valid = np.asarray(valid, bool)
+    scores = np.asarray(scores, np.float64)
+    if rules.freshness_boost != 0:
+        scores = scores + rules.freshness_boost * np.power(
+            0.5, np.nan_to_num(np.asarray(age_days, np.float64), nan=np.inf) / rules.freshness_half_life_days)
+    if rules.popularity_beta != 0:
+        scores = scores - rules.popularity_beta * np.log1p(np.maximum(np.nan_to_num(np.asarray(popularity, np.float64)), 0.0))
+    if not 0.0 <= rules.mmr_lambda <= 1.0:
+        raise ValueError(f"MMR lambda must be in [0, 1], got {rules.mmr_lambda}")
+    out_items = np.full((n_users, k), -1, np.int64)
+    out_scores = np.full((n_users, k), np.nan)
+    if n_users == 0 or width == 0 or k == 0:
+        return out_items, out_scores
+    # the MMR pool: each row's valid entries, best score first (ties: list order), cut like rerank()
+    order = np.lexsort((np.where(valid, -scores, 0.0), ~valid), axis=1)
+    pool_n = np.minimum(valid.sum(axis=1), max(k * 3, k + 10))
+    pool_width = int(pool_n.max())
+    if pool_width == 0:
+        return out_items, out_scores
+    order = order[:, :pool_width]
+    in_pool = np.arange(pool_width)[None, :] < pool_n[:, None]
+    rows = np.arange(n_users)[:, None]
+    pool_scores = scores[rows, order]
+    lo = np.where(in_pool, pool_scores, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(in_pool, pool_scores, -np.inf).max(axis=1, keepdims=True)
+    flat = hi <= lo
+    rel = np.where(flat, 1.0, (pool_scores - lo) / np.where(flat, 1.0, hi - lo))
+    vectors = np.asarray(genre_vectors, np.float64)[rows, order]
+    norms = np.linalg.norm(vectors, axis=2, keepdims=True)
+    vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    # greedy MMR, one pick per step for every row at once
+    lam = rules.mmr_lambda
+    picked = np.full((n_users, pool_width), -1, np.int64)
+    max_sim = np.zeros((n_users, pool_width))
+    available = in_pool.copy()
+    every = np.arange(n_users)
+    for step in range(pool_width):
+        value = np.where(available, lam * rel - (1 - lam) * max_sim, -np.inf)
+        best = np.argmax(value, axis=1)
+        live = available[every, best]
+        picked[live, step] = best[live]
+        available[every[live], best[live]] = False
+        max_sim = np.maximum(max_sim, np.einsum("uwg,ug->uw", vectors, vectors[every, best]))
+    # genre cap on the MMR order: an item is kept while its primary genre has <= cap picks so far
+    slots = picked >= 0
+    pick_pos = np.where(slots, order[rows, np.maximum(picked, 0)], 0)
+    keep = slots.copy()
+    if rules.genre_cap > 0:
+        codes = np.where(slots, np.asarray(primary_genre)[rows, pick_pos], -1)
+        r, s = np.nonzero(codes >= 0)
+        c = codes[r, s]
+        sort = np.lexsort((s, c, r))
+        r, s, c = r[sort], s[sort], c[sort]
+        new_group = np.r_[True, (r[1:] != r[:-1]) | (c[1:] != c[:-1])]
+        start = np.maximum.accumulate(np.where(new_group, np.arange(len(r)), 0))
+        keep[r, s] = (np.arange(len(r)) - start) < rules.genre_cap
+    rank = np.cumsum(keep, axis=1) - 1
+    put = keep & (rank < k)
+    r, s = np.nonzero(put)
+    out_items[r, rank[r, s]] = items[r, pick_pos[r, s]]
+    out_scores[r, rank[r, s]] = scores[r, pick_pos[r, s]]
+    return out_items, out_scores
