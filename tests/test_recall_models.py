@@ -377,8 +377,9 @@ def test_ivf_and_flat_indexes():
 
 
 def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
-    """Large catalogs of dot-product models go through faiss's exact flat search: the same
-    top-k (items and scores) as dense scoring, with seen and blocked items removed."""
+    """Large catalogs of dot-product models go through faiss's exact flat search (popularity:
+    the head of its one global ranking): the same top-k (items and scores) as dense scoring,
+    with seen and blocked items removed."""
     import scipy.sparse as sp
 
     from recsys_assets.core.recall.models import ALSModel, BPRModel, ContentColdStartModel, PopularityModel, _row_normalise

@@ -139,6 +139,37 @@ class PopularityModel(RecallModel):
         users = _as_users(users)
         return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
 
+    def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
+                  batch: int = 4096, blocked_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k like RecallModel.recommend. On a large catalog: every user's list is the one
+        global ranking minus their excluded items, so only its head (k + the batch's largest
+        exclusion count) is ranked per user, never the whole catalog (ties: lower item index first)."""
+        users = _as_users(users)
+        n_items = len(self.item_scores)
+        if n_items < self.faiss_min_items:
+            return super().recommend(users, k, exclude=exclude, blocked_items=blocked_items)
+        allowed = np.ones(n_items, bool)
+        if blocked_items is not None and len(blocked_items):
+            allowed[np.asarray(blocked_items, np.int64)] = False
+        candidates = np.flatnonzero(allowed)
+        ranking = candidates[np.argsort(-self.item_scores[candidates], kind="stable")]
+        kk = min(k, len(ranking))
+        out_items = np.full((len(users), kk), -1, dtype=np.int64)
+        out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
+        for start in range(0, len(users), batch):
+            chunk = users[start:start + batch]
+            rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
+            head = ranking[:kk + int(np.diff(rows.indptr).max(initial=0))]
+            excluded = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(rows.indptr)) * n_items + rows.indices
+            keys = np.arange(len(chunk), dtype=np.int64)[:, None] * n_items + head[None, :]
+            drop = np.isin(keys, excluded, kind="sort")  # "table" would allocate the key range
+            order = np.argsort(drop, axis=1, kind="stable")[:, :kk]  # kept items first, in ranking order
+            keep = ~np.take_along_axis(drop, order, axis=1)
+            items = head[order]
+            out_items[start:start + len(chunk)] = np.where(keep, items, -1)
+            out_scores[start:start + len(chunk)] = np.where(keep, self.item_scores[items], -np.inf)
+        return out_items, out_scores
+
     def search_item_vectors(self) -> np.ndarray:
         return self.item_scores[:, None]
 
@@ -272,7 +303,7 @@ class ItemCFModel(RecallModel):
             if exclude is not None:
                 seen = sp.csr_matrix(exclude[chunk])
                 seen_keys = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(seen.indptr)) * n_items + seen.indices
-                drop |= np.isin(rows * n_items + cols, seen_keys)
+                drop |= np.isin(rows * n_items + cols, seen_keys, kind="sort")  # not a key-range table
             rows, cols, vals = rows[~drop], cols[~drop], vals[~drop]  # rows stay ascending (CSR order)
             keep = _top_k_per_row(rows, vals, len(chunk), kk)
             rows, cols, vals = rows[keep], cols[keep], vals[keep]
