@@ -448,3 +448,43 @@ def test_item_cf_sparse_top_k_equals_dense_scoring_with_exclusions(world):
         assert np.array_equal(sparse_items[row, :n], dense_items[row, :n])
     assert not np.isin(sparse_items, blocked).any()
     assert all(seen[u, sparse_items[i][sparse_items[i] >= 0]].nnz == 0 for i, u in enumerate(users))
+
+
+def test_score_pairs_equal_the_full_score_rows(world, fitted):
+    """score_pairs (the ranker's score_<channel> feature) is score() read at the pair, for
+    every model: dot products, item-CF's sparse rows and the full-row fallback alike."""
+    rng = np.random.default_rng(2)
+    users = rng.integers(0, N_USERS, 3000)
+    items = rng.integers(0, N_ITEMS, 3000)
+    for name, model in fitted.items():
+        full = model.score(np.arange(N_USERS))
+        np.testing.assert_allclose(model.score_pairs(users, items, block=700), full[users, items],
+                                   rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
+    """rank_<channel> is the item's full-catalog rank when it is within the channel's top
+    rank_depth, rank_depth + 1 below; score_<channel> is the pair's score."""
+    from types import SimpleNamespace
+
+    from recsys_assets.core.ranking.features import Channel, _channel_columns
+
+    als = fitted["als"]
+    depth = 25
+    ctx = SimpleNamespace(channel_names=("als",), rank_depth=depth,
+                          channels={"als": Channel(als, n_users=N_USERS - 10, n_items=N_ITEMS)})
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, N_USERS, 5000)
+    full = als.score(np.arange(N_USERS))
+    order = np.argsort(-full, axis=1)
+    full_rank = np.empty_like(order)
+    np.put_along_axis(full_rank, order, np.arange(1, N_ITEMS + 1)[None, :], axis=1)
+    top_items = order[users, rng.integers(0, depth, len(users))]  # half the pairs inside the depth
+    items = np.where(rng.random(len(users)) < 0.5, top_items, rng.integers(0, N_ITEMS, len(users)))
+    out = _channel_columns(ctx, users, items, chunk=64)
+    known = users < N_USERS - 10
+    expected = np.where(full_rank[users, items] <= depth, full_rank[users, items], depth + 1)
+    assert np.array_equal(out["rank_als"][known], expected[known].astype(np.float32))
+    assert (expected[known] <= depth).mean() > 0.4
+    np.testing.assert_allclose(out["score_als"][known], full[users, items][known], rtol=1e-4, atol=1e-5)
+    assert np.isnan(out["rank_als"][~known]).all() and np.isnan(out["score_als"][~known]).all()

@@ -62,6 +62,9 @@ class FeatureContext:
     item_index: pl.DataFrame   # item_id, item_idx
     channel_names: tuple[str, ...]
     channels: dict[str, Channel] = field(default_factory=dict)
+    # rank_<channel> is exact within each channel's top-rank_depth list, rank_depth + 1 below
+    # it: a full-catalog rank would sort every catalog row (100k items: ~10 ms per user and channel)
+    rank_depth: int = 200
 
 
 def load_context(day: str, *, user_features: Path, item_features: Path, genre_window: list[Path],
@@ -102,10 +105,13 @@ def load_context(day: str, *, user_features: Path, item_features: Path, genre_wi
                           item_index=item_index, channel_names=tuple(channel_names), channels=channels)
 
 
-def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.ndarray, chunk: int = 512
+def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.ndarray, chunk: int = 4096
                      ) -> dict[str, np.ndarray]:
-    """score_<c> and rank_<c> (1 = the channel's best item over its whole catalog) per pair;
-    NaN where the channel is missing or does not know the user or the item."""
+    """score_<c>: the channel's score of the pair (RecallModel.score_pairs, never a catalog
+    row for dot-product and item-CF channels); rank_<c>: the item's position (1 = best) in the
+    channel's top-`rank_depth` list over its whole catalog (recommend(), so the faiss / sparse
+    fast paths apply), rank_depth + 1 below it. NaN where the channel is missing or does not
+    know the user or the item."""
     n = len(user_idx)
     out = {}
     for name in ctx.channel_names:
@@ -115,17 +121,18 @@ def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.nda
         if channel is not None:
             known = (user_idx >= 0) & (user_idx < channel.n_users) & (item_idx >= 0) & (item_idx < channel.n_items)
             rows = np.flatnonzero(known)
-            users = np.unique(user_idx[rows])
+            score[rows] = channel.model.score_pairs(user_idx[rows], item_idx[rows])
+            depth = min(ctx.rank_depth, channel.n_items)
+            rows = rows[np.argsort(user_idx[rows], kind="stable")]  # grouped by user
+            row_users = user_idx[rows]
+            users = np.unique(row_users)
             for start in range(0, len(users), chunk):
                 block = users[start:start + chunk]
-                scores = channel.model.score(block)[:, :channel.n_items].astype(np.float32)
-                order = np.argsort(-scores, axis=1, kind="stable")
-                ranks = np.empty_like(order)
-                np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
-                sel = rows[np.isin(user_idx[rows], block)]
-                local = np.searchsorted(block, user_idx[sel])
-                score[sel] = scores[local, item_idx[sel]]
-                rank[sel] = ranks[local, item_idx[sel]]
+                top, _ = channel.model.recommend(block, depth)
+                sel = rows[np.searchsorted(row_users, block[0], "left"):np.searchsorted(row_users, block[-1], "right")]
+                lists = top[np.searchsorted(block, user_idx[sel])]
+                hit = lists == item_idx[sel][:, None]
+                rank[sel] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)
         out[f"score_{name}"] = score
         out[f"rank_{name}"] = rank
     return out

@@ -62,6 +62,28 @@ class RecallModel:
         """Dense scores (len(users) × n_items), float32, higher = better."""
         raise NotImplementedError
 
+    def score_pairs(self, users: np.ndarray, items: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+        """score(u, i) of aligned (user, item) pairs, float32. Dot-product models multiply the
+        pair's two vectors; the others score the full rows of the pairs' distinct users."""
+        users = np.asarray(users, np.int64).reshape(-1)
+        items = np.asarray(items, np.int64).reshape(-1)
+        out = np.empty(len(users), np.float32)
+        item_vectors = self.search_item_vectors() if len(users) else None
+        if item_vectors is not None:
+            for start in range(0, len(users), block):
+                stop = start + block
+                out[start:stop] = np.einsum("ij,ij->i", self.search_user_vectors(users[start:stop]),
+                                            item_vectors[items[start:stop]])
+            return out
+        distinct, inverse = np.unique(users, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(0, len(distinct) + 512, 512))
+        for b, start in enumerate(range(0, len(distinct), 512)):
+            rows = order[bounds[b]:bounds[b + 1]]
+            scores = self.score(distinct[start:start + 512])
+            out[rows] = scores[inverse[rows] - start, items[rows]]
+        return out
+
     # Catalogs at least this large go through faiss when the model is a dot product (see search_item_vectors()).
     faiss_min_items = 20_000
 

@@ -235,6 +235,7 @@ class ItemCFModel(RecallModel):
                          half_life_days=half_life_days, block_items=block_items)
         self.sim: sp.csr_matrix | None = None
         self.user_items: sp.csr_matrix | None = None
+        self._sim_columns: sp.csr_matrix | None = None
 
     def fit(self, data: TrainingData, seed: int = 0) -> "ItemCFModel":
         k = int(self.params["neighbours"])
@@ -263,6 +264,7 @@ class ItemCFModel(RecallModel):
         sim.sort_indices()
         self.sim = sim.astype(np.float32)
         self.user_items = x
+        self._sim_columns = None
         return self
 
     def score_rows(self, user_rows: sp.csr_matrix) -> np.ndarray:
@@ -271,6 +273,18 @@ class ItemCFModel(RecallModel):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.score_rows(self.user_items[_as_users(users)])
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+        """score(u, i) = X[u] · sim[:, i] per pair, from two sparse rows (never a catalog row)."""
+        users, items = _as_users(users), _as_users(items)
+        if self._sim_columns is None:
+            self._sim_columns = sp.csr_matrix(self.sim.T)  # row i = the similarities into item i
+        out = np.empty(len(users), np.float32)
+        for start in range(0, len(users), block):
+            stop = start + block
+            product = self.user_items[users[start:stop]].multiply(self._sim_columns[items[start:stop]])
+            out[start:stop] = np.asarray(product.sum(axis=1), dtype=np.float32).ravel()
+        return out
 
     # Catalogs at least this large are ranked from the sparse score rows (recommend below).
     sparse_min_items = 20_000
@@ -320,6 +334,7 @@ class ItemCFModel(RecallModel):
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.sim = _csr_from_arrays("sim", arrays)
         self.user_items = _csr_from_arrays("user_items", arrays)
+        self._sim_columns = None
 
 
 # --------------------------------------------------------------------------------------------
