@@ -429,3 +429,16 @@ def test_100k_users_at_k200_is_correct():
         for name, value in exp.items():
             assert got[f"{name}@200"][u] == pytest.approx(value, rel=1e-12, abs=1e-12)
     assert got["hr@200"].mean() > 0.5  # the planted hits were found
+
+
+def test_cached_resample_counts_give_the_drawn_resample_means():
+    """The bootstrap's cached count matrix resamples exactly the users a direct draw would
+    (same seed, same draws): the same means up to float summation order, for any values."""
+    rng = np.random.default_rng(8)
+    for n in (1, 5, 300, 5000):
+        values = rng.random(n)
+        for seed in (0, 3):
+            drawn = m._draw_means(values, 200, seed)
+            np.testing.assert_allclose(m._bootstrap_means(values, 200, seed), drawn, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(m._bootstrap_means(values * -2.5, 200, seed), drawn * -2.5, rtol=1e-12,
+                                       atol=1e-14)
