@@ -287,6 +287,9 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
     # serving-context features (position, surface, device) are the same for every candidate
     # and explain nothing to a user, so they are left out
     head = out.with_row_index("__row").filter(pl.col("rank") <= settings.explain_top_n)
+    if head.height == 0:  # explain_top_n = 0: no TreeSHAP at all (LightGBM cannot explain zero rows)
+        timings["explain_ms"] = (time.perf_counter() - started) * 1000
+        return out.with_columns(pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
     final = head.select("user_id", "item_id").join(scored, on=["user_id", "item_id"], how="left")
     contrib = model.contributions(final)[:, :-1]
     names = np.asarray(model.feature_names)

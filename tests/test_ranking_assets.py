@@ -259,3 +259,23 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
         assert row["because_you_watched"] == [int(i) for i in best if sims[watched == i][0] > 0]
         checked += 1
     assert checked == 200
+
+
+def test_explain_top_n_zero_serves_without_top_features(root, res):
+    """The L tier's explain_top_n = 0 (no TreeSHAP): lists as usual, top_features empty."""
+    from resources import RankingSettings
+
+    storage, store = res["storage"], res["model_store"]
+    ranker_day, _ = serving_ranker_day(storage, D)
+    assert ranker_day is not None
+    model = serving.load_ranker(store, ranker_day)
+    ctx = serving.feature_context(storage, store, D, model.channel_names)
+    candidates = serving.read_candidates(storage, D, 50)
+    history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
+    settings = RankingSettings(explain_top_n=0)
+    out = serving.recommend_users(ctx, model, candidates, history, settings)
+    assert out.height > 0 and out["stage"].unique().to_list() == ["ranker_rerank"]
+    assert out["top_features"].list.len().max() == 0
+    assert out.filter(pl.col("because_you_watched").list.len() > 0).height > 0
+    explained = serving.recommend_users(ctx, model, candidates, history, RankingSettings())
+    assert explained.select("user_id", "item_id").equals(out.select("user_id", "item_id"))
