@@ -458,7 +458,7 @@ def test_score_pairs_equal_the_full_score_rows(world, fitted):
     items = rng.integers(0, N_ITEMS, 3000)
     for name, model in fitted.items():
         full = model.score(np.arange(N_USERS))
-        np.testing.assert_allclose(model.score_pairs(users, items, block=700), full[users, items],
+        np.testing.assert_allclose(model.score_pairs(users, items, block=37), full[users, items],
                                    rtol=1e-4, atol=1e-5, err_msg=name)
 
 

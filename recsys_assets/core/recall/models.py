@@ -235,7 +235,6 @@ class ItemCFModel(RecallModel):
                          half_life_days=half_life_days, block_items=block_items)
         self.sim: sp.csr_matrix | None = None
         self.user_items: sp.csr_matrix | None = None
-        self._sim_columns: sp.csr_matrix | None = None
 
     def fit(self, data: TrainingData, seed: int = 0) -> "ItemCFModel":
         k = int(self.params["neighbours"])
@@ -264,7 +263,6 @@ class ItemCFModel(RecallModel):
         sim.sort_indices()
         self.sim = sim.astype(np.float32)
         self.user_items = x
-        self._sim_columns = None
         return self
 
     def score_rows(self, user_rows: sp.csr_matrix) -> np.ndarray:
@@ -274,16 +272,26 @@ class ItemCFModel(RecallModel):
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.score_rows(self.user_items[_as_users(users)])
 
-    def score_pairs(self, users: np.ndarray, items: np.ndarray, block: int = 1 << 16) -> np.ndarray:
-        """score(u, i) = X[u] · sim[:, i] per pair, from two sparse rows (never a catalog row)."""
+    def score_pairs(self, users: np.ndarray, items: np.ndarray, block: int = 4096) -> np.ndarray:
+        """score(u, i) per pair, read from the sparse score rows X[u] @ sim of the pairs'
+        distinct users, `block` users at a time (never a dense catalog row)."""
         users, items = _as_users(users), _as_users(items)
-        if self._sim_columns is None:
-            self._sim_columns = sp.csr_matrix(self.sim.T)  # row i = the similarities into item i
-        out = np.empty(len(users), np.float32)
-        for start in range(0, len(users), block):
-            stop = start + block
-            product = self.user_items[users[start:stop]].multiply(self._sim_columns[items[start:stop]])
-            out[start:stop] = np.asarray(product.sum(axis=1), dtype=np.float32).ravel()
+        out = np.zeros(len(users), np.float32)
+        n_items = self.sim.shape[1]
+        distinct, inverse = np.unique(users, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")  # pairs grouped by user
+        bounds = np.searchsorted(inverse[order], np.arange(0, len(distinct) + block, block))
+        for b, start in enumerate(range(0, len(distinct), block)):
+            rows = order[bounds[b]:bounds[b + 1]]
+            scores = sp.csr_matrix(self.user_items[distinct[start:start + block]] @ self.sim)
+            scores.sum_duplicates()
+            scores.sort_indices()  # (row, item) keys ascending: binary-searchable
+            keys = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr)) * n_items + scores.indices
+            if len(keys) == 0:
+                continue
+            wanted = (inverse[rows] - start) * n_items + items[rows]
+            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            out[rows] = np.where(keys[at] == wanted, scores.data[at], 0.0)
         return out
 
     # Catalogs at least this large are ranked from the sparse score rows (recommend below).
@@ -334,7 +342,6 @@ class ItemCFModel(RecallModel):
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.sim = _csr_from_arrays("sim", arrays)
         self.user_items = _csr_from_arrays("user_items", arrays)
-        self._sim_columns = None
 
 
 # --------------------------------------------------------------------------------------------
