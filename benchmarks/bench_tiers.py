@@ -49,12 +49,13 @@ TIERS = {
 # ~30 min, extrapolated from M) are off, EASE is off by its max_items guard (100k items), implicit
 # BPR uses both cores, candidates are the RRF top-100 of users active in the last 7 days, and
 # the ranker trains on the day before D (a 20% request hold-out for early stopping) on the samples
-# of 20k hash-sampled users per day (also the funnel's test users); no TreeSHAP explanations.
+# of 20k hash-sampled users per day (also the funnel's test users); no TreeSHAP explanations;
+# rank_<channel> features 100 deep, the depth of the candidates' channel lists (read, not searched again).
 TIER_SETTINGS = {
     "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], bpr_num_threads=2,
                          bpr_iterations=30, candidate_methods=["rrf"], candidates_k=100, candidates_recent_days=7),
           "ranking": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], train_days=1, valid_days=0,
-                          threads=2, max_users_per_day=20_000, explain_top_n=0)},
+                          threads=2, max_users_per_day=20_000, explain_top_n=0, rank_depth=100)},
 }
 
 
@@ -87,7 +88,7 @@ def _step_seconds(instance, result, key) -> float:
 
 
 def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first: str | None = None,
-             last: str | None = None) -> list[dict]:
+             last: str | None = None, only: set[str] | None = None) -> list[dict]:
     defs = build_defs(build_resources(str(root), recall=RecallSettings(**settings.get("recall", {})),
                                       ranking=RankingSettings(**settings.get("ranking", {}))))
     graph = defs.resolve_asset_graph()
@@ -98,6 +99,8 @@ def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first
     hi = keys.index(last) + 1 if last else len(keys)
     rows = []
     for key in graph.toposorted_asset_keys[lo:hi]:
+        if only and key.to_user_string() not in only:
+            continue
         node = graph.get(key)
         partitioned = node.partitions_def is not None
         run_days = days[-model_days:] if node.group_name in MODEL_GROUPS else days
@@ -133,6 +136,8 @@ def main():
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--from", dest="first", default=None, help="start at this asset (topological order)")
     ap.add_argument("--until", dest="last", default=None, help="stop after this asset")
+    ap.add_argument("--only", default=None, help="comma-separated assets to run (in topological order), e.g. to "
+                                                 "re-measure what a change touched")
     args = ap.parse_args()
     config = TIERS[args.tier]
     root = Path(args.data_root).resolve() if args.data_root else Path(tempfile.mkdtemp(prefix=f"tier_{args.tier}_"))
@@ -145,7 +150,8 @@ def main():
     days = [d.isoformat() for d in config.dates]
     started = time.perf_counter()
     settings = TIER_SETTINGS.get(args.tier, {})
-    run_tier(root, days, args.model_days, settings, args.first, args.last)
+    run_tier(root, days, args.model_days, settings, args.first, args.last,
+             set(args.only.split(",")) if args.only else None)
     print(f"slice done in {time.perf_counter() - started:.0f}s")
     latest = {}
     for line in (root / "bench_tiers_rows.jsonl").read_text().splitlines():
@@ -158,7 +164,7 @@ def main():
     peak = max(r["peak_rss_mib"] for r in rows)
     print(f"tier {args.tier}: {len(rows)} assets in {total:.0f}s (generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, "
           f"Dagster's share {overhead / total:.1%}")
-    if args.no_record or args.last:  # a slice that stops early is not a tier result yet
+    if args.no_record or args.last or args.only:  # a slice is not a tier result yet
         return
     commit = git_commit()
     out = ROOT / "benchmarks" / "results" / f"tier_{args.tier}_{commit}.md"

@@ -71,7 +71,8 @@ class OnlineRecommender:
         self.ranker_day, self.why = serving_ranker_day(storage, self.day)
         self.model = serving.load_ranker(model_store, self.ranker_day) if self.ranker_day else None
         self.ctx = serving.feature_context(storage, model_store, self.day,
-                                           self.model.channel_names if self.model else ranking.channels)
+                                           self.model.channel_names if self.model else ranking.channels, recall,
+                                           self.model.rank_depth if self.model else ranking.rank_depth)
         self.recall_channels = serving.load_channels(model_store, self.day, channel_names)
         self.ranges = {}
         for name in self.recall_channels:

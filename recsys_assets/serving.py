@@ -18,7 +18,7 @@ from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import local_scratch_dir, read_polars, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
-from resources import ModelStoreResource, RankingSettings, StorageResource
+from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource
 
 GENRE_WINDOW_DAYS = 28
 CONTEXT_FEATURES = ("position", "surface_idx", "device_type_idx")
@@ -44,8 +44,15 @@ def load_channels(model_store: ModelStoreResource, day: str, names) -> dict[str,
     return out
 
 
-def feature_context(storage: StorageResource, model_store: ModelStoreResource, day: str,
-                    channel_names) -> F.FeatureContext:
+def feature_context(storage: StorageResource, model_store: ModelStoreResource, day: str, channel_names,
+                    recall: RecallSettings, rank_depth: int) -> F.FeatureContext:
+    """Everything the ranking features of `day` need: point-in-time user/item features, the
+    user's genre history, the recall models of `day` and what recall excludes from their lists
+    (the training window's positives, items not yet available), so rank_<channel> is the
+    position in the same list recall_candidates fused."""
+    from recsys_assets.assets.recall import training_days
+    from recsys_assets.core.training_data import load_recall_exclusions
+
     required = {"user_features": storage.partition_path("user_features", day),
                 "item_features": storage.partition_path("item_features", day),
                 "raw_users": storage.partition_path("raw_users"), "raw_items": storage.partition_path("raw_items"),
@@ -55,11 +62,16 @@ def feature_context(storage: StorageResource, model_store: ModelStoreResource, d
     if missing:
         raise MissingInput(f"ranking features for {day} need {', '.join(missing)}; materialize them first")
     genre_window = storage.existing_partitions("user_genre_daily", days_before(day, GENRE_WINDOW_DAYS))
+    exclude, blocked = load_recall_exclusions(
+        day, storage.existing_partitions("interactions", training_days(day, recall.window_days)),
+        required["user_id_dictionary"], required["item_id_dictionary"], required["raw_items"],
+        click_weight=recall.click_weight)
     return F.load_context(day, user_features=required["user_features"], item_features=required["item_features"],
                           genre_window=genre_window, users=required["raw_users"], items=required["raw_items"],
                           user_dictionary=required["user_id_dictionary"], item_dictionary=required["item_id_dictionary"],
                           channel_names=tuple(channel_names),
-                          channels=load_channels(model_store, day, channel_names))
+                          channels=load_channels(model_store, day, channel_names),
+                          rank_depth=rank_depth, exclude=exclude, blocked_items=blocked)
 
 
 def load_ranker(model_store: ModelStoreResource, day: str) -> ranker_lib.Ranker:
@@ -94,7 +106,7 @@ def read_candidates(storage: StorageResource, day: str, limit: int, users: np.nd
     """scan_candidates, collected (only `users`' rows when given)."""
     frame = scan_candidates(storage, day, limit)
     if users is not None:
-        frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64)))
+        frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64).implode()))
     return frame.collect()
 
 
@@ -171,7 +183,7 @@ def user_history(storage: StorageResource, days: list[str], users=None, with_cli
     frame = (scan_polars(files).filter(keep)
              .group_by("user_id", "item_id").agg(pl.col("day").max().alias("last_day")))
     if users is not None:
-        frame = frame.filter(pl.col("user_id").is_in(pl.Series(list(users), dtype=pl.Int64)))
+        frame = frame.filter(pl.col("user_id").is_in(pl.Series(list(users), dtype=pl.Int64).implode()))
     return frame.collect().sort("user_id", "last_day", "item_id", descending=[False, True, False])
 
 

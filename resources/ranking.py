@@ -31,6 +31,10 @@ class RankingSettings(dg.ConfigurableResource):
     threads: int = Field(default=1, ge=0, le=1024)  # 1 = bit-reproducible models
     # Funnel: candidates per user handed to the ranker (from recall_candidates, RRF order)
     rank_candidates: int = Field(default=100, ge=1, le=100000)
+    # rank_<channel> features: the item's position in the channel's recall list, this deep
+    # (rank_depth + 1 below it). Serving reads it from recall_candidates when their channel
+    # lists are at least this deep (RecallSettings.candidates_k), instead of searching again.
+    rank_depth: int = Field(default=200, ge=1, le=100000)
     # Scale knob: at most this many users per day (chosen by a seeded hash of the id) give
     # ranking_samples (all their requests and candidates) and funnel_evaluation's test users.
     # None = every user. Serving (recommendations) is never sampled.

@@ -178,12 +178,13 @@ def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
 def test_cli_names_a_corrupt_ranker_file(root, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(root, copy, symlinks=True)
-    target = next((copy / "models" / "ranker" / D).glob("lambdarank.txt"))
+    ranker_day, _ = serving_ranker_day(build_resources(str(copy))["storage"], D)  # the one the CLI loads
+    target = next((copy / "models" / "ranker" / ranker_day).glob("lambdarank.txt"))
     target.resolve().write_text(target.resolve().read_text()[:1000])  # truncated
     assert cli.main(["recommend", "--user", "1", "--data-root", str(copy)]) == 2
     assert "lambdarank.txt" in capsys.readouterr().err
     with pytest.raises(CorruptModelError, match="lambdarank.txt"):
-        serving.load_ranker(build_resources(str(copy))["model_store"], D)
+        serving.load_ranker(build_resources(str(copy))["model_store"], ranker_day)
 
 
 def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
@@ -193,7 +194,7 @@ def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
     path = res["storage"].partition_path("interactions", D)
     organic = pl.read_parquet(path).filter(pl.col("is_positive")).with_columns(pl.lit(True).alias("is_organic"))
     organic.write_parquet(path)  # ratings-style day: positives only, nothing shown
-    frame, info = build_samples(res["storage"], res["model_store"], res["ranking"], D)
+    frame, info = build_samples(res["storage"], res["model_store"], res["ranking"], res["recall"], D)
     assert info["rows_impressions"] == 0 and info["rows_sampled"] > 0
     sampled = frame.filter(pl.col("kind") == "sampled")
     n_pos = sampled.filter(pl.col("label") > 0).height
@@ -247,7 +248,7 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
     res = build_resources(str(copy))
     storage, store = res["storage"], res["model_store"]
     history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
-    ctx = serving.feature_context(storage, store, D, res["ranking"].channels)
+    ctx = serving.feature_context(storage, store, D, res["ranking"].channels, res["recall"], res["ranking"].rank_depth)
     ids, vectors = serving.item_vectors(ctx, funnel.ItemAttributes.from_context(ctx))
     checked = 0
     for row in batched.filter(pl.col("because_you_watched").list.len() > 0).head(200).iter_rows(named=True):
@@ -269,7 +270,7 @@ def test_explain_top_n_zero_serves_without_top_features(root, res):
     ranker_day, _ = serving_ranker_day(storage, D)
     assert ranker_day is not None
     model = serving.load_ranker(store, ranker_day)
-    ctx = serving.feature_context(storage, store, D, model.channel_names)
+    ctx = serving.feature_context(storage, store, D, model.channel_names, res["recall"], model.rank_depth)
     candidates = serving.read_candidates(storage, D, 50)
     history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
     settings = RankingSettings(explain_top_n=0)
@@ -279,3 +280,40 @@ def test_explain_top_n_zero_serves_without_top_features(root, res):
     assert out.filter(pl.col("because_you_watched").list.len() > 0).height > 0
     explained = serving.recommend_users(ctx, model, candidates, history, RankingSettings())
     assert explained.select("user_id", "item_id").equals(out.select("user_id", "item_id"))
+
+
+def test_serving_reads_rank_features_from_the_recall_lists(res):
+    """rank_<channel> of a candidate row comes from recall_candidates' channel ranks (no second
+    search): exactly what the search over the channel with recall's exclusions gives."""
+    storage, store = res["storage"], res["model_store"]
+    ranker_day, _ = serving_ranker_day(storage, D)
+    model = serving.load_ranker(store, ranker_day)
+    assert model.rank_depth == res["ranking"].rank_depth
+    ctx = serving.feature_context(storage, store, D, model.channel_names, res["recall"], model.rank_depth)
+    candidates = serving.read_candidates(storage, D, 50)
+    assert (candidates["channel_depth"] == res["recall"].candidates_k).all()
+    assert {f"in_{c}" for c in ctx.channels} <= set(candidates.columns)
+    pairs = funnel.serving_pairs(candidates, res["ranking"].serving_surface)
+    reused = F.feature_frame(ctx, pairs)
+    searched = F.feature_frame(ctx, pairs.drop("channel_depth"))
+    ranks = [f"rank_{c}" for c in ctx.channels]
+    assert reused.select(ranks).equals(searched.select(ranks))
+    assert (reused["rank_als"] <= model.rank_depth).mean() > 0.5
+    # a shallower list than the ranker's depth is searched instead of trusted
+    shallow = F.feature_frame(ctx, pairs.with_columns(pl.lit(1, pl.Int32).alias("channel_depth"),
+                                                      *(pl.lit(0).alias(f"in_{c}") for c in ctx.channels)))
+    assert shallow.select(ranks).equals(searched.select(ranks))
+
+
+def test_ranker_trains_only_on_samples_of_one_rank_depth():
+    """A ranker is served with the rank_<channel> depth it learned, so its samples must agree
+    on one (recorded per row) and samples from before the depth was recorded are refused."""
+    from recsys_assets.assets.ranking import samples_rank_depth
+
+    assert samples_rank_depth(pl.DataFrame({"rank_depth": [100, 100, 100]}), []) == 100
+    with pytest.raises(dg.Failure, match=r"rank_depth \[100, 200\]"):
+        samples_rank_depth(pl.DataFrame({"rank_depth": [100, 200]}), [])
+    with pytest.raises(dg.Failure, match="unrecorded"):
+        samples_rank_depth(pl.DataFrame({"kind": ["impressions"]}), [])
+    with pytest.raises(dg.Failure, match="unrecorded"):
+        samples_rank_depth(pl.DataFrame({"rank_depth": [None, None]}, schema={"rank_depth": pl.Int32}), [])

@@ -471,7 +471,7 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
 
     als = fitted["als"]
     depth = 25
-    ctx = SimpleNamespace(channel_names=("als",), rank_depth=depth,
+    ctx = SimpleNamespace(channel_names=("als",), rank_depth=depth, exclude=None, blocked_items=None,
                           channels={"als": Channel(als, n_users=N_USERS - 10, n_items=N_ITEMS)})
     rng = np.random.default_rng(4)
     users = rng.integers(0, N_USERS, 5000)
@@ -488,3 +488,30 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
     assert (expected[known] <= depth).mean() > 0.4
     np.testing.assert_allclose(out["score_als"][known], full[users, items][known], rtol=1e-4, atol=1e-5)
     assert np.isnan(out["rank_als"][~known]).all() and np.isnan(out["score_als"][~known]).all()
+
+    # with recall's exclusions (training positives, blocked items): the position among the items
+    # recall may propose, i.e. in the channel list recall_candidates fuses
+    seen = (world[0].positives > 0).astype(np.float32).tocsr()
+    blocked = np.arange(0, N_ITEMS, 17)
+    ctx.exclude, ctx.blocked_items = seen, blocked
+    masked = full.copy()
+    masked[seen.nonzero()] = -np.inf
+    masked[:, blocked] = -np.inf
+    order = np.argsort(-masked, axis=1, kind="stable")
+    list_rank = np.empty_like(order)
+    np.put_along_axis(list_rank, order, np.arange(1, N_ITEMS + 1)[None, :], axis=1)
+    in_list = (list_rank[users, items] <= depth) & np.isfinite(masked[users, items])
+    expected = np.where(in_list, list_rank[users, items], depth + 1).astype(np.float32)
+    excluded = _channel_columns(ctx, users, items, chunk=64)
+    assert np.array_equal(excluded["rank_als"][known], expected[known])
+    assert (excluded["rank_als"][known] != out["rank_als"][known]).mean() > 0.1  # the exclusions matter
+    # positions given by recall lists (0 = absent; a deeper list's position > depth) are used as
+    # they are; the other rows are searched: the same features either way
+    given = np.where(in_list, list_rank[users, items], np.where(rng.random(len(users)) < 0.5, 0, depth + 7))
+    given = np.where(rng.random(len(users)) < 0.6, given, np.nan).astype(np.float32)
+    reused = _channel_columns(ctx, users, items, chunk=64, listed={"als": given})
+    assert np.array_equal(reused["rank_als"][known], expected[known])
+    assert np.isnan(reused["rank_als"][~known]).all()
+    row = int(np.flatnonzero(known & ~np.isnan(given) & (expected != 3))[0])
+    given[row] = 3
+    assert _channel_columns(ctx, users, items, chunk=64, listed={"als": given})["rank_als"][row] == 3  # read, not searched

@@ -16,6 +16,7 @@ from recsys_assets.core import fusion, metrics
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import local_scratch_dir, read_arrow, write_parquet_atomic
 from recsys_assets.core.tables import connect
+from recsys_assets.core.training_data import seen_matrix
 from recsys_assets.partitions import daily_partitions
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 
@@ -34,10 +35,6 @@ def exclusion_matrix(positives: sp.csr_matrix, users: np.ndarray, unavailable: n
     cols = np.tile(unavailable, users.size)
     blocked = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=positives.shape)
     return (seen + blocked).tocsr()
-
-
-def seen_matrix(positives: sp.csr_matrix) -> sp.csr_matrix:
-    return (positives > 0).astype(np.float32).tocsr()
 
 
 def load_channels(model_store: ModelStoreResource, day: str, enabled=None) -> dict:
@@ -403,7 +400,8 @@ def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResourc
     meta = {"dagster/row_count": rows_written}
     if table is not None:  # the last day written: its columns and candidates per fusion method
         meta["dagster/column_schema"] = table_metadata.column_schema(table.schema, descriptions={
-            "rank": "rank in the fused list (1 = best)", "method": "rrf or weighted fusion"} | {
+            "rank": "rank in the fused list (1 = best)", "method": "rrf or weighted fusion",
+            "channel_depth": "length of each channel's list (candidates_k): rank_<channel> 0 = not in its top channel_depth"} | {
             c: "rank of the item in that channel's list (0 = absent)" for c in table.column_names if c.startswith("rank_")})
         meta["per_method"] = table_metadata.preview(
             [{"method": m, "users": u, "candidates": c} for m, (u, c) in per_method.items()],
@@ -458,7 +456,8 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
                                  "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
                                  "item_id": item_of[items[valid]],
                                  "rank": position[valid].astype(np.int64),
-                                 "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()})
+                                 "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()}
+                                | {"channel_depth": pa.array(np.full(valid.sum(), recall.candidates_k, np.int32))})
                 pq.write_table(last, parts_dir / f"{start:012d}-{method}.parquet")
                 rows += last.num_rows
                 users_n, cands_n = per_method.get(method, (0, 0))

@@ -39,13 +39,14 @@ def _day_interactions(storage: StorageResource, day: str) -> pl.DataFrame:
 
 
 def build_samples(storage: StorageResource, model_store: ModelStoreResource, settings: RankingSettings,
-                  day: str, log=None) -> tuple[pl.DataFrame, dict]:
-    """Every labelled pair of `day` with its features (see core/ranking/samples.py for kinds)."""
-    ctx = serving.feature_context(storage, model_store, day, settings.channels)
+                  recall: RecallSettings, day: str, log=None) -> tuple[pl.DataFrame, dict]:
+    """Every labelled pair of `day` with its features (see core/ranking/samples.py for kinds);
+    column rank_depth records the depth of the rank_<channel> features they were built with."""
+    ctx = serving.feature_context(storage, model_store, day, settings.channels, recall, settings.rank_depth)
     interactions = _day_interactions(storage, day)
     if settings.max_users_per_day is not None:  # whole users (all their requests and candidates) or none
         kept = samples.sample_users(interactions["user_id"].to_numpy(), settings.max_users_per_day, settings.seed)
-        interactions = interactions.filter(pl.col("user_id").is_in(pl.Series(kept, dtype=pl.Int64)))
+        interactions = interactions.filter(pl.col("user_id").is_in(pl.Series(kept, dtype=pl.Int64).implode()))
     con = connect()
     try:
         con.register("interactions", interactions.to_arrow())
@@ -69,7 +70,7 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
                                                     settings.hard_negative_share, settings.seed)
                      .with_columns(pl.lit("sampled").alias("kind")))
     pairs = pl.concat([p.with_columns(pl.col("label").cast(pl.Int32)) for p in parts], how="diagonal_relaxed")
-    frame = F.feature_frame(ctx, pairs)
+    frame = F.feature_frame(ctx, pairs).with_columns(pl.lit(ctx.rank_depth, pl.Int32).alias("rank_depth"))
     info = {"rows": frame.height, "channels_present": sorted(ctx.channels),
             "channels_missing": sorted(set(settings.channels) - set(ctx.channels))}
     for kind in ("impressions", "candidates", "sampled"):
@@ -96,11 +97,12 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
     **ownership.layer("ranking"),
 )
 def ranking_samples(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
-                    ranking: RankingSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                    ranking: RankingSettings, recall: RecallSettings, warehouse: WarehouseResource
+                    ) -> dg.MaterializeResult:
     meta = {}
     for day in context.partition_keys:
         try:
-            frame, info = build_samples(storage, model_store, ranking, day, context.log)
+            frame, info = build_samples(storage, model_store, ranking, recall, day, context.log)
         except serving.MissingInput as missing:
             raise dg.Failure(str(missing)) from missing
         serving.write_frame(frame, storage.partition_path("ranking_samples", day), order_by="kind, request_id, item_id")
@@ -109,6 +111,17 @@ def ranking_samples(context: dg.AssetExecutionContext, storage: StorageResource,
                  "channels_missing": dg.MetadataValue.json(info["channels_missing"])}
     warehouse.refresh_catalog()
     return dg.MaterializeResult(metadata=meta)
+
+
+def samples_rank_depth(depths: pl.DataFrame, files) -> int:
+    """The one rank_depth the samples' rank_<channel> features were built with: a ranker must be
+    served with the depth it learned, so samples of different depths never train together."""
+    values = sorted(depths["rank_depth"].unique().drop_nulls().to_list()) if "rank_depth" in depths.columns else []
+    if len(values) != 1 or (depths["rank_depth"].null_count() if "rank_depth" in depths.columns else 1):
+        raise dg.Failure(f"ranking_samples {[str(f) for f in files]} were built with rank_depth {values or 'unrecorded'} "
+                         "(a sample written before rank_depth was recorded, or a mix after RankingSettings.rank_depth "
+                         "changed): re-materialize ranking_samples for these days with one rank_depth.")
+    return int(values[0])
 
 
 def sample_days(day: str, settings: RankingSettings) -> tuple[list[str], list[str]]:
@@ -147,13 +160,16 @@ def ranker(context: dg.AssetExecutionContext, storage: StorageResource, model_st
             valid_rows = pl.concat([read_polars(f) for f in valid_files], how="diagonal_relaxed")
         else:  # no later day to stop on: hold out a share of the training requests
             train_rows, valid_rows = ranker_lib.split_requests(train_rows, ranking.valid_fraction, ranking.seed)
+        rank_depth = samples_rank_depth(pl.concat([train_rows.select(pl.col("^rank_depth$")),
+                                                   valid_rows.select(pl.col("^rank_depth$"))], how="diagonal_relaxed"),
+                                        train_files + valid_files)
         model = ranker_lib.train(train_rows, valid_rows, read_arrow(dictionary_path), tuple(ranking.channels),
                                  params={"learning_rate": ranking.learning_rate, "num_leaves": ranking.num_leaves,
                                          "max_depth": ranking.max_depth,
                                          "min_data_in_leaf": ranking.min_data_in_leaf},
                                  num_boost_round=ranking.num_boost_round,
                                  early_stopping_rounds=ranking.early_stopping_rounds, seed=ranking.seed,
-                                 threads=ranking.threads)
+                                 threads=ranking.threads, rank_depth=rank_depth)
         seconds = time.perf_counter() - started
         model.meta |= {"day": day, "train_days": train_days, "valid_days": valid_days if valid_files else [],
                        "validation": "later days" if valid_files else
@@ -253,7 +269,7 @@ def ranker_ndcg_on_day(day: str, model_day: str, storage: StorageResource, model
     """Funnel NDCG@k on `day` of the ranker trained for `model_day` (e.g. the serving champion),
     with day D's features and candidates: the comparison the promotion gate makes."""
     model = serving.load_ranker(model_store, model_day)
-    ctx = serving.feature_context(storage, model_store, day, model.channel_names)
+    ctx = serving.feature_context(storage, model_store, day, model.channel_names, recall, model.rank_depth)
     candidates, users, relevant, _ = funnel_truth(day, storage, recall, ranking, ctx)
     lists = funnel.lists_by(funnel.score_candidates(model, ctx, candidates, ranking.serving_surface), "ranker_score", k)
     return float(metrics.per_user_metrics(_as_matrix(lists, users, k), relevant, k)[f"ndcg@{k}"].mean())
@@ -262,7 +278,7 @@ def ranker_ndcg_on_day(day: str, model_day: str, storage: StorageResource, model
 def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings,
                     ranking: RankingSettings) -> tuple[list[dict], dict]:
     model = serving.load_ranker(model_store, day)
-    ctx = serving.feature_context(storage, model_store, day, model.channel_names)
+    ctx = serving.feature_context(storage, model_store, day, model.channel_names, recall, model.rank_depth)
     attrs = funnel.ItemAttributes.from_context(ctx)
     candidates, users, relevant, (data, test, info) = funnel_truth(day, storage, recall, ranking, ctx)
     rows, k = [], 10

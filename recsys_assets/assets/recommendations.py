@@ -39,7 +39,8 @@ def recommendations(context: dg.AssetExecutionContext, storage: StorageResource,
     for day in context.partition_keys:
         ranker_day, why = serving_ranker_day(storage, day)
         model = serving.load_ranker(model_store, ranker_day) if ranker_day else None
-        ctx = serving.feature_context(storage, model_store, day, model.channel_names if model else ranking.channels)
+        ctx = serving.feature_context(storage, model_store, day, model.channel_names if model else ranking.channels,
+                                      recall, model.rank_depth if model else ranking.rank_depth)
         context.log.info(f"recommendations {day}: {f'ranker of {ranker_day}' if model else 'recall order'} ({why})")
         try:
             candidates = serving.scan_candidates(storage, day, ranking.rank_candidates)

@@ -30,6 +30,11 @@ def _csr(rows, cols, values, shape) -> sp.csr_matrix:
     return m
 
 
+def seen_matrix(positives: sp.csr_matrix) -> sp.csr_matrix:
+    """What recall treats as already seen: every stored positive (clicks included), as 1.0."""
+    return (positives > 0).astype(np.float32).tocsr()
+
+
 def load_training_data(day: str, train_files: list[Path], test_files: list[Path], user_dictionary: Path,
                        item_dictionary: Path, items_snapshot: Path, click_weight: float = 0.25,
                        with_shown: bool = True) -> tuple[TrainingData, TestSet, dict]:
@@ -86,3 +91,14 @@ def load_training_data(day: str, train_files: list[Path], test_files: list[Path]
     info = {"n_users": n_users, "n_items": n_items, "train_pairs": int(positives.nnz),
             "test_users": int(len(users)), "available_items": available}
     return data, TestSet(users=users, relevant=relevant, all_positive=all_positive), info
+
+
+def load_recall_exclusions(day: str, train_files: list[Path], user_dictionary: Path, item_dictionary: Path,
+                           items_snapshot: Path, click_weight: float = 0.25) -> tuple[sp.csr_matrix, np.ndarray]:
+    """What recall removes from every channel's list on `day`: (seen, blocked) = each user's
+    positives of the training window (signal > 0, users × items, 1.0) and the indices of items
+    not yet available on `day`. The same matrices recall_candidates excludes with, built from
+    the same pairs, without reading the test day."""
+    data, _, info = load_training_data(day, train_files, [], user_dictionary, item_dictionary, items_snapshot,
+                                       click_weight=click_weight, with_shown=False)
+    return seen_matrix(data.positives), np.flatnonzero(~info["available_items"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from recsys_assets.core.hashing import HashEncoder
 from recsys_assets.core.ingest import read_sql
@@ -62,14 +63,20 @@ class FeatureContext:
     item_index: pl.DataFrame   # item_id, item_idx
     channel_names: tuple[str, ...]
     channels: dict[str, Channel] = field(default_factory=dict)
-    # rank_<channel> is exact within each channel's top-rank_depth list, rank_depth + 1 below
-    # it: a full-catalog rank would sort every catalog row (100k items: ~10 ms per user and channel)
+    # rank_<channel> is the item's position in the channel's recall list: its top rank_depth over
+    # the catalog minus what recall removes (`exclude`: each user's training-window positives;
+    # `blocked_items`: not yet available), rank_depth + 1 below it. A full-catalog rank would sort
+    # every catalog row (100k items: ~10 ms per user and channel); this one is the list
+    # recall_candidates already made, so serving reads it instead of searching again.
     rank_depth: int = 200
+    exclude: sp.csr_matrix | None = None
+    blocked_items: np.ndarray | None = None
 
 
 def load_context(day: str, *, user_features: Path, item_features: Path, genre_window: list[Path],
                  users: Path, items: Path, user_dictionary: Path, item_dictionary: Path,
-                 channel_names: tuple[str, ...], channels: dict[str, Channel]) -> FeatureContext:
+                 channel_names: tuple[str, ...], channels: dict[str, Channel], rank_depth: int = 200,
+                 exclude: sp.csr_matrix | None = None, blocked_items: np.ndarray | None = None) -> FeatureContext:
     """Read what is known at the start of `day` (all inputs are point in time by construction:
     user/item_features of `day` and user_genre_daily are built from the days before it)."""
     con = connect()
@@ -102,16 +109,30 @@ def load_context(day: str, *, user_features: Path, item_features: Path, genre_wi
     user_rows = user_rows.rename({c: f"u_{c}" for c in USER_NUMERIC})
     item_rows = item_rows.rename({c: f"i_{c}" for c in ITEM_NUMERIC})
     return FeatureContext(day=day, users=user_rows, items=item_rows, user_genres=genres, user_index=user_index,
-                          item_index=item_index, channel_names=tuple(channel_names), channels=channels)
+                          item_index=item_index, channel_names=tuple(channel_names), channels=channels,
+                          rank_depth=rank_depth, exclude=exclude, blocked_items=blocked_items)
 
 
-def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.ndarray, chunk: int = 4096
-                     ) -> dict[str, np.ndarray]:
+def _recall_exclusions(ctx: FeatureContext, channel: Channel) -> tuple[sp.csr_matrix | None, np.ndarray | None]:
+    """ctx's exclusions restricted to the channel's catalog (a newer dictionary may be wider)."""
+    exclude, blocked = ctx.exclude, ctx.blocked_items
+    shape = (max(channel.n_users, exclude.shape[0]), channel.n_items) if exclude is not None else None
+    if exclude is not None and exclude.shape != shape:
+        exclude = exclude.copy()
+        exclude.resize(shape)  # drops columns the channel never saw, pads rows it knows
+    if blocked is not None:
+        blocked = blocked[blocked < channel.n_items]
+    return exclude, blocked
+
+
+def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.ndarray, chunk: int = 4096,
+                     listed: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """score_<c>: the channel's score of the pair (RecallModel.score_pairs, never a catalog
     row for dot-product and item-CF channels); rank_<c>: the item's position (1 = best) in the
-    channel's top-`rank_depth` list over its whole catalog (recommend(), so the faiss / sparse
-    fast paths apply), rank_depth + 1 below it. NaN where the channel is missing or does not
-    know the user or the item."""
+    channel's recall list (top `rank_depth` with ctx's exclusions removed: recommend(), so the
+    faiss / sparse fast paths apply), rank_depth + 1 below it. `listed[c]` may give that position
+    for some rows already (from recall_candidates: 0 = not in the list, NaN = unknown): those rows
+    are not searched again. NaN where the channel is missing or does not know the user or the item."""
     n = len(user_idx)
     out = {}
     for name in ctx.channel_names:
@@ -123,18 +144,40 @@ def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.nda
             rows = np.flatnonzero(known)
             score[rows] = channel.model.score_pairs(user_idx[rows], item_idx[rows])
             depth = min(ctx.rank_depth, channel.n_items)
+            given = listed.get(name) if listed else None
+            if given is not None:
+                from_list = given[rows]
+                has = ~np.isnan(from_list)
+                rank[rows[has]] = np.where((from_list[has] >= 1) & (from_list[has] <= depth), from_list[has], depth + 1)
+                rows = rows[~has]
+            exclude, blocked = _recall_exclusions(ctx, channel)
             rows = rows[np.argsort(user_idx[rows], kind="stable")]  # grouped by user
             row_users = user_idx[rows]
             users = np.unique(row_users)
             for start in range(0, len(users), chunk):
                 block = users[start:start + chunk]
-                top, _ = channel.model.recommend(block, depth)
+                top, _ = channel.model.recommend(block, depth, exclude=exclude, blocked_items=blocked)
                 sel = rows[np.searchsorted(row_users, block[0], "left"):np.searchsorted(row_users, block[-1], "right")]
                 lists = top[np.searchsorted(block, user_idx[sel])]
                 hit = lists == item_idx[sel][:, None]
                 rank[sel] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)
         out[f"score_{name}"] = score
         out[f"rank_{name}"] = rank
+    return out
+
+
+def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Channel list positions that rows of recall_candidates carry (in_<c>, 0 = absent), usable
+    when that list was at least rank_depth deep (channel_depth); NaN for every other row."""
+    if "channel_depth" not in frame.columns:
+        return {}
+    deep = (frame["channel_depth"].fill_null(0) >= ctx.rank_depth).to_numpy()
+    out = {}
+    for name in ctx.channel_names:
+        if f"in_{name}" in frame.columns:
+            values = frame[f"in_{name}"].cast(pl.Float32).fill_null(np.nan).to_numpy().copy()
+            values[~deep] = np.nan
+            out[name] = values
     return out
 
 
@@ -164,7 +207,7 @@ def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame) -> pl.DataFrame:
         pl.col("genres").fill_null([]).list.contains(pl.col("top_genre")).fill_null(False)
           .cast(pl.Float32).alias("top_genre_match"))
     channels = _channel_columns(ctx, frame["user_idx"].fill_null(-1).to_numpy(),
-                                frame["item_idx"].fill_null(-1).to_numpy())
+                                frame["item_idx"].fill_null(-1).to_numpy(), listed=_listed_ranks(ctx, frame))
     frame = frame.with_columns(**{name: pl.Series(values) for name, values in channels.items()})
     numeric = numeric_features(ctx.channel_names)
     keep = list(pairs.columns) + [c for c in numeric if c not in pairs.columns] + \

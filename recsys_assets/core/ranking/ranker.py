@@ -47,6 +47,11 @@ class Ranker:
         return tuple(self.meta["channel_names"])
 
     @property
+    def rank_depth(self) -> int:
+        """Depth of the rank_<channel> features it was trained with (serving must use the same)."""
+        return int(self.meta.get("rank_depth", 200))
+
+    @property
     def feature_names(self) -> list[str]:
         return list(self.meta["feature_names"])
 
@@ -100,8 +105,9 @@ def _shown(rows: pl.DataFrame) -> pl.DataFrame:
 
 def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Table, channel_names: tuple[str, ...],
           params: dict | None = None, num_boost_round: int = 500, early_stopping_rounds: int = 30,
-          seed: int = 42, threads: int = 1) -> Ranker:
-    """Fit both models on samples (feature_frame() rows with label, clicked, request_id)."""
+          seed: int = 42, threads: int = 1, rank_depth: int = 200) -> Ranker:
+    """Fit both models on samples (feature_frame() rows with label, clicked, request_id) whose
+    rank_<channel> features are `rank_depth` deep."""
     encoder = HashEncoder.from_table(dictionary)
     names = F.feature_names(channel_names)
     categorical = [f"{c}_idx" for c in F.CATEGORICAL]
@@ -132,6 +138,7 @@ def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Tab
 
     meta = {
         "feature_names": names, "categorical_features": categorical, "channel_names": list(channel_names),
+        "rank_depth": int(rank_depth),
         "params": {k: v for k, v in rank_params.items()}, "ctr_params": ctr_params,
         "best_iteration": int(lambdarank.best_iteration or lambdarank.current_iteration()),
         "ctr_best_iteration": int(ctr.best_iteration or ctr.current_iteration()),
