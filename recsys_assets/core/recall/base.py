@@ -46,6 +46,21 @@ class TrainingData:
         return self.positives.shape[1]
 
 
+def first_not_excluded(items: np.ndarray, scores: np.ndarray, exclude_rows: sp.csr_matrix, n_items: int, k: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first k of `items` (each row best first; -1 = no item) that the row's
+    `exclude_rows` row does not list, with their scores; -1 / -inf padding. The exclusions are
+    matched as (row, item) keys by sorting, never a users × catalog mask."""
+    excluded = np.repeat(np.arange(exclude_rows.shape[0], dtype=np.int64), np.diff(exclude_rows.indptr)) * n_items \
+        + exclude_rows.indices
+    keys = np.arange(len(items), dtype=np.int64)[:, None] * n_items + items
+    drop = (items < 0) | np.isin(keys, excluded, kind="sort")  # "table" would allocate the key range
+    order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept items first, in list order
+    keep = ~np.take_along_axis(drop, order, axis=1)
+    return (np.where(keep, np.take_along_axis(items, order, axis=1), -1),
+            np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf))
+
+
 class RecallModel:
     """Base class: subclasses implement fit/score and the arrays they persist."""
 
@@ -120,16 +135,8 @@ class RecallModel:
             user_vectors = self.search_user_vectors(chunk)
             scores, local = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), fetch)
             items = np.where(local >= 0, allowed_ids[np.maximum(local, 0)], -1)
-            # drop each user's excluded items: (row, item) keys looked up by binary search
-            excluded = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(rows.indptr)) * n_items + rows.indices
-            excluded.sort()
-            keys = np.arange(len(chunk), dtype=np.int64)[:, None] * n_items + items
-            at = np.minimum(np.searchsorted(excluded, keys), max(excluded.size - 1, 0))
-            drop = (items < 0) | ((excluded[at] == keys) if excluded.size else False)
-            order = np.argsort(drop, axis=1, kind="stable")[:, :kk]  # kept items first, in score order
-            keep = ~np.take_along_axis(drop, order, axis=1)
-            out_items[start:start + len(chunk)] = np.where(keep, np.take_along_axis(items, order, axis=1), -1)
-            out_scores[start:start + len(chunk)] = np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf)
+            out_items[start:start + len(chunk)], out_scores[start:start + len(chunk)] = \
+                first_not_excluded(items, scores, rows, n_items, kk)
         return out_items, out_scores
 
     def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,

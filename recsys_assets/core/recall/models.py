@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .base import RecallModel, TrainingData
+from .base import RecallModel, TrainingData, first_not_excluded
 
 
 class ModelSkipped(RuntimeError):
@@ -160,14 +160,9 @@ class PopularityModel(RecallModel):
             chunk = users[start:start + batch]
             rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
             head = ranking[:kk + int(np.diff(rows.indptr).max(initial=0))]
-            excluded = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(rows.indptr)) * n_items + rows.indices
-            keys = np.arange(len(chunk), dtype=np.int64)[:, None] * n_items + head[None, :]
-            drop = np.isin(keys, excluded, kind="sort")  # "table" would allocate the key range
-            order = np.argsort(drop, axis=1, kind="stable")[:, :kk]  # kept items first, in ranking order
-            keep = ~np.take_along_axis(drop, order, axis=1)
-            items = head[order]
-            out_items[start:start + len(chunk)] = np.where(keep, items, -1)
-            out_scores[start:start + len(chunk)] = np.where(keep, self.item_scores[items], -np.inf)
+            out_items[start:start + len(chunk)], out_scores[start:start + len(chunk)] = first_not_excluded(
+                np.broadcast_to(head, (len(chunk), len(head))),
+                np.broadcast_to(self.item_scores[head], (len(chunk), len(head))), rows, n_items, kk)
         return out_items, out_scores
 
     def search_item_vectors(self) -> np.ndarray:
