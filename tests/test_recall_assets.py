@@ -102,6 +102,9 @@ def test_candidates_scored_in_small_batches_equal_one_batch_and_scale_knobs_appl
         batched = run(RecallSettings(candidates_batch_users=37))
         assert batched.height == whole.height > 0
         assert batched.select(keys).equals(whole.select(keys))
+        # the partition is in (method, user_id, rank) order as written, with no sort: parts are
+        # listed method by method with users in id order (37 users per part here)
+        assert batched.select(keys[:3]).equals(batched.select(keys[:3]).sort(keys[:3]))
         assert np.allclose(batched["score"].to_numpy(), whole["score"].to_numpy(), rtol=1e-5)
 
         narrow = run(RecallSettings(candidates_batch_users=50, channels=["popularity", "als"],

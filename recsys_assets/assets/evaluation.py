@@ -3,6 +3,7 @@ bootstrap CIs and paired lift over popularity) and the champion registry."""
 
 import json
 import time
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -420,8 +421,9 @@ def candidate_users(data, recent_days: int | None) -> np.ndarray:
 def write_candidates(storage: StorageResource, day: str, data, info, loaded: dict, users: np.ndarray,
                      recall: RecallSettings) -> tuple[int, pa.Table | None, dict]:
     """Fuse the channels for `users`, `candidates_batch_users` at a time (memory stays bounded
-    by one batch), each batch spilled to a Parquet part; the parts are then sorted into the
-    day's partition by DuckDB and published atomically."""
+    by one batch), each batch spilled to a Parquet part, and publish the parts atomically as the
+    day's partition. Users go in order of their id and each list best first, so the parts, read
+    method by method, are already in the partition's (method, user_id, rank) order: no sort."""
     import shutil
     import tempfile
 
@@ -434,6 +436,7 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
     item_of = np.empty(data.n_items, np.int64)
     item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    users = users[np.argsort(user_of[users], kind="stable")]  # id order: the partition's order
     scratch = local_scratch_dir(storage.root, ".tmp")
     scratch.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=f"recall_candidates-{day}-", dir=scratch))
@@ -442,7 +445,9 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
         for start in range(0, len(users), recall.candidates_batch_users):
             batch = users[start:start + recall.candidates_batch_users]
             channels, ranges, _ = recommend_channels(loaded, batch, recall.candidates_k, seen, blocked)
-            fused = fusion.fuse(channels, data.n_items, recall.candidates_k, score_ranges=ranges)
+            # weighted fusion only when it is written (it needs the score ranges)
+            fused = fusion.fuse(channels, data.n_items, recall.candidates_k,
+                                score_ranges=ranges if "weighted" in recall.candidate_methods else None)
             for method in recall.candidate_methods:
                 if method not in fused:
                     continue
@@ -451,22 +456,25 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
                 valid = items >= 0
                 # fused lists are sorted best first with -1 padding at the end: rank = position + 1
                 position = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
-                last = pa.table({"day": pa.array(np.full(valid.sum(), np.datetime64(day, "D"))),
-                                 "method": pa.array([method] * int(valid.sum())),
+                n_valid = int(valid.sum())
+                last = pa.table({"day": pa.repeat(pa.scalar(date.fromisoformat(day), pa.date32()), n_valid),
+                                 "method": pa.repeat(pa.scalar(method, pa.string()), n_valid),
                                  "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
                                  "item_id": item_of[items[valid]],
                                  "rank": position[valid].astype(np.int64),
                                  "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()}
-                                | {"channel_depth": pa.array(np.full(valid.sum(), recall.candidates_k, np.int32))})
-                pq.write_table(last, parts_dir / f"{start:012d}-{method}.parquet")
+                                | {"channel_depth": pa.repeat(pa.scalar(recall.candidates_k, pa.int32()), n_valid)})
+                pq.write_table(last, parts_dir / f"{method}-{start:012d}.parquet")
                 rows += last.num_rows
                 users_n, cands_n = per_method.get(method, (0, 0))
                 per_method[method] = (users_n + int(valid.any(axis=1).sum()), cands_n + last.num_rows)
         con = connect()
         try:
             if rows:
-                write_parquet_atomic(con, f"SELECT * FROM read_parquet('{parts_dir}/*.parquet') "
-                                          "ORDER BY method, user_id, rank", storage.partition_path("recall_candidates", day))
+                # parts listed method by method, users ascending: DuckDB keeps the listed order
+                parts = ", ".join(f"'{p}'" for p in sorted(parts_dir.glob("*.parquet")))
+                write_parquet_atomic(con, f"SELECT * FROM read_parquet([{parts}])",
+                                     storage.partition_path("recall_candidates", day))
             else:
                 empty = last if last is not None else pa.table({"day": pa.array([], pa.date32())})
                 con.register("empty", empty)
