@@ -376,7 +376,7 @@ def test_ivf_and_flat_indexes():
         build_ann_index(items, kind="lsh")
 
 
-def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
+def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
     """Large catalogs of dot-product models go through faiss's exact flat search (popularity:
     the head of its one global ranking): the same top-k (items and scores) as dense scoring,
     with seen and blocked items removed."""
@@ -414,6 +414,19 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions():
         assert np.allclose(fast_scores, dense_scores, rtol=1e-4, atol=1e-4)
         assert not np.isin(fast_items, blocked).any()
         assert all(seen[u, fast_items[i]].nnz == 0 for i, u in enumerate(users))
+        if model is not popularity:  # (its fast path is the global ranking, no faiss index)
+            # a model loaded from disk keeps its search vectors and faiss index between calls
+            # (the online path asks for one user at a time): the same lists, whatever was blocked before
+            model.save(tmp_path / model.name)
+            loaded = type(model).load(tmp_path / model.name)
+            loaded.faiss_min_items = 0
+            for block in (blocked, None, blocked, blocked[:10]):
+                fresh = model.recommend(users, k, exclude=seen, blocked_items=block)
+                again = loaded.recommend(users, k, exclude=seen, blocked_items=block)
+                assert np.array_equal(fresh[0], again[0]) and np.allclose(fresh[1], again[1], rtol=1e-5), model.name
+            index = loaded._loaded_cache["index"][1]
+            loaded.recommend(users[:1], k, blocked_items=blocked[:10])
+            assert loaded._loaded_cache["index"][1] is index  # reused, not rebuilt
 
 
 def test_item_cf_sparse_top_k_equals_dense_scoring_with_exclusions(world):

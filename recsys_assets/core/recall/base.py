@@ -83,7 +83,7 @@ class RecallModel:
         users = np.asarray(users, np.int64).reshape(-1)
         items = np.asarray(items, np.int64).reshape(-1)
         out = np.empty(len(users), np.float32)
-        item_vectors = self.search_item_vectors() if len(users) else None
+        item_vectors = self._item_vectors() if len(users) else None
         if item_vectors is not None:
             for start in range(0, len(users), block):
                 stop = start + block
@@ -110,21 +110,45 @@ class RecallModel:
     def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    # A model loaded from disk is read-only: its search vectors and faiss index are built once
+    # and kept (the online path searches one user per call; rebuilding them, a copy of every item
+    # vector, would cost more than the search). A model being fitted has no cache.
+    _loaded_cache: dict | None = None
+
+    def _item_vectors(self) -> np.ndarray | None:
+        """search_item_vectors(), computed once for a loaded model."""
+        if self._loaded_cache is None:
+            return self.search_item_vectors()
+        if "vectors" not in self._loaded_cache:
+            self._loaded_cache["vectors"] = self.search_item_vectors()
+        return self._loaded_cache["vectors"]
+
+    def _faiss_index(self, item_vectors: np.ndarray, blocked_items: np.ndarray | None):
+        """The flat inner-product index over the items not blocked (kept for a loaded model,
+        for the next call with the same blocked items), and those items' indices."""
+        import faiss
+
+        blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
+        cached = self._loaded_cache.get("index") if self._loaded_cache is not None else None
+        if cached is not None and cached[0] == blocked.tobytes():
+            return cached[1], cached[2]
+        allowed = np.ones(len(item_vectors), bool)
+        allowed[blocked] = False
+        allowed_ids = np.flatnonzero(allowed)
+        index = faiss.IndexFlatIP(item_vectors.shape[1])
+        index.add(np.ascontiguousarray(item_vectors[allowed_ids], dtype=np.float32))
+        if self._loaded_cache is not None:
+            self._loaded_cache["index"] = (blocked.tobytes(), index, allowed_ids)
+        return index, allowed_ids
+
     def _recommend_exact_faiss(self, item_vectors: np.ndarray, users: np.ndarray, k: int,
                                exclude: sp.csr_matrix | None, blocked_items: np.ndarray | None,
                                batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k by faiss's flat inner-product search (blocked items left out of the index;
         k + the batch's largest exclusion count retrieved, then excluded items dropped). faiss's
         multi-threaded heap top-k replaces a dense users × items argpartition (~10x faster at 100k items)."""
-        import faiss
-
         n_items = len(item_vectors)
-        allowed = np.ones(n_items, bool)
-        if blocked_items is not None and len(blocked_items):
-            allowed[blocked_items] = False
-        allowed_ids = np.flatnonzero(allowed)
-        index = faiss.IndexFlatIP(item_vectors.shape[1])
-        index.add(np.ascontiguousarray(item_vectors[allowed_ids], dtype=np.float32))
+        index, allowed_ids = self._faiss_index(item_vectors, blocked_items)
         kk = min(k, len(allowed_ids))
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
@@ -145,7 +169,7 @@ class RecallModel:
         `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
         for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
         users = np.asarray(users, dtype=np.int64)
-        item_vectors = self.search_item_vectors() if len(users) else None
+        item_vectors = self._item_vectors() if len(users) else None
         if item_vectors is not None and len(item_vectors) >= self.faiss_min_items:
             return self._recommend_exact_faiss(item_vectors, users, k, exclude, blocked_items)
         out_items = np.empty((len(users), k), dtype=np.int64)
@@ -188,4 +212,5 @@ class RecallModel:
             raise ValueError(f"{directory} holds a {meta['model']} model, not {cls.name}")
         model = cls(**meta["params"])
         model.set_arrays({p.stem: np.load(p, allow_pickle=False) for p in sorted(directory.glob("*.npy"))})
+        model._loaded_cache = {}
         return model
