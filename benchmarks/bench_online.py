@@ -23,6 +23,7 @@ from bench_tiers import TIER_SETTINGS  # noqa: E402
 from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.definitions import build_resources  # noqa: E402
+from recsys_assets.online import latest_model_day  # noqa: E402
 from resources import RankingSettings, RecallSettings  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--tier", default=None, choices=sorted(TIER_SETTINGS))
-    ap.add_argument("--day", default=None, help="serving day (default: the latest with a published ranker)")
+    ap.add_argument("--day", default=None, help="serving day (default: the latest model day, as `recsys recommend`)")
     ap.add_argument("--known", type=int, default=200)
     ap.add_argument("--unknown", type=int, default=50)
     ap.add_argument("--no-record", action="store_true")
@@ -39,7 +40,7 @@ def main():
     settings = TIER_SETTINGS.get(args.tier, {})
     res = build_resources(str(root), recall=RecallSettings(**settings.get("recall", {})),
                           ranking=RankingSettings(**settings.get("ranking", {})))
-    day = args.day or sorted(p.name for p in (root / "models" / "ranker").iterdir() if not p.name.startswith("."))[-1]
+    day = args.day or latest_model_day(res["model_store"])  # what `recsys recommend` serves by default
     latency, load = serving_latency(root, day, args.known, args.unknown, res=res)
     recall_p50 = latency["recall_ms"][0]
     summary = ", ".join(f"{k.removesuffix('_ms')} {p50:.1f}/{p95:.1f}" for k, (p50, p95) in latency.items())

@@ -202,10 +202,18 @@ def popular_candidates(ctx: F.FeatureContext, users, n: int, history: pl.DataFra
 
 def item_vectors(ctx: F.FeatureContext, attrs: funnel.ItemAttributes) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, unit vectors) for "because you watched": the ALS item factors of the day when
-    published, else the items' genre vectors."""
+    published, else the items' genre vectors. Built once per context and factor array."""
     als = ctx.channels.get("als")
-    if als is not None and "item_factors" in als.model.arrays():
-        factors = als.model.arrays()["item_factors"]
+    factors = als.model.arrays().get("item_factors") if als is not None else None
+    source = factors if factors is not None else attrs
+    cached = ctx.derived.get("because_vectors")
+    if cached is None or cached[0] is not source:  # the same factor array (a fold-in shares the base's)
+        cached = ctx.derived["because_vectors"] = (source, _unit_item_vectors(ctx, attrs, factors))
+    return cached[1]
+
+
+def _unit_item_vectors(ctx: F.FeatureContext, attrs: funnel.ItemAttributes, factors) -> tuple[np.ndarray, np.ndarray]:
+    if factors is not None:
         index = ctx.item_index.filter(pl.col("item_idx") < factors.shape[0])
         ids, vectors = index["item_id"].to_numpy(), factors[index["item_idx"].to_numpy()]
     else:

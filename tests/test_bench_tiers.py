@@ -29,3 +29,14 @@ def test_tier_harness_measures_every_asset(tmp_path):
     assert by_asset["recall_als"]["days"] == 2  # model groups run for the last --model-days days
     assert by_asset["recall_candidates"]["rows_out"] > 0
     assert "tier XS:" in rest.stdout and "peak RSS" in rest.stdout
+    # --only re-measures just the named assets (what a change touched), appending their rows
+    again = subprocess.run(cmd[:-3] + ["--model-days", "1", "--no-record", "--only", "recommendations"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    more = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()][len(rows):]
+    assert [r["asset"] for r in more] == ["recommendations"] and more[0]["days"] == 1
+    # the online-latency benchmark runs on the same root: p50/p95 for every stage
+    online = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_online.py"), "--data-root", str(data),
+                             "--known", "5", "--unknown", "2", "--no-record"], capture_output=True, text=True, timeout=600)
+    assert online.returncode == 0, online.stdout[-2000:] + online.stderr[-3000:]
+    assert "total / recall alone at p50" in online.stdout and "recall " in online.stdout

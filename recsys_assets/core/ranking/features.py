@@ -71,6 +71,9 @@ class FeatureContext:
     rank_depth: int = 200
     exclude: sp.csr_matrix | None = None
     blocked_items: np.ndarray | None = None
+    # values derived from the context once and reused by every request / batch (e.g. the
+    # catalog's re-ranking attributes): the online path serves one user per call
+    derived: dict = field(default_factory=dict, repr=False)
 
 
 def load_context(day: str, *, user_features: Path, item_features: Path, genre_window: list[Path],
@@ -190,15 +193,19 @@ def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame) -> pl.DataFrame:
     frame = pairs.with_row_index("__row").with_columns(
         pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64),
         pl.col("position").cast(pl.Float32), pl.col("surface").cast(pl.String), pl.col("device_type").cast(pl.String))
-    frame = (frame.join(ctx.users, on="user_id", how="left")
-                  .join(ctx.items, on="item_id", how="left")
-                  .join(ctx.user_index, on="user_id", how="left")
-                  .join(ctx.item_index, on="item_id", how="left")
+    # the context's tables cover every user / item: keep the pairs' rows before joining (a join
+    # would hash all 1M users at L for a request of one)
+    users = pl.col("user_id").is_in(frame["user_id"].unique().implode())
+    items = pl.col("item_id").is_in(frame["item_id"].unique().implode())
+    frame = (frame.join(ctx.users.filter(users), on="user_id", how="left")
+                  .join(ctx.items.filter(items), on="item_id", how="left")
+                  .join(ctx.user_index.filter(users), on="user_id", how="left")
+                  .join(ctx.item_index.filter(items), on="item_id", how="left")
                   .sort("__row"))
     # user x item genre crosses: the item's genres against the user's genre history
     exploded = (frame.select("__row", "user_id", pl.col("genres").fill_null([]))
                      .explode("genres").rename({"genres": "genre"}).drop_nulls("genre"))
-    cross = (exploded.join(ctx.user_genres, on=["user_id", "genre"], how="inner")
+    cross = (exploded.join(ctx.user_genres.filter(users), on=["user_id", "genre"], how="inner")
                      .group_by("__row")
                      .agg(pl.col("share").sum().alias("genre_share_sum"), pl.col("share").max().alias("genre_share_max"),
                           pl.col("positives").sum().alias("genre_positives"), pl.col("clicks").sum().alias("genre_clicks")))

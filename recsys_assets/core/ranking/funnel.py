@@ -25,6 +25,13 @@ class ItemAttributes:
 
     @classmethod
     def from_context(cls, ctx: F.FeatureContext) -> "ItemAttributes":
+        """The catalog's attributes of ctx (built once per context, then reused)."""
+        if "item_attributes" not in ctx.derived:
+            ctx.derived["item_attributes"] = cls._build(ctx)
+        return ctx.derived["item_attributes"]
+
+    @classmethod
+    def _build(cls, ctx: F.FeatureContext) -> "ItemAttributes":
         items = ctx.items.sort("item_id")
         genres = sorted({g for gs in items["genres"].to_list() for g in (gs or [])})
         col = {g: j for j, g in enumerate(genres)}
