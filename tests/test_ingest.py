@@ -224,3 +224,17 @@ def test_loaded_rows_keep_line_order_when_a_rule_is_planned_as_a_join(tmp_path, 
     result, data, _ = run(tmp_path, c.EVENTS, src, dims)
     assert result.rows_loaded == n
     assert [r[0] for r in data.select("event_id").fetchall()] == [f"e{n - i}" for i in range(n)]
+
+
+def test_quarantined_lines_are_taken_chunk_by_chunk():
+    """The raw text of quarantined lines is read from the file's chunks without concatenating
+    them: the same values as indexing the whole column, across chunk borders, and none."""
+    import pyarrow as pa
+
+    from recsys_assets.core.ingest import _take_in_order
+
+    column = pa.chunked_array([["a", "b", "c"], [], ["d"], ["e", "f"]])
+    rows = pa.array([0, 2, 3, 5], pa.int64())
+    assert _take_in_order(column, rows).to_pylist() == ["a", "c", "d", "f"]
+    assert _take_in_order(column, pa.array([], pa.int64())).to_pylist() == []
+    assert _take_in_order(column, pa.array([4], pa.int64())).to_pylist() == ["e"]

@@ -76,6 +76,19 @@ def _flag_non_standard_json(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> 
     return lines.set_column(lines.schema.get_field_index("pre_reason"), "pre_reason", pre_reason)
 
 
+def _take_in_order(column: pa.ChunkedArray, rows: pa.Array) -> pa.Array:
+    """column[rows] for ascending `rows`, chunk by chunk: ChunkedArray.take would first
+    concatenate every chunk (a copy of the whole file's text) even for a few rows."""
+    rows = np.asarray(rows.to_numpy(zero_copy_only=False), np.int64) if len(rows) else np.zeros(0, np.int64)
+    starts = np.concatenate([[0], np.cumsum([len(chunk) for chunk in column.chunks])])
+    parts = []
+    for k, chunk in enumerate(column.chunks):
+        lo, hi = np.searchsorted(rows, [starts[k], starts[k + 1]])
+        if hi > lo:
+            parts.append(chunk.take(pa.array(rows[lo:hi] - starts[k])))
+    return pa.concat_arrays(parts) if parts else pa.array([], column.type)
+
+
 class _TooLong(bytes):
     """The head of a line longer than the cap (the rest was skipped unread)."""
 
@@ -419,7 +432,7 @@ def ingest_file(
         write_parquet_atomic(con, f"SELECT {fields} FROM checked WHERE reason IS NULL", data_path)
 
         bad = checked.select(["line_no", "reason"]).filter(pc.is_valid(checked.column("reason")))
-        raw = file_lines.column("raw_line").take(pc.subtract(bad.column("line_no"), 1))
+        raw = _take_in_order(file_lines.column("raw_line"), pc.subtract(bad.column("line_no"), 1))
         constant = lambda value: pa.array([value] * bad.num_rows, pa.string())  # noqa: E731
         con.register("quarantined", pa.table({
             "asset": constant(contract.asset_name), "partition": constant(partition),
