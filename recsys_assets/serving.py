@@ -95,8 +95,8 @@ def scan_candidates(storage: StorageResource, day: str, limit: int) -> pl.LazyFr
         raise MissingInput(f"recall_candidates is not materialized for {day} ({path})")
     frame = scan_polars([path]).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
     columns = frame.collect_schema().names()
-    # channel ranks inside the candidate lists become in_<channel> (0 = absent), so they never
-    # shadow the ranker's own full-catalog rank_<channel> features
+    # channel ranks inside the candidate lists become in_<channel> (0 = absent): feature_frame
+    # reads them as rank_<channel> when channel_depth (the lists' length) covers rank_depth
     return frame.rename({"rank": "recall_rank", "score": "recall_score"} |
                         {c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")}
                         ).drop("method", "day")
