@@ -93,8 +93,8 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
                 "labelled by what the user did on D (the serving distribution). kind='sampled': for sources "
                 "without impressions, positives with sampled negatives (RankingSettings.negative_ratio, hard share "
                 "from candidates). Features: user, item, user x item genre crosses, position, hashed categoricals "
-                "(as strings), every channel's score and the item's position in that channel's recall list (RankingSettings.rank_depth deep; "
-                "column rank_depth records it).",
+                "(as strings), every channel's score and the item's position in that channel's recall list "
+                "(RankingSettings.rank_depth deep; column rank_depth records it).",
     **ownership.layer("ranking"),
 )
 def ranking_samples(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
