@@ -74,9 +74,9 @@ class OnlineRecommender:
                                            self.model.channel_names if self.model else ranking.channels, recall,
                                            self.model.rank_depth if self.model else ranking.rank_depth)
         # recall shares the ranker's loaded models (one copy in memory, one faiss index each)
-        self.recall_channels = dict(self.ctx.channels) | serving.load_channels(
+        loaded = self.ctx.channels | serving.load_channels(
             model_store, self.day, [c for c in channel_names if c not in self.ctx.channels])
-        self.recall_channels = {c: self.recall_channels[c] for c in channel_names if c in self.recall_channels}
+        self.recall_channels = {c: loaded[c] for c in channel_names if c in loaded}
         self.ranges = {}
         for name in self.recall_channels:
             score_range = model_store.verify(f"recall_{name}", self.day)["metadata"].get("score_range") or {}
