@@ -4,7 +4,9 @@
 WITH counts AS (
     SELECT user_id, genre, sum(positives)::DOUBLE AS positives, sum(clicks)::DOUBLE AS clicks
     FROM genre_window
-    WHERE day < $day::DATE AND day >= $day::DATE - 28
+    -- shows-only rows would add all-zero (user, genre) rows, which the cross features
+    -- treat exactly like absent ones; dropping them keeps the context a fraction of the size
+    WHERE day < $day::DATE AND day >= $day::DATE - 28 AND (positives > 0 OR clicks > 0)
     GROUP BY ALL
 ),
 shares AS (

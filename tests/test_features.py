@@ -75,6 +75,19 @@ def test_all_feature_checks_pass_and_features_are_sane(full):
         FROM '{lake(full, 'user_features', DAYS[-1])}' AS f
         JOIN '{lake(full, 'raw_users')}' AS p USING (user_id) WHERE f.positives_28d >= 3""").fetchone()[0]
     assert agree > 0.8
+    # ...and equals, share by share, the definition computed straight from interactions:
+    # score = positives + 0.5 clicks per genre of the item, over the 28 days before D.
+    got = con.execute(f"""
+        SELECT user_id, a.genre, round(a.share, 9) FROM (SELECT user_id, unnest(genre_affinity) AS a
+        FROM '{lake(full, 'user_features', DAYS[-1])}') ORDER BY ALL""").fetchall()
+    want = con.execute(f"""
+        WITH s AS (
+            SELECT x.user_id, g.genre, count(*) FILTER (WHERE x.is_positive) + 0.5 * count(*) FILTER (WHERE x.clicked) AS score
+            FROM read_parquet('{full}/lake/interactions/*.parquet') AS x
+            JOIN (SELECT item_id, unnest(genres) AS genre FROM '{lake(full, 'raw_items')}') AS g USING (item_id)
+            WHERE x.day < DATE '{DAYS[-1]}' GROUP BY ALL HAVING score > 0)
+        SELECT user_id, genre, round(score / sum(score) OVER (PARTITION BY user_id), 9) FROM s ORDER BY ALL""").fetchall()
+    assert len(got) > 500 and got == want
 
 
 def test_no_leakage_features_of_day_d_ignore_day_d_and_later(full, tmp_path):
