@@ -2,7 +2,8 @@
 every asset, one asset per run in topological order, recording per asset: wall time, CPU
 time, peak RSS, rows out, rows per second, and Dagster's share of the run (run wall time
 minus the asset step's own time). Daily assets run as one range run over every day; model
-assets (recall, ranking, serving groups) for the last `--model-days` days.
+assets (recall, ranking, serving groups) for the last `--model-days` days, except the two
+only the served day needs (recall_candidates, recommendations: the last day).
 
     .venv/bin/python benchmarks/bench_tiers.py --tier S [--data-root DIR] [--model-days 4] [--no-record]
         [--from ASSET] [--until ASSET]
@@ -51,6 +52,9 @@ TIERS = {
 # the ranker trains on the day before D (a 20% request hold-out for early stopping) on the samples
 # of 20k hash-sampled users per day (also the funnel's test users); no TreeSHAP explanations;
 # rank_<channel> features 100 deep, the depth of the candidates' channel lists (read, not searched again).
+# Assets only the served day needs: the earlier model days exist to train the ranker, whose
+# samples compute their sampled users' candidate lists when a day has no recall_candidates.
+SERVING_DAY_ASSETS = {"recall_candidates", "recommendations"}
 TIER_SETTINGS = {
     "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], bpr_num_threads=2,
                          bpr_iterations=30, candidate_methods=["rrf"], candidates_k=100, candidates_recent_days=7),
@@ -104,6 +108,8 @@ def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first
         node = graph.get(key)
         partitioned = node.partitions_def is not None
         run_days = days[-model_days:] if node.group_name in MODEL_GROUPS else days
+        if key.to_user_string() in SERVING_DAY_ASSETS:
+            run_days = days[-1:]
         if node.group_name in MODEL_GROUPS and model_days == 0:
             continue
         tags = {"dagster/asset_partition_range_start": run_days[0],

@@ -93,7 +93,13 @@ def scan_candidates(storage: StorageResource, day: str, limit: int) -> pl.LazyFr
     path = storage.partition_path("recall_candidates", day)
     if not path.exists():
         raise MissingInput(f"recall_candidates is not materialized for {day} ({path})")
-    frame = scan_polars([path]).filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
+    return serving_candidates(scan_polars([path]), limit)
+
+
+def serving_candidates(frame: pl.LazyFrame, limit: int) -> pl.LazyFrame:
+    """Rows in recall_candidates' columns as the ranking stage reads them: RRF, the first
+    `limit` per user, rank/score as recall_rank/recall_score, channel ranks as in_<channel>."""
+    frame = frame.filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
     columns = frame.collect_schema().names()
     # channel ranks inside the candidate lists become in_<channel> (0 = absent): feature_frame
     # reads them as rank_<channel> when channel_depth (the lists' length) covers rank_depth

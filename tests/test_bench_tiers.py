@@ -27,10 +27,16 @@ def test_tier_harness_measures_every_asset(tmp_path):
     by_asset = {r["asset"]: r for r in rows}
     assert by_asset["raw_impressions"]["rows_out"] == 4 * 3_000 and by_asset["raw_impressions"]["days"] == 4
     assert by_asset["recall_als"]["days"] == 2  # model groups run for the last --model-days days
-    assert by_asset["recall_candidates"]["rows_out"] > 0
+    # only the served (last) day needs a whole day's candidates; the first model day's ranking
+    # samples compute their users' lists
+    assert by_asset["recall_candidates"]["rows_out"] > 0 and by_asset["recall_candidates"]["days"] == 1
+    assert by_asset["ranking_samples"]["days"] == 2 and by_asset["ranking_samples"]["rows_out"] > 0
+    assert not (data / "lake" / "recall_candidates" / "2026-01-03.parquet").exists()
+    assert (data / "lake" / "recall_candidates" / "2026-01-04.parquet").exists()
+    assert (data / "lake" / "ranking_samples" / "2026-01-03.parquet").exists()
     assert "tier XS:" in rest.stdout and "peak RSS" in rest.stdout
     # --only re-measures just the named assets (what a change touched), appending their rows
-    again = subprocess.run(cmd[:-3] + ["--model-days", "1", "--no-record", "--only", "recommendations"],
+    again = subprocess.run(cmd + ["--only", "recommendations"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     more = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()][len(rows):]

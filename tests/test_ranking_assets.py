@@ -317,3 +317,30 @@ def test_ranker_trains_only_on_samples_of_one_rank_depth():
         samples_rank_depth(pl.DataFrame({"kind": ["impressions"]}), [])
     with pytest.raises(dg.Failure, match="unrecorded"):
         samples_rank_depth(pl.DataFrame({"rank_depth": [None, None]}, schema={"rank_depth": pl.Int32}), [])
+
+
+def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_users(res):
+    """A ranker's training day needs only its sampled users' candidate lists: without the
+    recall_candidates partition they are computed for those users by the same code, row for
+    row what the partition holds, and the samples built on them are the same."""
+    from recsys_assets.assets.ranking import day_candidates
+
+    storage, store, recall, ranking = res["storage"], res["model_store"], res["recall"], res["ranking"]
+    stored = serving.read_candidates(storage, D, ranking.rank_candidates)
+    users = np.unique(stored["user_id"].to_numpy())[::3]
+    asked = np.concatenate([users, [10**9]])  # an unknown user is simply absent
+    computed = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, from_partition=False)
+    read = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked)
+    assert len(users) > 50 and computed.height > 1000
+    assert computed.sort("user_id", "recall_rank").equals(read.sort("user_id", "recall_rank"))
+    path = storage.partition_path("recall_candidates", D)
+    hidden = path.with_suffix(".hidden")
+    with_partition, _ = build_samples(storage, store, ranking, recall, D)
+    path.rename(hidden)
+    try:
+        without, info = build_samples(storage, store, ranking, recall, D)
+    finally:
+        hidden.rename(path)
+    assert info["rows_candidates"] > 0
+    keys = ["kind", "request_id", "item_id"]
+    assert without.sort(keys).equals(with_partition.sort(keys))

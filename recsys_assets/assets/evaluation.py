@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from recsys_assets.assets import ownership, table_metadata
@@ -418,6 +419,71 @@ def candidate_users(data, recent_days: int | None) -> np.ndarray:
     return np.unique(age.row[age.data < recent_days])
 
 
+def _id_arrays(storage: StorageResource, data) -> tuple[np.ndarray, np.ndarray]:
+    """(user id of each user index, item id of each item index) from the ID dictionaries."""
+    user_ids = read_arrow(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
+    item_ids = read_arrow(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
+    user_of = np.empty(data.n_users, np.int64)
+    user_of[user_ids.column("index").to_numpy()] = user_ids.column("id").to_numpy()
+    item_of = np.empty(data.n_items, np.int64)
+    item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
+    return user_of, item_of
+
+
+def candidate_tables(day: str, batch: np.ndarray, data, loaded: dict, seen: sp.csr_matrix, blocked: np.ndarray,
+                     user_of: np.ndarray, item_of: np.ndarray, recall: RecallSettings) -> dict[str, pa.Table]:
+    """{method: the candidate rows of `batch` (user indices)}, each user's list best first, in
+    the partition's columns: the one definition of a candidate row, whether written by
+    recall_candidates or computed for a few users (candidates_for_users)."""
+    channels, ranges, _ = recommend_channels(loaded, batch, recall.candidates_k, seen, blocked)
+    # weighted fusion only when it is written (it needs the score ranges)
+    fused = fusion.fuse(channels, data.n_items, recall.candidates_k,
+                        score_ranges=ranges if "weighted" in recall.candidate_methods else None)
+    out = {}
+    for method in recall.candidate_methods:
+        if method not in fused:
+            continue
+        items, scores = fused[method]
+        ranks = fusion.channel_ranks(channels, items)
+        valid = items >= 0
+        # fused lists are sorted best first with -1 padding at the end: rank = position + 1
+        position = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
+        n_valid = int(valid.sum())
+        out[method] = pa.table({"day": pa.repeat(pa.scalar(date.fromisoformat(day), pa.date32()), n_valid),
+                                "method": pa.repeat(pa.scalar(method, pa.string()), n_valid),
+                                "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
+                                "item_id": item_of[items[valid]],
+                                "rank": position[valid].astype(np.int64),
+                                "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()}
+                               | {"channel_depth": pa.repeat(pa.scalar(recall.candidates_k, pa.int32()), n_valid)})
+    return out
+
+
+def candidates_for_users(storage: StorageResource, model_store: ModelStoreResource, day: str,
+                         recall: RecallSettings, user_ids: np.ndarray) -> pa.Table | None:
+    """The rows recall_candidates of `day` holds (or would hold) for `user_ids`, computed now:
+    for a day whose partition was never materialized, when only a few users' lists are needed
+    (the ranker's sampled users, the funnel's test users) and a whole day's candidates would
+    cost ~1 ms per active user. None when no recall model is published for `day`."""
+    loaded = load_channels(model_store, day, recall.channels)
+    if not loaded:
+        return None
+    data, _, info, _, _ = load_day(storage, day, recall)
+    user_of, item_of = _id_arrays(storage, data)
+    wanted = np.isin(user_of, np.asarray(user_ids, np.int64))
+    users = candidate_users(data, recall.candidates_recent_days)
+    users = users[wanted[users]]
+    users = users[np.argsort(user_of[users], kind="stable")]
+    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    parts = []
+    for start in range(0, len(users), recall.candidates_batch_users):
+        tables = candidate_tables(day, users[start:start + recall.candidates_batch_users], data, loaded, seen,
+                                  blocked, user_of, item_of, recall)
+        parts.extend(tables[m] for m in recall.candidate_methods if m in tables)
+    return pa.concat_tables(parts).sort_by([("method", "ascending"), ("user_id", "ascending"), ("rank", "ascending")]) \
+        if parts else None
+
+
 def write_candidates(storage: StorageResource, day: str, data, info, loaded: dict, users: np.ndarray,
                      recall: RecallSettings) -> tuple[int, pa.Table | None, dict]:
     """Fuse the channels for `users`, `candidates_batch_users` at a time (memory stays bounded
@@ -429,12 +495,7 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
 
     import pyarrow.parquet as pq
 
-    user_ids = read_arrow(storage.partition_path("user_id_dictionary"), columns=["id", "index"])
-    item_ids = read_arrow(storage.partition_path("item_id_dictionary"), columns=["id", "index"])
-    user_of = np.empty(data.n_users, np.int64)
-    user_of[user_ids.column("index").to_numpy()] = user_ids.column("id").to_numpy()
-    item_of = np.empty(data.n_items, np.int64)
-    item_of[item_ids.column("index").to_numpy()] = item_ids.column("id").to_numpy()
+    user_of, item_of = _id_arrays(storage, data)
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
     users = users[np.argsort(user_of[users], kind="stable")]  # id order: the partition's order
     scratch = local_scratch_dir(storage.root, ".tmp")
@@ -444,30 +505,12 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
     try:
         for start in range(0, len(users), recall.candidates_batch_users):
             batch = users[start:start + recall.candidates_batch_users]
-            channels, ranges, _ = recommend_channels(loaded, batch, recall.candidates_k, seen, blocked)
-            # weighted fusion only when it is written (it needs the score ranges)
-            fused = fusion.fuse(channels, data.n_items, recall.candidates_k,
-                                score_ranges=ranges if "weighted" in recall.candidate_methods else None)
-            for method in recall.candidate_methods:
-                if method not in fused:
-                    continue
-                items, scores = fused[method]
-                ranks = fusion.channel_ranks(channels, items)
-                valid = items >= 0
-                # fused lists are sorted best first with -1 padding at the end: rank = position + 1
-                position = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
-                n_valid = int(valid.sum())
-                last = pa.table({"day": pa.repeat(pa.scalar(date.fromisoformat(day), pa.date32()), n_valid),
-                                 "method": pa.repeat(pa.scalar(method, pa.string()), n_valid),
-                                 "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
-                                 "item_id": item_of[items[valid]],
-                                 "rank": position[valid].astype(np.int64),
-                                 "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()}
-                                | {"channel_depth": pa.repeat(pa.scalar(recall.candidates_k, pa.int32()), n_valid)})
+            for method, last in candidate_tables(day, batch, data, loaded, seen, blocked, user_of, item_of,
+                                                 recall).items():
                 pq.write_table(last, parts_dir / f"{method}-{start:012d}.parquet")
                 rows += last.num_rows
                 users_n, cands_n = per_method.get(method, (0, 0))
-                per_method[method] = (users_n + int(valid.any(axis=1).sum()), cands_n + last.num_rows)
+                per_method[method] = (users_n + pc.count_distinct(last.column("user_id")).as_py(), cands_n + last.num_rows)
         con = connect()
         try:
             if rows:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from recsys_assets import serving
 from recsys_assets.assets import ownership
-from recsys_assets.assets.evaluation import recommend_all_channels, exclusion_matrix
+from recsys_assets.assets.evaluation import candidates_for_users, exclusion_matrix, recommend_all_channels
 from recsys_assets.assets.recall import NoTrainingData, file_sha256_many, load_day, model_assets
 from recsys_assets.core import fusion, metrics
 from recsys_assets.core.ingest import read_sql
@@ -38,6 +38,27 @@ def _day_interactions(storage: StorageResource, day: str) -> pl.DataFrame:
     return read_polars(path)
 
 
+def day_candidates(storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings, day: str,
+                   limit: int, users: np.ndarray, log=None, from_partition: bool = True) -> pl.DataFrame:
+    """The recall candidates of `users` on `day` as the ranking stage reads them: from the
+    recall_candidates partition when it is materialized, else computed for these users alone
+    by the same code (a ranker's training days need the lists of their sampled users only,
+    not a whole day's candidates). Raises serving.MissingInput when neither is possible."""
+    if from_partition and storage.partition_path("recall_candidates", day).exists():
+        return serving.read_candidates(storage, day, limit, users)
+    try:
+        table = candidates_for_users(storage, model_store, day, recall, users)
+    except NoTrainingData as nothing:
+        raise serving.MissingInput(str(nothing)) from nothing
+    if table is None:
+        raise serving.MissingInput(f"recall_candidates is not materialized for {day} and no recall model is "
+                                   f"published for it")
+    if log:
+        log.info(f"recall_candidates of {day} is not materialized: computed the lists of "
+                 f"{len(np.unique(table.column('user_id').to_numpy()))} of {len(users)} users")
+    return serving.serving_candidates(pl.from_arrow(table).lazy(), limit).collect()
+
+
 def build_samples(storage: StorageResource, model_store: ModelStoreResource, settings: RankingSettings,
                   recall: RecallSettings, day: str, log=None) -> tuple[pl.DataFrame, dict]:
     """Every labelled pair of `day` with its features (see core/ranking/samples.py for kinds);
@@ -55,8 +76,8 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
         con.close()
     parts = [shown.with_columns(pl.lit("impressions").alias("kind"))]
     try:
-        candidates = serving.read_candidates(storage, day, settings.rank_candidates,
-                                             interactions["user_id"].unique().to_numpy())
+        candidates = day_candidates(storage, model_store, recall, day, settings.rank_candidates,
+                                    interactions["user_id"].unique().to_numpy(), log)
     except serving.MissingInput as missing:  # e.g. the first day: no recall model, no candidates
         candidates = pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64})
         if log:
@@ -90,7 +111,8 @@ def build_samples(storage: StorageResource, model_store: ModelStoreResource, set
                 "days before D; recall channels are the models of D, trained before D). kind='impressions': every "
                 "shown item, grouped by request, label 2 = positive, 1 = clicked, 0 = shown but not chosen. "
                 "kind='candidates': per user with a positive among D's recall candidates, the candidate list "
-                "labelled by what the user did on D (the serving distribution). kind='sampled': for sources "
+                "labelled by what the user did on D (the serving distribution; read from recall_candidates, or "
+                "computed for the sampled users alone when D's partition was never materialized). kind='sampled': for sources "
                 "without impressions, positives with sampled negatives (RankingSettings.negative_ratio, hard share "
                 "from candidates). Features: user, item, user x item genre crosses, position, hashed categoricals "
                 "(as strings), every channel's score and the item's position in that channel's recall list "
@@ -251,15 +273,15 @@ def _id_lookup(frame: pl.DataFrame, id_col: str, idx_col: str) -> np.ndarray:
     return out
 
 
-def funnel_truth(day: str, storage: StorageResource, recall: RecallSettings, ranking: RankingSettings,
-                 ctx: F.FeatureContext) -> tuple[pl.DataFrame, np.ndarray, list[np.ndarray], tuple]:
+def funnel_truth(day: str, storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings,
+                 ranking: RankingSettings, ctx: F.FeatureContext) -> tuple[pl.DataFrame, np.ndarray, list[np.ndarray], tuple]:
     """The evaluated users of `day` (new positives on D and recall candidates), their
     candidates, their relevant item ids, and (data, test, info) of the recall split."""
     data, test, info, _, _ = load_day(storage, day, recall)
     user_of = _id_lookup(ctx.user_index, "user_id", "user_idx")
     item_of = _id_lookup(ctx.item_index, "item_id", "item_idx")
     evaluated = samples.sample_users(user_of[test.users], ranking.max_users_per_day, ranking.seed)
-    candidates = serving.read_candidates(storage, day, ranking.rank_candidates, evaluated)
+    candidates = day_candidates(storage, model_store, recall, day, ranking.rank_candidates, evaluated)
     users = np.unique(candidates["user_id"].to_numpy())
     relevant_by_id = {int(user_of[u]): item_of[test.relevant[u].indices] for u in test.users}
     return candidates, users, [relevant_by_id[int(u)] for u in users], (data, test, info)
@@ -271,7 +293,7 @@ def ranker_ndcg_on_day(day: str, model_day: str, storage: StorageResource, model
     with day D's features and candidates: the comparison the promotion gate makes."""
     model = serving.load_ranker(model_store, model_day)
     ctx = serving.feature_context(storage, model_store, day, model.channel_names, recall, model.rank_depth)
-    candidates, users, relevant, _ = funnel_truth(day, storage, recall, ranking, ctx)
+    candidates, users, relevant, _ = funnel_truth(day, storage, model_store, recall, ranking, ctx)
     lists = funnel.lists_by(funnel.score_candidates(model, ctx, candidates, ranking.serving_surface), "ranker_score", k)
     return float(metrics.per_user_metrics(_as_matrix(lists, users, k), relevant, k)[f"ndcg@{k}"].mean())
 
@@ -281,7 +303,7 @@ def evaluate_funnel(day: str, storage: StorageResource, model_store: ModelStoreR
     model = serving.load_ranker(model_store, day)
     ctx = serving.feature_context(storage, model_store, day, model.channel_names, recall, model.rank_depth)
     attrs = funnel.ItemAttributes.from_context(ctx)
-    candidates, users, relevant, (data, test, info) = funnel_truth(day, storage, recall, ranking, ctx)
+    candidates, users, relevant, (data, test, info) = funnel_truth(day, storage, model_store, recall, ranking, ctx)
     rows, k = [], 10
     lists, latency = {}, {}
 
