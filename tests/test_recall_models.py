@@ -528,3 +528,34 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
     row = int(np.flatnonzero(known & ~np.isnan(given) & (expected != 3))[0])
     given[row] = 3
     assert _channel_columns(ctx, users, items, chunk=64, listed={"als": given})["rank_als"][row] == 3  # read, not searched
+
+
+def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
+    """Personal channels rank from the user's own history; a user with none has no list there
+    (rank_depth + 1 without a search), while popularity still ranks the item for them."""
+    from types import SimpleNamespace
+
+    from recsys_assets.core.ranking.features import Channel, _channel_columns
+
+    depth = 25
+    seen = (world[0].positives > 0).astype(np.float32).tocsr()
+    keep = np.ones(seen.shape[0], bool)
+    keep[np.arange(0, 40, 2)] = False  # these 20 users lose their history
+    seen = sp.diags(keep.astype(np.float32)) @ seen
+    seen.eliminate_zeros()
+    # per user: the top 3 of the ALS list with history, the top 2 of popularity
+    als_top = fitted["als"].recommend(np.arange(40), 3, exclude=(world[0].positives > 0).astype(np.float32).tocsr())[0]
+    pop_top = fitted["popularity"].recommend(np.arange(40), 2, exclude=seen.tocsr())[0]
+    users = np.repeat(np.arange(40), 5)
+    items = np.concatenate([als_top, pop_top], axis=1).reshape(-1)
+    fresh = users % 2 == 0
+    ctx = SimpleNamespace(channel_names=("als", "popularity"), rank_depth=depth, exclude=seen.tocsr(), blocked_items=None,
+                          channels={c: Channel(fitted[c], n_users=N_USERS, n_items=N_ITEMS) for c in ("als", "popularity")})
+    out = _channel_columns(ctx, users, items, chunk=7)
+    assert (out["rank_als"][fresh] == depth + 1).all()
+    assert (out["rank_als"][~fresh] <= depth).any()
+    top = fitted["popularity"].recommend(np.arange(40), depth, exclude=ctx.exclude)[0]
+    hit = top[users] == items[:, None]
+    expected = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)
+    assert np.array_equal(out["rank_popularity"], expected.astype(np.float32))
+    assert (out["rank_popularity"][fresh] <= depth).any()

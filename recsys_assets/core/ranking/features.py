@@ -133,7 +133,8 @@ def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.nda
     """score_<c>: the channel's score of the pair (RecallModel.score_pairs, never a catalog
     row for dot-product and item-CF channels); rank_<c>: the item's position (1 = best) in the
     channel's recall list (top `rank_depth` with ctx's exclusions removed: recommend(), so the
-    faiss / sparse fast paths apply), rank_depth + 1 below it. `listed[c]` may give that position
+    faiss / sparse fast paths apply), rank_depth + 1 below it, and for a user without training
+    positives in a personal channel (it has no list for them). `listed[c]` may give that position
     for some rows already (from recall_candidates: 0 = not in the list, NaN = unknown): those rows
     are not searched again. NaN where the channel is missing or does not know the user or the item."""
     n = len(user_idx)
@@ -154,6 +155,12 @@ def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.nda
                 rank[rows[has]] = np.where((from_list[has] >= 1) & (from_list[has] <= depth), from_list[has], depth + 1)
                 rows = rows[~has]
             exclude, blocked = _recall_exclusions(ctx, channel)
+            if exclude is not None and channel.model.personal:
+                # a user without any training positive has no history a personal channel could
+                # rank from (its vector is an untrained init): no list, so nothing to search
+                empty = np.diff(exclude.indptr)[user_idx[rows]] == 0
+                rank[rows[empty]] = depth + 1
+                rows = rows[~empty]
             rows = rows[np.argsort(user_idx[rows], kind="stable")]  # grouped by user
             row_users = user_idx[rows]
             users = np.unique(row_users)

@@ -65,6 +65,8 @@ class RecallModel:
     """Base class: subclasses implement fit/score and the arrays they persist."""
 
     name: ClassVar[str] = "base"
+    # Whether a user's list comes from their own history (False: the same list for everyone).
+    personal: ClassVar[bool] = True
 
     def __init__(self, **params):
         self.params = params

@@ -122,6 +122,8 @@ class PopularityModel(RecallModel):
     value of 1 this is the count of positives. half_life_days=None means no time decay.
     """
 
+    personal = False
+
     name = "popularity"
 
     def __init__(self, half_life_days: float | None = None):
