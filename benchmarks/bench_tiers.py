@@ -52,13 +52,16 @@ TIERS = {
 # the ranker trains on the day before D (a 20% request hold-out for early stopping) on the samples
 # of 20k hash-sampled users per day (also the funnel's test users); no TreeSHAP explanations;
 # rank_<channel> features 100 deep, the depth of the candidates' channel lists (read, not searched again).
+# No content channel at L: NDCG@10 0.0001 there against popularity's 0.067, no gain in any RRF
+# combination, and its lists are mostly ties (many items share one genre/tag vector), at ~0.28 ms
+# per user searched (benchmarks/RESULTS.md, "Scale tiers", session 7).
 # Assets only the served day needs: the earlier model days exist to train the ranker, whose
 # samples compute their sampled users' candidate lists when a day has no recall_candidates.
 SERVING_DAY_ASSETS = {"recall_candidates", "recommendations"}
 TIER_SETTINGS = {
-    "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], bpr_num_threads=2,
+    "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr"], bpr_num_threads=2,
                          bpr_iterations=30, candidate_methods=["rrf"], candidates_k=100, candidates_recent_days=7),
-          "ranking": dict(channels=["popularity", "item_cf", "als", "bpr", "content"], train_days=1, valid_days=0,
+          "ranking": dict(channels=["popularity", "item_cf", "als", "bpr"], train_days=1, valid_days=0,
                           threads=2, max_users_per_day=20_000, explain_top_n=0, rank_depth=100)},
 }
 
