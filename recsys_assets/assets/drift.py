@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import dagster as dg
 import numpy as np
+import polars as pl
 
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.core import drift
@@ -33,11 +34,15 @@ def drift_for_day(storage: StorageResource, day: str, settings: FeatureSettings)
     try:
         bind(con, "user_stats", _files(storage, "user_daily_stats", reference + [day]), "user_daily_stats")
         bind(con, "item_stats", _files(storage, "item_daily_stats", reference + [day]), "item_daily_stats")
-        numeric = defaultdict(lambda: ([], []))
-        for d, feature, values in con.execute(
-                f"SELECT day = DATE '{day}', feature, list(value) FROM ({read_sql('drift_numeric_features.sql')}) "
-                "GROUP BY ALL").fetchall():
-            numeric[feature][1 if d else 0].extend(values)
+        # (reference values, day-D values) per feature, as numpy arrays straight from Arrow: the
+        # values are millions of rows at scale, far too many to pass through Python lists
+        values = con.sql(f"SELECT feature, day = DATE '{day}' AS current, value "
+                         f"FROM ({read_sql('drift_numeric_features.sql')})").pl()
+        numeric = defaultdict(lambda: (np.zeros(0), np.zeros(0)))
+        for (feature, current), part in values.partition_by("feature", "current", as_dict=True).items():
+            pair = numeric[feature]
+            array = part["value"].cast(pl.Float64).to_numpy()  # NULL -> NaN, which drift drops
+            numeric[feature] = (pair[0], array) if current else (array, pair[1])
         bind(con, "counts", _files(storage, "categorical_daily_counts", reference + [day]), "categorical_daily_counts")
         categorical = defaultdict(lambda: ({}, {}))
         for d, field, value, n in con.execute(
@@ -58,7 +63,7 @@ def drift_for_day(storage: StorageResource, day: str, settings: FeatureSettings)
         # PSI of an unchanged distribution grows like (bins - 1) * (1/n_ref + 1/n_cur): with few
         # samples, fewer bins keep noise well under the warn threshold.
         bins = int(np.clip(min(len(ref), len(cur)) // settings.drift_samples_per_bin, 2, drift.DEFAULT_BINS))
-        rows += drift.drift_rows({feature: (np.array(ref, float), np.array(cur, float))}, {}, bins=bins,
+        rows += drift.drift_rows({feature: (np.asarray(ref, float), np.asarray(cur, float))}, {}, bins=bins,
                                  warn=settings.drift_warn_psi, fail=settings.drift_fail_psi)
     rows = drift.sort_rows(rows)
     n_impressions = int(traffic[0])
