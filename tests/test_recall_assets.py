@@ -396,3 +396,23 @@ def test_training_data_without_shown_negatives_has_the_same_positives(root):
                  (full_test.relevant, lean_test.relevant)):
         assert a.shape == b.shape and (a != b).nnz == 0
     assert version == lean_version and full_info["train_pairs"] == lean_info["train_pairs"]
+
+
+def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
+    """The candidate's value on D is recall_evaluation's, on the same test users: the champion
+    step takes it from the table instead of scoring the model again (and loads no data when
+    there is no incumbent), and gets exactly what scoring gives."""
+    from recsys_assets.assets.evaluation import compare_on_day
+    from recsys_assets.core.storage import read_arrow
+
+    res = build_resources(str(root))
+    storage, store, recall = res["storage"], res["model_store"], res["recall"]
+    model, day = "item_cf", DAYS[-1]  # a model's own value on D, whether or not it would be promoted
+    (row,) = [r for r in read_arrow(storage.partition_path("recall_evaluation", day)).to_pylist()
+              if r["model"] == model and r["segment"] == "all" and f"{r['metric']}@{r['k']}" == recall.champion_metric.lower()]
+    contenders = {"candidate": (model, day), "incumbent": ("als", DAYS[-2])}
+    scored = compare_on_day(storage, store, recall, day, contenders)
+    reused = compare_on_day(storage, store, recall, day, contenders, known={"candidate": row["value"]})
+    assert scored["candidate"] == row["value"] and reused == scored and scored["incumbent"] > 0
+    alone = {"candidate": contenders["candidate"]}
+    assert compare_on_day(storage, store, recall, day, alone, known={"candidate": -1.0}) == {"candidate": -1.0}

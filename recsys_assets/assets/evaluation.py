@@ -283,21 +283,27 @@ def serving_champion(storage: StorageResource, day: str) -> tuple[str, str] | No
 
 
 def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings, day: str,
-                   contenders: dict[str, tuple[str, str]]) -> dict[str, float]:
+                   contenders: dict[str, tuple[str, str]], known: dict[str, float] | None = None) -> dict[str, float]:
     """`metric` on `day` of published model artifacts {label: (model, training day)}, on the
     same users: those every contender knows (an older artifact may predate new users);
-    items an older artifact never saw score lowest."""
+    items an older artifact never saw score lowest. `known` {label: value on all of D's test
+    users} (the candidate's, from recall_evaluation) is used as it is when every contender
+    knows every test user, instead of scoring that model again."""
+    known = known or {}
+    manifests = {label: model_store.verify(f"recall_{name}", trained) for label, (name, trained) in contenders.items()}
+    if set(contenders) <= set(known):  # nothing to score (e.g. no incumbent): no data to load
+        return {label: known[label] for label in contenders}
     data, test, info, _, _ = load_day(storage, day, settings)
     base, k = settings.champion_metric.split("@")
-    models, known_users = {}, data.n_users
-    for label, (name, trained) in contenders.items():
-        manifest = model_store.verify(f"recall_{name}", trained)
-        models[label] = (recall_models.load_model(model_store.path(f"recall_{name}", trained)), manifest["metadata"])
-        known_users = min(known_users, manifest["metadata"]["n_users"])
+    known_users = min([data.n_users] + [m["metadata"]["n_users"] for m in manifests.values()])
     users = test.users[test.users < known_users]
+    reuse = len(users) == len(test.users)
+    models = {label: (recall_models.load_model(model_store.path(f"recall_{name}", trained)),
+                      manifests[label]["metadata"])
+              for label, (name, trained) in contenders.items() if not (reuse and label in known)}
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
-    out = {}
+    out = {label: known[label] for label in contenders if reuse and label in known}
     for label, (model, meta) in models.items():
         known = meta["n_items"]  # items an older artifact never saw are never in its top-k
         top, _ = model.recommend(users, int(k), exclude=seen[:, :known], blocked_items=blocked[blocked < known])
@@ -358,7 +364,8 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
             contenders["candidate"] = (candidate["candidate"], day)
         if incumbent:
             contenders["incumbent"] = incumbent
-        values = compare_on_day(storage, model_store, recall, day, contenders) if contenders else {}
+        values = compare_on_day(storage, model_store, recall, day, contenders,
+                                known={"candidate": candidate["candidate_value"]}) if contenders else {}
         decision = decide(day, candidate, incumbent, values, recall.champion_metric, recall.promotion_tolerance)
         _write_rows([decision], REGISTRY_SCHEMA, storage.partition_path("recall_champion", day))
         decisions.append(decision)
