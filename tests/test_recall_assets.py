@@ -410,7 +410,7 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
     model, day = "item_cf", DAYS[-1]  # a model's own value on D, whether or not it would be promoted
     (row,) = [r for r in read_arrow(storage.partition_path("recall_evaluation", day)).to_pylist()
               if r["model"] == model and r["segment"] == "all" and f"{r['metric']}@{r['k']}" == recall.champion_metric.lower()]
-    contenders = {"candidate": (model, day), "incumbent": ("als", DAYS[-2])}
+    contenders = {"candidate": (model, day), "incumbent": ("popularity", DAYS[-2])}
     scored = compare_on_day(storage, store, recall, day, contenders)
     reused = compare_on_day(storage, store, recall, day, contenders, known={"candidate": row["value"]})
     assert scored["candidate"] == row["value"] and reused == scored and scored["incumbent"] > 0
