@@ -236,40 +236,48 @@ def _lookup(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def because_you_watched(ids: np.ndarray, vectors: np.ndarray, out: pl.DataFrame, history: pl.DataFrame,
-                        n: int) -> list[list[int]]:
+                        n: int) -> pl.Series:
     """For each row of `out` (user_id, item_id): up to n of the user's watched items (history
-    order) whose unit vectors are closest to the item's, similarity > 0 only. One small matrix
-    product per user (watched × recommended), not one per row."""
-    because: list[list[int]] = [[] for _ in range(out.height)]
-    if n == 0 or out.height == 0 or history.height == 0:
-        return because
-    hist_user = history["user_id"].to_numpy()
-    hist_rows = _lookup(ids, history["item_id"].to_numpy())
-    hist_items = history["item_id"].to_numpy()
-    keep = hist_rows >= 0
-    hist_user, hist_rows, hist_items = hist_user[keep], hist_rows[keep], hist_items[keep]
-    order = np.argsort(hist_user, kind="stable")  # history order within each user
-    hist_user, hist_rows, hist_items = hist_user[order], hist_rows[order], hist_items[order]
-    out_user = out["user_id"].to_numpy()
-    out_rows = _lookup(ids, out["item_id"].to_numpy())
-    out_order = np.argsort(out_user, kind="stable")
-    users, first = np.unique(out_user[out_order], return_index=True)
-    bounds = np.append(first, len(out_order))
-    h_lo = np.searchsorted(hist_user, users, side="left")
-    h_hi = np.searchsorted(hist_user, users, side="right")
-    for j in np.flatnonzero(h_hi > h_lo):
-        rows_out = out_order[bounds[j]:bounds[j + 1]]
-        targets = out_rows[rows_out]
-        has = targets >= 0
-        if not has.any():
-            continue
-        watched_rows, watched_items = hist_rows[h_lo[j]:h_hi[j]], hist_items[h_lo[j]:h_hi[j]]
-        sims = vectors[watched_rows] @ vectors[targets[has]].T  # watched × recommended
-        top = np.argsort(-sims, axis=0, kind="stable")[:n]
-        for col, row in enumerate(rows_out[has]):
-            picks = top[:, col]
-            because[row] = [int(watched_items[t]) for t in picks if sims[t, col] > 0]
-    return because
+    order) whose unit vectors are closest to the item's, similarity > 0 only, as a list column.
+    One small matrix product per user (watched × recommended), not one per row; the lists are
+    assembled as one flat Arrow array (a Python list per row would cost more than the products)."""
+    counts = np.zeros(out.height, np.int64)
+    chunks_rows, chunks_items = [], []
+    if n > 0 and out.height and history.height:
+        hist_user = history["user_id"].to_numpy()
+        hist_rows = _lookup(ids, history["item_id"].to_numpy())
+        hist_items = history["item_id"].to_numpy()
+        keep = hist_rows >= 0
+        hist_user, hist_rows, hist_items = hist_user[keep], hist_rows[keep], hist_items[keep]
+        order = np.argsort(hist_user, kind="stable")  # history order within each user
+        hist_user, hist_rows, hist_items = hist_user[order], hist_rows[order], hist_items[order]
+        out_user = out["user_id"].to_numpy()
+        out_rows = _lookup(ids, out["item_id"].to_numpy())
+        out_order = np.argsort(out_user, kind="stable")
+        users, first = np.unique(out_user[out_order], return_index=True)
+        bounds = np.append(first, len(out_order))
+        h_lo = np.searchsorted(hist_user, users, side="left")
+        h_hi = np.searchsorted(hist_user, users, side="right")
+        for j in np.flatnonzero(h_hi > h_lo):
+            rows_out = out_order[bounds[j]:bounds[j + 1]]
+            rows_out = rows_out[out_rows[rows_out] >= 0]
+            if not len(rows_out):
+                continue
+            watched_rows, watched_items = hist_rows[h_lo[j]:h_hi[j]], hist_items[h_lo[j]:h_hi[j]]
+            sims = vectors[watched_rows] @ vectors[out_rows[rows_out]].T  # watched × recommended
+            top = np.argsort(-sims, axis=0, kind="stable")[:n].T  # per recommended row, best first
+            positive = np.take_along_axis(sims.T, top, axis=1) > 0
+            counts[rows_out] = positive.sum(axis=1)
+            chunks_rows.append(np.repeat(rows_out, positive.sum(axis=1)))
+            chunks_items.append(watched_items[top][positive])  # row-major: each row's picks in order
+    if chunks_rows:
+        value_rows, values = np.concatenate(chunks_rows), np.concatenate(chunks_items)
+        values = values[np.argsort(value_rows, kind="stable")]  # grouped by output row, picks kept in order
+    else:
+        values = np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values.astype(np.int64), pa.int64()))
+    return pl.Series("because_you_watched", pl.from_arrow(lists), dtype=pl.List(pl.Int64))
 
 
 def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, candidates: pl.DataFrame,
@@ -304,8 +312,7 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
                                 pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
     # because you watched: the user's history items closest to the recommended item
     ids, vectors = item_vectors(ctx, attrs)
-    because = because_you_watched(ids, vectors, out, history, settings.explain_history_items)
-    out = out.with_columns(pl.Series("because_you_watched", because, dtype=pl.List(pl.Int64)))
+    out = out.with_columns(because_you_watched(ids, vectors, out, history, settings.explain_history_items))
     if model is None:
         timings["explain_ms"] = (time.perf_counter() - started) * 1000
         return out.with_columns(pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")

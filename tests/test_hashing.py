@@ -290,6 +290,9 @@ def test_python_and_sql_agree_on_sample(dictionary):
         py = enc.encode_many(field, values)
         assert py.dtype == np.int32
         assert py.tolist() == [enc.encode(field, v) for v in values]
+        # the column form (one hash per distinct value) gives the same indices
+        import polars as pl
+        assert enc.encode_column(field, pl.Series(values, dtype=pl.String)).tolist() == py.tolist()
         scalar, bulk = _sql_indices(con, dictionary, field, values)
         assert scalar == py.tolist()
         assert bulk == py.tolist()
@@ -300,6 +303,10 @@ def test_python_and_sql_agree_on_sample(dictionary):
     assert enc.encode("country", "DE") == kept[("country", "DE")]
     assert enc.encode("tags", "rare") == 1 + oov_bucket("tags", "rare", 8)
     assert enc.encode_many("country", pa.array(["DE", None])).tolist() == [kept[("country", "DE")], 0]
+    import polars as pl
+    assert enc.encode_column("country", pl.Series([None, None])).tolist() == [0, 0]
+    with pytest.raises(TypeError):
+        enc.encode_column("country", pl.Series([1, 2]))
 
 
 def test_encode_table_sql_keeps_other_columns_and_duplicates(dictionary):

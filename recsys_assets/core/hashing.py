@@ -344,6 +344,18 @@ class HashEncoder:
             out.append(index)
         return np.asarray(out, dtype=np.int32)
 
+    def encode_column(self, field: str, column: "pl.Series") -> np.ndarray:
+        """encode_many of a polars column, hashing each distinct value once (a ranking batch
+        has millions of rows but a handful of surfaces, countries or genres)."""
+        import polars as pl
+
+        if column.dtype == pl.Null or column.null_count() == len(column):
+            return np.full(len(column), MISSING_INDEX, np.int32)
+        distinct = column.drop_nulls().unique()
+        codes = self.encode_many(field, distinct.to_list())
+        return column.replace_strict(distinct, pl.Series(codes, dtype=pl.Int32), default=MISSING_INDEX,
+                                     return_dtype=pl.Int32).to_numpy()
+
 
 # --------------------------------------------------------------------------- training (SQL)
 

@@ -233,6 +233,6 @@ def encode(frame: pl.DataFrame, encoder: HashEncoder, channel_names: tuple[str, 
     """The float32 matrix the ranker sees (columns = feature_names(channel_names)): numeric
     features as they are (NaN = unknown), categoricals as hash-dictionary indices."""
     numeric = frame.select(numeric_features(channel_names)).to_numpy().astype(np.float32)
-    cats = [encoder.encode_many(dict_field, frame[col].to_list()).astype(np.float32)
+    cats = [encoder.encode_column(dict_field, frame[col]).astype(np.float32)
             for col, dict_field in CATEGORICAL.items()]
     return np.column_stack([numeric, *cats]) if cats else numeric
