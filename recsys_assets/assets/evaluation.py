@@ -305,8 +305,8 @@ def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, se
     relevant = test.relevant[users]
     out = {label: known[label] for label in contenders if reuse and label in known}
     for label, (model, meta) in models.items():
-        known = meta["n_items"]  # items an older artifact never saw are never in its top-k
-        top, _ = model.recommend(users, int(k), exclude=seen[:, :known], blocked_items=blocked[blocked < known])
+        n_items = meta["n_items"]  # items an older artifact never saw are never in its top-k
+        top, _ = model.recommend(users, int(k), exclude=seen[:, :n_items], blocked_items=blocked[blocked < n_items])
         out[label] = float(metrics.per_user_metrics(top, relevant, int(k))[f"{base}@{k}"].mean())
     return out
 
