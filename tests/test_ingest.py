@@ -238,3 +238,41 @@ def test_quarantined_lines_are_taken_chunk_by_chunk():
     assert _take_in_order(column, rows).to_pylist() == ["a", "c", "d", "f"]
     assert _take_in_order(column, pa.array([], pa.int64())).to_pylist() == []
     assert _take_in_order(column, pa.array([4], pa.int64())).to_pylist() == ["e"]
+
+
+# Each JSON spelling against each contract type: (field, JSON text, loaded value or reason).
+# The validation SQL reads a value's JSON type from its text's first character and casts
+# once; these pin that to the contract's types exactly.
+JSON_TYPE_MATRIX = [
+    ("release_year", "2000", 2000), ("release_year", '"2000"', "wrong_type:release_year"),
+    ("release_year", "2000.0", "wrong_type:release_year"), ("release_year", "2E3", "wrong_type:release_year"),
+    ("release_year", "true", "wrong_type:release_year"), ("release_year", "false", "wrong_type:release_year"),
+    ("release_year", "[2000]", "wrong_type:release_year"), ("release_year", '{"y": 2000}', "wrong_type:release_year"),
+    ("release_year", "null", None), ("release_year", "-0", "out_of_domain:release_year"),
+    ("release_year", "99999999999999999999", "wrong_type:release_year"),
+    ("title", '"x"', "x"), ("title", '""', ""), ("title", '"a\\"b\\u00e9"', 'a"b\u00e9'), ("title", "5", "wrong_type:title"),
+    ("title", "true", "wrong_type:title"), ("title", '["x"]', "wrong_type:title"), ("title", '{"a": "b"}', "wrong_type:title"),
+    ("genres", '["a", "b"]', ["a", "b"]), ("genres", "[]", []), ("genres", '"a"', "wrong_type:genres"),
+    ("genres", '["a", 1]', "wrong_type:genres"), ("genres", '[["a"]]', "wrong_type:genres"), ("genres", "5", "wrong_type:genres"),
+    ("genres", '{"a": 1}', "wrong_type:genres"),
+    ("added_at", '"2026-01-05T12:00:00Z"', "2026-01-05 12:00:00+00"), ("added_at", "20260105", "wrong_type:added_at"),
+    ("added_at", '"2026-01-05"', "bad_timestamp:added_at"), ("added_at", "true", "wrong_type:added_at"),
+    ("added_at", '"2026-01-05T12:00:00+24:00"', "bad_timestamp:added_at"),
+]
+
+
+@pytest.mark.parametrize("field,text,expected", JSON_TYPE_MATRIX)
+def test_each_json_type_is_checked_against_the_contract_type(tmp_path, field, text, expected):
+    src = tmp_path / "items.jsonl"
+    src.write_text(f'{{"item_id": 7, "{field}": {text}}}\n')
+    data, quarantine = tmp_path / "d.parquet", tmp_path / "q.parquet"
+    result = ingest_file(c.ITEMS, src, src.name, "snapshot", None, data, quarantine)
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    if isinstance(expected, str) and expected.split(":")[0] in ("wrong_type", "bad_timestamp", "out_of_domain"):
+        assert result.rows_quarantined == 1
+        assert con.execute(f"SELECT reason FROM '{quarantine}'").fetchone()[0] == expected
+    else:
+        assert result.rows_loaded == 1
+        value = con.execute(f"SELECT CAST({field} AS VARCHAR) AS v, {field} FROM '{data}'").fetchone()
+        assert (value[0] if field == "added_at" else value[1]) == expected

@@ -225,44 +225,92 @@ def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     return pa.Table.from_batches(batches, schema=_SCHEMA)
 
 
-_JSON_TYPE_OK = {
-    "int": "{jt} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({raw} AS BIGINT) IS NOT NULL",
-    "float": "{jt} IN ('BIGINT', 'UBIGINT', 'DOUBLE')",
-    "string": "{jt} = 'VARCHAR'",
-    "timestamp": "{jt} = 'VARCHAR'",
-    "string_list": "{jt} = 'ARRAY' AND coalesce(list_bool_and(list_transform("
-                   "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
-    "json": "{jt} = 'OBJECT'",
-}
-_VALUE = {
-    "int": "CAST({raw} AS BIGINT)",
-    "float": "CAST({raw} AS DOUBLE)",
-    "string": "{raw}",
-    "timestamp": "TRY_CAST({raw} AS TIMESTAMPTZ)",
-    "string_list": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')",
-    "json": "{v}",
-}
 # ISO-8601 with an explicit offset; without one DuckDB would assume the session zone.
 # Offsets are at most 23:59 (DuckDB would otherwise accept e.g. +25:00 and shift the day).
 _OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
+# A field's JSON text `v` is minified JSON, so its JSON type shows in its first character:
+# '"' string, '{' object, '[' array, 't'/'f' boolean, anything else a number (JSON null is
+# SQL NULL). Per contract type, written with {v} (the JSON text), {k} (is it the wanted
+# JSON type), {s} (its SQL text) and {c} (the work done once per value, which both the
+# typed value and the rule flags read). These are the cheapest forms measured; each is
+# equal to testing the JSON type first (tests/test_ingest.py holds the edge cases):
+#   int: no '.', 'e' or 'E' (those are floats; out-of-range integers fail the cast all the
+#        same) and the text casts to BIGINT. A string, object, array or boolean never
+#        casts ('"5"' does not), and true/false hold an 'e'.
+_TYPES = {
+    "int": {"kind": "NOT (contains({v}, '.') OR contains({v}, 'e') OR contains({v}, 'E'))",
+            "once": "CASE WHEN {k} THEN TRY_CAST(CAST({v} AS VARCHAR) AS BIGINT) END",
+            "ok": "{c} IS NOT NULL", "value": "{c}"},
+    "float": {"kind": "NOT contains('\"{{[tf', left({v}, 1))", "text": "CAST({v} AS VARCHAR)",
+              "ok": "{k}", "value": "CAST({s} AS DOUBLE)"},
+    "string": {"kind": "starts_with({v}, '\"')", "text": "_UNQUOTED", "ok": "{k}", "value": "{s}"},
+    # NULL when the text is not ISO-8601 with an offset (bad_timestamp)
+    "timestamp": {"kind": "starts_with({v}, '\"')", "text": "_UNQUOTED",
+                  "once": "CASE WHEN {k} AND regexp_matches({s}, '" + _OFFSET_RE.replace("{", "{{").replace("}", "}}")
+                          + "') THEN TRY_CAST({s} AS TIMESTAMPTZ) END",
+                  "ok": "{k}", "value": "{c}"},
+    "string_list": {"kind": "starts_with({v}, '[')",
+                    "once": "{k} AND coalesce(list_bool_and(list_transform("
+                            "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
+                    "ok": "{c}", "value": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')"},
+    "json": {"kind": "starts_with({v}, '{{')", "ok": "{k}", "value": "{v}"},
+}
+# A JSON string's text (->> '$' on its JSON text; measured cheaper than slicing between
+# the quotes). Computed for every value and read only where the kind is a string.
+_UNQUOTED = "{v} ->> '$'"
+for _spec in _TYPES.values():
+    if _spec.get("text") == "_UNQUOTED":
+        _spec["text"] = _UNQUOTED
 
 
-def validation_sql(contract: TableContract, partition_day: date | None) -> str:
-    """SQL over relation `lines` giving `line_no`, one typed column per field and
-    `row_reason` (in no guaranteed order: a domain rule may be planned as a join).
+def _extracted_from_lines_sql(contract: TableContract) -> str:
+    """Relation `lines` (one row per line's text) parsed: `line_no`, `pre_reason`,
+    `is_json`, `json_kind` and each field's JSON text `v_<field>`."""
+    # One validity parse, then json_transform picks every field's JSON text out of the
+    # object at once (NULL when absent or JSON null, as $.path does; the first of
+    # duplicate keys, as $.path does).
+    structure = "json_object(" + ", ".join(f"'{f.name}', 'JSON'" for f in contract.fields) + ")"  # contract names
+    values = ",\n        ".join(f"r.{f.name} AS v_{f.name}" for f in contract.fields)
+    # Any field present proves an object; only lines without any (e.g. `{}`, `[1]`, `3`)
+    # need the line's own JSON type.
+    any_field = " OR ".join(f"r.{f.name} IS NOT NULL" for f in contract.fields)
+    return f"""
+    SELECT line_no, pre_reason, j IS NOT NULL AS is_json,
+           CASE WHEN j IS NULL THEN NULL WHEN {any_field} THEN 'OBJECT' ELSE json_type(j) END AS json_kind,
+        {values}
+    FROM (SELECT line_no, pre_reason, j, json_transform(j, {structure}) AS r
+          FROM (SELECT line_no, pre_reason, CASE WHEN pre_reason IS NULL THEN TRY_CAST(raw_line AS JSON) END AS j
+                FROM lines))"""
+
+
+def _extracted_from_records_sql(contract: TableContract) -> str:
+    """Relation `records` (DuckDB's read_json of a whole file, one JSON column per field,
+    in line order, every line an object) in the shape `_extracted_from_lines_sql` gives."""
+    values = ", ".join(f"{f.name} AS v_{f.name}" for f in contract.fields)
+    return f"SELECT rowid + 1 AS line_no, NULL::VARCHAR AS pre_reason, true AS is_json, 'OBJECT' AS json_kind, {values} FROM records"
+
+
+def validation_sql(contract: TableContract, partition_day: date | None, extracted_sql: str | None = None) -> str:
+    """SQL giving `line_no`, one typed column per field and `row_reason` (in no guaranteed
+    order: a domain rule may be planned as a join), over relation `lines` or, when given,
+    over `extracted_sql` (see `_extracted_from_lines_sql` for its shape).
 
     Each rule becomes a boolean flag column; the reason text is only assembled for rows
     with a raised flag, so valid rows cost a handful of boolean operations.
     """
-    typed_cols, type_rules, domain_rules = [], [], []  # rules: (condition that flags the row, reason)
+    kinds, texts, once_cols, typed_cols, type_rules, domain_rules = [], [], [], [], [], []  # rules: (flag condition, reason)
     for f in contract.fields:
-        # One parse per line: the field's JSON type, its text, and (lists, objects) its JSON.
-        v, jt, raw = f"v_{f.name}", f"jt_{f.name}", f"s_{f.name}"
-        ok = _JSON_TYPE_OK[f.type].format(jt=jt, raw=raw, v=v)
-        value = _VALUE[f.type].format(raw=raw, v=v)
-        present = f"coalesce({jt}, 'NULL') <> 'NULL'"
+        spec = _TYPES[f.type]
+        names = {"v": f"v_{f.name}", "k": f"k_{f.name}", "s": f"s_{f.name}", "c": f"c_{f.name}"}
+        kinds.append(f"{spec['kind'].format(**names)} AS {names['k']}")
+        if "text" in spec:
+            texts.append(f"{spec['text'].format(**names)} AS {names['s']}")
+        if "once" in spec:
+            once_cols.append(f"{spec['once'].format(**names)} AS {names['c']}")
+        ok, value = spec["ok"].format(**names), spec["value"].format(**names)
+        present = f"{names['v']} IS NOT NULL"
         if f.type == "timestamp":
-            ok_ts = f"regexp_matches({raw}, '{_OFFSET_RE}') AND {value} IS NOT NULL"
+            ok_ts = f"{names['c']} IS NOT NULL"
             typed_cols.append(f"CASE WHEN {present} AND {ok} AND {ok_ts} THEN {value} END AS {f.name}")
             type_rules.append((f"{present} AND {ok} AND NOT ({ok_ts})", f"bad_timestamp:{f.name}"))
         else:
@@ -284,54 +332,23 @@ def validation_sql(contract: TableContract, partition_day: date | None) -> str:
     domain_flags = ",\n        ".join(f"coalesce({cond}, false) AS flag_{i}"
                                      for i, (cond, _) in enumerate(domain_rules, start=len(type_rules))) or "true AS no_domain_rules"
     reasons = ", ".join(f"CASE WHEN {flag} THEN '{reason}' END" for flag, (_, reason) in zip(flags, rules))
-    # One more parse per line after the validity check: json_transform picks every field's
-    # JSON text out of the object at once (NULL when absent or JSON null, as $.path does;
-    # the first of duplicate keys, as $.path does). That text is minified JSON, so its
-    # JSON type shows in its first character (numbers: DOUBLE when written with . or e,
-    # which also covers the out-of-range integers json_type calls DOUBLE: BIGINT here, but
-    # they fail the int check's TRY_CAST all the same), and a string without a backslash
-    # is the text between its quotes.
-    structure = "json_object(" + ", ".join(f"'{f.name}', 'JSON'" for f in contract.fields) + ")"  # contract names
-    values = ",\n        ".join(f"r.{f.name} AS v_{f.name}" for f in contract.fields)
-    json_types = ",\n        ".join(
-        f"CASE WHEN v_{f.name} IS NULL THEN NULL "
-        f"ELSE CASE left(v_{f.name}, 1) WHEN '\"' THEN 'VARCHAR' WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' "
-        f"WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' "
-        f"ELSE CASE WHEN contains(v_{f.name}, '.') OR contains(v_{f.name}, 'e') OR contains(v_{f.name}, 'E') "
-        f"THEN 'DOUBLE' ELSE 'BIGINT' END END END AS jt_{f.name}"
-        for f in contract.fields)
-    strs = ",\n        ".join(
-        f"CASE WHEN jt_{f.name} <> 'VARCHAR' THEN CAST(v_{f.name} AS VARCHAR) "
-        f"WHEN contains(v_{f.name}, '\\') THEN v_{f.name} ->> '$' "
-        f"ELSE CAST(v_{f.name} AS VARCHAR)[2:-2] END AS s_{f.name}"
-        for f in contract.fields)
-    # Any field present proves an object; only lines without any (e.g. `{}`, `[1]`, `3`)
-    # need the line's own JSON type.
-    any_field = " OR ".join(f"r.{f.name} IS NOT NULL" for f in contract.fields)
     field_names = ", ".join(f.name for f in contract.fields)
     return f"""
-WITH parsed AS (
-    SELECT line_no, pre_reason, j, json_transform(j, {structure}) AS r
-    FROM (SELECT line_no, pre_reason, CASE WHEN pre_reason IS NULL THEN TRY_CAST(raw_line AS JSON) END AS j
-          FROM lines)
-), extracted AS (
-    SELECT line_no, pre_reason, j IS NOT NULL AS is_json,
-           CASE WHEN j IS NULL THEN NULL WHEN {any_field} THEN 'OBJECT' ELSE json_type(j) END AS json_kind,
-        {values}
-    FROM parsed
+WITH extracted AS ({extracted_sql or _extracted_from_lines_sql(contract)}
 ), kinds AS (
-    SELECT *,
-        {json_types}
+    SELECT *, {", ".join(kinds)}
     FROM extracted
-), typed AS (
-    SELECT *,
-        {strs}
+), texts AS (
+    SELECT *{"".join(", " + col for col in texts)}
     FROM kinds
+), once AS (
+    SELECT *{"".join(", " + col for col in once_cols)}
+    FROM texts
 ), valued AS (
     SELECT line_no, pre_reason, is_json, json_kind,
         {", ".join(typed_cols)},
         {type_flags}
-    FROM typed
+    FROM once
 ), flagged AS (
     SELECT *,
         {domain_flags}
