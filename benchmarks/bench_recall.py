@@ -1,7 +1,7 @@
 """Recall quality and speed on the default synthetic data: every model of the last day,
 trained on the days before it, evaluated on that day (full catalog, seen items removed),
-NDCG@10 / Recall@10 with bootstrap 95% CIs beside popularity; and the ALS asset's fit time
-against calling `implicit` directly on the same matrix in the same run.
+NDCG@10 / Recall@10 with bootstrap 95% CIs beside popularity; and the ALS and BPR assets'
+fit times against calling `implicit` directly on the same matrix in the same run.
 
     .venv/bin/python benchmarks/bench_recall.py [--days 14] [--no-record] [--tune]
 
@@ -35,13 +35,21 @@ from recsys_assets.quickstart import materialize_all  # noqa: E402
 from recording import append_result, git_commit, machine  # noqa: E402
 
 
-def als_speed(resources, day: str, repeats: int = 5, users: int = 20_000, items: int = 5_000,
+# Entries of the random matrix each speed comparison fits (BPR's 100 single-threaded
+# iterations take ~47 s on 1M entries: a quarter of that keeps ten fits near two minutes).
+SPEED_NNZ = {"als": 1_000_000, "bpr": 250_000}
+
+
+def fit_speed(resources, name: str, repeats: int = 5, users: int = 20_000, items: int = 5_000,
               nnz: int = 1_000_000) -> tuple[float, float]:
-    """Median fit seconds: ALSModel.fit vs implicit's AlternatingLeastSquares.fit on the same
-    matrix. The day's real matrix fits in ~0.1 s (too short to time), so a random
-    users × items matrix with `nnz` entries is used; alternating runs, one BLAS thread."""
+    """Median fit seconds of the `name` asset's model ("als" or "bpr") vs calling implicit
+    directly on the matrix that model hands it (ALS: confidence 1 + alpha * signal; BPR: the
+    binary positives), same params, seed and threads. The day's real matrix fits in ~0.1 s
+    (too short to time), so a random users × items matrix with `nnz` entries is used;
+    alternating runs, one BLAS thread."""
     import scipy.sparse as sp
     from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
     from threadpoolctl import threadpool_limits
 
     from recsys_assets.core.recall.base import TrainingData
@@ -55,19 +63,31 @@ def als_speed(resources, day: str, repeats: int = 5, users: int = 20_000, items:
     data = TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
                         item_genres=sp.csr_matrix((items, 0), dtype=np.float32),
                         item_tags=sp.csr_matrix((items, 0), dtype=np.float32))
-    params = model_params("als", settings)
-    confidence = data.positives.copy().tocsr()  # what ALSModel hands implicit: 1 + alpha * signal
-    confidence.data = (1.0 + params["alpha"] * confidence.data).astype(np.float32)
+    params = model_params(name, settings)
+    matrix = data.positives.copy().tocsr()
+    if name == "als":
+        matrix.data = (1.0 + params["alpha"] * matrix.data).astype(np.float32)
+
+        def direct_fit():
+            AlternatingLeastSquares(factors=params["factors"], regularization=params["regularization"],
+                                    iterations=params["iterations"], random_state=settings.seed
+                                    ).fit(matrix, show_progress=False)
+    else:
+        matrix.data[:] = 1.0
+
+        def direct_fit():
+            BayesianPersonalizedRanking(factors=params["factors"], learning_rate=params["learning_rate"],
+                                        regularization=params["regularization"], iterations=params["iterations"],
+                                        num_threads=params["num_threads"], random_state=settings.seed,
+                                        dtype=np.float32).fit(matrix, show_progress=False)
     ours, direct = [], []
     with threadpool_limits(1, "blas"):  # implicit's advice: one BLAS thread, its own threads do the work
         for _ in range(repeats):
             t = time.perf_counter()
-            M.ALSModel(**params).fit(data, seed=settings.seed)
+            M.MODELS[name](**params).fit(data, seed=settings.seed)
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
-            AlternatingLeastSquares(factors=params["factors"], regularization=params["regularization"],
-                                    iterations=params["iterations"], random_state=settings.seed
-                                    ).fit(confidence, show_progress=False)
+            direct_fit()
             direct.append(time.perf_counter() - t)
     return float(np.median(ours)), float(np.median(direct))
 
@@ -126,7 +146,7 @@ def main():
     (winner,) = con.execute("SELECT champion FROM recall_champion WHERE day = ?", [days[-1]]).fetchone()
     if args.tune:
         tune(resources, days[TUNE_DAY_INDEX])
-    ours, direct = als_speed(resources, days[-1])
+    speed = {name: fit_speed(resources, name, nnz=nnz) for name, nnz in SPEED_NNZ.items()}
     print(f"{args.days} days of default synthetic data, test day {days[-1]}, {rows[0][7]} test users "
           f"(whole pipeline {total:.0f}s)")
     print("model              NDCG@10  95% CI              lift vs pop  diff CI low  Recall@10")
@@ -134,13 +154,15 @@ def main():
         print(f"{m:18s} {v:.4f}   [{lo:.4f}, {hi:.4f}]   {'' if lift is None else f'{lift:+.1%}':>10s}  "
               f"{'' if dlo is None else f'{dlo:+.4f}':>10s}  {rec:.4f}")
     print(f"champion: {winner}")
-    print(f"ALS fit (20k users x 5k items, 1M nnz, median of 5): ALSModel {ours:.3f}s vs implicit direct "
-          f"{direct:.3f}s = {ours / direct:.2f}x (target <= 1.10)")
+    for name, (ours, direct) in speed.items():
+        print(f"{name.upper()} fit (20k users x 5k items, {SPEED_NNZ[name]:,} nnz, median of 5): asset's model {ours:.3f}s vs implicit "
+              f"direct {direct:.3f}s = {ours / direct:.2f}x (target <= 1.10)")
     if not args.no_record:
         table = " <br> ".join(f"{m} {v:.4f} [{lo:.4f}, {hi:.4f}]" for m, v, lo, hi, *_ in rows)
         append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_recall.py --days "
                       f"{args.days}` | {machine()} | {rows[0][7]} | {table} | {winner} | "
-                      f"{ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x) |", section="Recall quality")
+                      + " <br> ".join(f"{name.upper()} ({SPEED_NNZ[name] // 1000}k nnz) {ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x)"
+                                      for name, (ours, direct) in speed.items()) + " |", section="Recall quality")
 
 
 if __name__ == "__main__":
