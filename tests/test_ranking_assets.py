@@ -333,6 +333,12 @@ def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_us
     read = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked)
     assert len(users) > 50 and computed.height > 1000
     assert computed.sort("user_id", "recall_rank").equals(read.sort("user_id", "recall_rank"))
+    # the caller's own load_day result (funnel_truth passes it) gives the same rows
+    from recsys_assets.assets.recall import load_day
+    data, _, info, _, _ = load_day(storage, D, recall)
+    given = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, from_partition=False,
+                           day_data=(data, info))
+    assert given.equals(computed)
     path = storage.partition_path("recall_candidates", D)
     hidden = path.with_suffix(".hidden")
     with_partition, _ = build_samples(storage, store, ranking, recall, D)

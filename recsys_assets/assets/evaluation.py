@@ -467,15 +467,19 @@ def candidate_tables(day: str, batch: np.ndarray, data, loaded: dict, seen: sp.c
 
 
 def candidates_for_users(storage: StorageResource, model_store: ModelStoreResource, day: str,
-                         recall: RecallSettings, user_ids: np.ndarray) -> pa.Table | None:
+                         recall: RecallSettings, user_ids: np.ndarray, day_data: tuple | None = None) -> pa.Table | None:
     """The rows recall_candidates of `day` holds (or would hold) for `user_ids`, computed now:
     for a day whose partition was never materialized, when only a few users' lists are needed
     (the ranker's sampled users, the funnel's test users) and a whole day's candidates would
-    cost ~1 ms per active user. None when no recall model is published for `day`."""
+    cost ~1 ms per active user. None when no recall model is published for `day`. `day_data`:
+    (data, info) of load_day(storage, day, recall) when the caller holds them already."""
     loaded = load_channels(model_store, day, recall.channels)
     if not loaded:
         return None
-    data, _, info, _, _ = load_day(storage, day, recall)
+    if day_data is None:
+        data, _, info, _, _ = load_day(storage, day, recall)
+    else:
+        data, info = day_data
     user_of, item_of = _id_arrays(storage, data)
     wanted = np.isin(user_of, np.asarray(user_ids, np.int64))
     users = candidate_users(data, recall.candidates_recent_days)

@@ -39,15 +39,17 @@ def _day_interactions(storage: StorageResource, day: str) -> pl.DataFrame:
 
 
 def day_candidates(storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings, day: str,
-                   limit: int, users: np.ndarray, log=None, from_partition: bool = True) -> pl.DataFrame:
+                   limit: int, users: np.ndarray, log=None, from_partition: bool = True,
+                   day_data: tuple | None = None) -> pl.DataFrame:
     """The recall candidates of `users` on `day` as the ranking stage reads them: from the
     recall_candidates partition when it is materialized, else computed for these users alone
     by the same code (a ranker's training days need the lists of their sampled users only,
-    not a whole day's candidates). Raises serving.MissingInput when neither is possible."""
+    not a whole day's candidates). `day_data`: (data, info) of load_day when the caller holds
+    them already. Raises serving.MissingInput when neither is possible."""
     if from_partition and storage.partition_path("recall_candidates", day).exists():
         return serving.read_candidates(storage, day, limit, users)
     try:
-        table = candidates_for_users(storage, model_store, day, recall, users)
+        table = candidates_for_users(storage, model_store, day, recall, users, day_data)
     except NoTrainingData as nothing:
         raise serving.MissingInput(str(nothing)) from nothing
     if table is None:
@@ -281,7 +283,8 @@ def funnel_truth(day: str, storage: StorageResource, model_store: ModelStoreReso
     user_of = _id_lookup(ctx.user_index, "user_id", "user_idx")
     item_of = _id_lookup(ctx.item_index, "item_id", "item_idx")
     evaluated = samples.sample_users(user_of[test.users], ranking.max_users_per_day, ranking.seed)
-    candidates = day_candidates(storage, model_store, recall, day, ranking.rank_candidates, evaluated)
+    candidates = day_candidates(storage, model_store, recall, day, ranking.rank_candidates, evaluated,
+                                day_data=(data, info))
     users = np.unique(candidates["user_id"].to_numpy())
     relevant_by_id = {int(user_of[u]): item_of[test.relevant[u].indices] for u in test.users}
     return candidates, users, [relevant_by_id[int(u)] for u in users], (data, test, info)
