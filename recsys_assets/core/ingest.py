@@ -237,15 +237,18 @@ _OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|
 #   int: no '.', 'e' or 'E' (those are floats; out-of-range integers fail the cast all the
 #        same) and the text casts to BIGINT. A string, object, array or boolean never
 #        casts ('"5"' does not), and true/false hold an 'e'.
+# A JSON string's text (->> '$' on its JSON text; measured cheaper than slicing between
+# the quotes). Computed for every value and read only where the kind is a string.
+_UNQUOTED = "{v} ->> '$'"
 _TYPES = {
     "int": {"kind": "NOT (contains({v}, '.') OR contains({v}, 'e') OR contains({v}, 'E'))",
             "once": "CASE WHEN {k} THEN TRY_CAST(CAST({v} AS VARCHAR) AS BIGINT) END",
             "ok": "{c} IS NOT NULL", "value": "{c}"},
     "float": {"kind": "NOT contains('\"{{[tf', left({v}, 1))", "text": "CAST({v} AS VARCHAR)",
               "ok": "{k}", "value": "CAST({s} AS DOUBLE)"},
-    "string": {"kind": "starts_with({v}, '\"')", "text": "_UNQUOTED", "ok": "{k}", "value": "{s}"},
+    "string": {"kind": "starts_with({v}, '\"')", "text": _UNQUOTED, "ok": "{k}", "value": "{s}"},
     # NULL when the text is not ISO-8601 with an offset (bad_timestamp)
-    "timestamp": {"kind": "starts_with({v}, '\"')", "text": "_UNQUOTED",
+    "timestamp": {"kind": "starts_with({v}, '\"')", "text": _UNQUOTED,
                   "once": "CASE WHEN {k} AND regexp_matches({s}, '" + _OFFSET_RE.replace("{", "{{").replace("}", "}}")
                           + "') THEN TRY_CAST({s} AS TIMESTAMPTZ) END",
                   "ok": "{k}", "value": "{c}"},
@@ -255,12 +258,6 @@ _TYPES = {
                     "ok": "{c}", "value": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')"},
     "json": {"kind": "starts_with({v}, '{{')", "ok": "{k}", "value": "{v}"},
 }
-# A JSON string's text (->> '$' on its JSON text; measured cheaper than slicing between
-# the quotes). Computed for every value and read only where the kind is a string.
-_UNQUOTED = "{v} ->> '$'"
-for _spec in _TYPES.values():
-    if _spec.get("text") == "_UNQUOTED":
-        _spec["text"] = _UNQUOTED
 
 
 def _extracted_from_lines_sql(contract: TableContract) -> str:
@@ -283,17 +280,9 @@ def _extracted_from_lines_sql(contract: TableContract) -> str:
                 FROM lines))"""
 
 
-def _extracted_from_records_sql(contract: TableContract) -> str:
-    """Relation `records` (DuckDB's read_json of a whole file, one JSON column per field,
-    in line order, every line an object) in the shape `_extracted_from_lines_sql` gives."""
-    values = ", ".join(f"{f.name} AS v_{f.name}" for f in contract.fields)
-    return f"SELECT rowid + 1 AS line_no, NULL::VARCHAR AS pre_reason, true AS is_json, 'OBJECT' AS json_kind, {values} FROM records"
-
-
-def validation_sql(contract: TableContract, partition_day: date | None, extracted_sql: str | None = None) -> str:
-    """SQL giving `line_no`, one typed column per field and `row_reason` (in no guaranteed
-    order: a domain rule may be planned as a join), over relation `lines` or, when given,
-    over `extracted_sql` (see `_extracted_from_lines_sql` for its shape).
+def validation_sql(contract: TableContract, partition_day: date | None) -> str:
+    """SQL over relation `lines` giving `line_no`, one typed column per field and
+    `row_reason` (in no guaranteed order: a domain rule may be planned as a join).
 
     Each rule becomes a boolean flag column; the reason text is only assembled for rows
     with a raised flag, so valid rows cost a handful of boolean operations.
@@ -334,7 +323,7 @@ def validation_sql(contract: TableContract, partition_day: date | None, extracte
     reasons = ", ".join(f"CASE WHEN {flag} THEN '{reason}' END" for flag, (_, reason) in zip(flags, rules))
     field_names = ", ".join(f.name for f in contract.fields)
     return f"""
-WITH extracted AS ({extracted_sql or _extracted_from_lines_sql(contract)}
+WITH extracted AS ({_extracted_from_lines_sql(contract)}
 ), kinds AS (
     SELECT *, {", ".join(kinds)}
     FROM extracted
