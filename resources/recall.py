@@ -46,6 +46,11 @@ class RecallSettings(dg.ConfigurableResource):
     impression_bpr_hard_ratio: float = 0.3  # share of negatives drawn from shown-but-not-chosen items
     ease_lambda: float = 500.0
     ease_max_items: int = Field(default=20000, ge=1)
+    # EASE's session kernel: items one user chose within ~tau seconds of each other count as more
+    # alike (0 = off, plain EASE). Tuned on MovieLens-100K (docs/evaluation.md); off by default
+    # because the synthetic generator's timestamps carry no session structure to learn from.
+    ease_session_weight: float = Field(default=0.0, ge=0.0)
+    ease_session_tau_seconds: float = Field(default=600.0, gt=0.0)
     content_tag_weight: float = 0.5
     candidates_k: int = Field(default=200, ge=1, le=100000)  # recall_candidates: fused top-K per user
     # Scale knobs. Recall channels trained, evaluated and fused (a channel left out is skipped

@@ -393,8 +393,13 @@ def test_training_data_without_shown_negatives_has_the_same_positives(root):
     lean, lean_test, lean_info, lean_version, _ = load_day(storage, DAYS[-1], RecallSettings())
     assert full.shown_negatives.nnz > full.positives.nnz > 0 and lean.shown_negatives.nnz == 0
     for a, b in ((full.positives, lean.positives), (full.days_ago, lean.days_ago),
-                 (full_test.relevant, lean_test.relevant)):
+                 (full.seconds_ago, lean.seconds_ago), (full_test.relevant, lean_test.relevant)):
         assert a.shape == b.shape and (a != b).nnz == 0
+    # seconds_ago dates the same latest positive as days_ago, to the second, on every positive
+    assert (lean.seconds_ago != 0).nnz == lean.positives.nnz == ((lean.seconds_ago != 0).multiply(lean.positives)).nnz
+    days, seconds = lean.days_ago.tocoo(), lean.seconds_ago.tocsr()
+    whole_days = np.floor(np.asarray(seconds[days.row, days.col]).ravel() / 86400)
+    assert np.array_equal(whole_days, np.round(days.data))
     assert version == lean_version and full_info["train_pairs"] == lean_info["train_pairs"]
 
 

@@ -35,7 +35,8 @@ def model_params(name: str, s: RecallSettings) -> dict:
         "bpr_impressions": dict(factors=s.impression_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
                                 regularization=s.numpy_bpr_regularization, epochs=s.impression_bpr_epochs,
                                 hard_ratio=s.impression_bpr_hard_ratio),
-        "ease": dict(lambda_=s.ease_lambda, max_items=s.ease_max_items),
+        "ease": dict(lambda_=s.ease_lambda, max_items=s.ease_max_items, session_weight=s.ease_session_weight,
+                     session_tau_seconds=s.ease_session_tau_seconds),
         "content": dict(tag_weight=s.content_tag_weight),
     }[name]
 

@@ -29,6 +29,9 @@ class TrainingData:
                  latest positive at the end of the window (0 = the last training day).
     item_genres: items × genres, float32 binary (content features; may have 0 columns).
     item_tags:   items × tags, float32 binary.
+    seconds_ago: users × items, float32, same sparsity as positives (optional): age in seconds
+                 of the latest positive at the end of the window; only models that look at
+                 how close in time two choices were (EASE's session kernel) need it.
     """
     positives: sp.csr_matrix
     shown_negatives: sp.csr_matrix
@@ -36,6 +39,7 @@ class TrainingData:
     item_genres: sp.csr_matrix
     item_tags: sp.csr_matrix
     genre_names: list[str] = field(default_factory=list)
+    seconds_ago: sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:
