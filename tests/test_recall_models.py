@@ -241,6 +241,9 @@ def test_session_gram_equals_the_pairwise_sum():
     for tau in (30.0, 600.0):
         np.testing.assert_allclose(session_gram(seconds, tau, n_items), _session_gram_by_hand(seconds, tau, n_items),
                                    rtol=1e-12, atol=1e-12)
+    base = np.arange(n_items * n_items, dtype=np.float64).reshape(n_items, n_items)
+    added = session_gram(seconds, 30.0, n_items, out=base.copy(), weight=2.5)
+    np.testing.assert_allclose(added, base + 2.5 * _session_gram_by_hand(seconds, 30.0, n_items), rtol=1e-12)
     with pytest.raises(ValueError, match="tau"):
         session_gram(seconds, 0.0, n_items)
 

@@ -699,11 +699,13 @@ class ImpressionBPRModel(RecallModel):
 SESSION_CUTOFF_TAUS = 10.0  # pairs further apart than this many tau weigh < exp(-10) and are skipped
 
 
-def session_gram(seconds_ago: sp.csr_matrix, tau_seconds: float, n_items: int) -> np.ndarray:
+def session_gram(seconds_ago: sp.csr_matrix, tau_seconds: float, n_items: int, out: np.ndarray | None = None,
+                 weight: float = 1.0) -> np.ndarray:
     """Σ_u K_u with K_u[i, j] = exp(-|t_ui - t_uj| / tau) over each user's positives: a
     co-occurrence count in which two items of one user weigh more the closer in time they were
     chosen (1 on the diagonal, so the diagonal counts each item's users). Dense items × items,
-    float64. Pairs more than SESSION_CUTOFF_TAUS × tau apart are left out.
+    float64. Pairs more than SESSION_CUTOFF_TAUS × tau apart are left out. With `out`,
+    weight × the kernel is added into it in place (no second items² matrix) and it is returned.
 
     Vectorised over lags: with each user's positives sorted by time, lag k pairs every positive
     with its k-th successor; a positive whose k-th successor is another user's or too far away
@@ -714,8 +716,9 @@ def session_gram(seconds_ago: sp.csr_matrix, tau_seconds: float, n_items: int) -
     coo = sp.coo_matrix(seconds_ago)
     order = np.lexsort((-coo.data, coo.row))  # per user, oldest (most seconds ago) first
     users, items, times = coo.row[order], coo.col[order].astype(np.int64), -coo.data[order].astype(np.float64)
-    gram = np.zeros((n_items, n_items), dtype=np.float64)
-    np.add.at(gram, (items, items), 1.0)
+    gram = np.zeros((n_items, n_items), dtype=np.float64) if out is None else out
+    weight = float(weight)
+    np.add.at(gram, (items, items), weight)
     cutoff = SESSION_CUTOFF_TAUS * float(tau_seconds)
     alive = np.arange(len(items))
     lag = 1
@@ -725,9 +728,9 @@ def session_gram(seconds_ago: sp.csr_matrix, tau_seconds: float, n_items: int) -
         gap = times[later] - times[alive]
         alive = alive[(users[later] == users[alive]) & (gap <= cutoff)]
         later = alive + lag
-        weight = np.exp(-(times[later] - times[alive]) / float(tau_seconds))
-        np.add.at(gram, (items[alive], items[later]), weight)
-        np.add.at(gram, (items[later], items[alive]), weight)
+        pair = weight * np.exp(-(times[later] - times[alive]) / float(tau_seconds))
+        np.add.at(gram, (items[alive], items[later]), pair)
+        np.add.at(gram, (items[later], items[alive]), pair)
         lag += 1
     return gram
 
@@ -777,7 +780,7 @@ class EASEModel(RecallModel):
             # seconds_ago on the positives' pattern (pattern + pattern∘t keeps 0-second ages stored)
             aligned = _canonical_csr(x.astype(np.float64) + x.multiply(times), np.float64)
             aligned.data -= 1.0
-            gram += session_weight * session_gram(aligned, float(self.params["session_tau_seconds"]), n_items)
+            session_gram(aligned, float(self.params["session_tau_seconds"]), n_items, out=gram, weight=session_weight)
         gram[np.diag_indices(n_items)] += float(self.params["lambda_"])
         p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
         del gram
