@@ -421,3 +421,22 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
     assert scored["candidate"] == row["value"] and reused == scored and scored["incumbent"] > 0
     alone = {"candidate": contenders["candidate"]}
     assert compare_on_day(storage, store, recall, day, alone, known={"candidate": -1.0}) == {"candidate": -1.0}
+
+
+def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
+    """RecallSettings.ease_session_* reach the recall_ease asset: the published model records
+    them and holds other weights than plain EASE's (the window's times come from interactions)."""
+    from recsys_assets.core.recall.models import load_model
+    from resources import RecallSettings
+
+    copy = _copy_root(root, tmp_path)
+    plain = load_model(copy / "models/recall_ease" / DAYS[-1])
+    assert plain.params["session_weight"] == 0.0
+    settings = RecallSettings(ease_session_weight=2.0, ease_session_tau_seconds=300.0)
+    defs = build_defs(build_resources(str(copy), recall=settings))
+    result = dg.materialize([defs.get_assets_def("recall_ease")], partition_key=DAYS[-1],
+                            resources=build_resources(str(copy), recall=settings), selection=["recall_ease"])
+    assert result.success
+    session = load_model(copy / "models/recall_ease" / DAYS[-1])
+    assert session.params["session_weight"] == 2.0 and session.params["session_tau_seconds"] == 300.0
+    assert np.isfinite(session.weights).all() and np.abs(session.weights - plain.weights).max() > 1e-4
