@@ -242,11 +242,13 @@ def two_stage(data: TrainingData, configs: dict, weights: dict, seed: int = 42) 
         "best_iteration": booster.best_iteration, "stop_ndcg@10": round(booster.best_score["valid_0"]["ndcg@10"], 4)}
 
 
-def fusion_zscore_top10(data: TrainingData, fusion_configs: dict, weights: dict, fitted: dict | None = None
-                        ) -> np.ndarray:
-    """Top-10 per user of the z-score fusion of FUSION_CHANNELS (each channel's top-LIST_LENGTH
-    with seen items removed), fitting the channels `fitted` does not already hold."""
-    users, seen = np.arange(data.n_users), (data.positives > 0).astype(np.float32).tocsr()
+def fusion_zscore_top10(data: TrainingData, fusion_configs: dict, weights: dict, fitted: dict | None = None,
+                        users: np.ndarray | None = None) -> np.ndarray:
+    """Top-10 per user (default: every user) of the z-score fusion of FUSION_CHANNELS (each
+    channel's top-LIST_LENGTH with seen items removed), fitting the channels `fitted` (lists for
+    the same users) does not already hold."""
+    users = np.arange(data.n_users) if users is None else users
+    seen = (data.positives > 0).astype(np.float32).tocsr()
     lists = {c: (fitted or {}).get(c) or M.MODELS[c](**fusion_configs[c]).fit(data, seed=42)
              .recommend(users, LIST_LENGTH, exclude=seen) for c in FUSION_CHANNELS}
     return fusion.fuse_zscore(lists, data.n_items, 10, weights=weights)[0]

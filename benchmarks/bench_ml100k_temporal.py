@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from bench_ml100k import CONFIGS, FUSION_CHANNELS, SHARED, training_data, tune  # noqa: E402
+from bench_ml100k import CONFIGS, FUSION_CHANNELS, SHARED, fusion_zscore_top10, training_data, tune  # noqa: E402
 from recording import append_result, git_commit  # noqa: E402
 from recsys_assets.core import fusion, metrics  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
@@ -97,10 +97,8 @@ def main():
         channels[name] = (recs, scores)
         results[name] = (recs[:, :10], round(fit_s, 2))
     results["fusion_rrf"] = (fusion.fuse({k: channels[k] for k in ("als", "ease")}, data.n_items, 10)["rrf"][0], "")
-    fusion_lists = {c: channels[c] if fusion_configs[c] == configs[c] else
-                    M.MODELS[c](**fusion_configs[c]).fit(data, seed=42).recommend(eval_users, 100, exclude=seen)
-                    for c in FUSION_CHANNELS}
-    results["fusion_zscore"] = (fusion.fuse_zscore(fusion_lists, data.n_items, 10, weights=weights)[0], "")
+    fitted = {c: channels[c] for c in FUSION_CHANNELS if fusion_configs[c] == configs[c]}
+    results["fusion_zscore"] = (fusion_zscore_top10(data, fusion_configs, weights, fitted, users=eval_users), "")
     print("model          NDCG@10  P@10    R@10    fit")
     rows = {}
     for name, (recs, fit_s) in results.items():

@@ -37,6 +37,21 @@ def _canonical_csr(matrix: sp.spmatrix, dtype=np.float32) -> sp.csr_matrix:
     return out
 
 
+def _ages_on_pattern(pattern: sp.csr_matrix, ages, name: str) -> sp.csr_matrix:
+    """`ages` (days_ago / seconds_ago) on exactly the sparsity of the binary `pattern`, float64,
+    every entry stored; a positive whose age is not stored counts as 0 (a sparse matrix may drop
+    the value 0)."""
+    ages = sp.csr_matrix(ages, dtype=np.float64)
+    if ages.shape != pattern.shape:
+        raise ValueError(f"{name} has shape {ages.shape}, positives {pattern.shape}")
+    # pattern + pattern∘ages has exactly the pattern's sparsity (ages >= 0), values 1 + age.
+    aligned = _canonical_csr(pattern + pattern.multiply(ages), np.float64)
+    if aligned.nnz != pattern.nnz:  # only possible with negative ages
+        raise ValueError(f"{name} must be >= 0 on every positive")
+    aligned.data = np.maximum(aligned.data - 1.0, 0.0)
+    return aligned
+
+
 def _positive_weights(data: TrainingData, half_life_days: float | None) -> sp.csr_matrix:
     """Positives' sparsity pattern with value = time-decay weight 0.5 ** (days_ago / half_life).
 
@@ -50,14 +65,7 @@ def _positive_weights(data: TrainingData, half_life_days: float | None) -> sp.cs
         return pattern.astype(np.float32)
     if half_life_days <= 0:
         raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
-    days = sp.csr_matrix(data.days_ago, dtype=np.float64)
-    if days.shape != pattern.shape:
-        raise ValueError(f"days_ago has shape {days.shape}, positives {pattern.shape}")
-    # pattern + pattern∘days has exactly the pattern's sparsity (days >= 0), values 1 + days.
-    aligned = _canonical_csr(pattern + pattern.multiply(days), np.float64)
-    if aligned.nnz != pattern.nnz:  # only possible with negative days_ago
-        raise ValueError("days_ago must be >= 0 on every positive")
-    ages = np.maximum(aligned.data - 1.0, 0.0)
+    ages = _ages_on_pattern(pattern, data.days_ago, "days_ago").data
     weights = pattern.copy()
     weights.data = np.power(0.5, ages / float(half_life_days))
     return weights.astype(np.float32)
@@ -774,13 +782,8 @@ class EASEModel(RecallModel):
         if session_weight > 0:
             if data.seconds_ago is None:
                 raise ValueError("EASE with session_weight > 0 needs the positives' times (TrainingData.seconds_ago)")
-            times = sp.csr_matrix(data.seconds_ago, dtype=np.float64)
-            if times.shape != x.shape:
-                raise ValueError(f"seconds_ago has shape {times.shape}, positives {x.shape}")
-            # seconds_ago on the positives' pattern (pattern + pattern∘t keeps 0-second ages stored)
-            aligned = _canonical_csr(x.astype(np.float64) + x.multiply(times), np.float64)
-            aligned.data -= 1.0
-            session_gram(aligned, float(self.params["session_tau_seconds"]), n_items, out=gram, weight=session_weight)
+            ages = _ages_on_pattern(x, data.seconds_ago, "seconds_ago")
+            session_gram(ages, float(self.params["session_tau_seconds"]), n_items, out=gram, weight=session_weight)
         gram[np.diag_indices(n_items)] += float(self.params["lambda_"])
         p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
         del gram
