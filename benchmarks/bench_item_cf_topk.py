@@ -24,17 +24,17 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.core.recall.base import TrainingData  # noqa: E402
 from recsys_assets.core.recall.models import ItemCFModel  # noqa: E402
-from recording import append_result, git_commit, machine  # noqa: E402
 
 
 def synthetic_positives(n_users: int, n_items: int, per_user: int, seed: int = 0) -> sp.csr_matrix:
     rng = np.random.default_rng(seed)
     clusters = 8
     rank = np.arange(1, n_items // clusters + 1)
-    p = rank ** -1.1
+    p = rank**-1.1
     p /= p.sum()
     user_cluster = rng.integers(0, clusters, n_users)
     own = rng.choice(len(rank), size=(n_users, per_user), p=p) * clusters + user_cluster[:, None]
@@ -59,9 +59,13 @@ def main():
 
     positives = synthetic_positives(args.users, args.items, args.per_user)
     empty = sp.csr_matrix(positives.shape, dtype=np.float32)
-    data = TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
-                        item_genres=sp.csr_matrix((args.items, 0), dtype=np.float32),
-                        item_tags=sp.csr_matrix((args.items, 0), dtype=np.float32))
+    data = TrainingData(
+        positives=positives,
+        shown_negatives=empty,
+        days_ago=empty,
+        item_genres=sp.csr_matrix((args.items, 0), dtype=np.float32),
+        item_tags=sp.csr_matrix((args.items, 0), dtype=np.float32),
+    )
     started = time.perf_counter()
     model = ItemCFModel(neighbours=args.neighbours, shrinkage=10.0).fit(data)
     fit_s = time.perf_counter() - started
@@ -75,12 +79,14 @@ def main():
     dense_items, dense_scores = results["dense"]
     sparse_items, _ = results["sparse"]
     full = (sparse_items >= 0).all(axis=1)
-    same = np.array([np.array_equal(a, b) for a, b in zip(sparse_items[full], dense_items[full])])
+    same = np.array([np.array_equal(a, b) for a, b in zip(sparse_items[full], dense_items[full], strict=False)])
     rate = {n: args.sample / t for n, t in timings.items()}
     ratio = timings["dense"] / timings["sparse"]
     stored = model.user_items[users] @ model.sim
-    print(f"item_cf fit on {args.users:,} users x {args.items:,} items ({positives.nnz:,} positives, "
-          f"{args.neighbours} neighbours) in {fit_s:.1f}s; {stored.nnz / args.sample:,.0f} scored items per user")
+    print(
+        f"item_cf fit on {args.users:,} users x {args.items:,} items ({positives.nnz:,} positives, "
+        f"{args.neighbours} neighbours) in {fit_s:.1f}s; {stored.nnz / args.sample:,.0f} scored items per user"
+    )
     print(f"dense  top-{args.k}: {rate['dense']:8,.0f} users/s")
     print(f"sparse top-{args.k}: {rate['sparse']:8,.0f} users/s  ({ratio:.1f}x dense)")
     print(f"users with >= k scored items: {full.mean():.1%}; identical top-{args.k} among them: {same.mean():.1%}")
@@ -90,7 +96,9 @@ def main():
             f"--items {args.items} --users {args.users} --k {args.k}` | {machine()} | dense {rate['dense']:,.0f} "
             f"users/s, sparse {rate['sparse']:,.0f} users/s (**{ratio:.1f}x**); {stored.nnz / args.sample:,.0f} scored "
             f"items per user; identical top-{args.k} for {same.mean():.1%} of the {full.mean():.1%} users with >= k "
-            f"scored items |", section="Item-CF top-k")
+            f"scored items |",
+            section="Item-CF top-k",
+        )
 
 
 if __name__ == "__main__":

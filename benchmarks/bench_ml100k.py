@@ -39,11 +39,11 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
-
-from recsys_assets.core.recall.base import TrainingData  # noqa: E402
-from recsys_assets.core.recall import models as M  # noqa: E402
-from recsys_assets.core import fusion, metrics  # noqa: E402
 from recording import append_result, git_commit  # noqa: E402
+
+from recsys_assets.core import fusion, metrics  # noqa: E402
+from recsys_assets.core.recall import models as M  # noqa: E402
+from recsys_assets.core.recall.base import TrainingData  # noqa: E402
 
 # Signal = 1 per rating. Models in GRID get the configuration that wins on the validation
 # splits (their CONFIGS entry is only the fallback printed with --no-tune); the others are fixed.
@@ -59,12 +59,19 @@ CONFIGS = {
 # pick is noisy (row 547b119: the seed-7 ALS pick lost 1% on test to a config it beat there).
 VAL_SEEDS = (7, 1, 2, 3)
 GRID = {
-    "als": [dict(factors=f, regularization=r, iterations=15, alpha=a)
-            for f in (64, 128) for r, a in ((30.0, 2.0), (45.0, 5.0), (60.0, 8.0))],
+    "als": [
+        dict(factors=f, regularization=r, iterations=15, alpha=a)
+        for f in (64, 128)
+        for r, a in ((30.0, 2.0), (45.0, 5.0), (60.0, 8.0))
+    ],
     # plain EASE, and EASE with the session kernel over the ratings' timestamps
     "ease": [dict(lambda_=lam) for lam in (300.0, 500.0, 800.0)]
-            + [dict(lambda_=lam, session_weight=w, session_tau_seconds=tau)
-               for tau in (180.0, 600.0) for w in (2.0, 4.0) for lam in (300.0, 500.0)],
+    + [
+        dict(lambda_=lam, session_weight=w, session_tau_seconds=tau)
+        for tau in (180.0, 600.0)
+        for w in (2.0, 4.0)
+        for lam in (300.0, 500.0)
+    ],
     "item_cf": [dict(neighbours=n, shrinkage=10.0) for n in (200, 400)],
 }
 # fusion_zscore: ALS weight 1, the others from the grid. Its EASE configuration is picked together
@@ -93,13 +100,19 @@ def training_data(positives: sp.csr_matrix, seconds_ago: sp.csr_matrix | None = 
     read it on the positives' pattern only), so one matrix serves every validation split."""
     n_items = positives.shape[1]
     empty = sp.csr_matrix(positives.shape, dtype=np.float32)
-    return TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
-                        item_genres=sp.csr_matrix((n_items, 0), dtype=np.float32),
-                        item_tags=sp.csr_matrix((n_items, 0), dtype=np.float32), seconds_ago=seconds_ago)
+    return TrainingData(
+        positives=positives,
+        shown_negatives=empty,
+        days_ago=empty,
+        item_genres=sp.csr_matrix((n_items, 0), dtype=np.float32),
+        item_tags=sp.csr_matrix((n_items, 0), dtype=np.float32),
+        seconds_ago=seconds_ago,
+    )
 
 
-def validation_split(positives: sp.csr_matrix, seed: int = VAL_SEEDS[0], train_ratio: float = 0.75
-                     ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def validation_split(
+    positives: sp.csr_matrix, seed: int = VAL_SEEDS[0], train_ratio: float = 0.75
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Per user, a random round(train_ratio × n) of their positives stay for fitting, the rest
     are held out (the protocol's own per-user recipe, applied to the training data only).
     Returns (fit, held_out), both binary, disjoint, summing to the positives' pattern."""
@@ -112,6 +125,7 @@ def validation_split(positives: sp.csr_matrix, seed: int = VAL_SEEDS[0], train_r
 
     def binary(mask):
         return sp.csr_matrix((np.ones(mask.sum(), np.float32), (rows[mask], cols[mask])), shape=positives.shape)
+
     return binary(keep), binary(~keep)
 
 
@@ -131,19 +145,29 @@ def tune(data: TrainingData, log=print, splits: list | None = None) -> tuple[dic
     Returns (params per model, params per fusion channel, fusion weights, validation NDCG@10 of
     every choice)."""
     splits = splits if splits is not None else [validation_split(data.positives, seed=s) for s in VAL_SEEDS]
-    evals = [(training_data(fit, data.seconds_ago), fit, held, np.flatnonzero(np.diff(held.indptr) > 0))
-             for fit, held in splits]
+    evals = [
+        (training_data(fit, data.seconds_ago), fit, held, np.flatnonzero(np.diff(held.indptr) > 0))
+        for fit, held in splits
+    ]
     chosen, report, lists = {}, {}, {}
     for name, configs in GRID.items():
         best = None
         for k, params in enumerate(configs):
             if not _usable(params, data):
                 continue
-            runs = [M.MODELS[name](**params).fit(fit_data, seed=42).recommend(users, LIST_LENGTH, exclude=fit)
-                    for fit_data, fit, _, users in evals]
+            runs = [
+                M.MODELS[name](**params).fit(fit_data, seed=42).recommend(users, LIST_LENGTH, exclude=fit)
+                for fit_data, fit, _, users in evals
+            ]
             lists[name, k] = runs
-            value = float(np.mean([validation_ndcg(recs, held, users)
-                                   for (recs, _), (_, _, held, users) in zip(runs, evals)]))
+            value = float(
+                np.mean(
+                    [
+                        validation_ndcg(recs, held, users)
+                        for (recs, _), (_, _, held, users) in zip(runs, evals, strict=False)
+                    ]
+                )
+            )
             log(f"  validation {name} {json.dumps(params)}: NDCG@10 {value:.4f}")
             if best is None or value > best[0]:
                 best = (value, params, k)
@@ -162,8 +186,10 @@ def tune(data: TrainingData, log=print, splits: list | None = None) -> tuple[dic
             value = float(np.mean(values))
             if best is None or value > best[0]:
                 best = (value, ease_params, weights)
-                log(f"  validation fusion_zscore ease {json.dumps(ease_params)} {json.dumps(weights)}: "
-                    f"NDCG@10 {value:.4f} (best so far)")
+                log(
+                    f"  validation fusion_zscore ease {json.dumps(ease_params)} {json.dumps(weights)}: "
+                    f"NDCG@10 {value:.4f} (best so far)"
+                )
     report["fusion_zscore"], fusion_ease, weights = best
     fusion_configs = {c: chosen[c] for c in FUSION_CHANNELS} | {"ease": fusion_ease}
     return chosen, fusion_configs, weights, report
@@ -190,14 +216,18 @@ def _rerank_features(positives: sp.csr_matrix, lists: dict, fused: np.ndarray) -
         score_of = np.full(fused.shape, np.nan)
         rank_of = np.full(fused.shape, LIST_LENGTH + 1.0)
         for pos in range(items.shape[1]):
-            hit = fused == items[:, pos:pos + 1]
-            score_of[hit] = np.broadcast_to(z[:, pos:pos + 1], fused.shape)[hit]
+            hit = fused == items[:, pos : pos + 1]
+            score_of[hit] = np.broadcast_to(z[:, pos : pos + 1], fused.shape)[hit]
             rank_of[hit] = pos + 1
         cols += [score_of, rank_of]
     safe = np.maximum(fused, 0)
-    cols += [np.broadcast_to(np.arange(1, n_cand + 1, dtype=np.float64), fused.shape),
-             pop_share[safe], pop_pct[safe],
-             np.broadcast_to(np.log1p(act)[:, None], fused.shape), np.broadcast_to(act_pct[:, None], fused.shape)]
+    cols += [
+        np.broadcast_to(np.arange(1, n_cand + 1, dtype=np.float64), fused.shape),
+        pop_share[safe],
+        pop_pct[safe],
+        np.broadcast_to(np.log1p(act)[:, None], fused.shape),
+        np.broadcast_to(act_pct[:, None], fused.shape),
+    ]
     return np.stack([c.reshape(-1) for c in cols], axis=1)
 
 
@@ -210,9 +240,12 @@ def two_stage(data: TrainingData, configs: dict, weights: dict, seed: int = 42) 
 
     def candidates(positives: sp.csr_matrix):
         users = np.arange(positives.shape[0])
-        lists = {c: M.MODELS[c](**configs[c]).fit(training_data(positives, data.seconds_ago), seed=seed)
-                 .recommend(users, LIST_LENGTH, exclude=(positives > 0).astype(np.float32).tocsr())
-                 for c in FUSION_CHANNELS}
+        lists = {
+            c: M.MODELS[c](**configs[c])
+            .fit(training_data(positives, data.seconds_ago), seed=seed)
+            .recommend(users, LIST_LENGTH, exclude=(positives > 0).astype(np.float32).tocsr())
+            for c in FUSION_CHANNELS
+        }
         fused, _ = fusion.fuse_zscore(lists, positives.shape[1], RERANK_CANDIDATES, weights=weights)
         return fused, _rerank_features(positives, lists, fused)
 
@@ -224,46 +257,80 @@ def two_stage(data: TrainingData, configs: dict, weights: dict, seed: int = 42) 
     rng = np.random.default_rng(seed)
     stop_users = set(rng.choice(ok, size=len(ok) // 5, replace=False).tolist())
     train_users = [u for u in ok if u not in stop_users]
+
     def rows(us):
         return np.concatenate([np.arange(u * fused.shape[1], (u + 1) * fused.shape[1]) for u in us])
+
     tr, va = rows(train_users), rows(sorted(stop_users))
-    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": 0.05, "num_leaves": 15,
-              "min_data_in_leaf": 50, "feature_fraction": 0.9, "seed": seed, "deterministic": True, "num_threads": 1,
-              "verbosity": -1}
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": 50,
+        "feature_fraction": 0.9,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 1,
+        "verbosity": -1,
+    }
     group = [fused.shape[1]] * len(train_users), [fused.shape[1]] * len(stop_users)
-    booster = lgb.train(params, lgb.Dataset(x[tr], label[tr], group=group[0]), num_boost_round=500,
-                        valid_sets=[lgb.Dataset(x[va], label[va], group=group[1])],
-                        callbacks=[lgb.early_stopping(30, verbose=False)])
+    booster = lgb.train(
+        params,
+        lgb.Dataset(x[tr], label[tr], group=group[0]),
+        num_boost_round=500,
+        valid_sets=[lgb.Dataset(x[va], label[va], group=group[1])],
+        callbacks=[lgb.early_stopping(30, verbose=False)],
+    )
     fused, x = candidates(data.positives)
     scores = booster.predict(x, num_iteration=booster.best_iteration).reshape(fused.shape)
     scores[fused < 0] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     return np.take_along_axis(fused, order, axis=1), {
-        "best_iteration": booster.best_iteration, "stop_ndcg@10": round(booster.best_score["valid_0"]["ndcg@10"], 4)}
+        "best_iteration": booster.best_iteration,
+        "stop_ndcg@10": round(booster.best_score["valid_0"]["ndcg@10"], 4),
+    }
 
 
-def fusion_zscore_top10(data: TrainingData, fusion_configs: dict, weights: dict, fitted: dict | None = None,
-                        users: np.ndarray | None = None) -> np.ndarray:
+def fusion_zscore_top10(
+    data: TrainingData, fusion_configs: dict, weights: dict, fitted: dict | None = None, users: np.ndarray | None = None
+) -> np.ndarray:
     """Top-10 per user (default: every user) of the z-score fusion of FUSION_CHANNELS (each
     channel's top-LIST_LENGTH with seen items removed), fitting the channels `fitted` (lists for
     the same users) does not already hold."""
     users = np.arange(data.n_users) if users is None else users
     seen = (data.positives > 0).astype(np.float32).tocsr()
-    lists = {c: (fitted or {}).get(c) or M.MODELS[c](**fusion_configs[c]).fit(data, seed=42)
-             .recommend(users, LIST_LENGTH, exclude=seen) for c in FUSION_CHANNELS}
+    lists = {
+        c: (fitted or {}).get(c)
+        or M.MODELS[c](**fusion_configs[c]).fit(data, seed=42).recommend(users, LIST_LENGTH, exclude=seen)
+        for c in FUSION_CHANNELS
+    }
     return fusion.fuse_zscore(lists, data.n_items, 10, weights=weights)[0]
 
 
 def write_predictions(path: Path, users, items, recs):
     with open(path, "w") as fh:
-        for u, row in zip(users, recs):
+        for u, row in zip(users, recs, strict=False):
             for rank, i in enumerate(row[row >= 0], start=1):
                 fh.write(f"{u}\t{items[i]}\t{rank}\n")
 
 
 def score(split: Path, preds: Path) -> dict:
-    out = subprocess.run([sys.executable, str(SHARED / "tools/ml100k_protocol.py"), "score", "--split", str(split),
-                          "--pred", str(preds)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SHARED / "tools/ml100k_protocol.py"),
+            "score",
+            "--split",
+            str(split),
+            "--pred",
+            str(preds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -271,15 +338,29 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--no-tune", action="store_true", help="use CONFIGS as they are (no validation split)")
-    ap.add_argument("--two-stage", action="store_true",
-                    help="also a LightGBM re-ranker over the fused candidates (measured: 0.4950, below fusion)")
+    ap.add_argument(
+        "--two-stage",
+        action="store_true",
+        help="also a LightGBM re-ranker over the fused candidates (measured: 0.4950, below fusion)",
+    )
     args = ap.parse_args()
     if not (SHARED / "data/ml-100k/u.data").exists():
         print(f"skipped: {SHARED / 'data/ml-100k'} is not available (the dataset cannot be redistributed)")
         return
     split = Path(tempfile.mkdtemp(prefix="ml100k_"))
-    subprocess.run([sys.executable, str(SHARED / "tools/ml100k_protocol.py"), "split", "--data",
-                    str(SHARED / "data/ml-100k"), "--out", str(split)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(SHARED / "tools/ml100k_protocol.py"),
+            "split",
+            "--data",
+            str(SHARED / "data/ml-100k"),
+            "--out",
+            str(split),
+        ],
+        check=True,
+        capture_output=True,
+    )
     data, users, items = load(split)
     all_users = np.arange(data.n_users)
     seen = (data.positives > 0).astype(np.float32).tocsr()
@@ -304,8 +385,9 @@ def main():
     write_predictions(split / "fusion_rrf.tsv", users, items, fused)
     results["fusion_rrf"] = score(split, split / "fusion_rrf.tsv")
     # z-score fusion of ALS, EASE and item-CF with the validation-picked configurations and weights
-    fused = fusion_zscore_top10(data, fusion_configs, weights,
-                                {c: channels[c] for c in FUSION_CHANNELS if fusion_configs[c] == configs[c]})
+    fused = fusion_zscore_top10(
+        data, fusion_configs, weights, {c: channels[c] for c in FUSION_CHANNELS if fusion_configs[c] == configs[c]}
+    )
     write_predictions(split / "fusion_zscore.tsv", users, items, fused)
     results["fusion_zscore"] = score(split, split / "fusion_zscore.tsv")
     if args.two_stage:  # LightGBM lambdarank over the fused candidates, trained on a validation split of train
@@ -314,26 +396,42 @@ def main():
         results["rerank_lgbm"] = score(split, split / "rerank_lgbm.tsv") | {"fit_seconds": ""}
         print(f"two-stage re-ranker: {json.dumps(rerank_info)}")
     if report:
-        print("picked on validation (NDCG@10 there): " + ", ".join(
-            f"{k} {v:.4f}" for k, v in report.items()) + f"; fusion weights {json.dumps(weights)}, "
-              f"fusion EASE {json.dumps(fusion_configs['ease'])}")
-    print(f"MovieLens-100K, ml100k_protocol split; scorer's popularity on the same split: NDCG@10 "
-          f"{results['popularity']['popularity_same_split']['ndcg']:.4f}")
+        print(
+            "picked on validation (NDCG@10 there): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in report.items())
+            + f"; fusion weights {json.dumps(weights)}, "
+            f"fusion EASE {json.dumps(fusion_configs['ease'])}"
+        )
+    print(
+        f"MovieLens-100K, ml100k_protocol split; scorer's popularity on the same split: NDCG@10 "
+        f"{results['popularity']['popularity_same_split']['ndcg']:.4f}"
+    )
     print("model        NDCG@10  P@10    R@10    MAP@10  fit")
     for name, r in results.items():
         m = r["model"]
-        print(f"{name:12s} {m['ndcg']:.4f}   {m['precision']:.4f}  {m['recall']:.4f}  {m['map']:.4f}  "
-              f"{r.get('fit_seconds', '')}")
+        print(
+            f"{name:12s} {m['ndcg']:.4f}   {m['precision']:.4f}  {m['recall']:.4f}  {m['map']:.4f}  "
+            f"{r.get('fit_seconds', '')}"
+        )
     if not args.no_record:
-        line = " <br> ".join(f"{n} {r['model']['ndcg']:.4f} / {r['model']['precision']:.4f} / "
-                             f"{r['model']['recall']:.4f}" for n, r in results.items())
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_ml100k.py` | {line} | "
-                      f"params: `{json.dumps(configs)}`, fusion_zscore weights `{json.dumps(weights)}` "
-                      f"with EASE `{json.dumps(fusion_configs['ease'])}`"
-                      + (f", picked on validation splits of train (seeds {', '.join(map(str, VAL_SEEDS))}), "
-                         "mean validation NDCG@10 "
-                         f"`{json.dumps({k: round(v, 4) for k, v in report.items()})}`" if report else "")
-                      + " |", section="MovieLens-100K")
+        line = " <br> ".join(
+            f"{n} {r['model']['ndcg']:.4f} / {r['model']['precision']:.4f} / {r['model']['recall']:.4f}"
+            for n, r in results.items()
+        )
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_ml100k.py` | {line} | "
+            f"params: `{json.dumps(configs)}`, fusion_zscore weights `{json.dumps(weights)}` "
+            f"with EASE `{json.dumps(fusion_configs['ease'])}`"
+            + (
+                f", picked on validation splits of train (seeds {', '.join(map(str, VAL_SEEDS))}), "
+                "mean validation NDCG@10 "
+                f"`{json.dumps({k: round(v, 4) for k, v in report.items()})}`"
+                if report
+                else ""
+            )
+            + " |",
+            section="MovieLens-100K",
+        )
 
 
 if __name__ == "__main__":

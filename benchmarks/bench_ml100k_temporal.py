@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
-
 from bench_ml100k import CONFIGS, FUSION_CHANNELS, SHARED, fusion_zscore_top10, training_data, tune  # noqa: E402
 from recording import append_result, git_commit  # noqa: E402
+
 from recsys_assets.core import fusion, metrics  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
 
@@ -82,8 +82,10 @@ def main():
     warm_in_fit = sp.diags((np.diff(fit.indptr) > 0).astype(np.float32))
     held = (warm_in_fit @ held).tocsr()
     held.eliminate_zeros()
-    print(f"temporal split: {len(train_rows)} train / {len(test_rows)} test ratings, {len(warm)} warm test users, "
-          f"{cold_users} cold; tuning on the last 20% of train by time")
+    print(
+        f"temporal split: {len(train_rows)} train / {len(test_rows)} test ratings, {len(warm)} warm test users, "
+        f"{cold_users} cold; tuning on the last 20% of train by time"
+    )
     chosen, fusion_configs, weights, report = tune(data, splits=[(fit, held)])
     configs = dict(CONFIGS) | chosen
 
@@ -106,14 +108,21 @@ def main():
         m = metrics.summarize(metrics.per_user_metrics(ids, relevant, 10))
         rows[name] = m
         print(f"{name:14s} {m['ndcg@10']:.4f}   {m['precision@10']:.4f}  {m['recall@10']:.4f}  {fit_s}")
-    print("picked on temporal validation: " + json.dumps({k: round(v, 4) for k, v in report.items()})
-          + f"; fusion weights {json.dumps(weights)}, fusion EASE {json.dumps(fusion_configs['ease'])}")
+    print(
+        "picked on temporal validation: "
+        + json.dumps({k: round(v, 4) for k, v in report.items()})
+        + f"; fusion weights {json.dumps(weights)}, fusion EASE {json.dumps(fusion_configs['ease'])}"
+    )
     if not args.no_record:
-        line = " <br> ".join(f"{n} {m['ndcg@10']:.4f} / {m['precision@10']:.4f} / {m['recall@10']:.4f}"
-                             for n, m in rows.items())
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_ml100k_temporal.py` | "
-                      f"{len(warm)} warm users ({cold_users} cold) | {line} | params `{json.dumps(chosen)}`, "
-                      f"weights `{json.dumps(weights)}` with EASE `{json.dumps(fusion_configs['ease'])}` |", section="MovieLens-100K, global temporal split")
+        line = " <br> ".join(
+            f"{n} {m['ndcg@10']:.4f} / {m['precision@10']:.4f} / {m['recall@10']:.4f}" for n, m in rows.items()
+        )
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_ml100k_temporal.py` | "
+            f"{len(warm)} warm users ({cold_users} cold) | {line} | params `{json.dumps(chosen)}`, "
+            f"weights `{json.dumps(weights)}` with EASE `{json.dumps(fusion_configs['ease'])}` |",
+            section="MovieLens-100K, global temporal split",
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +53,86 @@ import pyarrow as pa  # noqa: E402
 from recording import PeakRSS  # noqa: E402  (no recsys_assets import: safe before RECSYS_START_DATE is set)
 
 ML32M = dict(ratings=32_000_204, users=200_948, movies=87_585, tags=2_000_072)
-FIRST_TS = int(datetime(1995, 1, 9, 11, 46, 44, tzinfo=timezone.utc).timestamp())
-LAST_TS = int(datetime(2023, 10, 12, 23, 29, 14, tzinfo=timezone.utc).timestamp())
-HALF_STARS_FROM = int(datetime(2003, 2, 18, tzinfo=timezone.utc).timestamp())
-GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
-WORDS = ("Love", "Night", "Man", "Story", "Last", "City", "Dark", "Life", "Dead", "Girl", "Home", "War", "King",
-         "Blue", "Time", "House", "World", "Star", "Secret", "Summer", "Road", "Game", "Heart", "Island", "Dream")
-TAG_WORDS = ("atmospheric", "funny", "sci-fi", "twist ending", "visually appealing", "dark comedy", "classic",
-             "based on a book", "thought-provoking", "surreal", "Netflix queue", "quirky", "action", "romance",
-             "superhero", "dystopia", "time travel", "cult film", "great soundtrack", "predictable", "boring",
-             "In Netflix queue", "Oscar (Best Picture)", "violence", "stylized", "philosophical", "World War II")
+FIRST_TS = int(datetime(1995, 1, 9, 11, 46, 44, tzinfo=UTC).timestamp())
+LAST_TS = int(datetime(2023, 10, 12, 23, 29, 14, tzinfo=UTC).timestamp())
+HALF_STARS_FROM = int(datetime(2003, 2, 18, tzinfo=UTC).timestamp())
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+WORDS = (
+    "Love",
+    "Night",
+    "Man",
+    "Story",
+    "Last",
+    "City",
+    "Dark",
+    "Life",
+    "Dead",
+    "Girl",
+    "Home",
+    "War",
+    "King",
+    "Blue",
+    "Time",
+    "House",
+    "World",
+    "Star",
+    "Secret",
+    "Summer",
+    "Road",
+    "Game",
+    "Heart",
+    "Island",
+    "Dream",
+)
+TAG_WORDS = (
+    "atmospheric",
+    "funny",
+    "sci-fi",
+    "twist ending",
+    "visually appealing",
+    "dark comedy",
+    "classic",
+    "based on a book",
+    "thought-provoking",
+    "surreal",
+    "Netflix queue",
+    "quirky",
+    "action",
+    "romance",
+    "superhero",
+    "dystopia",
+    "time travel",
+    "cult film",
+    "great soundtrack",
+    "predictable",
+    "boring",
+    "In Netflix queue",
+    "Oscar (Best Picture)",
+    "violence",
+    "stylized",
+    "philosophical",
+    "World War II",
+)
 # Malformed rating lines appended to ratings.csv (the adapter lists each in _adapter_rejects.jsonl
 # and writes a contract-breaking record, quarantined by raw ingestion): (line, quarantined as).
 BAD_LINES = (("1,{item},four,{ts}", "wrong_type:value"), ("u7,{item},4.0,{ts}", "wrong_type:user_id"))
@@ -73,11 +142,13 @@ BAD_LINES = (("1,{item},four,{ts}", "wrong_type:value"), ("u7,{item},4.0,{ts}", 
 # 1. the generated release
 # ------------------------------------------------------------------------------------------
 
+
 def sizes(n_ratings: int) -> dict:
     users = max(50, round(n_ratings * ML32M["users"] / ML32M["ratings"]))
     movies = max(500, round(ML32M["movies"] * (n_ratings / ML32M["ratings"]) ** 0.5))
-    return dict(ratings=n_ratings, users=min(users, max(1, n_ratings // 20)), movies=movies,
-                tags=max(10, n_ratings // 16))
+    return dict(
+        ratings=n_ratings, users=min(users, max(1, n_ratings // 20)), movies=movies, tags=max(10, n_ratings // 16)
+    )
 
 
 def _growth_times(rng, n: int, span: float) -> np.ndarray:
@@ -115,7 +186,9 @@ def generate_ratings(n_ratings: int, seed: int = 32) -> tuple[dict, dict]:
     size = sizes(n_ratings)
     n_users, n_movies = size["users"], size["movies"]
     # movie ids: sparse and increasing like MovieLens (1 .. ~3.3x the count); popularity rank random
-    movie_ids = np.sort(rng.choice(np.arange(1, int(n_movies * 3.3) + 2), size=n_movies, replace=False)).astype(np.int64)
+    movie_ids = np.sort(rng.choice(np.arange(1, int(n_movies * 3.3) + 2), size=n_movies, replace=False)).astype(
+        np.int64
+    )
     rank = rng.permutation(n_movies)
     pop = 1.0 / (rank + 8.0) ** 1.05
     cdf = np.cumsum(pop) / pop.sum()
@@ -170,10 +243,14 @@ def _movies_table(movie_ids: np.ndarray, rng) -> pa.Table:
     n_genres = np.minimum(rng.geometric(0.45, n), 5)
     no_genre = rng.random(n) < 0.03
     genre_pick = rng.random((n, len(GENRES))).argsort(axis=1)[:, :5]
-    titles = [f"{WORDS[a]}, The {WORDS[b]} ({y})" if c else f"{WORDS[a]} {WORDS[b]} {i} ({y})"
-              for a, b, c, y, i in zip(w1, w2, comma, years, movie_ids)]  # one line per movie (~87k)
-    genres = ["(no genres listed)" if ng else "|".join(GENRES[g] for g in sorted(pick[:k]))
-              for ng, pick, k in zip(no_genre, genre_pick, n_genres)]
+    titles = [
+        f"{WORDS[a]}, The {WORDS[b]} ({y})" if c else f"{WORDS[a]} {WORDS[b]} {i} ({y})"
+        for a, b, c, y, i in zip(w1, w2, comma, years, movie_ids, strict=False)
+    ]  # one line per movie (~87k)
+    genres = [
+        "(no genres listed)" if ng else "|".join(GENRES[g] for g in sorted(pick[:k]))
+        for ng, pick, k in zip(no_genre, genre_pick, n_genres, strict=False)
+    ]
     return pa.table({"movieId": movie_ids, "title": titles, "genres": genres})
 
 
@@ -187,9 +264,14 @@ def _tags_table(ratings: dict, n_tags: int, rng) -> pa.Table:
         pick = np.concatenate([pick, rng.integers(0, n, n_tags - len(pick))])
     vocab_rank = np.minimum(rng.zipf(1.6, len(pick)) - 1, 5000)
     vocab = pa.array([*TAG_WORDS, *(f"tag{k}" for k in range(5001 - len(TAG_WORDS) + 1))])
-    return pa.table({"userId": ratings["userId"][pick], "movieId": ratings["movieId"][pick],
-                     "tag": vocab.take(pa.array(vocab_rank)),
-                     "timestamp": np.minimum(ratings["timestamp"][pick] + rng.integers(0, 600, len(pick)), LAST_TS)})
+    return pa.table(
+        {
+            "userId": ratings["userId"][pick],
+            "movieId": ratings["movieId"][pick],
+            "tag": vocab.take(pa.array(vocab_rank)),
+            "timestamp": np.minimum(ratings["timestamp"][pick] + rng.integers(0, 600, len(pick)), LAST_TS),
+        }
+    )
 
 
 def write_release(folder: Path, n_ratings: int, seed: int = 32) -> dict:
@@ -208,10 +290,10 @@ def write_release(folder: Path, n_ratings: int, seed: int = 32) -> dict:
     con.unregister("ratings_tbl")
     # the bad lines go to the busiest days (a day's quarantine rate stays far below the 5% check)
     day_counts = np.bincount(ratings["timestamp"] // 86400)
-    busiest = np.argsort(day_counts)[::-1][:len(BAD_LINES)] * 86400 + 43200
+    busiest = np.argsort(day_counts)[::-1][: len(BAD_LINES)] * 86400 + 43200
     bad = []
     with open(folder / "ratings.csv", "a") as fh:
-        for (line, reason), when in zip(BAD_LINES, busiest):
+        for (line, reason), when in zip(BAD_LINES, busiest, strict=False):
             text = line.format(item=int(movies["movieId"][0]), ts=int(when))
             fh.write(text + "\n")
             bad.append({"line": text, "quarantined_as": reason})
@@ -219,16 +301,25 @@ def write_release(folder: Path, n_ratings: int, seed: int = 32) -> dict:
     con.execute(f"COPY movies_tbl TO '{folder / 'movies.csv'}' (HEADER, QUOTE '\"')")
     tags = _tags_table(ratings, size["tags"], rng)
     con.register("tags_tbl", tags)
-    con.execute(f"COPY (SELECT * FROM tags_tbl ORDER BY userId, movieId, timestamp) TO '{folder / 'tags.csv'}' "
-                "(HEADER, QUOTE '\"')")
+    con.execute(
+        f"COPY (SELECT * FROM tags_tbl ORDER BY userId, movieId, timestamp) TO '{folder / 'tags.csv'}' "
+        "(HEADER, QUOTE '\"')"
+    )
     con.close()
     days = (np.unique(ratings["timestamp"] // 86400)).size
-    return {"ratings": int(len(ratings["userId"])), "bad_rating_lines": bad, "users": int(ratings["userId"].max()),
-            "movies": int(len(movies["movieId"])), "rated_movies": int(np.unique(ratings["movieId"]).size),
-            "tags": int(tags.num_rows), "first_ts": int(ratings["timestamp"].min()),
-            "last_ts": int(ratings["timestamp"].max()), "days_with_ratings": int(days),
-            "positives": int((ratings["rating"] >= 4.0).sum()),
-            "bytes": sum((folder / f).stat().st_size for f in ("ratings.csv", "movies.csv", "tags.csv"))}
+    return {
+        "ratings": int(len(ratings["userId"])),
+        "bad_rating_lines": bad,
+        "users": int(ratings["userId"].max()),
+        "movies": int(len(movies["movieId"])),
+        "rated_movies": int(np.unique(ratings["movieId"]).size),
+        "tags": int(tags.num_rows),
+        "first_ts": int(ratings["timestamp"].min()),
+        "last_ts": int(ratings["timestamp"].max()),
+        "days_with_ratings": int(days),
+        "positives": int((ratings["rating"] >= 4.0).sum()),
+        "bytes": sum((folder / f).stat().st_size for f in ("ratings.csv", "movies.csv", "tags.csv")),
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -236,8 +327,19 @@ def write_release(folder: Path, n_ratings: int, seed: int = 32) -> dict:
 # ------------------------------------------------------------------------------------------
 
 RAW_SNAPSHOTS = ("raw_users", "raw_items")
-DAILY = ("raw_impressions", "raw_events", "raw_watch_stats", "interactions", "user_daily_stats", "item_daily_stats",
-         "user_genre_daily", "categorical_daily_counts", "user_features", "item_features", "user_sequences")
+DAILY = (
+    "raw_impressions",
+    "raw_events",
+    "raw_watch_stats",
+    "interactions",
+    "user_daily_stats",
+    "item_daily_stats",
+    "user_genre_daily",
+    "categorical_daily_counts",
+    "user_features",
+    "item_features",
+    "user_sequences",
+)
 DICTIONARIES = ("user_id_dictionary", "item_id_dictionary")
 MODELS = ("recall_als",)
 WINDOWED = ("user_features", "item_features", "user_sequences")
@@ -264,8 +366,14 @@ def adapt(release: Path, data_root: Path) -> dict:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child so far: this one
     manifest = json.loads((data_root / "landing" / "_source.json").read_text())
     landing_bytes, landing_files = tree_bytes(data_root / "landing")
-    return {"wall_s": wall, "peak_rss": peak, "manifest": manifest, "landing_bytes": landing_bytes,
-            "landing_files": landing_files, "command": " ".join(cmd[1:])}
+    return {
+        "wall_s": wall,
+        "peak_rss": peak,
+        "manifest": manifest,
+        "landing_bytes": landing_bytes,
+        "landing_files": landing_files,
+        "command": " ".join(cmd[1:]),
+    }
 
 
 def materialize(data_root: Path, all_days: list[str], days: list[str], model_days: int) -> list[dict]:
@@ -274,6 +382,7 @@ def materialize(data_root: Path, all_days: list[str], days: list[str], model_day
 
     # bench_tiers imports the definitions: only once RECSYS_START_DATE is set
     from bench_tiers import _cpu_seconds, _rows, _step_seconds
+
     from recsys_assets.definitions import build_defs, build_resources
 
     defs = build_defs(build_resources(str(data_root)))
@@ -281,31 +390,51 @@ def materialize(data_root: Path, all_days: list[str], days: list[str], model_day
     instance = dg.DagsterInstance.ephemeral()
     # window features of day D read the 28 days before D: a partial range gets them upstream too
     window = [d for d in all_days if d < days[0]][-28:] if days[0] != all_days[0] else []
-    plan = [(k, []) for k in RAW_SNAPSHOTS] + [(k, window + days) for k in DAILY if k not in WINDOWED] \
-        + [(k, days) for k in WINDOWED] + [(k, []) for k in DICTIONARIES] + [(k, days[-model_days:]) for k in MODELS]
+    plan = (
+        [(k, []) for k in RAW_SNAPSHOTS]
+        + [(k, window + days) for k in DAILY if k not in WINDOWED]
+        + [(k, days) for k in WINDOWED]
+        + [(k, []) for k in DICTIONARIES]
+        + [(k, days[-model_days:]) for k in MODELS]
+    )
     out = []
     for name, run_days in plan:
         key = dg.AssetKey(name)
-        tags = {"dagster/asset_partition_range_start": run_days[0],
-                "dagster/asset_partition_range_end": run_days[-1]} if run_days else {}
+        tags = (
+            {"dagster/asset_partition_range_start": run_days[0], "dagster/asset_partition_range_end": run_days[-1]}
+            if run_days
+            else {}
+        )
         cpu, started = _cpu_seconds(), time.perf_counter()
         with PeakRSS() as rss:
             result = job.execute_in_process(instance=instance, asset_selection=[key], tags=tags, raise_on_error=False)
         wall = time.perf_counter() - started
         step = _step_seconds(instance, result, key)
         rows = _rows(result, key)
-        row = {"stage": name, "days": len(run_days), "wall_s": wall, "cpu_s": _cpu_seconds() - cpu,
-               "peak_rss": rss.peak, "rows": rows, "step_s": step,
-               "dagster_s": wall - step if step == step else None,
-               "bytes": tree_bytes(Path(data_root) / "lake" / name)[0] if (Path(data_root) / "lake" / name).exists()
-               else None, "ok": result.success}
+        row = {
+            "stage": name,
+            "days": len(run_days),
+            "wall_s": wall,
+            "cpu_s": _cpu_seconds() - cpu,
+            "peak_rss": rss.peak,
+            "rows": rows,
+            "step_s": step,
+            "dagster_s": wall - step if step == step else None,
+            "bytes": tree_bytes(Path(data_root) / "lake" / name)[0]
+            if (Path(data_root) / "lake" / name).exists()
+            else None,
+            "ok": result.success,
+        }
         failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
         row["failed_checks"] = [e.asset_check_key.to_user_string() for e in failed]
         out.append(row)
         per_day = f" = {1000 * step / len(run_days):.1f} ms/day" if run_days and step == step else ""
-        print(f"  {name:26s} {len(run_days):6d} days {wall:8.1f}s wall (step {step:7.1f}s{per_day}) "
-              f"{rss.peak / 2**20:6.0f} MiB  rows {rows if rows is not None else '-'}"
-              + (f"  FAILED checks {row['failed_checks']}" if failed else ""), flush=True)
+        print(
+            f"  {name:26s} {len(run_days):6d} days {wall:8.1f}s wall (step {step:7.1f}s{per_day}) "
+            f"{rss.peak / 2**20:6.0f} MiB  rows {rows if rows is not None else '-'}"
+            + (f"  FAILED checks {row['failed_checks']}" if failed else ""),
+            flush=True,
+        )
         if not result.success:
             raise SystemExit(f"{name} failed; stopping (data root kept: {data_root})")
     return out
@@ -318,12 +447,17 @@ def _fmt_rate(rows, seconds) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ratings", type=int, default=32_000_000)
-    ap.add_argument("--workdir", default=None, help="default: a fresh folder under /tmp (deleted at the end "
-                                                    "unless --keep)")
+    ap.add_argument(
+        "--workdir", default=None, help="default: a fresh folder under /tmp (deleted at the end unless --keep)"
+    )
     ap.add_argument("--seed", type=int, default=32)
     ap.add_argument("--model-days", type=int, default=1)
-    ap.add_argument("--feature-days", type=int, default=0,
-                    help="materialize the daily assets for the last N days only (0 = every day of the history)")
+    ap.add_argument(
+        "--feature-days",
+        type=int,
+        default=0,
+        help="materialize the daily assets for the last N days only (0 = every day of the history)",
+    )
     ap.add_argument("--skip-dagster", action="store_true", help="generate and adapt only")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-record", action="store_true")
@@ -341,24 +475,46 @@ def main(argv: list[str] | None = None) -> int:
     with PeakRSS() as rss:
         gen = write_release(release, args.ratings, args.seed)
     wall = time.perf_counter() - started
-    stages.append({"stage": "generate", "wall_s": wall, "peak_rss": rss.peak, "rows": gen["ratings"],
-                   "bytes": gen["bytes"], "days": gen["days_with_ratings"]})
-    print(f"  generate {gen['ratings']:,} ratings, {gen['users']:,} users, {gen['movies']:,} movies, "
-          f"{gen['tags']:,} tags, {gen['days_with_ratings']:,} days with ratings: {wall:.1f}s, "
-          f"{rss.peak / 2**20:.0f} MiB, {gen['bytes'] / 2**20:.0f} MiB of CSV", flush=True)
+    stages.append(
+        {
+            "stage": "generate",
+            "wall_s": wall,
+            "peak_rss": rss.peak,
+            "rows": gen["ratings"],
+            "bytes": gen["bytes"],
+            "days": gen["days_with_ratings"],
+        }
+    )
+    print(
+        f"  generate {gen['ratings']:,} ratings, {gen['users']:,} users, {gen['movies']:,} movies, "
+        f"{gen['tags']:,} tags, {gen['days_with_ratings']:,} days with ratings: {wall:.1f}s, "
+        f"{rss.peak / 2**20:.0f} MiB, {gen['bytes'] / 2**20:.0f} MiB of CSV",
+        flush=True,
+    )
 
     a = adapt(release, data_root)
     m = a["manifest"]
-    stages.append({"stage": "adapt", "wall_s": a["wall_s"], "peak_rss": a["peak_rss"], "rows": m["ratings"],
-                   "bytes": a["landing_bytes"], "days": m["days"]})
-    print(f"  adapt {m['ratings']:,} ratings -> {m['events']:,} events + {m['watch_stats']:,} watches over "
-          f"{m['days']:,} days ({m['first_day']}..{m['last_day']}): {a['wall_s']:.1f}s, peak RSS "
-          f"{a['peak_rss'] / 2**20:.0f} MiB, landing {a['landing_bytes'] / 2**30:.2f} GiB in "
-          f"{a['landing_files']:,} files; malformed {m['malformed_lines']}", flush=True)
+    stages.append(
+        {
+            "stage": "adapt",
+            "wall_s": a["wall_s"],
+            "peak_rss": a["peak_rss"],
+            "rows": m["ratings"],
+            "bytes": a["landing_bytes"],
+            "days": m["days"],
+        }
+    )
+    print(
+        f"  adapt {m['ratings']:,} ratings -> {m['events']:,} events + {m['watch_stats']:,} watches over "
+        f"{m['days']:,} days ({m['first_day']}..{m['last_day']}): {a['wall_s']:.1f}s, peak RSS "
+        f"{a['peak_rss'] / 2**20:.0f} MiB, landing {a['landing_bytes'] / 2**30:.2f} GiB in "
+        f"{a['landing_files']:,} files; malformed {m['malformed_lines']}",
+        flush=True,
+    )
     assert m["ratings"] == gen["ratings"] and m["positives"] == gen["positives"], (m, gen)
 
     days = sorted(p.name for p in (data_root / "landing").iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
-    run_days = days[-args.feature_days:] if args.feature_days else days
+    run_days = days[-args.feature_days :] if args.feature_days else days
     if not args.skip_dagster:
         os.environ["RECSYS_START_DATE"] = m["first_day"]  # what the quickstart sets for a real source
         stages += materialize(data_root, days, run_days, args.model_days)
@@ -373,35 +529,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def record(args, gen: dict, a: dict, stages: list[dict], days: list[str], run_days: list[str], total: float,
-           peak: int) -> None:
+def record(
+    args, gen: dict, a: dict, stages: list[dict], days: list[str], run_days: list[str], total: float, peak: int
+) -> None:
     import dagster as dg
-
     from recording import append_result, git_commit, machine
 
     commit = git_commit()
-    cmd = f"python benchmarks/bench_ml32m.py --ratings {args.ratings}" + \
-        (f" --feature-days {args.feature_days}" if args.feature_days else "") + \
-        (f" --model-days {args.model_days}" if args.model_days != 1 else "") + (" --skip-dagster" if args.skip_dagster else "")
+    cmd = (
+        f"python benchmarks/bench_ml32m.py --ratings {args.ratings}"
+        + (f" --feature-days {args.feature_days}" if args.feature_days else "")
+        + (f" --model-days {args.model_days}" if args.model_days != 1 else "")
+        + (" --skip-dagster" if args.skip_dagster else "")
+    )
     out = ROOT / "benchmarks" / "results" / f"ml32m_{args.ratings}_{commit}.md"
     out.parent.mkdir(exist_ok=True)
     m = a["manifest"]
-    lines = [f"# MovieLens CSV path, {args.ratings:,} generated ratings, at `{commit}`", "",
-             f"`{cmd}` on {machine()}, dagster {dg.__version__}. Generated release: {gen['ratings']:,} ratings "
-             f"(+{len(gen['bad_rating_lines'])} malformed lines), {gen['users']:,} users, {gen['movies']:,} movies, "
-             f"{gen['tags']:,} tags; {m['days']:,} daily partitions ({m['first_day']}..{m['last_day']}), daily "
-             f"assets over {len(run_days):,} of them. Adapter: `{a['command']}`. Total {total:.0f}s, peak RSS "
-             f"{peak / 2**20:.0f} MiB.", "",
-             "| stage | days | wall s | step s | Dagster s | ms/day | peak RSS MiB | rows | rows/s | bytes out |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# MovieLens CSV path, {args.ratings:,} generated ratings, at `{commit}`",
+        "",
+        f"`{cmd}` on {machine()}, dagster {dg.__version__}. Generated release: {gen['ratings']:,} ratings "
+        f"(+{len(gen['bad_rating_lines'])} malformed lines), {gen['users']:,} users, {gen['movies']:,} movies, "
+        f"{gen['tags']:,} tags; {m['days']:,} daily partitions ({m['first_day']}..{m['last_day']}), daily "
+        f"assets over {len(run_days):,} of them. Adapter: `{a['command']}`. Total {total:.0f}s, peak RSS "
+        f"{peak / 2**20:.0f} MiB.",
+        "",
+        "| stage | days | wall s | step s | Dagster s | ms/day | peak RSS MiB | rows | rows/s | bytes out |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in stages:
         step = s.get("step_s", s["wall_s"])
         per_day = f"{1000 * step / s['days']:.1f}" if s.get("days") and step == step else ""
         dag = "" if s.get("dagster_s") is None else f"{s['dagster_s']:.1f}"
         rows = "" if s["rows"] is None else f"{s['rows']:,}"
         size = "" if s.get("bytes") is None else f"{s['bytes'] / 2**20:,.0f} MiB"
-        lines.append(f"| {s['stage']} | {s.get('days') or ''} | {s['wall_s']:.1f} | {step:.1f} | {dag} | {per_day} | "
-                     f"{s['peak_rss'] / 2**20:.0f} | {rows} | {_fmt_rate(s['rows'], step)} | {size} |")
+        lines.append(
+            f"| {s['stage']} | {s.get('days') or ''} | {s['wall_s']:.1f} | {step:.1f} | {dag} | {per_day} | "
+            f"{s['peak_rss'] / 2**20:.0f} | {rows} | {_fmt_rate(s['rows'], step)} | {size} |"
+        )
     out.write_text("\n".join(lines) + "\n")
     by = {s["stage"]: s for s in stages}
     ingest = sum(by[k]["wall_s"] for k in DAILY[:3] if k in by)
@@ -413,10 +578,16 @@ def record(args, gen: dict, a: dict, stages: list[dict], days: list[str], run_da
         f"generate {by['generate']['wall_s']:.0f}s; adapt {by['adapt']['wall_s']:.0f}s "
         f"({_fmt_rate(gen['ratings'], by['adapt']['wall_s'])} ratings/s, {by['adapt']['peak_rss'] / 2**20:.0f} MiB, "
         f"landing {a['landing_bytes'] / 2**30:.2f} GiB) | "
-        + (f"raw {ingest:.0f}s; features {feats:.0f}s; recall_als {by['recall_als']['wall_s']:.0f}s | "
-           if "recall_als" in by else "not run | ")
-        + f"{total:.0f}s | {peak / 2**20:.0f} MiB | " + ", ".join(f"{s['stage']} {s['wall_s']:.0f}s" for s in slowest)
-        + f" | [per stage](results/{out.name}) |", section="MovieLens CSV path at 32M rows")
+        + (
+            f"raw {ingest:.0f}s; features {feats:.0f}s; recall_als {by['recall_als']['wall_s']:.0f}s | "
+            if "recall_als" in by
+            else "not run | "
+        )
+        + f"{total:.0f}s | {peak / 2**20:.0f} MiB | "
+        + ", ".join(f"{s['stage']} {s['wall_s']:.0f}s" for s in slowest)
+        + f" | [per stage](results/{out.name}) |",
+        section="MovieLens CSV path at 32M rows",
+    )
 
 
 if __name__ == "__main__":

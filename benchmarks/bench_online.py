@@ -38,8 +38,11 @@ def main():
     args = ap.parse_args()
     root = Path(args.data_root).resolve()
     settings = TIER_SETTINGS.get(args.tier, {})
-    res = build_resources(str(root), recall=RecallSettings(**settings.get("recall", {})),
-                          ranking=RankingSettings(**settings.get("ranking", {})))
+    res = build_resources(
+        str(root),
+        recall=RecallSettings(**settings.get("recall", {})),
+        ranking=RankingSettings(**settings.get("ranking", {})),
+    )
     day = args.day or latest_model_day(res["model_store"])  # what `recsys recommend` serves by default
     latency, load = serving_latency(root, day, args.known, args.unknown, res=res)
     recall_p50 = latency["recall_ms"][0]
@@ -47,11 +50,16 @@ def main():
     ratio = latency["total_ms"][0] / recall_p50
     print(f"day {day}, load {load:.1f}s; p50/p95 ms: {summary}; total / recall alone at p50 = {ratio:.2f}x")
     if not args.no_record:
-        command = (f"python benchmarks/bench_online.py --data-root {args.data_root}"
-                   + (f" --tier {args.tier}" if args.tier else "") + (f" --day {args.day}" if args.day else ""))
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{command}` | {machine()} | {day} | "
-                      f"{args.known} known + {args.unknown} unknown | {load:.1f}s | {summary} | {ratio:.2f}x |",
-                      section="Online latency")
+        command = (
+            f"python benchmarks/bench_online.py --data-root {args.data_root}"
+            + (f" --tier {args.tier}" if args.tier else "")
+            + (f" --day {args.day}" if args.day else "")
+        )
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{command}` | {machine()} | {day} | "
+            f"{args.known} known + {args.unknown} unknown | {load:.1f}s | {summary} | {ratio:.2f}x |",
+            section="Online latency",
+        )
 
 
 if __name__ == "__main__":

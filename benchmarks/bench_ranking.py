@@ -24,12 +24,12 @@ import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
 from recsys_assets.online import OnlineRecommender  # noqa: E402
 from recsys_assets.quickstart import materialize_all  # noqa: E402
-from recording import append_result, git_commit, machine  # noqa: E402
 
 RANKING_ASSETS = ("ranking_samples", "ranker", "funnel_evaluation", "recommendations")
 
@@ -42,8 +42,13 @@ def asset_times(root: Path, day: str) -> dict[str, float]:
     instance = dg.DagsterInstance.ephemeral()
     for name in RANKING_ASSETS:
         started = time.perf_counter()
-        result = dg.materialize([by_name[name]], partition_key=day, resources=build_resources(str(root)),
-                                instance=instance, selection=[name])
+        result = dg.materialize(
+            [by_name[name]],
+            partition_key=day,
+            resources=build_resources(str(root)),
+            instance=instance,
+            selection=[name],
+        )
         assert result.success, name
         out[name] = time.perf_counter() - started
     return out
@@ -86,45 +91,62 @@ def main():
         command = f"python benchmarks/bench_ranking.py --days {args.days}"
     day = sorted(p.name for p in (root / "models" / "ranker").iterdir() if not p.name.startswith("."))[-1]
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    rows = con.execute("""SELECT scope, stage, metric, value, ci_low, ci_high, diff, diff_ci_low, diff_ci_high, n
-                          FROM funnel_evaluation WHERE day = ? ORDER BY scope, metric, value DESC""", [day]).fetchall()
+    rows = con.execute(
+        """SELECT scope, stage, metric, value, ci_low, ci_high, diff, diff_ci_low, diff_ci_high, n
+                          FROM funnel_evaluation WHERE day = ? ORDER BY scope, metric, value DESC""",
+        [day],
+    ).fetchall()
     con.close()
     times = asset_times(root, day)
     latency, load = serving_latency(root, day)
 
     print(f"day {day}")
     print("scope   stage           metric   value   95% CI             diff vs baseline [95% CI]")
-    for scope, stage, metric, v, lo, hi, d, dlo, dhi, n in rows:
+    for scope, stage, metric, v, lo, hi, d, dlo, dhi, _n in rows:
         if metric in ("ndcg", "mrr", "recall", "auc", "logloss", "intra_list_similarity", "coverage"):
             ci = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else ""
             diff = f"{d:+.4f} [{dlo:+.4f}, {dhi:+.4f}]" if d is not None else ""
             print(f"{scope:7s} {stage:15s} {metric:8s} {v:.4f}  {ci:18s} {diff}")
     print("asset times: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     recall_p50 = latency["recall_ms"][0]
-    print(f"online path (load {load:.1f}s): " + ", ".join(
-        f"{k} p50 {p50:.1f} ms / p95 {p95:.1f} ms" for k, (p50, p95) in latency.items())
-        + f"; total / recall stage alone at p50 = {latency['total_ms'][0] / recall_p50:.2f}x")
+    print(
+        f"online path (load {load:.1f}s): "
+        + ", ".join(f"{k} p50 {p50:.1f} ms / p95 {p95:.1f} ms" for k, (p50, p95) in latency.items())
+        + f"; total / recall stage alone at p50 = {latency['total_ms'][0] / recall_p50:.2f}x"
+    )
 
     if not args.no_record:
+
         def get(scope, stage, metric):
             return next(r for r in rows if r[0] == scope and r[1] == stage and r[2] == metric)
+
         funnel = " <br> ".join(
             f"{s} {get('funnel', s, 'ndcg')[3]:.4f} [{get('funnel', s, 'ndcg')[4]:.4f}, {get('funnel', s, 'ndcg')[5]:.4f}]"
-            + ("" if s == "recall_only" else f" (diff {get('funnel', s, 'ndcg')[6]:+.4f} "
-                                               f"[{get('funnel', s, 'ndcg')[7]:+.4f}, {get('funnel', s, 'ndcg')[8]:+.4f}])")
-            for s in ("recall_only", "ranker", "ranker_rerank"))
-        slates = " <br> ".join(f"{s} {get('slates', s, 'mrr')[3]:.4f}"
-                               for s in ("popularity", "shown_order", "recall_rrf", "ranker"))
+            + (
+                ""
+                if s == "recall_only"
+                else f" (diff {get('funnel', s, 'ndcg')[6]:+.4f} "
+                f"[{get('funnel', s, 'ndcg')[7]:+.4f}, {get('funnel', s, 'ndcg')[8]:+.4f}])"
+            )
+            for s in ("recall_only", "ranker", "ranker_rerank")
+        )
+        slates = " <br> ".join(
+            f"{s} {get('slates', s, 'mrr')[3]:.4f}" for s in ("popularity", "shown_order", "recall_rrf", "ranker")
+        )
         auc = get("slates", "ctr_binary", "auc")[3]
         ll = get("slates", "ctr_binary", "logloss")[3]
         ll0 = get("slates", "constant_ctr", "logloss")[3]
-        ils = " / ".join(f"{get('funnel', s, 'intra_list_similarity')[3]:.3f}"
-                         for s in ("recall_only", "ranker", "ranker_rerank"))
+        ils = " / ".join(
+            f"{get('funnel', s, 'intra_list_similarity')[3]:.3f}" for s in ("recall_only", "ranker", "ranker_rerank")
+        )
         lat = ", ".join(f"{k.removesuffix('_ms')} {p50:.1f}/{p95:.1f}" for k, (p50, p95) in latency.items())
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{command}` | {machine()} | {day} | "
-                      f"{funnel} | {ils} | {slates} | AUC {auc:.4f}, LogLoss {ll:.4f} (constant {ll0:.4f}) | "
-                      + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
-                      + f" | {lat} ms (load {load:.1f}s) |", section="Ranking funnel")
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{command}` | {machine()} | {day} | "
+            f"{funnel} | {ils} | {slates} | AUC {auc:.4f}, LogLoss {ll:.4f} (constant {ll0:.4f}) | "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
+            + f" | {lat} ms (load {load:.1f}s) |",
+            section="Ranking funnel",
+        )
 
 
 if __name__ == "__main__":

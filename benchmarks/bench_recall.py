@@ -26,22 +26,22 @@ warnings.filterwarnings("ignore")
 import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.assets.recall import model_params  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
 from recsys_assets.quickstart import materialize_all  # noqa: E402
-from recording import append_result, git_commit, machine  # noqa: E402
-
 
 # Entries of the random matrix each speed comparison fits (BPR's 100 single-threaded
 # iterations take ~47 s on 1M entries: a quarter of that keeps ten fits near two minutes).
 SPEED_NNZ = {"als": 1_000_000, "bpr": 250_000}
 
 
-def fit_speed(resources, name: str, repeats: int = 5, users: int = 20_000, items: int = 5_000,
-              nnz: int = 1_000_000) -> tuple[float, float]:
+def fit_speed(
+    resources, name: str, repeats: int = 5, users: int = 20_000, items: int = 5_000, nnz: int = 1_000_000
+) -> tuple[float, float]:
     """Median fit seconds of the `name` asset's model ("als" or "bpr") vs calling implicit
     directly on the matrix that model hands it (ALS: confidence 1 + alpha * signal; BPR: the
     binary positives), same params, seed and threads. The day's real matrix fits in ~0.1 s
@@ -56,30 +56,45 @@ def fit_speed(resources, name: str, repeats: int = 5, users: int = 20_000, items
 
     settings = resources["recall"]
     rng = np.random.default_rng(0)
-    positives = sp.csr_matrix((rng.random(nnz).astype(np.float32), (rng.integers(0, users, nnz), rng.integers(0, items, nnz))),
-                              shape=(users, items))
+    positives = sp.csr_matrix(
+        (rng.random(nnz).astype(np.float32), (rng.integers(0, users, nnz), rng.integers(0, items, nnz))),
+        shape=(users, items),
+    )
     positives.sum_duplicates()
     empty = sp.csr_matrix((users, items), dtype=np.float32)
-    data = TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
-                        item_genres=sp.csr_matrix((items, 0), dtype=np.float32),
-                        item_tags=sp.csr_matrix((items, 0), dtype=np.float32))
+    data = TrainingData(
+        positives=positives,
+        shown_negatives=empty,
+        days_ago=empty,
+        item_genres=sp.csr_matrix((items, 0), dtype=np.float32),
+        item_tags=sp.csr_matrix((items, 0), dtype=np.float32),
+    )
     params = model_params(name, settings)
     matrix = data.positives.copy().tocsr()
     if name == "als":
         matrix.data = (1.0 + params["alpha"] * matrix.data).astype(np.float32)
 
         def direct_fit():
-            AlternatingLeastSquares(factors=params["factors"], regularization=params["regularization"],
-                                    iterations=params["iterations"], random_state=settings.seed
-                                    ).fit(matrix, show_progress=False)
+            AlternatingLeastSquares(
+                factors=params["factors"],
+                regularization=params["regularization"],
+                iterations=params["iterations"],
+                random_state=settings.seed,
+            ).fit(matrix, show_progress=False)
     else:
         matrix.data[:] = 1.0
 
         def direct_fit():
-            BayesianPersonalizedRanking(factors=params["factors"], learning_rate=params["learning_rate"],
-                                        regularization=params["regularization"], iterations=params["iterations"],
-                                        num_threads=params["num_threads"], random_state=settings.seed,
-                                        dtype=np.float32).fit(matrix, show_progress=False)
+            BayesianPersonalizedRanking(
+                factors=params["factors"],
+                learning_rate=params["learning_rate"],
+                regularization=params["regularization"],
+                iterations=params["iterations"],
+                num_threads=params["num_threads"],
+                random_state=settings.seed,
+                dtype=np.float32,
+            ).fit(matrix, show_progress=False)
+
     ours, direct = [], []
     with threadpool_limits(1, "blas"):  # implicit's advice: one BLAS thread, its own threads do the work
         for _ in range(repeats):
@@ -93,13 +108,21 @@ def fit_speed(resources, name: str, repeats: int = 5, users: int = 20_000, items
 
 
 TUNE_DAY_INDEX = 7  # 0-based: day 8, trained on the 7 days before it
-TUNE_GRID = (
-    [("bpr", dict(factors=f, learning_rate=0.01, regularization=0.01, iterations=it, popularity_correction=beta,
-                  num_threads=1))
-     for f in (32, 128) for it in (50, 100, 200) for beta in (0.0, 1.0)]
-    + [("bpr_uniform", dict(factors=f, learning_rate=0.05, regularization=0.01, epochs=ep))
-       for f in (64, 128) for ep in (30, 60)]
-)
+TUNE_GRID = [
+    (
+        "bpr",
+        dict(
+            factors=f, learning_rate=0.01, regularization=0.01, iterations=it, popularity_correction=beta, num_threads=1
+        ),
+    )
+    for f in (32, 128)
+    for it in (50, 100, 200)
+    for beta in (0.0, 1.0)
+] + [
+    ("bpr_uniform", dict(factors=f, learning_rate=0.05, regularization=0.01, epochs=ep))
+    for f in (64, 128)
+    for ep in (30, 60)
+]
 
 
 def tune(resources, day: str) -> list[tuple[str, dict, float]]:
@@ -138,31 +161,46 @@ def main():
     materialize_all(build_defs(resources), days, dg.DagsterInstance.ephemeral(), model_days=1)
     total = time.perf_counter() - t
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    rows = con.execute("""
+    rows = con.execute(
+        """
         SELECT n.model, n.value, n.ci_low, n.ci_high, n.lift_vs_popularity, n.diff_ci_low, r.value, n.n_users
         FROM recall_evaluation n JOIN recall_evaluation r USING (day, model, segment, k)
         WHERE n.metric = 'ndcg' AND r.metric = 'recall' AND n.k = 10 AND n.segment = 'all' AND n.day = ?
-        ORDER BY n.value DESC""", [days[-1]]).fetchall()
+        ORDER BY n.value DESC""",
+        [days[-1]],
+    ).fetchall()
     (winner,) = con.execute("SELECT champion FROM recall_champion WHERE day = ?", [days[-1]]).fetchone()
     if args.tune:
         tune(resources, days[TUNE_DAY_INDEX])
     speed = {name: fit_speed(resources, name, nnz=nnz) for name, nnz in SPEED_NNZ.items()}
-    print(f"{args.days} days of default synthetic data, test day {days[-1]}, {rows[0][7]} test users "
-          f"(whole pipeline {total:.0f}s)")
+    print(
+        f"{args.days} days of default synthetic data, test day {days[-1]}, {rows[0][7]} test users "
+        f"(whole pipeline {total:.0f}s)"
+    )
     print("model              NDCG@10  95% CI              lift vs pop  diff CI low  Recall@10")
     for m, v, lo, hi, lift, dlo, rec, _ in rows:
-        print(f"{m:18s} {v:.4f}   [{lo:.4f}, {hi:.4f}]   {'' if lift is None else f'{lift:+.1%}':>10s}  "
-              f"{'' if dlo is None else f'{dlo:+.4f}':>10s}  {rec:.4f}")
+        print(
+            f"{m:18s} {v:.4f}   [{lo:.4f}, {hi:.4f}]   {'' if lift is None else f'{lift:+.1%}':>10s}  "
+            f"{'' if dlo is None else f'{dlo:+.4f}':>10s}  {rec:.4f}"
+        )
     print(f"champion: {winner}")
     for name, (ours, direct) in speed.items():
-        print(f"{name.upper()} fit (20k users x 5k items, {SPEED_NNZ[name]:,} nnz, median of 5): asset's model {ours:.3f}s vs implicit "
-              f"direct {direct:.3f}s = {ours / direct:.2f}x (target <= 1.10)")
+        print(
+            f"{name.upper()} fit (20k users x 5k items, {SPEED_NNZ[name]:,} nnz, median of 5): asset's model {ours:.3f}s vs implicit "
+            f"direct {direct:.3f}s = {ours / direct:.2f}x (target <= 1.10)"
+        )
     if not args.no_record:
         table = " <br> ".join(f"{m} {v:.4f} [{lo:.4f}, {hi:.4f}]" for m, v, lo, hi, *_ in rows)
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_recall.py --days "
-                      f"{args.days}` | {machine()} | {rows[0][7]} | {table} | {winner} | "
-                      + " <br> ".join(f"{name.upper()} ({SPEED_NNZ[name] // 1000}k nnz) {ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x)"
-                                      for name, (ours, direct) in speed.items()) + " |", section="Recall quality")
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_recall.py --days "
+            f"{args.days}` | {machine()} | {rows[0][7]} | {table} | {winner} | "
+            + " <br> ".join(
+                f"{name.upper()} ({SPEED_NNZ[name] // 1000}k nnz) {ours:.3f}s vs {direct:.3f}s ({ours / direct:.2f}x)"
+                for name, (ours, direct) in speed.items()
+            )
+            + " |",
+            section="Recall quality",
+        )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.core.ranking.rerank import RerankRules, rerank, rerank_batch  # noqa: E402
-from recording import append_result, git_commit, machine  # noqa: E402
 
 
 def main():
@@ -43,24 +43,46 @@ def main():
     names = np.array([f"g{j}" for j in range(g)], dtype=object)
 
     started = time.perf_counter()
-    batch_items, _ = rerank_batch(items, scores, args.k, rules, valid=~watched, genre_vectors=vectors,
-                                  primary_genre=primary, age_days=age, popularity=popularity)
+    batch_items, _ = rerank_batch(
+        items,
+        scores,
+        args.k,
+        rules,
+        valid=~watched,
+        genre_vectors=vectors,
+        primary_genre=primary,
+        age_days=age,
+        popularity=popularity,
+    )
     batch_s = time.perf_counter() - started
     started = time.perf_counter()
     equal = True
     for u in range(n):
-        ref, _ = rerank(items[u], scores[u], args.k, rules, seen=set(items[u][watched[u]].tolist()),
-                        genre_vectors=vectors[u], primary_genre=names[primary[u]], age_days=age[u],
-                        popularity=popularity[u])
+        ref, _ = rerank(
+            items[u],
+            scores[u],
+            args.k,
+            rules,
+            seen=set(items[u][watched[u]].tolist()),
+            genre_vectors=vectors[u],
+            primary_genre=names[primary[u]],
+            age_days=age[u],
+            popularity=popularity[u],
+        )
         equal &= ref.tolist() == batch_items[u][batch_items[u] >= 0].tolist()
     loop_s = time.perf_counter() - started
     ratio = loop_s / batch_s
-    print(f"{n:,} users x {p} candidates, top-{args.k}: per-user rerank() {n / loop_s:,.0f} users/s, "
-          f"rerank_batch {n / batch_s:,.0f} users/s ({ratio:.1f}x); identical lists: {equal}")
+    print(
+        f"{n:,} users x {p} candidates, top-{args.k}: per-user rerank() {n / loop_s:,.0f} users/s, "
+        f"rerank_batch {n / batch_s:,.0f} users/s ({ratio:.1f}x); identical lists: {equal}"
+    )
     if not args.no_record:
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_rerank.py --users {n} "
-                      f"--candidates {p} --k {args.k}` | {machine()} | per-user {n / loop_s:,.0f} users/s, batch "
-                      f"{n / batch_s:,.0f} users/s (**{ratio:.1f}x**), identical lists: {equal} |", section="Re-ranking")
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_rerank.py --users {n} "
+            f"--candidates {p} --k {args.k}` | {machine()} | per-user {n / loop_s:,.0f} users/s, batch "
+            f"{n / batch_s:,.0f} users/s (**{ratio:.1f}x**), identical lists: {equal} |",
+            section="Re-ranking",
+        )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recording import append_result, git_commit, machine  # noqa: E402
+
 from recsys_assets.core.recall import ann  # noqa: E402
 from recsys_assets.core.recall.models import load_model  # noqa: E402
-from recording import append_result, git_commit, machine  # noqa: E402
 from resources import ModelStoreResource  # noqa: E402
 
 
@@ -43,8 +44,10 @@ def main() -> None:
     model = load_model(store.path("recall_als", day))
     users, items = model.arrays()["user_factors"], model.arrays()["item_factors"]
     n_users, k = len(users), args.k
-    print(f"recall_als of {day}: {n_users:,} users, {len(items):,} items, {items.shape[1]} factors; faiss threads "
-          f"{faiss.omp_get_max_threads()}")
+    print(
+        f"recall_als of {day}: {n_users:,} users, {len(items):,} items, {items.shape[1]} factors; faiss threads "
+        f"{faiss.omp_get_max_threads()}"
+    )
 
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(n_users, size=min(args.exact_sample, n_users), replace=False))
@@ -67,13 +70,17 @@ def main() -> None:
         started = time.perf_counter()
         ids = np.empty((n_users, k), np.int64)
         for start in range(0, n_users, 100_000):
-            _, ids[start:start + 100_000] = index.search(np.ascontiguousarray(queries[start:start + 100_000]), k)
+            _, ids[start : start + 100_000] = index.search(np.ascontiguousarray(queries[start : start + 100_000]), k)
         search_s = time.perf_counter() - started
         exact = ann.exact_search(items, users[sample[:2000]], k)
-        recall = float(np.mean([len(np.intersect1d(a, e)) / k for a, e in zip(ids[sample[:2000]], exact)]))
+        recall = float(
+            np.mean([len(np.intersect1d(a, e)) / k for a, e in zip(ids[sample[:2000]], exact, strict=False)])
+        )
         results[kind] = (build_s, search_s, n_users / search_s, recall)
-        print(f"{kind}: build {build_s:.1f}s, all {n_users:,} users in {search_s:.1f}s = {n_users / search_s:,.0f} "
-              f"users/s ({n_users / search_s / exact_ups:.1f}x exact), recall@{k} vs exact {recall:.3f}")
+        print(
+            f"{kind}: build {build_s:.1f}s, all {n_users:,} users in {search_s:.1f}s = {n_users / search_s:,.0f} "
+            f"users/s ({n_users / search_s / exact_ups:.1f}x exact), recall@{k} vs exact {recall:.3f}"
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:,.0f} MiB")
     if args.no_record:
@@ -85,7 +92,9 @@ def main() -> None:
         f"{len(items):,} items) | {machine()} | - | IVF: {ivf[1]:.0f}s = {ivf[2]:,.0f} users/s "
         f"({ivf[2] / exact_ups:.1f}x exact numpy {exact_ups:,.0f} users/s), recall@{k} {ivf[3]:.3f}; HNSW: "
         f"{hnsw[1]:.0f}s = {hnsw[2]:,.0f} users/s ({hnsw[2] / exact_ups:.1f}x), recall@{k} {hnsw[3]:.3f} "
-        f"(build {ivf[0]:.0f}s / {hnsw[0]:.0f}s) | {peak:,.0f} MiB | - | - | - |", section="Scale tiers")
+        f"(build {ivf[0]:.0f}s / {hnsw[0]:.0f}s) | {peak:,.0f} MiB | - | - | - |",
+        section="Scale tiers",
+    )
 
 
 if __name__ == "__main__":

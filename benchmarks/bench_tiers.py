@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 
 import dagster as dg  # noqa: E402
+from recording import PeakRSS, append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
 from recsys_assets.quickstart import MODEL_GROUPS  # noqa: E402
 from resources import RankingSettings, RecallSettings  # noqa: E402
-from recording import PeakRSS, append_result, git_commit, machine  # noqa: E402
 
 TIERS = {
     "XS": GeneratorConfig(n_users=300, n_items=200, days=4, impressions_per_day=3_000),  # the CI smoke test
@@ -59,10 +59,25 @@ TIERS = {
 # samples compute their sampled users' candidate lists when a day has no recall_candidates.
 SERVING_DAY_ASSETS = {"recall_candidates", "recommendations"}
 TIER_SETTINGS = {
-    "L": {"recall": dict(channels=["popularity", "item_cf", "als", "bpr"], bpr_num_threads=2,
-                         bpr_iterations=30, candidate_methods=["rrf"], candidates_k=100, candidates_recent_days=7),
-          "ranking": dict(channels=["popularity", "item_cf", "als", "bpr"], train_days=1, valid_days=0,
-                          threads=2, max_users_per_day=20_000, explain_top_n=0, rank_depth=100)},
+    "L": {
+        "recall": dict(
+            channels=["popularity", "item_cf", "als", "bpr"],
+            bpr_num_threads=2,
+            bpr_iterations=30,
+            candidate_methods=["rrf"],
+            candidates_k=100,
+            candidates_recent_days=7,
+        ),
+        "ranking": dict(
+            channels=["popularity", "item_cf", "als", "bpr"],
+            train_days=1,
+            valid_days=0,
+            threads=2,
+            max_users_per_day=20_000,
+            explain_top_n=0,
+            rank_depth=100,
+        ),
+    },
 }
 
 
@@ -94,10 +109,22 @@ def _step_seconds(instance, result, key) -> float:
     return (end - start) if start and end else float("nan")
 
 
-def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first: str | None = None,
-             last: str | None = None, only: set[str] | None = None) -> list[dict]:
-    defs = build_defs(build_resources(str(root), recall=RecallSettings(**settings.get("recall", {})),
-                                      ranking=RankingSettings(**settings.get("ranking", {}))))
+def run_tier(
+    root: Path,
+    days: list[str],
+    model_days: int,
+    settings: dict,
+    first: str | None = None,
+    last: str | None = None,
+    only: set[str] | None = None,
+) -> list[dict]:
+    defs = build_defs(
+        build_resources(
+            str(root),
+            recall=RecallSettings(**settings.get("recall", {})),
+            ranking=RankingSettings(**settings.get("ranking", {})),
+        )
+    )
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
@@ -115,8 +142,11 @@ def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first
             run_days = days[-1:]
         if node.group_name in MODEL_GROUPS and model_days == 0:
             continue
-        tags = {"dagster/asset_partition_range_start": run_days[0],
-                "dagster/asset_partition_range_end": run_days[-1]} if partitioned else {}
+        tags = (
+            {"dagster/asset_partition_range_start": run_days[0], "dagster/asset_partition_range_end": run_days[-1]}
+            if partitioned
+            else {}
+        )
         cpu = _cpu_seconds()
         started = time.perf_counter()
         with PeakRSS() as rss:
@@ -126,14 +156,26 @@ def run_tier(root: Path, days: list[str], model_days: int, settings: dict, first
             raise SystemExit(f"{key.to_user_string()} failed; stopping the tier")
         out = _rows(result, key)
         step = _step_seconds(instance, result, key)
-        rows.append({"asset": key.to_user_string(), "group": node.group_name, "days": len(run_days) if partitioned else 0,
-                     "wall_s": wall, "cpu_s": _cpu_seconds() - cpu, "peak_rss_mib": rss.peak / 2**20, "rows_out": out,
-                     "rows_per_s": (out / step) if out and step == step and step > 0 else None,
-                     "dagster_overhead_s": wall - step if step == step else None})
+        rows.append(
+            {
+                "asset": key.to_user_string(),
+                "group": node.group_name,
+                "days": len(run_days) if partitioned else 0,
+                "wall_s": wall,
+                "cpu_s": _cpu_seconds() - cpu,
+                "peak_rss_mib": rss.peak / 2**20,
+                "rows_out": out,
+                "rows_per_s": (out / step) if out and step == step and step > 0 else None,
+                "dagster_overhead_s": wall - step if step == step else None,
+            }
+        )
         with open(root / "bench_tiers_rows.jsonl", "a") as fh:
             fh.write(json.dumps(rows[-1]) + "\n")
-        print(f"  {rows[-1]['asset']:28s} {wall:8.1f}s wall {rows[-1]['cpu_s']:8.1f}s cpu "
-              f"{rows[-1]['peak_rss_mib']:8.0f} MiB  rows {out if out is not None else '-'}", flush=True)
+        print(
+            f"  {rows[-1]['asset']:28s} {wall:8.1f}s wall {rows[-1]['cpu_s']:8.1f}s cpu "
+            f"{rows[-1]['peak_rss_mib']:8.0f} MiB  rows {out if out is not None else '-'}",
+            flush=True,
+        )
     return rows
 
 
@@ -145,8 +187,11 @@ def main():
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--from", dest="first", default=None, help="start at this asset (topological order)")
     ap.add_argument("--until", dest="last", default=None, help="stop after this asset")
-    ap.add_argument("--only", default=None, help="comma-separated assets to run (in topological order), e.g. to "
-                                                 "re-measure what a change touched")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated assets to run (in topological order), e.g. to re-measure what a change touched",
+    )
     args = ap.parse_args()
     config = TIERS[args.tier]
     root = Path(args.data_root).resolve() if args.data_root else Path(tempfile.mkdtemp(prefix=f"tier_{args.tier}_"))
@@ -159,46 +204,60 @@ def main():
     days = [d.isoformat() for d in config.dates]
     started = time.perf_counter()
     settings = TIER_SETTINGS.get(args.tier, {})
-    run_tier(root, days, args.model_days, settings, args.first, args.last,
-             set(args.only.split(",")) if args.only else None)
+    run_tier(
+        root, days, args.model_days, settings, args.first, args.last, set(args.only.split(",")) if args.only else None
+    )
     print(f"slice done in {time.perf_counter() - started:.0f}s")
     latest = {}
     for line in (root / "bench_tiers_rows.jsonl").read_text().splitlines():
         row = json.loads(line)
         latest[row["asset"]] = row  # the latest run of each asset counts
-    order = [k.to_user_string() for k in build_defs(build_resources(str(root))).resolve_asset_graph().toposorted_asset_keys]
+    order = [
+        k.to_user_string() for k in build_defs(build_resources(str(root))).resolve_asset_graph().toposorted_asset_keys
+    ]
     rows = [latest[a] for a in order if a in latest]
     total = sum(r["wall_s"] for r in rows)
     overhead = sum(r["dagster_overhead_s"] or 0 for r in rows)
     peak = max(r["peak_rss_mib"] for r in rows)
-    print(f"tier {args.tier}: {len(rows)} assets in {total:.0f}s (generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, "
-          f"Dagster's share {overhead / total:.1%}")
+    print(
+        f"tier {args.tier}: {len(rows)} assets in {total:.0f}s (generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, "
+        f"Dagster's share {overhead / total:.1%}"
+    )
     if args.no_record or args.last or args.only:  # a slice is not a tier result yet
         return
     commit = git_commit()
     out = ROOT / "benchmarks" / "results" / f"tier_{args.tier}_{commit}.md"
     out.parent.mkdir(exist_ok=True)
-    lines = [f"# Tier {args.tier} at `{commit}`", "",
-             f"`python benchmarks/bench_tiers.py --tier {args.tier} --model-days {args.model_days}` on {machine()}, "
-             f"dagster {dg.__version__}; {config.impressions_per_day * config.days:,} impressions over "
-             f"{config.days} days, {config.n_users:,} users, {config.n_items:,} items. Total {total:.0f}s "
-             f"(+ generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, Dagster's share {overhead / total:.1%}. "
-             f"Settings beyond the defaults: {json.dumps(settings) if settings else 'none'}.", "",
-             "| asset | group | days | wall s | CPU s | peak RSS MiB | rows out | rows/s | Dagster s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Tier {args.tier} at `{commit}`",
+        "",
+        f"`python benchmarks/bench_tiers.py --tier {args.tier} --model-days {args.model_days}` on {machine()}, "
+        f"dagster {dg.__version__}; {config.impressions_per_day * config.days:,} impressions over "
+        f"{config.days} days, {config.n_users:,} users, {config.n_items:,} items. Total {total:.0f}s "
+        f"(+ generation {gen_s:.0f}s), peak RSS {peak:.0f} MiB, Dagster's share {overhead / total:.1%}. "
+        f"Settings beyond the defaults: {json.dumps(settings) if settings else 'none'}.",
+        "",
+        "| asset | group | days | wall s | CPU s | peak RSS MiB | rows out | rows/s | Dagster s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rate = "" if r["rows_per_s"] is None else f"{r['rows_per_s']:,.0f}"
         dagster_s = "" if r["dagster_overhead_s"] is None else f"{r['dagster_overhead_s']:.1f}"
         rows_out = "" if r["rows_out"] is None else f"{r['rows_out']:,}"
-        lines.append(f"| {r['asset']} | {r['group']} | {r['days']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                     f"{r['peak_rss_mib']:.0f} | {rows_out} | {rate} | {dagster_s} |")
+        lines.append(
+            f"| {r['asset']} | {r['group']} | {r['days']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+            f"{r['peak_rss_mib']:.0f} | {rows_out} | {rate} | {dagster_s} |"
+        )
     out.write_text("\n".join(lines) + "\n")
     slowest = sorted(rows, key=lambda r: -r["wall_s"])[:3]
-    append_result(f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `python benchmarks/bench_tiers.py --tier {args.tier} "
-                  f"--model-days {args.model_days}` | {machine()} | {config.impressions_per_day * config.days:,} | "
-                  f"{total:.0f}s (+{gen_s:.0f}s generation) | {peak:.0f} MiB | {overhead / total:.1%} | "
-                  + ", ".join(f"{r['asset']} {r['wall_s']:.0f}s" for r in slowest)
-                  + f" | [per asset](results/{out.name}) |", section="Scale tiers")
+    append_result(
+        f"| {time.strftime('%Y-%m-%d')} | `{commit}` | `python benchmarks/bench_tiers.py --tier {args.tier} "
+        f"--model-days {args.model_days}` | {machine()} | {config.impressions_per_day * config.days:,} | "
+        f"{total:.0f}s (+{gen_s:.0f}s generation) | {peak:.0f} MiB | {overhead / total:.1%} | "
+        + ", ".join(f"{r['asset']} {r['wall_s']:.0f}s" for r in slowest)
+        + f" | [per asset](results/{out.name}) |",
+        section="Scale tiers",
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ SOURCE = ROOT.parent / "shared" / "data" / "trivago-recsys2019-100k"
 sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
-
 from recording import append_result, git_commit, machine  # noqa: E402
 
 TEST_DAY = "2018-11-08"
@@ -38,14 +37,32 @@ def main():
         return
     work = Path(tempfile.mkdtemp(prefix="bench_trivago_"))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "recsys_assets.quickstart", "--source", "trivago", "--source-path",
-                    str(SOURCE), "--data-root", str(work / "data"), "--model-days", "2"], cwd=work, check=True,
-                   env={**os.environ, "DAGSTER_HOME": str(work / "dagster_home")}, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys_assets.quickstart",
+            "--source",
+            "trivago",
+            "--source-path",
+            str(SOURCE),
+            "--data-root",
+            str(work / "data"),
+            "--model-days",
+            "2",
+        ],
+        cwd=work,
+        check=True,
+        env={**os.environ, "DAGSTER_HOME": str(work / "dagster_home")},
+        capture_output=True,
+    )
     total = time.perf_counter() - started
     con = duckdb.connect(str(work / "data" / "warehouse.duckdb"), read_only=True)
-    rows = con.execute("""SELECT stage, metric, value, ci_low, ci_high, diff, diff_ci_low, diff_ci_high, n
+    rows = con.execute(
+        """SELECT stage, metric, value, ci_low, ci_high, diff, diff_ci_low, diff_ci_high, n
                           FROM funnel_evaluation WHERE scope = 'slates' AND day = ? ORDER BY metric, value DESC""",
-                       [TEST_DAY]).fetchall()
+        [TEST_DAY],
+    ).fetchall()
     meta = con.execute("SELECT decision, reason FROM ranker_champion WHERE day = ?", [TEST_DAY]).fetchall()
     con.close()
     if not rows:
@@ -58,12 +75,17 @@ def main():
     print(f"ranker promotion on {TEST_DAY}: {meta}")
     mrr = {stage: (v, lo, hi) for stage, metric, v, lo, hi, *_ in rows if metric == "mrr"}
     if not args.no_record:
-        cells = " <br> ".join(f"{s} {v:.4f}" + (f" [{lo:.4f}, {hi:.4f}]" if lo is not None else "")
-                              for s, (v, lo, hi) in sorted(mrr.items(), key=lambda kv: -kv[1][0]))
+        cells = " <br> ".join(
+            f"{s} {v:.4f}" + (f" [{lo:.4f}, {hi:.4f}]" if lo is not None else "")
+            for s, (v, lo, hi) in sorted(mrr.items(), key=lambda kv: -kv[1][0])
+        )
         n = next(r[8] for r in rows if r[0] == "ranker" and r[1] == "mrr")
-        append_result(f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_trivago.py` | "
-                      f"{machine()} | {n} | {cells} | shown 0.451, popularity 0.360, session-first 0.601 | "
-                      f"{total:.0f}s |", section="Ranker on the trivago")
+        append_result(
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_trivago.py` | "
+            f"{machine()} | {n} | {cells} | shown 0.451, popularity 0.360, session-first 0.601 | "
+            f"{total:.0f}s |",
+            section="Ranker on the trivago",
+        )
 
 
 if __name__ == "__main__":

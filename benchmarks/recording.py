@@ -12,13 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def machine() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.machine()}, Python {platform.python_version()}, "
-            f"duckdb {duckdb.__version__}")
+    return (
+        f"{os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.machine()}, Python {platform.python_version()}, "
+        f"duckdb {duckdb.__version__}"
+    )
 
 
 def append_result(row: str, section: str) -> Path:
@@ -44,6 +48,7 @@ class PeakRSS:
 
     def __enter__(self):
         import threading
+
         self.peak, self._stop = 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -23,11 +23,17 @@ from recsys_assets.core.adapters.source import SourceConflict, check_compatible,
 ADAPTED = ("movielens", "trivago")
 
 
-def prepare_source(source: str, source_path: str | Path, data_root: str | Path,
-                   rule: movielens.RatingRule = movielens.RatingRule(), max_tags: int = 20,
-                   min_pos_completion: float = movielens.DEFAULT_MIN_POS_COMPLETION) -> dict:
+def prepare_source(
+    source: str,
+    source_path: str | Path,
+    data_root: str | Path,
+    rule: movielens.RatingRule | None = None,
+    max_tags: int = 20,
+    min_pos_completion: float = movielens.DEFAULT_MIN_POS_COMPLETION,
+) -> dict:
     """The data root's SOURCE.json marker, adapting the source first if the root is empty.
     Raises SourceConflict if the root holds another source."""
+    rule = rule or movielens.RatingRule()
     if source not in ADAPTED:
         raise ValueError(f"source must be one of {ADAPTED}")
     data_root, source_path = Path(data_root).resolve(), Path(source_path).resolve()
@@ -41,13 +47,20 @@ def prepare_source(source: str, source_path: str | Path, data_root: str | Path,
     else:
         manifest = trivago.convert(source_path, data_root)
     keep = ("format", "has_impressions", "days")
-    return write_marker(data_root, source, source_path, manifest["first_day"], manifest["last_day"],
-                        **{k: manifest[k] for k in keep if k in manifest})
+    return write_marker(
+        data_root,
+        source,
+        source_path,
+        manifest["first_day"],
+        manifest["last_day"],
+        **{k: manifest[k] for k in keep if k in manifest},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recsys_assets.adapt", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m recsys_assets.adapt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("source", choices=ADAPTED)
     p.add_argument("source_path", help="MovieLens release folder, or trivago log (file or folder)")
     p.add_argument("--data-root", required=True, help="a fresh folder for this source's landing zone and warehouse")
@@ -64,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(marker, indent=2))
-    print(f"\nNext: RECSYS_START_DATE={marker['first_day']} RECSYS_DATA_ROOT={args.data_root} "
-          "dagster asset materialize -m recsys_assets.definitions ...  (or the quickstart with --source)")
+    print(
+        f"\nNext: RECSYS_START_DATE={marker['first_day']} RECSYS_DATA_ROOT={args.data_root} "
+        "dagster asset materialize -m recsys_assets.definitions ...  (or the quickstart with --source)"
+    )
     return 0
 
 

@@ -18,8 +18,22 @@ from recsys_assets.executors import celery_settings
 
 def worker_command(name: str, concurrency: int, config_path: Path) -> list[str]:
     bindir = Path(sys.executable).parent
-    return [str(bindir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config_path),
-            "-n", name, "--", "--concurrency", str(concurrency), "--prefetch-multiplier", "1"]
+    return [
+        str(bindir / "dagster-celery"),
+        "worker",
+        "start",
+        "-A",
+        "dagster_celery.app",
+        "-y",
+        str(config_path),
+        "-n",
+        name,
+        "--",
+        "--concurrency",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

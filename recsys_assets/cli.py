@@ -15,17 +15,30 @@ def _recommend(args) -> int:
     from recsys_assets.online import OnlineRecommender
 
     resources = build_resources(args.data_root)
-    recommender = OnlineRecommender(resources["storage"], resources["model_store"], resources["ranking"],
-                                    resources["recall"], day=args.day)
+    recommender = OnlineRecommender(
+        resources["storage"], resources["model_store"], resources["ranking"], resources["recall"], day=args.day
+    )
     answer = recommender.recommend(args.user, k=args.k, explain=args.explain)
     rows = answer.table.drop("stage").to_dicts()
     if args.json:
-        print(json.dumps({"user_id": answer.user_id, "path": answer.path, "day": answer.day, "stage": answer.stage,
-                          "timings_ms": {k: round(v, 3) for k, v in answer.timings_ms.items()},
-                          "items": rows}, default=str))
+        print(
+            json.dumps(
+                {
+                    "user_id": answer.user_id,
+                    "path": answer.path,
+                    "day": answer.day,
+                    "stage": answer.stage,
+                    "timings_ms": {k: round(v, 3) for k, v in answer.timings_ms.items()},
+                    "items": rows,
+                },
+                default=str,
+            )
+        )
         return 0
-    print(f"user {answer.user_id}: {answer.path} path, models of {answer.day}, {answer.stage} "
-          f"({answer.timings_ms['total_ms']:.1f} ms after load)")
+    print(
+        f"user {answer.user_id}: {answer.path} path, models of {answer.day}, {answer.stage} "
+        f"({answer.timings_ms['total_ms']:.1f} ms after load)"
+    )
     for row in rows:
         line = f"{row['rank']:>3}. item {row['item_id']:<8} score {row['score']:+.4f}  via {','.join(row['channels'] or [])}"
         if args.explain:
@@ -52,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a clear message, not a traceback, for missing/corrupt artifacts
         from recsys_assets.serving import MissingInput
         from resources.model_store import CorruptModelError
+
         if isinstance(error, (MissingInput, CorruptModelError)):
             print(f"recsys: {error}", file=sys.stderr)
             return 2

@@ -3,30 +3,45 @@
 import dagster as dg
 
 from recsys_assets import automation
-from recsys_assets.executors import executor_from_env
-
 from recsys_assets.assets.dictionaries import dictionary_assets
 from recsys_assets.assets.drift import drift_assets, drift_checks
 from recsys_assets.assets.evaluation import evaluation_assets, evaluation_checks
 from recsys_assets.assets.features import feature_assets
 from recsys_assets.assets.ranking import ranking_assets, ranking_checks
 from recsys_assets.assets.raw import log_assets, raw_assets
-from recsys_assets.assets.recommendations import serving_assets
 from recsys_assets.assets.recall import model_assets, model_checks
+from recsys_assets.assets.recommendations import serving_assets
 from recsys_assets.assets.serving_index import ann_recall_check, recall_ann_index
 from recsys_assets.checks.feature_checks import feature_checks
 from recsys_assets.checks.raw_checks import raw_checks
-from resources import (AutomationSettings, FeatureSettings, IngestionSettings, LandingZoneResource, ModelStoreResource, RankingSettings, RecallSettings,
-                       StorageResource, WarehouseResource)
+from recsys_assets.executors import executor_from_env
+from resources import (
+    AutomationSettings,
+    FeatureSettings,
+    IngestionSettings,
+    LandingZoneResource,
+    ModelStoreResource,
+    RankingSettings,
+    RecallSettings,
+    StorageResource,
+    WarehouseResource,
+)
 
 
-def build_resources(data_root: str | None = None, landing_root: str | None = None,
-                    ingestion: IngestionSettings | None = None, ranking: RankingSettings | None = None,
-                    recall: RecallSettings | None = None) -> dict:
+def build_resources(
+    data_root: str | None = None,
+    landing_root: str | None = None,
+    ingestion: IngestionSettings | None = None,
+    ranking: RankingSettings | None = None,
+    recall: RecallSettings | None = None,
+) -> dict:
     """Resources from the environment, or rooted at explicit folders (tests, scripts)."""
     storage = StorageResource(data_root=data_root) if data_root else StorageResource()
-    landing = LandingZoneResource(landing_root=landing_root) if landing_root else (
-        LandingZoneResource(landing_root=str(storage.root / "landing")) if data_root else LandingZoneResource())
+    landing = (
+        LandingZoneResource(landing_root=landing_root)
+        if landing_root
+        else (LandingZoneResource(landing_root=str(storage.root / "landing")) if data_root else LandingZoneResource())
+    )
     return {
         "storage": storage,
         "landing": landing,
@@ -46,8 +61,20 @@ ingest_raw_logs = dg.define_asset_job(
     description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
 )
 
-ALL_ASSETS = raw_assets + feature_assets + dictionary_assets + drift_assets + list(model_assets.values()) + evaluation_assets + [recall_ann_index] + ranking_assets + serving_assets
-ALL_CHECKS = raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check] + ranking_checks
+ALL_ASSETS = (
+    raw_assets
+    + feature_assets
+    + dictionary_assets
+    + drift_assets
+    + list(model_assets.values())
+    + evaluation_assets
+    + [recall_ann_index]
+    + ranking_assets
+    + serving_assets
+)
+ALL_CHECKS = (
+    raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check] + ranking_checks
+)
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:

@@ -21,10 +21,14 @@ from recsys_assets.core.storage import is_remote, root_path, upload_landing
 
 def build_parser() -> argparse.ArgumentParser:
     d = GeneratorConfig()
-    p = argparse.ArgumentParser(prog="python -m recsys_assets.generate",
-                                description="Write synthetic online-cinema logs to <root>/landing.")
-    p.add_argument("--root", default="data",
-                   help="output root: a folder or an object-store URL such as s3://bucket/prefix (default: data)")
+    p = argparse.ArgumentParser(
+        prog="python -m recsys_assets.generate", description="Write synthetic online-cinema logs to <root>/landing."
+    )
+    p.add_argument(
+        "--root",
+        default="data",
+        help="output root: a folder or an object-store URL such as s3://bucket/prefix (default: data)",
+    )
     p.add_argument("--users", type=int, default=d.n_users)
     p.add_argument("--items", type=int, default=d.n_items)
     p.add_argument("--days", type=int, default=d.days)
@@ -34,10 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--new-item-share", type=float, default=d.new_item_share)
     p.add_argument("--new-user-share", type=float, default=d.new_user_share)
-    p.add_argument("--personalized-share", type=float, default=d.personalized_share,
-                   help="share of slates aimed at one of the user's genres (the rest by popularity)")
-    p.add_argument("--shift-date", type=dt.date.fromisoformat, default=None,
-                   help="first day of the distribution shift, YYYY-MM-DD")
+    p.add_argument(
+        "--personalized-share",
+        type=float,
+        default=d.personalized_share,
+        help="share of slates aimed at one of the user's genres (the rest by popularity)",
+    )
+    p.add_argument(
+        "--shift-date", type=dt.date.fromisoformat, default=None, help="first day of the distribution shift, YYYY-MM-DD"
+    )
     p.add_argument("--shift-kind", choices=SHIFT_KINDS, default=d.shift_kind)
     p.add_argument("--bad-rate", type=float, default=0.0, help="share of injected bad lines (0 = none)")
     p.add_argument("--json", action="store_true", help="print the full summary as JSON")
@@ -47,11 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     config = GeneratorConfig(
-        n_users=args.users, n_items=args.items, days=args.days, start_date=args.start,
-        impressions_per_day=args.impressions_per_day, slate_size=args.slate_size, seed=args.seed,
-        new_item_share=args.new_item_share, new_user_share=args.new_user_share,
+        n_users=args.users,
+        n_items=args.items,
+        days=args.days,
+        start_date=args.start,
+        impressions_per_day=args.impressions_per_day,
+        slate_size=args.slate_size,
+        seed=args.seed,
+        new_item_share=args.new_item_share,
+        new_user_share=args.new_user_share,
         personalized_share=args.personalized_share,
-        shift_date=args.shift_date, shift_kind=args.shift_kind, bad_record_rate=args.bad_rate,
+        shift_date=args.shift_date,
+        shift_kind=args.shift_kind,
+        bad_record_rate=args.bad_rate,
     )
     t0 = time.perf_counter()
     if is_remote(args.root):
@@ -72,8 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  items.jsonl  {tot['items']:>12,} rows   users.jsonl  {tot['users']:>12,} rows")
     if days:
         first, last = min(days), max(days)
-        print(f"  {len(days)} day partitions {first} .. {last} "
-              f"(impressions.jsonl, events.jsonl, watch_stats.jsonl, _SUCCESS)")
+        print(
+            f"  {len(days)} day partitions {first} .. {last} "
+            f"(impressions.jsonl, events.jsonl, watch_stats.jsonl, _SUCCESS)"
+        )
     print(f"  impressions  {tot['impressions']:>12,} rows")
     print(f"  events       {tot['events']:>12,} rows")
     print(f"  watch_stats  {tot['watch_stats']:>12,} rows")

@@ -57,14 +57,20 @@ def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterI
         run_days = days[-model_days:] if is_model else days
         if is_model and model_days == 0:
             continue
-        tags = {"dagster/asset_partition_range_start": run_days[0],
-                "dagster/asset_partition_range_end": run_days[-1]} if partitioned else {}
-        result = job.execute_in_process(instance=instance, asset_selection=sorted(selection), tags=tags,
-                                        raise_on_error=False)
+        tags = (
+            {"dagster/asset_partition_range_start": run_days[0], "dagster/asset_partition_range_end": run_days[-1]}
+            if partitioned
+            else {}
+        )
+        result = job.execute_in_process(
+            instance=instance, asset_selection=sorted(selection), tags=tags, raise_on_error=False
+        )
         for evaluation in result.get_asset_check_evaluations():
             if not evaluation.passed:
-                print(f"  check {evaluation.severity.value}: {evaluation.asset_check_key.to_user_string()} "
-                      f"{ {k: v.value for k, v in evaluation.metadata.items() if isinstance(v.value, (int, float))} }")
+                print(
+                    f"  check {evaluation.severity.value}: {evaluation.asset_check_key.to_user_string()} "
+                    f"{ {k: v.value for k, v in evaluation.metadata.items() if isinstance(v.value, (int, float))} }"
+                )
         if not result.success:
             raise SystemExit("materialization failed; see the run in the UI for the failing step")
 
@@ -82,14 +88,25 @@ def use_landing_zone(landing: Path, data_root: Path) -> dict:
     missing = [name for name in ("users.jsonl", "items.jsonl") if not (landing / name).exists()]
     days = landing_days(landing) if landing.is_dir() else []
     if not landing.is_dir() or missing or not days:
-        raise SystemExit(f"error: {landing} is not a landing zone in the contract format: it needs users.jsonl, "
-                         f"items.jsonl and day folders <YYYY-MM-DD>/ with a _SUCCESS marker "
-                         f"(missing: {', '.join(missing) or 'complete day folders'}); see docs/data-contract.md")
+        raise SystemExit(
+            f"error: {landing} is not a landing zone in the contract format: it needs users.jsonl, "
+            f"items.jsonl and day folders <YYYY-MM-DD>/ with a _SUCCESS marker "
+            f"(missing: {', '.join(missing) or 'complete day folders'}); see docs/data-contract.md"
+        )
     marker = check_compatible(data_root, "landing", landing)
     data_root.mkdir(parents=True, exist_ok=True)
-    return write_marker(data_root, "landing", landing, days[0], days[-1]) if marker is None else \
-        write_marker(data_root, "landing", landing, days[0], days[-1], **{k: v for k, v in marker.items() if k not in
-                                                                          ("source", "path", "first_day", "last_day")})
+    return (
+        write_marker(data_root, "landing", landing, days[0], days[-1])
+        if marker is None
+        else write_marker(
+            data_root,
+            "landing",
+            landing,
+            days[0],
+            days[-1],
+            **{k: v for k, v in marker.items() if k not in ("source", "path", "first_day", "last_day")},
+        )
+    )
 
 
 def select_source(args: argparse.Namespace, data_root: Path) -> None:
@@ -115,8 +132,10 @@ def select_source(args: argparse.Namespace, data_root: Path) -> None:
         raise SystemExit(f"error: {exc}") from None
     loaded = sys.modules.get("recsys_assets.partitions")
     if loaded is not None and loaded.START_DATE != marker["first_day"]:
-        raise SystemExit(f"error: partitions already start at {loaded.START_DATE} in this process; "
-                         f"run with RECSYS_START_DATE={marker['first_day']} or in a fresh process")
+        raise SystemExit(
+            f"error: partitions already start at {loaded.START_DATE} in this process; "
+            f"run with RECSYS_START_DATE={marker['first_day']} or in a fresh process"
+        )
     os.environ["RECSYS_START_DATE"] = marker["first_day"]
     print(f"  {args.source}: {marker['first_day']} .. {marker['last_day']}; partitions start {marker['first_day']}")
 
@@ -126,13 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--impressions-per-day", type=int, default=70_000)
-    parser.add_argument("--model-days", type=int, default=4,
-                        help="train and evaluate models for the last N days (the ranker of a day learns from the "
-                             "ranking samples of the 3 days before it, so it needs N >= 4)")
+    parser.add_argument(
+        "--model-days",
+        type=int,
+        default=4,
+        help="train and evaluate models for the last N days (the ranker of a day learns from the "
+        "ranking samples of the 3 days before it, so it needs N >= 4)",
+    )
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
-    parser.add_argument("--source", choices=("synthetic", "movielens", "trivago", "landing"), default="synthetic",
-                        help="where the raw logs come from (default: the embedded synthetic generator; landing = "
-                             "your own landing zone in the contract format, read in place)")
+    parser.add_argument(
+        "--source",
+        choices=("synthetic", "movielens", "trivago", "landing"),
+        default="synthetic",
+        help="where the raw logs come from (default: the embedded synthetic generator; landing = "
+        "your own landing zone in the contract format, read in place)",
+    )
     parser.add_argument("--source-path", help="the dataset's folder or file (movielens, trivago), or the landing zone")
     args = parser.parse_args(argv)
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
@@ -159,32 +186,37 @@ def main(argv: list[str] | None = None) -> int:
         # serves: train on every earlier day and early-stop on a held-out share of its requests.
         os.environ["RECSYS_RANKER_TRAIN_DAYS"] = str(max(len(days) - 1, 1))
         os.environ["RECSYS_RANKER_VALID_DAYS"] = "0"
-        short_log_env = (f" RECSYS_RANKER_TRAIN_DAYS={os.environ['RECSYS_RANKER_TRAIN_DAYS']}"
-                         " RECSYS_RANKER_VALID_DAYS=0")
+        short_log_env = f" RECSYS_RANKER_TRAIN_DAYS={os.environ['RECSYS_RANKER_TRAIN_DAYS']} RECSYS_RANKER_VALID_DAYS=0"
         print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
         from resources import RankingSettings
+
         ranking = RankingSettings(train_days=max(len(days) - 1, 1), valid_days=0)
     defs = build_defs(build_resources(str(data_root), landing_root=str(landing), ranking=ranking))
     if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
         from recsys_assets.core.adapters.source import write_marker
+
         write_marker(data_root, "synthetic", None, days[0], days[-1])
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
         materialize_all(defs, days, instance, model_days=args.model_days)
 
     import duckdb
+
     con = duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True)
     print("\nTables in the warehouse (rows):")
     for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall():
         print(f"  {name:20s} {con.execute(f'SELECT count(*) FROM {name}').fetchone()[0]:>12,}")
     con.close()
     # A real source's partitions start at its first day: the UI must be told so too.
-    start_env = ("" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}") \
-        + short_log_env + (f" RECSYS_LANDING_ROOT={landing}" if args.source == "landing" else "")
+    start_env = (
+        ("" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}")
+        + short_log_env
+        + (f" RECSYS_LANDING_ROOT={landing}" if args.source == "landing" else "")
+    )
     print(f"""
 Done.
-  Parquet lake:     {data_root / 'lake'}
-  DuckDB catalog:   {data_root / 'warehouse.duckdb'}   (duckdb -readonly {data_root / 'warehouse.duckdb'})
+  Parquet lake:     {data_root / "lake"}
+  DuckDB catalog:   {data_root / "warehouse.duckdb"}   (duckdb -readonly {data_root / "warehouse.duckdb"})
   Dagster runs in:  {home}
   Open the UI:      DAGSTER_HOME={home} RECSYS_DATA_ROOT={data_root}{start_env} .venv/bin/dagster dev
 """)

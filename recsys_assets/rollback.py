@@ -19,7 +19,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys_assets.assets.evaluation import REGISTRY_SCHEMA, _write_rows, registry_entries, serving_champion
@@ -48,8 +48,16 @@ def parse_target(text: str) -> tuple[str, str]:
     return match["model"], match["day"]
 
 
-def rollback(storage: StorageResource, model_store: ModelStoreResource, model: str, trained_day: str, reason: str,
-             day: str | None = None, metric: str | None = None, now: datetime | None = None) -> Rollback:
+def rollback(
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    model: str,
+    trained_day: str,
+    reason: str,
+    day: str | None = None,
+    metric: str | None = None,
+    now: datetime | None = None,
+) -> Rollback:
     """Record `model`@`trained_day` as the serving recall champion from registry day `day` on."""
     from recsys_assets.core.recall import models as recall_models
 
@@ -61,30 +69,45 @@ def rollback(storage: StorageResource, model_store: ModelStoreResource, model: s
     except CorruptModelError as corrupt:  # names the missing or altered file
         raise RollbackRefused(f"cannot roll back to {model}@{trained_day}: {corrupt}") from corrupt
     except Exception as broken:  # noqa: BLE001 — any load failure refuses the rollback
-        raise RollbackRefused(f"cannot roll back to {model}@{trained_day}: "
-                              f"{model_store.path(f'recall_{model}', trained_day)} does not load: {broken}") from broken
+        raise RollbackRefused(
+            f"cannot roll back to {model}@{trained_day}: "
+            f"{model_store.path(f'recall_{model}', trained_day)} does not load: {broken}"
+        ) from broken
     days = sorted({d for d, _ in registry_entries(storage)})
     if day is None:
         if not days:
-            raise RollbackRefused(f"the champion registry {storage.lake_dir / 'recall_champion'} is empty: "
-                                  "nothing is serving, so there is nothing to roll back")
+            raise RollbackRefused(
+                f"the champion registry {storage.lake_dir / 'recall_champion'} is empty: "
+                "nothing is serving, so there is nothing to roll back"
+            )
         day = days[-1]
     if trained_day > day:
-        raise RollbackRefused(f"{model}@{trained_day} was trained after registry day {day}; "
-                              "a rollback serves a model trained on or before that day")
+        raise RollbackRefused(
+            f"{model}@{trained_day} was trained after registry day {day}; "
+            "a rollback serves a model trained on or before that day"
+        )
     incumbent = serving_champion(storage, day)
     if incumbent == (model, trained_day):
         raise RollbackRefused(f"{model}@{trained_day} is already the serving champion after {day}")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    row = {"day": day, "metric": metric or RecallSettings().champion_metric, "candidate": None, "candidate_value": None,
-           "incumbent": incumbent[0] if incumbent else None, "incumbent_day": incumbent[1] if incumbent else None,
-           "incumbent_value": None, "decision": "rollback", "champion": model, "champion_day": trained_day,
-           "popularity_value": None,
-           "candidates": json.dumps({"rolled_back_at": stamp, "artifact_files": sorted(manifest["files"])}),
-           "reason": f"rollback at {stamp} from "
-                     f"{f'{incumbent[0]}@{incumbent[1]}' if incumbent else 'no champion'} to {model}@{trained_day} "
-                     f"(checksums verified): {reason}"}
+    row = {
+        "day": day,
+        "metric": metric or RecallSettings().champion_metric,
+        "candidate": None,
+        "candidate_value": None,
+        "incumbent": incumbent[0] if incumbent else None,
+        "incumbent_day": incumbent[1] if incumbent else None,
+        "incumbent_value": None,
+        "decision": "rollback",
+        "champion": model,
+        "champion_day": trained_day,
+        "popularity_value": None,
+        "candidates": json.dumps({"rolled_back_at": stamp, "artifact_files": sorted(manifest["files"])}),
+        "reason": f"rollback at {stamp} from "
+        f"{f'{incumbent[0]}@{incumbent[1]}' if incumbent else 'no champion'} to {model}@{trained_day} "
+        f"(checksums verified): {reason}",
+    }
     path = storage.lake_dir / "recall_champion" / f"{day}.rollback-{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
     _write_rows([row], REGISTRY_SCHEMA, path)
     return Rollback(row=row, path=path, superseded_by=[d for d in days if d > day])
@@ -94,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--to", required=True, metavar="MODEL@DAY", help="published recall model to serve, e.g. als@2026-01-10")
+    parser.add_argument(
+        "--to", required=True, metavar="MODEL@DAY", help="published recall model to serve, e.g. als@2026-01-10"
+    )
     parser.add_argument("--reason", default="manual rollback", help="why (recorded in the registry)")
     parser.add_argument("--day", help="registry day the rollback applies after (default: the latest registry day)")
     parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
@@ -111,13 +136,20 @@ def main(argv: list[str] | None = None) -> int:
 
     refresh_catalog_if_needed(storage.lake_dir, storage.catalog_path)
     row = done.row
-    print(f"recall champion after {row['day']}: {row['champion']}@{row['champion_day']} "
-          f"(was {row['incumbent']}@{row['incumbent_day']}); registry row {done.path}")
-    print(f"rebuild the serving index: dagster asset materialize -m recsys_assets.definitions "
-          f"--select recall_ann_index --partition {row['day']}")
+    print(
+        f"recall champion after {row['day']}: {row['champion']}@{row['champion_day']} "
+        f"(was {row['incumbent']}@{row['incumbent_day']}); registry row {done.path}"
+    )
+    print(
+        f"rebuild the serving index: dagster asset materialize -m recsys_assets.definitions "
+        f"--select recall_ann_index --partition {row['day']}"
+    )
     if done.superseded_by:
-        print(f"warning: the registry has later decisions ({', '.join(done.superseded_by)}) that still come after this "
-              "rollback; re-materialize recall_champion for those days to gate them against it", file=sys.stderr)
+        print(
+            f"warning: the registry has later decisions ({', '.join(done.superseded_by)}) that still come after this "
+            "rollback; re-materialize recall_champion for those days to gate them against it",
+            file=sys.stderr,
+        )
     return 0
 
 

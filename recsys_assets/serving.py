@@ -13,10 +13,11 @@ import polars as pl
 import pyarrow as pa
 
 from recsys_assets.core.ranking import features as F
-from recsys_assets.core.ranking import funnel, ranker as ranker_lib
+from recsys_assets.core.ranking import funnel
+from recsys_assets.core.ranking import ranker as ranker_lib
 from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.core.storage import local_scratch_dir, read_polars, scan_polars, write_parquet_atomic
+from recsys_assets.core.storage import local_scratch_dir, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
 from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource
 
@@ -44,8 +45,14 @@ def load_channels(model_store: ModelStoreResource, day: str, names) -> dict[str,
     return out
 
 
-def feature_context(storage: StorageResource, model_store: ModelStoreResource, day: str, channel_names,
-                    recall: RecallSettings, rank_depth: int) -> F.FeatureContext:
+def feature_context(
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    day: str,
+    channel_names,
+    recall: RecallSettings,
+    rank_depth: int,
+) -> F.FeatureContext:
     """Everything the ranking features of `day` need: point-in-time user/item features, the
     user's genre history, the recall models of `day` and what recall excludes from their lists
     (the training window's positives, items not yet available), so rank_<channel> is the
@@ -53,25 +60,41 @@ def feature_context(storage: StorageResource, model_store: ModelStoreResource, d
     from recsys_assets.assets.recall import training_days
     from recsys_assets.core.training_data import load_recall_exclusions
 
-    required = {"user_features": storage.partition_path("user_features", day),
-                "item_features": storage.partition_path("item_features", day),
-                "raw_users": storage.partition_path("raw_users"), "raw_items": storage.partition_path("raw_items"),
-                "user_id_dictionary": storage.partition_path("user_id_dictionary"),
-                "item_id_dictionary": storage.partition_path("item_id_dictionary")}
+    required = {
+        "user_features": storage.partition_path("user_features", day),
+        "item_features": storage.partition_path("item_features", day),
+        "raw_users": storage.partition_path("raw_users"),
+        "raw_items": storage.partition_path("raw_items"),
+        "user_id_dictionary": storage.partition_path("user_id_dictionary"),
+        "item_id_dictionary": storage.partition_path("item_id_dictionary"),
+    }
     missing = [f"{name} ({path})" for name, path in required.items() if not path.exists()]
     if missing:
         raise MissingInput(f"ranking features for {day} need {', '.join(missing)}; materialize them first")
     genre_window = storage.existing_partitions("user_genre_daily", days_before(day, GENRE_WINDOW_DAYS))
     exclude, blocked = load_recall_exclusions(
-        day, storage.existing_partitions("interactions", training_days(day, recall.window_days)),
-        required["user_id_dictionary"], required["item_id_dictionary"], required["raw_items"],
-        click_weight=recall.click_weight)
-    return F.load_context(day, user_features=required["user_features"], item_features=required["item_features"],
-                          genre_window=genre_window, users=required["raw_users"], items=required["raw_items"],
-                          user_dictionary=required["user_id_dictionary"], item_dictionary=required["item_id_dictionary"],
-                          channel_names=tuple(channel_names),
-                          channels=load_channels(model_store, day, channel_names),
-                          rank_depth=rank_depth, exclude=exclude, blocked_items=blocked)
+        day,
+        storage.existing_partitions("interactions", training_days(day, recall.window_days)),
+        required["user_id_dictionary"],
+        required["item_id_dictionary"],
+        required["raw_items"],
+        click_weight=recall.click_weight,
+    )
+    return F.load_context(
+        day,
+        user_features=required["user_features"],
+        item_features=required["item_features"],
+        genre_window=genre_window,
+        users=required["raw_users"],
+        items=required["raw_items"],
+        user_dictionary=required["user_id_dictionary"],
+        item_dictionary=required["item_id_dictionary"],
+        channel_names=tuple(channel_names),
+        channels=load_channels(model_store, day, channel_names),
+        rank_depth=rank_depth,
+        exclude=exclude,
+        blocked_items=blocked,
+    )
 
 
 def load_ranker(model_store: ModelStoreResource, day: str) -> ranker_lib.Ranker:
@@ -80,10 +103,13 @@ def load_ranker(model_store: ModelStoreResource, day: str) -> ranker_lib.Ranker:
 
 
 def rules(settings: RankingSettings) -> RerankRules:
-    return RerankRules(mmr_lambda=settings.mmr_lambda, genre_cap=settings.genre_cap,
-                       freshness_boost=settings.freshness_boost,
-                       freshness_half_life_days=settings.freshness_half_life_days,
-                       popularity_beta=settings.popularity_beta)
+    return RerankRules(
+        mmr_lambda=settings.mmr_lambda,
+        genre_cap=settings.genre_cap,
+        freshness_boost=settings.freshness_boost,
+        freshness_half_life_days=settings.freshness_half_life_days,
+        popularity_beta=settings.popularity_beta,
+    )
 
 
 def scan_candidates(storage: StorageResource, day: str, limit: int) -> pl.LazyFrame:
@@ -103,9 +129,10 @@ def serving_candidates(frame: pl.LazyFrame, limit: int) -> pl.LazyFrame:
     columns = frame.collect_schema().names()
     # channel ranks inside the candidate lists become in_<channel> (0 = absent): feature_frame
     # reads them as rank_<channel> when channel_depth (the lists' length) covers rank_depth
-    return frame.rename({"rank": "recall_rank", "score": "recall_score"} |
-                        {c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")}
-                        ).drop("method", "day")
+    return frame.rename(
+        {"rank": "recall_rank", "score": "recall_score"}
+        | {c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")}
+    ).drop("method", "day")
 
 
 def read_candidates(storage: StorageResource, day: str, limit: int, users: np.ndarray | None = None) -> pl.DataFrame:
@@ -127,9 +154,18 @@ def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = Non
 
 
 # ------------------------------------------------------------------------------ recommendations
-def write_recommendations(path, root, day: str, users: np.ndarray, candidates: pl.LazyFrame | None,
-                          ctx: F.FeatureContext, model: ranker_lib.Ranker | None, history: pl.DataFrame,
-                          settings: RankingSettings, columns: list[str]) -> dict:
+def write_recommendations(
+    path,
+    root,
+    day: str,
+    users: np.ndarray,
+    candidates: pl.LazyFrame | None,
+    ctx: F.FeatureContext,
+    model: ranker_lib.Ranker | None,
+    history: pl.DataFrame,
+    settings: RankingSettings,
+    columns: list[str],
+) -> dict:
     """The recommendations partition of `day` for `users` (sorted ids): serving_batch_users
     users at a time, each batch's candidates read by user-id range (users without candidates
     get popular items), ranked, re-ranked and explained (recommend_users), then spilled to a
@@ -148,17 +184,28 @@ def write_recommendations(path, root, day: str, users: np.ndarray, candidates: p
     try:
         step = settings.serving_batch_users
         for start in range(0, max(len(users), 1), step):
-            batch = users[start:start + step]
+            batch = users[start : start + step]
             lo, hi = (int(batch[0]), int(batch[-1])) if len(batch) else (0, -1)
             first, last = np.searchsorted(history_users, lo, "left"), np.searchsorted(history_users, hi, "right")
             batch_history = history.slice(first, max(last - first, 0))
-            batch_candidates = (candidates.filter(pl.col("user_id").is_between(lo, hi)).collect() if candidates is not None
-                                else pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64,
-                                                          "recall_rank": pl.Int64, "recall_score": pl.Float64}))
+            batch_candidates = (
+                candidates.filter(pl.col("user_id").is_between(lo, hi)).collect()
+                if candidates is not None
+                else pl.DataFrame(
+                    schema={
+                        "user_id": pl.Int64,
+                        "item_id": pl.Int64,
+                        "recall_rank": pl.Int64,
+                        "recall_score": pl.Float64,
+                    }
+                )
+            )
             cold = np.setdiff1d(batch, batch_candidates["user_id"].to_numpy())
             if len(cold):
-                batch_candidates = pl.concat([batch_candidates, popular_candidates(ctx, cold, settings.rank_candidates,
-                                                                                  batch_history)], how="diagonal_relaxed")
+                batch_candidates = pl.concat(
+                    [batch_candidates, popular_candidates(ctx, cold, settings.rank_candidates, batch_history)],
+                    how="diagonal_relaxed",
+                )
             out = recommend_users(ctx, model, batch_candidates, batch_history, settings)
             out = out.with_columns(pl.lit(day).str.to_date().alias("day")).select(columns)
             out.write_parquet(parts_dir / f"{start:012d}.parquet")
@@ -170,7 +217,9 @@ def write_recommendations(path, root, day: str, users: np.ndarray, candidates: p
                 stats["preview"] = out.filter(pl.col("user_id") == out["user_id"].min()) if out.height else out
         con = connect()
         try:
-            write_parquet_atomic(con, f"SELECT * FROM read_parquet('{parts_dir}/*.parquet') ORDER BY user_id, rank", path)
+            write_parquet_atomic(
+                con, f"SELECT * FROM read_parquet('{parts_dir}/*.parquet') ORDER BY user_id, rank", path
+            )
         finally:
             con.close()
     finally:
@@ -186,8 +235,7 @@ def user_history(storage: StorageResource, days: list[str], users=None, with_cli
     if not files:
         return pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "last_day": pl.Date})
     keep = pl.col("is_positive") | pl.col("clicked") if with_clicks else pl.col("is_positive")
-    frame = (scan_polars(files).filter(keep)
-             .group_by("user_id", "item_id").agg(pl.col("day").max().alias("last_day")))
+    frame = scan_polars(files).filter(keep).group_by("user_id", "item_id").agg(pl.col("day").max().alias("last_day"))
     if users is not None:
         frame = frame.filter(pl.col("user_id").is_in(pl.Series(list(users), dtype=pl.Int64).implode()))
     return frame.collect().sort("user_id", "last_day", "item_id", descending=[False, True, False])
@@ -196,14 +244,20 @@ def user_history(storage: StorageResource, days: list[str], users=None, with_cli
 def popular_candidates(ctx: F.FeatureContext, users, n: int, history: pl.DataFrame) -> pl.DataFrame:
     """Cold-start candidates: the n most popular available items (popularity_rank_7d of the
     day's item features) for each user, minus what the user already watched."""
-    top = (ctx.items.filter(pl.col("i_popularity_rank_7d").is_not_null())
-           .sort("i_popularity_rank_7d").head(n + 50).select("item_id", pl.col("i_popularity_rank_7d").alias("pop")))
+    top = (
+        ctx.items.filter(pl.col("i_popularity_rank_7d").is_not_null())
+        .sort("i_popularity_rank_7d")
+        .head(n + 50)
+        .select("item_id", pl.col("i_popularity_rank_7d").alias("pop"))
+    )
     pairs = pl.DataFrame({"user_id": pl.Series(list(users), dtype=pl.Int64)}).join(top, how="cross")
     pairs = pairs.join(history.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
     pairs = pairs.sort("user_id", "pop").group_by("user_id", maintain_order=True).head(n)
-    return pairs.with_columns(pl.col("pop").rank("ordinal").over("user_id").cast(pl.Int64).alias("recall_rank"),
-                              (1.0 / pl.col("pop")).alias("recall_score"),
-                              pl.col("pop").cast(pl.Int64).alias("in_popularity")).drop("pop")
+    return pairs.with_columns(
+        pl.col("pop").rank("ordinal").over("user_id").cast(pl.Int64).alias("recall_rank"),
+        (1.0 / pl.col("pop")).alias("recall_score"),
+        pl.col("pop").cast(pl.Int64).alias("in_popularity"),
+    ).drop("pop")
 
 
 def item_vectors(ctx: F.FeatureContext, attrs: funnel.ItemAttributes) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +289,9 @@ def _lookup(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where((len(ids) > 0) & (ids[pos] == wanted), pos, -1)
 
 
-def because_you_watched(ids: np.ndarray, vectors: np.ndarray, out: pl.DataFrame, history: pl.DataFrame,
-                        n: int) -> pl.Series:
+def because_you_watched(
+    ids: np.ndarray, vectors: np.ndarray, out: pl.DataFrame, history: pl.DataFrame, n: int
+) -> pl.Series:
     """For each row of `out` (user_id, item_id): up to n of the user's watched items (history
     order) whose unit vectors are closest to the item's, similarity > 0 only, as a list column.
     One small matrix product per user (watched × recommended), not one per row; the lists are
@@ -259,11 +314,11 @@ def because_you_watched(ids: np.ndarray, vectors: np.ndarray, out: pl.DataFrame,
         h_lo = np.searchsorted(hist_user, users, side="left")
         h_hi = np.searchsorted(hist_user, users, side="right")
         for j in np.flatnonzero(h_hi > h_lo):
-            rows_out = out_order[bounds[j]:bounds[j + 1]]
+            rows_out = out_order[bounds[j] : bounds[j + 1]]
             rows_out = rows_out[out_rows[rows_out] >= 0]
             if not len(rows_out):
                 continue
-            watched_rows, watched_items = hist_rows[h_lo[j]:h_hi[j]], hist_items[h_lo[j]:h_hi[j]]
+            watched_rows, watched_items = hist_rows[h_lo[j] : h_hi[j]], hist_items[h_lo[j] : h_hi[j]]
             sims = vectors[watched_rows] @ vectors[out_rows[rows_out]].T  # watched × recommended
             top = np.argsort(-sims, axis=0, kind="stable")[:n].T  # per recommended row, best first
             positive = np.take_along_axis(sims.T, top, axis=1) > 0
@@ -280,9 +335,15 @@ def because_you_watched(ids: np.ndarray, vectors: np.ndarray, out: pl.DataFrame,
     return pl.Series("because_you_watched", pl.from_arrow(lists), dtype=pl.List(pl.Int64))
 
 
-def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, candidates: pl.DataFrame,
-                    history: pl.DataFrame, settings: RankingSettings, explain: bool = True,
-                    timings: dict | None = None) -> pl.DataFrame:
+def recommend_users(
+    ctx: F.FeatureContext,
+    model: ranker_lib.Ranker | None,
+    candidates: pl.DataFrame,
+    history: pl.DataFrame,
+    settings: RankingSettings,
+    explain: bool = True,
+    timings: dict | None = None,
+) -> pl.DataFrame:
     """The funnel's final lists: rank candidates with the ranker (or keep recall order when
     model is None), re-rank (seen items removed, MMR, genre cap, ...), explain. One row per
     (user, rank): item, score, stage, channels, because_you_watched, top_features."""
@@ -298,18 +359,28 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
     timings["rank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     out = funnel.rerank_frame(scored, settings.top_k, rules(settings), attrs, history).with_columns(
-        pl.lit(stage).alias("stage"))
+        pl.lit(stage).alias("stage")
+    )
     in_cols = [c for c in candidates.columns if c.startswith("in_")]
-    channel_lists = (candidates.select("user_id", "item_id", pl.concat_list(
-        [pl.when(pl.col(c) > 0).then(pl.lit(c.removeprefix("in_"))) for c in in_cols]).list.drop_nulls()
-        .alias("channels")) if in_cols else candidates.select("user_id", "item_id",
-                                                               pl.lit([], pl.List(pl.String)).alias("channels")))
+    channel_lists = (
+        candidates.select(
+            "user_id",
+            "item_id",
+            pl.concat_list([pl.when(pl.col(c) > 0).then(pl.lit(c.removeprefix("in_"))) for c in in_cols])
+            .list.drop_nulls()
+            .alias("channels"),
+        )
+        if in_cols
+        else candidates.select("user_id", "item_id", pl.lit([], pl.List(pl.String)).alias("channels"))
+    )
     out = out.join(channel_lists, on=["user_id", "item_id"], how="left")
     timings["rerank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     if not explain or out.height == 0:
-        return out.with_columns(pl.lit([], pl.List(pl.Int64)).alias("because_you_watched"),
-                                pl.lit([], pl.List(pl.String)).alias("top_features")).sort("user_id", "rank")
+        return out.with_columns(
+            pl.lit([], pl.List(pl.Int64)).alias("because_you_watched"),
+            pl.lit([], pl.List(pl.String)).alias("top_features"),
+        ).sort("user_id", "rank")
     # because you watched: the user's history items closest to the recommended item
     ids, vectors = item_vectors(ctx, attrs)
     out = out.with_columns(because_you_watched(ids, vectors, out, history, settings.explain_history_items))
@@ -327,9 +398,9 @@ def recommend_users(ctx: F.FeatureContext, model: ranker_lib.Ranker | None, cand
     contrib = model.contributions(final)[:, :-1]
     names = np.asarray(model.feature_names)
     contrib[:, np.isin(names, list(CONTEXT_FEATURES))] = -np.inf
-    top = np.argsort(-contrib, axis=1)[:, :settings.explain_features]
+    top = np.argsort(-contrib, axis=1)[:, : settings.explain_features]
     features = [[] for _ in range(out.height)]
-    for k, (i, row) in enumerate(zip(head["__row"].to_list(), top)):
+    for k, (i, row) in enumerate(zip(head["__row"].to_list(), top, strict=False)):
         features[i] = [str(names[j]) for j in row if contrib[k, j] > 0]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000
     return out.with_columns(pl.Series("top_features", features, dtype=pl.List(pl.String))).sort("user_id", "rank")

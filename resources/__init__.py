@@ -10,4 +10,14 @@ from resources.recall import RecallSettings
 from resources.storage import StorageResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["AutomationSettings", "FeatureSettings", "IngestionSettings", "LandingZoneResource", "ModelStoreResource", "RankingSettings", "RecallSettings", "StorageResource", "WarehouseResource"]
+__all__ = [
+    "AutomationSettings",
+    "FeatureSettings",
+    "IngestionSettings",
+    "LandingZoneResource",
+    "ModelStoreResource",
+    "RankingSettings",
+    "RecallSettings",
+    "StorageResource",
+    "WarehouseResource",
+]

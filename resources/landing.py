@@ -18,8 +18,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     <landing_root>/{items,users}.jsonl. Default: $RECSYS_LANDING_ROOT or
     $RECSYS_DATA_ROOT/landing (./data/landing)."""
 
-    landing_root: str = os.getenv(
-        "RECSYS_LANDING_ROOT", os.getenv("RECSYS_DATA_ROOT", "data").rstrip("/") + "/landing")
+    landing_root: str = os.getenv("RECSYS_LANDING_ROOT", os.getenv("RECSYS_DATA_ROOT", "data").rstrip("/") + "/landing")
 
     @property
     def root(self) -> Path:
@@ -61,5 +60,6 @@ class LandingZoneResource(dg.ConfigurableResource):
         if not path.exists():
             raise dg.Failure(
                 description=f"Landing file missing: {path}. Generate data with "
-                f"`python -m recsys_assets.generate` or point RECSYS_LANDING_ROOT at your landing zone.")
+                f"`python -m recsys_assets.generate` or point RECSYS_LANDING_ROOT at your landing zone."
+            )
         return path

@@ -75,8 +75,14 @@ class ModelStoreResource(dg.ConfigurableResource):
 
     def publish(self, model: str, day: str, staging: Path, metadata: dict) -> Path:
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / MANIFEST).write_text(json.dumps({"model": model, "day": day, "files": files,
-                                                    "metadata": metadata}, sort_keys=True, indent=1, default=str))
+        (staging / MANIFEST).write_text(
+            json.dumps(
+                {"model": model, "day": day, "files": files, "metadata": metadata},
+                sort_keys=True,
+                indent=1,
+                default=str,
+            )
+        )
         version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
         if self.remote:
             return self._publish_remote(model, day, staging, f"{day}-{version}")
@@ -154,6 +160,8 @@ class ModelStoreResource(dg.ConfigurableResource):
             if not path.exists():
                 raise CorruptModelError(f"{source / name} is missing from the published {model} model of {day}")
             if _sha256(path) != expected:
-                raise CorruptModelError(f"{source / name} does not match its checksum in {source / MANIFEST}: "
-                                        "the file is corrupt or was altered")
+                raise CorruptModelError(
+                    f"{source / name} does not match its checksum in {source / MANIFEST}: "
+                    "the file is corrupt or was altered"
+                )
         return manifest

@@ -54,4 +54,6 @@ class RankingSettings(dg.ConfigurableResource):
     serving_surface: str = "home"
     explain_history_items: int = Field(default=2, ge=0, le=100)
     explain_features: int = Field(default=3, ge=0, le=100)
-    explain_top_n: int = Field(default=5, ge=0, le=10000)  # top_features (TreeSHAP, the costly part) for the first N ranks per user
+    explain_top_n: int = Field(
+        default=5, ge=0, le=10000
+    )  # top_features (TreeSHAP, the costly part) for the first N ranks per user

@@ -9,7 +9,9 @@ class RecallSettings(dg.ConfigurableResource):
     click_weight: float = Field(default=0.25, ge=0.0, le=1.0)  # signal of a click that did not become a positive
     seed: int = 42
     k_eval: list[int] = [10, 20, 50, 100, 200]
-    light_user_max_positives: int = Field(default=4, ge=0)  # segments: cold = 0 training positives, light <= this, heavy above
+    light_user_max_positives: int = Field(
+        default=4, ge=0
+    )  # segments: cold = 0 training positives, light <= this, heavy above
     bootstrap_samples: int = Field(default=500, ge=10, le=100000)
     # Hyperparameters: ALS, implicit BPR and numpy BPR picked by small grids on the synthetic default
     # data (day 8 after 7 days, NDCG@10; `benchmarks/bench_recall.py --tune` reruns the BPR grids;
@@ -66,7 +68,9 @@ class RecallSettings(dg.ConfigurableResource):
     candidates_recent_days: int | None = Field(default=None, ge=1)
     # Champion selection and promotion gate.
     champion_metric: str = "ndcg@10"
-    min_lift_over_popularity: float = Field(default=0.0, ge=0.0)  # a learned model must beat popularity by this relative margin
+    min_lift_over_popularity: float = Field(
+        default=0.0, ge=0.0
+    )  # a learned model must beat popularity by this relative margin
     # A candidate replaces the serving champion unless it is worse than it, on the same day and
     # users, by more than this relative tolerance.
     promotion_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)

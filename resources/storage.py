@@ -54,8 +54,10 @@ def ensure_within(path: Path, root: Path, what: str) -> Path:
         return path
     real, real_root = path.resolve(), root.resolve()
     if real != real_root and real_root not in real.parents:
-        raise UnsafePathError(f"{what} {path} resolves to {real}, outside {real_root}: refusing to read or write it "
-                              "(a symlink or a path that escapes its root)")
+        raise UnsafePathError(
+            f"{what} {path} resolves to {real}, outside {real_root}: refusing to read or write it "
+            "(a symlink or a path that escapes its root)"
+        )
     return path
 
 
@@ -85,7 +87,9 @@ class StorageResource(dg.ConfigurableResource):
 
     def quarantine_path(self, asset: str, partition: str = SNAPSHOT) -> Path:
         # quarantine/<asset>/<partition>.parquet, exposed as the `quarantine` view
-        path = self.lake_dir / "quarantine" / validate_table_name(asset) / f"{validate_partition_key(partition)}.parquet"
+        path = (
+            self.lake_dir / "quarantine" / validate_table_name(asset) / f"{validate_partition_key(partition)}.parquet"
+        )
         return ensure_within(path, self.root, f"quarantine of {asset} {partition}")
 
     def existing_partitions(self, table: str, partitions: list[str]) -> list[Path]:

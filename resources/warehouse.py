@@ -8,8 +8,8 @@ file of views that is rebuilt and swapped in atomically for people and tools to 
 
 from __future__ import annotations
 
-import duckdb
 import dagster as dg
+import duckdb
 
 from recsys_assets.core.storage import create_views, duckdb_connect, refresh_catalog_if_needed, write_catalog_atomic
 from resources.storage import StorageResource

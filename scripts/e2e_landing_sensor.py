@@ -34,8 +34,11 @@ PARTITIONS = """{ assetNodeOrError(assetKey: {path: ["raw_impressions"]}) { ... 
 
 
 def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     return json.load(urllib.request.urlopen(req, timeout=20))["data"]
 
 
@@ -57,9 +60,14 @@ def start_dagster_dev(env: dict, log_path: Path) -> tuple[subprocess.Popen, int]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return server, port
 
 
@@ -94,13 +102,19 @@ def main() -> int:
         # Sensors start stopped; switch this one on in the running instance, as a user would in the UI.
         started = wait_for(lambda: graphql(port, START_SENSOR)["startSensor"], 180, "the code location to load")
         print(f"landing_sensor: {started.get('sensorState', started).get('status', started)}")
-        first = wait_for(lambda: (r := landing_runs(port)) and all(s == "SUCCESS" for s in r.values()) and len(r) >= 2 and r,
-                         args.timeout, "the sensor's runs for the first two days")
+        first = wait_for(
+            lambda: (r := landing_runs(port)) and all(s == "SUCCESS" for s in r.values()) and len(r) >= 2 and r,
+            args.timeout,
+            "the sensor's runs for the first two days",
+        )
         print(f"sensor runs: {first}")
         shutil.move(held_back, data / "landing" / "2026-01-03")
         print("dropped 2026-01-03 into the landing zone")
-        later = wait_for(lambda: (r := landing_runs(port)).get("2026-01-03") == "SUCCESS" and r,
-                         args.timeout, "the sensor's run for the new day")
+        later = wait_for(
+            lambda: (r := landing_runs(port)).get("2026-01-03") == "SUCCESS" and r,
+            args.timeout,
+            "the sensor's run for the new day",
+        )
         print(f"sensor runs: {later}")
         ranges = graphql(port, PARTITIONS)["assetNodeOrError"]["assetPartitionStatuses"]["ranges"]
         print(f"raw_impressions partitions: {ranges}")

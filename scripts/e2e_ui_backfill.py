@@ -28,8 +28,16 @@ from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 
 FINAL = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
 RAW = ["raw_impressions", "raw_events", "raw_watch_stats"]
-FEATURES = ["interactions", "user_daily_stats", "item_daily_stats", "user_genre_daily", "categorical_daily_counts",
-            "user_features", "item_features", "user_sequences"]
+FEATURES = [
+    "interactions",
+    "user_daily_stats",
+    "item_daily_stats",
+    "user_genre_daily",
+    "categorical_daily_counts",
+    "user_features",
+    "item_features",
+    "user_sequences",
+]
 
 
 def launch(port: int, assets: list[str], partitions: list[str]) -> str:
@@ -37,13 +45,18 @@ def launch(port: int, assets: list[str], partitions: list[str]) -> str:
     partitionNames + assetSelection form: with it Dagster propagates the root partitions
     downstream through the partition mappings, so the 28-day windowed features would also be
     requested for the 28 days after the range (whose inputs never landed) and fail."""
-    by_asset = ", ".join(f'{{assetKey: {{path: ["{a}"]}}, partitions: {{range: {{start: "{partitions[0]}", '
-                         f'end: "{partitions[-1]}"}}}}}}' for a in assets)
-    out = graphql(port, f"""mutation {{ launchPartitionBackfill(backfillParams: {{
+    by_asset = ", ".join(
+        f'{{assetKey: {{path: ["{a}"]}}, partitions: {{range: {{start: "{partitions[0]}", end: "{partitions[-1]}"}}}}}}'
+        for a in assets
+    )
+    out = graphql(
+        port,
+        f"""mutation {{ launchPartitionBackfill(backfillParams: {{
         partitionsByAssets: [{by_asset}], fromFailure: false}}) {{
         ... on LaunchBackfillSuccess {{ backfillId }} ... on PythonError {{ message }}
         ... on UnauthorizedError {{ message }} ... on PartitionSetNotFoundError {{ message }}
-        ... on InvalidStepError {{ invalidStepKey }} ... on InvalidOutputError {{ invalidOutputName }} }} }}""")
+        ... on InvalidStepError {{ invalidStepKey }} ... on InvalidOutputError {{ invalidOutputName }} }} }}""",
+    )
     result = out["launchPartitionBackfill"]
     if "backfillId" not in result:
         raise RuntimeError(f"backfill refused: {result}")
@@ -51,20 +64,29 @@ def launch(port: int, assets: list[str], partitions: list[str]) -> str:
 
 
 def backfill_status(port: int, backfill_id: str) -> str:
-    out = graphql(port, f"""{{ partitionBackfillOrError(backfillId: "{backfill_id}") {{
-        ... on PartitionBackfill {{ status }} ... on PythonError {{ message }} }} }}""")
+    out = graphql(
+        port,
+        f"""{{ partitionBackfillOrError(backfillId: "{backfill_id}") {{
+        ... on PartitionBackfill {{ status }} ... on PythonError {{ message }} }} }}""",
+    )
     return out["partitionBackfillOrError"].get("status")
 
 
 def runs_of(port: int, backfill_id: str) -> list[dict]:
-    out = graphql(port, f"""{{ runsOrError(filter: {{tags: [{{key: "dagster/backfill", value: "{backfill_id}"}}]}}) {{
-        ... on Runs {{ results {{ runId status startTime endTime }} }} }} }}""")
+    out = graphql(
+        port,
+        f"""{{ runsOrError(filter: {{tags: [{{key: "dagster/backfill", value: "{backfill_id}"}}]}}) {{
+        ... on Runs {{ results {{ runId status startTime endTime }} }} }} }}""",
+    )
     return out["runsOrError"]["results"]
 
 
 def run_log_mentions_lock(port: int, run_id: str) -> bool:
-    out = graphql(port, f"""{{ logsForRun(runId: "{run_id}", limit: 5000) {{
-        ... on EventConnection {{ events {{ ... on MessageEvent {{ message }} }} }} }} }}""")
+    out = graphql(
+        port,
+        f"""{{ logsForRun(runId: "{run_id}", limit: 5000) {{
+        ... on EventConnection {{ events {{ ... on MessageEvent {{ message }} }} }} }} }}""",
+    )
     return any("lock" in (e.get("message") or "").lower() for e in out["logsForRun"]["events"])
 
 
@@ -82,8 +104,21 @@ def main() -> int:
     env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATA_ROOT": str(data)}
     bin_dir = Path(sys.executable).parent
     # the snapshots are unpartitioned: one CLI run first (it also creates the instance storage)
-    subprocess.run([str(bin_dir / "dagster"), "asset", "materialize", "-m", "recsys_assets.definitions",
-                    "--select", "group:raw_snapshots"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(bin_dir / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "recsys_assets.definitions",
+            "--select",
+            "group:raw_snapshots",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     server, port = start_dagster_dev(env, work / "dagster_dev.log")
     started = time.time()
     try:
@@ -91,11 +126,14 @@ def main() -> int:
         wait_for(lambda: graphql(port, "{ version }"), 180, "the webserver")
         full = wait_for(lambda: launch(port, RAW + FEATURES, days), 180, "the code location to load")
         overlap = launch(port, RAW, days[: len(days) // 2])
-        print(f"launched backfills {full} ({len(days)} days, raw + features) and {overlap} "
-              f"({len(days) // 2} days, raw again)")
+        print(
+            f"launched backfills {full} ({len(days)} days, raw + features) and {overlap} "
+            f"({len(days) // 2} days, raw again)"
+        )
         for backfill in (full, overlap):
-            status = wait_for(lambda b=backfill: (s := backfill_status(port, b)) in FINAL and s, args.timeout,
-                              f"backfill {backfill}")
+            status = wait_for(
+                lambda b=backfill: (s := backfill_status(port, b)) in FINAL and s, args.timeout, f"backfill {backfill}"
+            )
             runs = runs_of(port, backfill)
             print(f"backfill {backfill}: {status}, runs {[(r['runId'][:8], r['status']) for r in runs]}")
             assert status in ("COMPLETED", "COMPLETED_SUCCESS"), status
@@ -103,15 +141,17 @@ def main() -> int:
             assert not any(run_log_mentions_lock(port, r["runId"]) for r in runs), "a run log mentions a lock"
         all_runs = runs_of(port, full) + runs_of(port, overlap)
         spans = sorted((r["startTime"], r["endTime"]) for r in all_runs)
-        overlapping = sum(1 for (s1, e1), (s2, _) in zip(spans, spans[1:]) if s2 < e1)
+        overlapping = sum(1 for (s1, e1), (s2, _) in zip(spans, spans[1:], strict=False) if s2 < e1)
         print(f"{len(all_runs)} runs, {overlapping} started while another was running")
         for table in RAW + FEATURES:
             present = sorted(p.stem for p in (data / "lake" / table).glob("*.parquet"))
             assert present == days, (table, present[:3], len(present))
         leftovers = list((data / "lake").rglob("*.tmp*"))
         assert not leftovers, leftovers
-        print(f"OK: {len(days)} days of raw + feature partitions, both backfills COMPLETED, every run SUCCESS, "
-              f"no lock errors, no temp files ({time.time() - started:.0f}s)")
+        print(
+            f"OK: {len(days)} days of raw + feature partitions, both backfills COMPLETED, every run SUCCESS, "
+            f"no lock errors, no temp files ({time.time() - started:.0f}s)"
+        )
         return 0
     finally:
         stop(server)

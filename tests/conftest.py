@@ -12,10 +12,12 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 @pytest.fixture
 def write_jsonl():
     """Write raw lines (str or bytes) as a JSONL file, exactly as given."""
+
     def _write(path: Path, lines, newline=b"\n") -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             for line in lines:
                 fh.write((line if isinstance(line, bytes) else line.encode()) + newline)
         return path
+
     return _write

@@ -43,17 +43,30 @@ def write(path: Path, text: str, encoding="utf-8") -> None:
 
 # ---------------------------------------------------------------------------------- fixtures
 
+
 def ml100k(folder: Path, bad: bool = False) -> Path:
     flags = lambda *on: "|".join("1" if i in on else "0" for i in range(19))  # noqa: E731
-    write(folder / "u.item", "\n".join([
-        f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags(3, 4, 5)}",
-        f"2|Café Society (1997)|01-Jan-1997||http://x|{flags(8)}",
-        f"3|Unknown Film (1990)|||http://x|{flags(0)}",
-    ]) + "\n", "latin-1")
+    write(
+        folder / "u.item",
+        "\n".join(
+            [
+                f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags(3, 4, 5)}",
+                f"2|Café Society (1997)|01-Jan-1997||http://x|{flags(8)}",
+                f"3|Unknown Film (1990)|||http://x|{flags(0)}",
+            ]
+        )
+        + "\n",
+        "latin-1",
+    )
     write(folder / "u.genre", "".join(f"{g}|{i}\n" for i, g in enumerate(movielens.ML100K_GENRES)))
     write(folder / "u.user", "1|24|M|technician|85711\n2|53|F|other|94043\n")
-    rows = [(1, 1, 5, ts(0, 10)), (1, 2, 3, ts(0, 20)), (2, 1, 4, ts(0, 30)),
-            (2, 3, 1, ts(2, 40)), (3, 2, 4, ts(2, 50))]  # day 1 has no rating; user 3 only rates
+    rows = [
+        (1, 1, 5, ts(0, 10)),
+        (1, 2, 3, ts(0, 20)),
+        (2, 1, 4, ts(0, 30)),
+        (2, 3, 1, ts(2, 40)),
+        (3, 2, 4, ts(2, 50)),
+    ]  # day 1 has no rating; user 3 only rates
     text = "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)
     if bad:  # a non-numeric rating and a line with a field missing
         text += f"1\t3\tx\t{ts(2, 60)}\n2\t2\t5\n"
@@ -62,30 +75,47 @@ def ml100k(folder: Path, bad: bool = False) -> Path:
 
 
 def ml1m_dat(folder: Path) -> Path:
-    write(folder / "movies.dat", "10::Amélie (2001)::Comedy|Romance\n20::Alien (1979)::Horror|Sci-Fi\n"
-                                 "30::Babe (1995)::Children's|Comedy\n", "latin-1")
+    write(
+        folder / "movies.dat",
+        "10::Amélie (2001)::Comedy|Romance\n20::Alien (1979)::Horror|Sci-Fi\n30::Babe (1995)::Children's|Comedy\n",
+        "latin-1",
+    )
     write(folder / "users.dat", "7::F::1::10::48067\n8::M::56::16::70072\n")
-    write(folder / "ratings.dat", f"7::10::5::{ts(1, 5)}\n8::20::2::{ts(0, 5)}\n8::30::4::{ts(1, 9)}\n"
-                                  f"9::10::3.5::{ts(1, 7)}\n")
+    write(
+        folder / "ratings.dat",
+        f"7::10::5::{ts(1, 5)}\n8::20::2::{ts(0, 5)}\n8::30::4::{ts(1, 9)}\n9::10::3.5::{ts(1, 7)}\n",
+    )
     # ml-10m has tags.dat
-    write(folder / "tags.dat", f"7::10::quirky::{ts(1, 1)}\n8::10::Quirky ::{ts(1, 2)}\n8::10::paris::{ts(1, 3)}\n"
-                               f"8::20::space::{ts(0, 1)}\n")
+    write(
+        folder / "tags.dat",
+        f"7::10::quirky::{ts(1, 1)}\n8::10::Quirky ::{ts(1, 2)}\n8::10::paris::{ts(1, 3)}\n8::20::space::{ts(0, 1)}\n",
+    )
     return folder
 
 
 def ml_csv(folder: Path) -> Path:
-    write(folder / "movies.csv", 'movieId,title,genres\n1,"Toy Story (1995)",Adventure|Animation|Children\n'
-                                 '2,"American President, The (1995)",Comedy|Drama|Romance\n'
-                                 '3,Some Doc (2019),(no genres listed)\n')
-    write(folder / "ratings.csv", "userId,movieId,rating,timestamp\n"
-                                  f"1,1,4.0,{ts(0, 1)}\n1,2,3.5,{ts(0, 2)}\n2,2,4.5,{ts(1, 3)}\n2,3,0.5,{ts(1, 4)}\n")
-    write(folder / "tags.csv", "userId,movieId,tag,timestamp\n"
-                               f'1,2,"politics, satire",{ts(0, 5)}\n2,2,romance,{ts(1, 6)}\n1,2,romance,{ts(0, 7)}\n'
-                               f"2,1,pixar,{ts(1, 8)}\n")
+    write(
+        folder / "movies.csv",
+        'movieId,title,genres\n1,"Toy Story (1995)",Adventure|Animation|Children\n'
+        '2,"American President, The (1995)",Comedy|Drama|Romance\n'
+        "3,Some Doc (2019),(no genres listed)\n",
+    )
+    write(
+        folder / "ratings.csv",
+        "userId,movieId,rating,timestamp\n"
+        f"1,1,4.0,{ts(0, 1)}\n1,2,3.5,{ts(0, 2)}\n2,2,4.5,{ts(1, 3)}\n2,3,0.5,{ts(1, 4)}\n",
+    )
+    write(
+        folder / "tags.csv",
+        "userId,movieId,tag,timestamp\n"
+        f'1,2,"politics, satire",{ts(0, 5)}\n2,2,romance,{ts(1, 6)}\n1,2,romance,{ts(0, 7)}\n'
+        f"2,1,pixar,{ts(1, 8)}\n",
+    )
     return folder
 
 
 # ------------------------------------------------------------------------------- MovieLens
+
 
 def test_rating_rule_matches_the_feature_layer():
     default = FeatureSettings().min_pos_completion
@@ -104,12 +134,19 @@ def test_ml100k_fixture_becomes_contract_landing(tmp_path):
     land = tmp_path / "root" / "landing"
     assert (m["format"], m["ratings"], m["events"], m["watch_stats"], m["positives"]) == ("ml-100k", 5, 5, 5, 3)
     assert (m["first_day"], m["last_day"], m["days"], m["has_impressions"]) == (D[0], D[2], 3, False)
-    for day, n in zip(D, (3, 0, 2)):  # the day without ratings still gets (empty) files and _SUCCESS
+    for day, n in zip(D, (3, 0, 2), strict=False):  # the day without ratings still gets (empty) files and _SUCCESS
         assert len(lines(land / day / "events.jsonl")) == n == len(lines(land / day / "watch_stats.jsonl"))
         assert (land / day / "impressions.jsonl").stat().st_size == 0 and (land / day / "_SUCCESS").exists()
     ev = lines(land / D[0] / "events.jsonl")
-    assert ev[0] == {"event_id": f"ml:1:1:{ts(0, 10)}", "user_id": 1, "item_id": 1, "type": "rate", "value": 5.0,
-                     "occurred_at": "2026-01-01T00:00:10Z", "request_id": None}
+    assert ev[0] == {
+        "event_id": f"ml:1:1:{ts(0, 10)}",
+        "user_id": 1,
+        "item_id": 1,
+        "type": "rate",
+        "value": 5.0,
+        "occurred_at": "2026-01-01T00:00:10Z",
+        "request_id": None,
+    }
     assert [e["item_id"] for e in ev] == [1, 2, 1]  # time order
     watches = lines(land / D[0] / "watch_stats.jsonl") + lines(land / D[2] / "watch_stats.jsonl")
     assert [w["completion"] for w in watches] == [1.0, 0.3, 1.0, 0.3, 1.0]
@@ -139,7 +176,10 @@ def test_csv_fixture_with_tags(tmp_path):
     m = movielens.convert(ml_csv(tmp_path / "ml-latest-small"), tmp_path / "root")
     land = tmp_path / "root" / "landing"
     assert (m["format"], m["ratings"], m["days"], m["positives"], m["items"], m["users"]) == ("csv", 4, 2, 2, 3, 2)
-    assert [(e["user_id"], e["item_id"], e["value"]) for e in lines(land / D[0] / "events.jsonl")] == [(1, 1, 4.0), (1, 2, 3.5)]
+    assert [(e["user_id"], e["item_id"], e["value"]) for e in lines(land / D[0] / "events.jsonl")] == [
+        (1, 1, 4.0),
+        (1, 2, 3.5),
+    ]
     items = {i["item_id"]: i for i in lines(land / "items.jsonl")}
     assert items[2]["title"] == "American President, The (1995)"
     assert items[2]["tags"] == ["romance", "politics, satire"]
@@ -147,8 +187,11 @@ def test_csv_fixture_with_tags(tmp_path):
     # deterministic: a second conversion writes the same bytes
     movielens.convert(tmp_path / "ml-latest-small", tmp_path / "again")
     files = sorted(p.relative_to(land) for p in land.rglob("*") if p.is_file() and p.name != "_source.json")
-    assert files == sorted(p.relative_to(tmp_path / "again" / "landing") for p in (tmp_path / "again" / "landing").rglob("*")
-                           if p.is_file() and p.name != "_source.json")
+    assert files == sorted(
+        p.relative_to(tmp_path / "again" / "landing")
+        for p in (tmp_path / "again" / "landing").rglob("*")
+        if p.is_file() and p.name != "_source.json"
+    )
     assert all((land / f).read_bytes() == (tmp_path / "again" / "landing" / f).read_bytes() for f in files)
 
 
@@ -164,42 +207,54 @@ def test_malformed_lines_are_listed_and_quarantined_and_positives_are_rating_ge_
     defs = build_defs(build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5)))
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
-    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("raw_users"), dg.AssetKey("raw_items")]).success
+    assert job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("raw_users"), dg.AssetKey("raw_items")]
+    ).success
     logs = [dg.AssetKey(k) for k in ("raw_impressions", "raw_events", "raw_watch_stats", "interactions")]
     assert job.execute_in_process(instance=instance, asset_selection=logs, tags=day_range(D[0], D[2])).success
     lake = tmp_path / "root" / "lake"
     con = duckdb.connect()
-    q = con.execute(f"SELECT asset, partition, reason, raw_line FROM read_parquet('{lake}/quarantine/*/*.parquet') "
-                    "ORDER BY asset, line_no").fetchall()
+    q = con.execute(
+        f"SELECT asset, partition, reason, raw_line FROM read_parquet('{lake}/quarantine/*/*.parquet') "
+        "ORDER BY asset, line_no"
+    ).fetchall()
     assert [(a, p, r) for a, p, r, _ in q] == [
         ("raw_events", D[2], "wrong_type:value"),  # the rating 'x' stays text, the rest is typed
         ("raw_events", D[0], "wrong_type:user_id; wrong_type:item_id; wrong_type:value; missing_required:occurred_at"),
         ("raw_watch_stats", D[2], "missing_required:completion"),
-        ("raw_watch_stats", D[0], "wrong_type:user_id; wrong_type:item_id; missing_required:started_at; missing_required:completion"),
+        (
+            "raw_watch_stats",
+            D[0],
+            "wrong_type:user_id; wrong_type:item_id; missing_required:started_at; missing_required:completion",
+        ),
     ]
     assert all('"source_file":"u.data"' in raw and '"source_line_no":' in raw for *_, raw in q)
     loaded = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/raw_events/*.parquet')").fetchone()[0]
     assert loaded == 5
 
     # exactly the ratings >= 4 are positives in the feature layer
-    rows = con.execute(f"SELECT rating, is_positive, is_organic FROM read_parquet('{lake}/interactions/*.parquet')").fetchall()
+    rows = con.execute(
+        f"SELECT rating, is_positive, is_organic FROM read_parquet('{lake}/interactions/*.parquet')"
+    ).fetchall()
     assert len(rows) == 5 and all(organic for *_, organic in rows)
     assert all(pos == (rating >= 4) for rating, pos, _ in rows) and sum(pos for _, pos, _ in rows) == 3
 
 
 # --------------------------------------------------------------------------------- trivago
 
-HEADER = "user_id,session_id,timestamp,step,action_type,reference,platform,city,device,current_filters,impressions,prices\n"
+HEADER = (
+    "user_id,session_id,timestamp,step,action_type,reference,platform,city,device,current_filters,impressions,prices\n"
+)
 
 
 def trivago_log(path: Path) -> Path:
     rows = [
-        f"U1,s1,{ts(0, 100)},1,interaction item image,101,DE,\"Berlin, Germany\",desktop,,,",
-        f"U1,s1,{ts(0, 110)},2,clickout item,101,DE,\"Berlin, Germany\",desktop,,101|102|103,80|90|100",
-        f"U1,s1,{ts(0, 120)},3,clickout item,103,DE,\"Berlin, Germany\",desktop,,101|102|103,80|90|100",
-        f"U2,s2,{ts(1, 10)},1,clickout item,999,UK,\"Paris, France\",mobile,,201|202,50|60",  # clicked outside its list
-        f"U2,s3,{ts(1, 20)},1,clickout item,202,UK,\"Paris, France\",mobile,,201|x|202|203,50|55|60|65",  # 'x' is no id
-        f"U3,s4,{ts(1, 30)},1,search for destination,Rome,IT,\"Rome, Italy\",tablet,,,",
+        f'U1,s1,{ts(0, 100)},1,interaction item image,101,DE,"Berlin, Germany",desktop,,,',
+        f'U1,s1,{ts(0, 110)},2,clickout item,101,DE,"Berlin, Germany",desktop,,101|102|103,80|90|100',
+        f'U1,s1,{ts(0, 120)},3,clickout item,103,DE,"Berlin, Germany",desktop,,101|102|103,80|90|100',
+        f'U2,s2,{ts(1, 10)},1,clickout item,999,UK,"Paris, France",mobile,,201|202,50|60',  # clicked outside its list
+        f'U2,s3,{ts(1, 20)},1,clickout item,202,UK,"Paris, France",mobile,,201|x|202|203,50|55|60|65',  # 'x' is no id
+        f'U3,s4,{ts(1, 30)},1,search for destination,Rome,IT,"Rome, Italy",tablet,,,',
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt") as fh:
@@ -217,36 +272,53 @@ def test_trivago_fixture_keeps_every_impression_list(tmp_path):
     by_req = {}
     for i in imps:
         by_req.setdefault(i["request_id"], []).append((i["position"], i["item_id"], i["price"]))
-    assert {r: sorted(v) for r, v in by_req.items()} == {"s1:2": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
-                      "s1:3": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
-                      "s2:1": [(0, 201, 50), (1, 202, 60)],
-                      "s3:1": [(0, 201, 50), (1, "x", 55), (2, 202, 60), (3, 203, 65)]}  # 'x' stays text
+    assert {r: sorted(v) for r, v in by_req.items()} == {
+        "s1:2": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
+        "s1:3": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
+        "s2:1": [(0, 201, 50), (1, 202, 60)],
+        "s3:1": [(0, 201, 50), (1, "x", 55), (2, 202, 60), (3, 203, 65)],
+    }  # 'x' stays text
     events = lines(land / D[0] / "events.jsonl") + lines(land / D[1] / "events.jsonl")
     assert [(e["type"], e["item_id"], e["request_id"]) for e in events] == [
-        ("click", 101, "s1:2"), ("click", 103, "s1:3"), ("click", 999, None), ("click", 202, "s3:1")]
+        ("click", 101, "s1:2"),
+        ("click", 103, "s1:3"),
+        ("click", 999, None),
+        ("click", 202, "s3:1"),
+    ]
     watches = lines(land / D[1] / "watch_stats.jsonl")
     assert [(w["item_id"], w["completion"], w["request_id"]) for w in watches] == [(999, 1.0, None), (202, 1.0, "s3:1")]
     users = lines(land / "users.jsonl")
-    assert [(u["user_id"], u["country"], u["source_user_id"]) for u in users] == [(0, "DE", "U1"), (1, "UK", "U2"), (2, "IT", "U3")]
+    assert [(u["user_id"], u["country"], u["source_user_id"]) for u in users] == [
+        (0, "DE", "U1"),
+        (1, "UK", "U2"),
+        (2, "IT", "U3"),
+    ]
 
     # raw ingestion + interactions: the clicked item of each list, and only it, is positive
     defs = build_defs(build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5)))
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
-    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("raw_users"), dg.AssetKey("raw_items")]).success
+    assert job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("raw_users"), dg.AssetKey("raw_items")]
+    ).success
     logs = [dg.AssetKey(k) for k in ("raw_impressions", "raw_events", "raw_watch_stats", "interactions")]
     assert job.execute_in_process(instance=instance, asset_selection=logs, tags=day_range(D[0], D[1])).success
     lake = tmp_path / "root" / "lake"
     con = duckdb.connect()
-    assert con.execute(f"SELECT reason FROM read_parquet('{lake}/quarantine/raw_impressions/*.parquet')").fetchall() == [("wrong_type:item_id",)]
+    assert con.execute(
+        f"SELECT reason FROM read_parquet('{lake}/quarantine/raw_impressions/*.parquet')"
+    ).fetchall() == [("wrong_type:item_id",)]
     shown = con.execute(f"""SELECT request_id, item_id, clicked, is_positive FROM read_parquet('{lake}/interactions/*.parquet')
                             WHERE NOT is_organic AND (clicked OR is_positive) ORDER BY request_id""").fetchall()
     assert shown == [("s1:2", 101, True, True), ("s1:3", 103, True, True), ("s3:1", 202, True, True)]
-    organic = con.execute(f"SELECT item_id, is_positive FROM read_parquet('{lake}/interactions/*.parquet') WHERE is_organic").fetchall()
+    organic = con.execute(
+        f"SELECT item_id, is_positive FROM read_parquet('{lake}/interactions/*.parquet') WHERE is_organic"
+    ).fetchall()
     assert organic == [(999, True)]
 
 
 # ------------------------------------------------------------------------ source selection
+
 
 def test_a_data_root_holds_one_source(tmp_path, monkeypatch, capsys):
     root = tmp_path / "root"
@@ -268,6 +340,7 @@ def test_a_data_root_holds_one_source(tmp_path, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------ the real datasets (optional)
+
 
 def _shared(name: str) -> Path:
     path = SHARED / name
@@ -308,13 +381,27 @@ def test_quickstart_reads_a_users_own_landing_zone_in_place(tmp_path, monkeypatc
     producer = tmp_path / "producer"
     generate(GeneratorConfig(n_users=200, n_items=150, days=2, impressions_per_day=2_000, seed=3), producer)
     root = tmp_path / "warehouse"
-    assert quickstart.main(["--data-root", str(root), "--source", "landing", "--source-path",
-                            str(producer / "landing"), "--model-days", "0"]) == 0
+    assert (
+        quickstart.main(
+            [
+                "--data-root",
+                str(root),
+                "--source",
+                "landing",
+                "--source-path",
+                str(producer / "landing"),
+                "--model-days",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert json.loads((root / "SOURCE.json").read_text())["source"] == "landing"
     assert not (root / "landing").exists()  # read in place, not copied
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    expected = sum(1 for d in ("2026-01-01", "2026-01-02")
-                   for _ in open(producer / "landing" / d / "impressions.jsonl", "rb"))
+    expected = sum(
+        1 for d in ("2026-01-01", "2026-01-02") for _ in open(producer / "landing" / d / "impressions.jsonl", "rb")
+    )
     quarantined = con.execute("SELECT count(*) FROM quarantine WHERE asset = 'raw_impressions'").fetchone()[0]
     assert con.execute("SELECT count(*) FROM raw_impressions").fetchone()[0] + quarantined == expected
     with pytest.raises(SystemExit, match="already holds landing"):

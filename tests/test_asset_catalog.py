@@ -31,8 +31,18 @@ def catalog_problems(spec: dg.AssetSpec) -> list[str]:
 
 def test_the_catalog_covers_every_layer():
     keys = {s.key.to_user_string() for s in SPECS}
-    assert {"raw_impressions", "raw_items", "interactions", "hash_dictionaries", "feature_drift_report", "recall_als",
-            "recall_evaluation", "recall_champion", "recall_candidates", "recall_ann_index"} <= keys
+    assert {
+        "raw_impressions",
+        "raw_items",
+        "interactions",
+        "hash_dictionaries",
+        "feature_drift_report",
+        "recall_als",
+        "recall_evaluation",
+        "recall_champion",
+        "recall_candidates",
+        "recall_ann_index",
+    } <= keys
     layers = {s.tags.get(ownership.LAYER_TAG) for s in SPECS}
     assert {"raw", "features", "dictionaries", "drift", "recall", "evaluation", "serving"} <= layers
 
@@ -43,17 +53,35 @@ def test_every_asset_has_description_group_kind_owner_and_layer(spec: dg.AssetSp
 
 
 def test_an_asset_that_forgets_its_ownership_is_caught():
-    bare = dg.AssetSpec("new_asset", description="A new asset somebody added without ownership.",
-                        group_name="ranking", kinds={"parquet"})
+    bare = dg.AssetSpec(
+        "new_asset",
+        description="A new asset somebody added without ownership.",
+        group_name="ranking",
+        kinds={"parquet"},
+    )
     assert any("no owner" in p for p in catalog_problems(bare))
     assert any("layer tag None" in p for p in catalog_problems(bare))
     assert catalog_problems(dg.AssetSpec("x", description="short", **ownership.layer("ranking"))) == [
-        "no real description", "no group", "no kind (kinds={...} in the decorator)"]
-    wrong_owner = dg.AssetSpec("x", description="A ranking asset owned by the wrong team.", group_name="ranking",
-                               kinds={"lightgbm"}, owners=[ownership.DATA_PLATFORM], tags={"layer": "ranking"})
+        "no real description",
+        "no group",
+        "no kind (kinds={...} in the decorator)",
+    ]
+    wrong_owner = dg.AssetSpec(
+        "x",
+        description="A ranking asset owned by the wrong team.",
+        group_name="ranking",
+        kinds={"lightgbm"},
+        owners=[ownership.DATA_PLATFORM],
+        tags={"layer": "ranking"},
+    )
     assert catalog_problems(wrong_owner) == ["layer ranking is owned by team:recsys-ml, not ['team:data-platform']"]
-    good = dg.AssetSpec("x", description="A ranking asset with its ownership.", group_name="ranking",
-                        kinds={"lightgbm"}, **ownership.layer("ranking"))
+    good = dg.AssetSpec(
+        "x",
+        description="A ranking asset with its ownership.",
+        group_name="ranking",
+        kinds={"lightgbm"},
+        **ownership.layer("ranking"),
+    )
     assert catalog_problems(good) == [] and good.owners == [ownership.RECSYS_ML]
     with pytest.raises(KeyError):
         ownership.layer("no_such_layer")

@@ -49,8 +49,11 @@ def test_landing_sensor_requests_each_complete_day_once(tmp_path):
 
 
 def test_daily_schedule_targets_yesterday():
-    context = dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(
-        2026, 1, 10, 1, 0, tzinfo=__import__("datetime").timezone.utc))
+    context = dg.build_schedule_context(
+        scheduled_execution_time=__import__("datetime").datetime(
+            2026, 1, 10, 1, 0, tzinfo=__import__("datetime").timezone.utc
+        )
+    )
     (request,) = list(daily_refresh_schedule.evaluate_tick(context).run_requests)
     assert request.partition_key == "2026-01-09"
 
@@ -59,16 +62,33 @@ def test_daily_schedule_targets_yesterday():
 def drifted(tmp_path_factory) -> Path:
     """5 days of data with a genre shift from day 4, features and drift materialized."""
     root = tmp_path_factory.mktemp("auto")
-    generate(GeneratorConfig(n_users=600, n_items=300, days=5, impressions_per_day=12_000, seed=3,
-                             shift_date="2026-01-04", shift_kind="genre"), root)
-    materialize_all(build_defs(build_resources(str(root))), [f"2026-01-0{i}" for i in range(1, 6)],
-                    dg.DagsterInstance.ephemeral(), model_days=0)
+    generate(
+        GeneratorConfig(
+            n_users=600,
+            n_items=300,
+            days=5,
+            impressions_per_day=12_000,
+            seed=3,
+            shift_date="2026-01-04",
+            shift_kind="genre",
+        ),
+        root,
+    )
+    materialize_all(
+        build_defs(build_resources(str(root))),
+        [f"2026-01-0{i}" for i in range(1, 6)],
+        dg.DagsterInstance.ephemeral(),
+        model_days=0,
+    )
     return root
 
 
 def test_retrain_sensor_new_data_drift_and_minimum_interval(drifted):
-    res = {"storage": StorageResource(data_root=str(drifted)), "features": FeatureSettings(),
-           "automation": AutomationSettings(retrain_min_interval_hours=6.0)}
+    res = {
+        "storage": StorageResource(data_root=str(drifted)),
+        "features": FeatureSettings(),
+        "automation": AutomationSettings(retrain_min_interval_hours=6.0),
+    }
     first, cursor = evaluate(retrain_sensor, **res)
     (request,) = first.run_requests
     assert request.tags["trigger"] == "drift" and request.partition_key in ("2026-01-04", "2026-01-05")
@@ -93,13 +113,17 @@ def test_retrain_sensor_new_data_drift_and_minimum_interval(drifted):
 def test_a_drift_triggered_request_retrains_end_to_end(drifted, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(drifted, root)
-    res = {"storage": StorageResource(data_root=str(root)), "features": FeatureSettings(),
-           "automation": AutomationSettings()}
+    res = {
+        "storage": StorageResource(data_root=str(root)),
+        "features": FeatureSettings(),
+        "automation": AutomationSettings(),
+    }
     result, _ = evaluate(retrain_sensor, **res)
     (request,) = result.run_requests
     defs = build_defs(build_resources(str(root)))
     run = defs.resolve_job_def("retrain_models").execute_in_process(
-        partition_key=request.partition_key, tags=request.tags, instance=dg.DagsterInstance.ephemeral())
+        partition_key=request.partition_key, tags=request.tags, instance=dg.DagsterInstance.ephemeral()
+    )
     assert run.success
     store = build_resources(str(root))["model_store"]
     assert store.exists("recall_als", request.partition_key)
@@ -112,7 +136,10 @@ def test_drift_report_emits_column_schema_row_count_and_worst_features(drifted):
     day = "2026-01-04"  # the first shifted day
     defs = build_defs(build_resources(str(drifted)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey("feature_drift_report")])
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=day,
+        asset_selection=[dg.AssetKey("feature_drift_report")],
+    )
     assert result.success
     (event,) = result.get_asset_materialization_events()
     meta = event.materialization.metadata

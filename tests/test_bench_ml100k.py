@@ -14,13 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_ml100k as bench  # noqa: E402
+
 from recsys_assets.core.recall import models as M  # noqa: E402
 
 # benchmarks/RESULTS.md, MovieLens-100K row of 2026-11-24
 SESSION_EASE = dict(lambda_=500.0, session_weight=2.0, session_tau_seconds=180.0)
-FUSION_CONFIGS = {"als": dict(factors=64, regularization=60.0, iterations=15, alpha=8.0),
-                  "ease": dict(lambda_=300.0, session_weight=4.0, session_tau_seconds=180.0),
-                  "item_cf": dict(neighbours=400, shrinkage=10.0)}
+FUSION_CONFIGS = {
+    "als": dict(factors=64, regularization=60.0, iterations=15, alpha=8.0),
+    "ease": dict(lambda_=300.0, session_weight=4.0, session_tau_seconds=180.0),
+    "item_cf": dict(neighbours=400, shrinkage=10.0),
+}
 FUSION_WEIGHTS = {"als": 1.0, "ease": 1.0, "item_cf": 0.5}
 
 
@@ -30,8 +33,19 @@ def split(tmp_path_factory):
     if not (data_dir / "u.data").exists():
         pytest.skip(f"{data_dir} is absent: the real datasets live only in the project's shared folder, not in a clone")
     out = tmp_path_factory.mktemp("ml100k_split")
-    subprocess.run([sys.executable, str(bench.SHARED / "tools/ml100k_protocol.py"), "split", "--data", str(data_dir),
-                    "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(bench.SHARED / "tools/ml100k_protocol.py"),
+            "split",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     data, users, items = bench.load(out)
     return out, data, users, items
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from recsys_assets.definitions import build_defs, build_resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,15 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_tier_harness_measures_every_asset(tmp_path):
     data = tmp_path / "xs"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_tiers.py"), "--tier", "XS", "--data-root", str(data),
-           "--model-days", "2", "--no-record"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_tiers.py"),
+        "--tier",
+        "XS",
+        "--data-root",
+        str(data),
+        "--model-days",
+        "2",
+        "--no-record",
+    ]
     first = subprocess.run(cmd + ["--until", "user_id_dictionary"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     rest = subprocess.run(cmd + ["--from", "recall_als"], capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stdout[-2000:] + rest.stderr[-3000:]
     rows = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()]
     graph = build_defs(build_resources(str(data))).resolve_asset_graph()
-    assert [r["asset"] for r in rows] == [k.to_user_string() for k in graph.toposorted_asset_keys]  # two slices, one table
+    assert [r["asset"] for r in rows] == [
+        k.to_user_string() for k in graph.toposorted_asset_keys
+    ]  # two slices, one table
     assert all(r["wall_s"] > 0 and r["peak_rss_mib"] > 50 and r["cpu_s"] >= 0 for r in rows)
     by_asset = {r["asset"]: r for r in rows}
     assert by_asset["raw_impressions"]["rows_out"] == 4 * 3_000 and by_asset["raw_impressions"]["days"] == 4
@@ -36,13 +46,26 @@ def test_tier_harness_measures_every_asset(tmp_path):
     assert (data / "lake" / "ranking_samples" / "2026-01-03.parquet").exists()
     assert "tier XS:" in rest.stdout and "peak RSS" in rest.stdout
     # --only re-measures just the named assets (what a change touched), appending their rows
-    again = subprocess.run(cmd + ["--only", "recommendations"],
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd + ["--only", "recommendations"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
-    more = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()][len(rows):]
+    more = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()][len(rows) :]
     assert [r["asset"] for r in more] == ["recommendations"] and more[0]["days"] == 1
     # the online-latency benchmark runs on the same root: p50/p95 for every stage
-    online = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_online.py"), "--data-root", str(data),
-                             "--known", "5", "--unknown", "2", "--no-record"], capture_output=True, text=True, timeout=600)
+    online = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_online.py"),
+            "--data-root",
+            str(data),
+            "--known",
+            "5",
+            "--unknown",
+            "2",
+            "--no-record",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert online.returncode == 0, online.stdout[-2000:] + online.stderr[-3000:]
     assert "total / recall alone at p50" in online.stdout and "recall " in online.stdout

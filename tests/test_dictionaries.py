@@ -12,9 +12,15 @@ from recsys_assets.core import dictionaries as d
 
 def write_stats(path, rows):
     """user_daily_stats-like file: (day, user_id, impressions, organic_watches)."""
-    day, uid, imp, org = zip(*rows)
-    table = pa.table({"day": pa.array(day, pa.date32()), "user_id": pa.array(uid, pa.int64()),
-                      "impressions": pa.array(imp, pa.int64()), "organic_watches": pa.array(org, pa.int64())})
+    day, uid, imp, org = zip(*rows, strict=False)
+    table = pa.table(
+        {
+            "day": pa.array(day, pa.date32()),
+            "user_id": pa.array(uid, pa.int64()),
+            "impressions": pa.array(imp, pa.int64()),
+            "organic_watches": pa.array(org, pa.int64()),
+        }
+    )
     pq.write_table(table, path)
     return path
 
@@ -24,8 +30,10 @@ def users(tmp_path):
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     path = tmp_path / "users.parquet"
-    con.execute(f"COPY (SELECT * FROM (VALUES (1, NULL::TIMESTAMPTZ), (2, NULL), (3, NULL), (4, NULL)) "
-                f"AS t(user_id, registered_at)) TO '{path}'")
+    con.execute(
+        f"COPY (SELECT * FROM (VALUES (1, NULL::TIMESTAMPTZ), (2, NULL), (3, NULL), (4, NULL)) "
+        f"AS t(user_id, registered_at)) TO '{path}'"
+    )
     return path
 
 

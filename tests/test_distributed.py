@@ -31,22 +31,59 @@ BIN = Path(sys.executable).parent
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
 MODEL_DAYS = DAYS[-2:]  # the two partitions of the model layers
 BUCKET = "recsys-test"
-RECALL = ["recall_popularity", "recall_item_cf", "recall_als", "recall_bpr", "recall_bpr_uniform",
-          "recall_bpr_impressions", "recall_ease", "recall_content", "recall_evaluation", "recall_champion",
-          "recall_candidates", "recall_ann_index"]
+RECALL = [
+    "recall_popularity",
+    "recall_item_cf",
+    "recall_als",
+    "recall_bpr",
+    "recall_bpr_uniform",
+    "recall_bpr_impressions",
+    "recall_ease",
+    "recall_content",
+    "recall_evaluation",
+    "recall_champion",
+    "recall_candidates",
+    "recall_ann_index",
+]
 PHASES = [  # (assets, partition range or None): the CLI cannot mix partitioned and unpartitioned assets in a run
     (["raw_users", "raw_items"], None),
-    (["raw_impressions", "raw_events", "raw_watch_stats", "interactions", "user_daily_stats", "item_daily_stats",
-      "user_genre_daily", "categorical_daily_counts", "user_features", "item_features", "user_sequences",
-      "feature_drift_report"], (DAYS[0], DAYS[-1])),
+    (
+        [
+            "raw_impressions",
+            "raw_events",
+            "raw_watch_stats",
+            "interactions",
+            "user_daily_stats",
+            "item_daily_stats",
+            "user_genre_daily",
+            "categorical_daily_counts",
+            "user_features",
+            "item_features",
+            "user_sequences",
+            "feature_drift_report",
+        ],
+        (DAYS[0], DAYS[-1]),
+    ),
     (["user_id_dictionary", "item_id_dictionary", "hash_dictionaries"], None),
     (RECALL, (MODEL_DAYS[0], MODEL_DAYS[-1])),
 ]
 # Columns that measure the run rather than the data (wall-clock time, when it ran).
 VOLATILE_COLUMNS = {"train_seconds", "decided_at", "created_at", "built_at", "seconds", "latency_ms"}
 VOLATILE_METRICS = ("latency_ms_per_user",)
-GENERATOR_ARGS = ["--users", "300", "--items", "200", "--days", str(len(DAYS)), "--impressions-per-day", "3000",
-                  "--seed", "5", "--start", DAYS[0]]
+GENERATOR_ARGS = [
+    "--users",
+    "300",
+    "--items",
+    "200",
+    "--days",
+    str(len(DAYS)),
+    "--impressions-per-day",
+    "3000",
+    "--seed",
+    "5",
+    "--start",
+    DAYS[0],
+]
 REQUIRED = os.getenv("RECSYS_REQUIRE_DISTRIBUTED_TEST") == "1"  # .ci/run: skipping is a failure there
 
 
@@ -76,8 +113,15 @@ class Services:
 
     def start(self, name: str, cmd: list[str], env: dict, cwd: Path) -> subprocess.Popen:
         log = self.logs / f"{name}.log"
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -106,8 +150,15 @@ def services(logs: Path):
 def _materialize(env: dict, cwd: Path) -> None:
     """Run every phase with the CLI, as a user would."""
     for assets, days in PHASES:
-        cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "recsys_assets.definitions",
-               "--select", ",".join(assets)]
+        cmd = [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "recsys_assets.definitions",
+            "--select",
+            ",".join(assets),
+        ]
         if days:
             cmd += ["--partition-range", f"{days[0]}...{days[1]}"]
         started = time.monotonic()
@@ -137,15 +188,28 @@ def runs(tmp_path_factory):
         pytest.skip(message)
     base = tmp_path_factory.mktemp("distributed")
     generated = base / "generated"
-    generate(GeneratorConfig(n_users=300, n_items=200, days=len(DAYS), impressions_per_day=3_000, seed=5,
-                             start_date=date.fromisoformat(DAYS[0])), generated)
+    generate(
+        GeneratorConfig(
+            n_users=300,
+            n_items=200,
+            days=len(DAYS),
+            impressions_per_day=3_000,
+            seed=5,
+            start_date=date.fromisoformat(DAYS[0]),
+        ),
+        generated,
+    )
     logs = base / "logs"
     logs.mkdir()
     s3_port, redis_port = _free_port(), _free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "AWS_", "DAGSTER_"))}
     clean["DAGSTER_DISABLE_TELEMETRY"] = "1"
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+    }
     home = base / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -154,40 +218,71 @@ def runs(tmp_path_factory):
     with dg.DagsterInstance.from_config(str(home)):  # create its databases once, before processes share it
         pass
     broker = f"redis://127.0.0.1:{redis_port}/0"
-    remote_env = clean | aws | {"RECSYS_DATA_ROOT": f"s3://{BUCKET}/platform", "RECSYS_EXECUTOR": "celery",
-                                "RECSYS_CELERY_BROKER": broker, "DAGSTER_HOME": str(home),
-                                "RECSYS_MODEL_CACHE": str(base / "model_cache")}
+    remote_env = (
+        clean
+        | aws
+        | {
+            "RECSYS_DATA_ROOT": f"s3://{BUCKET}/platform",
+            "RECSYS_EXECUTOR": "celery",
+            "RECSYS_CELERY_BROKER": broker,
+            "DAGSTER_HOME": str(home),
+            "RECSYS_MODEL_CACHE": str(base / "model_cache"),
+        }
+    )
     cwd = {name: base / name for name in ("launcher", "worker1", "worker2", "moto", "redis")}
     for folder in cwd.values():
         folder.mkdir()
     started = time.monotonic()
     with services(logs) as group:
-        moto = group.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], clean, cwd["moto"])
-        server = group.start("redis", [redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no"], clean, cwd["redis"])
+        moto = group.start(
+            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], clean, cwd["moto"]
+        )
+        server = group.start(
+            "redis",
+            [redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            clean,
+            cwd["redis"],
+        )
         _wait_port(s3_port, moto, logs / "moto.log")
         _wait_port(redis_port, server, logs / "redis.log")
         import s3fs
 
-        fs = s3fs.S3FileSystem(key=aws["AWS_ACCESS_KEY_ID"], secret=aws["AWS_SECRET_ACCESS_KEY"],
-                               endpoint_url=aws["AWS_ENDPOINT_URL"])
+        fs = s3fs.S3FileSystem(
+            key=aws["AWS_ACCESS_KEY_ID"], secret=aws["AWS_SECRET_ACCESS_KEY"], endpoint_url=aws["AWS_ENDPOINT_URL"]
+        )
         fs.mkdir(BUCKET)
         # The user's path to a bucket: the generator CLI uploads what it writes (same seed: same logs).
-        upload = subprocess.run([sys.executable, "-m", "recsys_assets.generate", "--root", f"s3://{BUCKET}/platform",
-                                 *GENERATOR_ARGS], env=remote_env, cwd=cwd["launcher"], capture_output=True, text=True,
-                                timeout=300)
+        upload = subprocess.run(
+            [sys.executable, "-m", "recsys_assets.generate", "--root", f"s3://{BUCKET}/platform", *GENERATOR_ARGS],
+            env=remote_env,
+            cwd=cwd["launcher"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert upload.returncode == 0, upload.stderr[-3000:]
         for i in (1, 2):
-            group.start(f"worker{i}", [str(BIN / "recsys-celery-worker"), "--name", f"worker{i}"],
-                        remote_env, cwd[f"worker{i}"])
-        ping = subprocess.run([str(BIN / "celery"), "-b", broker, "inspect", "ping", "--timeout", "5"],
-                              env=remote_env, capture_output=True, text=True, timeout=60)
+            group.start(
+                f"worker{i}", [str(BIN / "recsys-celery-worker"), "--name", f"worker{i}"], remote_env, cwd[f"worker{i}"]
+            )
+        ping = subprocess.run(
+            [str(BIN / "celery"), "-b", broker, "inspect", "ping", "--timeout", "5"],
+            env=remote_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         for _ in range(20):  # workers import the code location before they answer
             if ping.stdout.count("pong") >= 2:
                 break
             time.sleep(1)
-            ping = subprocess.run([str(BIN / "celery"), "-b", broker, "inspect", "ping", "--timeout", "5"],
-                                  env=remote_env, capture_output=True, text=True, timeout=60)
+            ping = subprocess.run(
+                [str(BIN / "celery"), "-b", broker, "inspect", "ping", "--timeout", "5"],
+                env=remote_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         assert ping.stdout.count("pong") >= 2, ping.stdout + ping.stderr
         _materialize(remote_env, cwd["launcher"])
         distributed_s = time.monotonic() - started
@@ -198,24 +293,40 @@ def runs(tmp_path_factory):
         con.register_filesystem(fs)
         lake_files = [p.removeprefix("lake/") for p in remote_files if p.startswith("lake/") and p.endswith(".parquet")]
         remote_tables = _tables(con, f"s3://{BUCKET}/platform/lake", lake_files)
-        pointers = {p: json.loads(fs.cat(f"{BUCKET}/platform/{p}"))
-                    for p in remote_files if p.startswith("models/") and "/.versions/" not in p and p.endswith("manifest.json")}
+        pointers = {
+            p: json.loads(fs.cat(f"{BUCKET}/platform/{p}"))
+            for p in remote_files
+            if p.startswith("models/") and "/.versions/" not in p and p.endswith("manifest.json")
+        }
 
     local_root = base / "local"
     shutil.copytree(generated / "landing", local_root / "landing")
-    local_env = clean | {"RECSYS_DATA_ROOT": str(local_root), "RECSYS_EXECUTOR": "in_process",
-                         "DAGSTER_HOME": str(base / "local_home")}
+    local_env = clean | {
+        "RECSYS_DATA_ROOT": str(local_root),
+        "RECSYS_EXECUTOR": "in_process",
+        "DAGSTER_HOME": str(base / "local_home"),
+    }
     (base / "local_home").mkdir()
     started = time.monotonic()
     _materialize(local_env, base / "local_home")
     print(f"local run: {time.monotonic() - started:.0f} s")
     local_lake = sorted(str(p.relative_to(local_root / "lake")) for p in (local_root / "lake").rglob("*.parquet"))
     local_tables = _tables(duckdb.connect(), str(local_root / "lake"), local_lake)
-    local_models = {str(p.relative_to(local_root)): json.loads(p.read_text())
-                    for p in (local_root / "models").glob("*/20*/manifest.json")}
-    return {"base": base, "cwd": cwd, "home": home, "remote_files": remote_files, "remote_tables": remote_tables,
-            "pointers": pointers, "local_tables": local_tables, "local_models": local_models,
-            "distributed_s": distributed_s}
+    local_models = {
+        str(p.relative_to(local_root)): json.loads(p.read_text())
+        for p in (local_root / "models").glob("*/20*/manifest.json")
+    }
+    return {
+        "base": base,
+        "cwd": cwd,
+        "home": home,
+        "remote_files": remote_files,
+        "remote_tables": remote_tables,
+        "pointers": pointers,
+        "local_tables": local_tables,
+        "local_models": local_models,
+        "distributed_s": distributed_s,
+    }
 
 
 def test_every_step_ran_on_the_celery_workers(runs):
@@ -242,7 +353,9 @@ def test_every_step_ran_on_the_celery_workers(runs):
 
 def test_nothing_was_written_to_a_local_disk(runs):
     for name, folder in runs["cwd"].items():
-        assert not any(folder.iterdir()), f"{name} wrote {sorted(p.name for p in folder.iterdir())} into its working folder"
+        assert not any(folder.iterdir()), (
+            f"{name} wrote {sorted(p.name for p in folder.iterdir())} into its working folder"
+        )
     # The instance keeps its event log and captured stdout/stderr (compute_logs); an asset
     # output pickled by an IO manager would appear as storage/<run id>/<step>/<output>.
     outputs = [p for p in (runs["home"] / "storage").rglob("*") if p.is_file() and "compute_logs" not in p.parts]
@@ -255,8 +368,12 @@ def test_nothing_was_written_to_a_local_disk(runs):
 def test_results_equal_a_local_single_process_run(runs):
     local, remote = runs["local_tables"], runs["remote_tables"]
     assert sorted(local) == sorted(remote)  # the same partitions of the same tables
-    assert {"raw_impressions/2026-01-04.parquet", "recall_evaluation/2026-01-04.parquet",
-            "recall_candidates/2026-01-03.parquet", "recall_champion/2026-01-04.parquet"} <= set(local)
+    assert {
+        "raw_impressions/2026-01-04.parquet",
+        "recall_evaluation/2026-01-04.parquet",
+        "recall_candidates/2026-01-03.parquet",
+        "recall_champion/2026-01-04.parquet",
+    } <= set(local)
     different = [rel for rel in local if local[rel] != remote[rel]]
     assert not different, f"tables that differ between the distributed and the local run: {different}"
     assert all(local[rel] for rel in local if rel.startswith(("raw_impressions", "recall_candidates")))

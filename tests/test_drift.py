@@ -170,8 +170,16 @@ def test_categorical_empty_side_and_bad_counts():
 
 @pytest.mark.parametrize(
     "psi,expected",
-    [(0.0, "ok"), (0.0999, "ok"), (0.1, "warn"), (0.2499, "warn"), (0.25, "fail"), (3.0, "fail"),
-     (float("nan"), "ok"), (None, "ok")],
+    [
+        (0.0, "ok"),
+        (0.0999, "ok"),
+        (0.1, "warn"),
+        (0.2499, "warn"),
+        (0.25, "fail"),
+        (3.0, "fail"),
+        (float("nan"), "ok"),
+        (None, "ok"),
+    ],
 )
 def test_severity_thresholds(psi, expected):
     assert d.severity(psi) == expected
@@ -234,15 +242,32 @@ def test_markdown_shows_traffic_value_and_ranks_failing_traffic_above_ok_rows():
     lines = [ln for ln in md.splitlines() if ln.startswith("|")]
     assert "| value |" in lines[0]
     assert [ln.split(" | ")[0][2:] for ln in lines[2:]] == [
-        "shifted", "surface", "share_new_users", "slight", "stable", "device", "empty"]
+        "shifted",
+        "surface",
+        "share_new_users",
+        "slight",
+        "stable",
+        "device",
+        "empty",
+    ]
     assert "0.4200" in lines[4]
 
 
 def test_rows_to_arrow():
     rows = build_rows()
     table = d.rows_to_arrow(rows, date(2026, 1, 5))
-    assert table.column_names == ["day", "feature", "kind", "psi", "ks", "js", "value",
-                                  "n_reference", "n_current", "severity"]
+    assert table.column_names == [
+        "day",
+        "feature",
+        "kind",
+        "psi",
+        "ks",
+        "js",
+        "value",
+        "n_reference",
+        "n_current",
+        "severity",
+    ]
     assert table.schema.field("psi").type == pa.float64()
     assert table.schema.field("n_reference").type == pa.int64()
     assert table.num_rows == len(rows)

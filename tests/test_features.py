@@ -20,8 +20,16 @@ from recsys_assets.quickstart import materialize_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [f"2026-01-0{i}" for i in range(1, 7)]
-DAILY_FEATURES = ["interactions", "user_daily_stats", "item_daily_stats", "user_genre_daily",
-                  "categorical_daily_counts", "user_features", "item_features", "user_sequences"]
+DAILY_FEATURES = [
+    "interactions",
+    "user_daily_stats",
+    "item_daily_stats",
+    "user_genre_daily",
+    "categorical_daily_counts",
+    "user_features",
+    "item_features",
+    "user_sequences",
+]
 
 
 def config(**over):
@@ -55,36 +63,43 @@ def lake(root: Path, table: str, part: str = "snapshot") -> Path:
 def test_all_feature_checks_pass_and_features_are_sane(full):
     defs = build_defs(build_resources(str(full)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey(t) for t in DAILY_FEATURES],
-        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]})
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(t) for t in DAILY_FEATURES],
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+    )
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) >= 10 and all(e.passed for e in evaluations), [
-        (e.asset_check_key.to_user_string(), e.metadata) for e in evaluations if not e.passed]
+        (e.asset_check_key.to_user_string(), e.metadata) for e in evaluations if not e.passed
+    ]
     con = duckdb.connect()
     # The user's 28-day click count is the sum of the daily stats strictly before the day.
-    u = con.execute(f"SELECT user_id, clicks_28d, impressions_7d FROM '{lake(full, 'user_features', DAYS[-1])}' "
-                    "ORDER BY impressions_28d DESC LIMIT 1").fetchone()
-    expected = con.execute(f"SELECT sum(clicks) FROM read_parquet('{full}/lake/user_daily_stats/*.parquet') "
-                           f"WHERE user_id = {u[0]} AND day < DATE '{DAYS[-1]}'").fetchone()[0]
+    u = con.execute(
+        f"SELECT user_id, clicks_28d, impressions_7d FROM '{lake(full, 'user_features', DAYS[-1])}' "
+        "ORDER BY impressions_28d DESC LIMIT 1"
+    ).fetchone()
+    expected = con.execute(
+        f"SELECT sum(clicks) FROM read_parquet('{full}/lake/user_daily_stats/*.parquet') "
+        f"WHERE user_id = {u[0]} AND day < DATE '{DAYS[-1]}'"
+    ).fetchone()[0]
     assert u[1] == expected
     # Genre affinity follows the latent tastes the generator gave users.
     agree = con.execute(f"""
         SELECT avg(CASE WHEN json_extract(p.genre_pref, '$."' || f.top_genre || '"')::DOUBLE
                           >= (SELECT median(v) FROM (SELECT unnest(json_extract(p.genre_pref, '$.*'))::DOUBLE AS v))
                         THEN 1 ELSE 0 END)
-        FROM '{lake(full, 'user_features', DAYS[-1])}' AS f
-        JOIN '{lake(full, 'raw_users')}' AS p USING (user_id) WHERE f.positives_28d >= 3""").fetchone()[0]
+        FROM '{lake(full, "user_features", DAYS[-1])}' AS f
+        JOIN '{lake(full, "raw_users")}' AS p USING (user_id) WHERE f.positives_28d >= 3""").fetchone()[0]
     assert agree > 0.8
     # ...and equals, share by share, the definition computed straight from interactions:
     # score = positives + 0.5 clicks per genre of the item, over the 28 days before D.
     got = con.execute(f"""
         SELECT user_id, a.genre, round(a.share, 9) FROM (SELECT user_id, unnest(genre_affinity) AS a
-        FROM '{lake(full, 'user_features', DAYS[-1])}') ORDER BY ALL""").fetchall()
+        FROM '{lake(full, "user_features", DAYS[-1])}') ORDER BY ALL""").fetchall()
     want = con.execute(f"""
         WITH s AS (
             SELECT x.user_id, g.genre, count(*) FILTER (WHERE x.is_positive) + 0.5 * count(*) FILTER (WHERE x.clicked) AS score
             FROM read_parquet('{full}/lake/interactions/*.parquet') AS x
-            JOIN (SELECT item_id, unnest(genres) AS genre FROM '{lake(full, 'raw_items')}') AS g USING (item_id)
+            JOIN (SELECT item_id, unnest(genres) AS genre FROM '{lake(full, "raw_items")}') AS g USING (item_id)
             WHERE x.day < DATE '{DAYS[-1]}' GROUP BY ALL HAVING score > 0)
         SELECT user_id, genre, round(score / sum(score) OVER (PARTITION BY user_id), 9) FROM s ORDER BY ALL""").fetchall()
     assert len(got) > 500 and got == want
@@ -101,6 +116,7 @@ def test_no_leakage_features_of_day_d_ignore_day_d_and_later(full, tmp_path):
         (altered / "landing" / day / "watch_stats.jsonl").write_bytes(b"")
     # events now point at dropped impressions; relax the linkage threshold for this run only
     from resources import IngestionSettings
+
     defs = build_defs(build_resources(str(altered), ingestion=IngestionSettings(max_orphan_request_rate=1.0)))
     materialize_all(defs, DAYS, dg.DagsterInstance.ephemeral())
     for table in ("user_features", "item_features", "user_sequences"):
@@ -125,12 +141,17 @@ def test_id_dictionary_is_the_same_in_processes_with_different_hash_seeds(full, 
         "import sys; from pathlib import Path; from recsys_assets.core import dictionaries as d; "
         "root = Path(sys.argv[1]); out = Path(sys.argv[2]); "
         "d.update_id_dictionary(d.USERS, None, sorted((root / 'lake/user_daily_stats').glob('*.parquet')), "
-        "root / 'lake/raw_users/snapshot.parquet', out)")
+        "root / 'lake/raw_users/snapshot.parquet', out)"
+    )
     outs = []
     for seed in ("0", "4242"):
         out = tmp_path / f"dict_{seed}.parquet"
-        subprocess.run([sys.executable, "-c", script, str(full), str(out)], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed})
+        subprocess.run(
+            [sys.executable, "-c", script, str(full), str(out)],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
         outs.append(sha(out))
     assert outs[0] == outs[1] == sha(lake(full, "user_id_dictionary"))
 
@@ -143,10 +164,12 @@ def test_point_in_time_check_fails_on_a_leaking_partition(full, tmp_path):
     con.execute(f"COPY (SELECT * REPLACE (day AS source_max_day) FROM '{target}') TO '{tmp_path}/x.parquet'")
     shutil.move(tmp_path / "x.parquet", target)
     job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
-    only_check = job.get_subset(asset_selection=set(), asset_check_selection={
-        dg.AssetCheckKey(dg.AssetKey("user_features"), "point_in_time")})
-    result = only_check.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
-                                           raise_on_error=False)
+    only_check = job.get_subset(
+        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(dg.AssetKey("user_features"), "point_in_time")}
+    )
+    result = only_check.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1], raise_on_error=False
+    )
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.metadata["rows_from_day_or_later"].value > 0
 
@@ -160,8 +183,11 @@ def test_drift_is_flagged_from_the_injected_date_and_not_before(tmp_path):
     verdicts = {}
     for day in DAYS[1:]:
         result = job.execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), partition_key=day, raise_on_error=False,
-            asset_selection=[dg.AssetKey("feature_drift_report")])
+            instance=dg.DagsterInstance.ephemeral(),
+            partition_key=day,
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey("feature_drift_report")],
+        )
         (evaluation,) = result.get_asset_check_evaluations()
         verdicts[day] = "ok" if evaluation.passed else evaluation.severity.value
         (mat,) = result.get_asset_materialization_events()

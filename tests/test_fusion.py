@@ -69,10 +69,11 @@ def test_zscore_fusion_is_scale_free_and_weight_zero_drops():
 def test_zscore_fusion_absent_entries_and_constant_lists():
     # user 0: padding (-1) and a -inf score are absent; user 1: a constant list (std 0 -> z 0);
     # user 2: an empty list in a contributes nothing, b alone decides
-    a = (np.array([[3, -1, 1], [0, 1, 2], [-1, -1, -1]]),
-         np.array([[5.0, np.nan, -np.inf], [2.0, 2.0, 2.0], [np.nan, np.nan, np.nan]]))
-    b = (np.array([[1, 0, 2], [2, 3, 4], [4, 3, 0]]),
-         np.array([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [3.0, 2.0, 1.0]]))
+    a = (
+        np.array([[3, -1, 1], [0, 1, 2], [-1, -1, -1]]),
+        np.array([[5.0, np.nan, -np.inf], [2.0, 2.0, 2.0], [np.nan, np.nan, np.nan]]),
+    )
+    b = (np.array([[1, 0, 2], [2, 3, 4], [4, 3, 0]]), np.array([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [3.0, 2.0, 1.0]]))
     items, scores = fuse_zscore({"a": a, "b": b}, n_items=6, k=3)
     # user 0: a has one finite score (item 3: z 0 = its floor), so b decides: 1 (z 1.22),
     # 0 (z 0), then 2 and 3 tie at b's floor -1.22 and the lower index wins
@@ -87,8 +88,9 @@ def test_zscore_fusion_absent_entries_and_constant_lists():
 
 def test_vectorised_top_k_and_channel_ranks_match_a_per_user_loop():
     """The vectorised fusion helpers give exactly what a per-user reference loop gives."""
-    from recsys_assets.core.fusion import _top_k
     import scipy.sparse as sp
+
+    from recsys_assets.core.fusion import _top_k
 
     rng = np.random.default_rng(7)
     n_users, n_items, length = 300, 80, 15
@@ -109,7 +111,7 @@ def test_vectorised_top_k_and_channel_ranks_match_a_per_user_loop():
     top_items, top_scores = _top_k(scores.copy(), 10)
     for u in range(n_users):
         row = scores.getrow(u)
-        order = sorted(zip(-row.data, row.indices))[:10]
-        assert top_items[u, :len(order)].tolist() == [int(i) for _, i in order]
-        assert np.allclose(top_scores[u, :len(order)], [-v for v, _ in order])
-        assert (top_items[u, len(order):] == -1).all()
+        order = sorted(zip(-row.data, row.indices, strict=False))[:10]
+        assert top_items[u, : len(order)].tolist() == [int(i) for _, i in order]
+        assert np.allclose(top_scores[u, : len(order)], [-v for v, _ in order])
+        assert (top_items[u, len(order) :] == -1).all()

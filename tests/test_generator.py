@@ -32,6 +32,7 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d
 # helpers
 # ------------------------------------------------------------------------------------------
 
+
 def _gen(root: Path, **overrides) -> dict:
     return generate(GeneratorConfig(**{**BASE, **overrides}), root)
 
@@ -64,7 +65,7 @@ def _parse_ts(value: str) -> dt.datetime:
 
 
 def _utc_day(value: str) -> dt.date:
-    return _parse_ts(value).astimezone(dt.timezone.utc).date()
+    return _parse_ts(value).astimezone(dt.UTC).date()
 
 
 def _type_ok(ftype: str, v) -> bool:
@@ -100,8 +101,9 @@ def _domain_reasons(table: contract.TableContract, rec: dict) -> list[str]:
     return out
 
 
-def _reasons(table: contract.TableContract, line: bytes, *, day: dt.date | None, seen_ids: set,
-             users: set, items: set) -> list[str]:
+def _reasons(
+    table: contract.TableContract, line: bytes, *, day: dt.date | None, seen_ids: set, users: set, items: set
+) -> list[str]:
     """An independent reference classifier: every quarantine reason that applies to a line."""
     try:
         text = line.decode("utf-8")
@@ -158,7 +160,9 @@ def _check_contract_bulk(path: Path, table: contract.TableContract) -> list[dict
     rel = f"read_json('{path}', format='newline_delimited', columns={{{cols}}})"
     for f in table.fields:
         if f.domain_sql:
-            bad = _DB.execute(f"SELECT count(*) FROM {rel} WHERE {f.name} IS NOT NULL AND NOT ({f.domain_sql})").fetchone()[0]
+            bad = _DB.execute(
+                f"SELECT count(*) FROM {rel} WHERE {f.name} IS NOT NULL AND NOT ({f.domain_sql})"
+            ).fetchone()[0]
             assert bad == 0, (path, f.name, f.domain_sql)
     for reason, rule in table.row_rules:
         assert _DB.execute(f"SELECT count(*) FROM {rel} WHERE NOT coalesce(({rule}), TRUE)").fetchone()[0] == 0, reason
@@ -190,15 +194,24 @@ def _affinity_matrix(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _with_clicks(logs: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    clicks = (logs["events"].filter(pl.col("type") == "click")
-              .select("request_id", "item_id", "user_id").unique().with_columns(clicked=pl.lit(True)))
-    return logs["impressions"].join(clicks, on=["request_id", "item_id", "user_id"], how="left").with_columns(
-        pl.col("clicked").fill_null(False))
+    clicks = (
+        logs["events"]
+        .filter(pl.col("type") == "click")
+        .select("request_id", "item_id", "user_id")
+        .unique()
+        .with_columns(clicked=pl.lit(True))
+    )
+    return (
+        logs["impressions"]
+        .join(clicks, on=["request_id", "item_id", "user_id"], how="left")
+        .with_columns(pl.col("clicked").fill_null(False))
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # fixtures
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> tuple[Path, dict]:
@@ -215,6 +228,7 @@ def clean_logs(clean) -> dict[str, pl.DataFrame]:
 # determinism, layout, contract
 # ------------------------------------------------------------------------------------------
 
+
 def test_same_seed_is_byte_identical_and_other_seed_differs(clean, tmp_path):
     root, _ = clean
     again = tmp_path / "again"
@@ -227,8 +241,13 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(clean, tmp_path):
     _gen(other, seed=BASE["seed"] + 1)
     c = _files(other)
     assert c.keys() == a.keys()
-    for name in ("landing/users.jsonl", "landing/items.jsonl", "landing/2026-01-02/impressions.jsonl",
-                 "landing/2026-01-03/events.jsonl", "landing/2026-01-04/watch_stats.jsonl"):
+    for name in (
+        "landing/users.jsonl",
+        "landing/items.jsonl",
+        "landing/2026-01-02/impressions.jsonl",
+        "landing/2026-01-03/events.jsonl",
+        "landing/2026-01-04/watch_stats.jsonl",
+    ):
         assert a[name] != c[name], name
 
 
@@ -241,8 +260,12 @@ def test_layout_summary_and_markers(clean):
     assert not list(landing.rglob("*.tmp")) and not list(landing.rglob(".*"))  # no temp files left
     assert not list(landing.rglob("_injected_bad.jsonl"))  # no manifests without injection
     for d in _day_dirs(root):
-        assert sorted(p.name for p in d.iterdir()) == ["_SUCCESS", "events.jsonl", "impressions.jsonl",
-                                                        "watch_stats.jsonl"]
+        assert sorted(p.name for p in d.iterdir()) == [
+            "_SUCCESS",
+            "events.jsonl",
+            "impressions.jsonl",
+            "watch_stats.jsonl",
+        ]
         marker = d / "_SUCCESS"
         assert marker.stat().st_size == 0
         for n in LOGS:  # the marker is written after the data files
@@ -293,10 +316,10 @@ def test_timestamps_carry_offsets_and_land_in_their_utc_day(clean_logs):
     offsets = Counter()
     for name, col in (("impressions", "shown_at"), ("events", "occurred_at"), ("watch_stats", "started_at")):
         df = clean_logs[name]
-        for value, day in zip(df[col].to_list(), df["day"].to_list()):
+        for value, day in zip(df[col].to_list(), df["day"].to_list(), strict=False):
             t = _parse_ts(value)
             offsets[value[19:]] += 1
-            assert t.astimezone(dt.timezone.utc).date().isoformat() == day
+            assert t.astimezone(dt.UTC).date().isoformat() == day
     assert len(offsets) >= 5, offsets  # per-country offsets, not everything in UTC
     assert "+00:00" in offsets and any(o.startswith("-") for o in offsets)
     assert "+05:30" in offsets or "+03:00" in offsets
@@ -305,6 +328,7 @@ def test_timestamps_carry_offsets_and_land_in_their_utc_day(clean_logs):
 # ------------------------------------------------------------------------------------------
 # realism
 # ------------------------------------------------------------------------------------------
+
 
 def test_clicks_follow_genre_affinity(clean, clean_logs):
     pref, genre_mat = _affinity_matrix(clean[0])
@@ -339,15 +363,21 @@ def test_popularity_is_heavy_tailed(clean_logs):
 
 
 def test_events_and_watches_link_to_their_impression(clean_logs):
-    imp = clean_logs["impressions"].select("request_id", "user_id", "item_id", shown=pl.col("shown_at")).unique(
-        subset=["request_id", "user_id", "item_id"])
+    imp = (
+        clean_logs["impressions"]
+        .select("request_id", "user_id", "item_id", shown=pl.col("shown_at"))
+        .unique(subset=["request_id", "user_id", "item_id"])
+    )
     for name, tcol in (("events", "occurred_at"), ("watch_stats", "started_at")):
         df = clean_logs[name]
         linked = df.filter(pl.col("request_id").is_not_null())
         joined = linked.join(imp, on=["request_id", "user_id", "item_id"], how="left")
         assert joined["shown"].null_count() == 0, f"{name}: request_id without a matching impression"
         # follow-ups happen after the impression was shown
-        later = [_parse_ts(a) >= _parse_ts(b) for a, b in zip(joined[tcol].to_list(), joined["shown"].to_list())]
+        later = [
+            _parse_ts(a) >= _parse_ts(b)
+            for a, b in zip(joined[tcol].to_list(), joined["shown"].to_list(), strict=False)
+        ]
         assert all(later)
     ws = clean_logs["watch_stats"]
     organic = ws["request_id"].null_count() / ws.height
@@ -357,7 +387,7 @@ def test_events_and_watches_link_to_their_impression(clean_logs):
     assert set(types) == set(contract.EVENT_TYPES)
     assert types["click"] > types["play_start"] > types["like"] > 0
     # every request-linked play_start has a click before it, every watch a play_start
-    keys = lambda df: set(zip(df["request_id"].to_list(), df["item_id"].to_list()))  # noqa: E731
+    keys = lambda df: set(zip(df["request_id"].to_list(), df["item_id"].to_list(), strict=False))  # noqa: E731
     linked = ev.filter(pl.col("request_id").is_not_null())
     assert keys(linked.filter(pl.col("type") == "play_start")) <= keys(linked.filter(pl.col("type") == "click"))
     assert keys(ws.filter(pl.col("request_id").is_not_null())) == keys(linked.filter(pl.col("type") == "play_start"))
@@ -369,7 +399,7 @@ def test_new_items_and_users_appear_over_time(clean, clean_logs):
     reg = {r["user_id"]: _parse_ts(r["registered_at"]) for r in _read(landing / "users.jsonl")}
     start = dt.date(2026, 1, 1)
     late_items = {i for i, day in added.items() if day > start}
-    late_users = {u for u, t in reg.items() if t.astimezone(dt.timezone.utc).date() > start}
+    late_users = {u for u, t in reg.items() if t.astimezone(dt.UTC).date() > start}
     assert 0.1 * BASE["n_items"] < len(late_items) < 0.3 * BASE["n_items"]
     assert 0.1 * BASE["n_users"] < len(late_users) < 0.3 * BASE["n_users"]
     imp = clean_logs["impressions"]
@@ -388,6 +418,7 @@ def test_new_items_and_users_appear_over_time(clean, clean_logs):
 # shifts
 # ------------------------------------------------------------------------------------------
 
+
 def _click_genre_mix(root: Path, logs: dict[str, pl.DataFrame], days: set[str]) -> np.ndarray:
     _, genre_mat = _affinity_matrix(root)
     clicks = logs["events"].filter((pl.col("type") == "click") & pl.col("day").is_in(sorted(days)))
@@ -404,16 +435,20 @@ def test_genre_shift_changes_the_click_genre_mix(tmp_path):
     after = {"2026-01-04", "2026-01-05", "2026-01-06"}
     base_logs, shift_logs = _load_logs(tmp_path / "base"), _load_logs(tmp_path / "shift")
     tv = lambda a, b: 0.5 * np.abs(a - b).sum()  # noqa: E731
-    control = tv(_click_genre_mix(tmp_path / "base", base_logs, before),
-                 _click_genre_mix(tmp_path / "base", base_logs, after))
-    shifted = tv(_click_genre_mix(tmp_path / "shift", shift_logs, before),
-                 _click_genre_mix(tmp_path / "shift", shift_logs, after))
+    control = tv(
+        _click_genre_mix(tmp_path / "base", base_logs, before), _click_genre_mix(tmp_path / "base", base_logs, after)
+    )
+    shifted = tv(
+        _click_genre_mix(tmp_path / "shift", shift_logs, before),
+        _click_genre_mix(tmp_path / "shift", shift_logs, after),
+    )
     assert shifted > 0.15 and shifted > 3 * control, (shifted, control)
     # days before the shift are untouched
     for day in sorted(before):
         for n in LOGS:
-            assert (tmp_path / "base" / "landing" / day / f"{n}.jsonl").read_bytes() == \
-                   (tmp_path / "shift" / "landing" / day / f"{n}.jsonl").read_bytes()
+            assert (tmp_path / "base" / "landing" / day / f"{n}.jsonl").read_bytes() == (
+                tmp_path / "shift" / "landing" / day / f"{n}.jsonl"
+            ).read_bytes()
 
 
 def test_traffic_and_new_items_shifts(tmp_path):
@@ -435,7 +470,7 @@ def test_traffic_and_new_items_shifts(tmp_path):
     _gen(tmp_path / "burst", **cfg, shift_date=dt.date(2026, 1, 3), shift_kind="new_items")
     base_items = _read(tmp_path / "base" / "landing" / "items.jsonl")
     items = _read(tmp_path / "burst" / "landing" / "items.jsonl")
-    burst = {b["item_id"] for a, b in zip(base_items, items) if a != b}  # only added_at moved
+    burst = {b["item_id"] for a, b in zip(base_items, items, strict=False) if a != b}  # only added_at moved
     assert all(_utc_day(r["added_at"]) == dt.date(2026, 1, 3) for r in items if r["item_id"] in burst)
     assert all(_utc_day(r["added_at"]) < dt.date(2026, 1, 3) for r in base_items if r["item_id"] in burst)
     imp = _load_logs(tmp_path / "burst")["impressions"]
@@ -448,6 +483,7 @@ def test_traffic_and_new_items_shifts(tmp_path):
 # ------------------------------------------------------------------------------------------
 # bad records
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def dirty(clean, tmp_path_factory) -> tuple[Path, dict]:
@@ -520,13 +556,30 @@ def test_manifest_points_at_really_bad_lines_with_the_exact_reason(clean, dirty)
         assert kinds_seen[name] == {k for k, _ in LOG_BAD_KINDS[name]}, name
     for name in ("items", "users"):
         assert kinds_seen[name] == {k for k, _ in SNAPSHOT_BAD_KINDS}, name
-    expected = {"malformed_json", "invalid_utf8", "not_an_object", "missing_required:user_id",
-                "wrong_type:user_id", "bad_timestamp:shown_at", "bad_timestamp:occurred_at",
-                "bad_timestamp:started_at", "out_of_domain:position", "out_of_domain:type",
-                "out_of_domain:value", "out_of_domain:completion", "out_of_domain:watch_time_sec",
-                "out_of_domain:ended_at", "duplicate_id", "outside_partition:shown_at",
-                "outside_partition:occurred_at", "outside_partition:started_at", "unknown_user",
-                "unknown_item", "missing_required:item_id", "wrong_type:item_id"}
+    expected = {
+        "malformed_json",
+        "invalid_utf8",
+        "not_an_object",
+        "missing_required:user_id",
+        "wrong_type:user_id",
+        "bad_timestamp:shown_at",
+        "bad_timestamp:occurred_at",
+        "bad_timestamp:started_at",
+        "out_of_domain:position",
+        "out_of_domain:type",
+        "out_of_domain:value",
+        "out_of_domain:completion",
+        "out_of_domain:watch_time_sec",
+        "out_of_domain:ended_at",
+        "duplicate_id",
+        "outside_partition:shown_at",
+        "outside_partition:occurred_at",
+        "outside_partition:started_at",
+        "unknown_user",
+        "unknown_item",
+        "missing_required:item_id",
+        "wrong_type:item_id",
+    }
     assert reasons_seen == expected, reasons_seen ^ expected
 
 
@@ -572,6 +625,7 @@ def test_rerun_without_injection_restores_clean_output(clean, tmp_path):
 # config & CLI
 # ------------------------------------------------------------------------------------------
 
+
 def test_config_validation():
     with pytest.raises(ValueError):
         GeneratorConfig(shift_kind="weather")
@@ -586,9 +640,30 @@ def test_chunk_size_does_not_change_output(clean, tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    summary = cli_main(["--root", str(tmp_path / "data"), "--users", "50", "--items", "40", "--days", "2",
-                        "--start", "2026-03-01", "--impressions-per-day", "500", "--seed", "3",
-                        "--shift-date", "2026-03-02", "--shift-kind", "genre", "--bad-rate", "0.01"])
+    summary = cli_main(
+        [
+            "--root",
+            str(tmp_path / "data"),
+            "--users",
+            "50",
+            "--items",
+            "40",
+            "--days",
+            "2",
+            "--start",
+            "2026-03-01",
+            "--impressions-per-day",
+            "500",
+            "--seed",
+            "3",
+            "--shift-date",
+            "2026-03-02",
+            "--shift-kind",
+            "genre",
+            "--bad-rate",
+            "0.01",
+        ]
+    )
     out = capsys.readouterr().out
     assert "landing" in out and "impressions" in out
     landing = tmp_path / "data" / "landing"

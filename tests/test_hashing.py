@@ -38,14 +38,41 @@ TEXT = st.text(
 )
 
 TRICKY = [
-    "a", "A", " ", "  ", "\t", "\n", "0", "null", "NULL", "None", "'", "''", '"', "\\",
-    "%", "_", HASH_SEPARATOR, "a" + HASH_SEPARATOR + "b", "é", "e\u0301", "日本語", "😀",
-    "ü" * 3, "x" * 10_000, "de-DE", "pt_BR", "Ω≈ç√∫", "\u200b", "\ufeff", "\U0010ffff",
+    "a",
+    "A",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "0",
+    "null",
+    "NULL",
+    "None",
+    "'",
+    "''",
+    '"',
+    "\\",
+    "%",
+    "_",
+    HASH_SEPARATOR,
+    "a" + HASH_SEPARATOR + "b",
+    "é",
+    "e\u0301",
+    "日本語",
+    "😀",
+    "ü" * 3,
+    "x" * 10_000,
+    "de-DE",
+    "pt_BR",
+    "Ω≈ç√∫",
+    "\u200b",
+    "\ufeff",
+    "\U0010ffff",
 ]
 
 
 def counts_table(rows) -> pa.Table:
-    fields, values, counts = zip(*rows) if rows else ((), (), ())
+    fields, values, counts = zip(*rows, strict=False) if rows else ((), (), ())
     return pa.table(
         {
             "field": pa.array(fields, pa.string()),
@@ -57,7 +84,7 @@ def counts_table(rows) -> pa.Table:
 
 def kept_map(d: pa.Table) -> dict[tuple[str, str], int]:
     rows = d.filter(d["kept"]).to_pydict()
-    return {(f, v): i for f, v, i in zip(rows["field"], rows["value"], rows["index"])}
+    return {(f, v): i for f, v, i in zip(rows["field"], rows["value"], rows["index"], strict=False)}
 
 
 # --------------------------------------------------------------------------- hashing
@@ -75,8 +102,12 @@ def test_python_matches_duckdb_for_many_strings():
     values = list(TRICKY)
     for _ in range(300):
         n = rng.randint(1, 30)
-        values.append("".join(chr(rng.choice([rng.randint(32, 126), rng.randint(0xA0, 0x2FFF),
-                                               rng.randint(0x1F300, 0x1FAFF)])) for _ in range(n)))
+        values.append(
+            "".join(
+                chr(rng.choice([rng.randint(32, 126), rng.randint(0xA0, 0x2FFF), rng.randint(0x1F300, 0x1FAFF)]))
+                for _ in range(n)
+            )
+        )
     fields = ["country", "ui_language", "tags", "a'b", "日本"]
     rows = [(f, v) for f in fields for v in values]
     t = pa.table({"f": [r[0] for r in rows], "v": [r[1] for r in rows]})
@@ -84,8 +115,7 @@ def test_python_matches_duckdb_for_many_strings():
     con.register("t", t)
     for n_buckets in (1, 7, 16, 1000, 2**31 - 2):
         got = con.sql(
-            f"SELECT md5_number_upper(f || chr(31) || v) AS h, {bucket_sql('f', 'v', n_buckets)} AS b "
-            "FROM t"
+            f"SELECT md5_number_upper(f || chr(31) || v) AS h, {bucket_sql('f', 'v', n_buckets)} AS b FROM t"
         ).fetchall()
         assert [h for h, _ in got] == [md5_upper64(f + "\x1f" + v) for f, v in rows]
         assert [b for _, b in got] == [oov_bucket(f, v, n_buckets) for f, v in rows]
@@ -108,8 +138,9 @@ def test_same_buckets_across_processes_with_different_hash_seeds():
     outs = []
     for seed in ("0", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(ROOT))
-        res = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert res.returncode == 0, res.stderr
         outs.append(res.stdout)
     assert outs[0] == outs[1]
@@ -124,24 +155,34 @@ def test_same_buckets_across_processes_with_different_hash_seeds():
 
 def test_threshold_layout_collisions_and_stats():
     rows = [
-        ("country", "DE", 10), ("country", "FR", 3), ("country", "FR", 2),  # FR sums to 5: kept
-        ("country", "US", 10), ("country", "IT", 4), ("country", "ES", 1), ("country", "PT", 1),
-        ("country", None, 50), ("country", "", 50),  # ignored
-        ("device_type", "tv", 7), ("device_type", "phone", 100), ("device_type", "fridge", 2),
+        ("country", "DE", 10),
+        ("country", "FR", 3),
+        ("country", "FR", 2),  # FR sums to 5: kept
+        ("country", "US", 10),
+        ("country", "IT", 4),
+        ("country", "ES", 1),
+        ("country", "PT", 1),
+        ("country", None, 50),
+        ("country", "", 50),  # ignored
+        ("device_type", "tv", 7),
+        ("device_type", "phone", 100),
+        ("device_type", "fridge", 2),
     ]
     n_buckets = 4
     d = build_hash_dictionary(counts_table(rows), min_count=5, n_buckets=n_buckets)
     assert d.schema.field("index").type == pa.int32()
     assert d.schema.field("count").type == pa.int64()
     p = d.to_pylist()
-    assert [(r["field"], r["index"], r["value"]) for r in p] == sorted(
-        (r["field"], r["index"], r["value"]) for r in p)
+    assert [(r["field"], r["index"], r["value"]) for r in p] == sorted((r["field"], r["index"], r["value"]) for r in p)
     assert len({r["version"] for r in p}) == 1 and {r["n_buckets"] for r in p} == {n_buckets}
 
     # kept: count desc, value asc, starting at n_buckets + 1
     assert kept_map(d) == {
-        ("country", "DE"): 5, ("country", "US"): 6, ("country", "FR"): 7,
-        ("device_type", "phone"): 5, ("device_type", "tv"): 6,
+        ("country", "DE"): 5,
+        ("country", "US"): 6,
+        ("country", "FR"): 7,
+        ("device_type", "phone"): 5,
+        ("device_type", "tv"): 6,
     }
     by = {(r["field"], r["value"]): r for r in p}
     assert by[("country", "FR")]["count"] == 5
@@ -152,16 +193,19 @@ def test_threshold_layout_collisions_and_stats():
         else:
             assert r["bucket"] == oov_bucket(r["field"], r["value"], n_buckets)
             assert r["index"] == 1 + r["bucket"]
-            expected = sum(1 for q in p if not q["kept"] and q["field"] == r["field"]
-                           and q["bucket"] == r["bucket"])
+            expected = sum(1 for q in p if not q["kept"] and q["field"] == r["field"] and q["bucket"] == r["bucket"])
             assert r["bucket_collisions"] == expected
 
     oov_country = ["IT", "ES", "PT"]
     buckets = [oov_bucket("country", v, n_buckets) for v in oov_country]
     stats = {s["field"]: s for s in dictionary_stats(d)}
     assert stats["country"] == {
-        "field": "country", "kept_values": 3, "oov_values": 3, "occurrences": 31,
-        "oov_occurrences": 6, "oov_rate": pytest.approx(6 / 31),
+        "field": "country",
+        "kept_values": 3,
+        "oov_values": 3,
+        "occurrences": 31,
+        "oov_occurrences": 6,
+        "oov_rate": pytest.approx(6 / 31),
         "max_bucket_collisions": max(buckets.count(b) for b in buckets),
         "buckets_used": len(set(buckets)),
     }
@@ -178,14 +222,24 @@ def test_collisions_with_one_bucket():
 
 
 A_ROWS = [
-    ("country", "DE", 50), ("country", "US", 40), ("country", "FR", 6), ("country", "IT", 2),
-    ("tags", "funny", 20), ("tags", "sad", 5), ("tags", "rare", 1),
+    ("country", "DE", 50),
+    ("country", "US", 40),
+    ("country", "FR", 6),
+    ("country", "IT", 2),
+    ("tags", "funny", 20),
+    ("tags", "sad", 5),
+    ("tags", "rare", 1),
 ]
 B_ROWS = [
-    ("country", "DE", 60), ("country", "US", 3),        # US drops below threshold: stays kept
-    ("country", "IT", 30), ("country", "BR", 30), ("country", "AR", 8),  # IT was OOV, now kept
-    ("tags", "funny", 10), ("tags", "new", 99), ("tags", "other", 1),    # "sad" not seen: count 0
-    ("genres", "drama", 12),                            # brand-new field
+    ("country", "DE", 60),
+    ("country", "US", 3),  # US drops below threshold: stays kept
+    ("country", "IT", 30),
+    ("country", "BR", 30),
+    ("country", "AR", 8),  # IT was OOV, now kept
+    ("tags", "funny", 10),
+    ("tags", "new", 99),
+    ("tags", "other", 1),  # "sad" not seen: count 0
+    ("genres", "drama", 12),  # brand-new field
 ]
 
 
@@ -202,7 +256,13 @@ def test_append_only_stability():
         assert [i for i, _ in new] == list(range(max1 + 1, max1 + 1 + len(new)))
     # count desc, then value asc among newly kept
     assert [v for (f, v), _ in sorted(k2.items(), key=lambda kv: kv[1]) if f == "country"] == [
-        "DE", "US", "FR", "BR", "IT", "AR"]
+        "DE",
+        "US",
+        "FR",
+        "BR",
+        "IT",
+        "AR",
+    ]
     assert k2[("genres", "drama")] == 9
     rows2 = {(r["field"], r["value"]): r for r in v2.to_pylist()}
     assert rows2[("tags", "sad")]["kept"] and rows2[("tags", "sad")]["count"] == 0
@@ -214,8 +274,9 @@ def test_append_only_stability():
     assert again.equals(v2)
     shuffled = list(B_ROWS) + [("country", "BR", 0)]
     random.Random(3).shuffle(shuffled)
-    assert build_hash_dictionary(counts_table(shuffled), v1.take(np.random.default_rng(1)
-                                 .permutation(v1.num_rows)), min_count=5, n_buckets=8).equals(v2)
+    assert build_hash_dictionary(
+        counts_table(shuffled), v1.take(np.random.default_rng(1).permutation(v1.num_rows)), min_count=5, n_buckets=8
+    ).equals(v2)
     # v3 from v2 with no new kept values: same encoding, same version
     v3 = build_hash_dictionary(counts_table([("country", "zz", 1)]), v2, min_count=5, n_buckets=8)
     assert kept_map(v3) == k2 and v3["version"][0].as_py() == v2["version"][0].as_py()
@@ -268,13 +329,11 @@ def dictionary() -> pa.Table:
 
 def _sql_indices(con, d: pa.Table, field: str, values: list) -> tuple[list, list]:
     con.register("dict", d)
-    src = pa.table({"rid": pa.array(range(len(values)), pa.int64()),
-                    "value": pa.array(values, pa.string())})
+    src = pa.table({"rid": pa.array(range(len(values)), pa.int64()), "value": pa.array(values, pa.string())})
     con.register("src", src)
     # unqualified `value` on purpose: must refer to src, not to the dictionary's column
     scalar = con.sql(f"SELECT {encode_sql('dict', field, 'value', 8)} AS i FROM src ORDER BY rid")
-    bulk = con.sql(
-        f"SELECT rid, value_idx FROM ({encode_table_sql('dict', 'src', field, 'value', 8)}) ORDER BY rid")
+    bulk = con.sql(f"SELECT rid, value_idx FROM ({encode_table_sql('dict', 'src', field, 'value', 8)}) ORDER BY rid")
     bulk_rows = bulk.fetchall()
     assert [r for r, _ in bulk_rows] == list(range(len(values)))  # row count preserved
     return [i for (i,) in scalar.fetchall()], [i for _, i in bulk_rows]
@@ -285,13 +344,31 @@ def test_python_and_sql_agree_on_sample(dictionary):
     assert enc.n_buckets == 8 and enc.version == dictionary["version"][0].as_py()
     con = duckdb.connect()
     for field in ("country", "tags", "genres", "never_seen_field"):
-        values = ["DE", "US", "IT", "BR", "AR", "FR", "ES", "funny", "sad", "new", "other",
-                  "drama", None, "", " ", "DE", None] + TRICKY
+        values = [
+            "DE",
+            "US",
+            "IT",
+            "BR",
+            "AR",
+            "FR",
+            "ES",
+            "funny",
+            "sad",
+            "new",
+            "other",
+            "drama",
+            None,
+            "",
+            " ",
+            "DE",
+            None,
+        ] + TRICKY
         py = enc.encode_many(field, values)
         assert py.dtype == np.int32
         assert py.tolist() == [enc.encode(field, v) for v in values]
         # the column form (one hash per distinct value) gives the same indices
         import polars as pl
+
         assert enc.encode_column(field, pl.Series(values, dtype=pl.String)).tolist() == py.tolist()
         scalar, bulk = _sql_indices(con, dictionary, field, values)
         assert scalar == py.tolist()
@@ -304,6 +381,7 @@ def test_python_and_sql_agree_on_sample(dictionary):
     assert enc.encode("tags", "rare") == 1 + oov_bucket("tags", "rare", 8)
     assert enc.encode_many("country", pa.array(["DE", None])).tolist() == [kept[("country", "DE")], 0]
     import polars as pl
+
     assert enc.encode_column("country", pl.Series([None, None])).tolist() == [0, 0]
     with pytest.raises(TypeError):
         enc.encode_column("country", pl.Series([1, 2]))
@@ -324,9 +402,10 @@ def test_encode_table_sql_keeps_other_columns_and_duplicates(dictionary):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.one_of(st.none(), TEXT, st.sampled_from(["DE", "US", "funny", "new"])),
-                       min_size=1, max_size=30),
-       field=st.sampled_from(["country", "tags", "genres", "brand_new"]))
+@given(
+    values=st.lists(st.one_of(st.none(), TEXT, st.sampled_from(["DE", "US", "funny", "new"])), min_size=1, max_size=30),
+    field=st.sampled_from(["country", "tags", "genres", "brand_new"]),
+)
 def test_python_and_sql_agree_on_random_strings(dictionary, values, field):
     enc = HashEncoder.from_table(dictionary)
     con = duckdb.connect()
@@ -334,7 +413,7 @@ def test_python_and_sql_agree_on_random_strings(dictionary, values, field):
     scalar, bulk = _sql_indices(con, dictionary, field, values)
     assert scalar == py and bulk == py
     kept = kept_map(dictionary)
-    for v, i in zip(values, py):
+    for v, i in zip(values, py, strict=False):
         if v is None or v == "":
             assert i == MISSING_INDEX
         elif (field, v) in kept:

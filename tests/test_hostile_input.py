@@ -17,11 +17,12 @@ import hashlib
 import json
 import os
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from recsys_assets.core import contract as c
 from recsys_assets.core.ingest import DEFAULT_MAX_LINE_BYTES, ingest_file
@@ -33,10 +34,30 @@ CAP = DEFAULT_MAX_LINE_BYTES  # the real default cap: one huge line is over 1 Mi
 GARBAGE_REASONS = {"malformed_json", "invalid_utf8", "not_an_object"}
 
 # Every bad category the test generates (line level) and file-level shapes.
-BAD = ["huge_line", "deep_nesting_in_field", "deep_nesting_line", "nan_infinity", "number_as_string",
-       "no_offset", "impossible_offset", "offset_moves_day", "other_day", "bom_mid_file", "not_json",
-       "invalid_utf8", "not_an_object", "missing_required", "null_required", "out_of_domain", "unknown_user",
-       "unknown_item", "duplicate_line", "duplicate_id", "truncated", "float_for_int"]
+BAD = [
+    "huge_line",
+    "deep_nesting_in_field",
+    "deep_nesting_line",
+    "nan_infinity",
+    "number_as_string",
+    "no_offset",
+    "impossible_offset",
+    "offset_moves_day",
+    "other_day",
+    "bom_mid_file",
+    "not_json",
+    "invalid_utf8",
+    "not_an_object",
+    "missing_required",
+    "null_required",
+    "out_of_domain",
+    "unknown_user",
+    "unknown_item",
+    "duplicate_line",
+    "duplicate_id",
+    "truncated",
+    "float_for_int",
+]
 # Derandomized (the same examples in every CI run) and not shrunk: a failure prints the drawn
 # file as generated; shrinking megabyte lines would cost minutes.
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
@@ -44,6 +65,7 @@ FILE_SHAPES = ["mixed", "empty", "blank_only", "not_json_file", "valid_only"]
 
 
 # --- valid records -----------------------------------------------------------------------
+
 
 def _ts(instant: datetime, offset_min: int, style: int, fraction: int) -> str:
     """`instant` (UTC) written in local time with an explicit offset, in one of several spellings."""
@@ -59,8 +81,7 @@ def _ts(instant: datetime, offset_min: int, style: int, fraction: int) -> str:
 
 @st.composite
 def timestamps(draw, day: date = DAY, no_offset: bool = False) -> str:
-    instant = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(
-        seconds=draw(st.integers(0, 86_399)))
+    instant = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=draw(st.integers(0, 86_399)))
     offset = draw(st.integers(-48, 56)) * 15  # -12:00 .. +14:00 in quarter hours
     text = _ts(instant, offset, draw(st.integers(0, 5)), draw(st.sampled_from([0, 0, 123456])))
     if no_offset:
@@ -68,8 +89,10 @@ def timestamps(draw, day: date = DAY, no_offset: bool = False) -> str:
     return text
 
 
-STRINGS = st.one_of(st.sampled_from(["home", "NaN", "Infinity", "search \u2028 row", "h\u00e9me", "\u5bb6", "a\"b\\c"]),
-                    st.text(min_size=1, max_size=12).filter(lambda s: "\x00" not in s))
+STRINGS = st.one_of(
+    st.sampled_from(["home", "NaN", "Infinity", "search \u2028 row", "h\u00e9me", "\u5bb6", 'a"b\\c']),
+    st.text(min_size=1, max_size=12).filter(lambda s: "\x00" not in s),
+)
 
 
 @st.composite
@@ -77,21 +100,41 @@ def valid_record(draw, contract: c.TableContract, n: int) -> dict:
     """A record that satisfies the contract; `n` makes its id unique in the file."""
     user, item = draw(st.sampled_from(USERS)), draw(st.sampled_from(ITEMS))
     if contract is c.IMPRESSIONS:
-        rec = {"impression_id": n, "user_id": user, "item_id": item, "surface": draw(STRINGS),
-               "position": draw(st.integers(0, 60)), "shown_at": draw(timestamps()),
-               "request_id": f"req-{draw(st.integers(0, 5))}", "device_type": draw(st.sampled_from(["tv", None]))}
+        rec = {
+            "impression_id": n,
+            "user_id": user,
+            "item_id": item,
+            "surface": draw(STRINGS),
+            "position": draw(st.integers(0, 60)),
+            "shown_at": draw(timestamps()),
+            "request_id": f"req-{draw(st.integers(0, 5))}",
+            "device_type": draw(st.sampled_from(["tv", None])),
+        }
     elif contract is c.EVENTS:
         kind = draw(st.sampled_from(c.EVENT_TYPES))
-        rec = {"event_id": f"ev-{n}", "user_id": user, "item_id": item, "type": kind,
-               "value": draw(st.one_of(st.integers(0, 5), st.floats(0, 5))) if kind == "rate" else None,
-               "occurred_at": draw(timestamps()), "request_id": draw(st.sampled_from([None, "req-1", "req-9"]))}
+        rec = {
+            "event_id": f"ev-{n}",
+            "user_id": user,
+            "item_id": item,
+            "type": kind,
+            "value": draw(st.one_of(st.integers(0, 5), st.floats(0, 5))) if kind == "rate" else None,
+            "occurred_at": draw(timestamps()),
+            "request_id": draw(st.sampled_from([None, "req-1", "req-9"])),
+        }
     else:
         start = draw(timestamps())
-        rec = {"watch_id": f"w-{n}", "user_id": user, "item_id": item, "started_at": start,
-               "ended_at": draw(st.sampled_from([None, "2026-01-07T00:00:00Z"])),
-               "watch_time_sec": draw(st.one_of(st.integers(0, 9000), st.floats(0, 9000))),
-               "completion": draw(st.one_of(st.sampled_from([0, 1]), st.floats(0, 1))),
-               "device_type": "tv", "session_id": draw(STRINGS), "request_id": None}
+        rec = {
+            "watch_id": f"w-{n}",
+            "user_id": user,
+            "item_id": item,
+            "started_at": start,
+            "ended_at": draw(st.sampled_from([None, "2026-01-07T00:00:00Z"])),
+            "watch_time_sec": draw(st.one_of(st.integers(0, 9000), st.floats(0, 9000))),
+            "completion": draw(st.one_of(st.sampled_from([0, 1]), st.floats(0, 1))),
+            "device_type": "tv",
+            "session_id": draw(STRINGS),
+            "request_id": None,
+        }
     if draw(st.booleans()):  # unknown extra fields, even deeply nested ones, are ignored
         depth = draw(st.integers(1, 200))
         rec["extra"] = json.loads("[" * depth + "]" * depth)
@@ -105,6 +148,7 @@ def dump(rec: dict, ascii_only: bool = True) -> bytes:
 
 
 # --- bad records: (line bytes, expected reason) ------------------------------------------
+
 
 def bad_line(draw, contract: c.TableContract, kind: str, n: int, earlier_valid: list[tuple[bytes, dict]]):
     rec = draw(valid_record(contract, n))
@@ -122,14 +166,25 @@ def bad_line(draw, contract: c.TableContract, kind: str, n: int, earlier_valid: 
             return b"[" * depth + b"]" * depth, "not_an_object"
         # an object without any contract field: every required field is reported, in field order
         return b'{"a":' * depth + b"1" + b"}" * depth, "; ".join(
-            f"missing_required:{f.name}" for f in contract.fields if f.required)
+            f"missing_required:{f.name}" for f in contract.fields if f.required
+        )
     if kind == "nan_infinity":
         literal = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]))
         field = draw(st.sampled_from(["user_id", "item_id", "pad"]))
         return dump({**rec, field: "@@"}).replace(b'"@@"', literal), "malformed_json"
     if kind == "number_as_string":
-        field = draw(st.sampled_from(["user_id", "item_id"] + (["position", "impression_id"] if contract is c.IMPRESSIONS
-                                                                else ["watch_time_sec"] if contract is c.WATCH_STATS else [])))
+        field = draw(
+            st.sampled_from(
+                ["user_id", "item_id"]
+                + (
+                    ["position", "impression_id"]
+                    if contract is c.IMPRESSIONS
+                    else ["watch_time_sec"]
+                    if contract is c.WATCH_STATS
+                    else []
+                )
+            )
+        )
         return dump({**rec, field: str(rec[field])}), f"wrong_type:{field}"
     if kind == "float_for_int":
         return dump({**rec, "item_id": rec["item_id"] + 0.5}), "wrong_type:item_id"
@@ -148,21 +203,30 @@ def bad_line(draw, contract: c.TableContract, kind: str, n: int, earlier_valid: 
     if kind == "bom_mid_file":
         return BOM + dump(rec), "malformed_json"
     if kind == "not_json":
-        text = draw(st.text(min_size=1, max_size=60).filter(lambda s: s.strip() and not s.lstrip().startswith(("{", "["))))
+        text = draw(
+            st.text(min_size=1, max_size=60).filter(lambda s: s.strip() and not s.lstrip().startswith(("{", "[")))
+        )
         return text.replace("\n", " ").replace("\r", " ").encode(), GARBAGE_REASONS
     if kind == "invalid_utf8":
         return dump(rec).replace(b'"user_id"', b'"user_\xff\xfeid"', 1), "invalid_utf8"
     if kind == "not_an_object":
-        return draw(st.sampled_from([b"[1, 2]", b"42", b'"a string"', b"null", b"true", b"[]", b"[{}]"])), "not_an_object"
+        return draw(
+            st.sampled_from([b"[1, 2]", b"42", b'"a string"', b"null", b"true", b"[]", b"[{}]"])
+        ), "not_an_object"
     if kind in ("missing_required", "null_required"):
         field = draw(st.sampled_from([f.name for f in contract.fields if f.required]))
         changed = {k: v for k, v in rec.items() if k != field} if kind == "missing_required" else {**rec, field: None}
         return dump(changed), f"missing_required:{field}"
     if kind == "out_of_domain":
-        field, value = draw(st.sampled_from({
-            "impressions": [("position", -1), ("user_id", -5), ("surface", "")],
-            "events": [("type", "teleport"), ("item_id", -1), ("event_id", "")],
-            "watch_stats": [("completion", 1.5), ("watch_time_sec", -1), ("completion", -0.1)]}[contract.name]))
+        field, value = draw(
+            st.sampled_from(
+                {
+                    "impressions": [("position", -1), ("user_id", -5), ("surface", "")],
+                    "events": [("type", "teleport"), ("item_id", -1), ("event_id", "")],
+                    "watch_stats": [("completion", 1.5), ("watch_time_sec", -1), ("completion", -0.1)],
+                }[contract.name]
+            )
+        )
         return dump({**rec, field: value}), f"out_of_domain:{field}"
     if kind == "unknown_user":
         return dump({**rec, "user_id": 999}), "unknown_user"
@@ -177,7 +241,7 @@ def bad_line(draw, contract: c.TableContract, kind: str, n: int, earlier_valid: 
         return dump({**rec, contract.id_field: first[contract.id_field]}), "duplicate_id"
     if kind == "truncated":
         raw = dump(rec)
-        return raw[:draw(st.integers(1, len(raw) - 1))], "malformed_json"
+        return raw[: draw(st.integers(1, len(raw) - 1))], "malformed_json"
     raise AssertionError(kind)
 
 
@@ -193,8 +257,12 @@ def landing_file(draw, contract: c.TableContract, kinds: list[str] | None = None
             entries.append((draw(st.sampled_from([b"", b"   ", b"\t"])), "blank", None, None))
         if shape == "blank_only":
             continue
-        kind = kinds[n] if kinds else {"valid_only": "valid", "not_json_file": "not_json"}.get(shape) or draw(
-            st.sampled_from(["valid"] * 6 + BAD))
+        kind = (
+            kinds[n]
+            if kinds
+            else {"valid_only": "valid", "not_json_file": "not_json"}.get(shape)
+            or draw(st.sampled_from(["valid"] * 6 + BAD))
+        )
         if kind != "valid":
             made = bad_line(draw, contract, kind, n, valid)
             if made is not None:
@@ -210,12 +278,13 @@ def landing_file(draw, contract: c.TableContract, kinds: list[str] | None = None
     endings = [draw(st.sampled_from([b"\n", b"\r\n"])) for _ in entries]
     if entries and entries[-1][0] and draw(st.booleans()):
         endings[-1] = b""  # no newline at the end of the file
-    data = (BOM if bom else b"") + b"".join(raw + end for (raw, *_), end in zip(entries, endings))
+    data = (BOM if bom else b"") + b"".join(raw + end for (raw, *_), end in zip(entries, endings, strict=False))
     expected = [(no, kind, reason, rid) for no, (_, kind, reason, rid) in enumerate(entries, start=1)]
     return data, expected, shape
 
 
 # --- the property ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def dims(tmp_path_factory):
@@ -236,8 +305,10 @@ def _ingest(contract, src, out, known_ids, day=DAY):
     con = duckdb.connect()
     loaded = [r[0] for r in con.execute(f"SELECT {contract.id_field} FROM '{data}'").fetchall()]
     quarantined = dict(con.execute(f"SELECT line_no, reason FROM '{quarantine}' ORDER BY line_no").fetchall())
-    heads = con.execute(f"SELECT coalesce(max(length(raw_line)) FILTER (WHERE reason = 'line_too_long'), 0), bool_and(asset = '{contract.asset_name}' AND partition = "
-                        f"'{day.isoformat()}' AND source_file = '{src.name}') FROM '{quarantine}'").fetchone()
+    heads = con.execute(
+        f"SELECT coalesce(max(length(raw_line)) FILTER (WHERE reason = 'line_too_long'), 0), bool_and(asset = '{contract.asset_name}' AND partition = "
+        f"'{day.isoformat()}' AND source_file = '{src.name}') FROM '{quarantine}'"
+    ).fetchone()
     con.close()
     return result, loaded, quarantined, heads, data, quarantine
 
@@ -269,9 +340,19 @@ def check_file(contract, data: bytes, expected, tmp, known_ids, redeliver: bool 
         check_redelivery(contract, src, expected, bad, loaded, result, data_path, q_path, tmp, known_ids)
     if os.environ.get("RECSYS_HOSTILE_STATS"):
         with open(os.environ["RECSYS_HOSTILE_STATS"], "a") as fh:
-            fh.write(json.dumps({"contract": contract.name, "kinds": Counter(k for _, k, _, _ in expected),
-                                 "read": result.rows_read, "loaded": result.rows_loaded,
-                                 "quarantined": result.rows_quarantined, "bytes": len(data)}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "contract": contract.name,
+                        "kinds": Counter(k for _, k, _, _ in expected),
+                        "read": result.rows_read,
+                        "loaded": result.rows_loaded,
+                        "quarantined": result.rows_quarantined,
+                        "bytes": len(data),
+                    }
+                )
+                + "\n"
+            )
 
 
 def check_redelivery(contract, src, expected, bad, loaded, result, data_path, q_path, tmp, known_ids):
@@ -291,19 +372,28 @@ def check_redelivery(contract, src, expected, bad, loaded, result, data_path, q_
 
 
 @pytest.mark.parametrize("contract", c.LOGS, ids=lambda t: t.name)
-@settings(max_examples=25, deadline=None, derandomize=True, phases=NO_SHRINK, suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(case=st.data())
-def test_hostile_files_load_every_valid_row_once_and_quarantine_every_bad_one(
-        tmp_path_factory, dims, contract, case):
+def test_hostile_files_load_every_valid_row_once_and_quarantine_every_bad_one(tmp_path_factory, dims, contract, case):
     data, expected, _ = case.draw(landing_file(contract))
     redeliver = case.draw(st.integers(0, 2)) == 0  # a third of the files are also re-delivered (cost: 2 ingests)
     check_file(contract, data, expected, tmp_path_factory.mktemp("h"), dims, redeliver)
 
 
 @pytest.mark.parametrize("contract", c.LOGS, ids=lambda t: t.name)
-@settings(max_examples=3, deadline=None, derandomize=True, phases=NO_SHRINK, suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=3,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(case=st.data())
 def test_one_file_with_every_category(tmp_path_factory, dims, contract, case):
     """Every bad category at least once in one file, between valid rows (not left to chance)."""

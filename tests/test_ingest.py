@@ -14,8 +14,16 @@ DAY = date(2026, 1, 5)
 
 
 def imp(i, **over):
-    rec = {"impression_id": i, "user_id": 1, "item_id": 10, "surface": "home", "position": 0,
-           "shown_at": "2026-01-05T12:00:00+01:00", "request_id": f"req-{i}", "device_type": "tv"}
+    rec = {
+        "impression_id": i,
+        "user_id": 1,
+        "item_id": 10,
+        "surface": "home",
+        "position": 0,
+        "shown_at": "2026-01-05T12:00:00+01:00",
+        "request_id": f"req-{i}",
+        "device_type": "tv",
+    }
     rec.update(over)
     return {k: v for k, v in rec.items() if v is not ...}
 
@@ -61,8 +69,11 @@ CASES = [
     ("not a date", line(imp(9, shown_at="yesterday")).encode(), "bad_timestamp:shown_at"),
     ("negative position", line(imp(10, position=-1)).encode(), "out_of_domain:position"),
     ("other day", line(imp(11, shown_at="2026-01-06T00:30:00+00:00")).encode(), "outside_partition:shown_at"),
-    ("local time is another UTC day", line(imp(12, shown_at="2026-01-05T00:30:00+03:00")).encode(),
-     "outside_partition:shown_at"),
+    (
+        "local time is another UTC day",
+        line(imp(12, shown_at="2026-01-05T00:30:00+03:00")).encode(),
+        "outside_partition:shown_at",
+    ),
     ("unknown user", line(imp(13, user_id=999)).encode(), "unknown_user"),
     ("unknown item", line(imp(14, item_id=999)).encode(), "unknown_item"),
 ]
@@ -120,19 +131,65 @@ def test_deeply_nested_json_does_not_crash(tmp_path, write_jsonl, dims):
     assert result.rows_quarantined == 1
 
 
-@pytest.mark.parametrize("contract, record, reason", [
-    (c.EVENTS, {"event_id": "e1", "user_id": 1, "item_id": 10, "type": "teleport",
-                "occurred_at": "2026-01-05T10:00:00Z"}, "out_of_domain:type"),
-    (c.EVENTS, {"event_id": "e2", "user_id": 1, "item_id": 10, "type": "rate", "value": -2,
-                "occurred_at": "2026-01-05T10:00:00Z"}, "out_of_domain:value"),
-    (c.WATCH_STATS, {"watch_id": "w1", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
-                     "watch_time_sec": 60, "completion": 1.5}, "out_of_domain:completion"),
-    (c.WATCH_STATS, {"watch_id": "w2", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
-                     "watch_time_sec": -1, "completion": 0.5}, "out_of_domain:watch_time_sec"),
-    (c.WATCH_STATS, {"watch_id": "w3", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
-                     "ended_at": "2026-01-05T09:00:00Z", "watch_time_sec": 1, "completion": 0.5},
-     "out_of_domain:ended_at"),
-])
+@pytest.mark.parametrize(
+    "contract, record, reason",
+    [
+        (
+            c.EVENTS,
+            {"event_id": "e1", "user_id": 1, "item_id": 10, "type": "teleport", "occurred_at": "2026-01-05T10:00:00Z"},
+            "out_of_domain:type",
+        ),
+        (
+            c.EVENTS,
+            {
+                "event_id": "e2",
+                "user_id": 1,
+                "item_id": 10,
+                "type": "rate",
+                "value": -2,
+                "occurred_at": "2026-01-05T10:00:00Z",
+            },
+            "out_of_domain:value",
+        ),
+        (
+            c.WATCH_STATS,
+            {
+                "watch_id": "w1",
+                "user_id": 1,
+                "item_id": 10,
+                "started_at": "2026-01-05T10:00:00Z",
+                "watch_time_sec": 60,
+                "completion": 1.5,
+            },
+            "out_of_domain:completion",
+        ),
+        (
+            c.WATCH_STATS,
+            {
+                "watch_id": "w2",
+                "user_id": 1,
+                "item_id": 10,
+                "started_at": "2026-01-05T10:00:00Z",
+                "watch_time_sec": -1,
+                "completion": 0.5,
+            },
+            "out_of_domain:watch_time_sec",
+        ),
+        (
+            c.WATCH_STATS,
+            {
+                "watch_id": "w3",
+                "user_id": 1,
+                "item_id": 10,
+                "started_at": "2026-01-05T10:00:00Z",
+                "ended_at": "2026-01-05T09:00:00Z",
+                "watch_time_sec": 1,
+                "completion": 0.5,
+            },
+            "out_of_domain:ended_at",
+        ),
+    ],
+)
 def test_domain_rules_of_events_and_watches(tmp_path, write_jsonl, dims, contract, record, reason):
     src = write_jsonl(tmp_path / f"{contract.name}.jsonl", [line(record)])
     result, loaded, quarantined = run(tmp_path, contract, src, dims)
@@ -141,8 +198,14 @@ def test_domain_rules_of_events_and_watches(tmp_path, write_jsonl, dims, contrac
 
 
 def test_integers_are_accepted_for_float_fields(tmp_path, write_jsonl, dims):
-    rec = {"watch_id": "w1", "user_id": 1, "item_id": 10, "started_at": "2026-01-05T10:00:00Z",
-           "watch_time_sec": 60, "completion": 1}
+    rec = {
+        "watch_id": "w1",
+        "user_id": 1,
+        "item_id": 10,
+        "started_at": "2026-01-05T10:00:00Z",
+        "watch_time_sec": 60,
+        "completion": 1,
+    }
     src = write_jsonl(tmp_path / "w.jsonl", [line(rec)])
     _, loaded, _ = run(tmp_path, c.WATCH_STATS, src, dims)
     assert loaded.select("watch_time_sec, completion").fetchall()[0] == (60.0, 1.0)
@@ -175,37 +238,48 @@ def test_bad_lines_inside_a_block_are_split_out_one_by_one(tmp_path, write_jsonl
     good = [line(imp(100 + i, surface="hóme" if i % 3 == 0 else "home")).encode() for i in range(40)]
     lines, expected = [], {}
     for i, (_, raw, reason) in enumerate(CASES):
-        lines += good[2 * i: 2 * i + 2] + [raw]
+        lines += good[2 * i : 2 * i + 2] + [raw]
         expected[len(lines)] = reason
     lines.append(b'{"pad": "' + b"x" * 3000 + b'"}')  # over the cap below, in the middle of a block
     expected[len(lines)] = "line_too_long"
-    lines += good[2 * len(CASES):]
+    lines += good[2 * len(CASES) :]
     src = write_jsonl(tmp_path / "i.jsonl", lines)
     result, data, quarantine = run(tmp_path, c.IMPRESSIONS, src, dims, max_line_bytes=2048)
     assert dict(quarantine.select("line_no, reason").fetchall()) == expected
     assert [r[0] for r in data.select("impression_id").fetchall()] == [100 + i for i in range(len(good))]
-    assert [r[0] for r in data.select("surface").fetchall()] == ["hóme" if i % 3 == 0 else "home" for i in range(len(good))]
+    assert [r[0] for r in data.select("surface").fetchall()] == [
+        "hóme" if i % 3 == 0 else "home" for i in range(len(good))
+    ]
     assert result.rows_loaded == len(good) and result.rows_quarantined == len(expected)
 
 
 def test_string_escapes_and_number_forms_are_read_exactly(tmp_path, write_jsonl, dims):
     """Field values come from json_transform's JSON text: escaped strings decode exactly,
     integers written as 1e2 or beyond BIGINT are wrong types, -0 is an integer."""
-    src = write_jsonl(tmp_path / "i.jsonl", [
-        line(imp(1, surface='ho"me\\', request_id="r\u00e9q/\u0001")),
-        b'{"impression_id": 2, "user_id": 1, "item_id": 10, "surface": "h\\u00f3me\\/", "position": -0, '
-        b'"shown_at": "2026-01-05T12:00:00\\u002B01:00", "request_id": "r2"}',
-        line(imp(3, position=1e2)).encode(),
-        b'{"impression_id": 4, "user_id": 123456789012345678901234567890, "item_id": 10, "surface": "s", '
-        b'"position": 0, "shown_at": "2026-01-05T12:00:00Z", "request_id": "r4"}',
-        line(imp(5, device_type=True)).encode(),
-        line(imp(6, surface=["home"])).encode(),
-    ])
+    src = write_jsonl(
+        tmp_path / "i.jsonl",
+        [
+            line(imp(1, surface='ho"me\\', request_id="r\u00e9q/\u0001")),
+            b'{"impression_id": 2, "user_id": 1, "item_id": 10, "surface": "h\\u00f3me\\/", "position": -0, '
+            b'"shown_at": "2026-01-05T12:00:00\\u002B01:00", "request_id": "r2"}',
+            line(imp(3, position=1e2)).encode(),
+            b'{"impression_id": 4, "user_id": 123456789012345678901234567890, "item_id": 10, "surface": "s", '
+            b'"position": 0, "shown_at": "2026-01-05T12:00:00Z", "request_id": "r4"}',
+            line(imp(5, device_type=True)).encode(),
+            line(imp(6, surface=["home"])).encode(),
+        ],
+    )
     _, data, quarantine = run(tmp_path, c.IMPRESSIONS, src, dims)
     assert data.select("impression_id, surface, request_id, position").fetchall() == [
-        (1, 'ho"me\\', "r\u00e9q/\u0001", 0), (2, "h\u00f3me/", "r2", 0)]
+        (1, 'ho"me\\', "r\u00e9q/\u0001", 0),
+        (2, "h\u00f3me/", "r2", 0),
+    ]
     assert quarantine.select("line_no, reason").fetchall() == [
-        (3, "wrong_type:position"), (4, "wrong_type:user_id"), (5, "wrong_type:device_type"), (6, "wrong_type:surface")]
+        (3, "wrong_type:position"),
+        (4, "wrong_type:user_id"),
+        (5, "wrong_type:device_type"),
+        (6, "wrong_type:surface"),
+    ]
 
 
 def test_loaded_rows_keep_line_order_when_a_rule_is_planned_as_a_join(tmp_path, write_jsonl, dims, monkeypatch):
@@ -218,8 +292,18 @@ def test_loaded_rows_keep_line_order_when_a_rule_is_planned_as_a_join(tmp_path, 
 
     monkeypatch.setattr(ingest, "read_lines", partial(ingest.read_lines, block_bytes=1 << 16))
     n = 60_000
-    lines = [json.dumps({"event_id": f"e{n - i}", "user_id": 1, "item_id": 10, "type": ("click", "like")[i % 2],
-                         "occurred_at": "2026-01-05T10:00:00Z"}) for i in range(n)]
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{n - i}",
+                "user_id": 1,
+                "item_id": 10,
+                "type": ("click", "like")[i % 2],
+                "occurred_at": "2026-01-05T10:00:00Z",
+            }
+        )
+        for i in range(n)
+    ]
     src = write_jsonl(tmp_path / "events.jsonl", lines)
     result, data, _ = run(tmp_path, c.EVENTS, src, dims)
     assert result.rows_loaded == n
@@ -244,19 +328,35 @@ def test_quarantined_lines_are_taken_chunk_by_chunk():
 # The validation SQL reads a value's JSON type from its text's first character and casts
 # once; these pin that to the contract's types exactly.
 JSON_TYPE_MATRIX = [
-    ("release_year", "2000", 2000), ("release_year", '"2000"', "wrong_type:release_year"),
-    ("release_year", "2000.0", "wrong_type:release_year"), ("release_year", "2E3", "wrong_type:release_year"),
-    ("release_year", "true", "wrong_type:release_year"), ("release_year", "false", "wrong_type:release_year"),
-    ("release_year", "[2000]", "wrong_type:release_year"), ("release_year", '{"y": 2000}', "wrong_type:release_year"),
-    ("release_year", "null", None), ("release_year", "-0", "out_of_domain:release_year"),
+    ("release_year", "2000", 2000),
+    ("release_year", '"2000"', "wrong_type:release_year"),
+    ("release_year", "2000.0", "wrong_type:release_year"),
+    ("release_year", "2E3", "wrong_type:release_year"),
+    ("release_year", "true", "wrong_type:release_year"),
+    ("release_year", "false", "wrong_type:release_year"),
+    ("release_year", "[2000]", "wrong_type:release_year"),
+    ("release_year", '{"y": 2000}', "wrong_type:release_year"),
+    ("release_year", "null", None),
+    ("release_year", "-0", "out_of_domain:release_year"),
     ("release_year", "99999999999999999999", "wrong_type:release_year"),
-    ("title", '"x"', "x"), ("title", '""', ""), ("title", '"a\\"b\\u00e9"', 'a"b\u00e9'), ("title", "5", "wrong_type:title"),
-    ("title", "true", "wrong_type:title"), ("title", '["x"]', "wrong_type:title"), ("title", '{"a": "b"}', "wrong_type:title"),
-    ("genres", '["a", "b"]', ["a", "b"]), ("genres", "[]", []), ("genres", '"a"', "wrong_type:genres"),
-    ("genres", '["a", 1]', "wrong_type:genres"), ("genres", '[["a"]]', "wrong_type:genres"), ("genres", "5", "wrong_type:genres"),
+    ("title", '"x"', "x"),
+    ("title", '""', ""),
+    ("title", '"a\\"b\\u00e9"', 'a"b\u00e9'),
+    ("title", "5", "wrong_type:title"),
+    ("title", "true", "wrong_type:title"),
+    ("title", '["x"]', "wrong_type:title"),
+    ("title", '{"a": "b"}', "wrong_type:title"),
+    ("genres", '["a", "b"]', ["a", "b"]),
+    ("genres", "[]", []),
+    ("genres", '"a"', "wrong_type:genres"),
+    ("genres", '["a", 1]', "wrong_type:genres"),
+    ("genres", '[["a"]]', "wrong_type:genres"),
+    ("genres", "5", "wrong_type:genres"),
     ("genres", '{"a": 1}', "wrong_type:genres"),
-    ("added_at", '"2026-01-05T12:00:00Z"', "2026-01-05 12:00:00+00"), ("added_at", "20260105", "wrong_type:added_at"),
-    ("added_at", '"2026-01-05"', "bad_timestamp:added_at"), ("added_at", "true", "wrong_type:added_at"),
+    ("added_at", '"2026-01-05T12:00:00Z"', "2026-01-05 12:00:00+00"),
+    ("added_at", "20260105", "wrong_type:added_at"),
+    ("added_at", '"2026-01-05"', "bad_timestamp:added_at"),
+    ("added_at", "true", "wrong_type:added_at"),
     ("added_at", '"2026-01-05T12:00:00+24:00"', "bad_timestamp:added_at"),
 ]
 

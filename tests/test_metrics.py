@@ -30,55 +30,71 @@ def test_worked_example_from_the_brief():
     r = m.per_user_metrics(np.array([[3, 1, 7, 2]]), [np.array([1, 2, 9])], k=4)
     assert set(r) == {f"{n}@4" for n in m.METRIC_NAMES}
     assert all(v.dtype == np.float64 and v.shape == (1,) for v in r.values())
-    check(r, 4, {
-        "recall": 2 / 3,                       # 2 hits / |rel| 3
-        "precision": 2 / 4,                    # 2 hits / k 4
-        "hr": 1.0,
-        # DCG = 1/log2(2+1) + 1/log2(4+1); IDCG over min(3, 4) = 3 positions: 1 + 1/log2 3 + 1/log2 4
-        "ndcg": (1 / L2(3) + 1 / L2(5)) / (1 + 1 / L2(3) + 1 / L2(4)),
-        # precision@2 = 1/2, precision@4 = 2/4, divided by min(|rel|, k) = 3
-        "map": (1 / 2 + 2 / 4) / 3,
-        "mrr": 1 / 2,                          # first hit at position 2
-    })
+    check(
+        r,
+        4,
+        {
+            "recall": 2 / 3,  # 2 hits / |rel| 3
+            "precision": 2 / 4,  # 2 hits / k 4
+            "hr": 1.0,
+            # DCG = 1/log2(2+1) + 1/log2(4+1); IDCG over min(3, 4) = 3 positions: 1 + 1/log2 3 + 1/log2 4
+            "ndcg": (1 / L2(3) + 1 / L2(5)) / (1 + 1 / L2(3) + 1 / L2(4)),
+            # precision@2 = 1/2, precision@4 = 2/4, divided by min(|rel|, k) = 3
+            "map": (1 / 2 + 2 / 4) / 3,
+            "mrr": 1 / 2,  # first hit at position 2
+        },
+    )
 
 
 def test_worked_example_cut_at_k2():
     # top-2 = [3, 1]: one hit at position 2; IDCG and MAP use min(|rel| 3, k 2) = 2
     r = m.per_user_metrics(np.array([[3, 1, 7, 2]]), [np.array([1, 2, 9])], k=2)
-    check(r, 2, {
-        "recall": 1 / 3,
-        "precision": 1 / 2,
-        "hr": 1.0,
-        "ndcg": (1 / L2(3)) / (1 + 1 / L2(3)),
-        "map": (1 / 2) / 2,
-        "mrr": 1 / 2,
-    })
+    check(
+        r,
+        2,
+        {
+            "recall": 1 / 3,
+            "precision": 1 / 2,
+            "hr": 1.0,
+            "ndcg": (1 / L2(3)) / (1 + 1 / L2(3)),
+            "map": (1 / 2) / 2,
+            "mrr": 1 / 2,
+        },
+    )
 
 
 def test_several_users_are_independent_rows():
-    rec = np.array([
-        [3, 1, 7, 2],   # user 0: example above
-        [5, 6, 8, 0],   # user 1: relevant {8}: hit at position 3
-        [4, 5, 6, 7],   # user 2: relevant {0}: no hit
-        [0, 9, 1, 2],   # user 3: relevant {0, 1}: hits at 1 and 3
-    ])
+    rec = np.array(
+        [
+            [3, 1, 7, 2],  # user 0: example above
+            [5, 6, 8, 0],  # user 1: relevant {8}: hit at position 3
+            [4, 5, 6, 7],  # user 2: relevant {0}: no hit
+            [0, 9, 1, 2],  # user 3: relevant {0, 1}: hits at 1 and 3
+        ]
+    )
     rel = [np.array([1, 2, 9]), np.array([8]), np.array([0]), np.array([1, 0])]
     r = m.per_user_metrics(rec, rel, k=4)
     np.testing.assert_allclose(r["recall@4"], [2 / 3, 1, 0, 1])
     np.testing.assert_allclose(r["precision@4"], [2 / 4, 1 / 4, 0, 2 / 4])
     np.testing.assert_allclose(r["hr@4"], [1, 1, 0, 1])
-    np.testing.assert_allclose(r["ndcg@4"], [
-        (1 / L2(3) + 1 / L2(5)) / (1 + 1 / L2(3) + 1 / L2(4)),
-        (1 / L2(4)) / 1,                               # IDCG over min(1, 4) = 1 position
-        0,
-        (1 + 1 / L2(4)) / (1 + 1 / L2(3)),            # DCG pos 1 and 3; IDCG 2 positions
-    ])
-    np.testing.assert_allclose(r["map@4"], [
-        (1 / 2 + 2 / 4) / 3,
-        (1 / 3) / 1,                                   # precision@3 = 1/3
-        0,
-        (1 / 1 + 2 / 3) / 2,                           # precision@1 = 1, precision@3 = 2/3
-    ])
+    np.testing.assert_allclose(
+        r["ndcg@4"],
+        [
+            (1 / L2(3) + 1 / L2(5)) / (1 + 1 / L2(3) + 1 / L2(4)),
+            (1 / L2(4)) / 1,  # IDCG over min(1, 4) = 1 position
+            0,
+            (1 + 1 / L2(4)) / (1 + 1 / L2(3)),  # DCG pos 1 and 3; IDCG 2 positions
+        ],
+    )
+    np.testing.assert_allclose(
+        r["map@4"],
+        [
+            (1 / 2 + 2 / 4) / 3,
+            (1 / 3) / 1,  # precision@3 = 1/3
+            0,
+            (1 / 1 + 2 / 3) / 2,  # precision@1 = 1, precision@3 = 2/3
+        ],
+    )
     np.testing.assert_allclose(r["mrr@4"], [1 / 2, 1 / 3, 0, 1])
     s = m.summarize(r)
     assert s["recall@4"] == approx((2 / 3 + 1 + 0 + 1) / 4)
@@ -89,14 +105,18 @@ def test_several_users_are_independent_rows():
 def test_minus_one_padding_is_never_a_hit():
     # tail padding: list [2, -1, -1, -1], relevant {2, 3}: one hit at position 1
     r = m.per_user_metrics(np.array([[2, -1, -1, -1]]), [np.array([2, 3])], k=4)
-    check(r, 4, {
-        "recall": 1 / 2,
-        "precision": 1 / 4,                    # still divided by k
-        "hr": 1.0,
-        "ndcg": 1 / (1 + 1 / L2(3)),           # IDCG over min(2, 4) = 2 positions
-        "map": (1 / 1) / 2,
-        "mrr": 1.0,
-    })
+    check(
+        r,
+        4,
+        {
+            "recall": 1 / 2,
+            "precision": 1 / 4,  # still divided by k
+            "hr": 1.0,
+            "ndcg": 1 / (1 + 1 / L2(3)),  # IDCG over min(2, 4) = 2 positions
+            "map": (1 / 1) / 2,
+            "mrr": 1.0,
+        },
+    )
     # all padding: zero everywhere, and -1 never collides with another user's item key
     rec = np.array([[9, -1], [-1, -1]])
     rel = [np.array([9]), np.array([9, 0])]
@@ -116,14 +136,18 @@ def test_k_larger_than_the_list_width_counts_missing_positions_as_padding():
     # width 2 but k = 4: same as [3, 1, -1, -1]
     short = m.per_user_metrics(np.array([[3, 1]]), [np.array([1, 2, 9])], k=4)
     padded = m.per_user_metrics(np.array([[3, 1, -1, -1]]), [np.array([1, 2, 9])], k=4)
-    check(short, 4, {
-        "recall": 1 / 3,
-        "precision": 1 / 4,
-        "hr": 1.0,
-        "ndcg": (1 / L2(3)) / (1 + 1 / L2(3) + 1 / L2(4)),
-        "map": (1 / 2) / 3,
-        "mrr": 1 / 2,
-    })
+    check(
+        short,
+        4,
+        {
+            "recall": 1 / 3,
+            "precision": 1 / 4,
+            "hr": 1.0,
+            "ndcg": (1 / L2(3)) / (1 + 1 / L2(3) + 1 / L2(4)),
+            "map": (1 / 2) / 3,
+            "mrr": 1 / 2,
+        },
+    )
     for key in short:
         np.testing.assert_array_equal(short[key], padded[key])
 
@@ -131,13 +155,17 @@ def test_k_larger_than_the_list_width_counts_missing_positions_as_padding():
 def test_repeated_recommendation_counts_once():
     # [1, 1, 2, -1], relevant {1, 2}: item 1 counts at position 1 only, item 2 at position 3
     r = m.per_user_metrics(np.array([[1, 1, 2, -1]]), [np.array([1, 2])], k=4)
-    check(r, 4, {
-        "recall": 1.0,
-        "precision": 2 / 4,
-        "ndcg": (1 + 1 / L2(4)) / (1 + 1 / L2(3)),
-        "map": (1 / 1 + 2 / 3) / 2,
-        "mrr": 1.0,
-    })
+    check(
+        r,
+        4,
+        {
+            "recall": 1.0,
+            "precision": 2 / 4,
+            "ndcg": (1 + 1 / L2(4)) / (1 + 1 / L2(3)),
+            "map": (1 / 1 + 2 / 3) / 2,
+            "mrr": 1.0,
+        },
+    )
 
 
 def test_duplicate_relevant_entries_count_once():
@@ -168,14 +196,13 @@ def test_csr_input_equals_list_input():
     # a non-canonical csr (unsorted indices, a duplicated entry, explicit zeros on
     # non-relevant items) describes the same relevant sets
     rows_idx, rows_data = [], []
-    for u, items in enumerate(rel):
+    for _u, items in enumerate(rel):
         zero = [i for i in range(n_items) if i not in set(items)][:2]
         idx = list(items[::-1]) + [items[0]] + zero
         rows_idx.append(idx)
         rows_data.append([1.0] * (len(items) + 1) + [0.0] * len(zero))
     indptr = np.r_[0, np.cumsum([len(x) for x in rows_idx])]
-    noisy = sp.csr_matrix((np.concatenate(rows_data), np.concatenate(rows_idx), indptr),
-                          shape=(n_users, n_items))
+    noisy = sp.csr_matrix((np.concatenate(rows_data), np.concatenate(rows_idx), indptr), shape=(n_users, n_items))
     assert not noisy.has_canonical_format and noisy.nnz > csr.nnz
     for k in (1, 10, 25, 40):
         a = m.per_user_metrics(rec, rel, k)
@@ -223,13 +250,13 @@ def test_user_without_relevant_items_is_an_error():
 @pytest.mark.parametrize(
     "rec, rel, k",
     [
-        (np.array([[1, 2]]), [[1], [2]], 2),              # user count mismatch
-        (np.array([[1, -2]]), [[1]], 2),                  # only -1 is padding
-        (np.array([1, 2]), [[1]], 2),                     # not 2-D
-        (np.array([[1.0, 2.0]]), [[1]], 2),               # not integer
-        (np.array([[1, 2]]), [[-3]], 2),                  # negative relevant item
-        (np.array([[1, 2]]), [[1.5]], 2),                 # non-integer relevant item
-        (np.array([[1, 2]]), [[1]], 0),                   # k < 1
+        (np.array([[1, 2]]), [[1], [2]], 2),  # user count mismatch
+        (np.array([[1, -2]]), [[1]], 2),  # only -1 is padding
+        (np.array([1, 2]), [[1]], 2),  # not 2-D
+        (np.array([[1.0, 2.0]]), [[1]], 2),  # not integer
+        (np.array([[1, 2]]), [[-3]], 2),  # negative relevant item
+        (np.array([[1, 2]]), [[1.5]], 2),  # non-integer relevant item
+        (np.array([[1, 2]]), [[1]], 0),  # k < 1
         (np.array([[1, 2]]), sp.csr_matrix(np.ones((2, 3))), 2),  # row count mismatch
     ],
 )
@@ -248,12 +275,12 @@ def test_dense_relevant_array_is_rejected_as_ambiguous():
 
 def test_catalog_coverage():
     rec = np.array([[0, 1, -1], [1, 2, 3]])
-    assert m.catalog_coverage(rec, n_items=10, k=2) == approx(3 / 10)   # {0, 1} | {1, 2}
-    assert m.catalog_coverage(rec, n_items=10, k=3) == approx(4 / 10)   # {0, 1} | {1, 2, 3}
+    assert m.catalog_coverage(rec, n_items=10, k=2) == approx(3 / 10)  # {0, 1} | {1, 2}
+    assert m.catalog_coverage(rec, n_items=10, k=3) == approx(4 / 10)  # {0, 1} | {1, 2, 3}
     assert m.catalog_coverage(rec, n_items=4, k=50) == approx(1.0)
     assert m.catalog_coverage(np.full((3, 2), -1), n_items=5, k=2) == 0.0
     with pytest.raises(ValueError):
-        m.catalog_coverage(rec, n_items=3, k=3)                         # item 3 outside catalog
+        m.catalog_coverage(rec, n_items=3, k=3)  # item 3 outside catalog
 
 
 def test_novelty():
@@ -361,13 +388,17 @@ def ranking_case(draw):
     n_users = draw(st.integers(1, 8))
     width = draw(st.integers(0, 12))
     rec = np.array(
-        draw(st.lists(st.lists(st.integers(-1, n_items - 1), min_size=width, max_size=width),
-                      min_size=n_users, max_size=n_users)),
+        draw(
+            st.lists(
+                st.lists(st.integers(-1, n_items - 1), min_size=width, max_size=width),
+                min_size=n_users,
+                max_size=n_users,
+            )
+        ),
         dtype=np.int64,
     ).reshape(n_users, width)
     rel = [
-        np.array(sorted(draw(st.sets(st.integers(0, n_items - 1), min_size=1))), dtype=np.int64)
-        for _ in range(n_users)
+        np.array(sorted(draw(st.sets(st.integers(0, n_items - 1), min_size=1))), dtype=np.int64) for _ in range(n_users)
     ]
     k = draw(st.integers(1, 15))
     return rec, rel, k
@@ -395,8 +426,11 @@ def test_ndcg_is_one_when_the_top_k_is_exactly_the_relevant_set(data):
     k = data.draw(st.integers(len(rel), len(rel) + 10))
     order = data.draw(st.permutations(sorted(rel)))
     others = [i for i in range(n_items) if i not in rel]
-    filler = data.draw(st.lists(st.sampled_from(others + [-1]), min_size=k - len(rel),
-                                max_size=k - len(rel))) if others else [-1] * (k - len(rel))
+    filler = (
+        data.draw(st.lists(st.sampled_from(others + [-1]), min_size=k - len(rel), max_size=k - len(rel)))
+        if others
+        else [-1] * (k - len(rel))
+    )
     rec = np.array([list(order) + filler])
     r = m.per_user_metrics(rec, [np.array(sorted(rel))], k)
     for name in ("ndcg", "recall", "map", "mrr", "hr"):
@@ -425,7 +459,7 @@ def test_100k_users_at_k200_is_correct():
 
     indptr, indices = csr.indptr, csr.indices
     for u in rng.choice(n_users, size=200, replace=False):
-        exp = reference(rec[u], set(indices[indptr[u]:indptr[u + 1]].tolist()), 200)
+        exp = reference(rec[u], set(indices[indptr[u] : indptr[u + 1]].tolist()), 200)
         for name, value in exp.items():
             assert got[f"{name}@200"][u] == pytest.approx(value, rel=1e-12, abs=1e-12)
     assert got["hr@200"].mean() > 0.5  # the planted hits were found
@@ -440,5 +474,6 @@ def test_cached_resample_counts_give_the_drawn_resample_means():
         for seed in (0, 3):
             drawn = m._draw_means(values, 200, seed)
             np.testing.assert_allclose(m._bootstrap_means(values, 200, seed), drawn, rtol=1e-12, atol=1e-14)
-            np.testing.assert_allclose(m._bootstrap_means(values * -2.5, 200, seed), drawn * -2.5, rtol=1e-12,
-                                       atol=1e-14)
+            np.testing.assert_allclose(
+                m._bootstrap_means(values * -2.5, 200, seed), drawn * -2.5, rtol=1e-12, atol=1e-14
+            )

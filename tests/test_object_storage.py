@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_assets.core.storage import create_views, duckdb_connect, is_remote, read_arrow, root_path, write_parquet_atomic
+from recsys_assets.core.storage import (
+    create_views,
+    duckdb_connect,
+    is_remote,
+    read_arrow,
+    root_path,
+    write_parquet_atomic,
+)
 from recsys_assets.executors import ExecutorConfigError, executor_from_env
 from resources.model_store import CorruptModelError, ModelStoreResource
 from resources.storage import StorageResource
@@ -28,12 +35,22 @@ def s3(tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
-                                            "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+    )
     try:
         deadline = time.monotonic() + 30
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
@@ -61,24 +78,37 @@ def test_local_roots_stay_plain_paths(tmp_path):
 
 def test_partitions_and_views_on_an_object_store(s3):
     storage = StorageResource(data_root=f"{s3}/lake-test")
-    assert is_remote(storage.root) and str(storage.partition_path("interactions", "2026-01-02")) == \
-        f"{s3}/lake-test/lake/interactions/2026-01-02.parquet"
+    assert (
+        is_remote(storage.root)
+        and str(storage.partition_path("interactions", "2026-01-02"))
+        == f"{s3}/lake-test/lake/interactions/2026-01-02.parquet"
+    )
     con = duckdb_connect()
     for day, n in (("2026-01-01", 3), ("2026-01-02", 5)):
-        write_parquet_atomic(con, f"SELECT range AS user_id, DATE '{day}' AS day FROM range({n})",
-                             storage.partition_path("interactions", day))
+        write_parquet_atomic(
+            con,
+            f"SELECT range AS user_id, DATE '{day}' AS day FROM range({n})",
+            storage.partition_path("interactions", day),
+        )
     # re-running a partition replaces it, never duplicates it
-    write_parquet_atomic(con, "SELECT range AS user_id, DATE '2026-01-02' AS day FROM range(5)",
-                         storage.partition_path("interactions", "2026-01-02"))
+    write_parquet_atomic(
+        con,
+        "SELECT range AS user_id, DATE '2026-01-02' AS day FROM range(5)",
+        storage.partition_path("interactions", "2026-01-02"),
+    )
     assert create_views(con, storage.lake_dir) == ["interactions"]
     assert con.sql("SELECT day, count(*) FROM interactions GROUP BY day ORDER BY day").fetchall() == [
-        (np.datetime64("2026-01-01").item(), 3), (np.datetime64("2026-01-02").item(), 5)]
+        (np.datetime64("2026-01-01").item(), 3),
+        (np.datetime64("2026-01-02").item(), 5),
+    ]
     assert read_arrow(storage.partition_path("interactions", "2026-01-01"), columns=["user_id"]).num_rows == 3
-    assert storage.existing_partitions("interactions", ["2026-01-01", "2026-01-03"]) == \
-        [storage.partition_path("interactions", "2026-01-01")]
+    assert storage.existing_partitions("interactions", ["2026-01-01", "2026-01-03"]) == [
+        storage.partition_path("interactions", "2026-01-01")
+    ]
     assert storage.root.fs.find(storage.root.path) == [  # no temporary objects left behind
         f"{storage.root.path}/lake/interactions/2026-01-01.parquet",
-        f"{storage.root.path}/lake/interactions/2026-01-02.parquet"]
+        f"{storage.root.path}/lake/interactions/2026-01-02.parquet",
+    ]
 
 
 def _publish(store: ModelStoreResource, day: str, value: float) -> Path:

@@ -23,16 +23,22 @@ SELECT = "group:raw,group:features"
 # Overlapping ranges, launched together. Each starts where its feature windows are complete
 # or are built in the same run, as a backfill launches them (a partial range that needs
 # earlier days would wait for them).
-PARALLEL_RUNS = [(SELECT, "2026-01-01...2026-01-05"), (SELECT, "2026-01-01...2026-01-04"),
-                 ("group:raw", "2026-01-02...2026-01-05")]
+PARALLEL_RUNS = [
+    (SELECT, "2026-01-01...2026-01-05"),
+    (SELECT, "2026-01-01...2026-01-04"),
+    ("group:raw", "2026-01-02...2026-01-05"),
+]
 # Each run executes its steps in its one process, one after the other (a per-step process
 # costs seconds of imports on 2 cores); the runs are separate processes in parallel.
 IN_PROCESS = '{"execution": {"config": {"in_process": {}}}}'
 
 
 def lake_hashes(data_root: Path) -> dict[str, str]:
-    return {str(p.relative_to(data_root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((data_root / "lake").rglob("*.parquet")) if not p.name.startswith(".")}
+    return {
+        str(p.relative_to(data_root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((data_root / "lake").rglob("*.parquet"))
+        if not p.name.startswith(".")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +51,23 @@ def sequential(tmp_path_factory) -> Path:
     snapshots = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "raw_snapshots"]
     assert job.execute_in_process(instance=instance, asset_selection=snapshots).success
     features = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name in ("raw", "features")]
-    assert job.execute_in_process(instance=instance, asset_selection=features, tags={
-        "dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}).success
+    assert job.execute_in_process(
+        instance=instance,
+        asset_selection=features,
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+    ).success
     return root
 
 
 def _cli(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "recsys_assets.definitions", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-m", "recsys_assets.definitions", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_overlapping_parallel_ranges_match_a_sequential_run(sequential, tmp_path):
@@ -60,18 +75,25 @@ def test_overlapping_parallel_ranges_match_a_sequential_run(sequential, tmp_path
     generate(CONFIG, data_root)
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = dict(os.environ, DAGSTER_HOME=str(home), RECSYS_DATA_ROOT=str(data_root), PYTHONPATH=str(ROOT),
-               DAGSTER_DISABLE_TELEMETRY="1")
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        RECSYS_DATA_ROOT=str(data_root),
+        PYTHONPATH=str(ROOT),
+        DAGSTER_DISABLE_TELEMETRY="1",
+    )
     env.pop("RECSYS_LANDING_ROOT", None)
     # The first run creates the instance's SQLite storage; parallel runs must not race to create it.
     first = _cli(["--select", "group:raw_snapshots", "--config-json", IN_PROCESS], env)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]
 
-    runs = [_cli(["--select", select, "--partition-range", rng, "--config-json", IN_PROCESS], env)
-            for select, rng in PARALLEL_RUNS]
+    runs = [
+        _cli(["--select", select, "--partition-range", rng, "--config-json", IN_PROCESS], env)
+        for select, rng in PARALLEL_RUNS
+    ]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
-    for (select, rng), run, out in zip(PARALLEL_RUNS, runs, outputs):
+    for (select, rng), run, out in zip(PARALLEL_RUNS, runs, outputs, strict=False):
         assert run.returncode == 0, f"{select} {rng}:\n{out[-3000:]}"
         assert "lock" not in out.lower(), f"{select} {rng}:\n{out[-3000:]}"
         assert "RUN_SUCCESS" in out

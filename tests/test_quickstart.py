@@ -1,8 +1,8 @@
 """The README's main command: generate, materialize everything, leave a queryable catalog
 and runs recorded in DAGSTER_HOME."""
 
-import duckdb
 import dagster as dg
+import duckdb
 
 from recsys_assets import quickstart
 
@@ -13,12 +13,25 @@ def test_quickstart_materializes_everything(tmp_path, monkeypatch, capsys):
     assert quickstart.main(["--data-root", str(tmp_path / "data"), "--days", "2", "--impressions-per-day", "5000"]) == 0
 
     con = duckdb.connect(str(tmp_path / "data/warehouse.duckdb"), read_only=True)
-    counts = dict(con.execute("SELECT 'imp', count(*) FROM raw_impressions UNION ALL "
-                              "SELECT 'days', count(DISTINCT CAST(timezone('UTC', shown_at) AS DATE)) FROM raw_impressions").fetchall())
+    counts = dict(
+        con.execute(
+            "SELECT 'imp', count(*) FROM raw_impressions UNION ALL "
+            "SELECT 'days', count(DISTINCT CAST(timezone('UTC', shown_at) AS DATE)) FROM raw_impressions"
+        ).fetchall()
+    )
     assert counts == {"imp": 10_000, "days": 2}
     views = {v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    assert {"interactions", "user_features", "item_features", "user_sequences", "user_id_dictionary",
-            "item_id_dictionary", "hash_dictionaries", "feature_drift_report", "quarantine"} <= views
+    assert {
+        "interactions",
+        "user_features",
+        "item_features",
+        "user_sequences",
+        "user_id_dictionary",
+        "item_id_dictionary",
+        "hash_dictionaries",
+        "feature_drift_report",
+        "quarantine",
+    } <= views
     assert con.execute("SELECT count(*) FROM user_features WHERE day = DATE '2026-01-02'").fetchone()[0] > 0
     out = capsys.readouterr().out
     assert "raw_watch_stats" in out and "dagster dev" in out

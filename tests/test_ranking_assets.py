@@ -44,26 +44,33 @@ def test_samples_hold_only_features_known_before_the_day(root, res):
     con = duckdb.connect()
     lake = root / "lake"
     # user impressions over the 28 days before D, recomputed from the interactions of earlier days only
-    before = dict(con.execute(f"""SELECT user_id, count(*) FROM read_parquet('{lake}/interactions/*.parquet')
-                                  WHERE NOT is_organic AND day < DATE '{D}' GROUP BY user_id""").fetchall())
+    before = dict(
+        con.execute(f"""SELECT user_id, count(*) FROM read_parquet('{lake}/interactions/*.parquet')
+                                  WHERE NOT is_organic AND day < DATE '{D}' GROUP BY user_id""").fetchall()
+    )
     users = samples.filter(pl.col("kind") == "impressions").unique("user_id").head(50)
-    for user, value in zip(users["user_id"], users["u_impressions_28d"]):
+    for user, value in zip(users["user_id"], users["u_impressions_28d"], strict=False):
         assert (0 if value is None else value) == before.get(user, 0)  # no features = no earlier activity
     # item impressions of the day before D only
-    yesterday = dict(con.execute(f"""SELECT item_id, count(*) FROM read_parquet('{lake}/interactions/{DAYS[-2]}.parquet')
-                                     WHERE NOT is_organic GROUP BY item_id""").fetchall())
+    yesterday = dict(
+        con.execute(f"""SELECT item_id, count(*) FROM read_parquet('{lake}/interactions/{DAYS[-2]}.parquet')
+                                     WHERE NOT is_organic GROUP BY item_id""").fetchall()
+    )
     items = samples.unique("item_id").head(50)
-    for item, value in zip(items["item_id"], items["i_impressions_1d"]):
+    for item, value in zip(items["item_id"], items["i_impressions_1d"], strict=False):
         assert (0 if value is None else value) == yesterday.get(item, 0)  # None: an item new on D
     # user x genre positives from earlier days only
-    genre_pos = dict(((u, i), n) for u, i, n in con.execute(f"""
+    genre_pos = dict(
+        ((u, i), n)
+        for u, i, n in con.execute(f"""
         WITH hist AS (SELECT user_id, g AS genre, count(*) AS n
                       FROM read_parquet('{lake}/interactions/*.parquet') AS x
                       JOIN (SELECT item_id, unnest(genres) AS g FROM read_parquet('{lake}/raw_items/snapshot.parquet')) USING (item_id)
                       WHERE is_positive AND day < DATE '{D}' GROUP BY ALL)
         SELECT s.user_id, s.item_id, sum(h.n) FROM (SELECT DISTINCT user_id, item_id FROM samples) AS s
         JOIN (SELECT item_id, unnest(genres) AS g FROM read_parquet('{lake}/raw_items/snapshot.parquet')) AS ig USING (item_id)
-        JOIN hist AS h ON h.user_id = s.user_id AND h.genre = ig.g GROUP BY ALL""").fetchall())
+        JOIN hist AS h ON h.user_id = s.user_id AND h.genre = ig.g GROUP BY ALL""").fetchall()
+    )
     for row in samples.head(300).iter_rows(named=True):
         assert row["genre_positives"] == genre_pos.get((row["user_id"], row["item_id"]), 0)
     # channel scores come from models trained strictly before D
@@ -95,8 +102,9 @@ def test_ranker_artifact_and_funnel_table(res):
     assert meta["train_days"] == DAYS[-4:-2] and meta["valid_days"] == [DAYS[-2]] and meta["data_version"]
     assert not store.exists("ranker", DAYS[-3])  # too few earlier sample days: skipped, not faked
     con = duckdb.connect(str(storage.catalog_path), read_only=True)
-    rows = con.execute("SELECT scope, stage, metric, value, ci_low, ci_high FROM funnel_evaluation WHERE day = ?",
-                       [D]).fetchall()
+    rows = con.execute(
+        "SELECT scope, stage, metric, value, ci_low, ci_high FROM funnel_evaluation WHERE day = ?", [D]
+    ).fetchall()
     funnel_rows = {(s, m): (v, lo, hi) for scope, s, m, v, lo, hi in rows if scope == "funnel"}
     for stage in ("recall_only", "ranker", "ranker_rerank"):
         for metric in ("ndcg", "recall", "mrr"):
@@ -108,12 +116,14 @@ def test_ranker_artifact_and_funnel_table(res):
     beats, why = beats_recall_only(storage, D)
     assert beats == (funnel_rows[("ranker", "ndcg")][0] > funnel_rows[("recall_only", "ndcg")][0]) and why
     (decision, champion, candidate_value) = con.execute(
-        "SELECT decision, champion_day, candidate_value FROM ranker_champion WHERE day = ?", [D]).fetchone()
+        "SELECT decision, champion_day, candidate_value FROM ranker_champion WHERE day = ?", [D]
+    ).fetchone()
     assert candidate_value == pytest.approx(funnel_rows[("ranker", "ndcg")][0])
     assert (decision == "promoted") == (champion == D) and (decision != "promoted" or beats)
     assert serving_ranker_day(storage, D)[0] == champion
-    importance = con.execute("SELECT count(*), sum(gain_share) FROM ranker_feature_importance WHERE model = 'lambdarank' "
-                             "AND day = ?", [D]).fetchone()
+    importance = con.execute(
+        "SELECT count(*), sum(gain_share) FROM ranker_feature_importance WHERE model = 'lambdarank' AND day = ?", [D]
+    ).fetchone()
     assert importance[0] == len(meta["feature_names"]) and importance[1] == pytest.approx(1.0)
 
 
@@ -214,8 +224,10 @@ def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_
     cap = 25
     defs = build_defs(build_resources(str(copy), ranking=RankingSettings(max_users_per_day=cap)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("ranking_samples"), dg.AssetKey("funnel_evaluation")], partition_key=D,
-        instance=dg.DagsterInstance.ephemeral())
+        asset_selection=[dg.AssetKey("ranking_samples"), dg.AssetKey("funnel_evaluation")],
+        partition_key=D,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success
     capped = pl.read_parquet(copy / "lake" / "ranking_samples" / f"{D}.parquet")
     assert 0 < capped["user_id"].n_unique() <= cap < full["user_id"].n_unique()
@@ -223,7 +235,8 @@ def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_
     kept = full.filter(pl.col("user_id").is_in(capped["user_id"].unique()))
     assert kept.group_by("kind").len().sort("kind").equals(capped.group_by("kind").len().sort("kind"))
     funnel_users = pl.read_parquet(copy / "lake" / "funnel_evaluation" / f"{D}.parquet").filter(
-        (pl.col("scope") == "funnel") & (pl.col("metric") == "ndcg"))["n"]
+        (pl.col("scope") == "funnel") & (pl.col("metric") == "ndcg")
+    )["n"]
     assert 0 < funnel_users.max() <= cap
 
 
@@ -238,7 +251,8 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
     whole = pl.read_parquet(copy / "lake" / "recommendations" / f"{D}.parquet")
     defs = build_defs(build_resources(str(copy), ranking=RankingSettings(serving_batch_users=37)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[dg.AssetKey("recommendations")], partition_key=D, instance=dg.DagsterInstance.ephemeral())
+        asset_selection=[dg.AssetKey("recommendations")], partition_key=D, instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
     batched = pl.read_parquet(copy / "lake" / "recommendations" / f"{D}.parquet")
     assert batched["user_id"].n_unique() > 37 * 3
@@ -256,7 +270,7 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
         watched = watched[np.isin(watched, ids)]
         target = vectors[np.searchsorted(ids, row["item_id"])]
         sims = vectors[np.searchsorted(ids, watched)] @ target
-        best = watched[np.argsort(-sims, kind="stable")[:res["ranking"].explain_history_items]]
+        best = watched[np.argsort(-sims, kind="stable")[: res["ranking"].explain_history_items]]
         assert row["because_you_watched"] == [int(i) for i in best if sims[watched == i][0] > 0]
         checked += 1
     assert checked == 200
@@ -300,8 +314,12 @@ def test_serving_reads_rank_features_from_the_recall_lists(res):
     assert reused.select(ranks).equals(searched.select(ranks))
     assert (reused["rank_als"] <= model.rank_depth).mean() > 0.5
     # a shallower list than the ranker's depth is searched instead of trusted
-    shallow = F.feature_frame(ctx, pairs.with_columns(pl.lit(1, pl.Int32).alias("channel_depth"),
-                                                      *(pl.lit(0).alias(f"in_{c}") for c in ctx.channels)))
+    shallow = F.feature_frame(
+        ctx,
+        pairs.with_columns(
+            pl.lit(1, pl.Int32).alias("channel_depth"), *(pl.lit(0).alias(f"in_{c}") for c in ctx.channels)
+        ),
+    )
     assert shallow.select(ranks).equals(searched.select(ranks))
 
 
@@ -335,9 +353,11 @@ def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_us
     assert computed.sort("user_id", "recall_rank").equals(read.sort("user_id", "recall_rank"))
     # the caller's own load_day result (funnel_truth passes it) gives the same rows
     from recsys_assets.assets.recall import load_day
+
     data, _, info, _, _ = load_day(storage, D, recall)
-    given = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, from_partition=False,
-                           day_data=(data, info))
+    given = day_candidates(
+        storage, store, recall, D, ranking.rank_candidates, asked, from_partition=False, day_data=(data, info)
+    )
     assert given.equals(computed)
     path = storage.partition_path("recall_candidates", D)
     hidden = path.with_suffix(".hidden")

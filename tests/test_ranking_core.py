@@ -10,7 +10,8 @@ import pytest
 
 from recsys_assets.core.hashing import build_hash_dictionary
 from recsys_assets.core.ranking import features as F
-from recsys_assets.core.ranking import funnel, ranker as ranker_lib, samples
+from recsys_assets.core.ranking import funnel, samples
+from recsys_assets.core.ranking import ranker as ranker_lib
 
 
 def test_sampled_negatives_ratio_hard_share_and_no_positive_as_negative():
@@ -27,7 +28,9 @@ def test_sampled_negatives_ratio_hard_share_and_no_positive_as_negative():
         hard = [i for i in negatives if i in (12, 13, 14, 15)]
         assert len(hard) >= min(2 * n_pos, 4)  # half the negatives from the candidates (capped by the pool)
         assert rows["request_id"].unique().to_list() == [f"{user}@2026-01-05"]
-    again = samples.sampled_negative_pairs(positives, candidates, catalog, "2026-01-05", ratio=4, hard_share=0.5, seed=3)
+    again = samples.sampled_negative_pairs(
+        positives, candidates, catalog, "2026-01-05", ratio=4, hard_share=0.5, seed=3
+    )
     assert again.equals(out)
     with pytest.raises(ValueError):
         samples.sampled_negative_pairs(positives, candidates, catalog, "d", hard_share=2.0)
@@ -35,17 +38,28 @@ def test_sampled_negatives_ratio_hard_share_and_no_positive_as_negative():
 
 def test_candidate_groups_label_what_the_user_did_and_drop_users_without_signal():
     candidates = pl.DataFrame({"user_id": [1, 1, 1, 2, 2], "item_id": [10, 11, 12, 10, 11]})
-    day = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [11, 12, 30], "is_positive": [True, False, True],
-                        "clicked": [True, True, False]})
+    day = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "item_id": [11, 12, 30],
+            "is_positive": [True, False, True],
+            "clicked": [True, True, False],
+        }
+    )
     out = samples.candidate_groups(candidates, day, "2026-01-05", "home")
     assert out["user_id"].unique().to_list() == [1]  # user 2's positive was not a candidate
-    assert dict(zip(out["item_id"].to_list(), out["label"].to_list())) == {10: 0, 11: 2, 12: 1}
+    assert dict(zip(out["item_id"].to_list(), out["label"].to_list(), strict=False)) == {10: 0, 11: 2, 12: 1}
     assert out["surface"].unique().to_list() == ["home"] and out["position"].null_count() == 3
 
 
 def test_slate_metrics_auc_logloss_by_hand():
-    frame = pl.DataFrame({"request_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 2, "label": [0, 2, 0, 1, 0, 0, 0, 0],
-                          "s": [3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 1.0, 2.0]})
+    frame = pl.DataFrame(
+        {
+            "request_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 2,
+            "label": [0, 2, 0, 1, 0, 0, 0, 0],
+            "s": [3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 1.0, 2.0],
+        }
+    )
     out = funnel.slate_metrics(frame, {"s": "s"}, k=10)["s"]
     assert out["mrr"].tolist() == pytest.approx([1 / 2, 1 / 3])  # request c has no chosen item: left out
     assert out["ndcg"].tolist() == pytest.approx([(3 / np.log2(3)) / 3, (1 / np.log2(4)) / 1])
@@ -62,10 +76,24 @@ def _synthetic_rows(n_requests: int, seed: int) -> pl.DataFrame:
         best = int(np.argmax(share + rng.normal(0, 0.1, 8)))
         for pos in range(8):
             label = 2 if pos == best else (1 if rng.random() < 0.05 else 0)
-            rows.append({"request_id": f"r{seed}-{r:05d}", "user_id": r % 50, "item_id": pos + 8 * (r % 7),
-                         "position": pos, "surface": "home", "device_type": "tv", "clicked": label > 0,
-                         "is_positive": label == 2, "label": label, "kind": "impressions", "genre_share_sum": share[pos],
-                         "country": "DE", "ui_language": "de", "item_genre": "drama"})
+            rows.append(
+                {
+                    "request_id": f"r{seed}-{r:05d}",
+                    "user_id": r % 50,
+                    "item_id": pos + 8 * (r % 7),
+                    "position": pos,
+                    "surface": "home",
+                    "device_type": "tv",
+                    "clicked": label > 0,
+                    "is_positive": label == 2,
+                    "label": label,
+                    "kind": "impressions",
+                    "genre_share_sum": share[pos],
+                    "country": "DE",
+                    "ui_language": "de",
+                    "item_genre": "drama",
+                }
+            )
     frame = pl.DataFrame(rows)
     for col in F.numeric_features(("als",)):
         if col not in frame.columns:
@@ -74,8 +102,13 @@ def _synthetic_rows(n_requests: int, seed: int) -> pl.DataFrame:
 
 
 def _dictionary() -> pa.Table:
-    counts = pa.table({"field": ["surface", "device_type", "country", "genres"], "value": ["home", "tv", "DE", "drama"],
-                       "count": [100, 100, 100, 100]})
+    counts = pa.table(
+        {
+            "field": ["surface", "device_type", "country", "genres"],
+            "value": ["home", "tv", "DE", "drama"],
+            "count": [100, 100, 100, 100],
+        }
+    )
     return build_hash_dictionary(counts, None, n_buckets=64, min_count=1)
 
 
@@ -86,13 +119,19 @@ def test_ranker_learns_is_deterministic_and_round_trips(tmp_path):
     again = ranker_lib.train(train, valid, _dictionary(), ("als",), **kwargs)
     assert model.lambdarank.model_to_string() == again.lambdarank.model_to_string()
     test = _synthetic_rows(100, 3).with_columns(pl.Series("s", np.zeros(800)))
-    scored = test.with_columns(pl.Series("ranker", model.score(test)), (-pl.col("position").cast(pl.Float64)).alias("shown"))
+    scored = test.with_columns(
+        pl.Series("ranker", model.score(test)), (-pl.col("position").cast(pl.Float64)).alias("shown")
+    )
     per = funnel.slate_metrics(scored, {"ranker": "ranker", "shown": "shown"})
     assert per["ranker"]["mrr"].mean() > per["shown"]["mrr"].mean() + 0.3  # it learned the taste signal
 
     ranker_lib.save(model, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"lambdarank.txt", "ctr_binary.txt", "ranker.json",
-                                                    "hash_dictionary.parquet"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "lambdarank.txt",
+        "ctr_binary.txt",
+        "ranker.json",
+        "hash_dictionary.parquet",
+    }
     assert (tmp_path / "lambdarank.txt").read_text().startswith("tree")  # LightGBM's own text format
     loaded = ranker_lib.load(tmp_path)
     np.testing.assert_allclose(loaded.score(test), model.score(test), rtol=1e-6)

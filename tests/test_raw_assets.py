@@ -41,14 +41,23 @@ def landing_root(tmp_path_factory) -> Path:
 def make_root(tmp_path: Path, landing: Path) -> dict:
     # The generator injects every bad kind at least once per file, which is ~7% of a
     # small day's watch_stats; the threshold leaves room for that.
-    return build_resources(data_root=str(tmp_path / "data"), landing_root=str(landing),
-                           ingestion=IngestionSettings(max_quarantine_rate=0.10))
+    return build_resources(
+        data_root=str(tmp_path / "data"),
+        landing_root=str(landing),
+        ingestion=IngestionSettings(max_quarantine_rate=0.10),
+    )
 
 
 def run(resources, selection=None, partition=None, tags=None, raise_on_error=True):
     return dg.materialize(
-        [*raw_assets, *raw_checks], resources=resources, selection=selection, partition_key=partition,
-        tags=tags, instance=dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
+        [*raw_assets, *raw_checks],
+        resources=resources,
+        selection=selection,
+        partition_key=partition,
+        tags=tags,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
 
 
 def materialize_day(resources, day, **kw):
@@ -69,12 +78,16 @@ def test_quarantine_holds_exactly_the_injected_bad_lines(tmp_path, landing_root)
     lake = Path(resources["storage"].lake_dir)
     injected = [json.loads(x) for x in (landing_root / DAYS[0] / "_injected_bad.jsonl").read_text().splitlines()]
     assert injected, "the generator injected no bad lines"
-    got = con.execute(f"SELECT source_file, line_no, reason FROM read_parquet('{lake}/quarantine/raw_*/{DAYS[0]}.parquet')"
-                      " ORDER BY ALL").fetchall()
+    got = con.execute(
+        f"SELECT source_file, line_no, reason FROM read_parquet('{lake}/quarantine/raw_*/{DAYS[0]}.parquet')"
+        " ORDER BY ALL"
+    ).fetchall()
     expected = sorted((f"{DAYS[0]}/{r['file']}", r["line_no"], r["reason"]) for r in injected)
     assert got == expected
     catalog = duckdb.connect(str(resources["storage"].catalog_path), read_only=True)
-    assert catalog.execute("SELECT count(*) FROM quarantine WHERE partition = ?", [DAYS[0]]).fetchone()[0] == len(expected)
+    assert catalog.execute("SELECT count(*) FROM quarantine WHERE partition = ?", [DAYS[0]]).fetchone()[0] == len(
+        expected
+    )
 
     for mat in result.get_asset_materialization_events():
         md = mat.materialization.metadata
@@ -99,13 +112,18 @@ def test_rematerializing_a_partition_is_idempotent(tmp_path, landing_root):
 def test_partition_range_is_one_run(tmp_path, landing_root):
     resources = make_root(tmp_path, landing_root)
     run(resources, selection=["raw_users", "raw_items"])
-    result = run(resources, selection=LOGS, tags={"dagster/asset_partition_range_start": DAYS[0],
-                                                  "dagster/asset_partition_range_end": DAYS[-1]})
+    result = run(
+        resources,
+        selection=LOGS,
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+    )
     assert result.success
     storage = resources["storage"]
     assert all(storage.partition_path(a, d).exists() for a in LOGS for d in DAYS)
     con = duckdb.connect(str(storage.catalog_path), read_only=True)
-    days = con.execute("SELECT DISTINCT CAST(timezone('UTC', shown_at) AS DATE)::VARCHAR FROM raw_impressions ORDER BY 1").fetchall()
+    days = con.execute(
+        "SELECT DISTINCT CAST(timezone('UTC', shown_at) AS DATE)::VARCHAR FROM raw_impressions ORDER BY 1"
+    ).fetchall()
     assert [d for (d,) in days] == DAYS
 
 
@@ -149,24 +167,44 @@ def test_events_for_requests_of_another_partition(tmp_path):
     added = []
     for day, tag in ((DAYS[1], "previous-day"), (DAYS[0], "two-days-back")):
         shown = impression(day)
-        added.append({**template, "event_id": f"ev-{tag}", "type": "click", "value": None, "request_id": shown["request_id"],
-                      "user_id": shown["user_id"], "item_id": shown["item_id"]})
+        added.append(
+            {
+                **template,
+                "event_id": f"ev-{tag}",
+                "type": "click",
+                "value": None,
+                "request_id": shown["request_id"],
+                "user_id": shown["user_id"],
+                "item_id": shown["item_id"],
+            }
+        )
     events.write_text(events.read_text() + "".join(json.dumps(e) + "\n" for e in added))
     resources = make_root(tmp_path, landing)
     run(resources, selection=["raw_users", "raw_items"])
-    result = run(resources, selection=LOGS, tags={"dagster/asset_partition_range_start": DAYS[0],
-                                                  "dagster/asset_partition_range_end": DAYS[-1]}, raise_on_error=False)
+    result = run(
+        resources,
+        selection=LOGS,
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+        raise_on_error=False,
+    )
     evals = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
     linkage = evals["raw_events:request_ids_resolve"]
     assert not linkage.passed and linkage.metadata["orphan_rows"].value == 1
     con = resources["warehouse"].connect()
-    loaded = dict(con.execute("SELECT event_id, request_id FROM raw_events WHERE event_id IN ('ev-previous-day', 'ev-two-days-back')").fetchall())
+    loaded = dict(
+        con.execute(
+            "SELECT event_id, request_id FROM raw_events WHERE event_id IN ('ev-previous-day', 'ev-two-days-back')"
+        ).fetchall()
+    )
     assert set(loaded) == {"ev-previous-day", "ev-two-days-back"}
     # with only the previous-day follow-up, the check passes
     events.write_text("".join(line + "\n" for line in events.read_text().splitlines() if "two-days-back" not in line))
     result = run(resources, selection=["raw_events"], partition=DAYS[2], raise_on_error=False)
-    (linkage,) = [e for e in result.get_asset_check_evaluations()
-                  if e.asset_check_key.to_user_string() == "raw_events:request_ids_resolve"]
+    (linkage,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_check_key.to_user_string() == "raw_events:request_ids_resolve"
+    ]
     assert linkage.passed and linkage.metadata["orphan_rows"].value == 0
 
 
@@ -202,8 +240,12 @@ def test_killed_write_leaves_the_previous_partition(tmp_path, landing_root):
     rec.update(impression_id=10**12, request_id="req-late")
     with open(extra, "ab") as fh:
         fh.write(json.dumps(rec).encode() + b"\n")
-    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(tmp_path / "data"), DAYS[0], str(landing_copy)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_WRITE, str(tmp_path / "data"), DAYS[0], str(landing_copy)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
     assert sha(target) == before  # the visible partition is the old one, complete
@@ -227,13 +269,34 @@ def test_two_partitions_in_parallel_processes_via_the_cli(tmp_path, landing_root
     # Create the instance's SQLite storage once: two processes creating it at the same
     # moment race inside Dagster's schema migration (not in our storage).
     dg.DagsterInstance.from_config(str(home)).dispose()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATA_ROOT": str(tmp_path / "data"),
-           "RECSYS_LANDING_ROOT": str(landing_root)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "RECSYS_DATA_ROOT": str(tmp_path / "data"),
+        "RECSYS_LANDING_ROOT": str(landing_root),
+    }
     dagster = Path(sys.executable).with_name("dagster")
-    procs = [subprocess.Popen([str(dagster), "asset", "materialize", "-m", "recsys_assets.definitions",
-                               "--select", "raw_impressions", "--partition", day],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for day in DAYS[:2]]
+    procs = [
+        subprocess.Popen(
+            [
+                str(dagster),
+                "asset",
+                "materialize",
+                "-m",
+                "recsys_assets.definitions",
+                "--select",
+                "raw_impressions",
+                "--partition",
+                day,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for day in DAYS[:2]
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert not any("lock" in o.lower() and "error" in o.lower() for o in outputs)
@@ -243,4 +306,5 @@ def test_two_partitions_in_parallel_processes_via_the_cli(tmp_path, landing_root
         run(build_resources(str(sequential), str(landing_root)), selection=["raw_users", "raw_items"])
         run(build_resources(str(sequential), str(landing_root)), selection=["raw_impressions"], partition=day)
         assert sha(storage.partition_path("raw_impressions", day)) == sha(
-            sequential / "lake/raw_impressions" / f"{day}.parquet")
+            sequential / "lake/raw_impressions" / f"{day}.parquet"
+        )

@@ -41,8 +41,9 @@ def test_models_are_published_with_lineage_metadata(root):
 
 def test_evaluation_table_and_champion(root):
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    rows = con.execute("SELECT model, metric, k, segment, value, ci_low, ci_high FROM recall_evaluation "
-                       "WHERE day = ?", [DAYS[-1]]).fetchall()
+    rows = con.execute(
+        "SELECT model, metric, k, segment, value, ci_low, ci_high FROM recall_evaluation WHERE day = ?", [DAYS[-1]]
+    ).fetchall()
     models = {r[0] for r in rows}
     assert models == set(MODELS) | {"fusion_rrf", "fusion_weighted"}
     ndcg10 = {r[0]: r for r in rows if r[1] == "ndcg" and r[2] == 10 and r[3] == "all"}
@@ -52,10 +53,19 @@ def test_evaluation_table_and_champion(root):
     assert {"all", "cold_items"} <= {r[3] for r in rows}  # items new on the test day have their own segment
     # (quality against popularity is measured on the default data in benchmarks/, not on this tiny set)
 
-    (decision,) = con.execute("SELECT candidate, metric, reason, candidates, decision, champion FROM recall_champion "
-                              "WHERE day = ?", [DAYS[-1]]).fetchall()
+    (decision,) = con.execute(
+        "SELECT candidate, metric, reason, candidates, decision, champion FROM recall_champion WHERE day = ?",
+        [DAYS[-1]],
+    ).fetchall()
     candidates = json.loads(decision[3])
-    assert decision[1] == "ndcg@10" and set(candidates) == {"item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease"}
+    assert decision[1] == "ndcg@10" and set(candidates) == {
+        "item_cf",
+        "als",
+        "bpr",
+        "bpr_uniform",
+        "bpr_impressions",
+        "ease",
+    }
     assert decision[4] in ("promoted", "kept", "rejected", "none") and decision[2]
     if decision[0] is not None:
         assert candidates[decision[0]]["eligible"]
@@ -66,8 +76,11 @@ def test_evaluation_table_and_champion(root):
 
 def test_candidates_fuse_every_channel_and_keep_ranks(root):
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    per_user = con.execute("SELECT method, user_id, count(*), min(rank), max(rank), count(DISTINCT item_id) "
-                           "FROM recall_candidates WHERE day = ? GROUP BY ALL", [DAYS[-1]]).fetchall()
+    per_user = con.execute(
+        "SELECT method, user_id, count(*), min(rank), max(rank), count(DISTINCT item_id) "
+        "FROM recall_candidates WHERE day = ? GROUP BY ALL",
+        [DAYS[-1]],
+    ).fetchall()
     assert {r[0] for r in per_user} == {"rrf", "weighted"}
     assert all(r[2] == r[5] <= 200 and r[3] == 1 and r[4] == r[2] for r in per_user)
     cols = {c[0] for c in con.execute("DESCRIBE recall_candidates").fetchall()}
@@ -91,9 +104,15 @@ def test_candidates_scored_in_small_batches_equal_one_batch_and_scale_knobs_appl
 
     def run(recall):
         defs = build_defs(build_resources(str(root), recall=recall))
-        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            asset_selection=[dg.AssetKey("recall_candidates")], partition_key=DAYS[-1],
-            instance=dg.DagsterInstance.ephemeral()).success
+        assert (
+            defs.resolve_implicit_global_asset_job_def()
+            .execute_in_process(
+                asset_selection=[dg.AssetKey("recall_candidates")],
+                partition_key=DAYS[-1],
+                instance=dg.DagsterInstance.ephemeral(),
+            )
+            .success
+        )
         return pl.read_parquet(path)
 
     keys = ["method", "user_id", "rank", "item_id"]
@@ -107,14 +126,26 @@ def test_candidates_scored_in_small_batches_equal_one_batch_and_scale_knobs_appl
         assert batched.select(keys[:3]).equals(batched.select(keys[:3]).sort(keys[:3]))
         assert np.allclose(batched["score"].to_numpy(), whole["score"].to_numpy(), rtol=1e-5)
 
-        narrow = run(RecallSettings(candidates_batch_users=50, channels=["popularity", "als"],
-                                    candidate_methods=["rrf"], candidates_recent_days=1))
+        narrow = run(
+            RecallSettings(
+                candidates_batch_users=50,
+                channels=["popularity", "als"],
+                candidate_methods=["rrf"],
+                candidates_recent_days=1,
+            )
+        )
         assert set(narrow["method"]) == {"rrf"}
         assert {c for c in narrow.columns if c.startswith("rank_")} == {"rank_popularity", "rank_als"}
         con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+
         def users_on(day, condition):
-            return {u for (u,) in con.execute(f"SELECT DISTINCT user_id FROM interactions WHERE {condition} AND day = ?",
-                                              [day]).fetchall()}
+            return {
+                u
+                for (u,) in con.execute(
+                    f"SELECT DISTINCT user_id FROM interactions WHERE {condition} AND day = ?", [day]
+                ).fetchall()
+            }
+
         # users with a training signal (positive, or click at click_weight) on the last training day only
         got = set(narrow["user_id"])
         assert users_on(DAYS[-2], "is_positive") <= got <= users_on(DAYS[-2], "true")
@@ -143,15 +174,18 @@ def test_ann_index_over_the_champion(root):
 def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
     defs = build_defs(build_resources(str(root)))
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[0],
-                                    asset_selection=[dg.AssetKey("recall_als"), dg.AssetKey("recall_evaluation"),
-                                                     dg.AssetKey("recall_champion")])
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=DAYS[0],
+        asset_selection=[dg.AssetKey("recall_als"), dg.AssetKey("recall_evaluation"), dg.AssetKey("recall_champion")],
+    )
     assert result.success
     als = next(m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("recall_als"))
     assert als.materialization.metadata["skipped"].value is True
     con = duckdb.connect()
     (champion, decision) = con.execute(
-        f"SELECT champion, decision FROM '{root}/lake/recall_champion/{DAYS[0]}.parquet'").fetchone()
+        f"SELECT champion, decision FROM '{root}/lake/recall_champion/{DAYS[0]}.parquet'"
+    ).fetchone()
     assert champion is None and decision == "none"
 
 
@@ -164,10 +198,13 @@ def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
     with pytest.raises(CorruptModelError, match=target.name):
         store.verify("recall_als", DAYS[-2])
     job = build_defs(resources).resolve_implicit_global_asset_job_def()
-    only_check = job.get_subset(asset_selection=set(), asset_check_selection={
-        dg.AssetCheckKey(dg.AssetKey("recall_als"), "finite_and_verified")})
-    result = only_check.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-2],
-                                           raise_on_error=False)
+    only_check = job.get_subset(
+        asset_selection=set(),
+        asset_check_selection={dg.AssetCheckKey(dg.AssetKey("recall_als"), "finite_and_verified")},
+    )
+    result = only_check.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-2], raise_on_error=False
+    )
     assert not result.success
     assert target.name in str(result.all_events)
 
@@ -183,8 +220,9 @@ def test_mips_vectors_reproduce_model_scores():
     rng = np.random.default_rng(0)
     positives = sp.random(200, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
     empty = sp.csr_matrix(positives.shape, dtype=np.float32)
-    data = TrainingData(positives, empty, empty, sp.csr_matrix((300, 0), dtype=np.float32),
-                        sp.csr_matrix((300, 0), dtype=np.float32))
+    data = TrainingData(
+        positives, empty, empty, sp.csr_matrix((300, 0), dtype=np.float32), sp.csr_matrix((300, 0), dtype=np.float32)
+    )
     model = ImpressionBPRModel(factors=8, epochs=3).fit(data, seed=0)
     users, items = mips_vectors(model.arrays())
     np.testing.assert_allclose(users @ items.T, model.score(np.arange(200)), rtol=1e-4, atol=1e-5)
@@ -198,15 +236,37 @@ def test_a_worse_candidate_is_not_promoted_and_the_registry_says_why():
     from recsys_assets.assets.evaluation import decide
 
     candidate = {"candidate": "als", "popularity_value": 0.10, "candidates": "{}"}
-    rejected = decide("2026-01-05", candidate, ("ease", "2026-01-04"), {"candidate": 0.12, "incumbent": 0.15},
-                      "ndcg@10", tolerance=0.02)
-    assert rejected["decision"] == "rejected" and rejected["champion"] == "ease" and rejected["champion_day"] == "2026-01-04"
+    rejected = decide(
+        "2026-01-05",
+        candidate,
+        ("ease", "2026-01-04"),
+        {"candidate": 0.12, "incumbent": 0.15},
+        "ndcg@10",
+        tolerance=0.02,
+    )
+    assert (
+        rejected["decision"] == "rejected"
+        and rejected["champion"] == "ease"
+        and rejected["champion_day"] == "2026-01-04"
+    )
     assert "worse than the serving champion ease@2026-01-04" in rejected["reason"]
-    within = decide("2026-01-05", candidate, ("ease", "2026-01-04"), {"candidate": 0.148, "incumbent": 0.15},
-                    "ndcg@10", tolerance=0.02)
+    within = decide(
+        "2026-01-05",
+        candidate,
+        ("ease", "2026-01-04"),
+        {"candidate": 0.148, "incumbent": 0.15},
+        "ndcg@10",
+        tolerance=0.02,
+    )
     assert within["decision"] == "promoted" and within["champion"] == "als" and within["champion_day"] == "2026-01-05"
-    nothing = decide("2026-01-05", {"candidate": None, "popularity_value": 0.1, "candidates": "{}"},
-                     ("ease", "2026-01-04"), {"incumbent": 0.15}, "ndcg@10", tolerance=0.02)
+    nothing = decide(
+        "2026-01-05",
+        {"candidate": None, "popularity_value": 0.1, "candidates": "{}"},
+        ("ease", "2026-01-04"),
+        {"incumbent": 0.15},
+        "ndcg@10",
+        tolerance=0.02,
+    )
     assert nothing["decision"] == "kept" and nothing["champion"] == "ease"
 
 
@@ -223,25 +283,36 @@ def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_pat
     registry3 = copy / "lake/recall_champion" / f"{DAYS[-2]}.parquet"
     (day3,) = con.execute(f"SELECT champion FROM '{registry3}'").fetchone()
     if day3 is None:  # this small dataset promoted nothing on day 3: record EASE of day 3 as serving
-        con.execute(f"COPY (SELECT * REPLACE ('ease' AS champion, '{DAYS[-2]}' AS champion_day, 'promoted' AS decision) "
-                    f"FROM '{registry3}') TO '{tmp_path}/r.parquet'")
+        con.execute(
+            f"COPY (SELECT * REPLACE ('ease' AS champion, '{DAYS[-2]}' AS champion_day, 'promoted' AS decision) "
+            f"FROM '{registry3}') TO '{tmp_path}/r.parquet'"
+        )
         shutil.move(tmp_path / "r.parquet", registry3)
         day3 = "ease"
     resources = build_resources(str(copy))
-    resources["recall"] = RecallSettings(als_iterations=1, als_factors=2, als_regularization=1e4, promotion_tolerance=0.0)
+    resources["recall"] = RecallSettings(
+        als_iterations=1, als_factors=2, als_regularization=1e4, promotion_tolerance=0.0
+    )
     defs = build_defs(resources)
     job = defs.resolve_implicit_global_asset_job_def()
-    job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
-                           asset_selection=[dg.AssetKey("recall_als"), dg.AssetKey("recall_evaluation")],
-                           raise_on_error=False)
+    job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=DAYS[-1],
+        asset_selection=[dg.AssetKey("recall_als"), dg.AssetKey("recall_evaluation")],
+        raise_on_error=False,
+    )
     # only ALS may compete: every other learned model's evaluation row is dropped
     path = copy / "lake/recall_evaluation" / f"{DAYS[-1]}.parquet"
     con.execute(f"COPY (SELECT * FROM '{path}' WHERE model IN ('als', 'popularity')) TO '{tmp_path}/e.parquet'")
     shutil.move(tmp_path / "e.parquet", path)
-    job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
-                           asset_selection=[dg.AssetKey("recall_champion")])
-    row = con.execute(f"SELECT decision, champion, champion_day, reason FROM "
-                      f"'{copy}/lake/recall_champion/{DAYS[-1]}.parquet'").fetchone()
+    job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=DAYS[-1],
+        asset_selection=[dg.AssetKey("recall_champion")],
+    )
+    row = con.execute(
+        f"SELECT decision, champion, champion_day, reason FROM '{copy}/lake/recall_champion/{DAYS[-1]}.parquet'"
+    ).fetchone()
     assert row[0] in ("rejected", "kept"), row
     assert row[1] == day3 and row[2] <= DAYS[-2]
     assert "the champion stays" in row[3] or "serving champion stays" in row[3]
@@ -258,8 +329,15 @@ def test_evaluation_champion_and_candidates_emit_table_metadata(root, tmp_path):
     # No serving champion before the last day: the run does not depend on artifacts other tests alter.
     (copy / "lake/recall_champion" / f"{DAYS[-2]}.parquet").unlink()
     job = build_defs(build_resources(str(copy))).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1], asset_selection=[
-        dg.AssetKey("recall_evaluation"), dg.AssetKey("recall_champion"), dg.AssetKey("recall_candidates")])
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=DAYS[-1],
+        asset_selection=[
+            dg.AssetKey("recall_evaluation"),
+            dg.AssetKey("recall_champion"),
+            dg.AssetKey("recall_candidates"),
+        ],
+    )
     assert result.success
     meta = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
 
@@ -291,8 +369,11 @@ def test_evaluation_champion_and_candidates_emit_table_metadata(root, tmp_path):
     candidates = table_of("recall_candidates")
     assert set(per_method) == {"rrf", "weighted"}
     assert sum(r["candidates"] for r in per_method.values()) == candidates.num_rows
-    rrf_users = {u for u, m in zip(candidates.column("user_id").to_pylist(), candidates.column("method").to_pylist())
-                 if m == "rrf"}
+    rrf_users = {
+        u
+        for u, m in zip(candidates.column("user_id").to_pylist(), candidates.column("method").to_pylist(), strict=False)
+        if m == "rrf"
+    }
     assert per_method["rrf"]["users"] == len(rrf_users)
 
 
@@ -305,9 +386,14 @@ def _copy_root(root, tmp_path) -> Path:
 
 
 def _registry(copy, day):
-    return duckdb.connect().execute(
-        f"SELECT decision, champion, champion_day, incumbent, incumbent_day, reason FROM "
-        f"read_parquet('{copy}/lake/recall_champion/*.parquet') WHERE day = DATE '{day}'").fetchall()
+    return (
+        duckdb.connect()
+        .execute(
+            f"SELECT decision, champion, champion_day, incumbent, incumbent_day, reason FROM "
+            f"read_parquet('{copy}/lake/recall_champion/*.parquet') WHERE day = DATE '{day}'"
+        )
+        .fetchall()
+    )
 
 
 def test_rollback_to_an_older_model_serves_it(root, tmp_path, capsys):
@@ -366,14 +452,20 @@ def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_
     assert done.superseded_by == [DAYS[-1]] and done.row["decision"] == "rollback"
     assert current_champion(StorageResource(data_root=str(copy)), DAYS[-1]) == ("item_cf", DAYS[-2])
     job = build_defs(resources).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=DAYS[-1],
-                                    asset_selection=[dg.AssetKey("recall_champion")])
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=DAYS[-1],
+        asset_selection=[dg.AssetKey("recall_champion")],
+    )
     assert result.success
     (row,) = _registry(copy, DAYS[-1])
     decision, champion, champion_day, incumbent, incumbent_day, reason = row
     assert (incumbent, incumbent_day) == ("item_cf", DAYS[-2])  # gated against the rolled-back model
-    (value,) = duckdb.connect().execute(
-        f"SELECT incumbent_value FROM '{copy}/lake/recall_champion/{DAYS[-1]}.parquet'").fetchone()
+    (value,) = (
+        duckdb.connect()
+        .execute(f"SELECT incumbent_value FROM '{copy}/lake/recall_champion/{DAYS[-1]}.parquet'")
+        .fetchone()
+    )
     assert value is not None and value >= 0  # it was evaluated on the day, on the same users
     if decision in ("rejected", "kept"):
         assert (champion, champion_day) == ("item_cf", DAYS[-2])
@@ -392,8 +484,12 @@ def test_training_data_without_shown_negatives_has_the_same_positives(root):
     full, full_test, full_info, version, _ = load_day(storage, DAYS[-1], RecallSettings(), with_shown=True)
     lean, lean_test, lean_info, lean_version, _ = load_day(storage, DAYS[-1], RecallSettings())
     assert full.shown_negatives.nnz > full.positives.nnz > 0 and lean.shown_negatives.nnz == 0
-    for a, b in ((full.positives, lean.positives), (full.days_ago, lean.days_ago),
-                 (full.seconds_ago, lean.seconds_ago), (full_test.relevant, lean_test.relevant)):
+    for a, b in (
+        (full.positives, lean.positives),
+        (full.days_ago, lean.days_ago),
+        (full.seconds_ago, lean.seconds_ago),
+        (full_test.relevant, lean_test.relevant),
+    ):
         assert a.shape == b.shape and (a != b).nnz == 0
     # seconds_ago dates the same latest positive as days_ago, to the second, on every positive
     assert (lean.seconds_ago != 0).nnz == lean.positives.nnz == ((lean.seconds_ago != 0).multiply(lean.positives)).nnz
@@ -413,8 +509,11 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
     res = build_resources(str(root))
     storage, store, recall = res["storage"], res["model_store"], res["recall"]
     model, day = "item_cf", DAYS[-1]  # a model's own value on D, whether or not it would be promoted
-    (row,) = [r for r in read_arrow(storage.partition_path("recall_evaluation", day)).to_pylist()
-              if r["model"] == model and r["segment"] == "all" and f"{r['metric']}@{r['k']}" == recall.champion_metric.lower()]
+    (row,) = [
+        r
+        for r in read_arrow(storage.partition_path("recall_evaluation", day)).to_pylist()
+        if r["model"] == model and r["segment"] == "all" and f"{r['metric']}@{r['k']}" == recall.champion_metric.lower()
+    ]
     contenders = {"candidate": (model, day), "incumbent": ("popularity", DAYS[-2])}
     scored = compare_on_day(storage, store, recall, day, contenders)
     reused = compare_on_day(storage, store, recall, day, contenders, known={"candidate": row["value"]})
@@ -434,8 +533,12 @@ def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
     assert plain.params["session_weight"] == 0.0
     settings = RecallSettings(ease_session_weight=2.0, ease_session_tau_seconds=300.0)
     defs = build_defs(build_resources(str(copy), recall=settings))
-    result = dg.materialize([defs.get_assets_def("recall_ease")], partition_key=DAYS[-1],
-                            resources=build_resources(str(copy), recall=settings), selection=["recall_ease"])
+    result = dg.materialize(
+        [defs.get_assets_def("recall_ease")],
+        partition_key=DAYS[-1],
+        resources=build_resources(str(copy), recall=settings),
+        selection=["recall_ease"],
+    )
     assert result.success
     session = load_model(copy / "models/recall_ease" / DAYS[-1])
     assert session.params["session_weight"] == 2.0 and session.params["session_tau_seconds"] == 300.0

@@ -11,13 +11,22 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_assets.core.recall.ann import (ann_search, build_ann_index, load_index,
-                                           recall_vs_exact, save_index)
+from recsys_assets.core.recall.ann import ann_search, build_ann_index, load_index, recall_vs_exact, save_index
 from recsys_assets.core.recall.base import TrainingData
-from recsys_assets.core.recall.models import (MODELS, ALSModel, BPRModel, ContentColdStartModel,
-                                              EASEModel, ImpressionBPRModel, ItemCFModel,
-                                              SESSION_CUTOFF_TAUS, ModelSkipped, PopularityModel, load_model,
-                                              session_gram)
+from recsys_assets.core.recall.models import (
+    MODELS,
+    SESSION_CUTOFF_TAUS,
+    ALSModel,
+    BPRModel,
+    ContentColdStartModel,
+    EASEModel,
+    ImpressionBPRModel,
+    ItemCFModel,
+    ModelSkipped,
+    PopularityModel,
+    load_model,
+    session_gram,
+)
 
 N_USERS, N_ITEMS, N_GENRES, N_TAGS = 300, 200, 4, 8
 K = 10
@@ -76,13 +85,16 @@ def _synthetic(seed: int = 7):
         s_rows += [u] * len(shown)
         s_cols += list(shown)
     shown = sp.csr_matrix((np.ones(len(s_rows), np.float32), (s_rows, s_cols)), shape=shape)
-    genres = sp.csr_matrix((np.ones(N_ITEMS, np.float32), (np.arange(N_ITEMS), item_genre)),
-                           shape=(N_ITEMS, N_GENRES))
-    tags = sp.csr_matrix((np.ones(N_ITEMS, np.float32), (np.arange(N_ITEMS), item_tag)),
-                         shape=(N_ITEMS, N_TAGS))
-    data = TrainingData(positives=positives, shown_negatives=shown, days_ago=days,
-                        item_genres=genres, item_tags=tags,
-                        genre_names=[f"g{g}" for g in range(N_GENRES)])
+    genres = sp.csr_matrix((np.ones(N_ITEMS, np.float32), (np.arange(N_ITEMS), item_genre)), shape=(N_ITEMS, N_GENRES))
+    tags = sp.csr_matrix((np.ones(N_ITEMS, np.float32), (np.arange(N_ITEMS), item_tag)), shape=(N_ITEMS, N_TAGS))
+    data = TrainingData(
+        positives=positives,
+        shown_negatives=shown,
+        days_ago=days,
+        item_genres=genres,
+        item_tags=tags,
+        genre_names=[f"g{g}" for g in range(N_GENRES)],
+    )
     return data, held_items, user_genre, item_genre
 
 
@@ -119,10 +131,18 @@ def test_popularity_beats_random(world, fitted):
 
 
 # the margins leave room for seeds/BLAS differences but require learning the genre structure
-@pytest.mark.parametrize("name, margin", [
-    ("als", 0.2), ("bpr", 0.2), ("bpr_uniform", 0.2), ("bpr_impressions", 0.2),
-    ("item_cf", 0.2), ("ease", 0.2), ("content", 0.1),
-])
+@pytest.mark.parametrize(
+    "name, margin",
+    [
+        ("als", 0.2),
+        ("bpr", 0.2),
+        ("bpr_uniform", 0.2),
+        ("bpr_impressions", 0.2),
+        ("item_cf", 0.2),
+        ("ease", 0.2),
+        ("content", 0.1),
+    ],
+)
 def test_personalised_models_beat_popularity(world, fitted, name, margin):
     data, held, _, _ = world
     pop_hr = _hit_rate(fitted["popularity"], data, held)
@@ -223,8 +243,8 @@ def _session_gram_by_hand(seconds: sp.csr_matrix, tau: float, n_items: int) -> n
     gram = np.zeros((n_items, n_items))
     for u in range(seconds.shape[0]):
         row = seconds.getrow(u)
-        for a, ta in zip(row.indices, row.data):
-            for b, tb in zip(row.indices, row.data):
+        for a, ta in zip(row.indices, row.data, strict=False):
+            for b, tb in zip(row.indices, row.data, strict=False):
                 if abs(ta - tb) <= SESSION_CUTOFF_TAUS * tau:
                     gram[a, b] += np.exp(-abs(ta - tb) / tau)
     return gram
@@ -239,8 +259,9 @@ def test_session_gram_equals_the_pairwise_sum():
     dense[chosen] = rng.choice([5.0, 60.0, 61.0, 600.0, 6000.0, 86400.0], size=int(chosen.sum()))
     seconds = sp.csr_matrix(dense)
     for tau in (30.0, 600.0):
-        np.testing.assert_allclose(session_gram(seconds, tau, n_items), _session_gram_by_hand(seconds, tau, n_items),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            session_gram(seconds, tau, n_items), _session_gram_by_hand(seconds, tau, n_items), rtol=1e-12, atol=1e-12
+        )
     base = np.arange(n_items * n_items, dtype=np.float64).reshape(n_items, n_items)
     added = session_gram(seconds, 30.0, n_items, out=base.copy(), weight=2.5)
     np.testing.assert_allclose(added, base + 2.5 * _session_gram_by_hand(seconds, 30.0, n_items), rtol=1e-12)
@@ -264,19 +285,32 @@ def test_ease_session_kernel_prefers_items_chosen_close_in_time():
     positives = sp.csr_matrix((np.ones(len(rows) + 1, np.float32), (rows + [n_users], cols + [0])), shape=shape)
     seconds = sp.csr_matrix((np.array(ages + [100.0]), (rows + [n_users], cols + [0])), shape=shape)
     empty = sp.csr_matrix(shape, dtype=np.float32)
-    data = TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
-                        item_genres=sp.csr_matrix((n_items, 0)), item_tags=sp.csr_matrix((n_items, 0)),
-                        seconds_ago=seconds)
+    data = TrainingData(
+        positives=positives,
+        shown_negatives=empty,
+        days_ago=empty,
+        item_genres=sp.csr_matrix((n_items, 0)),
+        item_tags=sp.csr_matrix((n_items, 0)),
+        seconds_ago=seconds,
+    )
     newcomer = np.array([n_users])  # only item 0
     plain = EASEModel(lambda_=5.0).fit(data).score(newcomer)[0]
     assert plain[1] == pytest.approx(plain[2], rel=1e-5)
     session = EASEModel(lambda_=5.0, session_weight=2.0, session_tau_seconds=600.0).fit(data).score(newcomer)[0]
     assert session[1] > session[2] + 0.05
-    items, _ = EASEModel(lambda_=5.0, session_weight=2.0, session_tau_seconds=600.0).fit(data).recommend(
-        newcomer, 1, exclude=positives)
+    items, _ = (
+        EASEModel(lambda_=5.0, session_weight=2.0, session_tau_seconds=600.0)
+        .fit(data)
+        .recommend(newcomer, 1, exclude=positives)
+    )
     assert items[0, 0] == 1
-    no_times = TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
-                            item_genres=data.item_genres, item_tags=data.item_tags)
+    no_times = TrainingData(
+        positives=positives,
+        shown_negatives=empty,
+        days_ago=empty,
+        item_genres=data.item_genres,
+        item_tags=data.item_tags,
+    )
     with pytest.raises(ValueError, match="seconds_ago"):
         EASEModel(session_weight=1.0).fit(no_times)
     assert np.array_equal(EASEModel(lambda_=5.0).fit(no_times).weights, EASEModel(lambda_=5.0).fit(data).weights)
@@ -345,8 +379,11 @@ def test_bpr_popularity_correction_adds_log_popularity(world, tmp_path):
     np.testing.assert_allclose(corrected.item_bias, np.log1p(users_per_item), rtol=1e-6)
     assert not plain.item_bias.any()
     users = np.arange(0, N_USERS, 3)
-    np.testing.assert_allclose(corrected.score(users) - plain.score(users),
-                               np.broadcast_to(np.log1p(users_per_item), (len(users), N_ITEMS)), atol=1e-4)
+    np.testing.assert_allclose(
+        corrected.score(users) - plain.score(users),
+        np.broadcast_to(np.log1p(users_per_item), (len(users), N_ITEMS)),
+        atol=1e-4,
+    )
     corrected.save(tmp_path / "c")
     loaded = load_model(tmp_path / "c")
     np.testing.assert_array_equal(loaded.score(users), corrected.score(users))
@@ -375,9 +412,13 @@ def test_bpr_popularity_correction_recovers_popularity():
     shape = (n_users, n_items)
     positives = sp.csr_matrix((np.ones((~held).sum(), np.float32), (rows[~held], cols[~held])), shape=shape)
     empty = sp.csr_matrix(shape, dtype=np.float32)
-    data = TrainingData(positives=positives, shown_negatives=empty, days_ago=empty,
-                        item_genres=sp.csr_matrix((n_items, 0), dtype=np.float32),
-                        item_tags=sp.csr_matrix((n_items, 0), dtype=np.float32))
+    data = TrainingData(
+        positives=positives,
+        shown_negatives=empty,
+        days_ago=empty,
+        item_genres=sp.csr_matrix((n_items, 0), dtype=np.float32),
+        item_tags=sp.csr_matrix((n_items, 0), dtype=np.float32),
+    )
     held_items = cols[held]
 
     def hit_rate(model):
@@ -446,7 +487,13 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
     with seen and blocked items removed."""
     import scipy.sparse as sp
 
-    from recsys_assets.core.recall.models import ALSModel, BPRModel, ContentColdStartModel, PopularityModel, _row_normalise
+    from recsys_assets.core.recall.models import (
+        ALSModel,
+        BPRModel,
+        ContentColdStartModel,
+        PopularityModel,
+        _row_normalise,
+    )
 
     rng = np.random.default_rng(3)
     n_users, n_items, d, k = 300, 2_000, 16, 50
@@ -465,7 +512,9 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
     profiles = sp.random(n_users, 24, density=0.3, random_state=5, format="csr", dtype=np.float32)
     profiles[:5] = 0  # users without a profile get the global one
     content.user_profiles = _row_normalise(profiles.tocsr()).astype(np.float32)
-    content.item_vectors = _row_normalise(sp.csr_matrix(rng.random((n_items, 24)).astype(np.float32))).astype(np.float32)
+    content.item_vectors = _row_normalise(sp.csr_matrix(rng.random((n_items, 24)).astype(np.float32))).astype(
+        np.float32
+    )
     content.global_profile = (np.ones(24) / np.sqrt(24)).astype(np.float32)
     users = np.concatenate([np.arange(5), users])
     for model in (als, bpr, popularity, content):
@@ -535,8 +584,9 @@ def test_score_pairs_equal_the_full_score_rows(world, fitted):
     items = rng.integers(0, N_ITEMS, 3000)
     for name, model in fitted.items():
         full = model.score(np.arange(N_USERS))
-        np.testing.assert_allclose(model.score_pairs(users, items, block=37), full[users, items],
-                                   rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            model.score_pairs(users, items, block=37), full[users, items], rtol=1e-4, atol=1e-5, err_msg=name
+        )
 
 
 def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
@@ -548,8 +598,13 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
 
     als = fitted["als"]
     depth = 25
-    ctx = SimpleNamespace(channel_names=("als",), rank_depth=depth, exclude=None, blocked_items=None,
-                          channels={"als": Channel(als, n_users=N_USERS - 10, n_items=N_ITEMS)})
+    ctx = SimpleNamespace(
+        channel_names=("als",),
+        rank_depth=depth,
+        exclude=None,
+        blocked_items=None,
+        channels={"als": Channel(als, n_users=N_USERS - 10, n_items=N_ITEMS)},
+    )
     rng = np.random.default_rng(4)
     users = rng.integers(0, N_USERS, 5000)
     full = als.score(np.arange(N_USERS))
@@ -591,7 +646,9 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
     assert np.isnan(reused["rank_als"][~known]).all()
     row = int(np.flatnonzero(known & ~np.isnan(given) & (expected != 3))[0])
     given[row] = 3
-    assert _channel_columns(ctx, users, items, chunk=64, listed={"als": given})["rank_als"][row] == 3  # read, not searched
+    assert (
+        _channel_columns(ctx, users, items, chunk=64, listed={"als": given})["rank_als"][row] == 3
+    )  # read, not searched
 
 
 def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
@@ -613,8 +670,13 @@ def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
     users = np.repeat(np.arange(40), 5)
     items = np.concatenate([als_top, pop_top], axis=1).reshape(-1)
     fresh = users % 2 == 0
-    ctx = SimpleNamespace(channel_names=("als", "popularity"), rank_depth=depth, exclude=seen.tocsr(), blocked_items=None,
-                          channels={c: Channel(fitted[c], n_users=N_USERS, n_items=N_ITEMS) for c in ("als", "popularity")})
+    ctx = SimpleNamespace(
+        channel_names=("als", "popularity"),
+        rank_depth=depth,
+        exclude=seen.tocsr(),
+        blocked_items=None,
+        channels={c: Channel(fitted[c], n_users=N_USERS, n_items=N_ITEMS) for c in ("als", "popularity")},
+    )
     out = _channel_columns(ctx, users, items, chunk=7)
     assert (out["rank_als"][fresh] == depth + 1).all()
     assert (out["rank_als"][~fresh] <= depth).any()

@@ -82,13 +82,29 @@ def test_every_daily_asset_is_idempotent(world, tmp_path):
     keys = daily_assets(defs)
     names = {k.to_user_string() for k in keys}
     # the whole pipeline is covered
-    assert {"raw_impressions", "raw_events", "raw_watch_stats", "interactions", "user_features", "item_features",
-            "feature_drift_report", "recall_als", "recall_ease", "recall_evaluation", "recall_champion",
-            "recall_candidates", "ranking_samples", "ranker", "funnel_evaluation", "recommendations"} <= names
+    assert {
+        "raw_impressions",
+        "raw_events",
+        "raw_watch_stats",
+        "interactions",
+        "user_features",
+        "item_features",
+        "feature_drift_report",
+        "recall_als",
+        "recall_ease",
+        "recall_evaluation",
+        "recall_champion",
+        "recall_candidates",
+        "ranking_samples",
+        "ranker",
+        "funnel_evaluation",
+        "recommendations",
+    } <= names
     before = day_outputs(root, D)
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=D, asset_selection=keys,
-                                    raise_on_error=False)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=D, asset_selection=keys, raise_on_error=False
+    )
     failures = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failures == []
     after = day_outputs(root, D)
@@ -108,8 +124,9 @@ def test_every_daily_asset_is_idempotent(world, tmp_path):
         # every row outside the volatile rows identical, and volatile rows equal apart from the clock columns
         assert rows_that_differ_sql(con, old, new, f"SELECT * FROM {{}} WHERE NOT ({rule['rows']})") == 0, rel
         assert rows_that_differ_sql(con, old, new, f"SELECT {stable} FROM {{}}") == 0, rel
-        (bad,) = con.execute(f"SELECT count(*) FROM '{new}' WHERE {rule['rows']} AND NOT (isfinite(value) AND value >= 0)"
-                             ).fetchone()
+        (bad,) = con.execute(
+            f"SELECT count(*) FROM '{new}' WHERE {rule['rows']} AND NOT (isfinite(value) AND value >= 0)"
+        ).fetchone()
         assert bad == 0, rel
     assert len(differ) <= len(VOLATILE)
     # models: every file of every model of D has the same checksum (recall models and ranker)
@@ -118,7 +135,9 @@ def test_every_daily_asset_is_idempotent(world, tmp_path):
 
 def rows_that_differ_sql(con, a: Path, b: Path, select: str) -> int:
     qa, qb = select.format(f"'{a}'"), select.format(f"'{b}'")
-    (n,) = con.execute(f"SELECT count(*) FROM (({qa}) EXCEPT ALL ({qb}) UNION ALL (({qb}) EXCEPT ALL ({qa})))").fetchone()
+    (n,) = con.execute(
+        f"SELECT count(*) FROM (({qa}) EXCEPT ALL ({qb}) UNION ALL (({qb}) EXCEPT ALL ({qa})))"
+    ).fetchone()
     return n
 
 
@@ -128,7 +147,7 @@ def rows_that_differ_sql(con, a: Path, b: Path, select: str) -> int:
 # of its write: for Parquet after half of the temporary file is written (the rename never
 # happens); for the model store at the N-th os.replace of publish() (1: staging -> version
 # directory, 2: the day's symlink swap). It writes `marker` and sleeps; the test SIGKILLs it.
-CHILD = r'''
+CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
 root, asset, day, marker, mode, overrides = sys.argv[1:7]
@@ -169,14 +188,18 @@ for name, kw in json.loads(overrides).items():
 job = build_defs(res).resolve_implicit_global_asset_job_def()
 job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey(asset)])
 print("finished without being killed")
-'''
+"""
 
 
 def kill_mid_write(root: Path, asset: str, day: str, mode: str, overrides: dict | None = None) -> str:
     marker = root.parent / f"kill-{asset}-{mode.replace(':', '')}"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root), asset, day, str(marker), mode,
-                             json.dumps(overrides or {})], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), asset, day, str(marker), mode, json.dumps(overrides or {})],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1"},
+    )
     deadline = time.time() + 300
     while not marker.exists():
         if proc.poll() is not None:
@@ -192,8 +215,9 @@ def kill_mid_write(root: Path, asset: str, day: str, mode: str, overrides: dict 
 
 def rerun(root: Path, asset: str, day: str) -> None:
     job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
-    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=day,
-                                  asset_selection=[dg.AssetKey(asset)]).success
+    assert job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey(asset)]
+    ).success
 
 
 def visible_parquet(root: Path, table: str) -> list[Path]:
@@ -222,9 +246,11 @@ def test_killed_parquet_write_keeps_the_previous_partition(world, tmp_path, asse
     # the previous partition is intact and readable, and the only thing any reader sees
     assert _sha(target) == before and visible_parquet(root, asset) == files_before
     con = build_resources(str(root))["warehouse"].connect()
-    (rows,) = con.execute(f"SELECT count(*) FROM {asset} WHERE day = DATE '{D}'" if asset != "raw_events" else
-                          f"SELECT count(*) FROM {asset} WHERE CAST(timezone('UTC', occurred_at) AS DATE) = DATE '{D}'"
-                          ).fetchone()
+    (rows,) = con.execute(
+        f"SELECT count(*) FROM {asset} WHERE day = DATE '{D}'"
+        if asset != "raw_events"
+        else f"SELECT count(*) FROM {asset} WHERE CAST(timezone('UTC', occurred_at) AS DATE) = DATE '{D}'"
+    ).fetchone()
     assert rows == rows_before > 0
 
     landing.write_bytes(original_landing)
@@ -269,6 +295,7 @@ def test_killed_model_publish_keeps_the_published_model_and_the_champion(world, 
 
 # --- clear errors for users --------------------------------------------------------------
 
+
 def test_an_unknown_user_gets_the_cold_start_path(world, capsys):
     from recsys_assets import cli
 
@@ -294,8 +321,12 @@ def test_an_empty_training_window_fails_with_one_message(world, tmp_path):
         con.execute(f"COPY (FROM '{path}' LIMIT 0) TO '{tmp_path}/empty.parquet' (FORMAT parquet)")
         shutil.move(tmp_path / "empty.parquet", path)
     job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=D,
-                                    asset_selection=[dg.AssetKey("recall_als")], raise_on_error=False)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=D,
+        asset_selection=[dg.AssetKey("recall_als")],
+        raise_on_error=False,
+    )
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.event_specific_data.error
     assert error.cls_name == "Failure"

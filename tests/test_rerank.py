@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from recsys_assets.core.ranking.rerank import (RerankRules, cap_per_genre, freshness_boost, genre_similarity, mmr,
-                                               popularity_debias, remove_seen, rerank)
+from recsys_assets.core.ranking.rerank import (
+    RerankRules,
+    cap_per_genre,
+    freshness_boost,
+    genre_similarity,
+    mmr,
+    popularity_debias,
+    remove_seen,
+    rerank,
+)
 
 ITEMS = np.array([10, 11, 12, 13, 14])
 SCORES = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
@@ -17,7 +25,7 @@ def test_remove_seen_drops_exactly_the_watched_items():
 
 def test_freshness_boost_favours_new_items_and_halves_with_age():
     _, boosted = freshness_boost(ITEMS, SCORES, np.array([0, 7, 14, np.nan, 70]), boost=1.0, half_life_days=7)
-    assert boosted.tolist() == pytest.approx([6.0, 4.5, 3.25, 2.0, 1.0 + 0.5 ** 10])
+    assert boosted.tolist() == pytest.approx([6.0, 4.5, 3.25, 2.0, 1.0 + 0.5**10])
     assert freshness_boost(ITEMS, SCORES, np.zeros(5), boost=0.0)[1] is SCORES
 
 
@@ -51,18 +59,42 @@ def test_genre_similarity_is_cosine_and_zero_without_genres():
 def test_rerank_composes_the_rules():
     vectors = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)
     genre = np.array(["a", "a", "a", "b", "b"], dtype=object)
-    items, _ = rerank(ITEMS, SCORES, 4, RerankRules(mmr_lambda=1.0, genre_cap=2), seen={10},
-                      genre_vectors=vectors, primary_genre=genre, age_days=np.zeros(5), popularity=np.zeros(5))
-    assert 10 not in items.tolist()                  # watched: removed
-    assert items.tolist() == [11, 12, 13, 14]        # score order kept, only two of genre "a"
-    diverse, _ = rerank(ITEMS, SCORES, 2, RerankRules(mmr_lambda=0.3, genre_cap=0), seen=set(),
-                        genre_vectors=vectors, primary_genre=genre, age_days=np.zeros(5), popularity=np.zeros(5))
-    assert diverse.tolist() == [10, 13]              # MMR jumps to the other genre
+    items, _ = rerank(
+        ITEMS,
+        SCORES,
+        4,
+        RerankRules(mmr_lambda=1.0, genre_cap=2),
+        seen={10},
+        genre_vectors=vectors,
+        primary_genre=genre,
+        age_days=np.zeros(5),
+        popularity=np.zeros(5),
+    )
+    assert 10 not in items.tolist()  # watched: removed
+    assert items.tolist() == [11, 12, 13, 14]  # score order kept, only two of genre "a"
+    diverse, _ = rerank(
+        ITEMS,
+        SCORES,
+        2,
+        RerankRules(mmr_lambda=0.3, genre_cap=0),
+        seen=set(),
+        genre_vectors=vectors,
+        primary_genre=genre,
+        age_days=np.zeros(5),
+        popularity=np.zeros(5),
+    )
+    assert diverse.tolist() == [10, 13]  # MMR jumps to the other genre
 
 
-@pytest.mark.parametrize("rules", [RerankRules(), RerankRules(mmr_lambda=1.0, genre_cap=0),
-                                   RerankRules(mmr_lambda=0.3, genre_cap=2, freshness_boost=0.5, popularity_beta=0.2),
-                                   RerankRules(mmr_lambda=0.0, genre_cap=1)])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        RerankRules(),
+        RerankRules(mmr_lambda=1.0, genre_cap=0),
+        RerankRules(mmr_lambda=0.3, genre_cap=2, freshness_boost=0.5, popularity_beta=0.2),
+        RerankRules(mmr_lambda=0.0, genre_cap=1),
+    ],
+)
 def test_rerank_batch_equals_rerank_row_by_row(rules):
     """The vectorised re-rank gives every user exactly what rerank() gives them alone: lists of
     different lengths (padding), watched items, items without genres, short lists below k."""
@@ -82,8 +114,17 @@ def test_rerank_batch_equals_rerank_row_by_row(rules):
     popularity = rng.integers(0, 500, (n_users, width)).astype(float)
     seen = rng.random((n_users, width)) < 0.15
     present = np.arange(width)[None, :] < lengths[:, None]
-    batch_items, batch_scores = rerank_batch(items, scores, k, rules, valid=present & ~seen, genre_vectors=vectors,
-                                             primary_genre=primary, age_days=age, popularity=popularity)
+    batch_items, batch_scores = rerank_batch(
+        items,
+        scores,
+        k,
+        rules,
+        valid=present & ~seen,
+        genre_vectors=vectors,
+        primary_genre=primary,
+        age_days=age,
+        popularity=popularity,
+    )
     assert batch_items.shape == (n_users, k)
     genre_names = np.array([None] + [f"g{g}" for g in range(n_genres)], dtype=object)
     for u in range(n_users):
@@ -91,11 +132,18 @@ def test_rerank_batch_equals_rerank_row_by_row(rules):
         # unique item ids per row so "seen" can be passed to rerank() by id
         row_items = np.arange(n) + 10_000 * (u + 1)
         expected_items, expected_scores = rerank(
-            row_items, scores[u, :n], k, rules, seen=set(row_items[seen[u, :n]].tolist()),
-            genre_vectors=vectors[u, :n], primary_genre=genre_names[primary[u, :n] + 1],
-            age_days=age[u, :n], popularity=popularity[u, :n])
+            row_items,
+            scores[u, :n],
+            k,
+            rules,
+            seen=set(row_items[seen[u, :n]].tolist()),
+            genre_vectors=vectors[u, :n],
+            primary_genre=genre_names[primary[u, :n] + 1],
+            age_days=age[u, :n],
+            popularity=popularity[u, :n],
+        )
         got = batch_items[u][batch_items[u] >= 0]
         expected_positions = (expected_items - 10_000 * (u + 1)).tolist()
         assert got.tolist() == items[u, expected_positions].tolist(), u
-        np.testing.assert_allclose(batch_scores[u, :len(got)], expected_scores)
-        assert np.isnan(batch_scores[u, len(got):]).all()
+        np.testing.assert_allclose(batch_scores[u, : len(got)], expected_scores)
+        assert np.isnan(batch_scores[u, len(got) :]).all()

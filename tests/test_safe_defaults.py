@@ -29,6 +29,7 @@ def _sources():
 
 # --- the webserver binds to localhost ---------------------------------------------------
 
+
 def test_webserver_default_host_is_localhost():
     import click
     from dagster_webserver import cli as webserver_cli
@@ -64,8 +65,13 @@ def test_webserver_started_without_host_listens_on_loopback_only(tmp_path):
         port = s.getsockname()[1]
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RECSYS_DATA_ROOT": str(tmp_path / "data")}
-    server = subprocess.Popen([str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml",
-                               "-p", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml", "-p", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not _listening_addresses(port) and time.time() < deadline and server.poll() is None:
@@ -88,7 +94,9 @@ def test_no_pickle_or_unsafe_loaders_in_the_code():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                names = [a.name for a in node.names] + (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                )
                 bad = {n.split(".")[0] for n in names} & FORBIDDEN_IMPORTS
                 if bad:
                     problems.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {bad}")
@@ -99,12 +107,16 @@ def test_no_pickle_or_unsafe_loaders_in_the_code():
                     problems.append(f"{path.relative_to(ROOT)}:{node.lineno} {func} without allow_pickle=False")
                 if kwargs.get("allow_pickle") == "True":
                     problems.append(f"{path.relative_to(ROOT)}:{node.lineno} allow_pickle=True")
-                if func.endswith(("read_pickle", "torch.load", "yaml.load", "yaml.unsafe_load")) or func in ("eval", "exec"):
+                if func.endswith(("read_pickle", "torch.load", "yaml.load", "yaml.unsafe_load")) or func in (
+                    "eval",
+                    "exec",
+                ):
                     problems.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {func}")
     assert problems == []
 
 
 # --- paths and partition keys -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", ["../../etc", "2026-01-05/../../x", "2026-13-45", "2026-1-5", "", "snapshot/..", None])
 def test_malformed_partition_keys_are_refused(tmp_path, key):
@@ -123,7 +135,7 @@ def test_malformed_table_names_are_refused(tmp_path, table):
 
 def test_a_data_root_with_a_quote_is_refused(tmp_path):
     with pytest.raises(UnsafePathError, match="contains a quote"):
-        StorageResource(data_root=str(tmp_path / "it's")).lake_dir
+        _ = StorageResource(data_root=str(tmp_path / "it's")).lake_dir
 
 
 def test_a_lake_folder_symlinked_out_of_the_data_root_is_refused(tmp_path):
@@ -146,8 +158,14 @@ def _landing_world(tmp_path):
 def _run_raw(resources, assets, partition=None):
     from recsys_assets.assets.raw import raw_assets
 
-    return dg.materialize(raw_assets, resources=resources, selection=assets, partition_key=partition,
-                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return dg.materialize(
+        raw_assets,
+        resources=resources,
+        selection=assets,
+        partition_key=partition,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
 
 
 def _failure_message(result) -> str:
@@ -234,8 +252,10 @@ def quoted_sql_interpolations() -> set[tuple[str, str]]:
 def test_sql_literals_are_parameters_or_validated_values():
     found = quoted_sql_interpolations()
     unexpected = sorted(found - set(QUOTED_SQL_ALLOWED))
-    assert unexpected == [], ("values interpolated into SQL string literals: bind them as parameters, or validate "
-                              f"them and add them to QUOTED_SQL_ALLOWED with the reason: {unexpected}")
+    assert unexpected == [], (
+        "values interpolated into SQL string literals: bind them as parameters, or validate "
+        f"them and add them to QUOTED_SQL_ALLOWED with the reason: {unexpected}"
+    )
 
 
 def test_data_values_with_quotes_travel_as_data(tmp_path):
@@ -258,21 +278,47 @@ def test_data_values_with_quotes_travel_as_data(tmp_path):
         ingest_file(contract, src, src.name, "snapshot", None, Path(known[ref]), tmp_path / f"q{ref}.parquet")
     nasty = "x'); DROP TABLE lines; --"
     events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps({"event_id": nasty, "user_id": 1, "item_id": 2, "type": "click",
-                                  "occurred_at": "2026-01-05T10:00:00Z", "request_id": "it's"}) + "\n")
-    result = ingest_file(c.EVENTS, events, "events.jsonl", "2026-01-05", date(2026, 1, 5), tmp_path / "d.parquet",
-                         tmp_path / "q.parquet", known_ids=known)
+    events.write_text(
+        json.dumps(
+            {
+                "event_id": nasty,
+                "user_id": 1,
+                "item_id": 2,
+                "type": "click",
+                "occurred_at": "2026-01-05T10:00:00Z",
+                "request_id": "it's",
+            }
+        )
+        + "\n"
+    )
+    result = ingest_file(
+        c.EVENTS,
+        events,
+        "events.jsonl",
+        "2026-01-05",
+        date(2026, 1, 5),
+        tmp_path / "d.parquet",
+        tmp_path / "q.parquet",
+        known_ids=known,
+    )
     assert result.rows_loaded == 1
-    assert duckdb.connect().execute(f"SELECT event_id, request_id FROM '{tmp_path}/d.parquet'").fetchone() == (nasty, "it's")
+    assert duckdb.connect().execute(f"SELECT event_id, request_id FROM '{tmp_path}/d.parquet'").fetchone() == (
+        nasty,
+        "it's",
+    )
 
 
 # --- configuration errors read clearly ----------------------------------------------------
 
-@pytest.mark.parametrize("field, value, words", [
-    ("max_quarantine_rate", 1.5, "less than or equal to 1"),
-    ("max_orphan_request_rate", -0.1, "greater than or equal to 0"),
-    ("max_line_bytes", 0, "greater than or equal to 1024"),
-])
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("max_quarantine_rate", 1.5, "less than or equal to 1"),
+        ("max_orphan_request_rate", -0.1, "greater than or equal to 0"),
+        ("max_line_bytes", 0, "greater than or equal to 1024"),
+    ],
+)
 def test_wrong_ingestion_settings_fail_with_the_field_named(field, value, words):
     from pydantic import ValidationError
 
@@ -291,12 +337,20 @@ def test_wrong_settings_in_run_config_fail_the_run_with_the_field_named(tmp_path
     from resources import IngestionSettings
 
     resources = build_resources(str(tmp_path)) | {"ingestion": IngestionSettings.configure_at_launch()}
-    result = dg.materialize(raw_assets, resources=resources, selection=["raw_users"], raise_on_error=False,
-                            instance=dg.DagsterInstance.ephemeral(),
-                            run_config={"resources": {"ingestion": {"config": {"max_quarantine_rate": 7}}}})
+    result = dg.materialize(
+        raw_assets,
+        resources=resources,
+        selection=["raw_users"],
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"resources": {"ingestion": {"config": {"max_quarantine_rate": 7}}}},
+    )
     assert not result.success
-    errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"
-              and e.event_specific_data and e.event_specific_data.error]
+    errors = [
+        e.event_specific_data.error
+        for e in result.all_events
+        if e.event_type_value == "PIPELINE_FAILURE" and e.event_specific_data and e.event_specific_data.error
+    ]
     text = " ".join(str(err.to_string()) for err in errors)
     assert "max_quarantine_rate" in text and "less than or equal to 1" in text
 
@@ -309,11 +363,17 @@ def test_a_missing_landing_day_names_the_file_and_what_to_do(tmp_path):
     assert "recsys_assets.generate" in message or "RECSYS_LANDING_ROOT" in message
 
 
-@pytest.mark.parametrize("settings, field, value", [
-    ("RecallSettings", "window_days", 0), ("RecallSettings", "promotion_tolerance", 1.5),
-    ("RankingSettings", "mmr_lambda", 2.0), ("RankingSettings", "train_days", 0),
-    ("RankingSettings", "valid_fraction", 1.0), ("FeatureSettings", "min_pos_completion", -0.1),
-])
+@pytest.mark.parametrize(
+    "settings, field, value",
+    [
+        ("RecallSettings", "window_days", 0),
+        ("RecallSettings", "promotion_tolerance", 1.5),
+        ("RankingSettings", "mmr_lambda", 2.0),
+        ("RankingSettings", "train_days", 0),
+        ("RankingSettings", "valid_fraction", 1.0),
+        ("FeatureSettings", "min_pos_completion", -0.1),
+    ],
+)
 def test_wrong_model_and_feature_settings_fail_with_the_field_named(settings, field, value):
     from pydantic import ValidationError
 
@@ -328,7 +388,9 @@ def test_wrong_model_and_feature_settings_fail_with_the_field_named(settings, fi
 SECRET_PATTERNS = {
     "aws access key id": re.compile(r"AKIA[0-9A-Z]{16}"),
     "private key block": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    "assigned credential": re.compile(r"(?i)\b(password|passwd|secret|api_key|apikey|token)\s*=\s*['\"][^'\"]{6,}['\"]"),
+    "assigned credential": re.compile(
+        r"(?i)\b(password|passwd|secret|api_key|apikey|token)\s*=\s*['\"][^'\"]{6,}['\"]"
+    ),
     "credential in a URL": re.compile(r"[a-z]+://[^/\s:@]+:[^/\s@]+@"),
 }
 
@@ -358,9 +420,13 @@ def test_settings_values_are_not_logged_from_the_environment(tmp_path, monkeypat
 
     generate(GeneratorConfig(n_users=50, n_items=40, days=1, impressions_per_day=200), tmp_path)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(raw_assets, resources=build_resources(str(tmp_path)), instance=instance,
-                            selection=["raw_users", "raw_items"], raise_on_error=False)
+    result = dg.materialize(
+        raw_assets,
+        resources=build_resources(str(tmp_path)),
+        instance=instance,
+        selection=["raw_users", "raw_items"],
+        raise_on_error=False,
+    )
     assert result.success
-    logged = " ".join(str(e.message) + str(getattr(e, "dagster_event", "")) for e in
-                      instance.all_logs(result.run_id))
+    logged = " ".join(str(e.message) + str(getattr(e, "dagster_event", "")) for e in instance.all_logs(result.run_id))
     assert canary not in logged and canary not in capsys.readouterr().out

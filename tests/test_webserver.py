@@ -29,8 +29,11 @@ def free_port() -> int:
 
 
 def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     return json.load(urllib.request.urlopen(req, timeout=10))["data"]
 
 
@@ -39,15 +42,40 @@ def ui(tmp_path_factory):
     """A small quickstart in a fresh DAGSTER_HOME and a real dagster-webserver over it."""
     home = tmp_path_factory.mktemp("ui")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    subprocess.run([sys.executable, "-m", "recsys_assets.quickstart", "--data-root", str(home / "data"),
-                    "--days", "3", "--impressions-per-day", "4000"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "DAGSTER_HOME": str(home)})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys_assets.quickstart",
+            "--data-root",
+            str(home / "data"),
+            "--days",
+            "3",
+            "--impressions-per-day",
+            "4000",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+    )
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATA_ROOT": str(home / "data")}
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         nodes, deadline = None, time.time() + 120
         while time.time() < deadline:
@@ -84,13 +112,26 @@ def test_webserver_lists_every_asset_with_group_and_description(ui):
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           "--virtual-time-budget=30000", "--window-size=1600,1000", *args],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=30000",
+            "--window-size=1600,1000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it: "
-                                              "apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+)
 def test_headless_chromium_renders_the_asset_graph(ui):
     port, nodes, home = ui
     groups = {n["groupName"] for n in nodes}

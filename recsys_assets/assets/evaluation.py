@@ -48,13 +48,16 @@ def load_channels(model_store: ModelStoreResource, day: str, enabled=None) -> di
             continue
         manifest = model_store.verify(f"recall_{name}", day)
         score_range = manifest["metadata"].get("score_range") or {}
-        out[name] = (recall_models.load_model(model_store.path(f"recall_{name}", day)),
-                     (score_range["p01"], score_range["p99"]) if score_range else None)
+        out[name] = (
+            recall_models.load_model(model_store.path(f"recall_{name}", day)),
+            (score_range["p01"], score_range["p99"]) if score_range else None,
+        )
     return out
 
 
-def recommend_channels(loaded: dict, users: np.ndarray, k: int, exclude: sp.csr_matrix,
-                       blocked_items: np.ndarray | None = None) -> tuple[dict, dict, dict]:
+def recommend_channels(
+    loaded: dict, users: np.ndarray, k: int, exclude: sp.csr_matrix, blocked_items: np.ndarray | None = None
+) -> tuple[dict, dict, dict]:
     """({name: (items, scores)}, {name: score range}, {name: ms per user}) of loaded channels."""
     channels, ranges, latency = {}, {}, {}
     for name, (model, score_range) in loaded.items():
@@ -66,9 +69,15 @@ def recommend_channels(loaded: dict, users: np.ndarray, k: int, exclude: sp.csr_
     return channels, ranges, latency
 
 
-def recommend_all_channels(model_store: ModelStoreResource, day: str, users: np.ndarray, k: int,
-                           exclude: sp.csr_matrix, blocked_items: np.ndarray | None = None,
-                           enabled=None) -> tuple[dict, dict, dict]:
+def recommend_all_channels(
+    model_store: ModelStoreResource,
+    day: str,
+    users: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix,
+    blocked_items: np.ndarray | None = None,
+    enabled=None,
+) -> tuple[dict, dict, dict]:
     """Top-k of every recall model published for `day` (checksums verified first):
     ({name: (items, scores)}, {name: (p01, p99) of its training score range}, {name: ms per user})."""
     return recommend_channels(load_channels(model_store, day, enabled), users, k, exclude, blocked_items)
@@ -78,8 +87,9 @@ def segment_of(n_train_positives: np.ndarray, light_max: int) -> np.ndarray:
     return np.where(n_train_positives == 0, "cold", np.where(n_train_positives <= light_max, "light", "heavy"))
 
 
-def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings,
-                 log=None) -> tuple[list[dict], dict]:
+def evaluate_day(
+    day: str, storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings, log=None
+) -> tuple[list[dict], dict]:
     data, test, info, data_version, _ = load_day(storage, day, settings)
     users = test.users
     ks = sorted(settings.k_eval)
@@ -90,10 +100,13 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
     segments = segment_of(n_train, settings.light_user_max_positives)
     item_popularity = np.asarray((data.positives > 0).sum(axis=0)).ravel()
 
-    channels, ranges, latency = recommend_all_channels(model_store, day, users, max_k, exclude, blocked,
-                                                       enabled=settings.channels)
-    per_model = {name: (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
-                 for name, (recs, _) in channels.items()}
+    channels, ranges, latency = recommend_all_channels(
+        model_store, day, users, max_k, exclude, blocked, enabled=settings.channels
+    )
+    per_model = {
+        name: (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
+        for name, (recs, _) in channels.items()
+    }
     if len(channels) > 1:  # fusion of every channel, evaluated like a model
         started = time.perf_counter()
         fused = fusion.fuse(channels, data.n_items, max_k, score_ranges=ranges)
@@ -119,32 +132,95 @@ def evaluate_day(day: str, storage: StorageResource, model_store: ModelStoreReso
                         continue
                     v = values[mask]
                     lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
-                    row = {"day": day, "model": name, "segment": segment, "metric": base, "k": k,
-                           "value": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n_users": int(mask.sum()),
-                           "lift_vs_popularity": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None}
+                    row = {
+                        "day": day,
+                        "model": name,
+                        "segment": segment,
+                        "metric": base,
+                        "k": k,
+                        "value": float(v.mean()),
+                        "ci_low": float(lo),
+                        "ci_high": float(hi),
+                        "n_users": int(mask.sum()),
+                        "lift_vs_popularity": None,
+                        "diff_ci_low": None,
+                        "diff_ci_high": None,
+                        "p_value": None,
+                    }
                     if popularity is not None and name != "popularity":
-                        paired = metrics.paired_bootstrap(v, popularity[1][k][metric_name][mask],
-                                                          n_boot=settings.bootstrap_samples, seed=settings.seed)
-                        row |= {"lift_vs_popularity": _finite(paired["lift"]), "diff_ci_low": float(paired["ci_low"]),
-                                "diff_ci_high": float(paired["ci_high"]), "p_value": float(paired["p_value"])}
+                        paired = metrics.paired_bootstrap(
+                            v,
+                            popularity[1][k][metric_name][mask],
+                            n_boot=settings.bootstrap_samples,
+                            seed=settings.seed,
+                        )
+                        row |= {
+                            "lift_vs_popularity": _finite(paired["lift"]),
+                            "diff_ci_low": float(paired["ci_low"]),
+                            "diff_ci_high": float(paired["ci_high"]),
+                            "p_value": float(paired["p_value"]),
+                        }
                     rows.append(row)
             if cold_item_users.size:  # how well each model surfaces items new on the test day
                 cold = metrics.per_user_metrics(recs[cold_item_users], relevant_cold[cold_item_users], k)
                 for metric_name in (f"recall@{k}", f"ndcg@{k}"):
                     v = cold[metric_name]
                     lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
-                    rows.append({"day": day, "model": name, "segment": "cold_items", "metric": metric_name.split("@")[0],
-                                 "k": k, "value": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi),
-                                 "n_users": int(cold_item_users.size), "lift_vs_popularity": None,
-                                 "diff_ci_low": None, "diff_ci_high": None, "p_value": None})
-            for metric_name, value in (("coverage", metrics.catalog_coverage(recs, data.n_items, k)),
-                                       ("novelty", metrics.novelty(recs, item_popularity, k))):
-                rows.append({"day": day, "model": name, "segment": "all", "metric": metric_name, "k": k,
-                             "value": float(value), "ci_low": None, "ci_high": None, "n_users": int(len(users)),
-                             "lift_vs_popularity": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None})
-        rows.append({"day": day, "model": name, "segment": "all", "metric": "latency_ms_per_user", "k": max_k,
-                     "value": float(latency[name]), "ci_low": None, "ci_high": None, "n_users": int(len(users)),
-                     "lift_vs_popularity": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None})
+                    rows.append(
+                        {
+                            "day": day,
+                            "model": name,
+                            "segment": "cold_items",
+                            "metric": metric_name.split("@")[0],
+                            "k": k,
+                            "value": float(v.mean()),
+                            "ci_low": float(lo),
+                            "ci_high": float(hi),
+                            "n_users": int(cold_item_users.size),
+                            "lift_vs_popularity": None,
+                            "diff_ci_low": None,
+                            "diff_ci_high": None,
+                            "p_value": None,
+                        }
+                    )
+            for metric_name, value in (
+                ("coverage", metrics.catalog_coverage(recs, data.n_items, k)),
+                ("novelty", metrics.novelty(recs, item_popularity, k)),
+            ):
+                rows.append(
+                    {
+                        "day": day,
+                        "model": name,
+                        "segment": "all",
+                        "metric": metric_name,
+                        "k": k,
+                        "value": float(value),
+                        "ci_low": None,
+                        "ci_high": None,
+                        "n_users": int(len(users)),
+                        "lift_vs_popularity": None,
+                        "diff_ci_low": None,
+                        "diff_ci_high": None,
+                        "p_value": None,
+                    }
+                )
+        rows.append(
+            {
+                "day": day,
+                "model": name,
+                "segment": "all",
+                "metric": "latency_ms_per_user",
+                "k": max_k,
+                "value": float(latency[name]),
+                "ci_low": None,
+                "ci_high": None,
+                "n_users": int(len(users)),
+                "lift_vs_popularity": None,
+                "diff_ci_low": None,
+                "diff_ci_high": None,
+                "p_value": None,
+            }
+        )
     return rows, {"test_users": int(len(users)), "data_version": data_version}
 
 
@@ -156,17 +232,44 @@ def _finite(x) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-EVAL_SCHEMA = pa.schema([("day", pa.string()), ("model", pa.string()), ("segment", pa.string()), ("metric", pa.string()),
-                         ("k", pa.int64()), ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
-                         ("n_users", pa.int64()), ("lift_vs_popularity", pa.float64()), ("diff_ci_low", pa.float64()),
-                         ("diff_ci_high", pa.float64()), ("p_value", pa.float64())])
+EVAL_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("model", pa.string()),
+        ("segment", pa.string()),
+        ("metric", pa.string()),
+        ("k", pa.int64()),
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n_users", pa.int64()),
+        ("lift_vs_popularity", pa.float64()),
+        ("diff_ci_low", pa.float64()),
+        ("diff_ci_high", pa.float64()),
+        ("p_value", pa.float64()),
+    ]
+)
 
 
-EVAL_COLUMNS = table_metadata.column_schema(EVAL_SCHEMA, types={"day": "DATE"}, descriptions={
-    "segment": "all, cold / light / heavy users, or cold_items", "k": "cut-off",
-    "value": "mean over test users", "lift_vs_popularity": "relative paired lift over popularity"})
-NDCG_PREVIEW = [("model", "VARCHAR"), ("value", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"),
-                ("lift_vs_popularity", "DOUBLE"), ("p_value", "DOUBLE"), ("n_users", "BIGINT")]
+EVAL_COLUMNS = table_metadata.column_schema(
+    EVAL_SCHEMA,
+    types={"day": "DATE"},
+    descriptions={
+        "segment": "all, cold / light / heavy users, or cold_items",
+        "k": "cut-off",
+        "value": "mean over test users",
+        "lift_vs_popularity": "relative paired lift over popularity",
+    },
+)
+NDCG_PREVIEW = [
+    ("model", "VARCHAR"),
+    ("value", "DOUBLE"),
+    ("ci_low", "DOUBLE"),
+    ("ci_high", "DOUBLE"),
+    ("lift_vs_popularity", "DOUBLE"),
+    ("p_value", "DOUBLE"),
+    ("n_users", "BIGINT"),
+]
 
 
 def _write_rows(rows: list[dict], schema: pa.Schema, path) -> None:
@@ -179,16 +282,24 @@ def _write_rows(rows: list[dict], schema: pa.Schema, path) -> None:
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"numpy", "parquet"}, partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values(), "interactions"],
+    group_name=GROUP,
+    kinds={"numpy", "parquet"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[*model_assets.values(), "interactions"],
     **ownership.layer("evaluation"),
     description="Every recall model of day D evaluated on day D's held-out positives: full-catalog ranking with "
-                "training positives and not-yet-available items removed; Recall, Precision, HR, NDCG, MAP, MRR at "
-                "K in RecallSettings.k_eval, coverage, novelty, latency; overall and for cold / light / heavy users; "
-                "bootstrap 95% CIs (users resampled) and paired lift over popularity. See docs/evaluation.md.",
+    "training positives and not-yet-available items removed; Recall, Precision, HR, NDCG, MAP, MRR at "
+    "K in RecallSettings.k_eval, coverage, novelty, latency; overall and for cold / light / heavy users; "
+    "bootstrap 95% CIs (users resampled) and paired lift over popularity. See docs/evaluation.md.",
 )
-def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
-                      recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def recall_evaluation(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    recall: RecallSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
     meta, total_rows = {}, 0
     for day in context.partition_keys:
         try:
@@ -202,29 +313,60 @@ def recall_evaluation(context: dg.AssetExecutionContext, storage: StorageResourc
         meta = {f"ndcg_at_10_{m}": r["value"] for m, r in headline.items()}  # plain floats: plotted per day
         meta["test_users"] = info["test_users"]
         meta["summary"] = dg.MetadataValue.md(
-            "| model | NDCG@10 | 95% CI | lift vs popularity |\n|---|---|---|---|\n" + "\n".join(
+            "| model | NDCG@10 | 95% CI | lift vs popularity |\n|---|---|---|---|\n"
+            + "\n".join(
                 f"| {m} | {r['value']:.4f} | [{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {_pct(r['lift_vs_popularity'])} |"
-                for m, r in sorted(headline.items(), key=lambda kv: -kv[1]["value"])))
+                for m, r in sorted(headline.items(), key=lambda kv: -kv[1]["value"])
+            )
+        )
         meta["ndcg_at_10"] = table_metadata.preview(sorted(headline.values(), key=lambda r: -r["value"]), NDCG_PREVIEW)
     warehouse.refresh_catalog()
     meta |= {"dagster/row_count": total_rows, "dagster/column_schema": EVAL_COLUMNS}
     return dg.MaterializeResult(metadata=meta)
 
 
-REGISTRY_SCHEMA = pa.schema([
-    ("day", pa.string()), ("metric", pa.string()), ("candidate", pa.string()), ("candidate_value", pa.float64()),
-    ("incumbent", pa.string()), ("incumbent_day", pa.string()), ("incumbent_value", pa.float64()),
-    ("decision", pa.string()), ("champion", pa.string()), ("champion_day", pa.string()),
-    ("popularity_value", pa.float64()), ("candidates", pa.string()), ("reason", pa.string())])
+REGISTRY_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("metric", pa.string()),
+        ("candidate", pa.string()),
+        ("candidate_value", pa.float64()),
+        ("incumbent", pa.string()),
+        ("incumbent_day", pa.string()),
+        ("incumbent_value", pa.float64()),
+        ("decision", pa.string()),
+        ("champion", pa.string()),
+        ("champion_day", pa.string()),
+        ("popularity_value", pa.float64()),
+        ("candidates", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 
 
-REGISTRY_COLUMNS = table_metadata.column_schema(REGISTRY_SCHEMA, types={"day": "DATE"}, descriptions={
-    "day": "the day the decision applies to", "decision": "promoted / rejected / kept / none / rollback",
-    "champion": "the model serving after this decision", "champion_day": "the training day of its artifact",
-    "candidates": "JSON: every learned model's value, lift and eligibility"})
-REGISTRY_PREVIEW = [("day", "VARCHAR"), ("decision", "VARCHAR"), ("candidate", "VARCHAR"), ("candidate_value", "DOUBLE"),
-                    ("incumbent", "VARCHAR"), ("incumbent_day", "VARCHAR"), ("incumbent_value", "DOUBLE"),
-                    ("champion", "VARCHAR"), ("champion_day", "VARCHAR"), ("reason", "VARCHAR")]
+REGISTRY_COLUMNS = table_metadata.column_schema(
+    REGISTRY_SCHEMA,
+    types={"day": "DATE"},
+    descriptions={
+        "day": "the day the decision applies to",
+        "decision": "promoted / rejected / kept / none / rollback",
+        "champion": "the model serving after this decision",
+        "champion_day": "the training day of its artifact",
+        "candidates": "JSON: every learned model's value, lift and eligibility",
+    },
+)
+REGISTRY_PREVIEW = [
+    ("day", "VARCHAR"),
+    ("decision", "VARCHAR"),
+    ("candidate", "VARCHAR"),
+    ("candidate_value", "DOUBLE"),
+    ("incumbent", "VARCHAR"),
+    ("incumbent_day", "VARCHAR"),
+    ("incumbent_value", "DOUBLE"),
+    ("champion", "VARCHAR"),
+    ("champion_day", "VARCHAR"),
+    ("reason", "VARCHAR"),
+]
 
 
 def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
@@ -241,12 +383,21 @@ def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
             continue
         lift, low = r["lift_vs_popularity"], r["diff_ci_low"]
         eligible = lift is not None and lift > min_lift and low is not None and low > 0
-        candidates[name] = {"value": r["value"], "lift": lift, "diff_ci_low": low, "eligible": eligible,
-                            "why": "beats popularity" if eligible else "does not beat popularity significantly"}
+        candidates[name] = {
+            "value": r["value"],
+            "lift": lift,
+            "diff_ci_low": low,
+            "eligible": eligible,
+            "why": "beats popularity" if eligible else "does not beat popularity significantly",
+        }
     eligible = {n: c for n, c in candidates.items() if c["eligible"]}
     winner = max(eligible, key=lambda n: (eligible[n]["value"], n)) if eligible else None
-    return {"candidate": winner, "candidate_value": eligible[winner]["value"] if winner else None,
-            "popularity_value": popularity, "candidates": json.dumps(candidates, sort_keys=True)}
+    return {
+        "candidate": winner,
+        "candidate_value": eligible[winner]["value"] if winner else None,
+        "popularity_value": popularity,
+        "candidates": json.dumps(candidates, sort_keys=True),
+    }
 
 
 def registry_entries(storage: StorageResource) -> list[tuple[str, object]]:
@@ -282,8 +433,14 @@ def serving_champion(storage: StorageResource, day: str) -> tuple[str, str] | No
     return _champion_where(storage, lambda d: d <= day)
 
 
-def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, settings: RecallSettings, day: str,
-                   contenders: dict[str, tuple[str, str]], known: dict[str, float] | None = None) -> dict[str, float]:
+def compare_on_day(
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    settings: RecallSettings,
+    day: str,
+    contenders: dict[str, tuple[str, str]],
+    known: dict[str, float] | None = None,
+) -> dict[str, float]:
     """`metric` on `day` of published model artifacts {label: (model, training day)}, on the
     same users: those every contender knows (an older artifact may predate new users);
     items an older artifact never saw score lowest. `known` {label: value on all of D's test
@@ -298,9 +455,11 @@ def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, se
     known_users = min([data.n_users] + [m["metadata"]["n_users"] for m in manifests.values()])
     users = test.users[test.users < known_users]
     reuse = len(users) == len(test.users)
-    models = {label: (recall_models.load_model(model_store.path(f"recall_{name}", trained)),
-                      manifests[label]["metadata"])
-              for label, (name, trained) in contenders.items() if not (reuse and label in known)}
+    models = {
+        label: (recall_models.load_model(model_store.path(f"recall_{name}", trained)), manifests[label]["metadata"])
+        for label, (name, trained) in contenders.items()
+        if not (reuse and label in known)
+    }
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
     out = {label: known[label] for label in contenders if reuse and label in known}
@@ -311,50 +470,83 @@ def compare_on_day(storage: StorageResource, model_store: ModelStoreResource, se
     return out
 
 
-def decide(day: str, candidate: dict, incumbent: tuple[str, str] | None, values: dict[str, float],
-           metric: str, tolerance: float) -> dict:
+def decide(
+    day: str,
+    candidate: dict,
+    incumbent: tuple[str, str] | None,
+    values: dict[str, float],
+    metric: str,
+    tolerance: float,
+) -> dict:
     """Promote the candidate unless it is worse than the serving champion by more than
     `tolerance` (relative) on the same day; a rejected candidate leaves the champion serving."""
     name = candidate["candidate"]
-    row = {"day": day, "metric": metric, "candidate": name, "candidate_value": values.get("candidate"),
-           "incumbent": incumbent[0] if incumbent else None, "incumbent_day": incumbent[1] if incumbent else None,
-           "incumbent_value": values.get("incumbent"), "popularity_value": candidate["popularity_value"],
-           "candidates": candidate["candidates"]}
+    row = {
+        "day": day,
+        "metric": metric,
+        "candidate": name,
+        "candidate_value": values.get("candidate"),
+        "incumbent": incumbent[0] if incumbent else None,
+        "incumbent_day": incumbent[1] if incumbent else None,
+        "incumbent_value": values.get("incumbent"),
+        "popularity_value": candidate["popularity_value"],
+        "candidates": candidate["candidates"],
+    }
     if name is None:
-        return row | {"decision": "kept" if incumbent else "none",
-                      "champion": incumbent[0] if incumbent else None, "champion_day": incumbent[1] if incumbent else None,
-                      "reason": "no learned model beat popularity" + ("; the serving champion stays" if incumbent else "")}
+        return row | {
+            "decision": "kept" if incumbent else "none",
+            "champion": incumbent[0] if incumbent else None,
+            "champion_day": incumbent[1] if incumbent else None,
+            "reason": "no learned model beat popularity" + ("; the serving champion stays" if incumbent else ""),
+        }
     if incumbent and values["candidate"] < values["incumbent"] * (1 - tolerance):
-        return row | {"decision": "rejected", "champion": incumbent[0], "champion_day": incumbent[1],
-                      "reason": f"candidate {name} ({values['candidate']:.4f}) is worse than the serving champion "
-                                f"{incumbent[0]}@{incumbent[1]} ({values['incumbent']:.4f}) by more than "
-                                f"{tolerance:.0%} on {day}; the champion stays"}
-    return row | {"decision": "promoted", "champion": name, "champion_day": day,
-                  "reason": f"{name} has the highest {metric} among models that beat popularity"
-                            + (f" and is within {tolerance:.0%} of or better than {incumbent[0]}@{incumbent[1]}"
-                               if incumbent else "")}
+        return row | {
+            "decision": "rejected",
+            "champion": incumbent[0],
+            "champion_day": incumbent[1],
+            "reason": f"candidate {name} ({values['candidate']:.4f}) is worse than the serving champion "
+            f"{incumbent[0]}@{incumbent[1]} ({values['incumbent']:.4f}) by more than "
+            f"{tolerance:.0%} on {day}; the champion stays",
+        }
+    return row | {
+        "decision": "promoted",
+        "champion": name,
+        "champion_day": day,
+        "reason": f"{name} has the highest {metric} among models that beat popularity"
+        + (f" and is within {tolerance:.0%} of or better than {incumbent[0]}@{incumbent[1]}" if incumbent else ""),
+    }
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"parquet"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["recall_evaluation"], **ownership.layer("evaluation"),
+    group_name=GROUP,
+    kinds={"parquet"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["recall_evaluation"],
+    **ownership.layer("evaluation"),
     description="Gated promotion of the recall champion. The candidate of day D is the best learned model by "
-                "RecallSettings.champion_metric (default NDCG@10) among those that beat popularity (lift above "
-                "min_lift_over_popularity, paired 95% CI above 0). It replaces the serving champion only if, "
-                "evaluated on day D on the same users, it is not worse than the serving champion by more than "
-                "promotion_tolerance; otherwise the champion keeps serving. One registry row per day with both "
-                "values, the decision and the reason: `SELECT * FROM recall_champion`.",
+    "RecallSettings.champion_metric (default NDCG@10) among those that beat popularity (lift above "
+    "min_lift_over_popularity, paired 95% CI above 0). It replaces the serving champion only if, "
+    "evaluated on day D on the same users, it is not worse than the serving champion by more than "
+    "promotion_tolerance; otherwise the champion keeps serving. One registry row per day with both "
+    "values, the decision and the reason: `SELECT * FROM recall_champion`.",
 )
-def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
-                    recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def recall_champion(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    recall: RecallSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
 
     decision, decisions = {}, []
     for day in context.partition_keys:  # in order: each day sees the decisions of the days before
         path = storage.partition_path("recall_evaluation", day)
         if not path.exists():
             raise dg.Failure(f"recall_evaluation is not materialized for {day}")
-        candidate = choose_candidate(read_arrow(path).to_pylist(), recall.champion_metric,
-                                     recall.min_lift_over_popularity)
+        candidate = choose_candidate(
+            read_arrow(path).to_pylist(), recall.champion_metric, recall.min_lift_over_popularity
+        )
         incumbent = current_champion(storage, day)
         if incumbent and not model_store.exists(f"recall_{incumbent[0]}", incumbent[1]):
             context.log.warning(f"serving champion {incumbent} has no published artifact; treating as none")
@@ -364,32 +556,54 @@ def recall_champion(context: dg.AssetExecutionContext, storage: StorageResource,
             contenders["candidate"] = (candidate["candidate"], day)
         if incumbent:
             contenders["incumbent"] = incumbent
-        values = compare_on_day(storage, model_store, recall, day, contenders,
-                                known={"candidate": candidate["candidate_value"]}) if contenders else {}
+        values = (
+            compare_on_day(
+                storage, model_store, recall, day, contenders, known={"candidate": candidate["candidate_value"]}
+            )
+            if contenders
+            else {}
+        )
         decision = decide(day, candidate, incumbent, values, recall.champion_metric, recall.promotion_tolerance)
         _write_rows([decision], REGISTRY_SCHEMA, storage.partition_path("recall_champion", day))
         decisions.append(decision)
-        context.log.info(f"recall champion {day}: {decision['decision']} -> {decision['champion']} ({decision['reason']})")
+        context.log.info(
+            f"recall champion {day}: {decision['decision']} -> {decision['champion']} ({decision['reason']})"
+        )
     warehouse.refresh_catalog()
-    return dg.MaterializeResult(metadata={
-        "decision": decision.get("decision", "none"), "champion": decision.get("champion") or "none",
-        "candidate_value": decision.get("candidate_value") or 0.0,
-        "incumbent_value": decision.get("incumbent_value") or 0.0, "reason": decision.get("reason", ""),
-        "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}"))),
-        "registry": table_metadata.preview(decisions, REGISTRY_PREVIEW),
-        "dagster/row_count": len(decisions), "dagster/column_schema": REGISTRY_COLUMNS})
+    return dg.MaterializeResult(
+        metadata={
+            "decision": decision.get("decision", "none"),
+            "champion": decision.get("champion") or "none",
+            "candidate_value": decision.get("candidate_value") or 0.0,
+            "incumbent_value": decision.get("incumbent_value") or 0.0,
+            "reason": decision.get("reason", ""),
+            "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}"))),
+            "registry": table_metadata.preview(decisions, REGISTRY_PREVIEW),
+            "dagster/row_count": len(decisions),
+            "dagster/column_schema": REGISTRY_COLUMNS,
+        }
+    )
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"numpy", "parquet"}, partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(), deps=[*model_assets.values()], **ownership.layer("recall"),
+    group_name=GROUP,
+    kinds={"numpy", "parquet"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[*model_assets.values()],
+    **ownership.layer("recall"),
     description="Candidates for day D: for every user with training positives in the window, the top "
-                "RecallSettings.candidates_k items of reciprocal-rank fusion (method='rrf') and of score-normalised "
-                "weighted fusion (method='weighted', p01/p99 of each channel's training score range) over all recall "
-                "channels, seen and unavailable items removed, with each candidate's rank in every channel (0 = absent).",
+    "RecallSettings.candidates_k items of reciprocal-rank fusion (method='rrf') and of score-normalised "
+    "weighted fusion (method='weighted', p01/p99 of each channel's training score range) over all recall "
+    "channels, seen and unavailable items removed, with each candidate's rank in every channel (0 = absent).",
 )
-def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
-                      recall: RecallSettings, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def recall_candidates(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    recall: RecallSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
     rows_written, table, per_method = 0, None, {}
     for day in context.partition_keys:
         try:
@@ -404,17 +618,29 @@ def recall_candidates(context: dg.AssetExecutionContext, storage: StorageResourc
         started = time.perf_counter()
         n, table, per_method = write_candidates(storage, day, data, info, loaded, users, recall)
         rows_written += n
-        context.log.info(f"recall_candidates {day}: {len(users)} users, {n} rows in {time.perf_counter() - started:.0f}s")
+        context.log.info(
+            f"recall_candidates {day}: {len(users)} users, {n} rows in {time.perf_counter() - started:.0f}s"
+        )
     warehouse.refresh_catalog()
     meta = {"dagster/row_count": rows_written}
     if table is not None:  # the last day written: its columns and candidates per fusion method
-        meta["dagster/column_schema"] = table_metadata.column_schema(table.schema, descriptions={
-            "rank": "rank in the fused list (1 = best)", "method": "rrf or weighted fusion",
-            "channel_depth": "length of each channel's list (candidates_k): rank_<channel> 0 = not in its top channel_depth"} | {
-            c: "rank of the item in that channel's list (0 = absent)" for c in table.column_names if c.startswith("rank_")})
+        meta["dagster/column_schema"] = table_metadata.column_schema(
+            table.schema,
+            descriptions={
+                "rank": "rank in the fused list (1 = best)",
+                "method": "rrf or weighted fusion",
+                "channel_depth": "length of each channel's list (candidates_k): rank_<channel> 0 = not in its top channel_depth",
+            }
+            | {
+                c: "rank of the item in that channel's list (0 = absent)"
+                for c in table.column_names
+                if c.startswith("rank_")
+            },
+        )
         meta["per_method"] = table_metadata.preview(
             [{"method": m, "users": u, "candidates": c} for m, (u, c) in per_method.items()],
-            [("method", "VARCHAR"), ("users", "BIGINT"), ("candidates", "BIGINT")])
+            [("method", "VARCHAR"), ("users", "BIGINT"), ("candidates", "BIGINT")],
+        )
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -437,15 +663,28 @@ def _id_arrays(storage: StorageResource, data) -> tuple[np.ndarray, np.ndarray]:
     return user_of, item_of
 
 
-def candidate_tables(day: str, batch: np.ndarray, data, loaded: dict, seen: sp.csr_matrix, blocked: np.ndarray,
-                     user_of: np.ndarray, item_of: np.ndarray, recall: RecallSettings) -> dict[str, pa.Table]:
+def candidate_tables(
+    day: str,
+    batch: np.ndarray,
+    data,
+    loaded: dict,
+    seen: sp.csr_matrix,
+    blocked: np.ndarray,
+    user_of: np.ndarray,
+    item_of: np.ndarray,
+    recall: RecallSettings,
+) -> dict[str, pa.Table]:
     """{method: the candidate rows of `batch` (user indices)}, each user's list best first, in
     the partition's columns: the one definition of a candidate row, whether written by
     recall_candidates or computed for a few users (candidates_for_users)."""
     channels, ranges, _ = recommend_channels(loaded, batch, recall.candidates_k, seen, blocked)
     # weighted fusion only when it is written (it needs the score ranges)
-    fused = fusion.fuse(channels, data.n_items, recall.candidates_k,
-                        score_ranges=ranges if "weighted" in recall.candidate_methods else None)
+    fused = fusion.fuse(
+        channels,
+        data.n_items,
+        recall.candidates_k,
+        score_ranges=ranges if "weighted" in recall.candidate_methods else None,
+    )
     out = {}
     for method in recall.candidate_methods:
         if method not in fused:
@@ -456,18 +695,29 @@ def candidate_tables(day: str, batch: np.ndarray, data, loaded: dict, seen: sp.c
         # fused lists are sorted best first with -1 padding at the end: rank = position + 1
         position = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
         n_valid = int(valid.sum())
-        out[method] = pa.table({"day": pa.repeat(pa.scalar(date.fromisoformat(day), pa.date32()), n_valid),
-                                "method": pa.repeat(pa.scalar(method, pa.string()), n_valid),
-                                "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
-                                "item_id": item_of[items[valid]],
-                                "rank": position[valid].astype(np.int64),
-                                "score": scores[valid]} | {f"rank_{c}": r[valid] for c, r in ranks.items()}
-                               | {"channel_depth": pa.repeat(pa.scalar(recall.candidates_k, pa.int32()), n_valid)})
+        out[method] = pa.table(
+            {
+                "day": pa.repeat(pa.scalar(date.fromisoformat(day), pa.date32()), n_valid),
+                "method": pa.repeat(pa.scalar(method, pa.string()), n_valid),
+                "user_id": user_of[np.broadcast_to(batch[:, None], items.shape)[valid]],
+                "item_id": item_of[items[valid]],
+                "rank": position[valid].astype(np.int64),
+                "score": scores[valid],
+            }
+            | {f"rank_{c}": r[valid] for c, r in ranks.items()}
+            | {"channel_depth": pa.repeat(pa.scalar(recall.candidates_k, pa.int32()), n_valid)}
+        )
     return out
 
 
-def candidates_for_users(storage: StorageResource, model_store: ModelStoreResource, day: str,
-                         recall: RecallSettings, user_ids: np.ndarray, day_data: tuple | None = None) -> pa.Table | None:
+def candidates_for_users(
+    storage: StorageResource,
+    model_store: ModelStoreResource,
+    day: str,
+    recall: RecallSettings,
+    user_ids: np.ndarray,
+    day_data: tuple | None = None,
+) -> pa.Table | None:
     """The rows recall_candidates of `day` holds (or would hold) for `user_ids`, computed now:
     for a day whose partition was never materialized, when only a few users' lists are needed
     (the ranker's sampled users, the funnel's test users) and a whole day's candidates would
@@ -488,15 +738,28 @@ def candidates_for_users(storage: StorageResource, model_store: ModelStoreResour
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
     parts = []
     for start in range(0, len(users), recall.candidates_batch_users):
-        tables = candidate_tables(day, users[start:start + recall.candidates_batch_users], data, loaded, seen,
-                                  blocked, user_of, item_of, recall)
+        tables = candidate_tables(
+            day,
+            users[start : start + recall.candidates_batch_users],
+            data,
+            loaded,
+            seen,
+            blocked,
+            user_of,
+            item_of,
+            recall,
+        )
         parts.extend(tables[m] for m in recall.candidate_methods if m in tables)
-    return pa.concat_tables(parts).sort_by([("method", "ascending"), ("user_id", "ascending"), ("rank", "ascending")]) \
-        if parts else None
+    return (
+        pa.concat_tables(parts).sort_by([("method", "ascending"), ("user_id", "ascending"), ("rank", "ascending")])
+        if parts
+        else None
+    )
 
 
-def write_candidates(storage: StorageResource, day: str, data, info, loaded: dict, users: np.ndarray,
-                     recall: RecallSettings) -> tuple[int, pa.Table | None, dict]:
+def write_candidates(
+    storage: StorageResource, day: str, data, info, loaded: dict, users: np.ndarray, recall: RecallSettings
+) -> tuple[int, pa.Table | None, dict]:
     """Fuse the channels for `users`, `candidates_batch_users` at a time (memory stays bounded
     by one batch), each batch spilled to a Parquet part, and publish the parts atomically as the
     day's partition. Users go in order of their id and each list best first, so the parts, read
@@ -515,20 +778,25 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
     rows, last, per_method = 0, None, {}
     try:
         for start in range(0, len(users), recall.candidates_batch_users):
-            batch = users[start:start + recall.candidates_batch_users]
-            for method, last in candidate_tables(day, batch, data, loaded, seen, blocked, user_of, item_of,
-                                                 recall).items():
+            batch = users[start : start + recall.candidates_batch_users]
+            for method, last in candidate_tables(
+                day, batch, data, loaded, seen, blocked, user_of, item_of, recall
+            ).items():
                 pq.write_table(last, parts_dir / f"{method}-{start:012d}.parquet")
                 rows += last.num_rows
                 users_n, cands_n = per_method.get(method, (0, 0))
-                per_method[method] = (users_n + pc.count_distinct(last.column("user_id")).as_py(), cands_n + last.num_rows)
+                per_method[method] = (
+                    users_n + pc.count_distinct(last.column("user_id")).as_py(),
+                    cands_n + last.num_rows,
+                )
         con = connect()
         try:
             if rows:
                 # parts listed method by method, users ascending: DuckDB keeps the listed order
                 parts = ", ".join(f"'{p}'" for p in sorted(parts_dir.glob("*.parquet")))
-                write_parquet_atomic(con, f"SELECT * FROM read_parquet([{parts}])",
-                                     storage.partition_path("recall_candidates", day))
+                write_parquet_atomic(
+                    con, f"SELECT * FROM read_parquet([{parts}])", storage.partition_path("recall_candidates", day)
+                )
             else:
                 empty = last if last is not None else pa.table({"day": pa.array([], pa.date32())})
                 con.register("empty", empty)
@@ -540,25 +808,34 @@ def write_candidates(storage: StorageResource, day: str, data, info, loaded: dic
     return rows, last, per_method
 
 
-@dg.asset_check(asset=recall_evaluation, name="learned_models_beat_popularity", partitions_def=daily_partitions,
-                description="Each learned model (item_cf, als, bpr, bpr_uniform, bpr_impressions, ease) beats popularity "
-                            "on the champion metric by more than min_lift_over_popularity with a paired 95% CI above "
-                            "0. Warns, listing the models that do not; those are never promoted (recall_champion "
-                            "applies the same rule).")
-def learned_models_beat_popularity(context: dg.AssetCheckExecutionContext, storage: StorageResource,
-                                   recall: RecallSettings) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=recall_evaluation,
+    name="learned_models_beat_popularity",
+    partitions_def=daily_partitions,
+    description="Each learned model (item_cf, als, bpr, bpr_uniform, bpr_impressions, ease) beats popularity "
+    "on the champion metric by more than min_lift_over_popularity with a paired 95% CI above "
+    "0. Warns, listing the models that do not; those are never promoted (recall_champion "
+    "applies the same rule).",
+)
+def learned_models_beat_popularity(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource, recall: RecallSettings
+) -> dg.AssetCheckResult:
 
     failing = {}
     for day in context.partition_keys:
         rows = read_arrow(storage.partition_path("recall_evaluation", day)).to_pylist()
         if not rows:
             continue
-        for name, c in json.loads(choose_candidate(rows, recall.champion_metric,
-                                                   recall.min_lift_over_popularity)["candidates"]).items():
+        for name, c in json.loads(
+            choose_candidate(rows, recall.champion_metric, recall.min_lift_over_popularity)["candidates"]
+        ).items():
             if not c["eligible"]:
                 failing[f"{day} {name}"] = c.get("lift")
-    return dg.AssetCheckResult(passed=not failing, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"not_beating_popularity": dg.MetadataValue.json(failing)})
+    return dg.AssetCheckResult(
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"not_beating_popularity": dg.MetadataValue.json(failing)},
+    )
 
 
 evaluation_assets = [recall_evaluation, recall_champion, recall_candidates]

@@ -4,8 +4,8 @@ features and sequences built from a bounded window of the aggregates."""
 import dagster as dg
 
 from recsys_assets.assets import ownership
-from recsys_assets.core.tables import build_table
 from recsys_assets.core.storage import file_sha256
+from recsys_assets.core.tables import build_table
 from recsys_assets.partitions import daily_partitions, window_days, window_mapping
 from resources import FeatureSettings, StorageResource, WarehouseResource
 
@@ -16,36 +16,55 @@ WINDOW_DAYS = 28  # the longest feature window (1, 7 and 28 days)
 
 def _day_files(storage: StorageResource, table: str, days: list[str], required: bool = True) -> list:
     files = [storage.partition_path(table, d) for d in days]
-    missing = [d for d, f in zip(days, files) if not f.exists()]
+    missing = [d for d, f in zip(days, files, strict=False) if not f.exists()]
     if missing and required:
-        raise dg.Failure(f"{table} is not materialized for {', '.join(missing)}; materialize it first "
-                         f"(e.g. --select {table} --partition-range {missing[0]}...{missing[-1]}).")
+        raise dg.Failure(
+            f"{table} is not materialized for {', '.join(missing)}; materialize it first "
+            f"(e.g. --select {table} --partition-range {missing[0]}...{missing[-1]})."
+        )
     return [f for f in files if f.exists()]
 
 
 def _params(day: str, settings: FeatureSettings) -> dict:
-    return {"day": day, "min_pos_completion": settings.min_pos_completion,
-            "like_is_positive": settings.like_is_positive, "prior_clicks": settings.ctr_prior_clicks,
-            "prior_impressions": settings.ctr_prior_impressions, "max_length": settings.sequence_length}
+    return {
+        "day": day,
+        "min_pos_completion": settings.min_pos_completion,
+        "like_is_positive": settings.like_is_positive,
+        "prior_clicks": settings.ctr_prior_clicks,
+        "prior_impressions": settings.ctr_prior_impressions,
+        "max_length": settings.sequence_length,
+    }
 
 
 def _daily_asset(name: str, description: str, deps: list, inputs_for, window: bool = False):
     """A daily-partitioned table built by sql/<name>.sql; `inputs_for(day, storage)` binds its inputs."""
 
     @dg.asset(
-        name=name, group_name=GROUP, kinds=KINDS, partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(), deps=deps, description=description,
+        name=name,
+        group_name=GROUP,
+        kinds=KINDS,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=deps,
+        description=description,
         **ownership.layer("features"),
     )
-    def _asset(context: dg.AssetExecutionContext, storage: StorageResource, warehouse: WarehouseResource,
-               features: FeatureSettings) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        warehouse: WarehouseResource,
+        features: FeatureSettings,
+    ) -> dg.MaterializeResult:
         rows = {}
         for day in context.partition_keys:
             out = storage.partition_path(name, day)
             rows[day] = build_table(f"{name}.sql", inputs_for(day, storage), _params(day, features), out)
         warehouse.refresh_catalog()
-        meta = {"dagster/row_count": sum(rows.values()), "partitions": len(rows),
-                "rows_per_partition": dg.MetadataValue.json(rows)}
+        meta = {
+            "dagster/row_count": sum(rows.values()),
+            "partitions": len(rows),
+            "rows_per_partition": dg.MetadataValue.json(rows),
+        }
         if len(rows) == 1:
             meta["content_sha256"] = file_sha256(storage.partition_path(name, next(iter(rows))))
         return dg.MaterializeResult(metadata=meta)
@@ -63,9 +82,11 @@ interactions = _daily_asset(
     "completion, is_positive) from the same day's events and watches, plus organic watches as positives "
     "(is_organic). is_positive = completion >= min_pos_completion or a like (FeatureSettings).",
     deps=["raw_impressions", "raw_events", "raw_watch_stats"],
-    inputs_for=lambda day, s: {"impressions": ("raw_impressions", _day_files(s, "raw_impressions", [day])),
-                               "events": ("raw_events", _day_files(s, "raw_events", [day])),
-                               "watches": ("raw_watch_stats", _day_files(s, "raw_watch_stats", [day]))},
+    inputs_for=lambda day, s: {
+        "impressions": ("raw_impressions", _day_files(s, "raw_impressions", [day])),
+        "events": ("raw_events", _day_files(s, "raw_events", [day])),
+        "watches": ("raw_watch_stats", _day_files(s, "raw_watch_stats", [day])),
+    },
 )
 
 user_daily_stats = _daily_asset(
@@ -87,8 +108,10 @@ user_genre_daily = _daily_asset(
     "user_genre_daily",
     "Per user, genre and day: impressions, clicks and positives on items of that genre (genre affinity input).",
     deps=["interactions", "raw_items"],
-    inputs_for=lambda day, s: {"interactions": ("interactions", _day_files(s, "interactions", [day])),
-                               "items": ("raw_items", _snapshot(s, "raw_items"))},
+    inputs_for=lambda day, s: {
+        "interactions": ("interactions", _day_files(s, "interactions", [day])),
+        "items": ("raw_items", _snapshot(s, "raw_items")),
+    },
 )
 
 categorical_daily_counts = _daily_asset(
@@ -96,9 +119,11 @@ categorical_daily_counts = _daily_asset(
     "Per day, field and value: occurrences of each categorical value (surface, device_type, country, ui_language, "
     "genre_shown, genre_positive). Feeds the hash dictionaries and categorical drift.",
     deps=["interactions", "raw_items", "raw_users"],
-    inputs_for=lambda day, s: {"interactions": ("interactions", _day_files(s, "interactions", [day])),
-                               "items": ("raw_items", _snapshot(s, "raw_items")),
-                               "users": ("raw_users", _snapshot(s, "raw_users"))},
+    inputs_for=lambda day, s: {
+        "interactions": ("interactions", _day_files(s, "interactions", [day])),
+        "items": ("raw_items", _snapshot(s, "raw_items")),
+        "users": ("raw_users", _snapshot(s, "raw_users")),
+    },
 )
 
 
@@ -114,7 +139,8 @@ user_features = _daily_asset(
     deps=[_window("user_daily_stats"), _window("user_genre_daily")],
     inputs_for=lambda day, s: {
         "stats_window": ("user_daily_stats", _day_files(s, "user_daily_stats", window_days(day, WINDOW_DAYS))),
-        "genre_window": ("user_genre_daily", _day_files(s, "user_genre_daily", window_days(day, WINDOW_DAYS)))},
+        "genre_window": ("user_genre_daily", _day_files(s, "user_genre_daily", window_days(day, WINDOW_DAYS))),
+    },
 )
 
 item_features = _daily_asset(
@@ -124,7 +150,8 @@ item_features = _daily_asset(
     deps=[_window("item_daily_stats"), "raw_items"],
     inputs_for=lambda day, s: {
         "stats_window": ("item_daily_stats", _day_files(s, "item_daily_stats", window_days(day, WINDOW_DAYS))),
-        "items": ("raw_items", _snapshot(s, "raw_items"))},
+        "items": ("raw_items", _snapshot(s, "raw_items")),
+    },
 )
 
 user_sequences = _daily_asset(
@@ -133,8 +160,17 @@ user_sequences = _daily_asset(
     "oldest first, with their timestamps.",
     deps=[_window("interactions")],
     inputs_for=lambda day, s: {
-        "positives_window": ("interactions", _day_files(s, "interactions", window_days(day, WINDOW_DAYS)))},
+        "positives_window": ("interactions", _day_files(s, "interactions", window_days(day, WINDOW_DAYS)))
+    },
 )
 
-feature_assets = [interactions, user_daily_stats, item_daily_stats, user_genre_daily, categorical_daily_counts,
-                  user_features, item_features, user_sequences]
+feature_assets = [
+    interactions,
+    user_daily_stats,
+    item_daily_stats,
+    user_genre_daily,
+    categorical_daily_counts,
+    user_features,
+    item_features,
+    user_sequences,
+]

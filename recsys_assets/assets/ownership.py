@@ -11,19 +11,19 @@ kind, owner or a known layer tag.
 """
 
 DATA_PLATFORM = "team:data-platform"  # ingestion, features, dictionaries, drift
-RECSYS_ML = "team:recsys-ml"          # models, evaluation, promotion, serving, ranking
+RECSYS_ML = "team:recsys-ml"  # models, evaluation, promotion, serving, ranking
 
 LAYER_TAG = "layer"
 
 LAYER_OWNERS = {
-    "raw": DATA_PLATFORM,           # landing logs and snapshots -> validated Parquet
-    "features": DATA_PLATFORM,      # interactions, daily aggregates, point-in-time features
+    "raw": DATA_PLATFORM,  # landing logs and snapshots -> validated Parquet
+    "features": DATA_PLATFORM,  # interactions, daily aggregates, point-in-time features
     "dictionaries": DATA_PLATFORM,  # id and hash dictionaries
-    "drift": DATA_PLATFORM,         # feature drift reports
-    "recall": RECSYS_ML,            # recall models and fused candidates
-    "evaluation": RECSYS_ML,        # offline evaluation and the champion registry
-    "serving": RECSYS_ML,           # serving artifacts (ANN index)
-    "ranking": RECSYS_ML,           # the ranking stage
+    "drift": DATA_PLATFORM,  # feature drift reports
+    "recall": RECSYS_ML,  # recall models and fused candidates
+    "evaluation": RECSYS_ML,  # offline evaluation and the champion registry
+    "serving": RECSYS_ML,  # serving artifacts (ANN index)
+    "ranking": RECSYS_ML,  # the ranking stage
 }
 
 

@@ -1,6 +1,5 @@
 """Raw layer: landing JSONL → validated Parquet partitions + quarantine, one asset per table."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -19,10 +18,17 @@ KINDS = {"duckdb", "parquet"}
 
 
 def _column_schema(contract: TableContract) -> dg.TableSchema:
-    return dg.TableSchema(columns=[
-        dg.TableColumn(f.name, f.duckdb_type, description=f.description,
-                       constraints=dg.TableColumnConstraints(nullable=not f.required))
-        for f in contract.fields])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                f.name,
+                f.duckdb_type,
+                description=f.description,
+                constraints=dg.TableColumnConstraints(nullable=not f.required),
+            )
+            for f in contract.fields
+        ]
+    )
 
 
 def _metadata(results: list[IngestResult], storage: StorageResource, table: str) -> dict:
@@ -44,7 +50,8 @@ def _metadata(results: list[IngestResult], storage: StorageResource, table: str)
         "quarantine_rate": quarantined / read if read else 0.0,
         "partitions": len(results),
         "quarantine_reasons": dg.MetadataValue.md(
-            "| reason | rows |\n|---|---|\n" + reason_rows if reason_rows else "no quarantined rows"),
+            "| reason | rows |\n|---|---|\n" + reason_rows if reason_rows else "no quarantined rows"
+        ),
         "path": dg.MetadataValue.path(str(paths[0] if len(paths) == 1 else paths[0].parent)),
     }
     if len(paths) == 1:
@@ -59,16 +66,26 @@ def _build_dimension_asset(contract: TableContract) -> dg.AssetsDefinition:
         kinds=KINDS,
         **ownership.layer("raw"),
         description=f"{contract.description} Validated from landing `{contract.name}.jsonl`; "
-                    "bad lines go to the `quarantine` table with a reason.",
+        "bad lines go to the `quarantine` table with a reason.",
         metadata={"dagster/column_schema": _column_schema(contract)},
     )
-    def _dimension(storage: StorageResource, landing: LandingZoneResource,
-                   warehouse: WarehouseResource, ingestion: IngestionSettings) -> dg.MaterializeResult:
+    def _dimension(
+        storage: StorageResource,
+        landing: LandingZoneResource,
+        warehouse: WarehouseResource,
+        ingestion: IngestionSettings,
+    ) -> dg.MaterializeResult:
         source = landing.require_file(landing.snapshot_file(contract.name))
         result = ingest_file(
-            contract, source, source.name, SNAPSHOT, None,
-            storage.partition_path(contract.asset_name), storage.quarantine_path(contract.asset_name),
-            max_line_bytes=ingestion.max_line_bytes)
+            contract,
+            source,
+            source.name,
+            SNAPSHOT,
+            None,
+            storage.partition_path(contract.asset_name),
+            storage.quarantine_path(contract.asset_name),
+            max_line_bytes=ingestion.max_line_bytes,
+        )
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=_metadata([result], storage, contract.asset_name))
 
@@ -88,28 +105,46 @@ def _build_log_asset(contract: TableContract) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=deps,
         description=f"{contract.description} One Parquet file per UTC day of `{contract.time_field}`, "
-                    f"validated from landing `<day>/{contract.name}.jsonl`; bad lines go to the "
-                    "`quarantine` table with a reason.",
+        f"validated from landing `<day>/{contract.name}.jsonl`; bad lines go to the "
+        "`quarantine` table with a reason.",
         metadata={"dagster/column_schema": _column_schema(contract), "partition_field": contract.time_field},
     )
-    def _log(context: dg.AssetExecutionContext, storage: StorageResource, landing: LandingZoneResource,
-             warehouse: WarehouseResource, ingestion: IngestionSettings) -> dg.MaterializeResult:
+    def _log(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        landing: LandingZoneResource,
+        warehouse: WarehouseResource,
+        ingestion: IngestionSettings,
+    ) -> dg.MaterializeResult:
         known_ids = {}
         for ref in contract.references:
             path = storage.partition_path(REFERENCED_ASSET[ref])
             if not path.exists():
-                raise dg.Failure(f"{contract.asset_name} checks {ref} against {path}, which does not exist yet: "
-                                 "materialize raw_users and raw_items first.")
+                raise dg.Failure(
+                    f"{contract.asset_name} checks {ref} against {path}, which does not exist yet: "
+                    "materialize raw_users and raw_items first."
+                )
             known_ids[ref] = str(path)
         results = []
         for day in context.partition_keys:  # one key, or every key of a single-run backfill
             source = landing.require_file(landing.day_file(day, contract.name))
-            results.append(ingest_file(
-                contract, source, f"{day}/{source.name}", day, date.fromisoformat(day),
-                storage.partition_path(contract.asset_name, day), storage.quarantine_path(contract.asset_name, day),
-                known_ids=known_ids, max_line_bytes=ingestion.max_line_bytes))
-            context.log.info(f"{contract.asset_name} {day}: read {results[-1].rows_read}, "
-                             f"loaded {results[-1].rows_loaded}, quarantined {results[-1].rows_quarantined}")
+            results.append(
+                ingest_file(
+                    contract,
+                    source,
+                    f"{day}/{source.name}",
+                    day,
+                    date.fromisoformat(day),
+                    storage.partition_path(contract.asset_name, day),
+                    storage.quarantine_path(contract.asset_name, day),
+                    known_ids=known_ids,
+                    max_line_bytes=ingestion.max_line_bytes,
+                )
+            )
+            context.log.info(
+                f"{contract.asset_name} {day}: read {results[-1].rows_read}, "
+                f"loaded {results[-1].rows_loaded}, quarantined {results[-1].rows_quarantined}"
+            )
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=_metadata(results, storage, contract.asset_name))
 

@@ -23,20 +23,39 @@ LEARNED = ("item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease")
 def model_params(name: str, s: RecallSettings) -> dict:
     return {
         "popularity": dict(half_life_days=s.popularity_half_life_days),
-        "item_cf": dict(neighbours=s.item_cf_neighbours, shrinkage=s.item_cf_shrinkage,
-                        half_life_days=s.item_cf_half_life_days),
-        "als": dict(factors=s.als_factors, regularization=s.als_regularization, iterations=s.als_iterations,
-                    alpha=s.als_alpha),
-        "bpr": dict(factors=s.bpr_factors, learning_rate=s.bpr_learning_rate, regularization=s.bpr_regularization,
-                    iterations=s.bpr_iterations, popularity_correction=s.bpr_popularity_correction,
-                    num_threads=s.bpr_num_threads),
-        "bpr_uniform": dict(factors=s.numpy_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
-                            regularization=s.numpy_bpr_regularization, epochs=s.numpy_bpr_epochs),
-        "bpr_impressions": dict(factors=s.impression_bpr_factors, learning_rate=s.numpy_bpr_learning_rate,
-                                regularization=s.numpy_bpr_regularization, epochs=s.impression_bpr_epochs,
-                                hard_ratio=s.impression_bpr_hard_ratio),
-        "ease": dict(lambda_=s.ease_lambda, max_items=s.ease_max_items, session_weight=s.ease_session_weight,
-                     session_tau_seconds=s.ease_session_tau_seconds),
+        "item_cf": dict(
+            neighbours=s.item_cf_neighbours, shrinkage=s.item_cf_shrinkage, half_life_days=s.item_cf_half_life_days
+        ),
+        "als": dict(
+            factors=s.als_factors, regularization=s.als_regularization, iterations=s.als_iterations, alpha=s.als_alpha
+        ),
+        "bpr": dict(
+            factors=s.bpr_factors,
+            learning_rate=s.bpr_learning_rate,
+            regularization=s.bpr_regularization,
+            iterations=s.bpr_iterations,
+            popularity_correction=s.bpr_popularity_correction,
+            num_threads=s.bpr_num_threads,
+        ),
+        "bpr_uniform": dict(
+            factors=s.numpy_bpr_factors,
+            learning_rate=s.numpy_bpr_learning_rate,
+            regularization=s.numpy_bpr_regularization,
+            epochs=s.numpy_bpr_epochs,
+        ),
+        "bpr_impressions": dict(
+            factors=s.impression_bpr_factors,
+            learning_rate=s.numpy_bpr_learning_rate,
+            regularization=s.numpy_bpr_regularization,
+            epochs=s.impression_bpr_epochs,
+            hard_ratio=s.impression_bpr_hard_ratio,
+        ),
+        "ease": dict(
+            lambda_=s.ease_lambda,
+            max_items=s.ease_max_items,
+            session_weight=s.ease_session_weight,
+            session_tau_seconds=s.ease_session_tau_seconds,
+        ),
         "content": dict(tag_weight=s.content_tag_weight),
     }[name]
 
@@ -59,24 +78,37 @@ def load_day(storage: StorageResource, day: str, settings: RecallSettings, with_
         raise NoTrainingData(f"{day} is the first partition: there is no earlier day to train on")
     train = [storage.partition_path("interactions", d) for d in train_days]
     test = [storage.partition_path("interactions", day)]
-    inputs = train + test + [storage.partition_path("user_id_dictionary"), storage.partition_path("item_id_dictionary"),
-                             storage.partition_path("raw_items")]
+    inputs = (
+        train
+        + test
+        + [
+            storage.partition_path("user_id_dictionary"),
+            storage.partition_path("item_id_dictionary"),
+            storage.partition_path("raw_items"),
+        ]
+    )
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
-        raise dg.Failure(f"recall training for {day} needs {missing[:3]}{'...' if len(missing) > 3 else ''}; "
-                         "materialize interactions for the window and the id dictionaries first.")
-    data, test_set, info = load_training_data(day, train, test, inputs[-3], inputs[-2], inputs[-1],
-                                              click_weight=settings.click_weight, with_shown=with_shown)
+        raise dg.Failure(
+            f"recall training for {day} needs {missing[:3]}{'...' if len(missing) > 3 else ''}; "
+            "materialize interactions for the window and the id dictionaries first."
+        )
+    data, test_set, info = load_training_data(
+        day, train, test, inputs[-3], inputs[-2], inputs[-1], click_weight=settings.click_weight, with_shown=with_shown
+    )
     if info["train_pairs"] == 0:  # a model fitted on nothing would publish noise as a "model"
-        raise dg.Failure(f"the training window of {day} ({train_days[0]}..{train_days[-1]}) has no positive "
-                         "interactions, so there is nothing to train on: check that interactions are materialized "
-                         "for those days and that their landing files hold data.")
+        raise dg.Failure(
+            f"the training window of {day} ({train_days[0]}..{train_days[-1]}) has no positive "
+            "interactions, so there is nothing to train on: check that interactions are materialized "
+            "for those days and that their landing files hold data."
+        )
     data_version = file_sha256_many(inputs)
     return data, test_set, info, data_version, train_days
 
 
 def file_sha256_many(paths) -> str:
     import hashlib
+
     digest = hashlib.sha256()
     for p in paths:
         digest.update(p.name.encode() + file_sha256(p).encode())
@@ -91,30 +123,49 @@ def score_range(model, data, seed: int) -> dict:
     sample = np.sort(rng.choice(users, size=min(500, len(users)), replace=False))
     scores = model.score(sample).ravel()
     scores = scores[np.isfinite(scores)]
-    return {"min": float(scores.min()), "max": float(scores.max()), "mean": float(scores.mean()),
-            "std": float(scores.std()), "p01": float(np.quantile(scores, 0.01)), "p99": float(np.quantile(scores, 0.99))}
+    return {
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "p01": float(np.quantile(scores, 0.01)),
+        "p99": float(np.quantile(scores, 0.99)),
+    }
 
 
 def _model_asset(name: str):
     @dg.asset(
-        name=f"recall_{name}", group_name=GROUP, kinds={"numpy", "scipy"} | ({"implicit"} if name in ("als", "bpr") else set()),
-        partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), **ownership.layer("recall"),
-        deps=[dg.AssetDep("interactions", partition_mapping=window_mapping(28)), "user_id_dictionary",
-              "item_id_dictionary", "raw_items"],
+        name=f"recall_{name}",
+        group_name=GROUP,
+        kinds={"numpy", "scipy"} | ({"implicit"} if name in ("als", "bpr") else set()),
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        **ownership.layer("recall"),
+        deps=[
+            dg.AssetDep("interactions", partition_mapping=window_mapping(28)),
+            "user_id_dictionary",
+            "item_id_dictionary",
+            "raw_items",
+        ],
         description=f"The `{name}` recall model of day D, trained on the interactions of the window before D "
-                    "(RecallSettings.window_days, default 28) and stored as .npy + JSON in the model store "
-                    "(never pickled), with params, training time, memory, data version and score range.",
+        "(RecallSettings.window_days, default 28) and stored as .npy + JSON in the model store "
+        "(never pickled), with params, training time, memory, data version and score range.",
     )
-    def _asset(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
-               recall: RecallSettings) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        model_store: ModelStoreResource,
+        recall: RecallSettings,
+    ) -> dg.MaterializeResult:
         meta = {}
         if name not in recall.channels:  # switched off (e.g. too slow for the data size)
             context.log.warning(f"recall_{name} skipped: not in RecallSettings.channels {recall.channels}")
             return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
         for day in context.partition_keys:
             try:
-                data, _, info, data_version, train_days = load_day(storage, day, recall,
-                                                                   with_shown=name == "bpr_impressions")
+                data, _, info, data_version, train_days = load_day(
+                    storage, day, recall, with_shown=name == "bpr_impressions"
+                )
             except NoTrainingData as nothing:
                 context.log.warning(f"recall_{name} skipped: {nothing}")
                 meta = {"skipped": True, "reason": str(nothing)}
@@ -130,38 +181,56 @@ def _model_asset(name: str):
                 continue
             fit_seconds = time.perf_counter() - started
             metadata = {
-                "params": params, "train_seconds": round(fit_seconds, 3),
+                "params": params,
+                "train_seconds": round(fit_seconds, 3),
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "data_version": data_version, "train_days": [train_days[0], train_days[-1]],
-                "train_pairs": info["train_pairs"], "n_users": info["n_users"], "n_items": info["n_items"],
+                "data_version": data_version,
+                "train_days": [train_days[0], train_days[-1]],
+                "train_pairs": info["train_pairs"],
+                "n_users": info["n_users"],
+                "n_items": info["n_items"],
                 "score_range": score_range(model, data, recall.seed),
             }
             arrays = model.arrays()
-            norms = {k: float(np.linalg.norm(v, axis=1).mean()) for k, v in arrays.items()
-                     if k.endswith("factors") and v.ndim == 2}
+            norms = {
+                k: float(np.linalg.norm(v, axis=1).mean())
+                for k, v in arrays.items()
+                if k.endswith("factors") and v.ndim == 2
+            }
             if norms:
                 metadata["mean_factor_norms"] = norms
             staging = model_store.staging_dir(f"recall_{name}")
             model.save(staging)
             version = model_store.publish(f"recall_{name}", day, staging, metadata)
-            meta = {"train_seconds": metadata["train_seconds"], "peak_rss_mib": metadata["peak_rss_mib"],
-                    "data_version": data_version, "train_pairs": info["train_pairs"],
-                    "params": dg.MetadataValue.json(params),
-                    "score_range": dg.MetadataValue.json(metadata["score_range"]),
-                    "path": dg.MetadataValue.path(str(version))}
+            meta = {
+                "train_seconds": metadata["train_seconds"],
+                "peak_rss_mib": metadata["peak_rss_mib"],
+                "data_version": data_version,
+                "train_pairs": info["train_pairs"],
+                "params": dg.MetadataValue.json(params),
+                "score_range": dg.MetadataValue.json(metadata["score_range"]),
+                "path": dg.MetadataValue.path(str(version)),
+            }
             meta |= {f"mean_norm_{k}": v for k, v in norms.items()}
         return dg.MaterializeResult(metadata=meta)
 
     return _asset
 
 
-model_assets = {name: _model_asset(name) for name in ("popularity", "item_cf", "als", "bpr", "bpr_uniform",
-                                                      "bpr_impressions", "ease", "content")}
+model_assets = {
+    name: _model_asset(name)
+    for name in ("popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content")
+}
 
 
 def _factors_finite_check(name: str):
-    @dg.asset_check(asset=f"recall_{name}", name="finite_and_verified", blocking=True, partitions_def=daily_partitions,
-                    description="The published model's files match their checksums and every array is finite.")
+    @dg.asset_check(
+        asset=f"recall_{name}",
+        name="finite_and_verified",
+        blocking=True,
+        partitions_def=daily_partitions,
+        description="The published model's files match their checksums and every array is finite.",
+    )
     def _check(context: dg.AssetCheckExecutionContext, model_store: ModelStoreResource) -> dg.AssetCheckResult:
         bad = {}
         for day in context.partition_keys:

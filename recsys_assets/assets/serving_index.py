@@ -29,15 +29,20 @@ def mips_vectors(arrays: dict) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 @dg.asset(
-    group_name="recall", kinds={"faiss"}, partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["recall_champion"], **ownership.layer("serving"),
+    group_name="recall",
+    kinds={"faiss"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["recall_champion"],
+    **ownership.layer("serving"),
     description=f"A faiss HNSW index over the item factors of day D's recall champion (inner-product search "
-                "turned into L2 search by one extra coordinate), saved in "
-                f"faiss's own format in the model store, with recall@{ANN_K} against exact search on the champion's "
-                "users reported (check: >= 0.95). Skipped when the champion has no factors (item-CF, EASE).",
+    "turned into L2 search by one extra coordinate), saved in "
+    f"faiss's own format in the model store, with recall@{ANN_K} against exact search on the champion's "
+    "users reported (check: >= 0.95). Skipped when the champion has no factors (item-CF, EASE).",
 )
-def recall_ann_index(context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource,
-                     recall: RecallSettings) -> dg.MaterializeResult:
+def recall_ann_index(
+    context: dg.AssetExecutionContext, storage: StorageResource, model_store: ModelStoreResource, recall: RecallSettings
+) -> dg.MaterializeResult:
     meta = {}
     for day in context.partition_keys:
         if not storage.partition_path("recall_champion", day).exists():
@@ -61,15 +66,29 @@ def recall_ann_index(context: dg.AssetExecutionContext, storage: StorageResource
         measured = ann.recall_vs_exact(index, items_l2, sample_l2, k)
         staging = model_store.staging_dir("recall_ann_index")
         ann.save_index(index, staging / "index.faiss")
-        model_store.publish("recall_ann_index", day, staging, {
-            "champion": winner, "champion_day": trained, f"recall_at_{k}_vs_exact": measured, "items": int(len(items)),
-            "query_transform": "append a 0 coordinate to the user vector (see core/recall/ann.mips_to_l2)"})
+        model_store.publish(
+            "recall_ann_index",
+            day,
+            staging,
+            {
+                "champion": winner,
+                "champion_day": trained,
+                f"recall_at_{k}_vs_exact": measured,
+                "items": int(len(items)),
+                "query_transform": "append a 0 coordinate to the user vector (see core/recall/ann.mips_to_l2)",
+            },
+        )
         meta = {"champion": winner, "ann_recall_vs_exact": float(measured), "k": k, "items": int(len(items))}
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(asset=recall_ann_index, name="recall_vs_exact", blocking=True, partitions_def=daily_partitions,
-                description=f"The ANN index finds at least {MIN_ANN_RECALL:.0%} of the exact top-{ANN_K} items.")
+@dg.asset_check(
+    asset=recall_ann_index,
+    name="recall_vs_exact",
+    blocking=True,
+    partitions_def=daily_partitions,
+    description=f"The ANN index finds at least {MIN_ANN_RECALL:.0%} of the exact top-{ANN_K} items.",
+)
 def ann_recall_check(context: dg.AssetCheckExecutionContext, model_store: ModelStoreResource) -> dg.AssetCheckResult:
     measured = {}
     for day in context.partition_keys:
@@ -77,5 +96,6 @@ def ann_recall_check(context: dg.AssetCheckExecutionContext, model_store: ModelS
             manifest = model_store.verify("recall_ann_index", day)
             measured[day] = next(v for k, v in manifest["metadata"].items() if k.startswith("recall_at_"))
     worst = min(measured.values()) if measured else 1.0
-    return dg.AssetCheckResult(passed=worst >= MIN_ANN_RECALL, metadata={
-        "worst_recall_vs_exact": float(worst), "indexed_days": len(measured)})
+    return dg.AssetCheckResult(
+        passed=worst >= MIN_ANN_RECALL, metadata={"worst_recall_vs_exact": float(worst), "indexed_days": len(measured)}
+    )

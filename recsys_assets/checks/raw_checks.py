@@ -29,11 +29,13 @@ def _check_factory(contract: TableContract):
     asset = contract.asset_name
 
     def check(name: str, description: str):
-        return dg.asset_check(asset=asset, name=name, description=description, blocking=True,
-                              partitions_def=partitions_def)
+        return dg.asset_check(
+            asset=asset, name=name, description=description, blocking=True, partitions_def=partitions_def
+        )
 
     def with_data(fn):
         """Fail clearly when a partition file is missing; otherwise run the check body."""
+
         def wrapped(context: dg.AssetCheckExecutionContext, storage: StorageResource, ingestion: IngestionSettings):
             keys = _partitions(context, contract)
             missing = _missing(contract, storage, keys)
@@ -44,6 +46,7 @@ def _check_factory(contract: TableContract):
                 return fn(con, keys, storage, ingestion)
             finally:
                 con.close()
+
         wrapped.__name__ = fn.__name__
         return wrapped
 
@@ -58,23 +61,29 @@ def _check_factory(contract: TableContract):
             actual = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
             if actual != expected:
                 mismatched.append(f"{path.name}: {actual}")
-        return dg.AssetCheckResult(passed=not mismatched, metadata={
-            "expected": str(expected), "mismatched": "\n".join(mismatched) or "none"})
+        return dg.AssetCheckResult(
+            passed=not mismatched, metadata={"expected": str(expected), "mismatched": "\n".join(mismatched) or "none"}
+        )
 
     key_fields = [f.name for f in contract.fields if f.required]
 
     @check("non_null_keys", f"Required fields ({', '.join(key_fields)}) are never null.")
     @with_data
     def non_null_keys(con, keys, storage, ingestion):
-        counts = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in key_fields)
-                             + f" FROM {_scan(paths(storage, keys))}").fetchone()
-        nulls = {f: int(n) for f, n in zip(key_fields, counts)}
+        counts = con.execute(
+            "SELECT "
+            + ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in key_fields)
+            + f" FROM {_scan(paths(storage, keys))}"
+        ).fetchone()
+        nulls = {f: int(n) for f, n in zip(key_fields, counts, strict=False)}
         return dg.AssetCheckResult(passed=not any(nulls.values()), metadata={f"null_{f}": n for f, n in nulls.items()})
 
     @check("unique_ids", f"`{contract.id_field}` is unique across the checked partitions.")
     @with_data
     def unique_ids(con, keys, storage, ingestion):
-        dupes = con.execute(f"SELECT count(*) - count(DISTINCT {contract.id_field}) FROM {_scan(paths(storage, keys))}").fetchone()[0]
+        dupes = con.execute(
+            f"SELECT count(*) - count(DISTINCT {contract.id_field}) FROM {_scan(paths(storage, keys))}"
+        ).fetchone()[0]
         return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_ids": int(dupes)})
 
     @check("quarantine_rate", "Share of landing lines quarantined stays below IngestionSettings.max_quarantine_rate.")
@@ -84,21 +93,35 @@ def _check_factory(contract: TableContract):
         q_paths = [storage.quarantine_path(asset, k) for k in keys]
         quarantined = con.execute(f"SELECT count(*) FROM {_scan(q_paths)}").fetchone()[0]
         rate = quarantined / (loaded + quarantined) if loaded + quarantined else 0.0
-        return dg.AssetCheckResult(passed=rate <= ingestion.max_quarantine_rate, metadata={
-            "quarantine_rate": rate, "threshold": ingestion.max_quarantine_rate,
-            "rows_loaded": int(loaded), "rows_quarantined": int(quarantined)})
+        return dg.AssetCheckResult(
+            passed=rate <= ingestion.max_quarantine_rate,
+            metadata={
+                "quarantine_rate": rate,
+                "threshold": ingestion.max_quarantine_rate,
+                "rows_loaded": int(loaded),
+                "rows_quarantined": int(quarantined),
+            },
+        )
 
     checks = [schema, non_null_keys, unique_ids, quarantine_rate]
 
     if contract in (EVENTS, WATCH_STATS):
-        @check("request_ids_resolve",
-               "Every non-null request_id matches an impression of the same user and item on the same or previous day.")
+
+        @check(
+            "request_ids_resolve",
+            "Every non-null request_id matches an impression of the same user and item on the same or previous day.",
+        )
         @with_data
         def request_ids_resolve(con, keys, storage, ingestion):
             days = sorted({d for k in keys for d in (k, (date.fromisoformat(k) - timedelta(days=1)).isoformat())})
             imp_paths = storage.existing_partitions(IMPRESSIONS.asset_name, days)
-            impressions = _scan(imp_paths) if imp_paths else (
-                "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::TIMESTAMPTZ shown_at)")
+            impressions = (
+                _scan(imp_paths)
+                if imp_paths
+                else (
+                    "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::TIMESTAMPTZ shown_at)"
+                )
+            )
             # Per row, against the impressions of its own UTC day and the day before only (a range
             # run reads many days of impressions; a request from further back is still an orphan).
             day_of = f"CAST(timezone('UTC', x.{contract.time_field}) AS DATE)"
@@ -112,9 +135,16 @@ def _check_factory(contract: TableContract):
                 FROM {_scan(paths(storage, keys))} AS x
                 WHERE x.request_id IS NOT NULL""").fetchone()
             rate = orphans / total if total else 0.0
-            return dg.AssetCheckResult(passed=rate <= ingestion.max_orphan_request_rate, metadata={
-                "rows_with_request_id": int(total), "orphan_rows": int(orphans), "orphan_rate": rate,
-                "threshold": ingestion.max_orphan_request_rate})
+            return dg.AssetCheckResult(
+                passed=rate <= ingestion.max_orphan_request_rate,
+                metadata={
+                    "rows_with_request_id": int(total),
+                    "orphan_rows": int(orphans),
+                    "orphan_rate": rate,
+                    "threshold": ingestion.max_orphan_request_rate,
+                },
+            )
+
         checks.append(request_ids_resolve)
     return checks
 

@@ -107,10 +107,18 @@ IMPRESSIONS = TableContract(
         Field("impression_id", "int", True, "Unique impression identifier.", "impression_id >= 0"),
         _USER_ID,
         _ITEM_ID,
-        Field("surface", "string", True, "Screen or feed that showed the item (home, search, ...).", "length(surface) > 0"),
+        Field(
+            "surface", "string", True, "Screen or feed that showed the item (home, search, ...).", "length(surface) > 0"
+        ),
         Field("position", "int", True, "0-based position of the item in the shown list.", "position >= 0"),
         Field("shown_at", "timestamp", True, "When the item was shown."),
-        Field("request_id", "string", True, "Identifier of the response (one request shows many items).", "length(request_id) > 0"),
+        Field(
+            "request_id",
+            "string",
+            True,
+            "Identifier of the response (one request shows many items).",
+            "length(request_id) > 0",
+        ),
         Field("device_type", "string", False, "Device the response was shown on (tv, mobile, web, tablet)."),
     ),
 )
@@ -125,8 +133,13 @@ EVENTS = TableContract(
         Field("event_id", "string", True, "Unique event identifier.", "length(event_id) > 0"),
         _USER_ID,
         _ITEM_ID,
-        Field("type", "string", True, "Event type: " + " | ".join(EVENT_TYPES) + ".",
-              "type IN (" + ", ".join(f"'{t}'" for t in EVENT_TYPES) + ")"),
+        Field(
+            "type",
+            "string",
+            True,
+            "Event type: " + " | ".join(EVENT_TYPES) + ".",
+            "type IN (" + ", ".join(f"'{t}'" for t in EVENT_TYPES) + ")",
+        ),
         Field("value", "float", False, "Numeric payload (the rating for `rate`); null otherwise.", "isfinite(value)"),
         Field("occurred_at", "timestamp", True, "When the event happened."),
         Field("request_id", "string", False, "Response the event came from; null for organic actions."),
@@ -146,7 +159,13 @@ WATCH_STATS = TableContract(
         _ITEM_ID,
         Field("started_at", "timestamp", True, "Playback start (decides the partition)."),
         Field("ended_at", "timestamp", False, "Playback end."),
-        Field("watch_time_sec", "float", True, "Seconds actually watched.", "watch_time_sec >= 0 AND isfinite(watch_time_sec)"),
+        Field(
+            "watch_time_sec",
+            "float",
+            True,
+            "Seconds actually watched.",
+            "watch_time_sec >= 0 AND isfinite(watch_time_sec)",
+        ),
         Field("completion", "float", True, "Share of the title watched, in [0, 1].", "completion BETWEEN 0 AND 1"),
         Field("device_type", "string", False, "Playback device (tv, mobile, web, tablet)."),
         Field("session_id", "string", False, "Client session identifier."),
@@ -185,15 +204,19 @@ def render_markdown() -> str:
     for t in ALL_TABLES:
         where = "`<landing>/<YYYY-MM-DD>/" if t.partitioned else "`<landing>/"
         out.append(f"### `{t.name}` → asset `{t.asset_name}`\n")
-        out.append(f"{t.description} File: {where}{t.name}.jsonl`. Unique id: `{t.id_field}`."
-                   + (f" Partition: the UTC day of `{t.time_field}`." if t.partitioned else " Unpartitioned snapshot.")
-                   + (f" References checked: {', '.join(f'`{r}`' for r in t.references)}." if t.references else "")
-                   + "\n")
+        out.append(
+            f"{t.description} File: {where}{t.name}.jsonl`. Unique id: `{t.id_field}`."
+            + (f" Partition: the UTC day of `{t.time_field}`." if t.partitioned else " Unpartitioned snapshot.")
+            + (f" References checked: {', '.join(f'`{r}`' for r in t.references)}." if t.references else "")
+            + "\n"
+        )
         out.append("| field | type | stored as | required | domain | meaning |")
         out.append("|---|---|---|---|---|---|")
         for f in t.fields:
-            out.append(f"| `{f.name}` | {f.type} | {f.duckdb_type} | {'yes' if f.required else 'no'} | "
-                       f"{('`' + f.domain_sql + '`') if f.domain_sql else ''} | {f.description} |")
+            out.append(
+                f"| `{f.name}` | {f.type} | {f.duckdb_type} | {'yes' if f.required else 'no'} | "
+                f"{('`' + f.domain_sql + '`') if f.domain_sql else ''} | {f.description} |"
+            )
         for reason, rule in t.row_rules:
             out.append(f"\nRow rule `{reason}`: `{rule}`.")
         out.append("")

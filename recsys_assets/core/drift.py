@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -343,8 +344,14 @@ def drift_rows(
         psi = numeric_psi(ref, cur, bins=bins, eps=eps)
         rows.append(
             DriftRow(
-                feature=feature, kind="numeric", psi=psi, ks=ks_statistic(ref, cur), js=None,
-                value=None, n_reference=int(ref.size), n_current=int(cur.size),
+                feature=feature,
+                kind="numeric",
+                psi=psi,
+                ks=ks_statistic(ref, cur),
+                js=None,
+                value=None,
+                n_reference=int(ref.size),
+                n_current=int(cur.size),
                 severity=severity(psi, warn, fail),
             )
         )
@@ -353,9 +360,14 @@ def drift_rows(
         psi = categorical_psi(reference_counts, current_counts, eps=eps, max_categories=max_categories)
         rows.append(
             DriftRow(
-                feature=feature, kind="categorical", psi=psi, ks=None,
+                feature=feature,
+                kind="categorical",
+                psi=psi,
+                ks=None,
                 js=js_distance(reference_counts, current_counts, max_categories=max_categories),
-                value=None, n_reference=int(round(r.sum())), n_current=int(round(c.sum())),
+                value=None,
+                n_reference=int(round(r.sum())),
+                n_current=int(round(c.sum())),
                 severity=severity(psi, warn, fail),
             )
         )

@@ -39,9 +39,14 @@ def _top_k(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     return items, scores
 
 
-def fuse(channels: dict[str, tuple[np.ndarray, np.ndarray]], n_items: int, k: int,
-         score_ranges: dict[str, tuple[float, float]] | None = None, weights: dict[str, float] | None = None,
-         rrf_k: int = RRF_K) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def fuse(
+    channels: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_items: int,
+    k: int,
+    score_ranges: dict[str, tuple[float, float]] | None = None,
+    weights: dict[str, float] | None = None,
+    rrf_k: int = RRF_K,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """channels: name -> (items (n_users × L), scores) for the same users in the same order.
     Returns {"rrf": (items, scores), "weighted": (items, scores)} with top-k per user."""
     weights = weights or {}
@@ -88,8 +93,9 @@ def channel_ranks(channels: dict[str, tuple[np.ndarray, np.ndarray]], candidates
     return out
 
 
-def fuse_zscore(channels: dict[str, tuple[np.ndarray, np.ndarray]], n_items: int, k: int,
-                weights: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fuse_zscore(
+    channels: dict[str, tuple[np.ndarray, np.ndarray]], n_items: int, k: int, weights: dict[str, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted score fusion with per-user z-score normalisation of each channel's list.
 
     channels: name -> (items (n_users × L), scores), the same users in the same order; an entry

@@ -57,9 +57,9 @@ import datetime as dt
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -67,9 +67,24 @@ import polars as pl
 from recsys_assets.core import contract
 
 GENRES: tuple[str, ...] = (
-    "action", "adventure", "animation", "comedy", "crime", "documentary",
-    "drama", "family", "fantasy", "history", "horror", "music",
-    "mystery", "romance", "sci_fi", "thriller", "war", "western",
+    "action",
+    "adventure",
+    "animation",
+    "comedy",
+    "crime",
+    "documentary",
+    "drama",
+    "family",
+    "fantasy",
+    "history",
+    "horror",
+    "music",
+    "mystery",
+    "romance",
+    "sci_fi",
+    "thriller",
+    "war",
+    "western",
 )
 N_GENRES = len(GENRES)
 SURFACES: tuple[str, ...] = ("home", "search", "similar", "continue_watching")
@@ -114,8 +129,34 @@ _DEVICE_P = np.array([0.35, 0.40, 0.15, 0.10])
 _DEVICE_P_SHIFTED = np.array([0.10, 0.65, 0.10, 0.15])
 _PRIMARY_DEVICE_P, _PRIMARY_DEVICE_P_SHIFTED = 0.75, 0.35
 _TRAFFIC_BOOST_COUNTRIES = ("IN", "BR")
-_HOUR_W = np.array([0.30, 0.20, 0.15, 0.10, 0.10, 0.15, 0.30, 0.50, 0.60, 0.60, 0.60, 0.70,
-                    0.80, 0.80, 0.80, 0.90, 1.00, 1.20, 1.50, 1.90, 2.20, 2.10, 1.60, 0.80])
+_HOUR_W = np.array(
+    [
+        0.30,
+        0.20,
+        0.15,
+        0.10,
+        0.10,
+        0.15,
+        0.30,
+        0.50,
+        0.60,
+        0.60,
+        0.60,
+        0.70,
+        0.80,
+        0.80,
+        0.80,
+        0.90,
+        1.00,
+        1.20,
+        1.50,
+        1.90,
+        2.20,
+        2.10,
+        1.60,
+        0.80,
+    ]
+)
 _BURST_SHARE, _BURST_DECAY, _BURST_ITEM_SHARE = 0.35, 0.85, 0.05
 _CHUNK_ROWS = 500_000
 
@@ -174,6 +215,7 @@ class GeneratorConfig:
 # small vectorised helpers
 # --------------------------------------------------------------------------------------------
 
+
 def _offset_str(minutes: int) -> str:
     sign = "+" if minutes >= 0 else "-"
     h, m = divmod(abs(minutes), 60)
@@ -215,7 +257,7 @@ def _format_ts_fixed(epoch_sec: np.ndarray, offset_min: int) -> pl.Series:
 
 
 def _epoch(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
 def _sample_slates(rng: np.random.Generator, weights: np.ndarray, n_rows: int, k: int) -> np.ndarray:
@@ -260,6 +302,7 @@ def _sample_slates(rng: np.random.Generator, weights: np.ndarray, n_rows: int, k
 # --------------------------------------------------------------------------------------------
 # the static world: items and users
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _World:
@@ -350,8 +393,7 @@ def _build_world(cfg: GeneratorConfig) -> _World:
 
     # ---- users
     country = _choice(rng, _COUNTRY_P, n_u)
-    lang = np.where(rng.random(n_u) < 0.8, _COUNTRY_LANG[country],
-                    np.where(rng.random(n_u) < 0.5, "en", "ru"))
+    lang = np.where(rng.random(n_u) < 0.8, _COUNTRY_LANG[country], np.where(rng.random(n_u) < 0.5, "en", "ru"))
     raw_pref = rng.dirichlet(2.0 * genre_base, size=n_u)
     raw_pref = np.nan_to_num(raw_pref, nan=0.0)
     pref = 0.97 * raw_pref + 0.03 / N_GENRES
@@ -371,12 +413,28 @@ def _build_world(cfg: GeneratorConfig) -> _World:
     reg_day = np.floor_divide(reg_epoch - day0, _SECONDS_PER_DAY)
 
     return _World(
-        cfg=cfg, day0_epoch=day0, shift_day=shift_day, genre_base=genre_base, genre_perm=genre_perm,
-        item_genres=item_genres, item_ngen=ngen.astype(np.int64), item_pop=pop, item_quality=quality,
-        item_duration=duration, item_year=year, item_tags=item_tags, item_added_day=added_day,
-        item_added_epoch=added_epoch, item_burst=burst,
-        user_country=country.astype(np.int64), user_lang=lang, user_pref=pref, user_activity=activity,
-        user_traffic=traffic, user_device=device.astype(np.int64), user_reg_day=reg_day,
+        cfg=cfg,
+        day0_epoch=day0,
+        shift_day=shift_day,
+        genre_base=genre_base,
+        genre_perm=genre_perm,
+        item_genres=item_genres,
+        item_ngen=ngen.astype(np.int64),
+        item_pop=pop,
+        item_quality=quality,
+        item_duration=duration,
+        item_year=year,
+        item_tags=item_tags,
+        item_added_day=added_day,
+        item_added_epoch=added_epoch,
+        item_burst=burst,
+        user_country=country.astype(np.int64),
+        user_lang=lang,
+        user_pref=pref,
+        user_activity=activity,
+        user_traffic=traffic,
+        user_device=device.astype(np.int64),
+        user_reg_day=reg_day,
         user_reg_epoch=reg_epoch,
     )
 
@@ -398,15 +456,17 @@ def _items_builder(w: _World) -> Callable[[np.ndarray], pl.DataFrame]:
 
     def build(idx: np.ndarray) -> pl.DataFrame:
         ids = pl.Series("item_id", idx.astype(np.int64))
-        return pl.DataFrame({
-            "item_id": ids,
-            "title": pl.select(pl.format("Movie #{}", ids.cast(pl.String).str.zfill(5))).to_series(),
-            "release_year": w.item_year[idx],
-            "duration_sec": w.item_duration[idx],
-            "genres": _list_column(w.item_genres[idx], genre_names),
-            "tags": _list_column(w.item_tags[idx], tag_names),
-            "added_at": _format_ts_fixed(w.item_added_epoch[idx], CATALOG_OFFSET_MIN),
-        })
+        return pl.DataFrame(
+            {
+                "item_id": ids,
+                "title": pl.select(pl.format("Movie #{}", ids.cast(pl.String).str.zfill(5))).to_series(),
+                "release_year": w.item_year[idx],
+                "duration_sec": w.item_duration[idx],
+                "genres": _list_column(w.item_genres[idx], genre_names),
+                "tags": _list_column(w.item_tags[idx], tag_names),
+                "added_at": _format_ts_fixed(w.item_added_epoch[idx], CATALOG_OFFSET_MIN),
+            }
+        )
 
     return build
 
@@ -414,16 +474,21 @@ def _items_builder(w: _World) -> Callable[[np.ndarray], pl.DataFrame]:
 def _users_builder(w: _World) -> Callable[[np.ndarray], pl.DataFrame]:
     def build(idx: np.ndarray) -> pl.DataFrame:
         pref = np.round(w.user_pref[idx], 4)
-        gp = pl.DataFrame({g: pref[:, j] for j, g in enumerate(GENRES)}).select(
-            pl.struct(pl.all()).alias("genre_pref")).to_series()
+        gp = (
+            pl.DataFrame({g: pref[:, j] for j, g in enumerate(GENRES)})
+            .select(pl.struct(pl.all()).alias("genre_pref"))
+            .to_series()
+        )
         country = w.user_country[idx]
-        return pl.DataFrame({
-            "user_id": idx.astype(np.int64),
-            "country": _COUNTRY_CODES[country],
-            "ui_language": w.user_lang[idx],
-            "registered_at": _format_ts(w.user_reg_epoch[idx], country),
-            "genre_pref": gp,
-        })
+        return pl.DataFrame(
+            {
+                "user_id": idx.astype(np.int64),
+                "country": _COUNTRY_CODES[country],
+                "ui_language": w.user_lang[idx],
+                "registered_at": _format_ts(w.user_reg_epoch[idx], country),
+                "genre_pref": gp,
+            }
+        )
 
     return build
 
@@ -431,6 +496,7 @@ def _users_builder(w: _World) -> Callable[[np.ndarray], pl.DataFrame]:
 # --------------------------------------------------------------------------------------------
 # one simulated day
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Table:
@@ -497,8 +563,9 @@ def _watch_stats(rng, rel, duration):
 _PERSONAL_FLOOR = 0.2  # weight of off-genre items in a personalized slate, relative to on-genre
 
 
-def _personalize_slates(w: _World, pref: np.ndarray, req_user: np.ndarray, avail: np.ndarray,
-                        weights: np.ndarray, slate: np.ndarray, d: int) -> None:
+def _personalize_slates(
+    w: _World, pref: np.ndarray, req_user: np.ndarray, avail: np.ndarray, weights: np.ndarray, slate: np.ndarray, d: int
+) -> None:
     """Redraw the slates of a share of requests around one genre drawn from the user's
     tastes (popularity within the genre), in place. Own RNG stream, one draw per genre."""
     rng = _rng(w.cfg.seed, 3, d)
@@ -560,8 +627,13 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     imp_user = req_user[imp_req]
     rel = _affinity(pref, imp_user, slate, w)
     pos_bias = (1.0 / (1.0 + np.arange(k)) ** cfg.position_bias_exponent).astype(np.float32)
-    p_click = (_BASE_CTR * _SURFACE_CTR[req_surface].astype(np.float32)[imp_req] * pos_bias[imp_pos]
-               * w.item_quality.astype(np.float32)[slate] * ((rel + 0.05) / 1.05))
+    p_click = (
+        _BASE_CTR
+        * _SURFACE_CTR[req_surface].astype(np.float32)[imp_req]
+        * pos_bias[imp_pos]
+        * w.item_quality.astype(np.float32)[slate]
+        * ((rel + 0.05) / 1.05)
+    )
     np.minimum(p_click, 0.9, out=p_click)
     ci = np.flatnonzero(rng.random(n_imp, dtype=np.float32) < p_click)
     del p_click, imp_user
@@ -572,12 +644,14 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     c_pos = imp_pos[ci]
     del imp_pos
     c_user, c_item = req_user[c_req], slate[ci]
-    click_t = np.minimum(req_t[c_req] + 2 + c_pos + np.floor(rng.exponential(20.0, len(ci))).astype(np.int64),
-                         _SECONDS_PER_DAY - 1)
+    click_t = np.minimum(
+        req_t[c_req] + 2 + c_pos + np.floor(rng.exponential(20.0, len(ci))).astype(np.int64), _SECONDS_PER_DAY - 1
+    )
     play = rng.random(len(ci)) < 0.65 + 0.25 * np.minimum(c_rel / 6.0, 1.0)
     pl_i = np.flatnonzero(play)
-    play_t = np.minimum(click_t[pl_i] + 1 + np.floor(rng.exponential(6.0, len(pl_i))).astype(np.int64),
-                        _SECONDS_PER_DAY - 1)
+    play_t = np.minimum(
+        click_t[pl_i] + 1 + np.floor(rng.exponential(6.0, len(pl_i))).astype(np.int64), _SECONDS_PER_DAY - 1
+    )
     p_user, p_item, p_rel, p_req = c_user[pl_i], c_item[pl_i], c_rel[pl_i], c_req[pl_i]
     p_wt, p_comp, p_span = _watch_stats(rng, p_rel, w.item_duration[p_item])
     pw_type, pw_val, pw_t, pw_idx = _post_watch(rng, p_comp, p_rel, play_t + p_span)
@@ -608,21 +682,38 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
 
     # ---- events: one columnar set, then time-sorted
     n_c, n_p = len(ci), len(pl_i)
-    ev_imp = np.concatenate([imp_base + ci, imp_base + ci[pl_i], imp_base + ci[pl_i][pw_idx],
-                             np.full(n_org + len(ow_idx), -1, dtype=np.int64)])
-    ev_org = np.concatenate([np.full(n_c + n_p + len(pw_idx), -1, dtype=np.int64),
-                             np.arange(n_org, dtype=np.int64), ow_idx.astype(np.int64)])
+    ev_imp = np.concatenate(
+        [
+            imp_base + ci,
+            imp_base + ci[pl_i],
+            imp_base + ci[pl_i][pw_idx],
+            np.full(n_org + len(ow_idx), -1, dtype=np.int64),
+        ]
+    )
+    ev_org = np.concatenate(
+        [
+            np.full(n_c + n_p + len(pw_idx), -1, dtype=np.int64),
+            np.arange(n_org, dtype=np.int64),
+            ow_idx.astype(np.int64),
+        ]
+    )
     ev_user = np.concatenate([c_user, p_user, p_user[pw_idx], o_user, o_user[ow_idx]])
     ev_item = np.concatenate([c_item, p_item, p_item[pw_idx], o_item, o_item[ow_idx]])
-    ev_type = np.concatenate([np.zeros(n_c, np.int64), np.ones(n_p, np.int64), pw_type,
-                              np.ones(n_org, np.int64), ow_type])
+    ev_type = np.concatenate(
+        [np.zeros(n_c, np.int64), np.ones(n_p, np.int64), pw_type, np.ones(n_org, np.int64), ow_type]
+    )
     ev_val = np.concatenate([np.full(n_c + n_p, np.nan), pw_val, np.full(n_org, np.nan), ow_val])
     ev_t = np.concatenate([click_t, play_t, pw_t, o_t, ow_t])
-    ev_rg = np.concatenate([req_gid[c_req], req_gid[p_req], req_gid[p_req][pw_idx],
-                            np.full(n_org + len(ow_idx), -1, dtype=np.int64)])
+    ev_rg = np.concatenate(
+        [req_gid[c_req], req_gid[p_req], req_gid[p_req][pw_idx], np.full(n_org + len(ow_idx), -1, dtype=np.int64)]
+    )
     o = np.argsort(ev_t, kind="stable")
-    ev = {k_: v[o] for k_, v in dict(imp=ev_imp, org=ev_org, user=ev_user, item=ev_item, type=ev_type,
-                                    val=ev_val, t=ev_t, rg=ev_rg).items()}
+    ev = {
+        k_: v[o]
+        for k_, v in dict(
+            imp=ev_imp, org=ev_org, user=ev_user, item=ev_item, type=ev_type, val=ev_val, t=ev_t, rg=ev_rg
+        ).items()
+    }
 
     # ---- watches
     wa_imp = np.concatenate([imp_base + ci[pl_i], np.full(n_org, -1, dtype=np.int64)])
@@ -631,8 +722,13 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     wa_t = np.concatenate([play_t, o_t])
     o = np.argsort(wa_t, kind="stable")
     wa = dict(
-        imp=wa_imp[o], org=wa_org[o], user=wa_user[o], item=np.concatenate([p_item, o_item])[o], t=wa_t[o],
-        span=np.concatenate([p_span, o_span])[o], wt=np.concatenate([p_wt, o_wt])[o],
+        imp=wa_imp[o],
+        org=wa_org[o],
+        user=wa_user[o],
+        item=np.concatenate([p_item, o_item])[o],
+        t=wa_t[o],
+        span=np.concatenate([p_span, o_span])[o],
+        wt=np.concatenate([p_wt, o_wt])[o],
         comp=np.concatenate([p_comp, o_comp])[o],
         dev=np.concatenate([req_device[p_req], o_dev])[o],
         rg=np.concatenate([req_gid[p_req], np.full(n_org, -1, dtype=np.int64)])[o],
@@ -645,16 +741,18 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
 
     def build_impressions(idx: np.ndarray) -> pl.DataFrame:
         r = idx // k
-        return pl.DataFrame({
-            "impression_id": imp_base + idx,
-            "user_id": req_user[r],
-            "item_id": slate[idx],
-            "surface": _SURFACE_S.gather(req_surface[r]),
-            "position": idx % k,
-            "shown_at": shown_s.gather(r),
-            "request_id": reqid_s.gather(r),
-            "device_type": _DEVICE_S.gather(req_device[r]),
-        })
+        return pl.DataFrame(
+            {
+                "impression_id": imp_base + idx,
+                "user_id": req_user[r],
+                "item_id": slate[idx],
+                "surface": _SURFACE_S.gather(req_surface[r]),
+                "position": idx % k,
+                "shown_at": shown_s.gather(r),
+                "request_id": reqid_s.gather(r),
+                "device_type": _DEVICE_S.gather(req_device[r]),
+            }
+        )
 
     def _req_col(rg: np.ndarray) -> pl.Series:
         s = pl.Series(rg)
@@ -664,39 +762,44 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
         imp, org, typ = ev["imp"][idx], ev["org"][idx], ev["type"][idx]
         tname = _EVENT_TYPE_S.gather(typ)
         linked = pl.Series(imp >= 0)
-        eid = (("ev-" + pl.Series(imp).cast(pl.String) + "-" + tname)
-               .zip_with(linked, "ev-o" + ymd + "-" + pl.Series(org).cast(pl.String).str.zfill(7) + "-" + tname))
+        eid = ("ev-" + pl.Series(imp).cast(pl.String) + "-" + tname).zip_with(
+            linked, "ev-o" + ymd + "-" + pl.Series(org).cast(pl.String).str.zfill(7) + "-" + tname
+        )
         user = ev["user"][idx]
-        return pl.DataFrame({
-            "event_id": eid,
-            "user_id": user,
-            "item_id": ev["item"][idx],
-            "type": tname,
-            "value": pl.Series(ev["val"][idx], dtype=pl.Float64, nan_to_null=True),
-            "occurred_at": _format_ts(day_epoch + ev["t"][idx], w.user_country[user]),
-            "request_id": _req_col(ev["rg"][idx]),
-        })
+        return pl.DataFrame(
+            {
+                "event_id": eid,
+                "user_id": user,
+                "item_id": ev["item"][idx],
+                "type": tname,
+                "value": pl.Series(ev["val"][idx], dtype=pl.Float64, nan_to_null=True),
+                "occurred_at": _format_ts(day_epoch + ev["t"][idx], w.user_country[user]),
+                "request_id": _req_col(ev["rg"][idx]),
+            }
+        )
 
     def build_watches(idx: np.ndarray) -> pl.DataFrame:
         imp, org, user, t = wa["imp"][idx], wa["org"][idx], wa["user"][idx], wa["t"][idx]
         country = w.user_country[user]
         linked = pl.Series(imp >= 0)
         wid = ("w-" + pl.Series(imp).cast(pl.String)).zip_with(
-            linked, "w-o" + ymd + "-" + pl.Series(org).cast(pl.String).str.zfill(7))
-        sess = ("sess-" + pl.Series(user).cast(pl.String) + "-" + ymd + "-"
-                + pl.Series(t // 14_400).cast(pl.String))
-        return pl.DataFrame({
-            "watch_id": wid,
-            "user_id": user,
-            "item_id": wa["item"][idx],
-            "started_at": _format_ts(day_epoch + t, country),
-            "ended_at": _format_ts(day_epoch + t + wa["span"][idx], country),
-            "watch_time_sec": pl.Series(wa["wt"][idx], dtype=pl.Float64),
-            "completion": pl.Series(wa["comp"][idx], dtype=pl.Float64),
-            "device_type": _DEVICE_S.gather(wa["dev"][idx]),
-            "session_id": sess,
-            "request_id": _req_col(wa["rg"][idx]),
-        })
+            linked, "w-o" + ymd + "-" + pl.Series(org).cast(pl.String).str.zfill(7)
+        )
+        sess = "sess-" + pl.Series(user).cast(pl.String) + "-" + ymd + "-" + pl.Series(t // 14_400).cast(pl.String)
+        return pl.DataFrame(
+            {
+                "watch_id": wid,
+                "user_id": user,
+                "item_id": wa["item"][idx],
+                "started_at": _format_ts(day_epoch + t, country),
+                "ended_at": _format_ts(day_epoch + t + wa["span"][idx], country),
+                "watch_time_sec": pl.Series(wa["wt"][idx], dtype=pl.Float64),
+                "completion": pl.Series(wa["comp"][idx], dtype=pl.Float64),
+                "device_type": _DEVICE_S.gather(wa["dev"][idx]),
+                "session_id": sess,
+                "request_id": _req_col(wa["rg"][idx]),
+            }
+        )
 
     return {
         "impressions": _Table("impressions", n_imp, build_impressions),
@@ -711,23 +814,43 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
 
 # (kind, variant) cycled in this order; the reason each one must be quarantined for is given by
 # _bad_line(). Daily logs:
-_COMMON_HEAD = [("malformed_json", None), ("invalid_utf8", None), ("not_an_object", None),
-                ("missing_required", None), ("wrong_type", None), ("bad_timestamp", None)]
-_COMMON_TAIL = [("duplicate_id", None), ("outside_partition", None), ("unknown_user", None),
-                ("unknown_item", None)]
+_COMMON_HEAD = [
+    ("malformed_json", None),
+    ("invalid_utf8", None),
+    ("not_an_object", None),
+    ("missing_required", None),
+    ("wrong_type", None),
+    ("bad_timestamp", None),
+]
+_COMMON_TAIL = [("duplicate_id", None), ("outside_partition", None), ("unknown_user", None), ("unknown_item", None)]
 LOG_BAD_KINDS: dict[str, list[tuple[str, str | None]]] = {
     "impressions": _COMMON_HEAD + [("out_of_domain", "position")] + _COMMON_TAIL,
     "events": _COMMON_HEAD + [("out_of_domain", "type"), ("out_of_domain", "value")] + _COMMON_TAIL,
-    "watch_stats": _COMMON_HEAD + [("out_of_domain", "completion"), ("out_of_domain", "watch_time_sec"),
-                                   ("out_of_domain", "ended_at")] + _COMMON_TAIL,
+    "watch_stats": _COMMON_HEAD
+    + [("out_of_domain", "completion"), ("out_of_domain", "watch_time_sec"), ("out_of_domain", "ended_at")]
+    + _COMMON_TAIL,
 }
 SNAPSHOT_BAD_KINDS: list[tuple[str, str | None]] = [
-    ("wrong_type", None), ("missing_required", None), ("duplicate_id", None), ("malformed_json", None)]
+    ("wrong_type", None),
+    ("missing_required", None),
+    ("duplicate_id", None),
+    ("malformed_json", None),
+]
 
-_UTF8_FIELD = {"impressions": "device_type", "events": "event_id", "watch_stats": "session_id",
-               "items": "title", "users": "ui_language"}
-_NAN_FIELD = {"impressions": "position", "events": "value", "watch_stats": "completion",
-              "items": "duration_sec", "users": "user_id"}
+_UTF8_FIELD = {
+    "impressions": "device_type",
+    "events": "event_id",
+    "watch_stats": "session_id",
+    "items": "title",
+    "users": "ui_language",
+}
+_NAN_FIELD = {
+    "impressions": "position",
+    "events": "value",
+    "watch_stats": "completion",
+    "items": "duration_sec",
+    "users": "user_id",
+}
 _NOT_OBJECTS = (b"[1,2,3]", b'"not an object"', b"42")
 _PLACEHOLDER = "__INVALID_UTF8__"
 
@@ -748,8 +871,9 @@ class _Bad:
     reason: str
 
 
-def _bad_line(table: str, kind: str, variant: str | None, cycle: int, rec: dict, fresh_id,
-              serial: int, dup_line: bytes) -> tuple[bytes, str]:
+def _bad_line(
+    table: str, kind: str, variant: str | None, cycle: int, rec: dict, fresh_id, serial: int, dup_line: bytes
+) -> tuple[bytes, str]:
     """Turn a copy of a good record into exactly one kind of bad line -> (line, reason)."""
     tc = contract.BY_NAME[table]
     id_f, time_f = tc.id_field, tc.time_field
@@ -810,8 +934,9 @@ def _bad_line(table: str, kind: str, variant: str | None, cycle: int, rec: dict,
     raise ValueError(f"unknown bad kind {kind!r}")
 
 
-def _plan_bad(rng: np.random.Generator, table: _Table, kinds, rate: float, fresh_id: Callable[[int], object],
-              serial_base: int) -> list[_Bad]:
+def _plan_bad(
+    rng: np.random.Generator, table: _Table, kinds, rate: float, fresh_id: Callable[[int], object], serial_base: int
+) -> list[_Bad]:
     n = table.n_rows
     if rate <= 0 or n == 0:
         return []
@@ -826,8 +951,9 @@ def _plan_bad(rng: np.random.Generator, table: _Table, kinds, rate: float, fresh
     lines = table.build(rows.astype(np.int64)).write_ndjson().encode().splitlines(keepends=True)
     out = []
     for j, (kind, variant) in enumerate(seq):  # per bad record
-        line, reason = _bad_line(table.name, kind, variant, j // len(kinds), json.loads(lines[j]),
-                                 fresh_id(j), serial_base + j, lines[j])
+        line, reason = _bad_line(
+            table.name, kind, variant, j // len(kinds), json.loads(lines[j]), fresh_id(j), serial_base + j, lines[j]
+        )
         if not line.endswith(b"\n"):
             line += b"\n"
         out.append(_Bad(int(gaps[j]), line, kind, reason))
@@ -838,6 +964,7 @@ def _plan_bad(rng: np.random.Generator, table: _Table, kinds, rate: float, fresh
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
+
 
 def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
@@ -900,6 +1027,7 @@ def _write_manifest(path: Path, lines: list[bytes], enabled: bool) -> None:
 # public entry point
 # --------------------------------------------------------------------------------------------
 
+
 def generate(config: GeneratorConfig, root: Path | str) -> dict:
     """Write the landing zone under ``<root>/landing`` and return a summary.
 
@@ -912,20 +1040,28 @@ def generate(config: GeneratorConfig, root: Path | str) -> dict:
     landing.mkdir(parents=True, exist_ok=True)
     w = _build_world(cfg)
     inject = cfg.bad_record_rate > 0
-    summary: dict = {"root": str(Path(root)), "landing": str(landing),
-                     "config": {k: (v.isoformat() if isinstance(v, dt.date) else v)
-                                for k, v in dataclasses.asdict(cfg).items()},
-                     "days": {}}
-    totals = {"items": cfg.n_items, "users": cfg.n_users, "impressions": 0, "events": 0,
-              "watch_stats": 0, "bad": 0}
+    summary: dict = {
+        "root": str(Path(root)),
+        "landing": str(landing),
+        "config": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "days": {},
+    }
+    totals = {"items": cfg.n_items, "users": cfg.n_users, "impressions": 0, "events": 0, "watch_stats": 0, "bad": 0}
 
     # ---- snapshots
     snap_manifest: list[bytes] = []
-    for s, (name, n, builder) in enumerate((("items", cfg.n_items, _items_builder(w)),
-                                            ("users", cfg.n_users, _users_builder(w)))):
+    for s, (name, n, builder) in enumerate(
+        (("items", cfg.n_items, _items_builder(w)), ("users", cfg.n_users, _users_builder(w)))
+    ):
         table = _Table(name, n, builder)
-        bad = _plan_bad(_rng(cfg.seed, 2, 0, s), table, SNAPSHOT_BAD_KINDS, cfg.bad_record_rate,
-                        lambda j: SNAPSHOT_BAD_ID_BASE + j, 0)
+        bad = _plan_bad(
+            _rng(cfg.seed, 2, 0, s),
+            table,
+            SNAPSHOT_BAD_KINDS,
+            cfg.bad_record_rate,
+            lambda j: SNAPSHOT_BAD_ID_BASE + j,
+            0,
+        )
         _write_table(landing / f"{name}.jsonl", table, bad, cfg.chunk_rows)
         snap_manifest += _manifest_lines(f"{name}.jsonl", bad)
         summary[name] = {"path": str(landing / f"{name}.jsonl"), "rows": n, "bad": len(bad)}
@@ -951,8 +1087,9 @@ def generate(config: GeneratorConfig, root: Path | str) -> dict:
                 fresh = lambda j, ymd=ymd: f"ev-bad-{ymd}-{j:07d}"  # noqa: E731
             else:
                 fresh = lambda j, ymd=ymd: f"w-bad-{ymd}-{j:07d}"  # noqa: E731
-            bad = _plan_bad(_rng(cfg.seed, 2, 1 + d, t_i), table, LOG_BAD_KINDS[name], cfg.bad_record_rate,
-                            fresh, t_i * 10**7)
+            bad = _plan_bad(
+                _rng(cfg.seed, 2, 1 + d, t_i), table, LOG_BAD_KINDS[name], cfg.bad_record_rate, fresh, t_i * 10**7
+            )
             _write_table(day_dir / f"{name}.jsonl", table, bad, cfg.chunk_rows)
             manifest += _manifest_lines(f"{name}.jsonl", bad)
             info[name] = table.n_rows
@@ -968,7 +1105,20 @@ def generate(config: GeneratorConfig, root: Path | str) -> dict:
 
 
 __all__ = [
-    "GeneratorConfig", "generate", "GENRES", "SURFACES", "DEVICES", "SHIFT_KINDS", "COUNTRIES",
-    "LOG_BAD_KINDS", "SNAPSHOT_BAD_KINDS", "MANIFEST", "SUCCESS_MARKER", "LANDING", "LOG_FILES",
-    "UNKNOWN_ID_BASE", "SNAPSHOT_BAD_ID_BASE", "BAD_IMPRESSION_ID_BASE",
+    "GeneratorConfig",
+    "generate",
+    "GENRES",
+    "SURFACES",
+    "DEVICES",
+    "SHIFT_KINDS",
+    "COUNTRIES",
+    "LOG_BAD_KINDS",
+    "SNAPSHOT_BAD_KINDS",
+    "MANIFEST",
+    "SUCCESS_MARKER",
+    "LANDING",
+    "LOG_FILES",
+    "UNKNOWN_ID_BASE",
+    "SNAPSHOT_BAD_ID_BASE",
+    "BAD_IMPRESSION_ID_BASE",
 ]

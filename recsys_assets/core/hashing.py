@@ -31,10 +31,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 HASH_SEPARATOR = "\x1f"
 DEFAULT_OOV_BUCKETS = 16
@@ -139,7 +143,7 @@ def _previous_kept(previous: pa.Table, n_buckets: int) -> dict[str, dict[str, in
     kept: dict[str, dict[str, int]] = defaultdict(dict)
     used: dict[str, set[int]] = defaultdict(set)
     cols = previous.select(["field", "value", "kept", "index"]).to_pydict()
-    for f, v, k, i in zip(cols["field"], cols["value"], cols["kept"], cols["index"]):
+    for f, v, k, i in zip(cols["field"], cols["value"], cols["kept"], cols["index"], strict=False):
         if not k:
             continue
         if f is None or not v or i is None:
@@ -161,7 +165,7 @@ def _current_counts(counts: pa.Table) -> dict[tuple[str, str], int]:
         raise ValueError(f"counts lacks columns {sorted(missing)}")
     cols = counts.select(["field", "value", "count"]).to_pydict()
     totals: dict[tuple[str, str], int] = defaultdict(int)
-    for f, v, c in zip(cols["field"], cols["value"], cols["count"]):
+    for f, v, c in zip(cols["field"], cols["value"], cols["count"], strict=False):
         if v is None or v == "":
             continue
         if not isinstance(f, str) or f == "":
@@ -234,9 +238,7 @@ def build_hash_dictionary(
             collisions[(f, b)] += 1
 
     rows.sort(key=lambda r: (r[0], r[4], r[1]))
-    version = _dictionary_version(
-        n_buckets, ((f, v, i) for f, vals in kept.items() for v, i in vals.items())
-    )
+    version = _dictionary_version(n_buckets, ((f, v, i) for f, vals in kept.items() for v, i in vals.items()))
     n = len(rows)
     return pa.table(
         {
@@ -246,9 +248,7 @@ def build_hash_dictionary(
             "kept": pa.array([r[3] for r in rows], pa.bool_()),
             "index": pa.array([r[4] for r in rows], pa.int32()),
             "bucket": pa.array([r[5] for r in rows], pa.int32()),
-            "bucket_collisions": pa.array(
-                [None if r[3] else collisions[(r[0], r[5])] for r in rows], pa.int32()
-            ),
+            "bucket_collisions": pa.array([None if r[3] else collisions[(r[0], r[5])] for r in rows], pa.int32()),
             "n_buckets": pa.array([n_buckets] * n, pa.int32()),
             "version": pa.array([version] * n, pa.string()),
         },
@@ -264,10 +264,8 @@ def dictionary_stats(dictionary: pa.Table) -> list[dict]:
     """
     cols = dictionary.select(["field", "count", "kept", "bucket"]).to_pydict()
     acc: dict[str, dict] = {}
-    for f, c, k, b in zip(cols["field"], cols["count"], cols["kept"], cols["bucket"]):
-        s = acc.setdefault(
-            f, {"kept": 0, "oov": 0, "occ": 0, "oov_occ": 0, "per_bucket": defaultdict(int)}
-        )
+    for f, c, k, b in zip(cols["field"], cols["count"], cols["kept"], cols["bucket"], strict=False):
+        s = acc.setdefault(f, {"kept": 0, "oov": 0, "occ": 0, "oov_occ": 0, "per_bucket": defaultdict(int)})
         s["occ"] += c
         if k:
             s["kept"] += 1
@@ -302,7 +300,7 @@ class HashEncoder:
         self._kept = {f: dict(vals) for f, vals in kept.items()}
 
     @classmethod
-    def from_table(cls, dictionary: pa.Table) -> "HashEncoder":
+    def from_table(cls, dictionary: pa.Table) -> HashEncoder:
         if dictionary.num_rows == 0:
             raise ValueError("empty dictionary: n_buckets and version are unknown")
         n = set(dictionary.column("n_buckets").to_pylist())
@@ -344,7 +342,7 @@ class HashEncoder:
             out.append(index)
         return np.asarray(out, dtype=np.int32)
 
-    def encode_column(self, field: str, column: "pl.Series") -> np.ndarray:
+    def encode_column(self, field: str, column: pl.Series) -> np.ndarray:
         """encode_many of a polars column, hashing each distinct value once (a ranking batch
         has millions of rows but a handful of surfaces, countries or genres)."""
         import polars as pl
@@ -353,8 +351,9 @@ class HashEncoder:
             return np.full(len(column), MISSING_INDEX, np.int32)
         distinct = column.drop_nulls().unique()
         codes = self.encode_many(field, distinct.to_list())
-        return column.replace_strict(distinct, pl.Series(codes, dtype=pl.Int32), default=MISSING_INDEX,
-                                     return_dtype=pl.Int32).to_numpy()
+        return column.replace_strict(
+            distinct, pl.Series(codes, dtype=pl.Int32), default=MISSING_INDEX, return_dtype=pl.Int32
+        ).to_numpy()
 
 
 # --------------------------------------------------------------------------- training (SQL)
@@ -414,7 +413,7 @@ def encode_table_sql(
         f"WHEN __hash_d.__hash_index IS NOT NULL THEN __hash_d.__hash_index "
         f"ELSE 1 + {bucket_sql(_sql_literal(field), v, n)} END AS INTEGER) AS {out} "
         f"FROM {source_relation} AS __hash_s "
-        f"LEFT JOIN (SELECT value AS __hash_value, \"index\" AS __hash_index "
+        f'LEFT JOIN (SELECT value AS __hash_value, "index" AS __hash_index '
         f"FROM {dictionary_relation} WHERE field = {_sql_literal(field)} AND kept "
         f"AND NOT {_n_buckets_guard(dictionary_relation, n)}) AS __hash_d "
         f"ON {v} = __hash_d.__hash_value"

@@ -26,7 +26,9 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real record, small enou
 QUARANTINE_HEAD_BYTES = 64 << 10  # how much of an over-long line the quarantine keeps
 _BOM = b"\xef\xbb\xbf"
 
-QUARANTINE_COLUMNS = "asset VARCHAR, partition VARCHAR, source_file VARCHAR, line_no BIGINT, reason VARCHAR, raw_line VARCHAR"
+QUARANTINE_COLUMNS = (
+    "asset VARCHAR, partition VARCHAR, source_file VARCHAR, line_no BIGINT, reason VARCHAR, raw_line VARCHAR"
+)
 
 
 def read_sql(name: str) -> str:
@@ -112,7 +114,7 @@ def _blocks(fh, max_line_bytes: int, block_bytes: int):
             while rest := fh.read(block_bytes):
                 newline = rest.find(b"\n")
                 if newline >= 0:
-                    carry = rest[newline + 1:]
+                    carry = rest[newline + 1 :]
                     break
     if carry:  # the last line may lack its newline
         yield carry if carry.endswith(b"\n") else carry + b"\n"
@@ -135,8 +137,9 @@ def _decode_slow(lines: list[bytes]) -> tuple[list[str], list[str | None]]:
     return texts, reasons
 
 
-_SCHEMA = pa.schema([("line_no", pa.int64()), ("raw_line", pa.string()), ("pre_reason", pa.string()),
-                     ("is_blank", pa.bool_())])
+_SCHEMA = pa.schema(
+    [("line_no", pa.int64()), ("raw_line", pa.string()), ("pre_reason", pa.string()), ("is_blank", pa.bool_())]
+)
 _BLANK_CANDIDATE_BYTES = 64  # only lines this short are inspected for being whitespace-only
 
 
@@ -182,9 +185,9 @@ def _mixed_block(data: bytes, max_line_bytes: int) -> tuple[pa.StringArray, pa.S
     arr = _line_array(data, ends)
     pieces, reasons, prev = [], [], 0
     for i in np.flatnonzero(suspect).tolist():
-        raw = data[starts[i]:ends[i] - 1]  # without its newline, like _decode_slow's lines
+        raw = data[starts[i] : ends[i] - 1]  # without its newline, like _decode_slow's lines
         if len(raw) > max_line_bytes:
-            raw = _TooLong(raw[:min(QUARANTINE_HEAD_BYTES, max_line_bytes)])
+            raw = _TooLong(raw[: min(QUARANTINE_HEAD_BYTES, max_line_bytes)])
         else:
             try:
                 raw.decode("utf-8")
@@ -200,8 +203,7 @@ def _mixed_block(data: bytes, max_line_bytes: int) -> tuple[pa.StringArray, pa.S
     return pa.concat_arrays(pieces), pa.array(reasons, pa.string())
 
 
-def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-               block_bytes: int = 16 << 20) -> pa.Table:
+def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, block_bytes: int = 16 << 20) -> pa.Table:
     """Split a JSONL file into (line_no, raw_line, pre_reason) rows, in bounded memory.
 
     Lines keep their line ending (JSON ignores it; ingestion trims it). A leading BOM is
@@ -209,7 +211,7 @@ def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     invalid UTF-8 is kept with \\xNN escapes (pre_reason invalid_utf8).
     """
     batches, next_line_no = [], 1
-    with (path.open("rb") if hasattr(path, "open") else open(path, "rb")) as fh:
+    with path.open("rb") if hasattr(path, "open") else open(path, "rb") as fh:
         for block in _blocks(fh, max_line_bytes, block_bytes):
             fast = None if isinstance(block, _TooLong) else _fast_block(block, max_line_bytes)
             if fast is not None:
@@ -241,21 +243,36 @@ _OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|
 # the quotes). Computed for every value and read only where the kind is a string.
 _UNQUOTED = "{v} ->> '$'"
 _TYPES = {
-    "int": {"kind": "NOT (contains({v}, '.') OR contains({v}, 'e') OR contains({v}, 'E'))",
-            "once": "CASE WHEN {k} THEN TRY_CAST(CAST({v} AS VARCHAR) AS BIGINT) END",
-            "ok": "{c} IS NOT NULL", "value": "{c}"},
-    "float": {"kind": "NOT contains('\"{{[tf', left({v}, 1))", "text": "CAST({v} AS VARCHAR)",
-              "ok": "{k}", "value": "CAST({s} AS DOUBLE)"},
+    "int": {
+        "kind": "NOT (contains({v}, '.') OR contains({v}, 'e') OR contains({v}, 'E'))",
+        "once": "CASE WHEN {k} THEN TRY_CAST(CAST({v} AS VARCHAR) AS BIGINT) END",
+        "ok": "{c} IS NOT NULL",
+        "value": "{c}",
+    },
+    "float": {
+        "kind": "NOT contains('\"{{[tf', left({v}, 1))",
+        "text": "CAST({v} AS VARCHAR)",
+        "ok": "{k}",
+        "value": "CAST({s} AS DOUBLE)",
+    },
     "string": {"kind": "starts_with({v}, '\"')", "text": _UNQUOTED, "ok": "{k}", "value": "{s}"},
     # NULL when the text is not ISO-8601 with an offset (bad_timestamp)
-    "timestamp": {"kind": "starts_with({v}, '\"')", "text": _UNQUOTED,
-                  "once": "CASE WHEN {k} AND regexp_matches({s}, '" + _OFFSET_RE.replace("{", "{{").replace("}", "}}")
-                          + "') THEN TRY_CAST({s} AS TIMESTAMPTZ) END",
-                  "ok": "{k}", "value": "{c}"},
-    "string_list": {"kind": "starts_with({v}, '[')",
-                    "once": "{k} AND coalesce(list_bool_and(list_transform("
-                            "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
-                    "ok": "{c}", "value": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')"},
+    "timestamp": {
+        "kind": "starts_with({v}, '\"')",
+        "text": _UNQUOTED,
+        "once": "CASE WHEN {k} AND regexp_matches({s}, '"
+        + _OFFSET_RE.replace("{", "{{").replace("}", "}}")
+        + "') THEN TRY_CAST({s} AS TIMESTAMPTZ) END",
+        "ok": "{k}",
+        "value": "{c}",
+    },
+    "string_list": {
+        "kind": "starts_with({v}, '[')",
+        "once": "{k} AND coalesce(list_bool_and(list_transform("
+        "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
+        "ok": "{c}",
+        "value": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')",
+    },
     "json": {"kind": "starts_with({v}, '{{')", "ok": "{k}", "value": "{v}"},
 }
 
@@ -287,7 +304,14 @@ def validation_sql(contract: TableContract, partition_day: date | None) -> str:
     Each rule becomes a boolean flag column; the reason text is only assembled for rows
     with a raised flag, so valid rows cost a handful of boolean operations.
     """
-    kinds, texts, once_cols, typed_cols, type_rules, domain_rules = [], [], [], [], [], []  # rules: (flag condition, reason)
+    kinds, texts, once_cols, typed_cols, type_rules, domain_rules = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )  # rules: (flag condition, reason)
     for f in contract.fields:
         spec = _TYPES[f.type]
         names = {"v": f"v_{f.name}", "k": f"k_{f.name}", "s": f"s_{f.name}", "c": f"c_{f.name}"}
@@ -308,19 +332,31 @@ def validation_sql(contract: TableContract, partition_day: date | None) -> str:
             type_rules.append((f"NOT {present}", f"missing_required:{f.name}"))
         type_rules.append((f"{present} AND NOT ({ok})", f"wrong_type:{f.name}"))
         if f.domain_sql:
-            domain_rules.append((f"{f.name} IS NOT NULL AND NOT coalesce({f.domain_sql}, false)", f"out_of_domain:{f.name}"))
+            domain_rules.append(
+                (f"{f.name} IS NOT NULL AND NOT coalesce({f.domain_sql}, false)", f"out_of_domain:{f.name}")
+            )
     for reason, rule in contract.row_rules:
         domain_rules.append((f"NOT coalesce({rule}, true)", reason))
     if contract.time_field and partition_day is not None:
         t = contract.time_field
-        domain_rules.append((f"{t} IS NOT NULL AND CAST(timezone('UTC', {t}) AS DATE) <> DATE '{partition_day.isoformat()}'",
-                             f"outside_partition:{t}"))
+        domain_rules.append(
+            (
+                f"{t} IS NOT NULL AND CAST(timezone('UTC', {t}) AS DATE) <> DATE '{partition_day.isoformat()}'",
+                f"outside_partition:{t}",
+            )
+        )
     rules = type_rules + domain_rules
     flags = [f"flag_{i}" for i in range(len(rules))]
     type_flags = ",\n        ".join(f"coalesce({cond}, false) AS flag_{i}" for i, (cond, _) in enumerate(type_rules))
-    domain_flags = ",\n        ".join(f"coalesce({cond}, false) AS flag_{i}"
-                                     for i, (cond, _) in enumerate(domain_rules, start=len(type_rules))) or "true AS no_domain_rules"
-    reasons = ", ".join(f"CASE WHEN {flag} THEN '{reason}' END" for flag, (_, reason) in zip(flags, rules))
+    domain_flags = (
+        ",\n        ".join(
+            f"coalesce({cond}, false) AS flag_{i}" for i, (cond, _) in enumerate(domain_rules, start=len(type_rules))
+        )
+        or "true AS no_domain_rules"
+    )
+    reasons = ", ".join(
+        f"CASE WHEN {flag} THEN '{reason}' END" for flag, (_, reason) in zip(flags, rules, strict=False)
+    )
     field_names = ", ".join(f.name for f in contract.fields)
     return f"""
 WITH extracted AS ({_extracted_from_lines_sql(contract)}
@@ -362,12 +398,17 @@ def _cross_record_sql(contract: TableContract, known_ids: dict[str, str]) -> str
         entity = ref.removesuffix("_id")  # user / item
         source = known_ids[ref]
         ref_cols.append(f", {ref}")
-        joins.append(f"LEFT JOIN (SELECT DISTINCT {ref} AS known_{entity} FROM read_parquet('{source}')) AS k_{entity} "
-                     f"ON valid.{ref} = k_{entity}.known_{entity}")
+        joins.append(
+            f"LEFT JOIN (SELECT DISTINCT {ref} AS known_{entity} FROM read_parquet('{source}')) AS k_{entity} "
+            f"ON valid.{ref} = k_{entity}.known_{entity}"
+        )
         reasons.append(f", CASE WHEN valid.{ref} IS NOT NULL AND known_{entity} IS NULL THEN 'unknown_{entity}' END")
     return read_sql("raw_table_rows.sql").format(
-        id_field=contract.id_field, reference_columns="".join(ref_cols),
-        reference_joins="\n".join(joins), reference_reasons="\n        ".join(reasons))
+        id_field=contract.id_field,
+        reference_columns="".join(ref_cols),
+        reference_joins="\n".join(joins),
+        reference_reasons="\n        ".join(reasons),
+    )
 
 
 def _in_line_order(table: pa.Table) -> pa.Table:
@@ -387,8 +428,9 @@ def _final_reasons(validated: pa.Table, cross: pa.Table) -> pa.ChunkedArray:
     positions = np.searchsorted(validated.column("line_no").to_numpy(), cross.column("line_no").to_numpy())
     mask = np.zeros(validated.num_rows, dtype=bool)
     mask[positions] = True
-    return pa.chunked_array([pc.replace_with_mask(row_reason.combine_chunks(), pa.array(mask),
-                                                  cross.column("reason").combine_chunks())])
+    return pa.chunked_array(
+        [pc.replace_with_mask(row_reason.combine_chunks(), pa.array(mask), cross.column("reason").combine_chunks())]
+    )
 
 
 def ingest_file(
@@ -425,8 +467,9 @@ def ingest_file(
         # (JSON ignores them) and are trimmed only where the raw line is kept: quarantine.
         con.execute("CREATE TEMP VIEW lines AS SELECT line_no, raw_line, pre_reason FROM file_lines WHERE NOT is_blank")
         blank = pc.sum(file_lines.column("is_blank")).as_py() or 0
-        result = IngestResult(contract.asset_name, partition, source_name,
-                              rows_read=file_lines.num_rows - blank, blank_lines=blank)
+        result = IngestResult(
+            contract.asset_name, partition, source_name, rows_read=file_lines.num_rows - blank, blank_lines=blank
+        )
 
         validated = _in_line_order(con.sql(validation_sql(contract, partition_day)).to_arrow_table())
         con.register("validated", validated)
@@ -440,14 +483,27 @@ def ingest_file(
         bad = checked.select(["line_no", "reason"]).filter(pc.is_valid(checked.column("reason")))
         raw = _take_in_order(file_lines.column("raw_line"), pc.subtract(bad.column("line_no"), 1))
         constant = lambda value: pa.array([value] * bad.num_rows, pa.string())  # noqa: E731
-        con.register("quarantined", pa.table({
-            "asset": constant(contract.asset_name), "partition": constant(partition),
-            "source_file": constant(source_name), "line_no": bad.column("line_no"), "reason": bad.column("reason"),
-            "raw_line": raw}))
-        write_parquet_atomic(con, "SELECT asset, partition, source_file, line_no, reason, "
-                                  "rtrim(raw_line, chr(13) || chr(10)) AS raw_line FROM quarantined", quarantine_path)
+        con.register(
+            "quarantined",
+            pa.table(
+                {
+                    "asset": constant(contract.asset_name),
+                    "partition": constant(partition),
+                    "source_file": constant(source_name),
+                    "line_no": bad.column("line_no"),
+                    "reason": bad.column("reason"),
+                    "raw_line": raw,
+                }
+            ),
+        )
+        write_parquet_atomic(
+            con,
+            "SELECT asset, partition, source_file, line_no, reason, "
+            "rtrim(raw_line, chr(13) || chr(10)) AS raw_line FROM quarantined",
+            quarantine_path,
+        )
 
-        for reason, n in zip(*pc.value_counts(bad.column("reason")).flatten()):
+        for reason, n in zip(*pc.value_counts(bad.column("reason")).flatten(), strict=False):
             result.reasons[reason.as_py()] = n.as_py()
         result.rows_quarantined = bad.num_rows
         result.rows_loaded = checked.num_rows - bad.num_rows

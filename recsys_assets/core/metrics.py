@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -97,9 +97,7 @@ def _relevant_pairs(relevant, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """(user, item) int64 arrays of the relevant entries (duplicates possible)."""
     if sp.issparse(relevant):
         if relevant.shape[0] != n_users:
-            raise ValueError(
-                f"relevant matrix has {relevant.shape[0]} rows, recommended has {n_users} users"
-            )
+            raise ValueError(f"relevant matrix has {relevant.shape[0]} rows, recommended has {n_users} users")
         coo = relevant.tocoo()
         keep = coo.data != 0
         return coo.row[keep].astype(np.int64), coo.col[keep].astype(np.int64)
@@ -113,9 +111,7 @@ def _relevant_pairs(relevant, n_users: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"relevant has {len(rel)} users, recommended has {n_users}")
     if n_users == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    arrays = [
-        np.asarray(list(x) if isinstance(x, (set, frozenset)) else x).ravel() for x in rel
-    ]
+    arrays = [np.asarray(list(x) if isinstance(x, (set, frozenset)) else x).ravel() for x in rel]
     lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=n_users)
     items = np.concatenate(arrays)
     if items.dtype.kind == "f":
@@ -398,9 +394,7 @@ def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return (_resample_counts(values.size, n_boot, seed) @ values) / values.size
 
 
-def bootstrap_ci(
-    values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> tuple[float, float]:
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     """Percentile ``1 - alpha`` confidence interval of the mean of per-user ``values``."""
     v = _as_values(values, "values")
     _check_boot(n_boot, alpha)
@@ -409,9 +403,7 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> dict:
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
     """Paired bootstrap of model A vs model B on the same users (same order).
 
     Resamples users jointly, i.e. resamples the per-user differences ``d = a - b``. Returns

@@ -172,8 +172,7 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> list[str]:
         glob = table_glob(lake_dir, table_dir.name)
         # union_by_name: a partition written by an older schema version still reads.
         con.execute(
-            f'CREATE OR REPLACE VIEW "{table_dir.name}" AS '
-            f"SELECT * FROM read_parquet('{glob}', union_by_name = true)"
+            f"CREATE OR REPLACE VIEW \"{table_dir.name}\" AS SELECT * FROM read_parquet('{glob}', union_by_name = true)"
         )
         created.append(table_dir.name)
     return created
@@ -213,8 +212,10 @@ def write_catalog_atomic(lake_dir: Path, catalog_path: Path) -> list[str]:
     user who has the old file open keeps reading it and no writer ever waits on a lock.
     """
     if is_remote(catalog_path):
-        raise ValueError(f"the catalog file cannot live on an object store ({catalog_path}); "
-                         "open the lake with `recsys_assets.core.storage.duckdb_connect` + create_views instead")
+        raise ValueError(
+            f"the catalog file cannot live on an object store ({catalog_path}); "
+            "open the lake with `recsys_assets.core.storage.duckdb_connect` + create_views instead"
+        )
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(catalog_path)
     try:

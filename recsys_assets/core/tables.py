@@ -10,7 +10,7 @@ producing SQL over empty inputs for derived ones, so no schema is written twice.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -21,13 +21,17 @@ from recsys_assets.core.storage import duckdb_connect, write_parquet_atomic
 
 # Derived tables: their SQL file and which stored table each input relation name reads.
 DERIVED = {
-    "interactions": ("interactions.sql", {"impressions": "raw_impressions", "events": "raw_events",
-                                          "watches": "raw_watch_stats"}),
+    "interactions": (
+        "interactions.sql",
+        {"impressions": "raw_impressions", "events": "raw_events", "watches": "raw_watch_stats"},
+    ),
     "user_daily_stats": ("user_daily_stats.sql", {"interactions": "interactions"}),
     "item_daily_stats": ("item_daily_stats.sql", {"interactions": "interactions"}),
     "user_genre_daily": ("user_genre_daily.sql", {"interactions": "interactions", "items": "raw_items"}),
-    "categorical_daily_counts": ("categorical_daily_counts.sql", {"interactions": "interactions", "items": "raw_items",
-                                                                  "users": "raw_users"}),
+    "categorical_daily_counts": (
+        "categorical_daily_counts.sql",
+        {"interactions": "interactions", "items": "raw_items", "users": "raw_users"},
+    ),
 }
 # Parameter values used only to derive schemas of empty relations.
 SCHEMA_PARAMS = {"day": "2000-01-01", "min_pos_completion": 0.6, "like_is_positive": True}
@@ -44,7 +48,7 @@ def _params_for(sql: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if f"${k}" in sql}
 
 
-@lru_cache(maxsize=None)
+@cache
 def empty_select(table: str) -> str:
     """A zero-row SELECT with the exact column names and types of a stored table."""
     if table.startswith("raw_") and table.removeprefix("raw_") in BY_NAME:
@@ -66,7 +70,9 @@ def bind(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], table: st
     """Make relation `name` read `files` (Parquet of stored `table`), or be empty if none."""
     if files:
         listing = ", ".join(f"'{f}'" for f in files)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+        )
     else:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {empty_select(table)}")
 

@@ -18,8 +18,9 @@ from recsys_assets.core.tables import bind, connect
 @dataclass
 class TestSet:
     """Held-out positives of the test day for users that have any, with seen items removed."""
-    users: np.ndarray            # user indices, sorted
-    relevant: sp.csr_matrix      # users(all) × items, 1 = relevant on the test day and unseen in training
+
+    users: np.ndarray  # user indices, sorted
+    relevant: sp.csr_matrix  # users(all) × items, 1 = relevant on the test day and unseen in training
     all_positive: sp.csr_matrix  # users(all) × items, every positive of the test day (seen or not)
 
 
@@ -35,9 +36,16 @@ def seen_matrix(positives: sp.csr_matrix) -> sp.csr_matrix:
     return (positives > 0).astype(np.float32).tocsr()
 
 
-def load_training_data(day: str, train_files: list[Path], test_files: list[Path], user_dictionary: Path,
-                       item_dictionary: Path, items_snapshot: Path, click_weight: float = 0.25,
-                       with_shown: bool = True) -> tuple[TrainingData, TestSet, dict]:
+def load_training_data(
+    day: str,
+    train_files: list[Path],
+    test_files: list[Path],
+    user_dictionary: Path,
+    item_dictionary: Path,
+    items_snapshot: Path,
+    click_weight: float = 0.25,
+    with_shown: bool = True,
+) -> tuple[TrainingData, TestSet, dict]:
     """with_shown=False leaves shown_negatives empty and reads only clicked or positive
     interactions: the same positives and ages from a fraction of the rows (impressions
     outnumber clicks ~15:1), for every consumer but impression-aware models."""
@@ -56,20 +64,28 @@ def load_training_data(day: str, train_files: list[Path], test_files: list[Path]
         pairs = con.execute(sql, {"day": day, "click_weight": click_weight}).fetchnumpy()
         truth = con.execute(read_sql("recall_test_pairs.sql")).fetchnumpy()
         # Content: each item's genres and tags as binary columns (names sorted, so stable).
-        content = con.execute(f"""
+        content = con.execute(
+            f"""
             SELECT d.index AS item_idx, coalesce(i.genres, []) AS genres, coalesce(i.tags, []) AS tags,
                    i.added_at IS NULL OR i.added_at < ($day::DATE + 1)::TIMESTAMPTZ AS available
             FROM item_dictionary AS d LEFT JOIN read_parquet('{items_snapshot}') AS i ON i.item_id = d.id
-            ORDER BY d.index""", {"day": day}).fetchall()
+            ORDER BY d.index""",
+            {"day": day},
+        ).fetchall()
     finally:
         con.close()
 
     positive = pairs["signal"] > 0
     positives = _csr(pairs["user_idx"][positive], pairs["item_idx"][positive], pairs["signal"][positive], shape)
-    days_ago = _csr(pairs["user_idx"][positive], pairs["item_idx"][positive],
-                    np.nan_to_num(pairs["days_ago"][positive]) + 1e-3, shape)  # +eps keeps day 0 stored
-    seconds_ago = _csr(pairs["user_idx"][positive], pairs["item_idx"][positive],
-                       np.nan_to_num(pairs["seconds_ago"][positive]), shape)  # float32: exact to 0.25 s in 28 days
+    days_ago = _csr(
+        pairs["user_idx"][positive],
+        pairs["item_idx"][positive],
+        np.nan_to_num(pairs["days_ago"][positive]) + 1e-3,
+        shape,
+    )  # +eps keeps day 0 stored
+    seconds_ago = _csr(
+        pairs["user_idx"][positive], pairs["item_idx"][positive], np.nan_to_num(pairs["seconds_ago"][positive]), shape
+    )  # float32: exact to 0.25 s in 28 days
     shown = _csr(pairs["user_idx"], pairs["item_idx"], pairs["shown_not_chosen"], shape)
 
     genre_names = sorted({g for _, genres, _, _ in content for g in genres})
@@ -78,7 +94,9 @@ def load_training_data(day: str, train_files: list[Path], test_files: list[Path]
     t_index = {t: k for k, t in enumerate(tag_names)}
     g_rows = [(idx, g_index[g]) for idx, genres, _, _ in content for g in genres]
     t_rows = [(idx, t_index[t]) for idx, _, tags, _ in content for t in tags]
-    item_genres = _csr([r for r, _ in g_rows], [c for _, c in g_rows], np.ones(len(g_rows)), (n_items, len(genre_names)))
+    item_genres = _csr(
+        [r for r, _ in g_rows], [c for _, c in g_rows], np.ones(len(g_rows)), (n_items, len(genre_names))
+    )
     item_tags = _csr([r for r, _ in t_rows], [c for _, c in t_rows], np.ones(len(t_rows)), (n_items, len(tag_names)))
     available = np.zeros(n_items, dtype=bool)
     for idx, _, _, ok in content:
@@ -88,19 +106,45 @@ def load_training_data(day: str, train_files: list[Path], test_files: list[Path]
     relevant = (all_positive - all_positive.multiply(positives > 0)).tocsr()
     relevant.eliminate_zeros()
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    data = TrainingData(positives=positives, shown_negatives=shown, days_ago=days_ago, item_genres=item_genres,
-                        item_tags=item_tags, genre_names=genre_names, seconds_ago=seconds_ago)
-    info = {"n_users": n_users, "n_items": n_items, "train_pairs": int(positives.nnz),
-            "test_users": int(len(users)), "available_items": available}
+    data = TrainingData(
+        positives=positives,
+        shown_negatives=shown,
+        days_ago=days_ago,
+        item_genres=item_genres,
+        item_tags=item_tags,
+        genre_names=genre_names,
+        seconds_ago=seconds_ago,
+    )
+    info = {
+        "n_users": n_users,
+        "n_items": n_items,
+        "train_pairs": int(positives.nnz),
+        "test_users": int(len(users)),
+        "available_items": available,
+    }
     return data, TestSet(users=users, relevant=relevant, all_positive=all_positive), info
 
 
-def load_recall_exclusions(day: str, train_files: list[Path], user_dictionary: Path, item_dictionary: Path,
-                           items_snapshot: Path, click_weight: float = 0.25) -> tuple[sp.csr_matrix, np.ndarray]:
+def load_recall_exclusions(
+    day: str,
+    train_files: list[Path],
+    user_dictionary: Path,
+    item_dictionary: Path,
+    items_snapshot: Path,
+    click_weight: float = 0.25,
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """What recall removes from every channel's list on `day`: (seen, blocked) = each user's
     positives of the training window (signal > 0, users × items, 1.0) and the indices of items
     not yet available on `day`. The same matrices recall_candidates excludes with, built from
     the same pairs, without reading the test day."""
-    data, _, info = load_training_data(day, train_files, [], user_dictionary, item_dictionary, items_snapshot,
-                                       click_weight=click_weight, with_shown=False)
+    data, _, info = load_training_data(
+        day,
+        train_files,
+        [],
+        user_dictionary,
+        item_dictionary,
+        items_snapshot,
+        click_weight=click_weight,
+        with_shown=False,
+    )
     return seen_matrix(data.positives), np.flatnonzero(~info["available_items"])

@@ -13,8 +13,8 @@ import datetime as dt
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import duckdb
 import numpy as np
@@ -43,19 +43,20 @@ def day_sql(epoch_seconds_expr: str) -> str:
 
 
 def iso_utc(epoch_seconds: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc_day(epoch_seconds: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y-%m-%d")
 
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def copy_by_day(con: duckdb.DuckDBPyConnection, query: str, landing: Path, table: str, order_by: str,
-                batch_rows: int = 1 << 18) -> dict[str, int]:
+def copy_by_day(
+    con: duckdb.DuckDBPyConnection, query: str, landing: Path, table: str, order_by: str, batch_rows: int = 1 << 18
+) -> dict[str, int]:
     """Stream `query` (a column `day` = 'YYYY-MM-DD' plus the record's fields) into
     <landing>/<day>/<table>.jsonl, each file in `order_by` order. Returns rows per day.
 
@@ -65,8 +66,9 @@ def copy_by_day(con: duckdb.DuckDBPyConnection, query: str, landing: Path, table
     would be one statement, but it does not keep row order inside a partition.)"""
     cols = [name for name, *_ in con.execute(f"DESCRIBE ({query})").fetchall() if name != "day"]
     record = "{" + ", ".join(f"{sql_str(c)}: {quote_ident(c)}" for c in cols) + "}"
-    reader = con.sql(f"SELECT day, to_json({record})::VARCHAR || chr(10) AS line FROM ({query}) "
-                         f"ORDER BY day, {order_by}").to_arrow_reader(batch_rows)
+    reader = con.sql(
+        f"SELECT day, to_json({record})::VARCHAR || chr(10) AS line FROM ({query}) ORDER BY day, {order_by}"
+    ).to_arrow_reader(batch_rows)
     counts: dict[str, int] = {}
     out, out_day = None, None
     try:
@@ -76,12 +78,15 @@ def copy_by_day(con: duckdb.DuckDBPyConnection, query: str, landing: Path, table
             _, offset_buf, data_buf = lines.buffers()
             width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
             # absolute positions of each line in the data buffer
-            offsets = np.frombuffer(offset_buf, dtype=width)[lines.offset:lines.offset + len(lines) + 1]
+            offsets = np.frombuffer(offset_buf, dtype=width)[lines.offset : lines.offset + len(lines) + 1]
             data = memoryview(data_buf)
             # rows are sorted by day: a day is one run; its starts are where the value changes
-            changes = np.flatnonzero(pc.not_equal(days.slice(1), days.slice(0, len(days) - 1)).to_numpy(zero_copy_only=False)) + 1
+            changes = (
+                np.flatnonzero(pc.not_equal(days.slice(1), days.slice(0, len(days) - 1)).to_numpy(zero_copy_only=False))
+                + 1
+            )
             bounds = [0, *changes.tolist(), len(days)]
-            for start, end in zip(bounds[:-1], bounds[1:]):
+            for start, end in zip(bounds[:-1], bounds[1:], strict=False):
                 day = days[start].as_py()
                 if day != out_day:
                     if out is not None:
@@ -90,7 +95,7 @@ def copy_by_day(con: duckdb.DuckDBPyConnection, query: str, landing: Path, table
                     folder = landing / day
                     folder.mkdir(parents=True, exist_ok=True)
                     out, out_day = open(folder / f"{table}.jsonl", "ab"), day
-                out.write(data[int(offsets[start]):int(offsets[end])])
+                out.write(data[int(offsets[start]) : int(offsets[end])])
                 counts[day] = counts.get(day, 0) + end - start
     finally:
         if out is not None:
@@ -137,8 +142,9 @@ def staging_landing(data_root: Path) -> Path:
     data_root.mkdir(parents=True, exist_ok=True)
     final = data_root / "landing"
     if final.exists() and any(final.iterdir()):
-        raise FileExistsError(f"{final} already holds a landing zone; use another --data-root "
-                              "(one data root holds one source)")
+        raise FileExistsError(
+            f"{final} already holds a landing zone; use another --data-root (one data root holds one source)"
+        )
     tmp = data_root / f".landing.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

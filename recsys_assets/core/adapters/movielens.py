@@ -54,9 +54,27 @@ from recsys_assets.core.adapters import landing as lz
 # a test keeps the two equal.
 DEFAULT_MIN_POS_COMPLETION = 0.6
 
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                 "Romance", "Sci-Fi", "Thriller", "War", "Western")
+ML100K_GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 _NO_GENRE = {"unknown", "no_genres_listed"}
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -65,6 +83,7 @@ _YEAR = re.compile(r"\((\d{4})\)\s*$")
 class RatingRule:
     """How a rating becomes a watch: completion = positive_completion when rating >=
     min_positive_rating, else other_completion."""
+
     min_positive_rating: float = 4.0
     positive_completion: float = 1.0
     other_completion: float = 0.3
@@ -77,7 +96,8 @@ class RatingRule:
         if not self.other_completion < min_pos_completion <= self.positive_completion:
             raise ValueError(
                 f"rule inconsistent with min_pos_completion={min_pos_completion}: need other_completion "
-                f"({self.other_completion}) < {min_pos_completion} <= positive_completion ({self.positive_completion})")
+                f"({self.other_completion}) < {min_pos_completion} <= positive_completion ({self.positive_completion})"
+            )
 
     def completion(self, rating: float) -> float:
         return self.positive_completion if rating >= self.min_positive_rating else self.other_completion
@@ -86,6 +106,7 @@ class RatingRule:
 @dataclass(frozen=True)
 class Layout:
     """Where a release keeps its files and how they are split."""
+
     format: str  # "ml-100k" | "dat" | "csv"
     sep: str
     header: bool
@@ -100,8 +121,9 @@ def detect_layout(source: Path) -> Layout:
     if (source / "u.data").exists():
         return Layout("ml-100k", "\t", False, "u.data", "u.item", _opt(source, "u.user"))
     if (source / "ratings.dat").exists():
-        return Layout("dat", "::", False, "ratings.dat", "movies.dat", _opt(source, "users.dat"),
-                      _opt(source, "tags.dat"))
+        return Layout(
+            "dat", "::", False, "ratings.dat", "movies.dat", _opt(source, "users.dat"), _opt(source, "tags.dat")
+        )
     if (source / "ratings.csv").exists():
         return Layout("csv", ",", True, "ratings.csv", "movies.csv", None, _opt(source, "tags.csv"))
     raise FileNotFoundError(f"{source}: no u.data, ratings.dat or ratings.csv — not a MovieLens release folder")
@@ -183,8 +205,10 @@ def _reject(file: str, line_no: int, error: str, line: str) -> dict:
 # items, users, tags
 # ------------------------------------------------------------------------------------------
 
-def parse_items(source: Path, layout: Layout, tags: dict[int, list[str]] | None = None,
-                genre_names: tuple[str, ...] | None = None) -> tuple[list[dict], list[dict]]:
+
+def parse_items(
+    source: Path, layout: Layout, tags: dict[int, list[str]] | None = None, genre_names: tuple[str, ...] | None = None
+) -> tuple[list[dict], list[dict]]:
     """(item records, rejects) from u.item / movies.dat / movies.csv; bad lines become items
     that break the contract (quarantined by raw_items)."""
     tags = tags or {}
@@ -208,18 +232,27 @@ def parse_items(source: Path, layout: Layout, tags: dict[int, list[str]] | None 
             error = f"movie id {f[0]!r} is not an integer"
         if error:
             rejects.append(_reject(layout.movies, line_no, error, line))
-            items.append({"item_id": _typed_or_text(f[0] if f else None, _int), "title": None, "genres": [],
-                          "source_file": layout.movies, "source_line_no": line_no, "source_error": error,
-                          "source_line": line})
+            items.append(
+                {
+                    "item_id": _typed_or_text(f[0] if f else None, _int),
+                    "title": None,
+                    "genres": [],
+                    "source_file": layout.movies,
+                    "source_line_no": line_no,
+                    "source_error": error,
+                    "source_line": line,
+                }
+            )
             continue
         if layout.format == "ml-100k":
-            title, genres = f[1], genre_list(n for n, flag in zip(names, f[5:]) if flag == "1")
+            title, genres = f[1], genre_list(n for n, flag in zip(names, f[5:], strict=False) if flag == "1")
             year = release_year(title, f[2])
         else:
             title, genres = f[1], genre_list(f[2].split("|"))
             year = release_year(title)
-        items.append({"item_id": item_id, "title": title, "release_year": year, "genres": genres,
-                      "tags": tags.get(item_id, [])})
+        items.append(
+            {"item_id": item_id, "title": title, "release_year": year, "genres": genres, "tags": tags.get(item_id, [])}
+        )
     return items, rejects
 
 
@@ -238,8 +271,15 @@ def parse_user_ids(source: Path, layout: Layout) -> tuple[list[dict], list[dict]
             error = f"user id {f[0]!r} is not an integer"
         if error:
             rejects.append(_reject(layout.users, line_no, error, line))
-            users.append({"user_id": _typed_or_text(f[0] if f else None, _int), "source_file": layout.users,
-                          "source_line_no": line_no, "source_error": error, "source_line": line})
+            users.append(
+                {
+                    "user_id": _typed_or_text(f[0] if f else None, _int),
+                    "source_file": layout.users,
+                    "source_line_no": line_no,
+                    "source_error": error,
+                    "source_line": line,
+                }
+            )
         else:
             users.append({"user_id": user_id})
     return users, rejects
@@ -249,9 +289,11 @@ def _read_csv_sql(path: Path, layout: Layout, columns: dict[str, str], rejects_n
     cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
     q = "'\"'" if quote else "''"
     # nullstr that never occurs: an empty field is a cast error (rejected), not a NULL.
-    return (f"read_csv({lz.sql_str(path)}, delim={lz.sql_str(layout.sep)}, header={str(layout.header).lower()}, "
-            f"columns={cols}, auto_detect=false, quote={q}, escape={q}, nullstr='\x01', "
-            f"store_rejects=true, rejects_table='{rejects_name}', rejects_scan='{rejects_name}_scan')")
+    return (
+        f"read_csv({lz.sql_str(path)}, delim={lz.sql_str(layout.sep)}, header={str(layout.header).lower()}, "
+        f"columns={cols}, auto_detect=false, quote={q}, escape={q}, nullstr='\x01', "
+        f"store_rejects=true, rejects_table='{rejects_name}', rejects_scan='{rejects_name}_scan')"
+    )
 
 
 def _fetch_rejects(con, rejects_name: str, file: str) -> list[dict]:
@@ -267,12 +309,17 @@ def aggregate_tags(con, source: Path, layout: Layout, max_tags: int) -> tuple[di
         return {}, [], 0
     columns = {"user_id": "VARCHAR", "item_id": "BIGINT", "tag": "VARCHAR", "ts": "VARCHAR"}
     scan = _read_csv_sql(source / layout.tags, layout, columns, "rej_tags", quote=layout.format == "csv")
-    con.execute(f"CREATE TEMP TABLE tag_counts AS SELECT item_id, lower(trim(tag)) AS tag, count(*) AS n "
-                f"FROM {scan} WHERE trim(tag) <> '' GROUP BY ALL")
-    rows = con.execute("""SELECT item_id, list(tag ORDER BY n DESC, tag) FROM (
+    con.execute(
+        f"CREATE TEMP TABLE tag_counts AS SELECT item_id, lower(trim(tag)) AS tag, count(*) AS n "
+        f"FROM {scan} WHERE trim(tag) <> '' GROUP BY ALL"
+    )
+    rows = con.execute(
+        """SELECT item_id, list(tag ORDER BY n DESC, tag) FROM (
                               SELECT * FROM tag_counts
                               QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY n DESC, tag) <= $k)
-                          GROUP BY item_id""", {"k": max_tags}).fetchall()
+                          GROUP BY item_id""",
+        {"k": max_tags},
+    ).fetchall()
     n_lines = con.execute("SELECT coalesce(sum(n), 0) FROM tag_counts").fetchone()[0]
     return {int(i): list(t) for i, t in rows}, _fetch_rejects(con, "rej_tags", layout.tags), int(n_lines)
 
@@ -281,13 +328,19 @@ def aggregate_tags(con, source: Path, layout: Layout, max_tags: int) -> tuple[di
 # ratings
 # ------------------------------------------------------------------------------------------
 
-def _bad_rating_records(reject: dict, layout: Layout, rule: RatingRule, first_day: str,
-                        last_day: str) -> tuple[str, dict, dict]:
+
+def _bad_rating_records(
+    reject: dict, layout: Layout, rule: RatingRule, first_day: str, last_day: str
+) -> tuple[str, dict, dict]:
     """The event and the watch a malformed rating line becomes, and the day file they go to."""
     f = _split(reject["line"], layout, ratings=True) if reject["line"] else []
     if len(f) == 4:  # fields in place: the ones that parse are typed, the others keep their text
-        user, item, rating, ts = (_typed_or_text(f[0], _int), _typed_or_text(f[1], _int),
-                                  _typed_or_text(f[2], _float), _int(f[3]))
+        user, item, rating, ts = (
+            _typed_or_text(f[0], _int),
+            _typed_or_text(f[1], _int),
+            _typed_or_text(f[2], _float),
+            _int(f[3]),
+        )
         when = lz.iso_utc(ts) if ts is not None else f[3]
     else:  # fields out of place: nothing can be trusted, all stay text (missing ones null)
         f = f + [None] * (4 - len(f))
@@ -298,15 +351,36 @@ def _bad_rating_records(reject: dict, layout: Layout, rule: RatingRule, first_da
     key = f"ml:bad:{reject['file']}:{reject['line_no']}"
     trace = {"source_file": reject["file"], "source_line_no": reject["line_no"], "source_error": reject["error"]}
     completion = rule.completion(rating) if isinstance(rating, float) else None
-    event = {"event_id": key, "user_id": user, "item_id": item, "type": "rate", "value": rating,
-             "occurred_at": when, "request_id": None, **trace}
-    watch = {"watch_id": key, "user_id": user, "item_id": item, "started_at": when, "watch_time_sec": 0.0,
-             "completion": completion, "request_id": None, **trace}
+    event = {
+        "event_id": key,
+        "user_id": user,
+        "item_id": item,
+        "type": "rate",
+        "value": rating,
+        "occurred_at": when,
+        "request_id": None,
+        **trace,
+    }
+    watch = {
+        "watch_id": key,
+        "user_id": user,
+        "item_id": item,
+        "started_at": when,
+        "watch_time_sec": 0.0,
+        "completion": completion,
+        "request_id": None,
+        **trace,
+    }
     return day, event, watch
 
 
-def convert(source: Path, data_root: Path, rule: RatingRule = RatingRule(),
-            min_pos_completion: float = DEFAULT_MIN_POS_COMPLETION, max_tags: int = 20) -> dict:
+def convert(
+    source: Path,
+    data_root: Path,
+    rule: RatingRule = RatingRule(),
+    min_pos_completion: float = DEFAULT_MIN_POS_COMPLETION,
+    max_tags: int = 20,
+) -> dict:
     """Write <data_root>/landing from the MovieLens release in `source`; returns the manifest."""
     source, data_root = Path(source).resolve(), Path(data_root).resolve()
     rule.check(min_pos_completion)
@@ -326,19 +400,34 @@ def convert(source: Path, data_root: Path, rule: RatingRule = RatingRule(),
         first_day, last_day = lz.utc_day(t0), lz.utc_day(t1)
 
         key = "'ml:' || user_id || ':' || item_id || ':' || ts"
-        events = lz.copy_by_day(con, f"""
-            SELECT {lz.day_sql('ts')} AS day, {key} AS event_id, user_id, item_id, 'rate' AS type, rating AS value,
-                   {lz.iso_utc_sql('ts')} AS occurred_at, NULL::VARCHAR AS request_id
-            FROM {ratings}""", tmp, "events", "occurred_at, user_id, item_id")
+        events = lz.copy_by_day(
+            con,
+            f"""
+            SELECT {lz.day_sql("ts")} AS day, {key} AS event_id, user_id, item_id, 'rate' AS type, rating AS value,
+                   {lz.iso_utc_sql("ts")} AS occurred_at, NULL::VARCHAR AS request_id
+            FROM {ratings}""",
+            tmp,
+            "events",
+            "occurred_at, user_id, item_id",
+        )
         # The rule's numbers are validated floats, safe to inline (COPY takes no parameters).
-        completion = (f"CASE WHEN rating >= {float(rule.min_positive_rating)!r} THEN {float(rule.positive_completion)!r} "
-                      f"ELSE {float(rule.other_completion)!r} END")
-        watches = lz.copy_by_day(con, f"""
-            SELECT {lz.day_sql('ts')} AS day, {key} AS watch_id, user_id, item_id, {lz.iso_utc_sql('ts')} AS started_at,
+        completion = (
+            f"CASE WHEN rating >= {float(rule.min_positive_rating)!r} THEN {float(rule.positive_completion)!r} "
+            f"ELSE {float(rule.other_completion)!r} END"
+        )
+        watches = lz.copy_by_day(
+            con,
+            f"""
+            SELECT {lz.day_sql("ts")} AS day, {key} AS watch_id, user_id, item_id, {lz.iso_utc_sql("ts")} AS started_at,
                    0.0::DOUBLE AS watch_time_sec, {completion}::DOUBLE AS completion, NULL::VARCHAR AS request_id
-            FROM {ratings}""", tmp, "watch_stats", "started_at, user_id, item_id")
-        positives = con.execute(f"SELECT count(*) FILTER (WHERE rating >= $r) FROM {ratings}",
-                                {"r": float(rule.min_positive_rating)}).fetchone()[0]
+            FROM {ratings}""",
+            tmp,
+            "watch_stats",
+            "started_at, user_id, item_id",
+        )
+        positives = con.execute(
+            f"SELECT count(*) FILTER (WHERE rating >= $r) FROM {ratings}", {"r": float(rule.min_positive_rating)}
+        ).fetchone()[0]
         rating_users = [u for (u,) in con.execute(f"SELECT DISTINCT user_id FROM {ratings} ORDER BY 1").fetchall()]
 
         for reject in rating_rejects:
@@ -364,16 +453,25 @@ def convert(source: Path, data_root: Path, rule: RatingRule = RatingRule(),
         lz.append_jsonl(tmp / lz.ADAPTER_REJECTS, rejects)
         spill.unlink()
         manifest = {
-            "source": "movielens", "format": layout.format, "path": str(source),
+            "source": "movielens",
+            "format": layout.format,
+            "path": str(source),
             "files": {k: v for k, v in asdict(layout).items() if k in ("ratings", "movies", "users", "tags") and v},
             "has_impressions": False,
             "impressions_note": "MovieLens logs ratings only; every impressions.jsonl is empty and ranking uses "
-                                "sampled negatives",
+            "sampled negatives",
             "rule": {**asdict(rule), "min_pos_completion": min_pos_completion},
-            "first_day": first_day, "last_day": last_day, "days": len(days),
-            "ratings": int(n_ratings), "positives": int(positives),
-            "events": sum(events.values()), "watch_stats": sum(watches.values()),
-            "items": len(items), "users": len(users), "tag_lines": tag_lines, "tagged_items": len(tags),
+            "first_day": first_day,
+            "last_day": last_day,
+            "days": len(days),
+            "ratings": int(n_ratings),
+            "positives": int(positives),
+            "events": sum(events.values()),
+            "watch_stats": sum(watches.values()),
+            "items": len(items),
+            "users": len(users),
+            "tag_lines": tag_lines,
+            "tagged_items": len(tags),
             "malformed_lines": {f: sum(r["file"] == f for r in rejects) for f in sorted({r["file"] for r in rejects})},
         }
         return manifest | {"landing": str(lz.publish_landing(tmp, data_root, manifest))}

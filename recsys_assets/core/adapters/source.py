@@ -45,13 +45,18 @@ def check_compatible(data_root: Path, source: str, path: str | Path | None) -> d
         wanted = source + (f" from {resolved}" if resolved else "")
         raise SourceConflict(
             f"{data_root} already holds {held}; refusing to add {wanted} to the same warehouse. "
-            f"Use another --data-root (or delete {data_root}).")
+            f"Use another --data-root (or delete {data_root})."
+        )
     return marker
 
 
-def write_marker(data_root: Path, source: str, path: str | Path | None, first_day: str, last_day: str,
-                 **extra) -> dict:
-    marker = {"source": source, "path": str(Path(path).resolve()) if path is not None else None,
-              "first_day": first_day, "last_day": last_day, **extra}
+def write_marker(data_root: Path, source: str, path: str | Path | None, first_day: str, last_day: str, **extra) -> dict:
+    marker = {
+        "source": source,
+        "path": str(Path(path).resolve()) if path is not None else None,
+        "first_day": first_day,
+        "last_day": last_day,
+        **extra,
+    }
     (Path(data_root) / SOURCE_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return marker

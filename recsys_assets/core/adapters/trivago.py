@@ -42,9 +42,20 @@ from recsys_assets.core.adapters import landing as lz
 
 CLICKOUT = "clickout item"
 SURFACE = "search"
-COLUMNS = {"user_id": "VARCHAR", "session_id": "VARCHAR", "timestamp": "BIGINT", "step": "BIGINT",
-           "action_type": "VARCHAR", "reference": "VARCHAR", "platform": "VARCHAR", "city": "VARCHAR",
-           "device": "VARCHAR", "current_filters": "VARCHAR", "impressions": "VARCHAR", "prices": "VARCHAR"}
+COLUMNS = {
+    "user_id": "VARCHAR",
+    "session_id": "VARCHAR",
+    "timestamp": "BIGINT",
+    "step": "BIGINT",
+    "action_type": "VARCHAR",
+    "reference": "VARCHAR",
+    "platform": "VARCHAR",
+    "city": "VARCHAR",
+    "device": "VARCHAR",
+    "current_filters": "VARCHAR",
+    "impressions": "VARCHAR",
+    "prices": "VARCHAR",
+}
 
 
 def find_log(source: Path) -> Path:
@@ -78,13 +89,16 @@ def convert(source: Path, data_root: Path) -> dict:
                        SELECT user_id AS source_user_id, row_number() OVER (ORDER BY user_id) - 1 AS uid,
                               arg_min(platform, (timestamp, step)) AS platform
                        FROM src GROUP BY user_id""")
-        con.execute("""CREATE TEMP TABLE clk AS
+        con.execute(
+            """CREATE TEMP TABLE clk AS
                        SELECT s.session_id || ':' || s.step AS request_id, u.uid AS user_id, s.timestamp AS ts,
                               s.session_id, s.step, s.device, s.reference,
                               coalesce(string_split(s.impressions, '|'), []) AS imp,
                               coalesce(string_split(s.prices, '|'), []) AS pr
                        FROM src AS s JOIN user_map AS u ON u.source_user_id = s.user_id
-                       WHERE s.action_type = $a""", {"a": CLICKOUT})
+                       WHERE s.action_type = $a""",
+            {"a": CLICKOUT},
+        )
         # One row per list entry, numbered in (time, session, step, position) order.
         con.execute("""CREATE TEMP TABLE imp AS
                        SELECT row_number() OVER (ORDER BY ts, session_id, step, position) - 1 AS impression_id, *
@@ -98,39 +112,95 @@ def convert(source: Path, data_root: Path) -> dict:
             raise ValueError(f"{log}: empty log")
         first_day, last_day = lz.utc_day(t0), lz.utc_day(t1)
 
-        lz.copy_by_day(con, f"""
-            SELECT {lz.day_sql('ts')} AS day, impression_id, user_id, TRY_CAST(item_text AS BIGINT) AS item_id,
-                   '{SURFACE}' AS surface, position, {lz.iso_utc_sql('ts')} AS shown_at, request_id,
+        lz.copy_by_day(
+            con,
+            f"""
+            SELECT {lz.day_sql("ts")} AS day, impression_id, user_id, TRY_CAST(item_text AS BIGINT) AS item_id,
+                   '{SURFACE}' AS surface, position, {lz.iso_utc_sql("ts")} AS shown_at, request_id,
                    device AS device_type, TRY_CAST(price_text AS BIGINT) AS price
-            FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NOT NULL""", tmp, "impressions", "impression_id")
+            FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NOT NULL""",
+            tmp,
+            "impressions",
+            "impression_id",
+        )
         bad_imp = con.execute(f"""
-            SELECT {lz.day_sql('ts')}, impression_id, user_id, item_text, position, {lz.iso_utc_sql('ts')}, request_id,
+            SELECT {lz.day_sql("ts")}, impression_id, user_id, item_text, position, {lz.iso_utc_sql("ts")}, request_id,
                    device, TRY_CAST(price_text AS BIGINT)
             FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NULL ORDER BY impression_id""").fetchall()
         for day, iid, uid, text, pos, when, rid, device, price in bad_imp:
-            lz.append_jsonl(tmp / day / "impressions.jsonl", [{
-                "impression_id": iid, "user_id": uid, "item_id": text, "surface": SURFACE, "position": pos,
-                "shown_at": when, "request_id": rid, "device_type": device, "price": price}])
+            lz.append_jsonl(
+                tmp / day / "impressions.jsonl",
+                [
+                    {
+                        "impression_id": iid,
+                        "user_id": uid,
+                        "item_id": text,
+                        "surface": SURFACE,
+                        "position": pos,
+                        "shown_at": when,
+                        "request_id": rid,
+                        "device_type": device,
+                        "price": price,
+                    }
+                ],
+            )
 
         # The click and the positive watch; a click outside its own list is organic (see above).
         rid = "CASE WHEN list_contains(imp, reference) THEN request_id END"
-        follow = f"""SELECT {lz.day_sql('ts')} AS day, 'tv:' || request_id AS id, user_id, TRY_CAST(reference AS BIGINT) AS item_id,
-                            {lz.iso_utc_sql('ts')} AS at_iso, {rid} AS request_id, device, session_id
+        follow = f"""SELECT {lz.day_sql("ts")} AS day, 'tv:' || request_id AS id, user_id, TRY_CAST(reference AS BIGINT) AS item_id,
+                            {lz.iso_utc_sql("ts")} AS at_iso, {rid} AS request_id, device, session_id
                      FROM clk WHERE TRY_CAST(reference AS BIGINT) IS NOT NULL"""
-        clicks = lz.copy_by_day(con, f"""SELECT day, id AS event_id, user_id, item_id, 'click' AS type, NULL::DOUBLE AS value,
-                                                at_iso AS occurred_at, request_id FROM ({follow})""", tmp, "events", "occurred_at, event_id")
-        watches = lz.copy_by_day(con, f"""SELECT day, id AS watch_id, user_id, item_id, at_iso AS started_at, 0.0::DOUBLE AS watch_time_sec,
+        clicks = lz.copy_by_day(
+            con,
+            f"""SELECT day, id AS event_id, user_id, item_id, 'click' AS type, NULL::DOUBLE AS value,
+                                                at_iso AS occurred_at, request_id FROM ({follow})""",
+            tmp,
+            "events",
+            "occurred_at, event_id",
+        )
+        watches = lz.copy_by_day(
+            con,
+            f"""SELECT day, id AS watch_id, user_id, item_id, at_iso AS started_at, 0.0::DOUBLE AS watch_time_sec,
                                                  1.0::DOUBLE AS completion, device AS device_type, session_id, request_id
-                                          FROM ({follow})""", tmp, "watch_stats", "started_at, watch_id")
-        bad_clk = con.execute(f"""SELECT {lz.day_sql('ts')}, 'tv:' || request_id, user_id, reference, {lz.iso_utc_sql('ts')},
+                                          FROM ({follow})""",
+            tmp,
+            "watch_stats",
+            "started_at, watch_id",
+        )
+        bad_clk = con.execute(f"""SELECT {lz.day_sql("ts")}, 'tv:' || request_id, user_id, reference, {lz.iso_utc_sql("ts")},
                                          device, session_id
                                   FROM clk WHERE TRY_CAST(reference AS BIGINT) IS NULL ORDER BY ts, session_id, step""").fetchall()
         for day, key, uid, ref, when, device, session in bad_clk:
-            lz.append_jsonl(tmp / day / "events.jsonl", [{"event_id": key, "user_id": uid, "item_id": ref, "type": "click",
-                                                          "value": None, "occurred_at": when, "request_id": None}])
-            lz.append_jsonl(tmp / day / "watch_stats.jsonl", [{
-                "watch_id": key, "user_id": uid, "item_id": ref, "started_at": when, "watch_time_sec": 0.0,
-                "completion": 1.0, "device_type": device, "session_id": session, "request_id": None}])
+            lz.append_jsonl(
+                tmp / day / "events.jsonl",
+                [
+                    {
+                        "event_id": key,
+                        "user_id": uid,
+                        "item_id": ref,
+                        "type": "click",
+                        "value": None,
+                        "occurred_at": when,
+                        "request_id": None,
+                    }
+                ],
+            )
+            lz.append_jsonl(
+                tmp / day / "watch_stats.jsonl",
+                [
+                    {
+                        "watch_id": key,
+                        "user_id": uid,
+                        "item_id": ref,
+                        "started_at": when,
+                        "watch_time_sec": 0.0,
+                        "completion": 1.0,
+                        "device_type": device,
+                        "session_id": session,
+                        "request_id": None,
+                    }
+                ],
+            )
         days = lz.finish_days(tmp, first_day, last_day)
         n_out = sum(lz.count_lines(tmp / d / "impressions.jsonl") for d in days)
         if n_out != n_in:  # never lose or duplicate a shown item
@@ -138,27 +208,42 @@ def convert(source: Path, data_root: Path) -> dict:
 
         con.execute(f"""COPY (SELECT uid AS user_id, CASE WHEN length(platform) = 2 THEN platform END AS country,
                                      source_user_id FROM user_map ORDER BY uid)
-                        TO {lz.sql_str(tmp / 'users.jsonl')} (FORMAT json)""")
+                        TO {lz.sql_str(tmp / "users.jsonl")} (FORMAT json)""")
         con.execute(f"""COPY (SELECT item_id, []::VARCHAR[] AS genres FROM (
                                   SELECT TRY_CAST(item_text AS BIGINT) AS item_id FROM imp
                                   UNION SELECT TRY_CAST(reference AS BIGINT) FROM clk)
                               WHERE item_id IS NOT NULL ORDER BY item_id)
-                        TO {lz.sql_str(tmp / 'items.jsonl')} (FORMAT json)""")
+                        TO {lz.sql_str(tmp / "items.jsonl")} (FORMAT json)""")
         stats = con.execute("""SELECT (SELECT count(*) FROM clk),
                                       (SELECT count(*) FROM clk WHERE NOT list_contains(imp, reference)),
                                       (SELECT count(*) FROM clk WHERE len(pr) <> len(imp)),
                                       (SELECT count(*) FROM user_map),
                                       (SELECT count(DISTINCT session_id) FROM src)""").fetchone()
-        other = dict(con.execute("SELECT action_type, count(*) FROM src WHERE action_type <> $a GROUP BY 1 ORDER BY 2 DESC",
-                                 {"a": CLICKOUT}).fetchall())
+        other = dict(
+            con.execute(
+                "SELECT action_type, count(*) FROM src WHERE action_type <> $a GROUP BY 1 ORDER BY 2 DESC",
+                {"a": CLICKOUT},
+            ).fetchall()
+        )
         manifest = {
-            "source": "trivago", "path": str(log), "has_impressions": True,
-            "first_day": first_day, "last_day": last_day, "days": len(days),
-            "clickouts": stats[0], "clicks_outside_their_list": stats[1], "lists_with_price_count_mismatch": stats[2],
-            "impressions_in": int(n_in), "impressions_out": int(n_out), "bad_impression_items": len(bad_imp),
-            "bad_click_references": len(bad_clk), "users": stats[3], "sessions": stats[4],
+            "source": "trivago",
+            "path": str(log),
+            "has_impressions": True,
+            "first_day": first_day,
+            "last_day": last_day,
+            "days": len(days),
+            "clickouts": stats[0],
+            "clicks_outside_their_list": stats[1],
+            "lists_with_price_count_mismatch": stats[2],
+            "impressions_in": int(n_in),
+            "impressions_out": int(n_out),
+            "bad_impression_items": len(bad_imp),
+            "bad_click_references": len(bad_clk),
+            "users": stats[3],
+            "sessions": stats[4],
             "items": lz.count_lines(tmp / "items.jsonl"),
-            "events": sum(clicks.values()) + len(bad_clk), "watch_stats": sum(watches.values()) + len(bad_clk),
+            "events": sum(clicks.values()) + len(bad_clk),
+            "watch_stats": sum(watches.values()) + len(bad_clk),
             "price": "extra field `price` on each impression line (not in the contract; raw ingestion ignores it)",
             "positive": "a watch with completion 1.0 on the clicked item, same request_id as the click",
             "unmapped_actions": other,

@@ -22,22 +22,57 @@ from recsys_assets.core.ingest import read_sql
 from recsys_assets.core.recall.base import RecallModel
 from recsys_assets.core.tables import connect
 
-USER_NUMERIC = ("impressions_7d", "impressions_28d", "clicks_7d", "clicks_28d", "ctr_smoothed_7d", "ctr_smoothed_28d",
-                "plays_7d", "positives_7d", "positives_28d", "watch_time_sec_28d", "mean_completion_28d",
-                "active_days_28d", "days_since_active")
-ITEM_NUMERIC = ("impressions_1d", "impressions_7d", "impressions_28d", "clicks_7d", "clicks_28d", "ctr_smoothed_7d",
-                "ctr_smoothed_28d", "plays_7d", "positives_1d", "positives_7d", "positives_28d", "popularity_rank_7d",
-                "age_days", "release_year", "duration_sec")
+USER_NUMERIC = (
+    "impressions_7d",
+    "impressions_28d",
+    "clicks_7d",
+    "clicks_28d",
+    "ctr_smoothed_7d",
+    "ctr_smoothed_28d",
+    "plays_7d",
+    "positives_7d",
+    "positives_28d",
+    "watch_time_sec_28d",
+    "mean_completion_28d",
+    "active_days_28d",
+    "days_since_active",
+)
+ITEM_NUMERIC = (
+    "impressions_1d",
+    "impressions_7d",
+    "impressions_28d",
+    "clicks_7d",
+    "clicks_28d",
+    "ctr_smoothed_7d",
+    "ctr_smoothed_28d",
+    "plays_7d",
+    "positives_1d",
+    "positives_7d",
+    "positives_28d",
+    "popularity_rank_7d",
+    "age_days",
+    "release_year",
+    "duration_sec",
+)
 CROSS = ("genre_share_sum", "genre_share_max", "top_genre_match", "genre_positives", "genre_clicks", "position")
 # categorical feature -> hash dictionary field
-CATEGORICAL = {"surface": "surface", "device_type": "device_type", "country": "country",
-               "ui_language": "ui_language", "item_genre": "genres"}
+CATEGORICAL = {
+    "surface": "surface",
+    "device_type": "device_type",
+    "country": "country",
+    "ui_language": "ui_language",
+    "item_genre": "genres",
+}
 PAIR_COLUMNS = ("user_id", "item_id", "position", "surface", "device_type")
 
 
 def numeric_features(channel_names: tuple[str, ...]) -> list[str]:
-    return ([f"u_{c}" for c in USER_NUMERIC] + [f"i_{c}" for c in ITEM_NUMERIC] + list(CROSS)
-            + [f"{kind}_{c}" for c in channel_names for kind in ("score", "rank")])
+    return (
+        [f"u_{c}" for c in USER_NUMERIC]
+        + [f"i_{c}" for c in ITEM_NUMERIC]
+        + list(CROSS)
+        + [f"{kind}_{c}" for c in channel_names for kind in ("score", "rank")]
+    )
 
 
 def feature_names(channel_names: tuple[str, ...]) -> list[str]:
@@ -48,6 +83,7 @@ def feature_names(channel_names: tuple[str, ...]) -> list[str]:
 @dataclass
 class Channel:
     """A recall model with the dictionary sizes it was trained on (newer ids score NaN)."""
+
     model: RecallModel
     n_users: int
     n_items: int
@@ -56,11 +92,11 @@ class Channel:
 @dataclass
 class FeatureContext:
     day: str
-    users: pl.DataFrame        # user_id, u_<USER_NUMERIC>, top_genre, country, ui_language
-    items: pl.DataFrame        # item_id, i_<ITEM_NUMERIC>, genres, item_genre
+    users: pl.DataFrame  # user_id, u_<USER_NUMERIC>, top_genre, country, ui_language
+    items: pl.DataFrame  # item_id, i_<ITEM_NUMERIC>, genres, item_genre
     user_genres: pl.DataFrame  # user_id, genre, positives, clicks, share
-    user_index: pl.DataFrame   # user_id, user_idx (the id dictionary)
-    item_index: pl.DataFrame   # item_id, item_idx
+    user_index: pl.DataFrame  # user_id, user_idx (the id dictionary)
+    item_index: pl.DataFrame  # item_id, item_idx
     channel_names: tuple[str, ...]
     channels: dict[str, Channel] = field(default_factory=dict)
     # rank_<channel> is the item's position in the channel's recall list: its top rank_depth over
@@ -76,14 +112,27 @@ class FeatureContext:
     derived: dict = field(default_factory=dict, repr=False)
 
 
-def load_context(day: str, *, user_features: Path, item_features: Path, genre_window: list[Path],
-                 users: Path, items: Path, user_dictionary: Path, item_dictionary: Path,
-                 channel_names: tuple[str, ...], channels: dict[str, Channel], rank_depth: int = 200,
-                 exclude: sp.csr_matrix | None = None, blocked_items: np.ndarray | None = None) -> FeatureContext:
+def load_context(
+    day: str,
+    *,
+    user_features: Path,
+    item_features: Path,
+    genre_window: list[Path],
+    users: Path,
+    items: Path,
+    user_dictionary: Path,
+    item_dictionary: Path,
+    channel_names: tuple[str, ...],
+    channels: dict[str, Channel],
+    rank_depth: int = 200,
+    exclude: sp.csr_matrix | None = None,
+    blocked_items: np.ndarray | None = None,
+) -> FeatureContext:
     """Read what is known at the start of `day` (all inputs are point in time by construction:
     user/item_features of `day` and user_genre_daily are built from the days before it)."""
     con = connect()
     try:
+
         def view(name: str, paths) -> None:
             # views cannot take parameters: paths are quoted as SQL string literals
             paths = [str(p).replace("'", "''") for p in (paths if isinstance(paths, list) else [paths])]
@@ -97,23 +146,37 @@ def load_context(day: str, *, user_features: Path, item_features: Path, genre_wi
         if genre_window:
             view("genre_window", genre_window)
         else:
-            con.execute("CREATE TEMP VIEW genre_window AS SELECT NULL::DATE AS day, NULL::BIGINT AS user_id, "
-                        "NULL::VARCHAR AS genre, 0 AS positives, 0 AS clicks WHERE false")
+            con.execute(
+                "CREATE TEMP VIEW genre_window AS SELECT NULL::DATE AS day, NULL::BIGINT AS user_id, "
+                "NULL::VARCHAR AS genre, 0 AS positives, 0 AS clicks WHERE false"
+            )
         params = {"day": day}
         user_rows = con.sql(read_sql("ranking_user_context.sql")).pl()
         item_rows = con.sql(read_sql("ranking_item_context.sql")).pl()
         genres = con.sql(read_sql("ranking_user_genre.sql"), params=params).pl()
-        user_index = con.sql("SELECT id AS user_id, index AS user_idx FROM read_parquet($f)",
-                             params={"f": str(user_dictionary)}).pl()
-        item_index = con.sql("SELECT id AS item_id, index AS item_idx FROM read_parquet($f)",
-                             params={"f": str(item_dictionary)}).pl()
+        user_index = con.sql(
+            "SELECT id AS user_id, index AS user_idx FROM read_parquet($f)", params={"f": str(user_dictionary)}
+        ).pl()
+        item_index = con.sql(
+            "SELECT id AS item_id, index AS item_idx FROM read_parquet($f)", params={"f": str(item_dictionary)}
+        ).pl()
     finally:
         con.close()
     user_rows = user_rows.rename({c: f"u_{c}" for c in USER_NUMERIC})
     item_rows = item_rows.rename({c: f"i_{c}" for c in ITEM_NUMERIC})
-    return FeatureContext(day=day, users=user_rows, items=item_rows, user_genres=genres, user_index=user_index,
-                          item_index=item_index, channel_names=tuple(channel_names), channels=channels,
-                          rank_depth=rank_depth, exclude=exclude, blocked_items=blocked_items)
+    return FeatureContext(
+        day=day,
+        users=user_rows,
+        items=item_rows,
+        user_genres=genres,
+        user_index=user_index,
+        item_index=item_index,
+        channel_names=tuple(channel_names),
+        channels=channels,
+        rank_depth=rank_depth,
+        exclude=exclude,
+        blocked_items=blocked_items,
+    )
 
 
 def _recall_exclusions(ctx: FeatureContext, channel: Channel) -> tuple[sp.csr_matrix | None, np.ndarray | None]:
@@ -128,8 +191,13 @@ def _recall_exclusions(ctx: FeatureContext, channel: Channel) -> tuple[sp.csr_ma
     return exclude, blocked
 
 
-def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.ndarray, chunk: int = 4096,
-                     listed: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def _channel_columns(
+    ctx: FeatureContext,
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    chunk: int = 4096,
+    listed: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """score_<c>: the channel's score of the pair (RecallModel.score_pairs, never a catalog
     row for dot-product and item-CF channels); rank_<c>: the item's position (1 = best) in the
     channel's recall list (top `rank_depth` with ctx's exclusions removed: recommend(), so the
@@ -165,9 +233,11 @@ def _channel_columns(ctx: FeatureContext, user_idx: np.ndarray, item_idx: np.nda
             row_users = user_idx[rows]
             users = np.unique(row_users)
             for start in range(0, len(users), chunk):
-                block = users[start:start + chunk]
+                block = users[start : start + chunk]
                 top, _ = channel.model.recommend(block, depth, exclude=exclude, blocked_items=blocked)
-                sel = rows[np.searchsorted(row_users, block[0], "left"):np.searchsorted(row_users, block[-1], "right")]
+                sel = rows[
+                    np.searchsorted(row_users, block[0], "left") : np.searchsorted(row_users, block[-1], "right")
+                ]
                 lists = top[np.searchsorted(block, user_idx[sel])]
                 hit = lists == item_idx[sel][:, None]
                 rank[sel] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)
@@ -198,34 +268,66 @@ def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"pairs need columns {missing}")
     frame = pairs.with_row_index("__row").with_columns(
-        pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64),
-        pl.col("position").cast(pl.Float32), pl.col("surface").cast(pl.String), pl.col("device_type").cast(pl.String))
+        pl.col("user_id").cast(pl.Int64),
+        pl.col("item_id").cast(pl.Int64),
+        pl.col("position").cast(pl.Float32),
+        pl.col("surface").cast(pl.String),
+        pl.col("device_type").cast(pl.String),
+    )
     # the context's tables cover every user / item: keep the pairs' rows before joining (a join
     # would hash all 1M users at L for a request of one)
     users = pl.col("user_id").is_in(frame["user_id"].unique().implode())
     items = pl.col("item_id").is_in(frame["item_id"].unique().implode())
-    frame = (frame.join(ctx.users.filter(users), on="user_id", how="left")
-                  .join(ctx.items.filter(items), on="item_id", how="left")
-                  .join(ctx.user_index.filter(users), on="user_id", how="left")
-                  .join(ctx.item_index.filter(items), on="item_id", how="left")
-                  .sort("__row"))
+    frame = (
+        frame.join(ctx.users.filter(users), on="user_id", how="left")
+        .join(ctx.items.filter(items), on="item_id", how="left")
+        .join(ctx.user_index.filter(users), on="user_id", how="left")
+        .join(ctx.item_index.filter(items), on="item_id", how="left")
+        .sort("__row")
+    )
     # user x item genre crosses: the item's genres against the user's genre history
-    exploded = (frame.select("__row", "user_id", pl.col("genres").fill_null([]))
-                     .explode("genres").rename({"genres": "genre"}).drop_nulls("genre"))
-    cross = (exploded.join(ctx.user_genres.filter(users), on=["user_id", "genre"], how="inner")
-                     .group_by("__row")
-                     .agg(pl.col("share").sum().alias("genre_share_sum"), pl.col("share").max().alias("genre_share_max"),
-                          pl.col("positives").sum().alias("genre_positives"), pl.col("clicks").sum().alias("genre_clicks")))
-    frame = frame.join(cross, on="__row", how="left").sort("__row").with_columns(
-        pl.col("genre_share_sum", "genre_share_max", "genre_positives", "genre_clicks").fill_null(0.0),
-        pl.col("genres").fill_null([]).list.contains(pl.col("top_genre")).fill_null(False)
-          .cast(pl.Float32).alias("top_genre_match"))
-    channels = _channel_columns(ctx, frame["user_idx"].fill_null(-1).to_numpy(),
-                                frame["item_idx"].fill_null(-1).to_numpy(), listed=_listed_ranks(ctx, frame))
+    exploded = (
+        frame.select("__row", "user_id", pl.col("genres").fill_null([]))
+        .explode("genres")
+        .rename({"genres": "genre"})
+        .drop_nulls("genre")
+    )
+    cross = (
+        exploded.join(ctx.user_genres.filter(users), on=["user_id", "genre"], how="inner")
+        .group_by("__row")
+        .agg(
+            pl.col("share").sum().alias("genre_share_sum"),
+            pl.col("share").max().alias("genre_share_max"),
+            pl.col("positives").sum().alias("genre_positives"),
+            pl.col("clicks").sum().alias("genre_clicks"),
+        )
+    )
+    frame = (
+        frame.join(cross, on="__row", how="left")
+        .sort("__row")
+        .with_columns(
+            pl.col("genre_share_sum", "genre_share_max", "genre_positives", "genre_clicks").fill_null(0.0),
+            pl.col("genres")
+            .fill_null([])
+            .list.contains(pl.col("top_genre"))
+            .fill_null(False)
+            .cast(pl.Float32)
+            .alias("top_genre_match"),
+        )
+    )
+    channels = _channel_columns(
+        ctx,
+        frame["user_idx"].fill_null(-1).to_numpy(),
+        frame["item_idx"].fill_null(-1).to_numpy(),
+        listed=_listed_ranks(ctx, frame),
+    )
     frame = frame.with_columns(**{name: pl.Series(values) for name, values in channels.items()})
     numeric = numeric_features(ctx.channel_names)
-    keep = list(pairs.columns) + [c for c in numeric if c not in pairs.columns] + \
-        [c for c in CATEGORICAL if c not in pairs.columns]
+    keep = (
+        list(pairs.columns)
+        + [c for c in numeric if c not in pairs.columns]
+        + [c for c in CATEGORICAL if c not in pairs.columns]
+    )
     return frame.with_columns(pl.col(numeric).cast(pl.Float32)).select(keep)
 
 
@@ -233,6 +335,5 @@ def encode(frame: pl.DataFrame, encoder: HashEncoder, channel_names: tuple[str, 
     """The float32 matrix the ranker sees (columns = feature_names(channel_names)): numeric
     features as they are (NaN = unknown), categoricals as hash-dictionary indices."""
     numeric = frame.select(numeric_features(channel_names)).to_numpy().astype(np.float32)
-    cats = [encoder.encode_column(dict_field, frame[col]).astype(np.float32)
-            for col, dict_field in CATEGORICAL.items()]
+    cats = [encoder.encode_column(dict_field, frame[col]).astype(np.float32) for col, dict_field in CATEGORICAL.items()]
     return np.column_stack([numeric, *cats]) if cats else numeric

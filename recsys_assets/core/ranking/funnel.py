@@ -17,21 +17,22 @@ from recsys_assets.core.ranking.rerank import RerankRules, genre_similarity, rer
 @dataclass
 class ItemAttributes:
     """Per-item arrays used by re-ranking and explanations, looked up by item id."""
-    ids: np.ndarray            # sorted item ids
+
+    ids: np.ndarray  # sorted item ids
     genre_vectors: np.ndarray  # items x genres, 0/1
     primary_genre: np.ndarray  # object (None = no genre)
-    age_days: np.ndarray       # float, NaN unknown
-    popularity: np.ndarray     # positives in the 28 days before the day
+    age_days: np.ndarray  # float, NaN unknown
+    popularity: np.ndarray  # positives in the 28 days before the day
 
     @classmethod
-    def from_context(cls, ctx: F.FeatureContext) -> "ItemAttributes":
+    def from_context(cls, ctx: F.FeatureContext) -> ItemAttributes:
         """The catalog's attributes of ctx (built once per context, then reused)."""
         if "item_attributes" not in ctx.derived:
             ctx.derived["item_attributes"] = cls._build(ctx)
         return ctx.derived["item_attributes"]
 
     @classmethod
-    def _build(cls, ctx: F.FeatureContext) -> "ItemAttributes":
+    def _build(cls, ctx: F.FeatureContext) -> ItemAttributes:
         items = ctx.items.sort("item_id")
         genres = sorted({g for gs in items["genres"].to_list() for g in (gs or [])})
         col = {g: j for j, g in enumerate(genres)}
@@ -39,10 +40,13 @@ class ItemAttributes:
         for i, gs in enumerate(items["genres"].to_list()):
             for g in gs or []:
                 vectors[i, col[g]] = 1.0
-        return cls(ids=items["item_id"].to_numpy().astype(np.int64), genre_vectors=vectors,
-                   primary_genre=np.asarray(items["item_genre"].to_list(), dtype=object),
-                   age_days=items["i_age_days"].cast(pl.Float64).to_numpy(),
-                   popularity=items["i_positives_28d"].fill_null(0).cast(pl.Float64).to_numpy())
+        return cls(
+            ids=items["item_id"].to_numpy().astype(np.int64),
+            genre_vectors=vectors,
+            primary_genre=np.asarray(items["item_genre"].to_list(), dtype=object),
+            age_days=items["i_age_days"].cast(pl.Float64).to_numpy(),
+            popularity=items["i_positives_28d"].fill_null(0).cast(pl.Float64).to_numpy(),
+        )
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.ids, item_ids)
@@ -56,19 +60,24 @@ def serving_pairs(candidates: pl.DataFrame, surface: str | None) -> pl.DataFrame
     """Candidates as ranking pairs in the serving context: no shown position (the ranker saw
     position only on impression rows, where it absorbs position bias), the serving surface,
     no device - exactly how samples.candidate_groups() builds its training rows."""
-    return candidates.with_columns(pl.lit(None, pl.Int64).alias("position"),
-                                   pl.lit(surface, pl.String).alias("surface"),
-                                   pl.lit(None, pl.String).alias("device_type"))
+    return candidates.with_columns(
+        pl.lit(None, pl.Int64).alias("position"),
+        pl.lit(surface, pl.String).alias("surface"),
+        pl.lit(None, pl.String).alias("device_type"),
+    )
 
 
-def score_candidates(ranker: Ranker, ctx: F.FeatureContext, candidates: pl.DataFrame, surface: str | None
-                     ) -> pl.DataFrame:
+def score_candidates(
+    ranker: Ranker, ctx: F.FeatureContext, candidates: pl.DataFrame, surface: str | None
+) -> pl.DataFrame:
     """feature_frame() of the candidates with `ranker_score` appended."""
     frame = F.feature_frame(ctx, serving_pairs(candidates, surface))
     return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
 
 
-def lists_by(frame: pl.DataFrame, score: str, k: int, descending: bool = True) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def lists_by(
+    frame: pl.DataFrame, score: str, k: int, descending: bool = True
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{user_id: (top-k item ids, their scores)} ordered by `score`."""
     out = {}
     ordered = frame.sort(["user_id", score, "item_id"], descending=[False, descending, False])
@@ -77,8 +86,14 @@ def lists_by(frame: pl.DataFrame, score: str, k: int, descending: bool = True) -
     return out
 
 
-def rerank_frame(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes,
-                 seen: pl.DataFrame | None = None, batch_users: int = 20_000) -> pl.DataFrame:
+def rerank_frame(
+    frame: pl.DataFrame,
+    k: int,
+    rules: RerankRules,
+    attrs: ItemAttributes,
+    seen: pl.DataFrame | None = None,
+    batch_users: int = 20_000,
+) -> pl.DataFrame:
     """Every user's re-ranked top-k (rerank_batch, `batch_users` users at a time) of the scored
     candidates in `frame` (user_id, item_id, ranker_score; each user's rows in list order),
     with the (user_id, item_id) pairs in `seen` removed. Returns (user_id, rank, item_id, score),
@@ -88,14 +103,17 @@ def rerank_frame(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAtt
         return pl.DataFrame(schema=schema)
     pairs = frame.select("user_id", "item_id", "ranker_score").with_row_index("__row")
     if seen is not None and seen.height:
-        pairs = pairs.join(seen.select("user_id", "item_id").unique().with_columns(pl.lit(True).alias("__seen")),
-                           on=["user_id", "item_id"], how="left").sort("__row")
+        pairs = pairs.join(
+            seen.select("user_id", "item_id").unique().with_columns(pl.lit(True).alias("__seen")),
+            on=["user_id", "item_id"],
+            how="left",
+        ).sort("__row")
     watched = pairs["__seen"].fill_null(False).to_numpy() if "__seen" in pairs.columns else np.zeros(pairs.height, bool)
     user_ids = pairs["user_id"].to_numpy()
     uniq, first, inverse = np.unique(user_ids, return_index=True, return_inverse=True)
     appearance = np.argsort(first, kind="stable")
-    code = np.argsort(appearance)[inverse]          # user code = order of first appearance
-    entries = np.argsort(code, kind="stable")       # each user's rows, in list order
+    code = np.argsort(appearance)[inverse]  # user code = order of first appearance
+    entries = np.argsort(code, kind="stable")  # each user's rows, in list order
     counts = np.bincount(code)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     position = np.arange(len(entries)) - starts[code[entries]]
@@ -107,8 +125,8 @@ def rerank_frame(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAtt
     parts = []
     for lo in range(0, len(uniq), batch_users):
         hi = min(lo + batch_users, len(uniq))
-        sel = entries[starts[lo]:starts[hi - 1] + counts[hi - 1]]
-        r, c = code[sel] - lo, position[starts[lo]:starts[hi - 1] + counts[hi - 1]]
+        sel = entries[starts[lo] : starts[hi - 1] + counts[hi - 1]]
+        r, c = code[sel] - lo, position[starts[lo] : starts[hi - 1] + counts[hi - 1]]
         shape = (hi - lo, int(counts[lo:hi].max()))
         grid_rows = np.zeros(shape, np.int64)
         grid_rows[r, c] = item_rows[sel]
@@ -117,21 +135,40 @@ def rerank_frame(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAtt
         valid = np.zeros(shape, bool)
         valid[r, c] = ~watched[sel]
         top_items, top_scores = rerank_batch(
-            grid["items"], grid["scores"], k, rules, valid=valid, genre_vectors=attrs.genre_vectors[grid_rows],
-            primary_genre=genre_code[grid_rows], age_days=attrs.age_days[grid_rows],
-            popularity=attrs.popularity[grid_rows])
+            grid["items"],
+            grid["scores"],
+            k,
+            rules,
+            valid=valid,
+            genre_vectors=attrs.genre_vectors[grid_rows],
+            primary_genre=genre_code[grid_rows],
+            age_days=attrs.age_days[grid_rows],
+            popularity=attrs.popularity[grid_rows],
+        )
         ur, uc = np.nonzero(top_items >= 0)
-        parts.append(pl.DataFrame({"user_id": uniq[appearance[lo + ur]], "rank": uc.astype(np.int64) + 1,
-                                   "item_id": top_items[ur, uc], "score": top_scores[ur, uc]}, schema=schema))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "user_id": uniq[appearance[lo + ur]],
+                    "rank": uc.astype(np.int64) + 1,
+                    "item_id": top_items[ur, uc],
+                    "score": top_scores[ur, uc],
+                },
+                schema=schema,
+            )
+        )
     return pl.concat(parts)
 
 
-def reranked_lists(frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes,
-                   seen: pl.DataFrame | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def reranked_lists(
+    frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes, seen: pl.DataFrame | None = None
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """rerank_frame as {user_id: (items, scores)}, users in order of first appearance."""
     out = rerank_frame(frame, k, rules, attrs, seen)
-    return {int(user): (g["item_id"].to_numpy(), g["score"].to_numpy())
-            for (user,), g in out.group_by("user_id", maintain_order=True)}
+    return {
+        int(user): (g["item_id"].to_numpy(), g["score"].to_numpy())
+        for (user,), g in out.group_by("user_id", maintain_order=True)
+    }
 
 
 def intra_list_similarity(lists: dict[int, tuple[np.ndarray, np.ndarray]], attrs: ItemAttributes, k: int) -> float:
@@ -177,13 +214,21 @@ def slate_metrics(frame: pl.DataFrame, orderings: dict[str, str], k: int = 10) -
     has_positive = frame.group_by("request_id").agg((pl.col("label").max() > 0).alias("ok")).filter("ok")
     rows = frame.join(has_positive.select("request_id"), on="request_id", how="semi")
     for name, column in orderings.items():
-        ranked = rows.with_columns(
-            pl.col(column).rank("ordinal", descending=True).over("request_id").alias("__pos"))
-        per = ranked.group_by("request_id").agg(
-            (1.0 / pl.col("__pos").filter(pl.col("label") > 0).min()).alias("mrr"),
-            ((2.0 ** pl.col("label") - 1) / (pl.col("__pos") + 1).log(2)).filter(pl.col("__pos") <= k).sum().alias("dcg"),
-            pl.col("label").sort(descending=True).head(k).alias("ideal"),
-        ).sort("request_id")
-        ideal = np.array([sum((2.0 ** g - 1) / np.log2(i + 2) for i, g in enumerate(lab)) for lab in per["ideal"].to_list()])
+        ranked = rows.with_columns(pl.col(column).rank("ordinal", descending=True).over("request_id").alias("__pos"))
+        per = (
+            ranked.group_by("request_id")
+            .agg(
+                (1.0 / pl.col("__pos").filter(pl.col("label") > 0).min()).alias("mrr"),
+                ((2.0 ** pl.col("label") - 1) / (pl.col("__pos") + 1).log(2))
+                .filter(pl.col("__pos") <= k)
+                .sum()
+                .alias("dcg"),
+                pl.col("label").sort(descending=True).head(k).alias("ideal"),
+            )
+            .sort("request_id")
+        )
+        ideal = np.array(
+            [sum((2.0**g - 1) / np.log2(i + 2) for i, g in enumerate(lab)) for lab in per["ideal"].to_list()]
+        )
         out[name] = {"mrr": per["mrr"].to_numpy(), "ndcg": per["dcg"].to_numpy() / ideal}
     return out

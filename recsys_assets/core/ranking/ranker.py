@@ -25,8 +25,14 @@ META_FILE = "ranker.json"
 DICTIONARY_FILE = "hash_dictionary.parquet"
 
 DEFAULT_PARAMS = {
-    "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.8,
-    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "max_bin": 255,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "max_bin": 255,
 }
 
 
@@ -71,18 +77,21 @@ class Ranker:
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """Per-row, per-feature contribution to the lambdarank score (TreeSHAP; last column = bias)."""
-        return self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"],
-                                       pred_contrib=True)
+        return self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"], pred_contrib=True)
 
 
 def _grouped(frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, np.ndarray]:
     """Rows sorted by request, keeping only requests with both a chosen and a not-chosen item
     (others carry no pairwise signal), and the group sizes."""
-    informative = (frame.group_by("request_id")
-                        .agg((pl.col(label).max() > pl.col(label).min()).alias("ok"))
-                        .filter("ok").select("request_id"))
-    kept = frame.join(informative, on="request_id", how="semi").sort("request_id", "position", "item_id",
-                                                                      nulls_last=True)
+    informative = (
+        frame.group_by("request_id")
+        .agg((pl.col(label).max() > pl.col(label).min()).alias("ok"))
+        .filter("ok")
+        .select("request_id")
+    )
+    kept = frame.join(informative, on="request_id", how="semi").sort(
+        "request_id", "position", "item_id", nulls_last=True
+    )
     sizes = kept.group_by("request_id", maintain_order=True).len()["len"].to_numpy()
     return kept, sizes
 
@@ -103,50 +112,95 @@ def _shown(rows: pl.DataFrame) -> pl.DataFrame:
     return rows
 
 
-def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Table, channel_names: tuple[str, ...],
-          params: dict | None = None, num_boost_round: int = 500, early_stopping_rounds: int = 30,
-          seed: int = 42, threads: int = 1, rank_depth: int = 200) -> Ranker:
+def train(
+    train_rows: pl.DataFrame,
+    valid_rows: pl.DataFrame,
+    dictionary: pa.Table,
+    channel_names: tuple[str, ...],
+    params: dict | None = None,
+    num_boost_round: int = 500,
+    early_stopping_rounds: int = 30,
+    seed: int = 42,
+    threads: int = 1,
+    rank_depth: int = 200,
+) -> Ranker:
     """Fit both models on samples (feature_frame() rows with label, clicked, request_id) whose
     rank_<channel> features are `rank_depth` deep."""
     encoder = HashEncoder.from_table(dictionary)
     names = F.feature_names(channel_names)
     categorical = [f"{c}_idx" for c in F.CATEGORICAL]
-    base = {**DEFAULT_PARAMS, **(params or {}), "seed": seed, "deterministic": True, "num_threads": threads,
-            "force_col_wise": True, "verbosity": -1}
+    base = {
+        **DEFAULT_PARAMS,
+        **(params or {}),
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": threads,
+        "force_col_wise": True,
+        "verbosity": -1,
+    }
 
     def dataset(rows: pl.DataFrame, label: np.ndarray, group=None, reference=None) -> lgb.Dataset:
-        return lgb.Dataset(F.encode(rows, encoder, channel_names), label=label, group=group, feature_name=names,
-                           categorical_feature=categorical, reference=reference, free_raw_data=False)
+        return lgb.Dataset(
+            F.encode(rows, encoder, channel_names),
+            label=label,
+            group=group,
+            feature_name=names,
+            categorical_feature=categorical,
+            reference=reference,
+            free_raw_data=False,
+        )
 
     tr, tr_groups = _grouped(train_rows, "label")
     va, va_groups = _grouped(valid_rows, "label")
     if tr.height == 0 or va.height == 0:
         raise ValueError("no request with both a chosen and a not-chosen item in the training or validation days")
-    rank_params = base | {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "lambdarank_truncation_level": 20}
+    rank_params = base | {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "lambdarank_truncation_level": 20,
+    }
     train_set = dataset(tr, tr["label"].to_numpy(), tr_groups)
     valid_set = dataset(va, va["label"].to_numpy(), va_groups, reference=train_set)
-    lambdarank = lgb.train(rank_params, train_set, num_boost_round=num_boost_round, valid_sets=[valid_set],
-                           valid_names=["valid"], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+    lambdarank = lgb.train(
+        rank_params,
+        train_set,
+        num_boost_round=num_boost_round,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+    )
 
     # The click model estimates P(click | shown): it learns from impression rows when there are any.
     ctr_train_rows, ctr_valid_rows = _shown(train_rows), _shown(valid_rows)
     ctr_params = base | {"objective": "binary", "metric": ["auc", "binary_logloss"]}
     ctr_train = dataset(ctr_train_rows, ctr_train_rows["clicked"].cast(pl.Int8).to_numpy())
     ctr_valid = dataset(ctr_valid_rows, ctr_valid_rows["clicked"].cast(pl.Int8).to_numpy(), reference=ctr_train)
-    ctr = lgb.train(ctr_params, ctr_train, num_boost_round=num_boost_round, valid_sets=[ctr_valid],
-                    valid_names=["valid"], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+    ctr = lgb.train(
+        ctr_params,
+        ctr_train,
+        num_boost_round=num_boost_round,
+        valid_sets=[ctr_valid],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+    )
 
     meta = {
-        "feature_names": names, "categorical_features": categorical, "channel_names": list(channel_names),
+        "feature_names": names,
+        "categorical_features": categorical,
+        "channel_names": list(channel_names),
         "rank_depth": int(rank_depth),
-        "params": {k: v for k, v in rank_params.items()}, "ctr_params": ctr_params,
+        "params": {k: v for k, v in rank_params.items()},
+        "ctr_params": ctr_params,
         "best_iteration": int(lambdarank.best_iteration or lambdarank.current_iteration()),
         "ctr_best_iteration": int(ctr.best_iteration or ctr.current_iteration()),
         "valid_ndcg_at_10": float(lambdarank.best_score["valid"]["ndcg@10"]),
         "valid_auc": float(ctr.best_score["valid"]["auc"]),
         "valid_logloss": float(ctr.best_score["valid"]["binary_logloss"]),
-        "train_rows": int(train_rows.height), "train_requests": int(len(tr_groups)),
-        "valid_rows": int(valid_rows.height), "valid_requests": int(len(va_groups)),
+        "train_rows": int(train_rows.height),
+        "train_requests": int(len(tr_groups)),
+        "valid_rows": int(valid_rows.height),
+        "valid_requests": int(len(va_groups)),
         "dictionary_version": encoder.version,
         "train_click_rate": float(ctr_train_rows["clicked"].cast(pl.Float64).mean()),
     }
@@ -156,14 +210,23 @@ def train(train_rows: pl.DataFrame, valid_rows: pl.DataFrame, dictionary: pa.Tab
 def feature_importance(ranker: Ranker) -> pl.DataFrame:
     """Gain and split importance of both models, one row per (model, feature)."""
     rows = []
-    for model_name, booster, it in (("lambdarank", ranker.lambdarank, ranker.meta["best_iteration"]),
-                                    ("ctr_binary", ranker.ctr, ranker.meta["ctr_best_iteration"])):
+    for model_name, booster, it in (
+        ("lambdarank", ranker.lambdarank, ranker.meta["best_iteration"]),
+        ("ctr_binary", ranker.ctr, ranker.meta["ctr_best_iteration"]),
+    ):
         gain = booster.feature_importance("gain", iteration=it)
         split = booster.feature_importance("split", iteration=it)
         total = float(gain.sum()) or 1.0
-        for name, g, s in zip(booster.feature_name(), gain, split):
-            rows.append({"model": model_name, "feature": name, "gain": float(g), "gain_share": float(g) / total,
-                         "splits": int(s)})
+        for name, g, s in zip(booster.feature_name(), gain, split, strict=False):
+            rows.append(
+                {
+                    "model": model_name,
+                    "feature": name,
+                    "gain": float(g),
+                    "gain_share": float(g) / total,
+                    "splits": int(s),
+                }
+            )
     return pl.DataFrame(rows).sort(["model", "gain"], descending=[False, True])
 
 
@@ -184,14 +247,17 @@ def load(directory: Path) -> Ranker:
     dictionary = pq.read_table(directory / DICTIONARY_FILE)
     encoder = HashEncoder.from_table(dictionary)
     if encoder.version != meta["dictionary_version"]:
-        raise RankerMismatchError(f"{directory / DICTIONARY_FILE} has dictionary version {encoder.version}, "
-                                  f"but {meta_path} was trained with {meta['dictionary_version']}")
+        raise RankerMismatchError(
+            f"{directory / DICTIONARY_FILE} has dictionary version {encoder.version}, "
+            f"but {meta_path} was trained with {meta['dictionary_version']}"
+        )
     lambdarank = lgb.Booster(model_file=str(directory / RANKER_FILE))
     ctr = lgb.Booster(model_file=str(directory / CTR_FILE))
     for path, booster in ((directory / RANKER_FILE, lambdarank), (directory / CTR_FILE, ctr)):
         if booster.feature_name() != meta["feature_names"]:
-            raise RankerMismatchError(f"{path} has features {booster.feature_name()[:3]}..., "
-                                      f"not the ones {meta_path} lists")
+            raise RankerMismatchError(
+                f"{path} has features {booster.feature_name()[:3]}..., not the ones {meta_path} lists"
+            )
     # saved with num_iteration=best: every stored tree is used
     meta = meta | {"best_iteration": lambdarank.current_iteration(), "ctr_best_iteration": ctr.current_iteration()}
     return Ranker(lambdarank=lambdarank, ctr=ctr, encoder=encoder, dictionary=dictionary, meta=meta)

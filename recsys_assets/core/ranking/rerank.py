@@ -22,8 +22,9 @@ def remove_seen(items: np.ndarray, scores: np.ndarray, seen: set[int] | np.ndarr
     return items[keep], scores[keep]
 
 
-def freshness_boost(items: np.ndarray, scores: np.ndarray, age_days: np.ndarray, boost: float,
-                    half_life_days: float = 7.0) -> tuple[np.ndarray, np.ndarray]:
+def freshness_boost(
+    items: np.ndarray, scores: np.ndarray, age_days: np.ndarray, boost: float, half_life_days: float = 7.0
+) -> tuple[np.ndarray, np.ndarray]:
     """age_days is aligned with items (NaN = unknown age: no boost)."""
     if boost == 0:
         return items, scores
@@ -31,8 +32,9 @@ def freshness_boost(items: np.ndarray, scores: np.ndarray, age_days: np.ndarray,
     return items, scores + bonus
 
 
-def popularity_debias(items: np.ndarray, scores: np.ndarray, popularity: np.ndarray, beta: float
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def popularity_debias(
+    items: np.ndarray, scores: np.ndarray, popularity: np.ndarray, beta: float
+) -> tuple[np.ndarray, np.ndarray]:
     """popularity is aligned with items (e.g. positives in the last 28 days)."""
     if beta == 0:
         return items, scores
@@ -44,8 +46,9 @@ def _normalise(scores: np.ndarray) -> np.ndarray:
     return np.ones_like(scores, np.float64) if hi <= lo else (scores - lo) / (hi - lo)
 
 
-def mmr(items: np.ndarray, scores: np.ndarray, similarity: np.ndarray, lam: float, k: int
-        ) -> tuple[np.ndarray, np.ndarray]:
+def mmr(
+    items: np.ndarray, scores: np.ndarray, similarity: np.ndarray, lam: float, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy MMR: repeatedly pick argmax lam * rel(i) - (1 - lam) * max_{j picked} sim(i, j).
     similarity is the items x items matrix of this list; lam = 1 keeps the score order.
     Returns the picked items with their original scores, in pick order."""
@@ -68,8 +71,7 @@ def mmr(items: np.ndarray, scores: np.ndarray, similarity: np.ndarray, lam: floa
     return items[picked], scores[picked]
 
 
-def cap_per_genre(items: np.ndarray, scores: np.ndarray, genre: np.ndarray, cap: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def cap_per_genre(items: np.ndarray, scores: np.ndarray, genre: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep list order, dropping an item once `cap` earlier items share its primary genre
     (items without a genre are never capped)."""
     if cap <= 0:
@@ -101,17 +103,29 @@ def genre_similarity(genre_vectors: np.ndarray) -> np.ndarray:
     return v @ v.T
 
 
-def rerank(items: np.ndarray, scores: np.ndarray, k: int, rules: RerankRules, *, seen=(),
-           genre_vectors: np.ndarray, primary_genre: np.ndarray, age_days: np.ndarray,
-           popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rerank(
+    items: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    rules: RerankRules,
+    *,
+    seen=(),
+    genre_vectors: np.ndarray,
+    primary_genre: np.ndarray,
+    age_days: np.ndarray,
+    popularity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """All rules in order. The per-item arrays (genre_vectors rows, primary_genre, age_days,
     popularity) are aligned with `items`."""
     items = np.asarray(items, np.int64)
     scores = np.asarray(scores, np.float64)
     # Rules run on positions into `items`, so the aligned per-item arrays follow along.
-    index, scores = remove_seen(np.arange(len(items)), scores, np.flatnonzero(np.isin(items, np.asarray(list(seen), np.int64))))
-    _, scores = freshness_boost(index, scores, np.asarray(age_days, np.float64)[index], rules.freshness_boost,
-                                rules.freshness_half_life_days)
+    index, scores = remove_seen(
+        np.arange(len(items)), scores, np.flatnonzero(np.isin(items, np.asarray(list(seen), np.int64)))
+    )
+    _, scores = freshness_boost(
+        index, scores, np.asarray(age_days, np.float64)[index], rules.freshness_boost, rules.freshness_half_life_days
+    )
     _, scores = popularity_debias(index, scores, np.asarray(popularity, np.float64)[index], rules.popularity_beta)
     # MMR over a generous prefix, so the genre cap still has items to fall back on
     pool = min(len(index), max(k * 3, k + 10))
@@ -120,14 +134,24 @@ def rerank(items: np.ndarray, scores: np.ndarray, k: int, rules: RerankRules, *,
     sim = genre_similarity(np.asarray(genre_vectors)[index])
     picked_local, picked_scores = mmr(np.arange(len(index)), scores, sim, rules.mmr_lambda, len(index))
     index = index[picked_local]
-    index, picked_scores = cap_per_genre(index, picked_scores, np.asarray(primary_genre, object)[index],
-                                         rules.genre_cap)
+    index, picked_scores = cap_per_genre(
+        index, picked_scores, np.asarray(primary_genre, object)[index], rules.genre_cap
+    )
     return items[index[:k]], picked_scores[:k]
 
 
-def rerank_batch(items: np.ndarray, scores: np.ndarray, k: int, rules: RerankRules, *, valid: np.ndarray,
-                 genre_vectors: np.ndarray, primary_genre: np.ndarray, age_days: np.ndarray,
-                 popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rerank_batch(
+    items: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    rules: RerankRules,
+    *,
+    valid: np.ndarray,
+    genre_vectors: np.ndarray,
+    primary_genre: np.ndarray,
+    age_days: np.ndarray,
+    popularity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """rerank() for many users at once, vectorised over users: row u of the (users × P) arrays
     is one user's list, `valid` False where the slot is padding or a watched item. Per-item
     arrays are aligned with `items`: genre_vectors (users × P × genres), primary_genre as
@@ -139,9 +163,12 @@ def rerank_batch(items: np.ndarray, scores: np.ndarray, k: int, rules: RerankRul
     scores = np.asarray(scores, np.float64)
     if rules.freshness_boost != 0:
         scores = scores + rules.freshness_boost * np.power(
-            0.5, np.nan_to_num(np.asarray(age_days, np.float64), nan=np.inf) / rules.freshness_half_life_days)
+            0.5, np.nan_to_num(np.asarray(age_days, np.float64), nan=np.inf) / rules.freshness_half_life_days
+        )
     if rules.popularity_beta != 0:
-        scores = scores - rules.popularity_beta * np.log1p(np.maximum(np.nan_to_num(np.asarray(popularity, np.float64)), 0.0))
+        scores = scores - rules.popularity_beta * np.log1p(
+            np.maximum(np.nan_to_num(np.asarray(popularity, np.float64)), 0.0)
+        )
     if not 0.0 <= rules.mmr_lambda <= 1.0:
         raise ValueError(f"MMR lambda must be in [0, 1], got {rules.mmr_lambda}")
     out_items = np.full((n_users, k), -1, np.int64)

@@ -20,8 +20,15 @@ import numpy as np
 import polars as pl
 
 
-def sampled_negative_pairs(positives: pl.DataFrame, candidates: pl.DataFrame, catalog: np.ndarray, day: str,
-                           ratio: int = 9, hard_share: float = 0.5, seed: int = 0) -> pl.DataFrame:
+def sampled_negative_pairs(
+    positives: pl.DataFrame,
+    candidates: pl.DataFrame,
+    catalog: np.ndarray,
+    day: str,
+    ratio: int = 9,
+    hard_share: float = 0.5,
+    seed: int = 0,
+) -> pl.DataFrame:
     """positives: (user_id, item_id) of the day; candidates: (user_id, item_id) recall
     candidates; catalog: item ids that may be sampled. Returns rows shaped like
     sql/ranking_samples.sql (request_id = user and day, position/surface/device null)."""
@@ -31,8 +38,11 @@ def sampled_negative_pairs(positives: pl.DataFrame, candidates: pl.DataFrame, ca
         raise ValueError(f"ratio must be >= 1, got {ratio}")
     rng = np.random.default_rng(seed)
     catalog = np.unique(np.asarray(catalog, np.int64))
-    pos = positives.select(pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64)).unique().sort(
-        "user_id", "item_id")
+    pos = (
+        positives.select(pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64))
+        .unique()
+        .sort("user_id", "item_id")
+    )
     cand = candidates.select(pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64))
     hard_pool = cand.join(pos, on=["user_id", "item_id"], how="anti")
     hard_by_user = {u: g["item_id"].to_numpy() for (u,), g in hard_pool.group_by("user_id", maintain_order=True)}
@@ -55,40 +65,72 @@ def sampled_negative_pairs(positives: pl.DataFrame, candidates: pl.DataFrame, ca
         return _empty()
     user = np.concatenate(rows_user)
     label = np.concatenate(rows_label)
-    return pl.DataFrame({
-        "request_id": [f"{u}@{day}" for u in user], "user_id": user, "item_id": np.concatenate(rows_item),
-        "position": pl.Series([None] * len(user), dtype=pl.Int64),
-        "surface": pl.Series([None] * len(user), dtype=pl.String),
-        "device_type": pl.Series([None] * len(user), dtype=pl.String),
-        "clicked": label > 0, "is_positive": label > 0, "label": label.astype(np.int32),
-    })
+    return pl.DataFrame(
+        {
+            "request_id": [f"{u}@{day}" for u in user],
+            "user_id": user,
+            "item_id": np.concatenate(rows_item),
+            "position": pl.Series([None] * len(user), dtype=pl.Int64),
+            "surface": pl.Series([None] * len(user), dtype=pl.String),
+            "device_type": pl.Series([None] * len(user), dtype=pl.String),
+            "clicked": label > 0,
+            "is_positive": label > 0,
+            "label": label.astype(np.int32),
+        }
+    )
 
 
-def candidate_groups(candidates: pl.DataFrame, day_interactions: pl.DataFrame, day: str, surface: str | None
-                     ) -> pl.DataFrame:
+def candidate_groups(
+    candidates: pl.DataFrame, day_interactions: pl.DataFrame, day: str, surface: str | None
+) -> pl.DataFrame:
     """candidates: (user_id, item_id, ...) recall candidates of `day`; day_interactions:
     (user_id, item_id, is_positive, clicked) of the same day. One group per user with at
     least one clicked or positive candidate; label 2 = positive, 1 = clicked, 0 = neither.
     Rows are in the serving context (surface = the serving surface, no position/device)."""
-    labels = (day_interactions.group_by("user_id", "item_id")
-              .agg(pl.col("is_positive").any(), pl.col("clicked").any()))
-    rows = (candidates.select(pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64))
-            .join(labels, on=["user_id", "item_id"], how="left")
-            .with_columns(pl.col("is_positive").fill_null(False), pl.col("clicked").fill_null(False)))
+    labels = day_interactions.group_by("user_id", "item_id").agg(pl.col("is_positive").any(), pl.col("clicked").any())
+    rows = (
+        candidates.select(pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64))
+        .join(labels, on=["user_id", "item_id"], how="left")
+        .with_columns(pl.col("is_positive").fill_null(False), pl.col("clicked").fill_null(False))
+    )
     rows = rows.with_columns(
-        pl.when(pl.col("is_positive")).then(2).when(pl.col("clicked")).then(1).otherwise(0).cast(pl.Int32).alias("label"))
+        pl.when(pl.col("is_positive"))
+        .then(2)
+        .when(pl.col("clicked"))
+        .then(1)
+        .otherwise(0)
+        .cast(pl.Int32)
+        .alias("label")
+    )
     useful = rows.group_by("user_id").agg((pl.col("label").max() > 0).alias("ok")).filter("ok").select("user_id")
     rows = rows.join(useful, on="user_id", how="semi").sort("user_id", "item_id")
     return rows.select(
-        (pl.col("user_id").cast(pl.String) + f"@{day}").alias("request_id"), "user_id", "item_id",
-        pl.lit(None, pl.Int64).alias("position"), pl.lit(surface, pl.String).alias("surface"),
-        pl.lit(None, pl.String).alias("device_type"), "clicked", "is_positive", "label")
+        (pl.col("user_id").cast(pl.String) + f"@{day}").alias("request_id"),
+        "user_id",
+        "item_id",
+        pl.lit(None, pl.Int64).alias("position"),
+        pl.lit(surface, pl.String).alias("surface"),
+        pl.lit(None, pl.String).alias("device_type"),
+        "clicked",
+        "is_positive",
+        "label",
+    )
 
 
 def _empty() -> pl.DataFrame:
-    return pl.DataFrame(schema={"request_id": pl.String, "user_id": pl.Int64, "item_id": pl.Int64,
-                                "position": pl.Int64, "surface": pl.String, "device_type": pl.String,
-                                "clicked": pl.Boolean, "is_positive": pl.Boolean, "label": pl.Int32})
+    return pl.DataFrame(
+        schema={
+            "request_id": pl.String,
+            "user_id": pl.Int64,
+            "item_id": pl.Int64,
+            "position": pl.Int64,
+            "surface": pl.String,
+            "device_type": pl.String,
+            "clicked": pl.Boolean,
+            "is_positive": pl.Boolean,
+            "label": pl.Int32,
+        }
+    )
 
 
 def sample_users(user_ids: np.ndarray, limit: int | None, seed: int) -> np.ndarray:

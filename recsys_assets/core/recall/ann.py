@@ -61,12 +61,15 @@ def mips_to_l2(item_vectors: np.ndarray, query_vectors: np.ndarray) -> tuple[np.
     norms = np.einsum("ij,ij->i", items, items)
     extra = np.sqrt(np.maximum(norms.max() - norms, 0.0)).astype(np.float32).reshape(-1, 1)
     queries = _f32(query_vectors)
-    return (np.hstack([items, extra]).astype(np.float32),
-            np.hstack([queries, np.zeros((len(queries), 1), np.float32)]).astype(np.float32))
+    return (
+        np.hstack([items, extra]).astype(np.float32),
+        np.hstack([queries, np.zeros((len(queries), 1), np.float32)]).astype(np.float32),
+    )
 
 
-def build_mips_hnsw(item_vectors: np.ndarray, M: int = 32, ef_construction: int = 200,
-                    ef_search: int = 256) -> faiss.Index:
+def build_mips_hnsw(
+    item_vectors: np.ndarray, M: int = 32, ef_construction: int = 200, ef_search: int = 256
+) -> faiss.Index:
     """HNSW (L2) over mips_to_l2-augmented item vectors; query it with augmented queries."""
     x = _f32(item_vectors)
     index = faiss.IndexHNSWFlat(x.shape[1], M)
@@ -107,5 +110,5 @@ def recall_vs_exact(index: faiss.Index, item_factors: np.ndarray, user_vectors: 
     """Mean over users of |ANN top-k ∩ exact top-k| / k (exact = brute-force inner product)."""
     ann_ids, _ = ann_search(index, user_vectors, k)
     exact_ids = exact_search(item_factors, user_vectors, k)
-    hits = [len(np.intersect1d(a[a >= 0], e)) for a, e in zip(ann_ids, exact_ids)]
+    hits = [len(np.intersect1d(a[a >= 0], e)) for a, e in zip(ann_ids, exact_ids, strict=False)]
     return float(np.mean(hits) / k) if hits else 0.0

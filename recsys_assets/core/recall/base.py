@@ -33,6 +33,7 @@ class TrainingData:
                  of the latest positive at the end of the window; only models that look at
                  how close in time two choices were (EASE's session kernel) need it.
     """
+
     positives: sp.csr_matrix
     shown_negatives: sp.csr_matrix
     days_ago: sp.csr_matrix
@@ -50,19 +51,24 @@ class TrainingData:
         return self.positives.shape[1]
 
 
-def first_not_excluded(items: np.ndarray, scores: np.ndarray, exclude_rows: sp.csr_matrix, n_items: int, k: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def first_not_excluded(
+    items: np.ndarray, scores: np.ndarray, exclude_rows: sp.csr_matrix, n_items: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the first k of `items` (each row best first; -1 = no item) that the row's
     `exclude_rows` row does not list, with their scores; -1 / -inf padding. The exclusions are
     matched as (row, item) keys by sorting, never a users × catalog mask."""
-    excluded = np.repeat(np.arange(exclude_rows.shape[0], dtype=np.int64), np.diff(exclude_rows.indptr)) * n_items \
+    excluded = (
+        np.repeat(np.arange(exclude_rows.shape[0], dtype=np.int64), np.diff(exclude_rows.indptr)) * n_items
         + exclude_rows.indices
+    )
     keys = np.arange(len(items), dtype=np.int64)[:, None] * n_items + items
     drop = (items < 0) | np.isin(keys, excluded, kind="sort")  # "table" would allocate the key range
     order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept items first, in list order
     keep = ~np.take_along_axis(drop, order, axis=1)
-    return (np.where(keep, np.take_along_axis(items, order, axis=1), -1),
-            np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf))
+    return (
+        np.where(keep, np.take_along_axis(items, order, axis=1), -1),
+        np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf),
+    )
 
 
 class RecallModel:
@@ -76,7 +82,7 @@ class RecallModel:
         self.params = params
 
     # --- learning and scoring -------------------------------------------------
-    def fit(self, data: TrainingData, seed: int = 0) -> "RecallModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> RecallModel:
         raise NotImplementedError
 
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -93,15 +99,16 @@ class RecallModel:
         if item_vectors is not None:
             for start in range(0, len(users), block):
                 stop = start + block
-                out[start:stop] = np.einsum("ij,ij->i", self.search_user_vectors(users[start:stop]),
-                                            item_vectors[items[start:stop]])
+                out[start:stop] = np.einsum(
+                    "ij,ij->i", self.search_user_vectors(users[start:stop]), item_vectors[items[start:stop]]
+                )
             return out
         distinct, inverse = np.unique(users, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(0, len(distinct) + 512, 512))
         for b, start in enumerate(range(0, len(distinct), 512)):
-            rows = order[bounds[b]:bounds[b + 1]]
-            scores = self.score(distinct[start:start + 512])
+            rows = order[bounds[b] : bounds[b + 1]]
+            scores = self.score(distinct[start : start + 512])
             out[rows] = scores[inverse[rows] - start, items[rows]]
         return out
 
@@ -147,9 +154,15 @@ class RecallModel:
             self._loaded_cache["index"] = (blocked.tobytes(), index, allowed_ids)
         return index, allowed_ids
 
-    def _recommend_exact_faiss(self, item_vectors: np.ndarray, users: np.ndarray, k: int,
-                               exclude: sp.csr_matrix | None, blocked_items: np.ndarray | None,
-                               batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def _recommend_exact_faiss(
+        self,
+        item_vectors: np.ndarray,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        blocked_items: np.ndarray | None,
+        batch: int = 4096,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k by faiss's flat inner-product search (blocked items left out of the index;
         k + the batch's largest exclusion count retrieved, then excluded items dropped). faiss's
         multi-threaded heap top-k replaces a dense users × items argpartition (~10x faster at 100k items)."""
@@ -159,18 +172,25 @@ class RecallModel:
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
         for start in range(0, len(users), batch):
-            chunk = users[start:start + batch]
+            chunk = users[start : start + batch]
             rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
             fetch = min(kk + int(np.diff(rows.indptr).max(initial=0)), len(allowed_ids))
             user_vectors = self.search_user_vectors(chunk)
             scores, local = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), fetch)
             items = np.where(local >= 0, allowed_ids[np.maximum(local, 0)], -1)
-            out_items[start:start + len(chunk)], out_scores[start:start + len(chunk)] = \
-                first_not_excluded(items, scores, rows, n_items, kk)
+            out_items[start : start + len(chunk)], out_scores[start : start + len(chunk)] = first_not_excluded(
+                items, scores, rows, n_items, kk
+            )
         return out_items, out_scores
 
-    def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
-                  batch: int = 1024, blocked_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        batch: int = 1024,
+        blocked_items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per user over the full catalog, excluded items removed:
         `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
         for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
@@ -182,7 +202,7 @@ class RecallModel:
         out_scores = np.empty((len(users), k), dtype=np.float32)
         kk = k
         for start in range(0, len(users), batch):
-            chunk = users[start:start + batch]
+            chunk = users[start : start + batch]
             scores = self.score(chunk).astype(np.float32, copy=True)
             if exclude is not None:
                 rows = exclude[chunk]
@@ -193,8 +213,8 @@ class RecallModel:
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
             top = np.take_along_axis(top, order, axis=1)
-            out_items[start:start + len(chunk), :kk] = top
-            out_scores[start:start + len(chunk), :kk] = np.take_along_axis(scores, top, axis=1)
+            out_items[start : start + len(chunk), :kk] = top
+            out_scores[start : start + len(chunk), :kk] = np.take_along_axis(scores, top, axis=1)
         return out_items[:, :kk], out_scores[:, :kk]
 
     # --- persistence ------------------------------------------------------------
@@ -212,7 +232,7 @@ class RecallModel:
         (directory / "params.json").write_text(json.dumps({"model": self.name, "params": self.params}, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: Path) -> "RecallModel":
+    def load(cls, directory: Path) -> RecallModel:
         meta = json.loads((directory / "params.json").read_text())
         if meta["model"] != cls.name:
             raise ValueError(f"{directory} holds a {meta['model']} model, not {cls.name}")

@@ -83,8 +83,9 @@ def _csr_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
 
 def _csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
     shape = tuple(int(v) for v in arrays[f"{prefix}_shape"])
-    return sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"],
-                          arrays[f"{prefix}_indptr"]), shape=shape)
+    return sp.csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
+    )
 
 
 def _dense(matrix) -> np.ndarray:
@@ -112,10 +113,12 @@ def _blas_single_thread():
     the block is not limited), hence the imports of implicit and scipy.linalg here first."""
     import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS)
     import scipy.linalg  # noqa: F401
+
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         import contextlib
+
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -138,7 +141,7 @@ class PopularityModel(RecallModel):
         super().__init__(half_life_days=half_life_days)
         self.item_scores: np.ndarray | None = None
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "PopularityModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> PopularityModel:
         positives = _canonical_csr(data.positives)
         weights = _positive_weights(data, self.params["half_life_days"])
         weighted = positives.multiply(weights)
@@ -149,8 +152,14 @@ class PopularityModel(RecallModel):
         users = _as_users(users)
         return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
 
-    def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
-                  batch: int = 4096, blocked_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        batch: int = 4096,
+        blocked_items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k like RecallModel.recommend. On a large catalog: every user's list is the one
         global ranking minus their excluded items, so only its head (k + the batch's largest
         exclusion count) is ranked per user, never the whole catalog (ties: lower item index first)."""
@@ -167,12 +176,16 @@ class PopularityModel(RecallModel):
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
         for start in range(0, len(users), batch):
-            chunk = users[start:start + batch]
+            chunk = users[start : start + batch]
             rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
-            head = ranking[:kk + int(np.diff(rows.indptr).max(initial=0))]
-            out_items[start:start + len(chunk)], out_scores[start:start + len(chunk)] = first_not_excluded(
+            head = ranking[: kk + int(np.diff(rows.indptr).max(initial=0))]
+            out_items[start : start + len(chunk)], out_scores[start : start + len(chunk)] = first_not_excluded(
                 np.broadcast_to(head, (len(chunk), len(head))),
-                np.broadcast_to(self.item_scores[head], (len(chunk), len(head))), rows, n_items, kk)
+                np.broadcast_to(self.item_scores[head], (len(chunk), len(head))),
+                rows,
+                n_items,
+                kk,
+            )
         return out_items, out_scores
 
     def search_item_vectors(self) -> np.ndarray:
@@ -191,8 +204,7 @@ class PopularityModel(RecallModel):
 # --------------------------------------------------------------------------------------------
 # 2. item-based collaborative filtering
 # --------------------------------------------------------------------------------------------
-def _top_k_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int,
-                   budget: int = 1 << 24) -> np.ndarray:
+def _top_k_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int, budget: int = 1 << 24) -> np.ndarray:
     """Boolean mask keeping, per row, the k largest values (rows sorted ascending, i.e. CSR
     order). Rows with <= k entries keep everything; longer rows are padded into dense
     (rows × their max length) chunks of at most `budget` cells and cut with argpartition.
@@ -234,14 +246,20 @@ class ItemCFModel(RecallModel):
 
     name = "item_cf"
 
-    def __init__(self, neighbours: int = 100, shrinkage: float = 10.0,
-                 half_life_days: float | None = None, block_items: int = 2048):
-        super().__init__(neighbours=neighbours, shrinkage=shrinkage,
-                         half_life_days=half_life_days, block_items=block_items)
+    def __init__(
+        self,
+        neighbours: int = 100,
+        shrinkage: float = 10.0,
+        half_life_days: float | None = None,
+        block_items: int = 2048,
+    ):
+        super().__init__(
+            neighbours=neighbours, shrinkage=shrinkage, half_life_days=half_life_days, block_items=block_items
+        )
         self.sim: sp.csr_matrix | None = None
         self.user_items: sp.csr_matrix | None = None
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "ItemCFModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> ItemCFModel:
         k = int(self.params["neighbours"])
         if k < 1:
             raise ValueError(f"neighbours must be >= 1, got {k}")
@@ -262,8 +280,9 @@ class ItemCFModel(RecallModel):
             keep = ((rows + start) != cols) & (vals > 0)
             rows, cols, vals = rows[keep], cols[keep], vals[keep]
             keep = _top_k_per_row(rows, vals, stop - start, k)
-            blocks.append(sp.csr_matrix((vals[keep].astype(np.float32), (rows[keep], cols[keep])),
-                                        shape=(stop - start, n_items)))
+            blocks.append(
+                sp.csr_matrix((vals[keep].astype(np.float32), (rows[keep], cols[keep])), shape=(stop - start, n_items))
+            )
         sim = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_items), dtype=np.float32)
         sim.sort_indices()
         self.sim = sim.astype(np.float32)
@@ -287,11 +306,13 @@ class ItemCFModel(RecallModel):
         order = np.argsort(inverse, kind="stable")  # pairs grouped by user
         bounds = np.searchsorted(inverse[order], np.arange(0, len(distinct) + block, block))
         for b, start in enumerate(range(0, len(distinct), block)):
-            rows = order[bounds[b]:bounds[b + 1]]
-            scores = sp.csr_matrix(self.user_items[distinct[start:start + block]] @ self.sim)
+            rows = order[bounds[b] : bounds[b + 1]]
+            scores = sp.csr_matrix(self.user_items[distinct[start : start + block]] @ self.sim)
             scores.sum_duplicates()
             scores.sort_indices()  # (row, item) keys ascending: binary-searchable
-            keys = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr)) * n_items + scores.indices
+            keys = (
+                np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr)) * n_items + scores.indices
+            )
             if len(keys) == 0:
                 continue
             wanted = (inverse[rows] - start) * n_items + items[rows]
@@ -302,8 +323,14 @@ class ItemCFModel(RecallModel):
     # Catalogs at least this large are ranked from the sparse score rows (recommend below).
     sparse_min_items = 20_000
 
-    def recommend(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None,
-                  batch: int = 4096, blocked_items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        batch: int = 4096,
+        blocked_items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k like RecallModel.recommend. On a large catalog a user's score row is sparse
         (only the neighbours of their items score), so the top-k comes from the stored entries
         of the sparse product X[users] @ sim instead of a dense users × items argpartition
@@ -321,7 +348,7 @@ class ItemCFModel(RecallModel):
         if blocked_items is not None and len(blocked_items):
             blocked[np.asarray(blocked_items, dtype=np.int64)] = True
         for start in range(0, len(users), batch):
-            chunk = users[start:start + batch]
+            chunk = users[start : start + batch]
             scores = sp.csr_matrix(self.user_items[chunk] @ self.sim)
             rows = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(scores.indptr))
             cols = scores.indices.astype(np.int64)
@@ -329,7 +356,9 @@ class ItemCFModel(RecallModel):
             drop = blocked[cols] | ~(vals > 0)
             if exclude is not None:
                 seen = sp.csr_matrix(exclude[chunk])
-                seen_keys = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(seen.indptr)) * n_items + seen.indices
+                seen_keys = (
+                    np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(seen.indptr)) * n_items + seen.indices
+                )
                 drop |= np.isin(rows * n_items + cols, seen_keys, kind="sort")  # not a key-range table
             rows, cols, vals = rows[~drop], cols[~drop], vals[~drop]  # rows stay ascending (CSR order)
             keep = _top_k_per_row(rows, vals, len(chunk), kk)
@@ -370,10 +399,23 @@ class ALSModel(RecallModel):
 
     name = "als"
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15,
-                 alpha: float = 10.0, num_threads: int = 0, use_cg: bool = True):
-        super().__init__(factors=factors, regularization=regularization, iterations=iterations,
-                         alpha=alpha, num_threads=num_threads, use_cg=use_cg)
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 10.0,
+        num_threads: int = 0,
+        use_cg: bool = True,
+    ):
+        super().__init__(
+            factors=factors,
+            regularization=regularization,
+            iterations=iterations,
+            alpha=alpha,
+            num_threads=num_threads,
+            use_cg=use_cg,
+        )
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self._implicit = None
@@ -385,12 +427,19 @@ class ALSModel(RecallModel):
 
     def _new_implicit(self, seed: int | None):
         from implicit.cpu.als import AlternatingLeastSquares
-        return AlternatingLeastSquares(
-            factors=int(self.params["factors"]), regularization=float(self.params["regularization"]),
-            alpha=1.0, iterations=int(self.params["iterations"]), use_cg=bool(self.params["use_cg"]),
-            num_threads=int(self.params["num_threads"]), random_state=seed, dtype=np.float32)
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "ALSModel":
+        return AlternatingLeastSquares(
+            factors=int(self.params["factors"]),
+            regularization=float(self.params["regularization"]),
+            alpha=1.0,
+            iterations=int(self.params["iterations"]),
+            use_cg=bool(self.params["use_cg"]),
+            num_threads=int(self.params["num_threads"]),
+            random_state=seed,
+            dtype=np.float32,
+        )
+
+    def fit(self, data: TrainingData, seed: int = 0) -> ALSModel:
         conf = self._confidence(data.positives)
         with _blas_single_thread():
             model = self._new_implicit(seed)
@@ -430,8 +479,7 @@ class ALSModel(RecallModel):
 
     def factor_norms(self) -> dict[str, np.ndarray]:
         """L2 norms of the user and item factor rows (monitoring: exploding/dead factors)."""
-        return {"user": np.linalg.norm(self.user_factors, axis=1),
-                "item": np.linalg.norm(self.item_factors, axis=1)}
+        return {"user": np.linalg.norm(self.user_factors, axis=1), "item": np.linalg.norm(self.item_factors, axis=1)}
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
@@ -445,8 +493,9 @@ class ALSModel(RecallModel):
 # --------------------------------------------------------------------------------------------
 # 4. BPR (implicit)
 # --------------------------------------------------------------------------------------------
-def _sample_uniform_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int,
-                              positive_codes: np.ndarray, tries: int = 10) -> np.ndarray:
+def _sample_uniform_negatives(
+    rng: np.random.Generator, users: np.ndarray, n_items: int, positive_codes: np.ndarray, tries: int = 10
+) -> np.ndarray:
     """Uniform items not in the user's positives (rejection sampling; positive_codes = the
     sorted u * n_items + i codes of all positives). After `tries` rounds a rare leftover
     collision is kept (only matters for users who like almost the whole catalog)."""
@@ -471,8 +520,9 @@ def _scatter_add(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> N
     order = np.argsort(index, kind="stable")
     sorted_index = index[order]
     starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
-    groups = sp.csr_matrix((np.ones(len(index), dtype=values.dtype), order, np.r_[starts, len(index)]),
-                           shape=(len(starts), len(index)))
+    groups = sp.csr_matrix(
+        (np.ones(len(index), dtype=values.dtype), order, np.r_[starts, len(index)]), shape=(len(starts), len(index))
+    )
     target[sorted_index[starts]] += groups @ values
 
 
@@ -503,27 +553,46 @@ class BPRModel(RecallModel):
 
     name = "bpr"
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, num_threads: int = 0,
-                 fold_in_epochs: int = 30, fold_in_learning_rate: float | None = None,
-                 popularity_correction: float = 1.0):
-        super().__init__(factors=factors, learning_rate=learning_rate, regularization=regularization,
-                         iterations=iterations, num_threads=num_threads,
-                         fold_in_epochs=fold_in_epochs, fold_in_learning_rate=fold_in_learning_rate,
-                         popularity_correction=popularity_correction)
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        num_threads: int = 0,
+        fold_in_epochs: int = 30,
+        fold_in_learning_rate: float | None = None,
+        popularity_correction: float = 1.0,
+    ):
+        super().__init__(
+            factors=factors,
+            learning_rate=learning_rate,
+            regularization=regularization,
+            iterations=iterations,
+            num_threads=num_threads,
+            fold_in_epochs=fold_in_epochs,
+            fold_in_learning_rate=fold_in_learning_rate,
+            popularity_correction=popularity_correction,
+        )
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_bias: np.ndarray | None = None
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "BPRModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> BPRModel:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
+
         binary = _canonical_csr(data.positives)
         binary.data[:] = 1.0
         with _blas_single_thread():
             model = BayesianPersonalizedRanking(
-                factors=int(self.params["factors"]), learning_rate=float(self.params["learning_rate"]),
-                regularization=float(self.params["regularization"]), iterations=int(self.params["iterations"]),
-                num_threads=int(self.params["num_threads"]), random_state=seed, dtype=np.float32)
+                factors=int(self.params["factors"]),
+                learning_rate=float(self.params["learning_rate"]),
+                regularization=float(self.params["regularization"]),
+                iterations=int(self.params["iterations"]),
+                num_threads=int(self.params["num_threads"]),
+                random_state=seed,
+                dtype=np.float32,
+            )
             model.fit(binary, show_progress=False)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
@@ -587,8 +656,7 @@ class BPRModel(RecallModel):
         return vectors.astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors,
-                "item_bias": self.item_bias}
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors, "item_bias": self.item_bias}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
@@ -620,15 +688,28 @@ class ImpressionBPRModel(RecallModel):
 
     name = "bpr_impressions"
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 epochs: int = 30, batch_size: int = 4096, hard_ratio: float = 0.3):
-        super().__init__(factors=factors, learning_rate=learning_rate, regularization=regularization,
-                         epochs=epochs, batch_size=batch_size, hard_ratio=hard_ratio)
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        epochs: int = 30,
+        batch_size: int = 4096,
+        hard_ratio: float = 0.3,
+    ):
+        super().__init__(
+            factors=factors,
+            learning_rate=learning_rate,
+            regularization=regularization,
+            epochs=epochs,
+            batch_size=batch_size,
+            hard_ratio=hard_ratio,
+        )
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_bias: np.ndarray | None = None
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "ImpressionBPRModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> ImpressionBPRModel:
         rng = np.random.default_rng(seed)
         f = int(self.params["factors"])
         lr = float(self.params["learning_rate"])
@@ -658,7 +739,7 @@ class ImpressionBPRModel(RecallModel):
         for _ in range(int(self.params["epochs"])):
             order = rng.permutation(len(pos_users))
             for start in range(0, len(order), batch):
-                idx = order[start:start + batch]
+                idx = order[start : start + batch]
                 u, i = pos_users[idx], pos_items[idx]
                 j = _sample_uniform_negatives(rng, u, n_items, codes)
                 hard = (rng.random(len(u)) < hard_ratio) & (shown_counts[u] > 0)
@@ -692,8 +773,7 @@ class ImpressionBPRModel(RecallModel):
         return np.hstack([user, np.ones((len(user), 1), user.dtype)])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors,
-                "item_bias": self.item_bias}
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors, "item_bias": self.item_bias}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = np.asarray(arrays["user_factors"], dtype=np.float32)
@@ -707,8 +787,9 @@ class ImpressionBPRModel(RecallModel):
 SESSION_CUTOFF_TAUS = 10.0  # pairs further apart than this many tau weigh < exp(-10) and are skipped
 
 
-def session_gram(seconds_ago: sp.csr_matrix, tau_seconds: float, n_items: int, out: np.ndarray | None = None,
-                 weight: float = 1.0) -> np.ndarray:
+def session_gram(
+    seconds_ago: sp.csr_matrix, tau_seconds: float, n_items: int, out: np.ndarray | None = None, weight: float = 1.0
+) -> np.ndarray:
     """Σ_u K_u with K_u[i, j] = exp(-|t_ui - t_uj| / tau) over each user's positives: a
     co-occurrence count in which two items of one user weigh more the closer in time they were
     chosen (1 on the diagonal, so the diagonal counts each item's users). Dense items × items,
@@ -759,20 +840,27 @@ class EASEModel(RecallModel):
 
     name = "ease"
 
-    def __init__(self, lambda_: float = 500.0, max_items: int = 20000, session_weight: float = 0.0,
-                 session_tau_seconds: float = 600.0):
-        super().__init__(lambda_=lambda_, max_items=max_items, session_weight=session_weight,
-                         session_tau_seconds=session_tau_seconds)
+    def __init__(
+        self,
+        lambda_: float = 500.0,
+        max_items: int = 20000,
+        session_weight: float = 0.0,
+        session_tau_seconds: float = 600.0,
+    ):
+        super().__init__(
+            lambda_=lambda_, max_items=max_items, session_weight=session_weight, session_tau_seconds=session_tau_seconds
+        )
         self.weights: np.ndarray | None = None
         self.user_items: sp.csr_matrix | None = None
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "EASEModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> EASEModel:
         n_items = data.n_items
         if n_items > int(self.params["max_items"]):
-            gib = n_items * n_items * 8 / 2 ** 30
+            gib = n_items * n_items * 8 / 2**30
             raise ModelSkipped(
                 f"EASE skipped: {n_items} items > max_items={self.params['max_items']} "
-                f"(the dense {n_items}×{n_items} float64 Gram matrix alone would take {gib:.1f} GiB)")
+                f"(the dense {n_items}×{n_items} float64 Gram matrix alone would take {gib:.1f} GiB)"
+            )
         import scipy.linalg
 
         x = _canonical_csr(data.positives)
@@ -833,7 +921,7 @@ class ContentColdStartModel(RecallModel):
             raise ValueError("item_genres/item_tags must have one row per item")
         return sp.csr_matrix(sp.hstack([genres, float(self.params["tag_weight"]) * tags], format="csr"))
 
-    def fit(self, data: TrainingData, seed: int = 0) -> "ContentColdStartModel":
+    def fit(self, data: TrainingData, seed: int = 0) -> ContentColdStartModel:
         content = self._content(data)
         positives = _canonical_csr(data.positives, np.float64)
         profiles = sp.csr_matrix(positives @ content)
@@ -869,9 +957,11 @@ class ContentColdStartModel(RecallModel):
         return profiles.astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {**_csr_arrays("user_profiles", self.user_profiles),
-                **_csr_arrays("item_vectors", self.item_vectors),
-                "global_profile": self.global_profile}
+        return {
+            **_csr_arrays("user_profiles", self.user_profiles),
+            **_csr_arrays("item_vectors", self.item_vectors),
+            "global_profile": self.global_profile,
+        }
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_profiles = _csr_from_arrays("user_profiles", arrays)
@@ -893,17 +983,39 @@ class UniformBPRModel(ImpressionBPRModel):
 
     name = "bpr_uniform"
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 epochs: int = 30, batch_size: int = 4096, hard_ratio: float = 0.0):
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        epochs: int = 30,
+        batch_size: int = 4096,
+        hard_ratio: float = 0.0,
+    ):
         if hard_ratio != 0.0:
             raise ValueError("bpr_uniform always samples uniform negatives (hard_ratio = 0)")
-        super().__init__(factors=factors, learning_rate=learning_rate, regularization=regularization,
-                         epochs=epochs, batch_size=batch_size, hard_ratio=0.0)
+        super().__init__(
+            factors=factors,
+            learning_rate=learning_rate,
+            regularization=regularization,
+            epochs=epochs,
+            batch_size=batch_size,
+            hard_ratio=0.0,
+        )
 
 
 MODELS: dict[str, type[RecallModel]] = {
-    cls.name: cls for cls in (PopularityModel, ItemCFModel, ALSModel, BPRModel, UniformBPRModel,
-                              ImpressionBPRModel, EASEModel, ContentColdStartModel)
+    cls.name: cls
+    for cls in (
+        PopularityModel,
+        ItemCFModel,
+        ALSModel,
+        BPRModel,
+        UniformBPRModel,
+        ImpressionBPRModel,
+        EASEModel,
+        ContentColdStartModel,
+    )
 }
 
 
@@ -916,6 +1028,5 @@ def load_model(directory: Path | str) -> RecallModel:
     try:
         cls = MODELS[meta["model"]]
     except KeyError:
-        raise ValueError(f"{directory}: unknown recall model {meta.get('model')!r}; "
-                         f"known: {sorted(MODELS)}") from None
+        raise ValueError(f"{directory}: unknown recall model {meta.get('model')!r}; known: {sorted(MODELS)}") from None
     return cls.load(directory)
