@@ -48,7 +48,7 @@ def main():
     start = date(2026, 1, 1)
     days = [(start + timedelta(days=i)).isoformat() for i in range(57)]
     generate(GeneratorConfig(days=57, impressions_per_day=args.impressions_per_day), root)
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     graph = defs.resolve_asset_graph()
     # The daily data layers only (raw, features, drift); recall/ranking/serving assets are
     # also partitioned but need the id dictionaries and have their own benchmarks.

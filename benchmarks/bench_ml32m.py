@@ -385,7 +385,7 @@ def materialize(data_root: Path, all_days: list[str], days: list[str], model_day
 
     from recsys_assets.definitions import build_defs, build_resources
 
-    defs = build_defs(build_resources(str(data_root)))
+    defs = build_defs(resources=build_resources(str(data_root)))
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
     # window features of day D read the 28 days before D: a partial range gets them upstream too

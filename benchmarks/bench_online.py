@@ -23,7 +23,7 @@ from bench_tiers import TIER_SETTINGS  # noqa: E402
 from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.definitions import build_resources  # noqa: E402
-from recsys_assets.online import latest_model_day  # noqa: E402
+from recsys_assets.services.online import latest_model_day  # noqa: E402
 from resources import RankingSettings, RecallSettings  # noqa: E402
 
 

@@ -28,15 +28,15 @@ from recording import append_result, git_commit, machine  # noqa: E402
 
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
-from recsys_assets.online import OnlineRecommender  # noqa: E402
 from recsys_assets.quickstart import materialize_all  # noqa: E402
+from recsys_assets.services.online import OnlineRecommender  # noqa: E402
 
 RANKING_ASSETS = ("ranking_samples", "ranker", "funnel_evaluation", "recommendations")
 
 
 def asset_times(root: Path, day: str) -> dict[str, float]:
     """Wall time of each ranking asset for `day`, materialized one at a time (in process)."""
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     by_name = {a.key.path[-1]: a for a in defs.assets if a.key.path[-1] in RANKING_ASSETS}
     out = {}
     instance = dg.DagsterInstance.ephemeral()
@@ -86,7 +86,9 @@ def main():
         generate(GeneratorConfig(days=args.days), root)
         days = [d.isoformat() for d in GeneratorConfig(days=args.days).dates]
         started = time.perf_counter()
-        materialize_all(build_defs(build_resources(str(root))), days, dg.DagsterInstance.ephemeral(), model_days=4)
+        materialize_all(
+            build_defs(resources=build_resources(str(root))), days, dg.DagsterInstance.ephemeral(), model_days=4
+        )
         print(f"whole pipeline (models for the last 4 days): {time.perf_counter() - started:.0f}s")
         command = f"python benchmarks/bench_ranking.py --days {args.days}"
     day = sorted(p.name for p in (root / "models" / "ranker").iterdir() if not p.name.startswith("."))[-1]

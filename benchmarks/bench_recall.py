@@ -129,12 +129,12 @@ def tune(resources, day: str) -> list[tuple[str, dict, float]]:
     """NDCG@10 of every TUNE_GRID configuration and of popularity on `day` (trained on the window
     before it), evaluated exactly like recall_evaluation (full catalog, seen and unavailable items
     removed)."""
-    from recsys_assets.assets.evaluation import exclusion_matrix
-    from recsys_assets.assets.recall import load_day
     from recsys_assets.core import metrics
+    from recsys_assets.services.channels import exclusion_matrix
+    from recsys_assets.services.training import load_day
 
     settings = resources["recall"]
-    data, test, info, _, _ = load_day(resources["storage"], day, settings)
+    data, test, info, _, _ = load_day(resources["storage"], day, settings, None)
     exclude = exclusion_matrix(data.positives, test.users, np.flatnonzero(~info["available_items"]))
     relevant = test.relevant[test.users]
     rows = []
@@ -158,7 +158,7 @@ def main():
     resources = build_resources(str(root))
     days = [d.isoformat() for d in GeneratorConfig(days=args.days).dates]
     t = time.perf_counter()
-    materialize_all(build_defs(resources), days, dg.DagsterInstance.ephemeral(), model_days=1)
+    materialize_all(build_defs(resources=resources), days, dg.DagsterInstance.ephemeral(), model_days=1)
     total = time.perf_counter() - t
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     rows = con.execute(

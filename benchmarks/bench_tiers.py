@@ -119,7 +119,7 @@ def run_tier(
     only: set[str] | None = None,
 ) -> list[dict]:
     defs = build_defs(
-        build_resources(
+        resources=build_resources(
             str(root),
             recall=RecallSettings(**settings.get("recall", {})),
             ranking=RankingSettings(**settings.get("ranking", {})),
@@ -213,7 +213,8 @@ def main():
         row = json.loads(line)
         latest[row["asset"]] = row  # the latest run of each asset counts
     order = [
-        k.to_user_string() for k in build_defs(build_resources(str(root))).resolve_asset_graph().toposorted_asset_keys
+        k.to_user_string()
+        for k in build_defs(resources=build_resources(str(root))).resolve_asset_graph().toposorted_asset_keys
     ]
     rows = [latest[a] for a in order if a in latest]
     total = sum(r["wall_s"] for r in rows)

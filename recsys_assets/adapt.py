@@ -6,8 +6,8 @@
 Writes <data-root>/landing (ingested by the same raw assets as the synthetic logs) and
 <data-root>/SOURCE.json (source, path, first and last day). A data root holds one source:
 adapting another one into it is refused. Adapting the same source again is a no-op.
-Then materialize with RECSYS_START_DATE=<first day> (the quickstart does this itself:
-python -m recsys_assets.quickstart --source movielens --source-path ...).
+Then materialize with RECSYS_DATA_ROOT=<data-root>: the partitions start at the marker's first
+day (or run the quickstart: python -m recsys_assets.quickstart --source movielens --source-path ...).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(marker, indent=2))
     print(
-        f"\nNext: RECSYS_START_DATE={marker['first_day']} RECSYS_DATA_ROOT={args.data_root} "
+        f"\nNext: RECSYS_DATA_ROOT={args.data_root} "
         "dagster asset materialize -m recsys_assets.definitions ...  (or the quickstart with --source)"
     )
     return 0

@@ -8,119 +8,119 @@ import time
 import dagster as dg
 
 from recsys_assets.core.storage import duckdb_connect
-from recsys_assets.partitions import START_DATE, daily_partitions
+from recsys_assets.settings import Settings
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
 
-daily_refresh = dg.define_asset_job(
-    "daily_refresh",
-    selection=dg.AssetSelection.groups("raw_snapshots", "raw", "features", "drift", "dictionaries"),
-    partitions_def=daily_partitions,
-    description="Ingest one day of landing logs and refresh its features, drift report and dictionaries.",
-)
 
-retrain_models = dg.define_asset_job(
-    "retrain_models",
-    selection=dg.AssetSelection.groups("dictionaries", "recall", "ranking", "serving"),
-    partitions_def=daily_partitions,
-    description="Train every recall model for a day on the window before it, evaluate them on the day, "
-    "choose the champion and index it; then the day's ranking samples, ranker, funnel evaluation, "
-    "ranker promotion and recommendations.",
-)
-
-daily_refresh_schedule = dg.build_schedule_from_partitioned_job(
-    daily_refresh,
-    hour_of_day=1,
-    minute_of_hour=0,
-    description="At 01:00 UTC, refresh yesterday's partition (for sources that land on a clock, not by file).",
-)
-
-
-def _load(cursor: str | None) -> dict:
-    return json.loads(cursor) if cursor else {}
-
-
-def _partition_keys() -> set[str]:
-    return set(daily_partitions.get_partition_keys())
-
-
-@dg.sensor(
-    job=daily_refresh,
-    minimum_interval_seconds=60,
-    description="Watches the landing zone; each complete day (a _SUCCESS marker, or all three log files) "
-    "is requested once, including days that land late. The cursor remembers requested days, so "
-    "a restart does not request them again.",
-)
-def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
-    state = _load(context.cursor)
-    requested = set(state.get("requested", []))
-    valid = _partition_keys()
-    new_days = [d for d in landing.complete_days() if d not in requested and d in valid]
-    requests = [
-        dg.RunRequest(run_key=f"landing-{day}", partition_key=day, tags={"trigger": "landing"}) for day in new_days
-    ]
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=json.dumps({"requested": sorted(requested | set(new_days))}),
-        skip_reason=None if requests else dg.SkipReason("no new complete day in the landing zone"),
+def build(partitions: dg.PartitionsDefinition, settings: Settings):
+    """(jobs, schedules, sensors) over `partitions` (first day settings.start_date)."""
+    first_day = settings.start_date
+    daily_refresh = dg.define_asset_job(
+        "daily_refresh",
+        selection=dg.AssetSelection.groups("raw_snapshots", "raw", "features", "drift", "dictionaries"),
+        partitions_def=partitions,
+        description="Ingest one day of landing logs and refresh its features, drift report and dictionaries.",
     )
 
+    retrain_models = dg.define_asset_job(
+        "retrain_models",
+        selection=dg.AssetSelection.groups("dictionaries", "recall", "evaluation", "ranking", "serving"),
+        partitions_def=partitions,
+        description="Train every recall model for a day on the window before it, evaluate them on the day, "
+        "choose the champion and index it; then the day's ranking samples, ranker, funnel evaluation, "
+        "ranker promotion and recommendations.",
+    )
 
-def _worst_psi(storage: StorageResource, day: str) -> float | None:
-    path = storage.partition_path("feature_drift_report", day)
-    if not path.exists():
-        return None
-    (worst,) = duckdb_connect().execute(f"SELECT max(psi) FROM read_parquet('{path}')").fetchone()
-    return worst
+    daily_refresh_schedule = dg.build_schedule_from_partitioned_job(
+        daily_refresh,
+        hour_of_day=1,
+        minute_of_hour=0,
+        description="At 01:00 UTC, refresh yesterday's partition (for sources that land on a clock, not by file).",
+    )
 
+    def _load(cursor: str | None) -> dict:
+        return json.loads(cursor) if cursor else {}
 
-@dg.sensor(
-    job=retrain_models,
-    minimum_interval_seconds=120,
-    description="Requests retrain_models for the newest day whose features are materialized and that has "
-    "not been trained yet (reason new_data), or whose drift report reached drift_fail_psi "
-    "(reason drift, which also retrains a day already trained). At most one request per "
-    "retrain_min_interval_hours.",
-)
-def retrain_sensor(
-    context: dg.SensorEvaluationContext,
-    storage: StorageResource,
-    features: FeatureSettings,
-    automation: AutomationSettings,
-) -> dg.SensorResult:
-    state = _load(context.cursor)
-    trained = set(state.get("trained", []))
-    drift_handled = set(state.get("drift_handled", []))
-    last = float(state.get("last_request_ts", 0.0))
-    now = time.time()
-    feature_days = sorted(
-        p.stem for p in (storage.lake_dir / "user_features").glob("*.parquet") if p.stem != START_DATE
-    )  # the first day has nothing before it to train on
-    drifted = [
-        d for d in feature_days if d not in drift_handled and (_worst_psi(storage, d) or 0.0) >= features.drift_fail_psi
-    ]
-    fresh = [d for d in feature_days if d not in trained]
-    if not drifted and not fresh:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no new feature day and no drift"))
-    if now - last < automation.retrain_min_interval_hours * 3600:
-        wait = automation.retrain_min_interval_hours * 3600 - (now - last)
+    def _partition_keys() -> set[str]:
+        return set(partitions.get_partition_keys())
+
+    @dg.sensor(
+        job=daily_refresh,
+        minimum_interval_seconds=60,
+        description="Watches the landing zone; each complete day (a _SUCCESS marker, or all three log files) "
+        "is requested once, including days that land late. The cursor remembers requested days, so "
+        "a restart does not request them again.",
+    )
+    def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
+        state = _load(context.cursor)
+        requested = set(state.get("requested", []))
+        valid = _partition_keys()
+        new_days = [d for d in landing.complete_days() if d not in requested and d in valid]
+        requests = [
+            dg.RunRequest(run_key=f"landing-{day}", partition_key=day, tags={"trigger": "landing"}) for day in new_days
+        ]
         return dg.SensorResult(
-            skip_reason=dg.SkipReason(f"retrained {now - last:.0f}s ago; next allowed in {wait:.0f}s")
+            run_requests=requests,
+            cursor=json.dumps({"requested": sorted(requested | set(new_days))}),
+            skip_reason=None if requests else dg.SkipReason("no new complete day in the landing zone"),
         )
-    day, reason = (drifted[-1], "drift") if drifted else (fresh[-1], "new_data")
-    request = dg.RunRequest(run_key=f"retrain-{day}-{reason}-{int(now)}", partition_key=day, tags={"trigger": reason})
-    context.log.info(f"retraining {day} ({reason})")
-    return dg.SensorResult(
-        run_requests=[request],
-        cursor=json.dumps(
-            {
-                "trained": sorted(trained | {day}),
-                "drift_handled": sorted(drift_handled | ({day} if reason == "drift" else set())),
-                "last_request_ts": now,
-            }
-        ),
+
+    def _worst_psi(storage: StorageResource, day: str) -> float | None:
+        path = storage.partition_path("feature_drift_report", day)
+        if not path.exists():
+            return None
+        (worst,) = duckdb_connect().execute(f"SELECT max(psi) FROM read_parquet('{path}')").fetchone()
+        return worst
+
+    @dg.sensor(
+        job=retrain_models,
+        minimum_interval_seconds=120,
+        description="Requests retrain_models for the newest day whose features are materialized and that has "
+        "not been trained yet (reason new_data), or whose drift report reached drift_fail_psi "
+        "(reason drift, which also retrains a day already trained). At most one request per "
+        "retrain_min_interval_hours.",
     )
+    def retrain_sensor(
+        context: dg.SensorEvaluationContext,
+        storage: StorageResource,
+        features: FeatureSettings,
+        automation: AutomationSettings,
+    ) -> dg.SensorResult:
+        state = _load(context.cursor)
+        trained = set(state.get("trained", []))
+        drift_handled = set(state.get("drift_handled", []))
+        last = float(state.get("last_request_ts", 0.0))
+        now = time.time()
+        feature_days = sorted(
+            p.stem for p in (storage.lake_dir / "user_features").glob("*.parquet") if p.stem != first_day
+        )  # the first day has nothing before it to train on
+        drifted = [
+            d
+            for d in feature_days
+            if d not in drift_handled and (_worst_psi(storage, d) or 0.0) >= features.drift_fail_psi
+        ]
+        fresh = [d for d in feature_days if d not in trained]
+        if not drifted and not fresh:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no new feature day and no drift"))
+        if now - last < automation.retrain_min_interval_hours * 3600:
+            wait = automation.retrain_min_interval_hours * 3600 - (now - last)
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"retrained {now - last:.0f}s ago; next allowed in {wait:.0f}s")
+            )
+        day, reason = (drifted[-1], "drift") if drifted else (fresh[-1], "new_data")
+        request = dg.RunRequest(
+            run_key=f"retrain-{day}-{reason}-{int(now)}", partition_key=day, tags={"trigger": reason}
+        )
+        context.log.info(f"retraining {day} ({reason})")
+        return dg.SensorResult(
+            run_requests=[request],
+            cursor=json.dumps(
+                {
+                    "trained": sorted(trained | {day}),
+                    "drift_handled": sorted(drift_handled | ({day} if reason == "drift" else set())),
+                    "last_request_ts": now,
+                }
+            ),
+        )
 
-
-jobs = [daily_refresh, retrain_models]
-schedules = [daily_refresh_schedule]
-sensors = [landing_sensor, retrain_sensor]
+    return [daily_refresh, retrain_models], [daily_refresh_schedule], [landing_sensor, retrain_sensor]

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from recsys_assets.executors import celery_settings
+from recsys_assets.settings import Settings
 
 
 def worker_command(name: str, concurrency: int, config_path: Path) -> list[str]:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # dagster-celery reads the worker's config from a YAML file; JSON is YAML.
     config = Path(tempfile.mkdtemp(prefix="recsys-celery-")) / "celery.yaml"
-    config.write_text(json.dumps({"execution": {"config": celery_settings()}}))
+    config.write_text(json.dumps({"execution": {"config": celery_settings(Settings.load())}}))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = worker_command(args.name, args.concurrency, config)
     os.execve(cmd[0], cmd, env)  # the worker replaces this process: signals reach it directly

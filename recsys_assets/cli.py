@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from recsys_assets.definitions import build_resources
+from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import CorruptModelError, ModelStore
+from recsys_assets.services.online import OnlineRecommender
+from recsys_assets.settings import Settings
 
 
 def _recommend(args) -> int:
-    from recsys_assets.online import OnlineRecommender
-
-    resources = build_resources(args.data_root)
+    settings = Settings.load(**({"data_root": args.data_root} if args.data_root else {}))
     recommender = OnlineRecommender(
-        resources["storage"], resources["model_store"], resources["ranking"], resources["recall"], day=args.day
+        Lake(data_root=settings.data_root),
+        ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache),
+        settings.ranking,
+        settings.recall,
+        day=args.day,
+        first_day=settings.start_date,
     )
     answer = recommender.recommend(args.user, k=args.k, explain=args.explain)
     rows = answer.table.drop("stage").to_dicts()
@@ -56,20 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--explain", action="store_true", help="add because-you-watched items and top features")
     rec.add_argument("--json", action="store_true", help="print one JSON object")
     rec.add_argument("--day", default=None, help="serve with the models of this day (default: the latest)")
-    rec.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
+    rec.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be >= 1")
     try:
         return _recommend(args)
-    except Exception as error:  # a clear message, not a traceback, for missing/corrupt artifacts
-        from recsys_assets.serving import MissingInput
-        from resources.model_store import CorruptModelError
-
-        if isinstance(error, (MissingInput, CorruptModelError)):
-            print(f"recsys: {error}", file=sys.stderr)
-            return 2
-        raise
+    except (MissingInput, CorruptModelError) as error:  # a clear message, not a traceback
+        print(f"recsys: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

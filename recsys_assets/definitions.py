@@ -1,20 +1,17 @@
-"""The one Definitions object of the platform: assets by layer, their checks, jobs, resources."""
+"""The Definitions of the platform: assets by layer, their checks, jobs, sensors, resources.
+
+Nothing here runs at import: `defs` is built when Dagster loads the code location (or a test or
+script calls build_defs), from one Settings object (recsys_assets/settings.py).
+"""
 
 import dagster as dg
 
 from recsys_assets import automation
-from recsys_assets.assets.dictionaries import dictionary_assets
-from recsys_assets.assets.drift import drift_assets, drift_checks
-from recsys_assets.assets.evaluation import evaluation_assets, evaluation_checks
-from recsys_assets.assets.features import feature_assets
-from recsys_assets.assets.ranking import ranking_assets, ranking_checks
-from recsys_assets.assets.raw import log_assets, raw_assets
-from recsys_assets.assets.recall import model_assets, model_checks
-from recsys_assets.assets.recommendations import serving_assets
-from recsys_assets.assets.serving_index import ann_recall_check, recall_ann_index
-from recsys_assets.checks.feature_checks import feature_checks
-from recsys_assets.checks.raw_checks import raw_checks
-from recsys_assets.executors import executor_from_env
+from recsys_assets.assets import dictionaries, drift, evaluation, features, ranking, raw, recall, serving
+from recsys_assets.checks import feature_checks, raw_checks
+from recsys_assets.executors import executor_for
+from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 from resources import (
     AutomationSettings,
     FeatureSettings,
@@ -27,6 +24,11 @@ from resources import (
     WarehouseResource,
 )
 
+# Each layer module builds its assets and checks over the partitions: assets/<layer>.py holds the
+# assets of group and layer <layer> (tests/test_asset_catalog.py holds the rule).
+LAYERS = (raw, features, dictionaries, drift, recall, evaluation, ranking, serving)
+CHECKS = (raw_checks, feature_checks)
+
 
 def build_resources(
     data_root: str | None = None,
@@ -34,59 +36,66 @@ def build_resources(
     ingestion: IngestionSettings | None = None,
     ranking: RankingSettings | None = None,
     recall: RecallSettings | None = None,
+    settings: Settings | None = None,
 ) -> dict:
-    """Resources from the environment, or rooted at explicit folders (tests, scripts)."""
-    storage = StorageResource(data_root=data_root) if data_root else StorageResource()
-    landing = (
-        LandingZoneResource(landing_root=landing_root)
-        if landing_root
-        else (LandingZoneResource(landing_root=str(storage.root / "landing")) if data_root else LandingZoneResource())
-    )
+    """The Dagster resources of `settings` (default Settings.load()), or rooted at explicit
+    folders with explicit layer settings (tests, scripts)."""
+    if settings is None:
+        settings = Settings.load(
+            **({"data_root": data_root} if data_root else {}),
+            **({"landing_root": landing_root} if landing_root else {}),
+        )
+    elif data_root or landing_root:
+        settings = settings.model_copy(
+            update={"data_root": data_root or settings.data_root, "landing_root": landing_root or settings.landing_root}
+        )
+    storage = StorageResource(data_root=settings.data_root)
     return {
         "storage": storage,
-        "landing": landing,
+        "landing": LandingZoneResource(landing_root=settings.landing),
         "warehouse": WarehouseResource(storage=storage),
-        "ingestion": ingestion or IngestionSettings(),
-        "features": FeatureSettings(),
-        "model_store": ModelStoreResource(models_root=str(storage.root / "models")),
-        "recall": recall or RecallSettings(),
-        "ranking": ranking or RankingSettings(),
-        "automation": AutomationSettings(),
+        "ingestion": ingestion or IngestionSettings(**settings.ingestion.model_dump()),
+        "features": FeatureSettings(**settings.features.model_dump()),
+        "model_store": ModelStoreResource(models_root=settings.models_root, cache_dir=settings.model_cache),
+        "recall": recall or RecallSettings(**settings.recall.model_dump()),
+        "ranking": ranking or RankingSettings(**settings.ranking.model_dump()),
+        "automation": AutomationSettings(**settings.automation.model_dump()),
     }
 
 
-ingest_raw_logs = dg.define_asset_job(
-    "ingest_raw_logs",
-    selection=dg.AssetSelection.assets(*log_assets),
-    description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
-)
-
-ALL_ASSETS = (
-    raw_assets
-    + feature_assets
-    + dictionary_assets
-    + drift_assets
-    + list(model_assets.values())
-    + evaluation_assets
-    + [recall_ann_index]
-    + ranking_assets
-    + serving_assets
-)
-ALL_CHECKS = (
-    raw_checks + feature_checks + drift_checks + model_checks + evaluation_checks + [ann_recall_check] + ranking_checks
-)
-
-
-def build_defs(resources: dict | None = None) -> dg.Definitions:
+def build_defs(settings: Settings | None = None, *, resources: dict | None = None) -> dg.Definitions:
+    """Everything Dagster shows and runs, for `settings` (default: Settings.load() of the
+    resources' data root). `resources` replaces the resources built from the settings."""
+    if settings is None:
+        root = resources["storage"].data_root if resources and "storage" in resources else None
+        settings = Settings.load(**({"data_root": root} if root else {}))
+    partitions = daily_partitions(settings.start_date)
+    assets, checks = [], []
+    for layer in LAYERS:
+        layer_assets, layer_checks = layer.build(partitions, settings)
+        assets += layer_assets
+        checks += layer_checks
+    for module in CHECKS:
+        checks += module.build(partitions, settings)
+    jobs, schedules, sensors = automation.build(partitions, settings)
+    ingest_raw_logs = dg.define_asset_job(
+        "ingest_raw_logs",
+        selection=dg.AssetSelection.groups("raw"),
+        description="Validate one day of landing logs into the raw Parquet partitions (with quarantine).",
+    )
     return dg.Definitions(
-        assets=ALL_ASSETS,
-        asset_checks=ALL_CHECKS,
-        jobs=[ingest_raw_logs, *automation.jobs],
-        schedules=automation.schedules,
-        sensors=automation.sensors,
-        resources=resources or build_resources(),
-        executor=executor_from_env(),
+        assets=assets,
+        asset_checks=checks,
+        jobs=[ingest_raw_logs, *jobs],
+        schedules=schedules,
+        sensors=sensors,
+        resources=resources or build_resources(settings=settings),
+        executor=executor_for(settings),
     )
 
 
-defs = build_defs()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location `dagster dev` / `dagster asset materialize -m recsys_assets.definitions`
+    loads: settings from the environment and the data root's source marker."""
+    return build_defs(Settings.load())

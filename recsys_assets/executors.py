@@ -1,6 +1,7 @@
-"""Which executor runs the steps, chosen by configuration alone (RECSYS_EXECUTOR).
+"""Which executor runs the steps, chosen by configuration alone (Settings.executor,
+RECSYS_EXECUTOR).
 
-- unset / "multiprocess": Dagster's default, one process per step on this machine.
+- "multiprocess" (default): Dagster's default, one process per step on this machine.
 - "in_process": every step in the run's own process (debugging, profiling).
 - "celery": steps are queued on a Celery broker (RECSYS_CELERY_BROKER, e.g.
   redis://host:6379/0; results on RECSYS_CELERY_BACKEND, default the broker) and run by
@@ -10,32 +11,25 @@
   passes through a worker's local disk.
 """
 
-import os
-
 import dagster as dg
 
-EXECUTORS = ("multiprocess", "in_process", "celery")
+from recsys_assets.settings import Settings, SettingsError
+
+ExecutorConfigError = SettingsError
 
 
-class ExecutorConfigError(ValueError):
-    pass
+def celery_settings(settings: Settings) -> dict:
+    if not settings.celery_broker:
+        raise SettingsError("RECSYS_EXECUTOR=celery needs RECSYS_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)")
+    return {"broker": settings.celery_broker, "backend": settings.celery_backend or settings.celery_broker}
 
 
-def celery_settings() -> dict:
-    broker = os.getenv("RECSYS_CELERY_BROKER")
-    if not broker:
-        raise ExecutorConfigError("RECSYS_EXECUTOR=celery needs RECSYS_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)")
-    return {"broker": broker, "backend": os.getenv("RECSYS_CELERY_BACKEND", broker)}
-
-
-def executor_from_env() -> dg.ExecutorDefinition | None:
-    kind = os.getenv("RECSYS_EXECUTOR", "multiprocess").strip().lower()
-    if kind not in EXECUTORS:
-        raise ExecutorConfigError(f"RECSYS_EXECUTOR={kind!r}: expected one of {', '.join(EXECUTORS)}")
-    if kind == "in_process":
+def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
+    if settings.executor == "in_process":
         return dg.in_process_executor
-    if kind == "celery":
-        from dagster_celery import celery_executor  # optional dependency: pip install '.[distributed]'
+    if settings.executor == "celery":
+        # an optional dependency (pip install '.[distributed]'): imported only when chosen
+        from dagster_celery import celery_executor
 
-        return celery_executor.configured(celery_settings(), name="celery")
+        return celery_executor.configured(celery_settings(settings), name="celery")
     return None  # Dagster's default: multiprocess, or in-process for execute_in_process

@@ -1,22 +1,11 @@
-"""Daily partitions shared by every partitioned asset (UTC days)."""
-
-import os
+"""Daily partitions shared by every partitioned asset (UTC days), and the windows they read."""
 
 import dagster as dg
 
-# The first day of data; set RECSYS_START_DATE for a source whose logs start elsewhere.
-START_DATE = os.getenv("RECSYS_START_DATE", "2026-01-01")
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
-
-
-def window_days(day: str, days: int) -> list[str]:
-    """The `days` days strictly before `day` that are partitions (none before START_DATE)."""
-    from datetime import date, timedelta
-
-    end = date.fromisoformat(day)
-    start = date.fromisoformat(START_DATE)
-    return [d.isoformat() for d in (end - timedelta(days=k) for k in range(days, 0, -1)) if d >= start]
+def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    """UTC days from `start_date` (Settings.start_date: the source's first day)."""
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
 
 
 def window_mapping(days: int) -> dg.TimeWindowPartitionMapping:

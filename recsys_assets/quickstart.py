@@ -13,6 +13,13 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+
+from recsys_assets.adapt import prepare_source
+from recsys_assets.core.adapters.source import SourceConflict, check_compatible, write_marker
+from recsys_assets.core.generator import GeneratorConfig, generate
+from recsys_assets.definitions import build_defs
+from recsys_assets.settings import Settings
 
 
 def ensure_dagster_home(default: Path) -> Path:
@@ -25,7 +32,12 @@ def ensure_dagster_home(default: Path) -> Path:
     return home
 
 
-MODEL_GROUPS = {"recall", "ranking", "serving"}  # trained per day; the quickstart trains them for the last days only
+MODEL_GROUPS = {
+    "recall",
+    "evaluation",
+    "ranking",
+    "serving",
+}  # trained per day; the quickstart trains them for the last days only
 
 
 def _phases(defs: dg.Definitions) -> list[tuple[set, bool, bool]]:
@@ -82,8 +94,6 @@ def landing_days(landing: Path) -> list[str]:
 def use_landing_zone(landing: Path, data_root: Path) -> dict:
     """A landing zone the user produced in the contract format (docs/data-contract.md) is
     read where it is; the data root records it as its source."""
-    from recsys_assets.core.adapters.source import check_compatible, write_marker
-
     landing = landing.resolve()
     missing = [name for name in ("users.jsonl", "items.jsonl") if not (landing / name).exists()]
     days = landing_days(landing) if landing.is_dir() else []
@@ -111,10 +121,8 @@ def use_landing_zone(landing: Path, data_root: Path) -> dict:
 
 def select_source(args: argparse.Namespace, data_root: Path) -> None:
     """Refuse a data root that holds another source; adapt a real dataset into the landing
-    zone; point RECSYS_START_DATE at its first day. Partitions are fixed when
-    recsys_assets.partitions is imported, so this must run before the definitions load."""
-    from recsys_assets.core.adapters.source import SourceConflict, check_compatible
-
+    zone. The data root's SOURCE.json marker then tells Settings.load() where the partitions
+    start (the source's first day) and whether the log is too short for the ranker's defaults."""
     try:
         if args.source == "synthetic":
             check_compatible(data_root, "synthetic", None)
@@ -124,25 +132,16 @@ def select_source(args: argparse.Namespace, data_root: Path) -> None:
         if args.source == "landing":
             marker = use_landing_zone(Path(args.source_path), data_root)
         else:
-            from recsys_assets.adapt import prepare_source
-
             print(f"Adapting {args.source} from {args.source_path} into {data_root / 'landing'} ...")
             marker = prepare_source(args.source, args.source_path, data_root)
     except SourceConflict as exc:
         raise SystemExit(f"error: {exc}") from None
-    loaded = sys.modules.get("recsys_assets.partitions")
-    if loaded is not None and loaded.START_DATE != marker["first_day"]:
-        raise SystemExit(
-            f"error: partitions already start at {loaded.START_DATE} in this process; "
-            f"run with RECSYS_START_DATE={marker['first_day']} or in a fresh process"
-        )
-    os.environ["RECSYS_START_DATE"] = marker["first_day"]
     print(f"  {args.source}: {marker['first_day']} .. {marker['last_day']}; partitions start {marker['first_day']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-root", default=os.getenv("RECSYS_DATA_ROOT", "data"))
+    parser.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--impressions-per-day", type=int, default=70_000)
     parser.add_argument(
@@ -162,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--source-path", help="the dataset's folder or file (movielens, trivago), or the landing zone")
     args = parser.parse_args(argv)
+    args.data_root = args.data_root or Settings.load().data_root
     # Partitioned checks and backfill policies are marked preview/beta; the notice is noise here.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -169,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     data_root = Path(args.data_root).resolve()
     # A real source's runs are recorded next to its data, apart from the synthetic runs.
     home = ensure_dagster_home(Path("dagster_home") if args.source == "synthetic" else data_root / "dagster_home")
-    select_source(args, data_root)  # before recsys_assets.definitions: partitions start at the source's first day
-
-    from recsys_assets.core.generator import GeneratorConfig, generate
-    from recsys_assets.definitions import build_defs, build_resources
+    select_source(args, data_root)
 
     config = GeneratorConfig(days=args.days, impressions_per_day=args.impressions_per_day)
     landing = Path(args.source_path).resolve() if args.source == "landing" else data_root / "landing"
@@ -180,45 +177,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
         generate(config, data_root)
     days = sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
-    short_log_env, ranking = "", None
-    if args.source != "synthetic" and len(days) < 4:
-        # Too short for the ranker's default 2 training days + 1 validation day before the day it
-        # serves: train on every earlier day and early-stop on a held-out share of its requests.
-        os.environ["RECSYS_RANKER_TRAIN_DAYS"] = str(max(len(days) - 1, 1))
-        os.environ["RECSYS_RANKER_VALID_DAYS"] = "0"
-        short_log_env = f" RECSYS_RANKER_TRAIN_DAYS={os.environ['RECSYS_RANKER_TRAIN_DAYS']} RECSYS_RANKER_VALID_DAYS=0"
-        print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
-        from resources import RankingSettings
-
-        ranking = RankingSettings(train_days=max(len(days) - 1, 1), valid_days=0)
-    defs = build_defs(build_resources(str(data_root), landing_root=str(landing), ranking=ranking))
     if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
-        from recsys_assets.core.adapters.source import write_marker
-
         write_marker(data_root, "synthetic", None, days[0], days[-1])
+    overrides = {"data_root": str(data_root)} | ({"landing_root": str(landing)} if args.source == "landing" else {})
+    settings = Settings.load(**overrides)
+    if settings.ranking.valid_days == 0:
+        print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
+    defs = build_defs(settings)
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
         materialize_all(defs, days, instance, model_days=args.model_days)
-
-    import duckdb
 
     con = duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True)
     print("\nTables in the warehouse (rows):")
     for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall():
         print(f"  {name:20s} {con.execute(f'SELECT count(*) FROM {name}').fetchone()[0]:>12,}")
     con.close()
-    # A real source's partitions start at its first day: the UI must be told so too.
-    start_env = (
-        ("" if args.source == "synthetic" else f" RECSYS_START_DATE={os.environ['RECSYS_START_DATE']}")
-        + short_log_env
-        + (f" RECSYS_LANDING_ROOT={landing}" if args.source == "landing" else "")
-    )
+    # The UI reads the same data root: its SOURCE.json gives the partitions' start and the ranker's days.
+    landing_env = f" RECSYS_LANDING_ROOT={landing}" if args.source == "landing" else ""
     print(f"""
 Done.
   Parquet lake:     {data_root / "lake"}
   DuckDB catalog:   {data_root / "warehouse.duckdb"}   (duckdb -readonly {data_root / "warehouse.duckdb"})
   Dagster runs in:  {home}
-  Open the UI:      DAGSTER_HOME={home} RECSYS_DATA_ROOT={data_root}{start_env} .venv/bin/dagster dev
+  Open the UI:      DAGSTER_HOME={home} RECSYS_DATA_ROOT={data_root}{landing_env} .venv/bin/dagster dev
 """)
     return 0
 

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
+from recsys_assets.settings import AutomationConfig
 
-class AutomationSettings(dg.ConfigurableResource):
-    # At most one retraining request per this many hours, whatever triggers it (new data or drift).
-    retrain_min_interval_hours: float = 6.0
+
+class AutomationSettings(dg.ConfigurableResource, AutomationConfig):
+    """recsys_assets.settings.AutomationConfig, configurable in the launchpad."""

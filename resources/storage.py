@@ -1,96 +1,28 @@
-"""Storage paths: the Parquet lake (one file per asset partition) and the catalog file."""
-
-from __future__ import annotations
-
-import os
-import re
-from datetime import date
-from pathlib import Path
+"""The lake as a Dagster resource (recsys_assets/services/lake.py holds the paths and rules)."""
 
 import dagster as dg
 
-from recsys_assets.core.storage import is_remote, root_path
+from recsys_assets.services.lake import (
+    SNAPSHOT,
+    Lake,
+    UnsafePathError,
+    ensure_within,
+    validate_partition_key,
+    validate_table_name,
+    validated_root,
+)
 
-SNAPSHOT = "snapshot"  # the file name stem of an unpartitioned asset
-_TABLE = re.compile(r"^[a-z][a-z0-9_]*$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class UnsafePathError(ValueError):
-    """A configured path or a name that would place a file outside its root, or break SQL quoting."""
-
-
-def validate_partition_key(key: str) -> str:
-    """A daily partition key (a real YYYY-MM-DD date) or "snapshot"; anything else is refused."""
-    if key == SNAPSHOT:
-        return key
-    try:
-        if isinstance(key, str) and _DAY.match(key) and date.fromisoformat(key):
-            return key
-    except ValueError:
-        pass
-    raise UnsafePathError(f"invalid partition key {key!r}: expected a date YYYY-MM-DD (or {SNAPSHOT!r})")
+__all__ = [
+    "SNAPSHOT",
+    "StorageResource",
+    "UnsafePathError",
+    "ensure_within",
+    "validate_partition_key",
+    "validate_table_name",
+    "validated_root",
+]
 
 
-def validate_table_name(name: str) -> str:
-    if not (isinstance(name, str) and _TABLE.match(name)):
-        raise UnsafePathError(f"invalid table name {name!r}: expected lower-case letters, digits and _")
-    return name
-
-
-def validated_root(path: str, what: str) -> Path:
-    """The resolved root (a local folder, or a UPath for an object-store URL such as
-    s3://bucket/prefix); refused if it contains a quote (paths are quoted into DuckDB SQL)."""
-    resolved = root_path(path)
-    if "'" in str(resolved) or "\x00" in str(resolved):
-        raise UnsafePathError(f"{what} {str(resolved)!r} contains a quote: use a path without ' characters")
-    return resolved
-
-
-def ensure_within(path: Path, root: Path, what: str) -> Path:
-    """`path` with every symlink followed, refused if it leaves `root`."""
-    if is_remote(root):
-        # No symlinks on an object store; names are validated before they are joined.
-        return path
-    real, real_root = path.resolve(), root.resolve()
-    if real != real_root and real_root not in real.parents:
-        raise UnsafePathError(
-            f"{what} {path} resolves to {real}, outside {real_root}: refusing to read or write it "
-            "(a symlink or a path that escapes its root)"
-        )
-    return path
-
-
-class StorageResource(dg.ConfigurableResource):
-    """Root of everything the platform writes: a folder or an object-store URL
-    (s3://bucket/prefix). Default: $RECSYS_DATA_ROOT or ./data."""
-
-    data_root: str = os.getenv("RECSYS_DATA_ROOT", "data")
-
-    @property
-    def root(self) -> Path:
-        return validated_root(self.data_root, "data root")
-
-    @property
-    def lake_dir(self) -> Path:
-        return self.root / "lake"
-
-    @property
-    def catalog_path(self) -> Path:
-        return self.root / "warehouse.duckdb"
-
-    def partition_path(self, table: str, partition: str = SNAPSHOT) -> Path:
-        """lake/<table>/<partition>.parquet; names are validated and a symlinked folder may
-        not lead out of the data root."""
-        path = self.lake_dir / validate_table_name(table) / f"{validate_partition_key(partition)}.parquet"
-        return ensure_within(path, self.root, f"{table} partition {partition}")
-
-    def quarantine_path(self, asset: str, partition: str = SNAPSHOT) -> Path:
-        # quarantine/<asset>/<partition>.parquet, exposed as the `quarantine` view
-        path = (
-            self.lake_dir / "quarantine" / validate_table_name(asset) / f"{validate_partition_key(partition)}.parquet"
-        )
-        return ensure_within(path, self.root, f"quarantine of {asset} {partition}")
-
-    def existing_partitions(self, table: str, partitions: list[str]) -> list[Path]:
-        return [p for p in (self.partition_path(table, k) for k in partitions) if p.exists()]
+class StorageResource(dg.ConfigurableResource, Lake):
+    """Root of everything the platform writes (a folder or s3://bucket/prefix), set in the launchpad
+    or by recsys_assets.settings.Settings (RECSYS_DATA_ROOT)."""

@@ -204,7 +204,9 @@ def test_malformed_lines_are_listed_and_quarantined_and_positives_are_rating_ge_
     assert "CAST" in rejects[0]["error"] and "MISSING COLUMNS" in rejects[1]["error"]
 
     # The same raw assets ingest it; both bad lines end in the quarantine with a reason.
-    defs = build_defs(build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5)))
+    defs = build_defs(
+        resources=build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5))
+    )
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
     assert job.execute_in_process(
@@ -295,7 +297,9 @@ def test_trivago_fixture_keeps_every_impression_list(tmp_path):
     ]
 
     # raw ingestion + interactions: the clicked item of each list, and only it, is positive
-    defs = build_defs(build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5)))
+    defs = build_defs(
+        resources=build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5))
+    )
     job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
     assert job.execute_in_process(

@@ -6,9 +6,11 @@ import dagster as dg
 import pytest
 
 from recsys_assets.assets import ownership
-from recsys_assets.definitions import defs
+from recsys_assets.definitions import LAYERS, build_defs
+from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 
-SPECS = sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string())
+SPECS = sorted(build_defs(Settings()).resolve_all_asset_specs(), key=lambda s: s.key.to_user_string())
 
 
 def catalog_problems(spec: dg.AssetSpec) -> list[str]:
@@ -61,9 +63,9 @@ def test_an_asset_that_forgets_its_ownership_is_caught():
     )
     assert any("no owner" in p for p in catalog_problems(bare))
     assert any("layer tag None" in p for p in catalog_problems(bare))
+    # ownership.layer gives the group too (the layer's own)
     assert catalog_problems(dg.AssetSpec("x", description="short", **ownership.layer("ranking"))) == [
         "no real description",
-        "no group",
         "no kind (kinds={...} in the decorator)",
     ]
     wrong_owner = dg.AssetSpec(
@@ -78,10 +80,24 @@ def test_an_asset_that_forgets_its_ownership_is_caught():
     good = dg.AssetSpec(
         "x",
         description="A ranking asset with its ownership.",
-        group_name="ranking",
         kinds={"lightgbm"},
         **ownership.layer("ranking"),
     )
     assert catalog_problems(good) == [] and good.owners == [ownership.RECSYS_ML]
     with pytest.raises(KeyError):
         ownership.layer("no_such_layer")
+
+
+@pytest.mark.parametrize("module", LAYERS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_an_assets_module_group_and_layer_tag_agree(module):
+    """assets/<layer>.py holds exactly the assets of group <layer> and layer tag <layer> (the raw
+    snapshots are group raw_snapshots, kept apart so range runs of the daily logs stay valid)."""
+    layer = module.__name__.rsplit(".", 1)[-1]
+    assets, _ = module.build(daily_partitions(Settings().start_date), Settings())
+    specs = [spec for definition in assets for spec in definition.specs]
+    assert specs
+    for spec in specs:
+        assert spec.tags.get(ownership.LAYER_TAG) == layer, spec.key
+        assert spec.group_name == layer or (layer == "raw" and spec.group_name == "raw_snapshots"), spec.key
+    groups = {spec.group_name for spec in SPECS} - {"raw_snapshots"}
+    assert groups == {m.__name__.rsplit(".", 1)[-1] for m in LAYERS}

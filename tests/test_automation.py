@@ -10,11 +10,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from recsys_assets.automation import daily_refresh_schedule, landing_sensor, retrain_sensor
+from recsys_assets import automation
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs, build_resources
+from recsys_assets.partitions import daily_partitions
 from recsys_assets.quickstart import materialize_all
+from recsys_assets.settings import Settings
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
+
+_, (daily_refresh_schedule,), (landing_sensor, retrain_sensor) = automation.build(
+    daily_partitions(Settings().start_date), Settings()
+)
 
 
 def evaluate(sensor, cursor=None, **resources):
@@ -75,7 +81,7 @@ def drifted(tmp_path_factory) -> Path:
         root,
     )
     materialize_all(
-        build_defs(build_resources(str(root))),
+        build_defs(resources=build_resources(str(root))),
         [f"2026-01-0{i}" for i in range(1, 6)],
         dg.DagsterInstance.ephemeral(),
         model_days=0,
@@ -120,7 +126,7 @@ def test_a_drift_triggered_request_retrains_end_to_end(drifted, tmp_path):
     }
     result, _ = evaluate(retrain_sensor, **res)
     (request,) = result.run_requests
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     run = defs.resolve_job_def("retrain_models").execute_in_process(
         partition_key=request.partition_key, tags=request.tags, instance=dg.DagsterInstance.ephemeral()
     )
@@ -134,7 +140,7 @@ def test_drift_report_emits_column_schema_row_count_and_worst_features(drifted):
     import pyarrow.parquet as pq
 
     day = "2026-01-04"  # the first shifted day
-    defs = build_defs(build_resources(str(drifted)))
+    defs = build_defs(resources=build_resources(str(drifted)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         partition_key=day,

@@ -29,7 +29,7 @@ def test_tier_harness_measures_every_asset(tmp_path):
     rest = subprocess.run(cmd + ["--from", "recall_als"], capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stdout[-2000:] + rest.stderr[-3000:]
     rows = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()]
-    graph = build_defs(build_resources(str(data))).resolve_asset_graph()
+    graph = build_defs(resources=build_resources(str(data))).resolve_asset_graph()
     assert [r["asset"] for r in rows] == [
         k.to_user_string() for k in graph.toposorted_asset_keys
     ]  # two slices, one table

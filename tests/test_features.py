@@ -43,7 +43,7 @@ def sha(path: Path) -> str:
 
 
 def build(root: Path, days=DAYS) -> dg.Definitions:
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     materialize_all(defs, days, dg.DagsterInstance.ephemeral())
     return defs
 
@@ -61,7 +61,7 @@ def lake(root: Path, table: str, part: str = "snapshot") -> Path:
 
 
 def test_all_feature_checks_pass_and_features_are_sane(full):
-    defs = build_defs(build_resources(str(full)))
+    defs = build_defs(resources=build_resources(str(full)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         asset_selection=[dg.AssetKey(t) for t in DAILY_FEATURES],
@@ -117,7 +117,7 @@ def test_no_leakage_features_of_day_d_ignore_day_d_and_later(full, tmp_path):
     # events now point at dropped impressions; relax the linkage threshold for this run only
     from resources import IngestionSettings
 
-    defs = build_defs(build_resources(str(altered), ingestion=IngestionSettings(max_orphan_request_rate=1.0)))
+    defs = build_defs(resources=build_resources(str(altered), ingestion=IngestionSettings(max_orphan_request_rate=1.0)))
     materialize_all(defs, DAYS, dg.DagsterInstance.ephemeral())
     for table in ("user_features", "item_features", "user_sequences"):
         assert sha(lake(altered, table, d)) == sha(lake(full, table, d)), table
@@ -163,7 +163,7 @@ def test_point_in_time_check_fails_on_a_leaking_partition(full, tmp_path):
     con = duckdb.connect()
     con.execute(f"COPY (SELECT * REPLACE (day AS source_max_day) FROM '{target}') TO '{tmp_path}/x.parquet'")
     shutil.move(tmp_path / "x.parquet", target)
-    job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    job = build_defs(resources=build_resources(str(root))).resolve_implicit_global_asset_job_def()
     only_check = job.get_subset(
         asset_selection=set(), asset_check_selection={dg.AssetCheckKey(dg.AssetKey("user_features"), "point_in_time")}
     )
@@ -177,7 +177,7 @@ def test_point_in_time_check_fails_on_a_leaking_partition(full, tmp_path):
 def test_drift_is_flagged_from_the_injected_date_and_not_before(tmp_path):
     shift = date(2026, 1, 5)
     generate(config(n_users=800, impressions_per_day=12000, shift_date=shift, shift_kind="genre"), tmp_path)
-    defs = build_defs(build_resources(str(tmp_path)))
+    defs = build_defs(resources=build_resources(str(tmp_path)))
     job = defs.resolve_implicit_global_asset_job_def()
     materialize_all(defs, DAYS, dg.DagsterInstance.ephemeral())
     verdicts = {}

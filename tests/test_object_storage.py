@@ -21,7 +21,8 @@ from recsys_assets.core.storage import (
     root_path,
     write_parquet_atomic,
 )
-from recsys_assets.executors import ExecutorConfigError, executor_from_env
+from recsys_assets.executors import ExecutorConfigError, executor_for
+from recsys_assets.settings import Settings
 from resources.model_store import CorruptModelError, ModelStoreResource
 from resources.storage import StorageResource
 
@@ -151,6 +152,9 @@ def test_model_store_publishes_by_pointer_and_verifies_the_cached_copy(s3, tmp_p
 
 def test_executor_is_chosen_by_configuration(monkeypatch):
     import dagster as dg
+
+    def executor_from_env():
+        return executor_for(Settings.load())
 
     monkeypatch.delenv("RECSYS_EXECUTOR", raising=False)
     assert executor_from_env() is None  # Dagster's default (multiprocess)

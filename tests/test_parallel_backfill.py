@@ -45,7 +45,7 @@ def lake_hashes(data_root: Path) -> dict[str, str]:
 def sequential(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sequential")
     generate(CONFIG, root)
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     job, graph = defs.resolve_implicit_global_asset_job_def(), defs.resolve_asset_graph()
     instance = dg.DagsterInstance.ephemeral()
     snapshots = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "raw_snapshots"]

@@ -11,14 +11,20 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys_assets import cli, serving
-from recsys_assets.assets.ranking import beats_recall_only, build_samples, decide_ranker, serving_ranker_day
+from recsys_assets import cli
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.definitions import build_defs, build_resources
-from recsys_assets.online import OnlineRecommender
 from recsys_assets.quickstart import materialize_all
+from recsys_assets.services import serving
+from recsys_assets.services.candidates import read_candidates
+from recsys_assets.services.channels import load_channels
+from recsys_assets.services.days import days_before
+from recsys_assets.services.online import OnlineRecommender
+from recsys_assets.services.promotion import beats_recall_only, decide_ranker
+from recsys_assets.services.ranking import build_samples
+from recsys_assets.services.registry import serving_ranker_day
 from resources.model_store import CorruptModelError
 
 DAYS = [f"2026-01-0{d}" for d in range(1, 7)]
@@ -29,7 +35,9 @@ D = DAYS[-1]
 def root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ranking")
     generate(GeneratorConfig(n_users=400, n_items=250, days=len(DAYS), impressions_per_day=8_000, seed=11), root)
-    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4)
+    materialize_all(
+        build_defs(resources=build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4
+    )
     return root
 
 
@@ -74,7 +82,7 @@ def test_samples_hold_only_features_known_before_the_day(root, res):
     for row in samples.head(300).iter_rows(named=True):
         assert row["genre_positives"] == genre_pos.get((row["user_id"], row["item_id"]), 0)
     # channel scores come from models trained strictly before D
-    for name in serving.load_channels(res["model_store"], D, res["ranking"].channels):
+    for name in load_channels(res["model_store"], D, res["ranking"].channels):
         train_days = res["model_store"].verify(f"recall_{name}", D)["metadata"]["train_days"]
         assert train_days[-1] < D
 
@@ -147,7 +155,7 @@ def test_recommendations_table_and_online_path_agree(res):
     per_user = recs.group_by("user_id").agg(pl.col("rank").sort(), pl.len())
     assert per_user["len"].max() <= top_k
     assert all(r == list(range(1, len(r) + 1)) for r in per_user["rank"].to_list())
-    history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
+    history = serving.user_history(storage, days_before(D, res["recall"].window_days))
     assert recs.join(history, on=["user_id", "item_id"], how="inner").height == 0  # nothing already watched
     assert recs.filter(pl.col("channels").list.len() == 0).height == 0
     assert recs.filter(pl.col("because_you_watched").list.len() > 0).height > 0
@@ -178,7 +186,7 @@ def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
     unknown = _cli(capsys, "--user", "987654321", "--data-root", str(root))
     assert unknown["path"] == "cold_start" and len(unknown["items"]) == 10
     users = set(pl.read_parquet(storage.partition_path("user_id_dictionary"))["id"].to_list())
-    active = set(serving.user_history(storage, serving.days_before(D, 28) + [D])["user_id"].to_list())
+    active = set(serving.user_history(storage, days_before(D, 28) + [D])["user_id"].to_list())
     cold = min(users - active)  # known to the dictionary, no positive in the window
     assert _cli(capsys, "--user", str(cold), "--data-root", str(root))["path"] == "cold_start"
     newly_active = sorted(set(serving.user_history(storage, [D])["user_id"].to_list()))[0]
@@ -204,7 +212,7 @@ def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
     path = res["storage"].partition_path("interactions", D)
     organic = pl.read_parquet(path).filter(pl.col("is_positive")).with_columns(pl.lit(True).alias("is_organic"))
     organic.write_parquet(path)  # ratings-style day: positives only, nothing shown
-    frame, info = build_samples(res["storage"], res["model_store"], res["ranking"], res["recall"], D)
+    frame, info = build_samples(res["storage"], res["model_store"], res["ranking"], res["recall"], D, DAYS[0])
     assert info["rows_impressions"] == 0 and info["rows_sampled"] > 0
     sampled = frame.filter(pl.col("kind") == "sampled")
     n_pos = sampled.filter(pl.col("label") > 0).height
@@ -222,7 +230,7 @@ def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_
     shutil.copytree(root, copy, symlinks=True)
     full = pl.read_parquet(copy / "lake" / "ranking_samples" / f"{D}.parquet")
     cap = 25
-    defs = build_defs(build_resources(str(copy), ranking=RankingSettings(max_users_per_day=cap)))
+    defs = build_defs(resources=build_resources(str(copy), ranking=RankingSettings(max_users_per_day=cap)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         asset_selection=[dg.AssetKey("ranking_samples"), dg.AssetKey("funnel_evaluation")],
         partition_key=D,
@@ -249,7 +257,7 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
     copy = tmp_path / "root"
     shutil.copytree(root, copy, symlinks=True)
     whole = pl.read_parquet(copy / "lake" / "recommendations" / f"{D}.parquet")
-    defs = build_defs(build_resources(str(copy), ranking=RankingSettings(serving_batch_users=37)))
+    defs = build_defs(resources=build_resources(str(copy), ranking=RankingSettings(serving_batch_users=37)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         asset_selection=[dg.AssetKey("recommendations")], partition_key=D, instance=dg.DagsterInstance.ephemeral()
     )
@@ -261,8 +269,10 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
     # because_you_watched by brute force, row by row
     res = build_resources(str(copy))
     storage, store = res["storage"], res["model_store"]
-    history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
-    ctx = serving.feature_context(storage, store, D, res["ranking"].channels, res["recall"], res["ranking"].rank_depth)
+    history = serving.user_history(storage, days_before(D, res["recall"].window_days))
+    ctx = serving.feature_context(
+        storage, store, D, res["ranking"].channels, res["recall"], res["ranking"].rank_depth, None
+    )
     ids, vectors = serving.item_vectors(ctx, funnel.ItemAttributes.from_context(ctx))
     checked = 0
     for row in batched.filter(pl.col("because_you_watched").list.len() > 0).head(200).iter_rows(named=True):
@@ -284,9 +294,9 @@ def test_explain_top_n_zero_serves_without_top_features(root, res):
     ranker_day, _ = serving_ranker_day(storage, D)
     assert ranker_day is not None
     model = serving.load_ranker(store, ranker_day)
-    ctx = serving.feature_context(storage, store, D, model.channel_names, res["recall"], model.rank_depth)
-    candidates = serving.read_candidates(storage, D, 50)
-    history = serving.user_history(storage, serving.days_before(D, res["recall"].window_days))
+    ctx = serving.feature_context(storage, store, D, model.channel_names, res["recall"], model.rank_depth, DAYS[0])
+    candidates = read_candidates(storage, D, 50)
+    history = serving.user_history(storage, days_before(D, res["recall"].window_days))
     settings = RankingSettings(explain_top_n=0)
     out = serving.recommend_users(ctx, model, candidates, history, settings)
     assert out.height > 0 and out["stage"].unique().to_list() == ["ranker_rerank"]
@@ -303,8 +313,8 @@ def test_serving_reads_rank_features_from_the_recall_lists(res):
     ranker_day, _ = serving_ranker_day(storage, D)
     model = serving.load_ranker(store, ranker_day)
     assert model.rank_depth == res["ranking"].rank_depth
-    ctx = serving.feature_context(storage, store, D, model.channel_names, res["recall"], model.rank_depth)
-    candidates = serving.read_candidates(storage, D, 50)
+    ctx = serving.feature_context(storage, store, D, model.channel_names, res["recall"], model.rank_depth, DAYS[0])
+    candidates = read_candidates(storage, D, 50)
     assert (candidates["channel_depth"] == res["recall"].candidates_k).all()
     assert {f"in_{c}" for c in ctx.channels} <= set(candidates.columns)
     pairs = funnel.serving_pairs(candidates, res["ranking"].serving_surface)
@@ -326,14 +336,15 @@ def test_serving_reads_rank_features_from_the_recall_lists(res):
 def test_ranker_trains_only_on_samples_of_one_rank_depth():
     """A ranker is served with the rank_<channel> depth it learned, so its samples must agree
     on one (recorded per row) and samples from before the depth was recorded are refused."""
-    from recsys_assets.assets.ranking import samples_rank_depth
+    from recsys_assets.services.errors import MissingInput
+    from recsys_assets.services.ranking import samples_rank_depth
 
     assert samples_rank_depth(pl.DataFrame({"rank_depth": [100, 100, 100]}), []) == 100
-    with pytest.raises(dg.Failure, match=r"rank_depth \[100, 200\]"):
+    with pytest.raises(MissingInput, match=r"rank_depth \[100, 200\]"):
         samples_rank_depth(pl.DataFrame({"rank_depth": [100, 200]}), [])
-    with pytest.raises(dg.Failure, match="unrecorded"):
+    with pytest.raises(MissingInput, match="unrecorded"):
         samples_rank_depth(pl.DataFrame({"kind": ["impressions"]}), [])
-    with pytest.raises(dg.Failure, match="unrecorded"):
+    with pytest.raises(MissingInput, match="unrecorded"):
         samples_rank_depth(pl.DataFrame({"rank_depth": [None, None]}, schema={"rank_depth": pl.Int32}), [])
 
 
@@ -341,30 +352,30 @@ def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_us
     """A ranker's training day needs only its sampled users' candidate lists: without the
     recall_candidates partition they are computed for those users by the same code, row for
     row what the partition holds, and the samples built on them are the same."""
-    from recsys_assets.assets.ranking import day_candidates
+    from recsys_assets.services.candidates import day_candidates
 
     storage, store, recall, ranking = res["storage"], res["model_store"], res["recall"], res["ranking"]
-    stored = serving.read_candidates(storage, D, ranking.rank_candidates)
+    stored = read_candidates(storage, D, ranking.rank_candidates)
     users = np.unique(stored["user_id"].to_numpy())[::3]
     asked = np.concatenate([users, [10**9]])  # an unknown user is simply absent
-    computed = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, from_partition=False)
-    read = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked)
+    computed = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, DAYS[0], from_partition=False)
+    read = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, DAYS[0])
     assert len(users) > 50 and computed.height > 1000
     assert computed.sort("user_id", "recall_rank").equals(read.sort("user_id", "recall_rank"))
     # the caller's own load_day result (funnel_truth passes it) gives the same rows
-    from recsys_assets.assets.recall import load_day
+    from recsys_assets.services.training import load_day
 
-    data, _, info, _, _ = load_day(storage, D, recall)
+    data, _, info, _, _ = load_day(storage, D, recall, DAYS[0])
     given = day_candidates(
-        storage, store, recall, D, ranking.rank_candidates, asked, from_partition=False, day_data=(data, info)
+        storage, store, recall, D, ranking.rank_candidates, asked, DAYS[0], from_partition=False, day_data=(data, info)
     )
     assert given.equals(computed)
     path = storage.partition_path("recall_candidates", D)
     hidden = path.with_suffix(".hidden")
-    with_partition, _ = build_samples(storage, store, ranking, recall, D)
+    with_partition, _ = build_samples(storage, store, ranking, recall, D, DAYS[0])
     path.rename(hidden)
     try:
-        without, info = build_samples(storage, store, ranking, recall, D)
+        without, info = build_samples(storage, store, ranking, recall, D, DAYS[0])
     finally:
         hidden.rename(path)
     assert info["rows_candidates"] > 0

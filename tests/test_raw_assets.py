@@ -14,11 +14,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from recsys_assets.assets.raw import raw_assets
-from recsys_assets.checks.raw_checks import raw_checks
+from recsys_assets.assets import raw
+from recsys_assets.checks import raw_checks as raw_check_rules
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_resources
+from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 from resources import IngestionSettings
+
+raw_assets, _ = raw.build(daily_partitions(Settings().start_date), Settings())
+raw_checks = raw_check_rules.build(daily_partitions(Settings().start_date), Settings())
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
@@ -218,9 +223,12 @@ def publish_then_die(tmp, path):
     real_publish(tmp, path)
 storage._publish = publish_then_die
 import dagster as dg
-from recsys_assets.assets.raw import raw_assets
+from recsys_assets.assets import raw
 from recsys_assets.definitions import build_resources
+from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 from resources import IngestionSettings
+raw_assets, _ = raw.build(daily_partitions(Settings().start_date), Settings())
 dg.materialize(raw_assets, resources=build_resources(sys.argv[1], sys.argv[3]), selection=["raw_impressions"],
                partition_key=sys.argv[2], instance=dg.DagsterInstance.ephemeral())
 """

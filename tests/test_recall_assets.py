@@ -22,7 +22,9 @@ MODELS = ["popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions
 def root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("recall")
     generate(GeneratorConfig(n_users=500, n_items=300, days=len(DAYS), impressions_per_day=10_000, seed=5), root)
-    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=2)
+    materialize_all(
+        build_defs(resources=build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=2
+    )
     return root
 
 
@@ -103,7 +105,7 @@ def test_candidates_scored_in_small_batches_equal_one_batch_and_scale_knobs_appl
     path = build_resources(str(root))["storage"].partition_path("recall_candidates", DAYS[-1])
 
     def run(recall):
-        defs = build_defs(build_resources(str(root), recall=recall))
+        defs = build_defs(resources=build_resources(str(root), recall=recall))
         assert (
             defs.resolve_implicit_global_asset_job_def()
             .execute_in_process(
@@ -172,7 +174,7 @@ def test_ann_index_over_the_champion(root):
 
 
 def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
@@ -197,7 +199,7 @@ def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
     target.write_bytes(target.read_bytes()[:-16])  # truncated
     with pytest.raises(CorruptModelError, match=target.name):
         store.verify("recall_als", DAYS[-2])
-    job = build_defs(resources).resolve_implicit_global_asset_job_def()
+    job = build_defs(resources=resources).resolve_implicit_global_asset_job_def()
     only_check = job.get_subset(
         asset_selection=set(),
         asset_check_selection={dg.AssetCheckKey(dg.AssetKey("recall_als"), "finite_and_verified")},
@@ -212,10 +214,10 @@ def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
 def test_mips_vectors_reproduce_model_scores():
     import scipy.sparse as sp
 
-    from recsys_assets.assets.serving_index import mips_vectors
     from recsys_assets.core.recall import ann
     from recsys_assets.core.recall.base import TrainingData
     from recsys_assets.core.recall.models import ImpressionBPRModel
+    from recsys_assets.services.ann_index import mips_vectors
 
     rng = np.random.default_rng(0)
     positives = sp.random(200, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
@@ -233,7 +235,7 @@ def test_mips_vectors_reproduce_model_scores():
 
 
 def test_a_worse_candidate_is_not_promoted_and_the_registry_says_why():
-    from recsys_assets.assets.evaluation import decide
+    from recsys_assets.services.promotion import decide
 
     candidate = {"candidate": "als", "popularity_value": 0.10, "candidates": "{}"}
     rejected = decide(
@@ -293,7 +295,7 @@ def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_pat
     resources["recall"] = RecallSettings(
         als_iterations=1, als_factors=2, als_regularization=1e4, promotion_tolerance=0.0
     )
-    defs = build_defs(resources)
+    defs = build_defs(resources=resources)
     job = defs.resolve_implicit_global_asset_job_def()
     job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
@@ -328,7 +330,7 @@ def test_evaluation_champion_and_candidates_emit_table_metadata(root, tmp_path):
     shutil.copytree(root, copy, symlinks=True)
     # No serving champion before the last day: the run does not depend on artifacts other tests alter.
     (copy / "lake/recall_champion" / f"{DAYS[-2]}.parquet").unlink()
-    job = build_defs(build_resources(str(copy))).resolve_implicit_global_asset_job_def()
+    job = build_defs(resources=build_resources(str(copy))).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         partition_key=DAYS[-1],
@@ -397,8 +399,8 @@ def _registry(copy, day):
 
 
 def test_rollback_to_an_older_model_serves_it(root, tmp_path, capsys):
-    from recsys_assets.assets.evaluation import current_champion, serving_champion
     from recsys_assets.rollback import main
+    from recsys_assets.services.registry import current_champion, serving_champion
     from resources import StorageResource
 
     copy = _copy_root(root, tmp_path)
@@ -441,8 +443,8 @@ def test_rollback_refuses_a_corrupt_or_missing_target_by_name(root, tmp_path, ca
 
 
 def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_path):
-    from recsys_assets.assets.evaluation import current_champion
     from recsys_assets.rollback import rollback
+    from recsys_assets.services.registry import current_champion
     from resources import StorageResource
 
     copy = _copy_root(root, tmp_path)
@@ -451,7 +453,7 @@ def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_
     done = rollback(storage, resources["model_store"], "item_cf", DAYS[-2], "test", day=DAYS[-2])
     assert done.superseded_by == [DAYS[-1]] and done.row["decision"] == "rollback"
     assert current_champion(StorageResource(data_root=str(copy)), DAYS[-1]) == ("item_cf", DAYS[-2])
-    job = build_defs(resources).resolve_implicit_global_asset_job_def()
+    job = build_defs(resources=resources).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         partition_key=DAYS[-1],
@@ -477,12 +479,12 @@ def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_
 def test_training_data_without_shown_negatives_has_the_same_positives(root):
     """Recall consumers that need no impressions read only clicked/positive rows: same
     positives, ages and test truth as the full read, empty shown-not-chosen matrix."""
-    from recsys_assets.assets.recall import load_day
+    from recsys_assets.services.training import load_day
     from resources import RecallSettings
 
     storage = build_resources(str(root))["storage"]
-    full, full_test, full_info, version, _ = load_day(storage, DAYS[-1], RecallSettings(), with_shown=True)
-    lean, lean_test, lean_info, lean_version, _ = load_day(storage, DAYS[-1], RecallSettings())
+    full, full_test, full_info, version, _ = load_day(storage, DAYS[-1], RecallSettings(), DAYS[0], with_shown=True)
+    lean, lean_test, lean_info, lean_version, _ = load_day(storage, DAYS[-1], RecallSettings(), DAYS[0])
     assert full.shown_negatives.nnz > full.positives.nnz > 0 and lean.shown_negatives.nnz == 0
     for a, b in (
         (full.positives, lean.positives),
@@ -503,8 +505,8 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
     """The candidate's value on D is recall_evaluation's, on the same test users: the champion
     step takes it from the table instead of scoring the model again (and loads no data when
     there is no incumbent), and gets exactly what scoring gives."""
-    from recsys_assets.assets.evaluation import compare_on_day
     from recsys_assets.core.storage import read_arrow
+    from recsys_assets.services.promotion import compare_on_day
 
     res = build_resources(str(root))
     storage, store, recall = res["storage"], res["model_store"], res["recall"]
@@ -515,11 +517,11 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
         if r["model"] == model and r["segment"] == "all" and f"{r['metric']}@{r['k']}" == recall.champion_metric.lower()
     ]
     contenders = {"candidate": (model, day), "incumbent": ("popularity", DAYS[-2])}
-    scored = compare_on_day(storage, store, recall, day, contenders)
-    reused = compare_on_day(storage, store, recall, day, contenders, known={"candidate": row["value"]})
+    scored = compare_on_day(storage, store, recall, day, contenders, DAYS[0])
+    reused = compare_on_day(storage, store, recall, day, contenders, DAYS[0], known={"candidate": row["value"]})
     assert scored["candidate"] == row["value"] and reused == scored and scored["incumbent"] > 0
     alone = {"candidate": contenders["candidate"]}
-    assert compare_on_day(storage, store, recall, day, alone, known={"candidate": -1.0}) == {"candidate": -1.0}
+    assert compare_on_day(storage, store, recall, day, alone, DAYS[0], known={"candidate": -1.0}) == {"candidate": -1.0}
 
 
 def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
@@ -532,7 +534,7 @@ def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
     plain = load_model(copy / "models/recall_ease" / DAYS[-1])
     assert plain.params["session_weight"] == 0.0
     settings = RecallSettings(ease_session_weight=2.0, ease_session_tau_seconds=300.0)
-    defs = build_defs(build_resources(str(copy), recall=settings))
+    defs = build_defs(resources=build_resources(str(copy), recall=settings))
     result = dg.materialize(
         [defs.get_assets_def("recall_ease")],
         partition_key=DAYS[-1],

@@ -49,7 +49,9 @@ VOLATILE = {
 def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("world")
     generate(CONFIG, root)
-    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4)
+    materialize_all(
+        build_defs(resources=build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4
+    )
     return root
 
 
@@ -78,7 +80,7 @@ def daily_assets(defs: dg.Definitions) -> list[dg.AssetKey]:
 def test_every_daily_asset_is_idempotent(world, tmp_path):
     root = tmp_path / "again"
     shutil.copytree(world, root, symlinks=True)
-    defs = build_defs(build_resources(str(root)))
+    defs = build_defs(resources=build_resources(str(root)))
     keys = daily_assets(defs)
     names = {k.to_user_string() for k in keys}
     # the whole pipeline is covered
@@ -158,7 +160,7 @@ def stop(where):
     time.sleep(600)
 
 import recsys_assets.core.storage as storage
-import resources.model_store as model_store
+import recsys_assets.services.model_store as model_store
 if mode == "parquet":
     real_publish = storage._publish
     def publish(tmp, path):
@@ -185,7 +187,7 @@ from recsys_assets.definitions import build_defs, build_resources
 res = build_resources(root)
 for name, kw in json.loads(overrides).items():
     res[name] = type(res[name])(**kw)
-job = build_defs(res).resolve_implicit_global_asset_job_def()
+job = build_defs(resources=res).resolve_implicit_global_asset_job_def()
 job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey(asset)])
 print("finished without being killed")
 """
@@ -214,7 +216,7 @@ def kill_mid_write(root: Path, asset: str, day: str, mode: str, overrides: dict 
 
 
 def rerun(root: Path, asset: str, day: str) -> None:
-    job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    job = build_defs(resources=build_resources(str(root))).resolve_implicit_global_asset_job_def()
     assert job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key=day, asset_selection=[dg.AssetKey(asset)]
     ).success
@@ -260,8 +262,8 @@ def test_killed_parquet_write_keeps_the_previous_partition(world, tmp_path, asse
 
 @pytest.mark.parametrize("kill_at", ["model:1", "model:2"])
 def test_killed_model_publish_keeps_the_published_model_and_the_champion(world, tmp_path, kill_at):
-    from recsys_assets.assets.evaluation import serving_champion
     from recsys_assets.core.recall.models import load_model
+    from recsys_assets.services.registry import serving_champion
 
     root = tmp_path / "w"
     shutil.copytree(world, root, symlinks=True)
@@ -320,7 +322,7 @@ def test_an_empty_training_window_fails_with_one_message(world, tmp_path):
         path = root / "lake/interactions" / f"{day}.parquet"
         con.execute(f"COPY (FROM '{path}' LIMIT 0) TO '{tmp_path}/empty.parquet' (FORMAT parquet)")
         shutil.move(tmp_path / "empty.parquet", path)
-    job = build_defs(build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    job = build_defs(resources=build_resources(str(root))).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         partition_key=D,

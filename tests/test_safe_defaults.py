@@ -156,7 +156,11 @@ def _landing_world(tmp_path):
 
 
 def _run_raw(resources, assets, partition=None):
-    from recsys_assets.assets.raw import raw_assets
+    from recsys_assets.assets import raw
+    from recsys_assets.partitions import daily_partitions
+    from recsys_assets.settings import Settings
+
+    raw_assets, _ = raw.build(daily_partitions(Settings().start_date), Settings())
 
     return dg.materialize(
         raw_assets,
@@ -212,7 +216,7 @@ def test_a_malformed_partition_key_is_refused_by_the_landing_zone(tmp_path):
 # values (ids, strings read from files) are bound as parameters (`?`, `$name`) instead. A new
 # entry needs the same justification.
 QUOTED_SQL_ALLOWED = {
-    ("recsys_assets/assets/drift.py", "day"): "partition key (validated)",
+    ("recsys_assets/services/drift.py", "day"): "partition key (validated)",
     ("recsys_assets/automation.py", "path"): "lake partition path",
     ("recsys_assets/checks/feature_checks.py", "path"): "lake partition path",
     ("recsys_assets/checks/raw_checks.py", "path"): "lake partition path",
@@ -332,7 +336,11 @@ def test_wrong_ingestion_settings_fail_with_the_field_named(field, value, words)
 
 
 def test_wrong_settings_in_run_config_fail_the_run_with_the_field_named(tmp_path):
-    from recsys_assets.assets.raw import raw_assets
+    from recsys_assets.assets import raw
+    from recsys_assets.partitions import daily_partitions
+    from recsys_assets.settings import Settings
+
+    raw_assets, _ = raw.build(daily_partitions(Settings().start_date), Settings())
     from recsys_assets.definitions import build_resources
     from resources import IngestionSettings
 
@@ -414,7 +422,11 @@ def test_settings_values_are_not_logged_from_the_environment(tmp_path, monkeypat
     """A secret-looking environment variable never reaches Dagster's run logs or stdout."""
     canary = "s3cr3t-canary-8b1f"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
-    from recsys_assets.assets.raw import raw_assets
+    from recsys_assets.assets import raw
+    from recsys_assets.partitions import daily_partitions
+    from recsys_assets.settings import Settings
+
+    raw_assets, _ = raw.build(daily_partitions(Settings().start_date), Settings())
     from recsys_assets.core.generator import GeneratorConfig, generate
     from recsys_assets.definitions import build_resources
 

@@ -9,16 +9,15 @@ from recsys_assets.core import dictionaries, hashing
 from recsys_assets.core.ingest import read_sql
 from recsys_assets.core.storage import file_sha256, read_arrow, write_parquet_atomic
 from recsys_assets.core.tables import bind, connect
+from recsys_assets.settings import Settings
 from resources import FeatureSettings, StorageResource, WarehouseResource
 
-GROUP = "dictionaries"
 KINDS = {"duckdb", "parquet"}
 
 
 def _id_dictionary_asset(name: str, source: dictionaries.IdSource, entity: str):
     @dg.asset(
         name=name,
-        group_name=GROUP,
         kinds=KINDS,
         deps=[source.daily_table, source.entity_table],
         **ownership.layer("dictionaries"),
@@ -53,13 +52,7 @@ item_id_dictionary = _id_dictionary_asset("item_id_dictionary", dictionaries.ITE
 HASH_FIELDS = ("country", "ui_language", "device_type", "surface", "genres", "tags")
 
 
-def hash_dictionary_version_path(storage: StorageResource, version: str):
-    """Every version ever published stays readable, so a model can encode with the one it was trained on."""
-    return storage.root / "dictionary_versions" / "hash_dictionaries" / f"{version}.parquet"
-
-
 @dg.asset(
-    group_name=GROUP,
     kinds=KINDS,
     deps=["raw_users", "raw_items", "categorical_daily_counts"],
     **ownership.layer("dictionaries"),
@@ -104,7 +97,7 @@ def hash_dictionaries(
         )
         write_parquet_atomic(con, "SELECT * FROM dictionary", out)
         version = table.column("version")[0].as_py()
-        versioned = hash_dictionary_version_path(storage, version)
+        versioned = storage.hash_dictionary_version_path(version)
         if not versioned.exists():
             write_parquet_atomic(con, "SELECT * FROM dictionary", versioned)
     finally:
@@ -129,3 +122,8 @@ def hash_dictionaries(
 
 
 dictionary_assets = [user_id_dictionary, item_id_dictionary, hash_dictionaries]
+
+
+def build(partitions: dg.PartitionsDefinition, settings: Settings):
+    """Unpartitioned: the same assets whatever the partitions."""
+    return dictionary_assets, []

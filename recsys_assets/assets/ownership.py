@@ -2,9 +2,9 @@
 
 Usage, in any asset decorator (or dg.AssetSpec):
 
-    @dg.asset(group_name=GROUP, kinds={...}, description="...", **ownership.layer("ranking"))
+    @dg.asset(kinds={...}, description="...", **ownership.layer("ranking"))
 
-gives the asset `owners=["team:recsys-ml"]` and `tags={"layer": "ranking"}`. A layer not
+gives the asset `group_name="ranking"`, `owners=["team:recsys-ml"]` and `tags={"layer": "ranking"}`. A layer not
 listed in LAYER_OWNERS raises KeyError at import time, so a new layer is added here with its
 owner first. tests/test_asset_catalog.py fails for an asset without description, group,
 kind, owner or a known layer tag.
@@ -27,6 +27,8 @@ LAYER_OWNERS = {
 }
 
 
-def layer(name: str, **extra_tags: str) -> dict:
-    """`owners` and `tags` keyword arguments for an asset of layer `name`."""
-    return {"owners": [LAYER_OWNERS[name]], "tags": {LAYER_TAG: name, **extra_tags}}
+def layer(name: str, group: str | None = None, **extra_tags: str) -> dict:
+    """`group_name`, `owners` and `tags` keyword arguments for an asset of layer `name`: its group
+    is its layer (and the module it lives in, assets/<layer>.py) unless `group` says otherwise
+    (the raw snapshots, kept apart so range runs of the daily logs stay valid)."""
+    return {"group_name": group or name, "owners": [LAYER_OWNERS[name]], "tags": {LAYER_TAG: name, **extra_tags}}

@@ -8,12 +8,13 @@ from recsys_assets.assets import ownership
 from recsys_assets.core.contract import DIMENSIONS, LOGS, REFERENCED_ASSET, TableContract
 from recsys_assets.core.ingest import IngestResult, ingest_file
 from recsys_assets.core.storage import file_sha256
-from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
 from resources.storage import SNAPSHOT
 
-GROUP = "raw"  # the daily logs: `--select group:raw --partition-range A...B` works
-SNAPSHOT_GROUP = "raw_snapshots"  # unpartitioned dimensions, kept apart so range runs stay valid
+# The daily logs are group raw (`--select group:raw --partition-range A...B` works); the
+# unpartitioned dimensions are group raw_snapshots, kept apart so range runs stay valid.
+SNAPSHOT_GROUP = "raw_snapshots"
 KINDS = {"duckdb", "parquet"}
 
 
@@ -59,98 +60,98 @@ def _metadata(results: list[IngestResult], storage: StorageResource, table: str)
     return meta
 
 
-def _build_dimension_asset(contract: TableContract) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=contract.asset_name,
-        group_name=SNAPSHOT_GROUP,
-        kinds=KINDS,
-        **ownership.layer("raw"),
-        description=f"{contract.description} Validated from landing `{contract.name}.jsonl`; "
-        "bad lines go to the `quarantine` table with a reason.",
-        metadata={"dagster/column_schema": _column_schema(contract)},
-    )
-    def _dimension(
-        storage: StorageResource,
-        landing: LandingZoneResource,
-        warehouse: WarehouseResource,
-        ingestion: IngestionSettings,
-    ) -> dg.MaterializeResult:
-        source = landing.require_file(landing.snapshot_file(contract.name))
-        result = ingest_file(
-            contract,
-            source,
-            source.name,
-            SNAPSHOT,
-            None,
-            storage.partition_path(contract.asset_name),
-            storage.quarantine_path(contract.asset_name),
-            max_line_bytes=ingestion.max_line_bytes,
+def build(partitions: dg.PartitionsDefinition, settings: Settings):
+    """The layer's definitions over `partitions` (the first one is settings.start_date)."""
+
+    def _build_dimension_asset(contract: TableContract) -> dg.AssetsDefinition:
+        @dg.asset(
+            name=contract.asset_name,
+            kinds=KINDS,
+            **ownership.layer("raw", group=SNAPSHOT_GROUP),
+            description=f"{contract.description} Validated from landing `{contract.name}.jsonl`; "
+            "bad lines go to the `quarantine` table with a reason.",
+            metadata={"dagster/column_schema": _column_schema(contract)},
         )
-        warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=_metadata([result], storage, contract.asset_name))
-
-    return _dimension
-
-
-def _build_log_asset(contract: TableContract) -> dg.AssetsDefinition:
-    # events and watches point at impressions through request_id, so they come after them.
-    deps = [d.asset_name for d in DIMENSIONS] + (["raw_impressions"] if contract.name != "impressions" else [])
-
-    @dg.asset(
-        name=contract.asset_name,
-        group_name=GROUP,
-        kinds=KINDS,
-        **ownership.layer("raw"),
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        deps=deps,
-        description=f"{contract.description} One Parquet file per UTC day of `{contract.time_field}`, "
-        f"validated from landing `<day>/{contract.name}.jsonl`; bad lines go to the "
-        "`quarantine` table with a reason.",
-        metadata={"dagster/column_schema": _column_schema(contract), "partition_field": contract.time_field},
-    )
-    def _log(
-        context: dg.AssetExecutionContext,
-        storage: StorageResource,
-        landing: LandingZoneResource,
-        warehouse: WarehouseResource,
-        ingestion: IngestionSettings,
-    ) -> dg.MaterializeResult:
-        known_ids = {}
-        for ref in contract.references:
-            path = storage.partition_path(REFERENCED_ASSET[ref])
-            if not path.exists():
-                raise dg.Failure(
-                    f"{contract.asset_name} checks {ref} against {path}, which does not exist yet: "
-                    "materialize raw_users and raw_items first."
-                )
-            known_ids[ref] = str(path)
-        results = []
-        for day in context.partition_keys:  # one key, or every key of a single-run backfill
-            source = landing.require_file(landing.day_file(day, contract.name))
-            results.append(
-                ingest_file(
-                    contract,
-                    source,
-                    f"{day}/{source.name}",
-                    day,
-                    date.fromisoformat(day),
-                    storage.partition_path(contract.asset_name, day),
-                    storage.quarantine_path(contract.asset_name, day),
-                    known_ids=known_ids,
-                    max_line_bytes=ingestion.max_line_bytes,
-                )
+        def _dimension(
+            storage: StorageResource,
+            landing: LandingZoneResource,
+            warehouse: WarehouseResource,
+            ingestion: IngestionSettings,
+        ) -> dg.MaterializeResult:
+            source = landing.require_file(landing.snapshot_file(contract.name))
+            result = ingest_file(
+                contract,
+                source,
+                source.name,
+                SNAPSHOT,
+                None,
+                storage.partition_path(contract.asset_name),
+                storage.quarantine_path(contract.asset_name),
+                max_line_bytes=ingestion.max_line_bytes,
             )
-            context.log.info(
-                f"{contract.asset_name} {day}: read {results[-1].rows_read}, "
-                f"loaded {results[-1].rows_loaded}, quarantined {results[-1].rows_quarantined}"
-            )
-        warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=_metadata(results, storage, contract.asset_name))
+            warehouse.refresh_catalog()
+            return dg.MaterializeResult(metadata=_metadata([result], storage, contract.asset_name))
 
-    return _log
+        return _dimension
 
+    def _build_log_asset(contract: TableContract) -> dg.AssetsDefinition:
+        # events and watches point at impressions through request_id, so they come after them.
+        deps = [d.asset_name for d in DIMENSIONS] + (["raw_impressions"] if contract.name != "impressions" else [])
 
-dimension_assets = [_build_dimension_asset(c) for c in DIMENSIONS]
-log_assets = [_build_log_asset(c) for c in LOGS]
-raw_assets = dimension_assets + log_assets
+        @dg.asset(
+            name=contract.asset_name,
+            kinds=KINDS,
+            **ownership.layer("raw"),
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            deps=deps,
+            description=f"{contract.description} One Parquet file per UTC day of `{contract.time_field}`, "
+            f"validated from landing `<day>/{contract.name}.jsonl`; bad lines go to the "
+            "`quarantine` table with a reason.",
+            metadata={"dagster/column_schema": _column_schema(contract), "partition_field": contract.time_field},
+        )
+        def _log(
+            context: dg.AssetExecutionContext,
+            storage: StorageResource,
+            landing: LandingZoneResource,
+            warehouse: WarehouseResource,
+            ingestion: IngestionSettings,
+        ) -> dg.MaterializeResult:
+            known_ids = {}
+            for ref in contract.references:
+                path = storage.partition_path(REFERENCED_ASSET[ref])
+                if not path.exists():
+                    raise dg.Failure(
+                        f"{contract.asset_name} checks {ref} against {path}, which does not exist yet: "
+                        "materialize raw_users and raw_items first."
+                    )
+                known_ids[ref] = str(path)
+            results = []
+            for day in context.partition_keys:  # one key, or every key of a single-run backfill
+                source = landing.require_file(landing.day_file(day, contract.name))
+                results.append(
+                    ingest_file(
+                        contract,
+                        source,
+                        f"{day}/{source.name}",
+                        day,
+                        date.fromisoformat(day),
+                        storage.partition_path(contract.asset_name, day),
+                        storage.quarantine_path(contract.asset_name, day),
+                        known_ids=known_ids,
+                        max_line_bytes=ingestion.max_line_bytes,
+                    )
+                )
+                context.log.info(
+                    f"{contract.asset_name} {day}: read {results[-1].rows_read}, "
+                    f"loaded {results[-1].rows_loaded}, quarantined {results[-1].rows_quarantined}"
+                )
+            warehouse.refresh_catalog()
+            return dg.MaterializeResult(metadata=_metadata(results, storage, contract.asset_name))
+
+        return _log
+
+    dimension_assets = [_build_dimension_asset(c) for c in DIMENSIONS]
+    log_assets = [_build_log_asset(c) for c in LOGS]
+    raw_assets = dimension_assets + log_assets
+    return raw_assets, []

@@ -1,12 +1,15 @@
 """Blocking checks on the feature layer and dictionaries: keys, value ranges, row counts
 consistent with the raw partitions, and point in time (no row of day D built from D or later)."""
 
+import random
 from dataclasses import dataclass
 
 import dagster as dg
+import pyarrow as pa
 
+from recsys_assets.core import hashing
 from recsys_assets.core.storage import duckdb_connect, read_arrow
-from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 from resources import FeatureSettings, StorageResource
 
 
@@ -61,233 +64,228 @@ def _scan(storage: StorageResource, table: str, days) -> str:
     return "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
 
 
-def _checks_for(rules: TableRules):
-    def check(name, description):
-        return dg.asset_check(
-            asset=rules.table, name=name, description=description, blocking=True, partitions_def=daily_partitions
+def build(partitions: dg.PartitionsDefinition, settings: Settings):
+    """The layer's definitions over `partitions` (the first one is settings.start_date)."""
+
+    def _checks_for(rules: TableRules):
+        def check(name, description):
+            return dg.asset_check(
+                asset=rules.table, name=name, description=description, blocking=True, partitions_def=partitions
+            )
+
+        @check(
+            "keys_and_ranges",
+            f"Keys {', '.join(rules.key)} non-null"
+            + (" and unique" if rules.table in UNIQUE_KEYS else "")
+            + "; rates within [0, 1]; counts >= 0.",
         )
-
-    @check(
-        "keys_and_ranges",
-        f"Keys {', '.join(rules.key)} non-null"
-        + (" and unique" if rules.table in UNIQUE_KEYS else "")
-        + "; rates within [0, 1]; counts >= 0.",
-    )
-    def keys_and_ranges(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-        src = _scan(storage, rules.table, context.partition_keys)
-        probes = {f"null_{k}": f"count(*) FILTER (WHERE {k} IS NULL)" for k in rules.key}
-        probes |= {f"out_of_range_{c}": f"count(*) FILTER (WHERE {c} < 0 OR {c} > 1)" for c in rules.rates}
-        probes |= {f"negative_{c}": f"count(*) FILTER (WHERE {c} < 0)" for c in rules.counts}
-        if rules.table in UNIQUE_KEYS:
-            key = ", ".join(rules.key)
-            probes["duplicate_keys"] = f"count(*) - (SELECT count(*) FROM (SELECT DISTINCT {key} FROM {src}))"
-        values = (
-            duckdb_connect()
-            .execute("SELECT " + ", ".join(f"{sql} AS {name}" for name, sql in probes.items()) + f" FROM {src}")
-            .fetchone()
-        )
-        found = {name: int(v) for name, v in zip(probes, values, strict=False)}
-        return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
-
-    checks = [keys_and_ranges]
-    if rules.point_in_time:
-
-        @check("point_in_time", "No row of day D was built from data of day D or later (source_max_day < day).")
-        def point_in_time(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        def keys_and_ranges(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
             src = _scan(storage, rules.table, context.partition_keys)
-            leaks, latest = (
+            probes = {f"null_{k}": f"count(*) FILTER (WHERE {k} IS NULL)" for k in rules.key}
+            probes |= {f"out_of_range_{c}": f"count(*) FILTER (WHERE {c} < 0 OR {c} > 1)" for c in rules.rates}
+            probes |= {f"negative_{c}": f"count(*) FILTER (WHERE {c} < 0)" for c in rules.counts}
+            if rules.table in UNIQUE_KEYS:
+                key = ", ".join(rules.key)
+                probes["duplicate_keys"] = f"count(*) - (SELECT count(*) FROM (SELECT DISTINCT {key} FROM {src}))"
+            values = (
                 duckdb_connect()
-                .execute(f"SELECT count(*) FILTER (WHERE source_max_day >= day), max(source_max_day - day) FROM {src}")
+                .execute("SELECT " + ", ".join(f"{sql} AS {name}" for name, sql in probes.items()) + f" FROM {src}")
                 .fetchone()
             )
-            return dg.AssetCheckResult(
-                passed=leaks == 0,
-                metadata={
-                    "rows_from_day_or_later": int(leaks),
-                    "max_source_lag_days": int(latest) if latest is not None else 0,
-                },
-            )
+            found = {name: int(v) for name, v in zip(probes, values, strict=False)}
+            return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
 
-        checks.append(point_in_time)
-    return checks
+        checks = [keys_and_ranges]
+        if rules.point_in_time:
 
+            @check("point_in_time", "No row of day D was built from data of day D or later (source_max_day < day).")
+            def point_in_time(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+                src = _scan(storage, rules.table, context.partition_keys)
+                leaks, latest = (
+                    duckdb_connect()
+                    .execute(
+                        f"SELECT count(*) FILTER (WHERE source_max_day >= day), max(source_max_day - day) FROM {src}"
+                    )
+                    .fetchone()
+                )
+                return dg.AssetCheckResult(
+                    passed=leaks == 0,
+                    metadata={
+                        "rows_from_day_or_later": int(leaks),
+                        "max_source_lag_days": int(latest) if latest is not None else 0,
+                    },
+                )
 
-@dg.asset_check(
-    asset="interactions",
-    name="consistent_with_raw",
-    blocking=True,
-    partitions_def=daily_partitions,
-    description="Exactly one non-organic row per raw impression of the day; organic rows never "
-    "outnumber the day's watches.",
-)
-def interactions_consistent_with_raw(
-    context: dg.AssetCheckExecutionContext, storage: StorageResource
-) -> dg.AssetCheckResult:
-    days = context.partition_keys
-    con = duckdb_connect()
-    shown, organic, distinct_imp = con.execute(
-        f"SELECT count(*) FILTER (WHERE NOT is_organic), count(*) FILTER (WHERE is_organic), "
-        f"count(DISTINCT impression_id) FROM {_scan(storage, 'interactions', days)}"
-    ).fetchone()
-    impressions = con.execute(f"SELECT count(*) FROM {_scan(storage, 'raw_impressions', days)}").fetchone()[0]
-    watches = con.execute(f"SELECT count(*) FROM {_scan(storage, 'raw_watch_stats', days)}").fetchone()[0]
-    passed = shown == impressions == distinct_imp and organic <= watches
-    return dg.AssetCheckResult(
-        passed=passed,
-        metadata={
-            "interaction_rows_shown": shown,
-            "raw_impressions": impressions,
-            "organic_rows": organic,
-            "raw_watches": watches,
-        },
-    )
+            checks.append(point_in_time)
+        return checks
 
-
-@dg.asset_check(
-    asset="user_daily_stats",
-    name="consistent_with_interactions",
-    blocking=True,
-    partitions_def=daily_partitions,
-    description="One row per distinct user of the day's interactions.",
-)
-def user_stats_consistent(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    days = context.partition_keys
-    con = duckdb_connect()
-    users = con.execute(
-        f"SELECT count(DISTINCT (day, user_id)) FROM {_scan(storage, 'interactions', days)}"
-    ).fetchone()[0]
-    rows = con.execute(f"SELECT count(*) FROM {_scan(storage, 'user_daily_stats', days)}").fetchone()[0]
-    return dg.AssetCheckResult(passed=users == rows, metadata={"rows": rows, "distinct_users_in_interactions": users})
-
-
-@dg.asset_check(
-    asset="user_sequences",
-    name="length_within_limit",
-    blocking=True,
-    partitions_def=daily_partitions,
-    description="No sequence is longer than FeatureSettings.sequence_length and lists are time-sorted.",
-)
-def sequences_bounded(
-    context: dg.AssetCheckExecutionContext, storage: StorageResource, features: FeatureSettings
-) -> dg.AssetCheckResult:
-    too_long, unsorted = (
-        duckdb_connect()
-        .execute(
-            f"SELECT count(*) FILTER (WHERE length > {int(features.sequence_length)}), "
-            f"count(*) FILTER (WHERE event_ats <> list_sort(event_ats)) "
-            f"FROM {_scan(storage, 'user_sequences', context.partition_keys)}"
-        )
-        .fetchone()
-    )
-    return dg.AssetCheckResult(
-        passed=too_long == 0 and unsorted == 0, metadata={"too_long": int(too_long), "unsorted": int(unsorted)}
-    )
-
-
-def _id_dictionary_check(asset: str, daily_table: str, id_column: str):
     @dg.asset_check(
-        asset=asset,
-        name="stable_contiguous_complete",
+        asset="interactions",
+        name="consistent_with_raw",
         blocking=True,
-        description="Indices are 0..n-1 without gaps or repeats, ids are unique, and every id in "
-        f"{daily_table} has an entry.",
+        partitions_def=partitions,
+        description="Exactly one non-organic row per raw impression of the day; organic rows never "
+        "outnumber the day's watches.",
     )
-    def _check(storage: StorageResource) -> dg.AssetCheckResult:
-        path = storage.partition_path(asset)
+    def interactions_consistent_with_raw(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource
+    ) -> dg.AssetCheckResult:
+        days = context.partition_keys
         con = duckdb_connect()
-        n, distinct_idx, distinct_id, max_idx = con.execute(
-            f"SELECT count(*), count(DISTINCT index), count(DISTINCT id), max(index) FROM read_parquet('{path}')"
+        shown, organic, distinct_imp = con.execute(
+            f"SELECT count(*) FILTER (WHERE NOT is_organic), count(*) FILTER (WHERE is_organic), "
+            f"count(DISTINCT impression_id) FROM {_scan(storage, 'interactions', days)}"
         ).fetchone()
-        daily = storage.lake_dir / daily_table
-        missing = (
-            con.execute(
-                f"SELECT count(DISTINCT {id_column}) FROM read_parquet('{daily}/*.parquet') "
-                f"WHERE {id_column} NOT IN (SELECT id FROM read_parquet('{path}'))"
-            ).fetchone()[0]
-            if any(daily.glob("*.parquet"))
-            else 0
-        )
-        passed = n == distinct_idx == distinct_id == (max_idx + 1 if max_idx is not None else 0) and missing == 0
+        impressions = con.execute(f"SELECT count(*) FROM {_scan(storage, 'raw_impressions', days)}").fetchone()[0]
+        watches = con.execute(f"SELECT count(*) FROM {_scan(storage, 'raw_watch_stats', days)}").fetchone()[0]
+        passed = shown == impressions == distinct_imp and organic <= watches
         return dg.AssetCheckResult(
             passed=passed,
             metadata={
-                "entries": n,
-                "distinct_indices": distinct_idx,
-                "distinct_ids": distinct_id,
-                "ids_missing": int(missing),
+                "interaction_rows_shown": shown,
+                "raw_impressions": impressions,
+                "organic_rows": organic,
+                "raw_watches": watches,
             },
         )
 
-    return _check
-
-
-@dg.asset_check(
-    asset="hash_dictionaries",
-    name="train_serve_consistency",
-    blocking=True,
-    description="A sample of values (every kept value, observed OOV values, never-seen strings, null, "
-    "empty) encodes identically through the training path (DuckDB SQL) and the serving path "
-    "(Python HashEncoder), and the published version file equals the current dictionary.",
-)
-def hash_train_serve_consistency(storage: StorageResource) -> dg.AssetCheckResult:
-    import random
-
-    import pyarrow as pa
-
-    from recsys_assets.assets.dictionaries import hash_dictionary_version_path
-    from recsys_assets.core import hashing
-
-    table = read_arrow(storage.partition_path("hash_dictionaries"))
-    encoder = hashing.HashEncoder.from_table(table)
-    published = read_arrow(hash_dictionary_version_path(storage, encoder.version))
-    rng = random.Random(0)
-    mismatches, sampled = {}, 0
-    con = duckdb_connect()
-    con.register("dictionary", table)
-    for field in sorted(set(table.column("field").to_pylist())):
-        values = [
-            v
-            for f, v in zip(table.column("field").to_pylist(), table.column("value").to_pylist(), strict=False)
-            if f == field
-        ]
-        sample = values[:500] + [f"never-seen-{field}-{rng.random()}" for _ in range(50)] + [None, ""]
-        con.register(
-            "sample",
-            pa.table({"value": pa.array(sample, pa.string()), "pos": pa.array(range(len(sample)), pa.int64())}),
-        )
-        sql_idx = [
-            r[0]
-            for r in con.execute(
-                f"SELECT value_idx FROM ({hashing.encode_table_sql('dictionary', 'sample', field, 'value', encoder.n_buckets)}) "
-                "ORDER BY pos"
-            ).fetchall()
-        ]
-        py_idx = encoder.encode_many(field, sample).tolist()
-        bad = sum(a != b for a, b in zip(sql_idx, py_idx, strict=False))
-        sampled += len(sample)
-        if bad:
-            mismatches[field] = bad
-
-    def kept(t):
-        cols = [t.column(c).to_pylist() for c in ("field", "value", "index", "kept")]
-        return sorted((f, v, i) for f, v, i, k in zip(*cols, strict=False) if k)
-
-    same_version = kept(published) == kept(table)
-    return dg.AssetCheckResult(
-        passed=not mismatches and same_version,
-        metadata={
-            "values_checked": sampled,
-            "mismatches": dg.MetadataValue.json(mismatches),
-            "version": encoder.version,
-        },
+    @dg.asset_check(
+        asset="user_daily_stats",
+        name="consistent_with_interactions",
+        blocking=True,
+        partitions_def=partitions,
+        description="One row per distinct user of the day's interactions.",
     )
+    def user_stats_consistent(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        days = context.partition_keys
+        con = duckdb_connect()
+        users = con.execute(
+            f"SELECT count(DISTINCT (day, user_id)) FROM {_scan(storage, 'interactions', days)}"
+        ).fetchone()[0]
+        rows = con.execute(f"SELECT count(*) FROM {_scan(storage, 'user_daily_stats', days)}").fetchone()[0]
+        return dg.AssetCheckResult(
+            passed=users == rows, metadata={"rows": rows, "distinct_users_in_interactions": users}
+        )
 
+    @dg.asset_check(
+        asset="user_sequences",
+        name="length_within_limit",
+        blocking=True,
+        partitions_def=partitions,
+        description="No sequence is longer than FeatureSettings.sequence_length and lists are time-sorted.",
+    )
+    def sequences_bounded(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource, features: FeatureSettings
+    ) -> dg.AssetCheckResult:
+        too_long, unsorted = (
+            duckdb_connect()
+            .execute(
+                f"SELECT count(*) FILTER (WHERE length > {int(features.sequence_length)}), "
+                f"count(*) FILTER (WHERE event_ats <> list_sort(event_ats)) "
+                f"FROM {_scan(storage, 'user_sequences', context.partition_keys)}"
+            )
+            .fetchone()
+        )
+        return dg.AssetCheckResult(
+            passed=too_long == 0 and unsorted == 0, metadata={"too_long": int(too_long), "unsorted": int(unsorted)}
+        )
 
-feature_checks = [c for r in RULES for c in _checks_for(r)] + [
-    hash_train_serve_consistency,
-    interactions_consistent_with_raw,
-    user_stats_consistent,
-    sequences_bounded,
-    _id_dictionary_check("user_id_dictionary", "user_daily_stats", "user_id"),
-    _id_dictionary_check("item_id_dictionary", "item_daily_stats", "item_id"),
-]
+    def _id_dictionary_check(asset: str, daily_table: str, id_column: str):
+        @dg.asset_check(
+            asset=asset,
+            name="stable_contiguous_complete",
+            blocking=True,
+            description="Indices are 0..n-1 without gaps or repeats, ids are unique, and every id in "
+            f"{daily_table} has an entry.",
+        )
+        def _check(storage: StorageResource) -> dg.AssetCheckResult:
+            path = storage.partition_path(asset)
+            con = duckdb_connect()
+            n, distinct_idx, distinct_id, max_idx = con.execute(
+                f"SELECT count(*), count(DISTINCT index), count(DISTINCT id), max(index) FROM read_parquet('{path}')"
+            ).fetchone()
+            daily = storage.lake_dir / daily_table
+            missing = (
+                con.execute(
+                    f"SELECT count(DISTINCT {id_column}) FROM read_parquet('{daily}/*.parquet') "
+                    f"WHERE {id_column} NOT IN (SELECT id FROM read_parquet('{path}'))"
+                ).fetchone()[0]
+                if any(daily.glob("*.parquet"))
+                else 0
+            )
+            passed = n == distinct_idx == distinct_id == (max_idx + 1 if max_idx is not None else 0) and missing == 0
+            return dg.AssetCheckResult(
+                passed=passed,
+                metadata={
+                    "entries": n,
+                    "distinct_indices": distinct_idx,
+                    "distinct_ids": distinct_id,
+                    "ids_missing": int(missing),
+                },
+            )
+
+        return _check
+
+    @dg.asset_check(
+        asset="hash_dictionaries",
+        name="train_serve_consistency",
+        blocking=True,
+        description="A sample of values (every kept value, observed OOV values, never-seen strings, null, "
+        "empty) encodes identically through the training path (DuckDB SQL) and the serving path "
+        "(Python HashEncoder), and the published version file equals the current dictionary.",
+    )
+    def hash_train_serve_consistency(storage: StorageResource) -> dg.AssetCheckResult:
+        table = read_arrow(storage.partition_path("hash_dictionaries"))
+        encoder = hashing.HashEncoder.from_table(table)
+        published = read_arrow(storage.hash_dictionary_version_path(encoder.version))
+        rng = random.Random(0)
+        mismatches, sampled = {}, 0
+        con = duckdb_connect()
+        con.register("dictionary", table)
+        for field in sorted(set(table.column("field").to_pylist())):
+            values = [
+                v
+                for f, v in zip(table.column("field").to_pylist(), table.column("value").to_pylist(), strict=False)
+                if f == field
+            ]
+            sample = values[:500] + [f"never-seen-{field}-{rng.random()}" for _ in range(50)] + [None, ""]
+            con.register(
+                "sample",
+                pa.table({"value": pa.array(sample, pa.string()), "pos": pa.array(range(len(sample)), pa.int64())}),
+            )
+            sql_idx = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT value_idx FROM ({hashing.encode_table_sql('dictionary', 'sample', field, 'value', encoder.n_buckets)}) "
+                    "ORDER BY pos"
+                ).fetchall()
+            ]
+            py_idx = encoder.encode_many(field, sample).tolist()
+            bad = sum(a != b for a, b in zip(sql_idx, py_idx, strict=False))
+            sampled += len(sample)
+            if bad:
+                mismatches[field] = bad
+
+        def kept(t):
+            cols = [t.column(c).to_pylist() for c in ("field", "value", "index", "kept")]
+            return sorted((f, v, i) for f, v, i, k in zip(*cols, strict=False) if k)
+
+        same_version = kept(published) == kept(table)
+        return dg.AssetCheckResult(
+            passed=not mismatches and same_version,
+            metadata={
+                "values_checked": sampled,
+                "mismatches": dg.MetadataValue.json(mismatches),
+                "version": encoder.version,
+            },
+        )
+
+    feature_checks = [c for r in RULES for c in _checks_for(r)] + [
+        hash_train_serve_consistency,
+        interactions_consistent_with_raw,
+        user_stats_consistent,
+        sequences_bounded,
+        _id_dictionary_check("user_id_dictionary", "user_daily_stats", "user_id"),
+        _id_dictionary_check("item_id_dictionary", "item_daily_stats", "item_id"),
+    ]
+    return feature_checks

@@ -7,7 +7,7 @@ import dagster as dg
 
 from recsys_assets.core.contract import ALL_TABLES, EVENTS, IMPRESSIONS, WATCH_STATS, TableContract
 from recsys_assets.core.storage import duckdb_connect
-from recsys_assets.partitions import daily_partitions
+from recsys_assets.settings import Settings
 from resources import IngestionSettings, StorageResource
 from resources.storage import SNAPSHOT
 
@@ -24,129 +24,139 @@ def _missing(contract: TableContract, storage: StorageResource, partitions: list
     return [k for k in partitions if not storage.partition_path(contract.asset_name, k).exists()]
 
 
-def _check_factory(contract: TableContract):
-    partitions_def = daily_partitions if contract.partitioned else None
-    asset = contract.asset_name
+def build(partitions: dg.PartitionsDefinition, settings: Settings):
+    """The layer's definitions over `partitions` (the first one is settings.start_date)."""
 
-    def check(name: str, description: str):
-        return dg.asset_check(
-            asset=asset, name=name, description=description, blocking=True, partitions_def=partitions_def
-        )
+    def _check_factory(contract: TableContract):
+        partitions_def = partitions if contract.partitioned else None
+        asset = contract.asset_name
 
-    def with_data(fn):
-        """Fail clearly when a partition file is missing; otherwise run the check body."""
+        def check(name: str, description: str):
+            return dg.asset_check(
+                asset=asset, name=name, description=description, blocking=True, partitions_def=partitions_def
+            )
 
-        def wrapped(context: dg.AssetCheckExecutionContext, storage: StorageResource, ingestion: IngestionSettings):
-            keys = _partitions(context, contract)
-            missing = _missing(contract, storage, keys)
-            if missing:
-                return dg.AssetCheckResult(passed=False, metadata={"missing_partitions": ", ".join(missing)})
-            con = duckdb_connect()
-            try:
-                return fn(con, keys, storage, ingestion)
-            finally:
-                con.close()
+        def with_data(fn):
+            """Fail clearly when a partition file is missing; otherwise run the check body."""
 
-        wrapped.__name__ = fn.__name__
-        return wrapped
+            def wrapped(context: dg.AssetCheckExecutionContext, storage: StorageResource, ingestion: IngestionSettings):
+                keys = _partitions(context, contract)
+                missing = _missing(contract, storage, keys)
+                if missing:
+                    return dg.AssetCheckResult(passed=False, metadata={"missing_partitions": ", ".join(missing)})
+                con = duckdb_connect()
+                try:
+                    return fn(con, keys, storage, ingestion)
+                finally:
+                    con.close()
 
-    paths = lambda storage, keys: [storage.partition_path(asset, k) for k in keys]  # noqa: E731
+            wrapped.__name__ = fn.__name__
+            return wrapped
 
-    @check("schema", "Loaded columns and types equal the contract.")
-    @with_data
-    def schema(con, keys, storage, ingestion):
-        expected = [(f.name, f.duckdb_type) for f in contract.fields]
-        mismatched = []
-        for path in paths(storage, keys):
-            actual = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
-            if actual != expected:
-                mismatched.append(f"{path.name}: {actual}")
-        return dg.AssetCheckResult(
-            passed=not mismatched, metadata={"expected": str(expected), "mismatched": "\n".join(mismatched) or "none"}
-        )
+        paths = lambda storage, keys: [storage.partition_path(asset, k) for k in keys]  # noqa: E731
 
-    key_fields = [f.name for f in contract.fields if f.required]
+        @check("schema", "Loaded columns and types equal the contract.")
+        @with_data
+        def schema(con, keys, storage, ingestion):
+            expected = [(f.name, f.duckdb_type) for f in contract.fields]
+            mismatched = []
+            for path in paths(storage, keys):
+                actual = [
+                    (r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
+                ]
+                if actual != expected:
+                    mismatched.append(f"{path.name}: {actual}")
+            return dg.AssetCheckResult(
+                passed=not mismatched,
+                metadata={"expected": str(expected), "mismatched": "\n".join(mismatched) or "none"},
+            )
 
-    @check("non_null_keys", f"Required fields ({', '.join(key_fields)}) are never null.")
-    @with_data
-    def non_null_keys(con, keys, storage, ingestion):
-        counts = con.execute(
-            "SELECT "
-            + ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in key_fields)
-            + f" FROM {_scan(paths(storage, keys))}"
-        ).fetchone()
-        nulls = {f: int(n) for f, n in zip(key_fields, counts, strict=False)}
-        return dg.AssetCheckResult(passed=not any(nulls.values()), metadata={f"null_{f}": n for f, n in nulls.items()})
+        key_fields = [f.name for f in contract.fields if f.required]
 
-    @check("unique_ids", f"`{contract.id_field}` is unique across the checked partitions.")
-    @with_data
-    def unique_ids(con, keys, storage, ingestion):
-        dupes = con.execute(
-            f"SELECT count(*) - count(DISTINCT {contract.id_field}) FROM {_scan(paths(storage, keys))}"
-        ).fetchone()[0]
-        return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_ids": int(dupes)})
+        @check("non_null_keys", f"Required fields ({', '.join(key_fields)}) are never null.")
+        @with_data
+        def non_null_keys(con, keys, storage, ingestion):
+            counts = con.execute(
+                "SELECT "
+                + ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in key_fields)
+                + f" FROM {_scan(paths(storage, keys))}"
+            ).fetchone()
+            nulls = {f: int(n) for f, n in zip(key_fields, counts, strict=False)}
+            return dg.AssetCheckResult(
+                passed=not any(nulls.values()), metadata={f"null_{f}": n for f, n in nulls.items()}
+            )
 
-    @check("quarantine_rate", "Share of landing lines quarantined stays below IngestionSettings.max_quarantine_rate.")
-    @with_data
-    def quarantine_rate(con, keys, storage, ingestion):
-        loaded = con.execute(f"SELECT count(*) FROM {_scan(paths(storage, keys))}").fetchone()[0]
-        q_paths = [storage.quarantine_path(asset, k) for k in keys]
-        quarantined = con.execute(f"SELECT count(*) FROM {_scan(q_paths)}").fetchone()[0]
-        rate = quarantined / (loaded + quarantined) if loaded + quarantined else 0.0
-        return dg.AssetCheckResult(
-            passed=rate <= ingestion.max_quarantine_rate,
-            metadata={
-                "quarantine_rate": rate,
-                "threshold": ingestion.max_quarantine_rate,
-                "rows_loaded": int(loaded),
-                "rows_quarantined": int(quarantined),
-            },
-        )
-
-    checks = [schema, non_null_keys, unique_ids, quarantine_rate]
-
-    if contract in (EVENTS, WATCH_STATS):
+        @check("unique_ids", f"`{contract.id_field}` is unique across the checked partitions.")
+        @with_data
+        def unique_ids(con, keys, storage, ingestion):
+            dupes = con.execute(
+                f"SELECT count(*) - count(DISTINCT {contract.id_field}) FROM {_scan(paths(storage, keys))}"
+            ).fetchone()[0]
+            return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_ids": int(dupes)})
 
         @check(
-            "request_ids_resolve",
-            "Every non-null request_id matches an impression of the same user and item on the same or previous day.",
+            "quarantine_rate", "Share of landing lines quarantined stays below IngestionSettings.max_quarantine_rate."
         )
         @with_data
-        def request_ids_resolve(con, keys, storage, ingestion):
-            days = sorted({d for k in keys for d in (k, (date.fromisoformat(k) - timedelta(days=1)).isoformat())})
-            imp_paths = storage.existing_partitions(IMPRESSIONS.asset_name, days)
-            impressions = (
-                _scan(imp_paths)
-                if imp_paths
-                else (
-                    "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::TIMESTAMPTZ shown_at)"
-                )
-            )
-            # Per row, against the impressions of its own UTC day and the day before only (a range
-            # run reads many days of impressions; a request from further back is still an orphan).
-            day_of = f"CAST(timezone('UTC', x.{contract.time_field}) AS DATE)"
-            total, orphans = con.execute(f"""
-                WITH shown AS (SELECT DISTINCT request_id, user_id, item_id,
-                                      CAST(timezone('UTC', shown_at) AS DATE) AS shown_day FROM {impressions})
-                SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
-                           SELECT 1 FROM shown AS i
-                           WHERE i.request_id = x.request_id AND i.user_id = x.user_id AND i.item_id = x.item_id
-                             AND i.shown_day BETWEEN {day_of} - 1 AND {day_of}))
-                FROM {_scan(paths(storage, keys))} AS x
-                WHERE x.request_id IS NOT NULL""").fetchone()
-            rate = orphans / total if total else 0.0
+        def quarantine_rate(con, keys, storage, ingestion):
+            loaded = con.execute(f"SELECT count(*) FROM {_scan(paths(storage, keys))}").fetchone()[0]
+            q_paths = [storage.quarantine_path(asset, k) for k in keys]
+            quarantined = con.execute(f"SELECT count(*) FROM {_scan(q_paths)}").fetchone()[0]
+            rate = quarantined / (loaded + quarantined) if loaded + quarantined else 0.0
             return dg.AssetCheckResult(
-                passed=rate <= ingestion.max_orphan_request_rate,
+                passed=rate <= ingestion.max_quarantine_rate,
                 metadata={
-                    "rows_with_request_id": int(total),
-                    "orphan_rows": int(orphans),
-                    "orphan_rate": rate,
-                    "threshold": ingestion.max_orphan_request_rate,
+                    "quarantine_rate": rate,
+                    "threshold": ingestion.max_quarantine_rate,
+                    "rows_loaded": int(loaded),
+                    "rows_quarantined": int(quarantined),
                 },
             )
 
-        checks.append(request_ids_resolve)
-    return checks
+        checks = [schema, non_null_keys, unique_ids, quarantine_rate]
 
+        if contract in (EVENTS, WATCH_STATS):
 
-raw_checks = [c for contract in ALL_TABLES for c in _check_factory(contract)]
+            @check(
+                "request_ids_resolve",
+                "Every non-null request_id matches an impression of the same user and item on the same or previous day.",
+            )
+            @with_data
+            def request_ids_resolve(con, keys, storage, ingestion):
+                days = sorted({d for k in keys for d in (k, (date.fromisoformat(k) - timedelta(days=1)).isoformat())})
+                imp_paths = storage.existing_partitions(IMPRESSIONS.asset_name, days)
+                impressions = (
+                    _scan(imp_paths)
+                    if imp_paths
+                    else (
+                        "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::TIMESTAMPTZ shown_at)"
+                    )
+                )
+                # Per row, against the impressions of its own UTC day and the day before only (a range
+                # run reads many days of impressions; a request from further back is still an orphan).
+                day_of = f"CAST(timezone('UTC', x.{contract.time_field}) AS DATE)"
+                total, orphans = con.execute(f"""
+                    WITH shown AS (SELECT DISTINCT request_id, user_id, item_id,
+                                          CAST(timezone('UTC', shown_at) AS DATE) AS shown_day FROM {impressions})
+                    SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
+                               SELECT 1 FROM shown AS i
+                               WHERE i.request_id = x.request_id AND i.user_id = x.user_id AND i.item_id = x.item_id
+                                 AND i.shown_day BETWEEN {day_of} - 1 AND {day_of}))
+                    FROM {_scan(paths(storage, keys))} AS x
+                    WHERE x.request_id IS NOT NULL""").fetchone()
+                rate = orphans / total if total else 0.0
+                return dg.AssetCheckResult(
+                    passed=rate <= ingestion.max_orphan_request_rate,
+                    metadata={
+                        "rows_with_request_id": int(total),
+                        "orphan_rows": int(orphans),
+                        "orphan_rate": rate,
+                        "threshold": ingestion.max_orphan_request_rate,
+                    },
+                )
+
+            checks.append(request_ids_resolve)
+        return checks
+
+    raw_checks = [c for contract in ALL_TABLES for c in _check_factory(contract)]
+    return raw_checks

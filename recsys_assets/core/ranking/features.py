@@ -82,11 +82,13 @@ def feature_names(channel_names: tuple[str, ...]) -> list[str]:
 
 @dataclass
 class Channel:
-    """A recall model with the dictionary sizes it was trained on (newer ids score NaN)."""
+    """A recall model with the dictionary sizes it was trained on (newer ids score NaN) and
+    the (p01, p99) of its training scores (weighted fusion), when recorded."""
 
     model: RecallModel
     n_users: int
     n_items: int
+    score_range: tuple[float, float] | None = None
 
 
 @dataclass

@@ -4,8 +4,9 @@ funnel for a set of users: shared by the ranking assets (batch) and the `recsys`
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,65 +17,50 @@ from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.core.ranking import ranker as ranker_lib
 from recsys_assets.core.ranking.rerank import RerankRules
-from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import local_scratch_dir, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
-from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource
+from recsys_assets.core.training_data import load_recall_exclusions
+from recsys_assets.services.candidates import scan_candidates
+from recsys_assets.services.channels import load_channels
+from recsys_assets.services.days import days_before
+from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.registry import serving_ranker_day
+from recsys_assets.settings import RankingConfig, RecallConfig
 
 GENRE_WINDOW_DAYS = 28
 CONTEXT_FEATURES = ("position", "surface_idx", "device_type_idx")
 
 
-class MissingInput(RuntimeError):
-    """A required input partition or artifact is not there (the message says what to run)."""
-
-
-def days_before(day: str, n: int) -> list[str]:
-    end = date.fromisoformat(day)
-    return [(end - timedelta(days=k)).isoformat() for k in range(n, 0, -1)]
-
-
-def load_channels(model_store: ModelStoreResource, day: str, names) -> dict[str, F.Channel]:
-    """The recall models of `day` that are published (checksums verified), by channel name."""
-    out = {}
-    for name in names:
-        if model_store.exists(f"recall_{name}", day):
-            manifest = model_store.verify(f"recall_{name}", day)
-            model = recall_models.load_model(model_store.path(f"recall_{name}", day))
-            out[name] = F.Channel(model, manifest["metadata"]["n_users"], manifest["metadata"]["n_items"])
-    return out
-
-
 def feature_context(
-    storage: StorageResource,
-    model_store: ModelStoreResource,
+    lake: Lake,
+    model_store: ModelStore,
     day: str,
     channel_names,
-    recall: RecallSettings,
+    recall: RecallConfig,
     rank_depth: int,
+    first_day: str | None,
 ) -> F.FeatureContext:
     """Everything the ranking features of `day` need: point-in-time user/item features, the
     user's genre history, the recall models of `day` and what recall excludes from their lists
     (the training window's positives, items not yet available), so rank_<channel> is the
     position in the same list recall_candidates fused."""
-    from recsys_assets.assets.recall import training_days
-    from recsys_assets.core.training_data import load_recall_exclusions
-
     required = {
-        "user_features": storage.partition_path("user_features", day),
-        "item_features": storage.partition_path("item_features", day),
-        "raw_users": storage.partition_path("raw_users"),
-        "raw_items": storage.partition_path("raw_items"),
-        "user_id_dictionary": storage.partition_path("user_id_dictionary"),
-        "item_id_dictionary": storage.partition_path("item_id_dictionary"),
+        "user_features": lake.partition_path("user_features", day),
+        "item_features": lake.partition_path("item_features", day),
+        "raw_users": lake.partition_path("raw_users"),
+        "raw_items": lake.partition_path("raw_items"),
+        "user_id_dictionary": lake.partition_path("user_id_dictionary"),
+        "item_id_dictionary": lake.partition_path("item_id_dictionary"),
     }
     missing = [f"{name} ({path})" for name, path in required.items() if not path.exists()]
     if missing:
         raise MissingInput(f"ranking features for {day} need {', '.join(missing)}; materialize them first")
-    genre_window = storage.existing_partitions("user_genre_daily", days_before(day, GENRE_WINDOW_DAYS))
+    genre_window = lake.existing_partitions("user_genre_daily", days_before(day, GENRE_WINDOW_DAYS))
     exclude, blocked = load_recall_exclusions(
         day,
-        storage.existing_partitions("interactions", training_days(day, recall.window_days)),
+        lake.existing_partitions("interactions", days_before(day, recall.window_days, first_day)),
         required["user_id_dictionary"],
         required["item_id_dictionary"],
         required["raw_items"],
@@ -97,12 +83,12 @@ def feature_context(
     )
 
 
-def load_ranker(model_store: ModelStoreResource, day: str) -> ranker_lib.Ranker:
+def load_ranker(model_store: ModelStore, day: str) -> ranker_lib.Ranker:
     model_store.verify("ranker", day)  # checksums first: a corrupt file never loads
     return ranker_lib.load(model_store.path("ranker", day))
 
 
-def rules(settings: RankingSettings) -> RerankRules:
+def rules(settings: RankingConfig) -> RerankRules:
     return RerankRules(
         mmr_lambda=settings.mmr_lambda,
         genre_cap=settings.genre_cap,
@@ -110,47 +96,6 @@ def rules(settings: RankingSettings) -> RerankRules:
         freshness_half_life_days=settings.freshness_half_life_days,
         popularity_beta=settings.popularity_beta,
     )
-
-
-def scan_candidates(storage: StorageResource, day: str, limit: int) -> pl.LazyFrame:
-    """recall_candidates of `day` (RRF fusion), the first `limit` per user, with channel ranks,
-    as a lazy frame (the partition is sorted by method and user, so a user-range filter reads
-    only the row groups it needs)."""
-    path = storage.partition_path("recall_candidates", day)
-    if not path.exists():
-        raise MissingInput(f"recall_candidates is not materialized for {day} ({path})")
-    return serving_candidates(scan_polars([path]), limit)
-
-
-def serving_candidates(frame: pl.LazyFrame, limit: int) -> pl.LazyFrame:
-    """Rows in recall_candidates' columns as the ranking stage reads them: RRF, the first
-    `limit` per user, rank/score as recall_rank/recall_score, channel ranks as in_<channel>."""
-    frame = frame.filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
-    columns = frame.collect_schema().names()
-    # channel ranks inside the candidate lists become in_<channel> (0 = absent): feature_frame
-    # reads them as rank_<channel> when channel_depth (the lists' length) covers rank_depth
-    return frame.rename(
-        {"rank": "recall_rank", "score": "recall_score"}
-        | {c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")}
-    ).drop("method", "day")
-
-
-def read_candidates(storage: StorageResource, day: str, limit: int, users: np.ndarray | None = None) -> pl.DataFrame:
-    """scan_candidates, collected (only `users`' rows when given)."""
-    frame = scan_candidates(storage, day, limit)
-    if users is not None:
-        frame = frame.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.Int64).implode()))
-    return frame.collect()
-
-
-def write_frame(frame: pl.DataFrame | pa.Table, path, order_by: str | None = None) -> None:
-    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
-    con = connect()
-    try:
-        con.register("frame", table)
-        write_parquet_atomic(con, "SELECT * FROM frame" + (f" ORDER BY {order_by}" if order_by else ""), path)
-    finally:
-        con.close()
 
 
 # ------------------------------------------------------------------------------ recommendations
@@ -163,7 +108,7 @@ def write_recommendations(
     ctx: F.FeatureContext,
     model: ranker_lib.Ranker | None,
     history: pl.DataFrame,
-    settings: RankingSettings,
+    settings: RankingConfig,
     columns: list[str],
 ) -> dict:
     """The recommendations partition of `day` for `users` (sorted ids): serving_batch_users
@@ -171,9 +116,6 @@ def write_recommendations(
     get popular items), ranked, re-ranked and explained (recommend_users), then spilled to a
     Parquet part; the parts are sorted into the partition and published atomically, so memory
     stays bounded by one batch and a crash leaves no partial partition."""
-    import shutil
-    import tempfile
-
     scratch = local_scratch_dir(root, ".tmp")
     scratch.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=f"recommendations-{day}-", dir=scratch))
@@ -228,10 +170,10 @@ def write_recommendations(
     return stats
 
 
-def user_history(storage: StorageResource, days: list[str], users=None, with_clicks: bool = False) -> pl.DataFrame:
+def user_history(lake: Lake, days: list[str], users=None, with_clicks: bool = False) -> pl.DataFrame:
     """(user_id, item_id, last_day) of every positive in the interactions of `days` (and of
     every click too with with_clicks: what recall excludes as already seen)."""
-    files = storage.existing_partitions("interactions", days)
+    files = lake.existing_partitions("interactions", days)
     if not files:
         return pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "last_day": pl.Date})
     keep = pl.col("is_positive") | pl.col("clicked") if with_clicks else pl.col("is_positive")
@@ -340,7 +282,7 @@ def recommend_users(
     model: ranker_lib.Ranker | None,
     candidates: pl.DataFrame,
     history: pl.DataFrame,
-    settings: RankingSettings,
+    settings: RankingConfig,
     explain: bool = True,
     timings: dict | None = None,
 ) -> pl.DataFrame:
@@ -404,3 +346,87 @@ def recommend_users(
         features[i] = [str(names[j]) for j in row if contrib[k, j] > 0]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000
     return out.with_columns(pl.Series("top_features", features, dtype=pl.List(pl.String))).sort("user_id", "rank")
+
+
+RECOMMENDATION_COLUMNS = [
+    "day",
+    "user_id",
+    "rank",
+    "item_id",
+    "score",
+    "stage",
+    "channels",
+    "because_you_watched",
+    "top_features",
+]
+
+
+def recommend_day(
+    day: str,
+    lake: Lake,
+    model_store: ModelStore,
+    ranking: RankingConfig,
+    recall: RecallConfig,
+    first_day: str | None,
+    log=None,
+) -> dict:
+    """The recommendations partition of `day`: every active user (and every user with recall
+    candidates) through the serving ranker (or recall order when none is promoted), re-rank
+    and explanations. Returns the write statistics with the serving ranker and why."""
+    ranker_day, why = serving_ranker_day(lake, day)
+    model = load_ranker(model_store, ranker_day) if ranker_day else None
+    ctx = feature_context(
+        lake,
+        model_store,
+        day,
+        model.channel_names if model else ranking.channels,
+        recall,
+        model.rank_depth if model else ranking.rank_depth,
+        first_day,
+    )
+    if log:
+        log.info(f"recommendations {day}: {f'ranker of {ranker_day}' if model else 'recall order'} ({why})")
+    try:
+        candidates = scan_candidates(lake, day, ranking.rank_candidates)
+    except MissingInput as missing:  # e.g. the first day: no model could be trained yet
+        if log:
+            log.warning(f"recommendations {day}: {missing}; every active user gets the cold-start path")
+        candidates = None
+    history = user_history(lake, days_before(day, recall.window_days))
+    active = np.sort(
+        ctx.users.filter(pl.col("u_impressions_28d").is_not_null() | pl.col("u_positives_28d").is_not_null())[
+            "user_id"
+        ].to_numpy()
+    )
+    with_candidates = (
+        candidates.select(pl.col("user_id").unique()).collect()["user_id"].to_numpy()
+        if candidates is not None
+        else np.zeros(0, np.int64)
+    )
+    users = np.union1d(active, with_candidates)
+    started = time.perf_counter()
+    stats = write_recommendations(
+        lake.partition_path("recommendations", day),
+        lake.root,
+        day,
+        users,
+        candidates,
+        ctx,
+        model,
+        history,
+        ranking,
+        RECOMMENDATION_COLUMNS,
+    )
+    seconds = time.perf_counter() - started
+    if log:
+        log.info(
+            f"recommendations {day}: {len(users)} users ({stats['cold_start_users']} cold start), "
+            f"{stats['rows']} rows in {seconds:.0f}s"
+        )
+    return stats | {
+        "ranker_day": ranker_day,
+        "why": why,
+        "n_users": len(users),
+        "catalog_items": ctx.items.height,
+        "seconds": seconds,
+    }

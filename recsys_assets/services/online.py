@@ -17,12 +17,24 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys_assets import serving
-from recsys_assets.assets.ranking import serving_ranker_day
-from recsys_assets.assets.recall import model_assets
-from recsys_assets.core import fusion
+from recsys_assets.core.ranking.features import Channel
+from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel
-from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource
+from recsys_assets.services.candidates import candidate_tables, serving_candidates
+from recsys_assets.services.channels import load_channels
+from recsys_assets.services.days import days_before
+from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.registry import serving_ranker_day
+from recsys_assets.services.serving import (
+    feature_context,
+    load_ranker,
+    popular_candidates,
+    recommend_users,
+    user_history,
+)
+from recsys_assets.settings import RankingConfig, RecallConfig
 
 
 class FoldedALS(RecallModel):
@@ -44,10 +56,10 @@ class FoldedALS(RecallModel):
         return self.base.arrays()
 
 
-def latest_model_day(model_store: ModelStoreResource) -> str:
-    days = sorted({day for name in model_assets for day in model_store.published_days(f"recall_{name}")})
+def latest_model_day(model_store: ModelStore) -> str:
+    days = sorted({day for name in recall_models.MODELS for day in model_store.published_days(f"recall_{name}")})
     if not days:
-        raise serving.MissingInput(
+        raise MissingInput(
             f"no recall model is published under {model_store.root}; run the quickstart or "
             "materialize the recall assets first"
         )
@@ -67,38 +79,37 @@ class Answer:
 class OnlineRecommender:
     def __init__(
         self,
-        storage: StorageResource,
-        model_store: ModelStoreResource,
-        ranking: RankingSettings,
-        recall: RecallSettings,
+        storage: Lake,
+        model_store: ModelStore,
+        ranking: RankingConfig,
+        recall: RecallConfig,
         day: str | None = None,
+        first_day: str | None = None,
     ):
         self.storage, self.ranking, self.recall = storage, ranking, recall
         self.day = day or latest_model_day(model_store)
-        channel_names = list(dict.fromkeys([*ranking.channels, *model_assets]))
         self.ranker_day, self.why = serving_ranker_day(storage, self.day)
-        self.model = serving.load_ranker(model_store, self.ranker_day) if self.ranker_day else None
-        self.ctx = serving.feature_context(
+        self.model = load_ranker(model_store, self.ranker_day) if self.ranker_day else None
+        self.ctx = feature_context(
             storage,
             model_store,
             self.day,
             self.model.channel_names if self.model else ranking.channels,
             recall,
             self.model.rank_depth if self.model else ranking.rank_depth,
+            first_day,
         )
-        # recall shares the ranker's loaded models (one copy in memory, one faiss index each)
-        loaded = self.ctx.channels | serving.load_channels(
-            model_store, self.day, [c for c in channel_names if c not in self.ctx.channels]
+        # recall shares the ranker's loaded models (one copy in memory, one faiss index each);
+        # channels in recall_candidates' order, so a user's fused list is the batch list
+        loaded = self.ctx.channels | load_channels(
+            model_store, self.day, [c for c in recall.channels if c not in self.ctx.channels]
         )
-        self.recall_channels = {c: loaded[c] for c in channel_names if c in loaded}
-        self.ranges = {}
-        for name in self.recall_channels:
-            score_range = model_store.verify(f"recall_{name}", self.day)["metadata"].get("score_range") or {}
-            if score_range:
-                self.ranges[name] = (score_range["p01"], score_range["p99"])
+        self.recall_channels = {c: loaded[c] for c in recall.channels if c in loaded}
         self.user_index = dict(
             zip(self.ctx.user_index["user_id"].to_list(), self.ctx.user_index["user_idx"].to_list(), strict=False)
         )
+        self.user_of = np.full(int(self.ctx.user_index["user_idx"].max()) + 1, -1, np.int64)
+        self.user_of[self.ctx.user_index["user_idx"].to_numpy()] = self.ctx.user_index["user_id"].to_numpy()
         self.item_of = np.full(int(self.ctx.item_index["item_idx"].max()) + 1, -1, np.int64)
         self.item_of[self.ctx.item_index["item_idx"].to_numpy()] = self.ctx.item_index["item_id"].to_numpy()
         self.idx_of = dict(
@@ -107,10 +118,10 @@ class OnlineRecommender:
         available = set(self.ctx.items.filter("available")["item_id"].to_list())
         self.unavailable = np.array(sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64)
         # the window's positives plus the serving day's own (those are newer than the models)
-        days = serving.days_before(self.day, recall.window_days) + [self.day]
-        self.history = serving.user_history(storage, days)
+        days = days_before(self.day, recall.window_days) + [self.day]
+        self.history = user_history(storage, days)
         # recall never proposes what the user already had a positive signal on (clicks included)
-        self.seen_signal = serving.user_history(storage, days, with_clicks=True)
+        self.seen_signal = user_history(storage, days, with_clicks=True)
 
     def _history(self, user_id: int) -> pl.DataFrame:
         return self.history.filter(pl.col("user_id") == user_id)
@@ -118,7 +129,7 @@ class OnlineRecommender:
     def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str]:
         uidx = self.user_index.get(user_id)
         if uidx is None or history.height == 0:
-            return serving.popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
+            return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
         signal = self.seen_signal.filter(pl.col("user_id") == user_id)["item_id"].to_list()
@@ -140,38 +151,28 @@ class OnlineRecommender:
                 else sp.csr_matrix((1, als.n_items), dtype=np.float32)
             )
             vector = als.model.fold_in(rows[:, : als.n_items])[0]
-            channels["als"] = serving.F.Channel(
-                FoldedALS(als.model, {uidx: vector}), max(als.n_users, uidx + 1), als.n_items
+            channels["als"] = Channel(
+                FoldedALS(als.model, {uidx: vector}), max(als.n_users, uidx + 1), als.n_items, als.score_range
             )
             self.ctx.channels = (
                 {**self.ctx.channels, "als": channels["als"]} if "als" in self.ctx.channels else self.ctx.channels
             )
             path = "known+fold_in"
-        tops = {}
-        for name, channel in channels.items():
-            if uidx >= channel.n_users:
-                continue
-            # recommend() reads the exclusion row of the user's own index
-            exclude = sp.csr_matrix(
-                (np.ones(len(blocked), np.float32), (np.full(len(blocked), uidx), blocked)), shape=(uidx + 1, n_items)
-            )[:, : channel.n_items]
-            items, scores = channel.model.recommend(np.array([uidx]), self.recall.candidates_k, exclude=exclude)
-            tops[name] = (items, scores)
-        if not tops:
-            return serving.popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
-        items, scores = fusion.fuse(tops, n_items, self.recall.candidates_k, score_ranges=self.ranges)["rrf"]
-        ranks = fusion.channel_ranks(tops, items)
-        keep = (items[0] >= 0) & (np.arange(items.shape[1]) < self.ranking.rank_candidates)
-        frame = pl.DataFrame(
-            {
-                "user_id": np.full(int(keep.sum()), user_id, np.int64),
-                "item_id": self.item_of[items[0][keep]],
-                "recall_rank": np.arange(1, int(keep.sum()) + 1, dtype=np.int64),
-                "recall_score": scores[0][keep].astype(np.float64),
-            }
-            | {f"in_{c}": r[0][keep].astype(np.int32) for c, r in ranks.items()}
+        known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
+        if not known:
+            return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
+        # recommend() reads the exclusion row of the user's own index
+        exclude = sp.csr_matrix(
+            (np.ones(len(blocked), np.float32), (np.full(len(blocked), uidx), blocked)), shape=(uidx + 1, n_items)
         )
-        return frame, path
+        table = candidate_tables(
+            self.day, np.array([uidx]), n_items, known, exclude, None, self.user_of, self.item_of, self.recall, ("rrf",)
+        )["rrf"]
+        # without channel_depth the ranker's rank_<channel> features come from the day's context
+        # (feature_frame searches the channels with the batch exclusions), as for the batch lists;
+        # in_<channel> stays the channels that proposed each item
+        frame = serving_candidates(pl.from_arrow(table).lazy(), self.ranking.rank_candidates).collect()
+        return frame.drop("channel_depth"), path
 
     def recommend(self, user_id: int, k: int = 10, explain: bool = False) -> Answer:
         base_channels = self.ctx.channels
@@ -182,7 +183,7 @@ class OnlineRecommender:
             candidates, path = self._candidates(user_id, history)
             timings["recall_ms"] = (time.perf_counter() - started) * 1000
             settings = self.ranking.model_copy(update={"top_k": k})
-            table = serving.recommend_users(
+            table = recommend_users(
                 self.ctx, self.model, candidates, history, settings, explain=explain, timings=timings
             )
         finally:

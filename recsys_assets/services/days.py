@@ -1,0 +1,14 @@
+"""The days a partition reads: one definition of "the N days before D"."""
+
+from datetime import date, timedelta
+
+
+def days_before(day: str, n: int, first_day: str | None = None) -> list[str]:
+    """The `n` days strictly before `day`, oldest first; none before `first_day` when given
+    (the first partition: a window never reaches before the data)."""
+    end = date.fromisoformat(day)
+    days = [end - timedelta(days=k) for k in range(n, 0, -1)]
+    if first_day is not None:
+        start = date.fromisoformat(first_day)
+        days = [d for d in days if d >= start]
+    return [d.isoformat() for d in days]

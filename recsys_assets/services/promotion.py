@@ -1,0 +1,309 @@
+"""Promotion: one gate for the recall champion and the serving ranker, and the registries
+that record every decision (lake/recall_champion, lake/ranker_champion; rollbacks included).
+
+The gate: a candidate qualifies when it beats its baseline (popularity for recall models,
+recall-only ordering for rankers); a qualified candidate replaces the serving model unless it
+is worse than it, evaluated on the same day and users, by more than `promotion_tolerance`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from recsys_assets.core import metrics
+from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.storage import read_arrow
+from recsys_assets.core.training_data import seen_matrix
+from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.funnel_evaluation import ranker_ndcg_on_day
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.registry import (
+    RANKER_REGISTRY,
+    REGISTRY_SCHEMA,
+    current_champion,
+    ranker_champion_before,
+)
+from recsys_assets.services.tables import write_frame, write_rows
+from recsys_assets.services.training import load_day
+from recsys_assets.settings import RankingConfig, RecallConfig
+
+# Learned channels must beat popularity to be promoted; content is a cold-start channel.
+LEARNED = ("item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease")
+
+
+def within_tolerance(candidate_value: float, incumbent_value: float, tolerance: float) -> bool:
+    """The gate: a qualified candidate may replace the serving model unless it is worse than it,
+    on the same day and users, by more than `tolerance` (relative)."""
+    return candidate_value >= incumbent_value * (1 - tolerance)
+
+
+# ------------------------------------------------------------------------------ recall champion
+def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
+    """Best learned model by `metric` (overall) among those that beat popularity: lift above
+    min_lift and the paired 95% CI of the difference above zero."""
+    base, k = metric.split("@")
+    overall = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == base and r["k"] == int(k)}
+    popularity = overall.get("popularity", {}).get("value")
+    candidates = {}
+    for name in LEARNED:
+        r = overall.get(name)
+        if r is None:
+            candidates[name] = {"eligible": False, "why": "not trained (skipped or missing)"}
+            continue
+        lift, low = r["lift_vs_popularity"], r["diff_ci_low"]
+        eligible = lift is not None and lift > min_lift and low is not None and low > 0
+        candidates[name] = {
+            "value": r["value"],
+            "lift": lift,
+            "diff_ci_low": low,
+            "eligible": eligible,
+            "why": "beats popularity" if eligible else "does not beat popularity significantly",
+        }
+    eligible = {n: c for n, c in candidates.items() if c["eligible"]}
+    winner = max(eligible, key=lambda n: (eligible[n]["value"], n)) if eligible else None
+    return {
+        "candidate": winner,
+        "candidate_value": eligible[winner]["value"] if winner else None,
+        "popularity_value": popularity,
+        "candidates": json.dumps(candidates, sort_keys=True),
+    }
+
+
+def compare_on_day(
+    lake: Lake,
+    model_store: ModelStore,
+    settings: RecallConfig,
+    day: str,
+    contenders: dict[str, tuple[str, str]],
+    first_day: str | None,
+    known: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """`metric` on `day` of published model artifacts {label: (model, training day)}, on the
+    same users: those every contender knows (an older artifact may predate new users);
+    items an older artifact never saw score lowest. `known` {label: value on all of D's test
+    users} (the candidate's, from recall_evaluation) is used as it is when every contender
+    knows every test user, instead of scoring that model again."""
+    known = known or {}
+    manifests = {label: model_store.verify(f"recall_{name}", trained) for label, (name, trained) in contenders.items()}
+    if set(contenders) <= set(known):  # nothing to score (e.g. no incumbent): no data to load
+        return {label: known[label] for label in contenders}
+    data, test, info, _, _ = load_day(lake, day, settings, first_day)
+    base, k = settings.champion_metric.split("@")
+    known_users = min([data.n_users] + [m["metadata"]["n_users"] for m in manifests.values()])
+    users = test.users[test.users < known_users]
+    reuse = len(users) == len(test.users)
+    models = {
+        label: (recall_models.load_model(model_store.path(f"recall_{name}", trained)), manifests[label]["metadata"])
+        for label, (name, trained) in contenders.items()
+        if not (reuse and label in known)
+    }
+    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    relevant = test.relevant[users]
+    out = {label: known[label] for label in contenders if reuse and label in known}
+    for label, (model, meta) in models.items():
+        n_items = meta["n_items"]  # items an older artifact never saw are never in its top-k
+        top, _ = model.recommend(users, int(k), exclude=seen[:, :n_items], blocked_items=blocked[blocked < n_items])
+        out[label] = float(metrics.per_user_metrics(top, relevant, int(k))[f"{base}@{k}"].mean())
+    return out
+
+
+def decide(
+    day: str,
+    candidate: dict,
+    incumbent: tuple[str, str] | None,
+    values: dict[str, float],
+    metric: str,
+    tolerance: float,
+) -> dict:
+    """Promote the candidate unless it is worse than the serving champion by more than
+    `tolerance` (relative) on the same day; a rejected candidate leaves the champion serving."""
+    name = candidate["candidate"]
+    row = {
+        "day": day,
+        "metric": metric,
+        "candidate": name,
+        "candidate_value": values.get("candidate"),
+        "incumbent": incumbent[0] if incumbent else None,
+        "incumbent_day": incumbent[1] if incumbent else None,
+        "incumbent_value": values.get("incumbent"),
+        "popularity_value": candidate["popularity_value"],
+        "candidates": candidate["candidates"],
+    }
+    if name is None:
+        return row | {
+            "decision": "kept" if incumbent else "none",
+            "champion": incumbent[0] if incumbent else None,
+            "champion_day": incumbent[1] if incumbent else None,
+            "reason": "no learned model beat popularity" + ("; the serving champion stays" if incumbent else ""),
+        }
+    if incumbent and not within_tolerance(values["candidate"], values["incumbent"], tolerance):
+        return row | {
+            "decision": "rejected",
+            "champion": incumbent[0],
+            "champion_day": incumbent[1],
+            "reason": f"candidate {name} ({values['candidate']:.4f}) is worse than the serving champion "
+            f"{incumbent[0]}@{incumbent[1]} ({values['incumbent']:.4f}) by more than "
+            f"{tolerance:.0%} on {day}; the champion stays",
+        }
+    return row | {
+        "decision": "promoted",
+        "champion": name,
+        "champion_day": day,
+        "reason": f"{name} has the highest {metric} among models that beat popularity"
+        + (f" and is within {tolerance:.0%} of or better than {incumbent[0]}@{incumbent[1]}" if incumbent else ""),
+    }
+
+
+def promote_recall(
+    day: str, lake: Lake, model_store: ModelStore, recall: RecallConfig, first_day: str | None, log=None
+) -> dict:
+    """The recall champion decision of `day` (the days before must be decided already), written
+    to the registry."""
+    path = lake.partition_path("recall_evaluation", day)
+    if not path.exists():
+        raise MissingInput(f"recall_evaluation is not materialized for {day}")
+    candidate = choose_candidate(read_arrow(path).to_pylist(), recall.champion_metric, recall.min_lift_over_popularity)
+    incumbent = current_champion(lake, day)
+    if incumbent and not model_store.exists(f"recall_{incumbent[0]}", incumbent[1]):
+        if log:
+            log.warning(f"serving champion {incumbent} has no published artifact; treating as none")
+        incumbent = None
+    contenders = {}
+    if candidate["candidate"]:
+        contenders["candidate"] = (candidate["candidate"], day)
+    if incumbent:
+        contenders["incumbent"] = incumbent
+    values = (
+        compare_on_day(
+            lake, model_store, recall, day, contenders, first_day, known={"candidate": candidate["candidate_value"]}
+        )
+        if contenders
+        else {}
+    )
+    decision = decide(day, candidate, incumbent, values, recall.champion_metric, recall.promotion_tolerance)
+    write_rows([decision], REGISTRY_SCHEMA, lake.partition_path("recall_champion", day))
+    return decision
+
+
+# ------------------------------------------------------------------------------ serving ranker
+def headline(rows: list[dict], scope: str, stage: str, metric: str) -> float | None:
+    for r in rows:
+        if r["scope"] == scope and r["stage"] == stage and r["metric"] == metric:
+            return r["value"]
+    return None
+
+
+def beats_recall_only(lake: Lake, day: str) -> tuple[bool, str]:
+    """Whether the ranker of `day` beat recall-only ordering on the funnel NDCG@10 (the first
+    condition of its promotion; ranker_champion adds the comparison with the serving ranker)."""
+    path = lake.partition_path("funnel_evaluation", day)
+    if not path.exists():
+        return False, f"funnel_evaluation is not materialized for {day}"
+    rows = read_arrow(path).to_pylist()
+    ranker_value = headline(rows, "funnel", "ranker", "ndcg")
+    recall_value = headline(rows, "funnel", "recall_only", "ndcg")
+    if ranker_value is None or recall_value is None:
+        return False, f"no ranker evaluation for {day}"
+    if ranker_value > recall_value:
+        return True, f"ranker NDCG@10 {ranker_value:.4f} > recall-only {recall_value:.4f}"
+    return False, f"ranker NDCG@10 {ranker_value:.4f} does not beat recall-only {recall_value:.4f}"
+
+
+def decide_ranker(
+    day: str,
+    candidate_value: float | None,
+    recall_value: float | None,
+    incumbent_day: str | None,
+    incumbent_value: float | None,
+    tolerance: float,
+) -> dict:
+    """The ranker of `day` serves if it beats recall-only ordering on D and is not worse than
+    the serving ranker (evaluated on the same day) by more than `tolerance` (relative). A
+    rejected candidate leaves the serving ranker in place if that one still beats recall-only."""
+    row = {
+        "day": day,
+        "metric": "ndcg@10",
+        "candidate_day": day if candidate_value is not None else None,
+        "candidate_value": candidate_value,
+        "recall_only_value": recall_value,
+        "incumbent_day": incumbent_day,
+        "incumbent_value": incumbent_value,
+    }
+    incumbent_ok = incumbent_value is not None and recall_value is not None and incumbent_value > recall_value
+    keep = {"champion_day": incumbent_day if incumbent_ok else None}
+    if candidate_value is None or recall_value is None:
+        return (
+            row
+            | keep
+            | {
+                "decision": "kept" if incumbent_ok else "none",
+                "reason": f"no ranker of {day} was evaluated"
+                + (f"; the ranker of {incumbent_day} keeps serving" if incumbent_ok else "; recall order serves"),
+            }
+        )
+    if candidate_value <= recall_value:
+        return (
+            row
+            | keep
+            | {
+                "decision": "rejected",
+                "reason": f"ranker of {day} ({candidate_value:.4f}) does not beat recall-only "
+                f"({recall_value:.4f}) on {day}"
+                + (f"; the ranker of {incumbent_day} keeps serving" if incumbent_ok else "; recall order serves"),
+            }
+        )
+    if incumbent_value is not None and not within_tolerance(candidate_value, incumbent_value, tolerance):
+        return (
+            row
+            | keep
+            | {
+                "decision": "rejected",
+                "reason": f"ranker of {day} ({candidate_value:.4f}) is worse than the serving ranker of "
+                f"{incumbent_day} ({incumbent_value:.4f}) by more than {tolerance:.0%} on {day}"
+                + ("; it keeps serving" if incumbent_ok else "; recall order serves"),
+            }
+        )
+    return row | {
+        "decision": "promoted",
+        "champion_day": day,
+        "reason": f"ranker of {day} beats recall-only ({candidate_value:.4f} > {recall_value:.4f})"
+        + (
+            f" and is within {tolerance:.0%} of or better than the ranker of {incumbent_day} ({incumbent_value:.4f})"
+            if incumbent_value is not None
+            else ""
+        ),
+    }
+
+
+def promote_ranker(
+    day: str,
+    lake: Lake,
+    model_store: ModelStore,
+    recall: RecallConfig,
+    ranking: RankingConfig,
+    first_day: str | None,
+    log=None,
+) -> dict:
+    """The serving-ranker decision of `day` (the days before must be decided already), written to
+    the registry."""
+    path = lake.partition_path("funnel_evaluation", day)
+    if not path.exists():
+        raise MissingInput(f"funnel_evaluation is not materialized for {day}")
+    rows = read_arrow(path).to_pylist()
+    candidate = headline(rows, "funnel", "ranker", "ndcg")
+    recall_value = headline(rows, "funnel", "recall_only", "ndcg")
+    incumbent = ranker_champion_before(lake, day)
+    incumbent_value = None
+    if incumbent and not model_store.exists("ranker", incumbent):
+        if log:
+            log.warning(f"serving ranker of {incumbent} has no published artifact; treating as none")
+        incumbent = None
+    if incumbent and recall_value is not None:
+        incumbent_value = ranker_ndcg_on_day(day, incumbent, lake, model_store, recall, ranking, first_day)
+    decision = decide_ranker(day, candidate, recall_value, incumbent, incumbent_value, recall.promotion_tolerance)
+    write_frame(pa.Table.from_pylist([decision], schema=RANKER_REGISTRY), lake.partition_path("ranker_champion", day))
+    return decision

@@ -1,0 +1,186 @@
+"""Recall evaluation of day D: every channel and their fusion ranked over the full catalog
+(training positives and not-yet-available items removed), by user segment, with bootstrap CIs
+and paired lift over popularity (docs/evaluation.md)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from recsys_assets.core import fusion, metrics
+from recsys_assets.core.training_data import seen_matrix
+from recsys_assets.services.channels import enabled_channels, load_channels, recommend_channels
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.training import load_day
+from recsys_assets.settings import RecallConfig
+
+METRICS = ("recall", "precision", "hr", "ndcg", "map", "mrr")
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+EVAL_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("model", pa.string()),
+        ("segment", pa.string()),
+        ("metric", pa.string()),
+        ("k", pa.int64()),
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n_users", pa.int64()),
+        ("lift_vs_popularity", pa.float64()),
+        ("diff_ci_low", pa.float64()),
+        ("diff_ci_high", pa.float64()),
+        ("p_value", pa.float64()),
+    ]
+)
+
+
+def segment_of(n_train_positives: np.ndarray, light_max: int) -> np.ndarray:
+    return np.where(n_train_positives == 0, "cold", np.where(n_train_positives <= light_max, "light", "heavy"))
+
+
+def evaluate_day(
+    day: str, lake: Lake, model_store: ModelStore, settings: RecallConfig, first_day: str | None
+) -> tuple[list[dict], dict]:
+    """Every enabled channel of `day` and their fusions on day D's held-out positives: the rows of
+    the recall_evaluation partition, and (test users, data version)."""
+    data, test, info, data_version, _ = load_day(lake, day, settings, first_day)
+    users = test.users
+    ks = sorted(settings.k_eval)
+    max_k = ks[-1]
+    exclude, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    relevant = test.relevant[users]
+    n_train = np.diff(data.positives.indptr)[users]
+    segments = segment_of(n_train, settings.light_user_max_positives)
+    item_popularity = np.asarray((data.positives > 0).sum(axis=0)).ravel()
+
+    loaded = load_channels(model_store, day, enabled_channels(settings.channels))
+    channels, ranges, latency = recommend_channels(loaded, users, max_k, exclude, blocked)
+    per_model = {
+        name: (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
+        for name, (recs, _) in channels.items()
+    }
+    if len(channels) > 1:  # fusion of every channel, evaluated like a model
+        started = time.perf_counter()
+        fused = fusion.fuse(channels, data.n_items, max_k, score_ranges=ranges)
+        for method, (recs, _) in fused.items():
+            latency[f"fusion_{method}"] = (time.perf_counter() - started) / max(len(users), 1) * 1000
+            per_model[f"fusion_{method}"] = (recs, {k: metrics.per_user_metrics(recs, relevant, k) for k in ks})
+
+    # Items first seen on the test day: no training positive and not in anyone's window.
+    cold_items = np.asarray((data.positives > 0).sum(axis=0)).ravel() == 0
+    relevant_cold = relevant.multiply(sp.csr_matrix(cold_items.astype(np.float32))).tocsr()
+    relevant_cold.eliminate_zeros()
+    cold_item_users = np.flatnonzero(np.diff(relevant_cold.indptr) > 0)
+
+    rows = []
+    popularity = per_model.get("popularity")
+    for name, (recs, by_k) in per_model.items():
+        for k in ks:
+            for metric_name, values in by_k[k].items():
+                base = metric_name.split("@")[0]
+                for segment in ("all", "cold", "light", "heavy"):
+                    mask = np.ones(len(users), bool) if segment == "all" else segments == segment
+                    if not mask.any():
+                        continue
+                    v = values[mask]
+                    lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
+                    row = {
+                        "day": day,
+                        "model": name,
+                        "segment": segment,
+                        "metric": base,
+                        "k": k,
+                        "value": float(v.mean()),
+                        "ci_low": float(lo),
+                        "ci_high": float(hi),
+                        "n_users": int(mask.sum()),
+                        "lift_vs_popularity": None,
+                        "diff_ci_low": None,
+                        "diff_ci_high": None,
+                        "p_value": None,
+                    }
+                    if popularity is not None and name != "popularity":
+                        paired = metrics.paired_bootstrap(
+                            v,
+                            popularity[1][k][metric_name][mask],
+                            n_boot=settings.bootstrap_samples,
+                            seed=settings.seed,
+                        )
+                        row |= {
+                            "lift_vs_popularity": _finite(paired["lift"]),
+                            "diff_ci_low": float(paired["ci_low"]),
+                            "diff_ci_high": float(paired["ci_high"]),
+                            "p_value": float(paired["p_value"]),
+                        }
+                    rows.append(row)
+            if cold_item_users.size:  # how well each model surfaces items new on the test day
+                cold = metrics.per_user_metrics(recs[cold_item_users], relevant_cold[cold_item_users], k)
+                for metric_name in (f"recall@{k}", f"ndcg@{k}"):
+                    v = cold[metric_name]
+                    lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
+                    rows.append(
+                        {
+                            "day": day,
+                            "model": name,
+                            "segment": "cold_items",
+                            "metric": metric_name.split("@")[0],
+                            "k": k,
+                            "value": float(v.mean()),
+                            "ci_low": float(lo),
+                            "ci_high": float(hi),
+                            "n_users": int(cold_item_users.size),
+                            "lift_vs_popularity": None,
+                            "diff_ci_low": None,
+                            "diff_ci_high": None,
+                            "p_value": None,
+                        }
+                    )
+            for metric_name, value in (
+                ("coverage", metrics.catalog_coverage(recs, data.n_items, k)),
+                ("novelty", metrics.novelty(recs, item_popularity, k)),
+            ):
+                rows.append(
+                    {
+                        "day": day,
+                        "model": name,
+                        "segment": "all",
+                        "metric": metric_name,
+                        "k": k,
+                        "value": float(value),
+                        "ci_low": None,
+                        "ci_high": None,
+                        "n_users": int(len(users)),
+                        "lift_vs_popularity": None,
+                        "diff_ci_low": None,
+                        "diff_ci_high": None,
+                        "p_value": None,
+                    }
+                )
+        rows.append(
+            {
+                "day": day,
+                "model": name,
+                "segment": "all",
+                "metric": "latency_ms_per_user",
+                "k": max_k,
+                "value": float(latency[name]),
+                "ci_low": None,
+                "ci_high": None,
+                "n_users": int(len(users)),
+                "lift_vs_popularity": None,
+                "diff_ci_low": None,
+                "diff_ci_high": None,
+                "p_value": None,
+            }
+        )
+    return rows, {"test_users": int(len(users)), "data_version": data_version}

@@ -1,0 +1,293 @@
+"""The platform's one settings object, and the typed settings of each layer.
+
+`Settings.load()` is called once, when the definitions are loaded (never at import): defaults,
+then the data root's source marker (SOURCE.json: the partitions start at the source's first
+day, and a log too short for the ranker's default days trains it on what there is), then the
+environment (RECSYS_*), then explicit overrides. `build_defs(settings)` turns it into the
+Dagster resources, partitions and executor; the quickstart, the CLIs and the tests build one
+the same way instead of writing os.environ. Plain pydantic: no Dagster import, so services
+take these types too; the Dagster resources in resources/ are these classes, configurable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recsys_assets.core.adapters.source import read_marker
+from recsys_assets.core.ingest import DEFAULT_MAX_LINE_BYTES
+
+DEFAULT_START_DATE = "2026-01-01"
+EXECUTORS = ("multiprocess", "in_process", "celery")
+# The ranker of D needs train_days + valid_days sample days before D (defaults 2 + 1).
+SHORT_LOG_DAYS = 4
+
+
+class IngestionConfig(BaseModel):
+    """Ingestion policy: line size cap, reference checks and the tolerated quarantine rate."""
+
+    # Bytes per landing line; longer lines are quarantined as line_too_long (head kept).
+    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, ge=1024, le=1 << 30)
+    # The quarantine_rate check fails (blocking downstream) above this share of lines.
+    max_quarantine_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Share of events/watches whose request_id matches no impression (same or previous day).
+    max_orphan_request_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class FeatureConfig(BaseModel):
+    """Feature-layer settings: labels, smoothing, sequence length, dictionaries, drift thresholds."""
+
+    # A watch at least this complete is a positive; a like is one too when like_is_positive.
+    min_pos_completion: float = Field(default=0.6, ge=0.0, le=1.0)
+    like_is_positive: bool = True
+    # Beta prior of the smoothed CTR: (clicks + prior_clicks) / (impressions + prior_impressions).
+    ctr_prior_clicks: float = Field(default=1.0, ge=0.0)
+    ctr_prior_impressions: float = Field(default=20.0, ge=0.0)
+    sequence_length: int = Field(default=50, ge=1, le=10000)
+    # Hash dictionaries: a value seen this often gets its own index; the rest share OOV buckets.
+    hash_min_count: int = Field(default=5, ge=1)
+    hash_oov_buckets: int = Field(default=16, ge=1, le=1048576)
+    # Drift: day D against the pooled days D-reference_days .. D-1.
+    drift_reference_days: int = Field(default=7, ge=1, le=365)
+    drift_warn_psi: float = Field(default=0.1, ge=0.0)
+    drift_fail_psi: float = Field(default=0.25, ge=0.0)
+    # Numeric PSI uses at most 10 quantile bins and at least this many samples per bin.
+    drift_samples_per_bin: int = Field(default=100, ge=1)
+
+
+class RecallConfig(BaseModel):
+    """Recall settings: training window, signal weights, model hyperparameters, evaluation."""
+
+    window_days: int = Field(default=28, ge=1, le=3650)  # a model of day D trains on D-window .. D-1 and is tested on D
+    click_weight: float = Field(default=0.25, ge=0.0, le=1.0)  # signal of a click that did not become a positive
+    seed: int = 42
+    k_eval: list[int] = [10, 20, 50, 100, 200]
+    light_user_max_positives: int = Field(
+        default=4, ge=0
+    )  # segments: cold = 0 training positives, light <= this, heavy above
+    bootstrap_samples: int = Field(default=500, ge=10, le=100000)
+    # Hyperparameters: ALS, implicit BPR and numpy BPR picked by small grids on the synthetic default
+    # data (day 8 after 7 days, NDCG@10; `benchmarks/bench_recall.py --tune` reruns the BPR grids;
+    # see benchmarks/RESULTS.md and docs/evaluation.md); the rest are the models' defaults.
+    # implicit BPR scores with the log-popularity correction (BPRModel.popularity_correction = 1).
+    popularity_half_life_days: float = 7.0
+    item_cf_neighbours: int = 100
+    item_cf_shrinkage: float = 10.0
+    item_cf_half_life_days: float = 14.0
+    als_factors: int = Field(default=64, ge=1, le=4096)
+    als_regularization: float = 30.0
+    als_iterations: int = Field(default=15, ge=1, le=1000)
+    als_alpha: float = Field(default=2.0, ge=0.0)
+    bpr_factors: int = Field(default=128, ge=1, le=4096)
+    bpr_learning_rate: float = 0.01
+    bpr_regularization: float = 0.01
+    bpr_iterations: int = Field(default=100, ge=1, le=100000)
+    # implicit's BPR is hogwild SGD: with more than one thread two fits of the same seed differ
+    # (and so do the evaluation, the champion decision and the candidates downstream). 1 keeps
+    # every re-run bit-identical (tests/test_reliability.py); 0 = all cores, faster, not reproducible.
+    bpr_num_threads: int = 1
+    # implicit samples negatives by item frequency; scoring adds beta * log(1 + popularity) back
+    bpr_popularity_correction: float = 1.0
+    # numpy BPR: bpr_uniform (uniform negatives) with these...
+    numpy_bpr_factors: int = 128
+    numpy_bpr_learning_rate: float = 0.05
+    numpy_bpr_regularization: float = 0.01
+    numpy_bpr_epochs: int = 60
+    # ...and bpr_impressions (a share of hard negatives) with its own day-8 best: hard negatives
+    # overfit sooner, 128 factors / 60 epochs drop it from 0.1449 to 0.1266 on day 8. Run both
+    # with identical params for the like-for-like comparison (benchmarks/RESULTS.md has both).
+    impression_bpr_factors: int = 64
+    impression_bpr_epochs: int = 30
+    impression_bpr_hard_ratio: float = 0.3  # share of negatives drawn from shown-but-not-chosen items
+    ease_lambda: float = 500.0
+    ease_max_items: int = Field(default=20000, ge=1)
+    # EASE's session kernel: items one user chose within ~tau seconds of each other count as more
+    # alike (0 = off, plain EASE). On MovieLens-100K's random split it lifts EASE's NDCG@10 from
+    # 0.487 to 0.498 (weight 2, tau 180), on its temporal split it does not help (docs/evaluation.md).
+    # Off by default: the synthetic generator's requests are independent draws (no sessions), and
+    # there it moves EASE by -1% to +2%, within noise.
+    ease_session_weight: float = Field(default=0.0, ge=0.0)
+    ease_session_tau_seconds: float = Field(default=600.0, gt=0.0)
+    content_tag_weight: float = 0.5
+    candidates_k: int = Field(default=200, ge=1, le=100000)  # recall_candidates: fused top-K per user
+    # Scale knobs. Recall channels trained, evaluated and fused (a channel left out is skipped
+    # with a logged reason); which fusions recall_candidates stores; how many users it scores at
+    # once (memory ~ users × catalog × 4 bytes per channel inside a batch of 1024, plus the
+    # batch's fused lists); and, if set, only users with a positive in the last N days of the
+    # window get candidates (None: every user with a training positive).
+    channels: list[str] = ["popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content"]
+    candidate_methods: list[str] = ["rrf", "weighted"]
+    candidates_batch_users: int = Field(default=20000, ge=1)
+    candidates_recent_days: int | None = Field(default=None, ge=1)
+    # Champion selection and promotion gate.
+    champion_metric: str = "ndcg@10"
+    min_lift_over_popularity: float = Field(
+        default=0.0, ge=0.0
+    )  # a learned model must beat popularity by this relative margin
+    # A candidate replaces the serving champion unless it is worse than it, on the same day and
+    # users, by more than this relative tolerance.
+    promotion_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)
+
+
+class RankingConfig(BaseModel):
+    """Ranking settings: which recall channels feed the ranker, training days, negatives for
+    sources without impressions, LightGBM parameters, re-ranking rules and serving context."""
+
+    # Recall channels whose score and rank become ranker features (missing on a day = NaN).
+    channels: list[str] = ["popularity", "item_cf", "als", "ease", "bpr_impressions", "content"]
+    # A ranker of day D trains on the samples of D-valid_days-train_days .. D-valid_days-1 and
+    # stops early on D-valid_days .. D-1; it is evaluated on D (funnel_evaluation).
+    train_days: int = Field(default=2, ge=1, le=365)
+    valid_days: int = Field(default=1, ge=0, le=365)
+    # With valid_days = 0 (short histories, e.g. a two-day log), early stopping uses this share
+    # of the training days' requests instead (split by a hash of the request id).
+    valid_fraction: float = Field(default=0.2, ge=0.01, le=0.99)
+    # Sources without impressions: negatives per positive and the share drawn from recall candidates.
+    negative_ratio: int = Field(default=9, ge=1, le=1000)
+    hard_negative_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    # LightGBM
+    learning_rate: float = Field(default=0.05, ge=1e-06, le=1.0)
+    num_leaves: int = Field(default=31, ge=2, le=131072)
+    max_depth: int = Field(default=6, ge=-1, le=64)  # shallow trees: same NDCG here, 2-3x cheaper TreeSHAP explanations
+    min_data_in_leaf: int = 50
+    num_boost_round: int = Field(default=500, ge=1, le=100000)
+    early_stopping_rounds: int = Field(default=30, ge=1, le=10000)
+    seed: int = 42
+    threads: int = Field(default=1, ge=0, le=1024)  # 1 = bit-reproducible models
+    # Funnel: candidates per user handed to the ranker (from recall_candidates, RRF order)
+    rank_candidates: int = Field(default=100, ge=1, le=100000)
+    # rank_<channel> features: the item's position in the channel's recall list, this deep
+    # (rank_depth + 1 below it). Serving reads it from recall_candidates when their channel
+    # lists are at least this deep (RecallSettings.candidates_k), instead of searching again.
+    rank_depth: int = Field(default=200, ge=1, le=100000)
+    # Scale knob: at most this many users per day (chosen by a seeded hash of the id) give
+    # ranking_samples (all their requests and candidates) and funnel_evaluation's test users.
+    # None = every user. Serving (recommendations) is never sampled.
+    max_users_per_day: int | None = Field(default=None, ge=1)
+    top_k: int = Field(default=20, ge=1, le=10000)  # recommendations per user
+    # Scale knob: recommendations ranks, re-ranks and explains this many users at a time (memory
+    # stays bounded by one batch; each batch is spilled to a Parquet part).
+    serving_batch_users: int = Field(default=50_000, ge=1)
+    # Re-ranking rules (recsys_assets/core/ranking/rerank.py)
+    mmr_lambda: float = Field(default=0.8, ge=0.0, le=1.0)
+    genre_cap: int = Field(default=4, ge=0, le=10000)
+    freshness_boost: float = Field(default=0.0, ge=0.0)
+    freshness_half_life_days: float = Field(default=7.0, ge=1e-06)
+    popularity_beta: float = Field(default=0.0, ge=0.0)
+    # Serving context: candidates are scored as the candidate groups of ranking_samples were
+    # built: on this surface, with no position (the shown position only exists for impressions).
+    serving_surface: str = "home"
+    explain_history_items: int = Field(default=2, ge=0, le=100)
+    explain_features: int = Field(default=3, ge=0, le=100)
+    explain_top_n: int = Field(
+        default=5, ge=0, le=10000
+    )  # top_features (TreeSHAP, the costly part) for the first N ranks per user
+
+
+class AutomationConfig(BaseModel):
+    """Automation settings: how often retraining may run."""
+
+    # At most one retraining request per this many hours, whatever triggers it (new data or drift).
+    retrain_min_interval_hours: float = 6.0
+
+
+class SettingsError(ValueError):
+    """A setting (or an environment variable naming one) with a value the platform cannot use."""
+
+
+class Settings(BaseModel):
+    """Everything a deployment chooses: where data lives, when partitions start, which executor
+    runs steps, and each layer's settings. Immutable once built."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data_root: str = "data"
+    landing_root: str | None = None  # None: <data_root>/landing
+    start_date: str = DEFAULT_START_DATE  # the first daily partition (UTC)
+    executor: Literal["multiprocess", "in_process", "celery"] = "multiprocess"
+    celery_broker: str | None = None
+    celery_backend: str | None = None  # None: the broker
+    model_cache: str = ""  # local copies of models read from an object store ("" = <tmp>/recsys-model-cache)
+    ingestion: IngestionConfig = IngestionConfig()
+    features: FeatureConfig = FeatureConfig()
+    recall: RecallConfig = RecallConfig()
+    ranking: RankingConfig = RankingConfig()
+    automation: AutomationConfig = AutomationConfig()
+
+    @field_validator("start_date")
+    @classmethod
+    def _is_a_date(cls, value: str) -> str:
+        date.fromisoformat(value)
+        return value
+
+    @property
+    def landing(self) -> str:
+        return self.landing_root or self.data_root.rstrip("/") + "/landing"
+
+    @property
+    def models_root(self) -> str:
+        return self.data_root.rstrip("/") + "/models"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the data root's source marker, then the environment, then `overrides`
+        (a layer's overrides may be a config object or a dict of its fields)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, variable in _ENV.items():
+            if env.get(variable):
+                values[name] = env[variable]
+        data_root = overrides.get("data_root", values.get("data_root", "data"))
+        marker = read_source_marker(data_root)
+        ranking: dict[str, Any] = {}
+        if marker:
+            values.setdefault("start_date", marker["first_day"])
+            days = (date.fromisoformat(marker["last_day"]) - date.fromisoformat(marker["first_day"])).days + 1
+            if marker.get("source") != "synthetic" and days < SHORT_LOG_DAYS:
+                # Too short for 2 training + 1 validation day before the day a ranker serves:
+                # train on every earlier day, early-stop on a held-out share of its requests.
+                ranking |= {"train_days": max(days - 1, 1), "valid_days": 0}
+        for field, variable in (("train_days", "RECSYS_RANKER_TRAIN_DAYS"), ("valid_days", "RECSYS_RANKER_VALID_DAYS")):
+            if env.get(variable):
+                ranking[field] = _int(variable, env[variable])
+        if "executor" in values:
+            values["executor"] = values["executor"].strip().lower()
+            if values["executor"] not in EXECUTORS:
+                raise SettingsError(f"RECSYS_EXECUTOR={values['executor']!r}: expected one of {', '.join(EXECUTORS)}")
+        given = overrides.pop("ranking", None)
+        if ranking or given is not None:
+            base = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
+            values["ranking"] = RankingConfig(**(ranking | base))
+        return cls(**(values | overrides))
+
+
+_ENV = {
+    "data_root": "RECSYS_DATA_ROOT",
+    "landing_root": "RECSYS_LANDING_ROOT",
+    "start_date": "RECSYS_START_DATE",
+    "executor": "RECSYS_EXECUTOR",
+    "celery_broker": "RECSYS_CELERY_BROKER",
+    "celery_backend": "RECSYS_CELERY_BACKEND",
+    "model_cache": "RECSYS_MODEL_CACHE",
+}
+
+
+def _int(variable: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{variable}={text!r}: expected an integer") from None
+
+
+def read_source_marker(data_root: str | Path) -> dict | None:
+    """The data root's SOURCE.json (which source its landing zone holds, first and last day), or
+    None: no marker, one without days (data roots older than the marker), or an object store."""
+    if "://" in str(data_root):
+        return None
+    marker = read_marker(Path(data_root))
+    return marker if marker and marker.get("first_day") and marker.get("last_day") else None
