@@ -26,7 +26,7 @@ def test_tier_harness_measures_every_asset(tmp_path):
     ]
     first = subprocess.run(cmd + ["--until", "user_id_dictionary"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
-    rest = subprocess.run(cmd + ["--from", "recall_als"], capture_output=True, text=True, timeout=600)
+    rest = subprocess.run(cmd + ["--from", "recall_training_data"], capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stdout[-2000:] + rest.stderr[-3000:]
     rows = [json.loads(line) for line in (data / "bench_tiers_rows.jsonl").read_text().splitlines()]
     graph = build_defs(resources=build_resources(str(data))).resolve_asset_graph()

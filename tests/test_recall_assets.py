@@ -2,6 +2,8 @@
 evaluated on D with CIs, a champion chosen with its reasons, corrupt models refused."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -545,3 +547,60 @@ def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
     session = load_model(copy / "models/recall_ease" / DAYS[-1])
     assert session.params["session_weight"] == 2.0 and session.params["session_tau_seconds"] == 300.0
     assert np.isfinite(session.weights).all() and np.abs(session.weights - plain.weights).max() > 1e-4
+
+
+def test_training_data_is_read_once_per_day_and_equals_a_fresh_read(root, monkeypatch):
+    """recall_training_data(D) holds what every recall consumer of D reads: the same matrices,
+    test truth and info as reading the interactions; load_day serves it without reading them."""
+    from recsys_assets.services import training
+    from resources import RecallSettings
+
+    resources = build_resources(str(root))
+    storage, store, recall = resources["storage"], resources["model_store"], RecallSettings()
+    stored = training.read_training_data(storage, store, DAYS[-1], recall, DAYS[0])
+    fresh = training.compute_day(storage, DAYS[-1], recall, DAYS[0], with_shown=True)
+    assert stored is not None
+    (data, test, info, version, days), (f_data, f_test, f_info, f_version, f_days) = stored, fresh
+    for name in ("positives", "shown_negatives", "days_ago", "seconds_ago", "item_genres", "item_tags"):
+        a, b = getattr(data, name), getattr(f_data, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and (a != b).nnz == 0, name
+    assert data.genre_names == f_data.genre_names and np.array_equal(test.users, f_test.users)
+    assert (test.relevant != f_test.relevant).nnz == 0 and (test.all_positive != f_test.all_positive).nnz == 0
+    assert np.array_equal(info.pop("available_items"), f_info.pop("available_items")) and info == f_info
+    assert (version, days) == (f_version, f_days)
+    # with the store, no consumer reads the interactions again
+    monkeypatch.setattr(training, "compute_day", lambda *a, **k: pytest.fail("read the interactions again"))
+    assert training.load_day(storage, DAYS[-1], recall, DAYS[0], model_store=store)[3] == version
+
+
+def test_training_data_of_other_settings_or_changed_inputs_is_not_used(root, tmp_path):
+    from recsys_assets.services.training import read_training_data
+    from resources import RecallSettings
+
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy, symlinks=True)
+    resources = build_resources(str(copy))
+    storage, store = resources["storage"], resources["model_store"]
+    assert read_training_data(storage, store, DAYS[-1], RecallSettings(), DAYS[0]) is not None
+    assert read_training_data(storage, store, DAYS[-1], RecallSettings(click_weight=0.5), DAYS[0]) is None
+    assert read_training_data(storage, store, DAYS[-1], RecallSettings(window_days=2), DAYS[0]) is None
+    # an input re-materialized after the artifact (late data): read the interactions instead
+    late = storage.partition_path("interactions", DAYS[-2])
+    late.write_bytes(late.read_bytes())
+    os.utime(late, ns=(late.stat().st_atime_ns, late.stat().st_mtime_ns + 1_000_000_000))
+    assert read_training_data(storage, store, DAYS[-1], RecallSettings(), DAYS[0]) is None
+
+
+def test_models_depend_on_the_days_training_data_and_it_on_the_declared_window(root):
+    from recsys_assets.settings import Settings
+
+    graph = build_defs(Settings(), resources=build_resources(str(root))).resolve_asset_graph()
+    for name in MODELS:
+        assert graph.get(dg.AssetKey(f"recall_{name}")).parent_keys == {dg.AssetKey("recall_training_data")}
+    for window in (28, 5):
+        settings = Settings(recall={"window_days": window})
+        defs = build_defs(settings, resources=build_resources(str(root)))
+        graph = defs.resolve_asset_graph()
+        key = dg.AssetKey("recall_training_data")
+        mapping = graph.get_partition_mapping(key, dg.AssetKey("interactions"))
+        assert (mapping.start_offset, mapping.end_offset) == (-window, 0)

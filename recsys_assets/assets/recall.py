@@ -10,10 +10,9 @@ import numpy as np
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets._wiring import failures
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.partitions import window_mapping
 from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
-from recsys_assets.services.training import train_recall_model
+from recsys_assets.services.training import publish_training_data, train_recall_model
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 
@@ -62,10 +61,61 @@ def model_params(name: str, s: RecallSettings) -> dict:
 
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
-    """recall_<channel> for every registered channel, their checks, and recall_candidates. The
-    declared training window is the one the models read (settings.recall.window_days)."""
+    """recall_training_data, recall_<channel> for every registered channel, their checks, and
+    recall_candidates. The declared window is the one the models read (settings.recall.window_days)."""
     first_day = settings.start_date
-    window = window_mapping(settings.recall.window_days)
+    # the training window and the day itself (its held-out truth, read only by the evaluation)
+    window_and_day = dg.TimeWindowPartitionMapping(
+        start_offset=-settings.recall.window_days, end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
+
+    @dg.asset(
+        kinds={"numpy", "scipy"},
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[
+            dg.AssetDep("interactions", partition_mapping=window_and_day),
+            "user_id_dictionary",
+            "item_id_dictionary",
+            "raw_items",
+        ],
+        **ownership.layer("recall"),
+        description="What every recall consumer of day D reads, built once: the sparse user x item matrices of "
+        "the window before D (positives with their signal, shown-but-not-chosen counts, ages in days and "
+        "seconds), item genres and tags, the items available on D, and D's held-out positives (read only by "
+        "the evaluation). Stored as .npz / .npy in the model store (checksummed, never pickled); a consumer "
+        "reads the interactions itself when the artifact's settings or inputs differ from its own.",
+    )
+    def recall_training_data(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        model_store: ModelStoreResource,
+        recall: RecallSettings,
+    ) -> dg.MaterializeResult:
+        meta: dict = {}
+        for day in context.partition_keys:
+            started = time.perf_counter()
+            try:
+                with failures():
+                    published = publish_training_data(storage, model_store, day, recall, first_day)
+            except NoTrainingData as nothing:
+                context.log.warning(f"recall_training_data skipped: {nothing}")
+                meta = {"skipped": True, "reason": str(nothing)}
+                continue
+            info = published["info"]
+            meta = {
+                "train_pairs": info["train_pairs"],
+                "test_users": info["test_users"],
+                "n_users": info["n_users"],
+                "n_items": info["n_items"],
+                "train_days": dg.MetadataValue.json([published["train_days"][0], published["train_days"][-1]]),
+                "data_version": published["data_version"],
+                "seconds": round(time.perf_counter() - started, 3),
+                "path": dg.MetadataValue.path(published["path"]),
+            }
+        return dg.MaterializeResult(metadata=meta)
+
+    training_data = recall_training_data
 
     def model_asset(name: str) -> dg.AssetsDefinition:
         @dg.asset(
@@ -74,14 +124,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             **ownership.layer("recall"),
-            deps=[
-                dg.AssetDep("interactions", partition_mapping=window),
-                "user_id_dictionary",
-                "item_id_dictionary",
-                "raw_items",
-            ],
+            deps=[training_data],
             description=f"The `{name}` recall model of day D, trained on the interactions of the window before D "
-            "(RecallSettings.window_days, default 28) and stored as .npy + JSON in the model store "
+            "(RecallSettings.window_days, default 28; read once per day by recall_training_data) and stored as "
+            ".npy + JSON in the model store "
             "(never pickled), with params, training time, memory, data version and score range.",
         )
         def _asset(
@@ -209,4 +255,4 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             )
         return dg.MaterializeResult(metadata=meta)
 
-    return [*models, recall_candidates], [finite_check(name) for name in recall_models.MODELS]
+    return [recall_training_data, *models, recall_candidates], [finite_check(name) for name in recall_models.MODELS]

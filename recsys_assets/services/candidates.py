@@ -110,12 +110,12 @@ def candidates_for_users(
     for a day whose partition was never materialized, when only a few users' lists are needed
     (the ranker's sampled users, the funnel's test users) and a whole day's candidates would
     cost ~1 ms per active user. None when no recall model is published for `day`. `day_data`:
-    (data, info) of load_day(lake, day, recall) when the caller holds them already."""
+    (data, info) of load_day when the caller holds them already."""
     loaded = load_channels(model_store, day, recall.channels)
     if not loaded:
         return None
     if day_data is None:
-        data, _, info, _, _ = load_day(lake, day, recall, first_day)
+        data, _, info, _, _ = load_day(lake, day, recall, first_day, model_store=model_store)
     else:
         data, info = day_data
     user_of, item_of = id_arrays(lake, data)
@@ -258,7 +258,7 @@ def candidates_day(
     """The recall_candidates partition of `day`: (rows, users, the last part written, {method:
     (users, candidates)}). Raises NoTrainingData on the first day, MissingInput when no recall
     model of `day` is published."""
-    data, _, info, _, _ = load_day(lake, day, recall, first_day)
+    data, _, info, _, _ = load_day(lake, day, recall, first_day, model_store=model_store)
     loaded = load_channels(model_store, day, recall.channels)
     if not loaded:
         raise MissingInput(f"no recall model is published for {day}")

@@ -102,7 +102,7 @@ def funnel_truth(
 ) -> tuple[pl.DataFrame, np.ndarray, list[np.ndarray], tuple]:
     """The evaluated users of `day` (new positives on D and recall candidates), their
     candidates, their relevant item ids, and (data, test, info) of the recall split."""
-    data, test, info, _, _ = load_day(lake, day, recall, first_day)
+    data, test, info, _, _ = load_day(lake, day, recall, first_day, model_store=model_store)
     user_of = _id_lookup(ctx.user_index, "user_id", "user_idx")
     item_of = _id_lookup(ctx.item_index, "item_id", "item_idx")
     evaluated = samples.sample_users(user_of[test.users], ranking.max_users_per_day, ranking.seed)

@@ -91,7 +91,7 @@ def compare_on_day(
     manifests = {label: model_store.verify(f"recall_{name}", trained) for label, (name, trained) in contenders.items()}
     if set(contenders) <= set(known):  # nothing to score (e.g. no incumbent): no data to load
         return {label: known[label] for label in contenders}
-    data, test, info, _, _ = load_day(lake, day, settings, first_day)
+    data, test, info, _, _ = load_day(lake, day, settings, first_day, model_store=model_store)
     base, k = settings.champion_metric.split("@")
     known_users = min([data.n_users] + [m["metadata"]["n_users"] for m in manifests.values()])
     users = test.users[test.users < known_users]

@@ -53,7 +53,7 @@ def evaluate_day(
 ) -> tuple[list[dict], dict]:
     """Every enabled channel of `day` and their fusions on day D's held-out positives: the rows of
     the recall_evaluation partition, and (test users, data version)."""
-    data, test, info, data_version, _ = load_day(lake, day, settings, first_day)
+    data, test, info, data_version, _ = load_day(lake, day, settings, first_day, model_store=model_store)
     users = test.users
     ks = sorted(settings.k_eval)
     max_k = ks[-1]

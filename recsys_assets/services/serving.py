@@ -19,7 +19,7 @@ from recsys_assets.core.ranking import ranker as ranker_lib
 from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.storage import local_scratch_dir, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
-from recsys_assets.core.training_data import load_recall_exclusions
+from recsys_assets.core.training_data import load_recall_exclusions, seen_matrix
 from recsys_assets.services.candidates import scan_candidates
 from recsys_assets.services.channels import load_channels
 from recsys_assets.services.days import days_before
@@ -27,6 +27,7 @@ from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.registry import serving_ranker_day
+from recsys_assets.services.training import read_training_data
 from recsys_assets.settings import RankingConfig, RecallConfig
 
 GENRE_WINDOW_DAYS = 28
@@ -58,14 +59,19 @@ def feature_context(
     if missing:
         raise MissingInput(f"ranking features for {day} need {', '.join(missing)}; materialize them first")
     genre_window = lake.existing_partitions("user_genre_daily", days_before(day, GENRE_WINDOW_DAYS))
-    exclude, blocked = load_recall_exclusions(
-        day,
-        lake.existing_partitions("interactions", days_before(day, recall.window_days, first_day)),
-        required["user_id_dictionary"],
-        required["item_id_dictionary"],
-        required["raw_items"],
-        click_weight=recall.click_weight,
-    )
+    stored = read_training_data(lake, model_store, day, recall, first_day)
+    if stored is not None:  # the day's recall_training_data: the same pairs, already read
+        data, _, info, _, _ = stored
+        exclude, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    else:
+        exclude, blocked = load_recall_exclusions(
+            day,
+            lake.existing_partitions("interactions", days_before(day, recall.window_days, first_day)),
+            required["user_id_dictionary"],
+            required["item_id_dictionary"],
+            required["raw_items"],
+            click_weight=recall.click_weight,
+        )
     return F.load_context(
         day,
         user_features=required["user_features"],

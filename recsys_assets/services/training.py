@@ -4,29 +4,129 @@ published per channel."""
 from __future__ import annotations
 
 import hashlib
+import json
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.recall.base import TrainingData
 from recsys_assets.core.storage import file_sha256
-from recsys_assets.core.training_data import load_training_data
+from recsys_assets.core.training_data import TestSet, load_training_data
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput, NoTrainingData
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.settings import RecallConfig
 
+# The model-store name of the per-day training data artifact (the recall_training_data asset).
+TRAINING_DATA = "recall_training_data"
+
 
 def training_days(day: str, window: int, first_day: str | None) -> list[str]:
     return days_before(day, window, first_day)
 
 
-def load_day(lake: Lake, day: str, settings: RecallConfig, first_day: str | None, with_shown: bool = False):
-    """Training data of the window before `day`, the held-out truth of `day`, and a data version.
-    Shown-but-not-chosen counts (every impression row) are read only when asked for."""
+def load_day(
+    lake: Lake,
+    day: str,
+    settings: RecallConfig,
+    first_day: str | None,
+    with_shown: bool = False,
+    model_store: ModelStore | None = None,
+):
+    """(training data, test set, info, data version, train days) of `day`: from the day's
+    recall_training_data artifact when it is published for these settings and its inputs are
+    unchanged (the window is read once per day), else read from the interactions (compute_day).
+    The artifact always holds the shown-but-not-chosen counts; a model that does not use them
+    (all but impression-aware BPR with hard negatives) fits identically with or without them."""
+    if model_store is not None:
+        stored = read_training_data(lake, model_store, day, settings, first_day)
+        if stored is not None:
+            return stored
+    return compute_day(lake, day, settings, first_day, with_shown=with_shown)
+
+
+def _inputs(lake: Lake, day: str, train_days: list[str]) -> list[Path]:
+    return [lake.partition_path("interactions", d) for d in [*train_days, day]] + [
+        lake.partition_path("user_id_dictionary"),
+        lake.partition_path("item_id_dictionary"),
+        lake.partition_path("raw_items"),
+    ]
+
+
+def _stamp(paths: list[Path]) -> list[list]:
+    """(name, size, modification time) of each input: a re-materialized input makes the
+    artifact stale without reading the files."""
+    return [[p.parent.name + "/" + p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+
+
+def _signature(settings: RecallConfig, first_day: str | None) -> dict:
+    return {"window_days": settings.window_days, "click_weight": settings.click_weight, "first_day": first_day}
+
+
+_MATRICES = ("positives", "shown_negatives", "days_ago", "seconds_ago", "item_genres", "item_tags")
+
+
+def publish_training_data(
+    lake: Lake, model_store: ModelStore, day: str, settings: RecallConfig, first_day: str | None
+) -> dict:
+    """Read the window before `day` once (with shown counts) and publish it as the
+    recall_training_data artifact of `day`: sparse matrices (.npz, no pickle), the test set and
+    the metadata every consumer of load_day needs. Raises NoTrainingData on the first day."""
+    data, test, info, data_version, train_days = compute_day(lake, day, settings, first_day, with_shown=True)
+    staging = model_store.staging_dir(TRAINING_DATA)
+    for name in _MATRICES:
+        sp.save_npz(staging / f"{name}.npz", getattr(data, name), compressed=False)
+    sp.save_npz(staging / "test_relevant.npz", test.relevant, compressed=False)
+    sp.save_npz(staging / "test_all_positive.npz", test.all_positive, compressed=False)
+    np.save(staging / "test_users.npy", test.users, allow_pickle=False)
+    np.save(staging / "available_items.npy", info["available_items"], allow_pickle=False)
+    (staging / "genre_names.json").write_text(json.dumps(data.genre_names))
+    metadata = {
+        "signature": _signature(settings, first_day),
+        "inputs": _stamp(_inputs(lake, day, train_days)),
+        "data_version": data_version,
+        "train_days": train_days,
+        "info": {k: v for k, v in info.items() if k != "available_items"},
+    }
+    version = model_store.publish(TRAINING_DATA, day, staging, metadata)
+    return metadata | {"path": str(version)}
+
+
+def read_training_data(lake: Lake, model_store: ModelStore, day: str, settings: RecallConfig, first_day: str | None):
+    """load_day's tuple from the published artifact of `day`, or None when there is none, it was
+    built with other settings, or an input changed since (then load_day reads the interactions)."""
+    if not model_store.exists(TRAINING_DATA, day):
+        return None
+    metadata = model_store.verify(TRAINING_DATA, day)["metadata"]
+    if metadata["signature"] != _signature(settings, first_day):
+        return None
+    try:
+        if _stamp(_inputs(lake, day, metadata["train_days"])) != metadata["inputs"]:
+            return None
+    except FileNotFoundError:
+        return None
+    folder = model_store.path(TRAINING_DATA, day)
+    matrices = {name: sp.load_npz(folder / f"{name}.npz").tocsr() for name in _MATRICES}
+    data = TrainingData(**matrices, genre_names=json.loads((folder / "genre_names.json").read_text()))
+    test = TestSet(
+        users=np.load(folder / "test_users.npy", allow_pickle=False),
+        relevant=sp.load_npz(folder / "test_relevant.npz").tocsr(),
+        all_positive=sp.load_npz(folder / "test_all_positive.npz").tocsr(),
+    )
+    info = metadata["info"] | {"available_items": np.load(folder / "available_items.npy", allow_pickle=False)}
+    return data, test, info, metadata["data_version"], metadata["train_days"]
+
+
+def compute_day(lake: Lake, day: str, settings: RecallConfig, first_day: str | None, with_shown: bool = False):
+    """Training data of the window before `day`, the held-out truth of `day`, and a data version,
+    read from the interactions. Shown-but-not-chosen counts (every impression row) are read only
+    when asked for."""
     train_days = training_days(day, settings.window_days, first_day)
     if not train_days:
         raise NoTrainingData(f"{day} is the first partition: there is no earlier day to train on")
@@ -114,7 +214,9 @@ def train_recall_model(
     """Fit channel `name` with `params` on the window before `day` and publish it as
     recall_<name>/<day>. Raises NoTrainingData on the first day, ModelSkipped when the model
     declines the data (e.g. EASE above its catalog limit)."""
-    data, _, info, data_version, train_days = load_day(lake, day, settings, first_day, with_shown=with_shown)
+    data, _, info, data_version, train_days = load_day(
+        lake, day, settings, first_day, with_shown=with_shown, model_store=model_store
+    )
     model = recall_models.MODELS[name](**params)
     started = time.perf_counter()
     model.fit(data, seed=settings.seed)
