@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -15,10 +14,10 @@ SUCCESS_MARKER = "_SUCCESS"
 
 class LandingZoneResource(dg.ConfigurableResource):
     """<landing_root>/<YYYY-MM-DD>/{impressions,events,watch_stats}.jsonl and
-    <landing_root>/{items,users}.jsonl. Default: $RECSYS_LANDING_ROOT or
-    $RECSYS_DATA_ROOT/landing (./data/landing)."""
+    <landing_root>/{items,users}.jsonl. Settings.landing: $RECSYS_LANDING_ROOT or
+    <data root>/landing (./data/landing)."""
 
-    landing_root: str = os.getenv("RECSYS_LANDING_ROOT", os.getenv("RECSYS_DATA_ROOT", "data").rstrip("/") + "/landing")
+    landing_root: str = "data/landing"
 
     @property
     def root(self) -> Path:
