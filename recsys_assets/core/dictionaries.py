@@ -52,16 +52,12 @@ def update_id_dictionary(
         )
         con.execute(f"CREATE TEMP VIEW observed AS {observed}")
         con.execute(f"CREATE TEMP TABLE result AS {read_sql('id_dictionary.sql')}")
-        stats = dict(
-            zip(
-                ("entries", "new_entries", "max_index", "contiguous"),
-                con.execute(
-                    "SELECT count(*), count(*) - (SELECT count(*) FROM previous), max(index), "
-                    "count(*) = coalesce(max(index) + 1, 0) AND count(DISTINCT index) = count(*) FROM result"
-                ).fetchone(),
-                strict=False,
-            )
-        )
+        row = con.execute(
+            "SELECT count(*), count(*) - (SELECT count(*) FROM previous), max(index), "
+            "count(*) = coalesce(max(index) + 1, 0) AND count(DISTINCT index) = count(*) FROM result"
+        ).fetchone()
+        assert row is not None  # an aggregate query returns one row
+        stats = dict(zip(("entries", "new_entries", "max_index", "contiguous"), row, strict=False))
         if not stats["contiguous"]:
             raise AssertionError(f"{out_path.name}: indices are not contiguous")
         write_parquet_atomic(con, "SELECT * FROM result ORDER BY index", out_path)

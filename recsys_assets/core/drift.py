@@ -213,16 +213,16 @@ def align_categories(
         raise ValueError(f"max_categories must be a positive integer or None, got {max_categories!r}")
     kept = [k for k in order if k in ref][: int(max_categories)]
     kept_set = set(kept)
-    r = [ref.get(k, 0.0) for k in kept]
-    c = [cur.get(k, 0.0) for k in kept]
+    r_kept = [ref.get(k, 0.0) for k in kept]
+    c_kept = [cur.get(k, 0.0) for k in kept]
     r_other = sum(v for k, v in ref.items() if k not in kept_set)
     c_other = sum(v for k, v in cur.items() if k not in kept_set)
     labels = list(kept)
     if r_other > 0 or c_other > 0:
         labels.append(other_label)
-        r.append(r_other)
-        c.append(c_other)
-    return labels, np.array(r, dtype=float), np.array(c, dtype=float)
+        r_kept.append(r_other)
+        c_kept.append(c_other)
+    return labels, np.array(r_kept, dtype=float), np.array(c_kept, dtype=float)
 
 
 def categorical_psi(
@@ -314,7 +314,7 @@ def sort_rows(rows: Iterable[DriftRow]) -> list[DriftRow]:
         key=lambda r: (
             -_SEVERITY_RANK.get(r.severity, 0),
             _missing(r.psi),
-            0.0 if _missing(r.psi) else -float(r.psi),
+            0.0 if r.psi is None or _missing(r.psi) else -float(r.psi),
             r.feature,
             r.kind,
         ),
@@ -430,7 +430,7 @@ ARROW_SCHEMA = pa.schema(
 
 
 def _nullable(x: float | None) -> float | None:
-    return None if _missing(x) else float(x)
+    return None if x is None or _missing(x) else float(x)
 
 
 def rows_to_arrow(rows: Iterable[DriftRow], day: Any) -> pa.Table:

@@ -9,6 +9,8 @@ candidate's per-channel rank for the ranker.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -50,7 +52,8 @@ def fuse(
     """channels: name -> (items (n_users × L), scores) for the same users in the same order.
     Returns {"rrf": (items, scores), "weighted": (items, scores)} with top-k per user."""
     weights = weights or {}
-    rrf = weighted = None
+    rrf: Any = None  # a scipy sparse matrix once a channel is added (None without channels)
+    weighted = None
     for name, (items, scores) in channels.items():
         w = float(weights.get(name, 1.0))
         ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.float64), items.shape)
@@ -133,5 +136,6 @@ def fuse_zscore(
     if total is None:
         n_users = next(iter(channels.values()))[0].shape[0] if channels else 0
         return np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), np.nan)
+    assert offset is not None  # set with total, channel by channel
     items, fused = _top_k(total.tocsr(), k)
     return items, fused + offset[:, None]

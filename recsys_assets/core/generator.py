@@ -610,6 +610,7 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     weights = w.item_pop[avail].copy()
     if kind == "new_items":
         b = w.item_burst[avail]
+        assert w.shift_day is not None  # kind is set only from the shift day on
         if b.any() and (~b).any():
             share = _BURST_SHARE * _BURST_DECAY ** (d - max(w.shift_day, 0))
             weights[b] *= share / (1.0 - share) * weights[~b].sum() / weights[b].sum()
@@ -814,7 +815,7 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
 
 # (kind, variant) cycled in this order; the reason each one must be quarantined for is given by
 # _bad_line(). Daily logs:
-_COMMON_HEAD = [
+_COMMON_HEAD: list[tuple[str, str | None]] = [
     ("malformed_json", None),
     ("invalid_utf8", None),
     ("not_an_object", None),
@@ -822,7 +823,12 @@ _COMMON_HEAD = [
     ("wrong_type", None),
     ("bad_timestamp", None),
 ]
-_COMMON_TAIL = [("duplicate_id", None), ("outside_partition", None), ("unknown_user", None), ("unknown_item", None)]
+_COMMON_TAIL: list[tuple[str, str | None]] = [
+    ("duplicate_id", None),
+    ("outside_partition", None),
+    ("unknown_user", None),
+    ("unknown_item", None),
+]
 LOG_BAD_KINDS: dict[str, list[tuple[str, str | None]]] = {
     "impressions": _COMMON_HEAD + [("out_of_domain", "position")] + _COMMON_TAIL,
     "events": _COMMON_HEAD + [("out_of_domain", "type"), ("out_of_domain", "value")] + _COMMON_TAIL,

@@ -122,7 +122,8 @@ def _blocks(fh, max_line_bytes: int, block_bytes: int):
 
 def _decode_slow(lines: list[bytes]) -> tuple[list[str], list[str | None]]:
     """Line by line, for the rare blocks that hold invalid UTF-8 or an over-long line."""
-    texts, reasons = [], []
+    texts: list[str] = []
+    reasons: list[str | None] = []
     for raw in lines:
         if isinstance(raw, _TooLong):
             texts.append(raw.decode("utf-8", "backslashreplace"))

@@ -22,15 +22,18 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+if TYPE_CHECKING:
+    from upath import UPath
+
 # Several processes write to one root: a cached listing would hide files another process
 # published after this one listed the folder, so fsspec's listing cache stays off.
-REMOTE_STORAGE_OPTIONS = {"use_listings_cache": False}
+REMOTE_STORAGE_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
 _remote_filesystems: dict[str, Any] = {}  # protocol -> fsspec filesystem in use by this process
 
 
@@ -48,7 +51,13 @@ def root_path(location: str) -> Path:
 
     path = UPath(location, **REMOTE_STORAGE_OPTIONS)
     _remote_filesystems.setdefault(path.protocol, path.fs)
-    return path
+    # The layers take a Path; a UPath has the same API (it is not a pathlib.Path subclass).
+    return cast(Path, path)
+
+
+def as_upath(path: Path) -> UPath:
+    """A remote path (is_remote) as the UPath root_path made it, for its fs and bucket path."""
+    return cast("UPath", path)
 
 
 def duckdb_connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -72,7 +81,7 @@ def local_scratch_dir(root: Path, name: str) -> Path:
 
 def read_arrow(path: Path, columns: list[str] | None = None) -> pa.Table:
     if is_remote(path):
-        return pq.read_table(path.path, columns=columns, filesystem=path.fs)
+        return pq.read_table(as_upath(path).path, columns=columns, filesystem=as_upath(path).fs)
     return pq.read_table(path, columns=columns)
 
 
@@ -98,7 +107,7 @@ def upload_landing(local: Path, remote: Path) -> str:
     _SUCCESS marker last (a sensor polling the bucket sees a day only once it is whole)."""
     files = sorted(p for p in local.rglob("*") if p.is_file())
     for path in sorted(files, key=lambda p: (len(p.relative_to(local).parts) > 1, p.parent.name, p.name == "_SUCCESS")):
-        remote.fs.put_file(str(path), (remote / path.relative_to(local).as_posix()).path)
+        as_upath(remote).fs.put_file(str(path), as_upath(remote / path.relative_to(local).as_posix()).path)
     return str(remote)
 
 
@@ -142,7 +151,7 @@ def _write_parquet_remote(con: duckdb.DuckDBPyConnection, query: str, path: Path
     os.close(fd)
     try:
         con.execute(f"COPY ({query}) TO '{tmp}' ({PARQUET_OPTIONS})")
-        path.fs.put_file(tmp, path.path)
+        as_upath(path).fs.put_file(tmp, as_upath(path).path)
     finally:
         os.unlink(tmp)
     return path
@@ -163,7 +172,7 @@ def table_glob(lake_dir: Path, table: str) -> str:
 
 def create_views(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> list[str]:
     """Expose every table folder of the lake that has data as a view named after it."""
-    created = []
+    created: list[str] = []
     if not lake_dir.exists():
         return created
     for table_dir in sorted(p for p in lake_dir.iterdir() if p.is_dir()):

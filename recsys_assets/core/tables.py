@@ -87,6 +87,8 @@ def build_table(sql_file: str, inputs: dict[str, tuple[str, list[Path]]], params
         sql = read_sql(sql_file)
         con.execute(f"CREATE TEMP TABLE result AS {sql}", _params_for(sql, params))
         write_parquet_atomic(con, "SELECT * FROM result", out_path)
-        return con.execute("SELECT count(*) FROM result").fetchone()[0]
+        row = con.execute("SELECT count(*) FROM result").fetchone()
+        assert row is not None  # an aggregate query returns one row
+        return row[0]
     finally:
         con.close()

@@ -57,8 +57,10 @@ def load_training_data(
         bind(con, "test_interactions", test_files, "interactions")
         con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
         con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
-        n_users = con.execute("SELECT coalesce(max(index) + 1, 0) FROM user_dictionary").fetchone()[0]
-        n_items = con.execute("SELECT coalesce(max(index) + 1, 0) FROM item_dictionary").fetchone()[0]
+        users_row = con.execute("SELECT coalesce(max(index) + 1, 0) FROM user_dictionary").fetchone()
+        items_row = con.execute("SELECT coalesce(max(index) + 1, 0) FROM item_dictionary").fetchone()
+        assert users_row is not None and items_row is not None  # aggregate queries return one row
+        n_users, n_items = users_row[0], items_row[0]
         shape = (n_users, n_items)
         sql = read_sql("recall_training_pairs.sql")
         pairs = con.execute(sql, {"day": day, "click_weight": click_weight}).fetchnumpy()

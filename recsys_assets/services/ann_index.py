@@ -36,7 +36,7 @@ def build_champion_index(day: str, lake: Lake, model_store: ModelStore, seed: in
     if not lake.partition_path("recall_champion", day).exists():
         raise MissingInput(f"recall_champion is not materialized for {day}")
     winner, trained = serving_champion(lake, day) or (None, None)
-    if winner is None or not model_store.exists(f"recall_{winner}", trained):
+    if winner is None or trained is None or not model_store.exists(f"recall_{winner}", trained):
         return {"skipped": True, "reason": f"no recall champion serving on {day}"}
     model_store.verify(f"recall_{winner}", trained)
     vectors = mips_vectors(recall_models.load_model(model_store.path(f"recall_{winner}", trained)).arrays())

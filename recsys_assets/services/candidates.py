@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -124,7 +125,7 @@ def candidates_for_users(
     users = users[wanted[users]]
     users = users[np.argsort(user_of[users], kind="stable")]
     seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
-    parts = []
+    parts: list[pa.Table] = []
     for start in range(0, len(users), recall.candidates_batch_users):
         tables = candidate_tables(
             day,
@@ -158,7 +159,8 @@ def write_candidates(
     scratch = local_scratch_dir(lake.root, ".tmp")
     scratch.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=f"recall_candidates-{day}-", dir=scratch))
-    rows, last, per_method = 0, None, {}
+    rows, last = 0, None
+    per_method: dict[str, tuple[int, int]] = {}
     try:
         for start in range(0, len(users), recall.candidates_batch_users):
             batch = users[start : start + recall.candidates_batch_users]
@@ -218,7 +220,7 @@ def day_candidates(
             f"recall_candidates of {day} is not materialized: computed the lists of "
             f"{len(np.unique(table.column('user_id').to_numpy()))} of {len(users)} users"
         )
-    return serving_candidates(pl.from_arrow(table).lazy(), limit).collect()
+    return serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)).lazy(), limit).collect()
 
 
 def scan_candidates(lake: Lake, day: str, limit: int) -> pl.LazyFrame:

@@ -4,6 +4,7 @@ feature, PSI / Jensen-Shannon per categorical field, traffic shares of the unsee
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable
 
 import numpy as np
 import polars as pl
@@ -39,13 +40,15 @@ def drift_for_day(lake: Lake, day: str, settings: FeatureConfig, first_day: str 
         values = con.sql(
             f"SELECT feature, day = DATE '{day}' AS current, value FROM ({read_sql('drift_numeric_features.sql')})"
         ).pl()
-        numeric = defaultdict(lambda: (np.zeros(0), np.zeros(0)))
+        numeric: defaultdict[str, tuple[np.ndarray, np.ndarray]] = defaultdict(lambda: (np.zeros(0), np.zeros(0)))
         for (feature, current), part in values.partition_by("feature", "current", as_dict=True).items():
             pair = numeric[feature]
             array = part["value"].cast(pl.Float64).to_numpy()  # NULL -> NaN, which drift drops
             numeric[feature] = (pair[0], array) if current else (array, pair[1])
         bind(con, "counts", _files(lake, "categorical_daily_counts", reference + [day]), "categorical_daily_counts")
-        categorical = defaultdict(lambda: ({}, {}))
+        categorical: defaultdict[str, tuple[dict[Hashable, float], dict[Hashable, float]]] = defaultdict(
+            lambda: ({}, {})
+        )
         for d, field, value, n in con.execute(
             f"SELECT day = DATE '{day}', field, value, sum(count) FROM counts GROUP BY ALL"
         ).fetchall():
@@ -57,6 +60,7 @@ def drift_for_day(lake: Lake, day: str, settings: FeatureConfig, first_day: str 
         bind(con, "item_history", _files(lake, "item_daily_stats", history), "item_daily_stats")
         bind(con, "items", [lake.partition_path("raw_items")], "raw_items")
         traffic = con.execute(read_sql("drift_traffic.sql"), {"day": day}).fetchone()
+        assert traffic is not None  # an aggregate query returns one row
     finally:
         con.close()
 

@@ -5,6 +5,7 @@ never saw D)."""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -86,7 +87,7 @@ def _as_matrix(lists: dict, users: np.ndarray, k: int) -> np.ndarray:
 
 
 def _id_lookup(frame: pl.DataFrame, id_col: str, idx_col: str) -> np.ndarray:
-    out = np.full(int(frame[idx_col].max()) + 1 if frame.height else 0, -1, np.int64)
+    out = np.full(int(cast(int, frame[idx_col].max())) + 1 if frame.height else 0, -1, np.int64)
     out[frame[idx_col].to_numpy()] = frame[id_col].to_numpy()
     return out
 

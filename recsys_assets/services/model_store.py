@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from recsys_assets.core.storage import as_upath, is_remote, root_path
 from recsys_assets.core.storage import file_sha256 as _sha256
-from recsys_assets.core.storage import is_remote, root_path
 
 MANIFEST = "manifest.json"
 
@@ -104,7 +104,7 @@ class ModelStore(BaseModel):
             if not (final / MANIFEST).exists():  # identical content already uploaded: reuse it
                 # The version's manifest goes last, so a version with a manifest is complete.
                 for path in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST):
-                    final.fs.put_file(str(path), (final / path.name).path)
+                    as_upath(final).fs.put_file(str(path), as_upath(final / path.name).path)
             pointer = json.loads((staging / MANIFEST).read_text())
             pointer["version"] = version
             # One PUT publishes: readers see the previous pointer or this one.
@@ -123,7 +123,7 @@ class ModelStore(BaseModel):
             local.parent.mkdir(parents=True, exist_ok=True)
             private = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=local.parent))
             for path in remote.iterdir():
-                remote.fs.get_file(path.path, str(private / path.name))
+                as_upath(remote).fs.get_file(as_upath(path).path, str(private / path.name))
             try:
                 os.replace(private, local)  # another process may have won the race: its copy is identical
             except OSError:

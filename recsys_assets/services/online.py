@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -108,9 +109,9 @@ class OnlineRecommender:
         self.user_index = dict(
             zip(self.ctx.user_index["user_id"].to_list(), self.ctx.user_index["user_idx"].to_list(), strict=False)
         )
-        self.user_of = np.full(int(self.ctx.user_index["user_idx"].max()) + 1, -1, np.int64)
+        self.user_of = np.full(int(cast(int, self.ctx.user_index["user_idx"].max())) + 1, -1, np.int64)
         self.user_of[self.ctx.user_index["user_idx"].to_numpy()] = self.ctx.user_index["user_id"].to_numpy()
-        self.item_of = np.full(int(self.ctx.item_index["item_idx"].max()) + 1, -1, np.int64)
+        self.item_of = np.full(int(cast(int, self.ctx.item_index["item_idx"].max())) + 1, -1, np.int64)
         self.item_of[self.ctx.item_index["item_idx"].to_numpy()] = self.ctx.item_index["item_id"].to_numpy()
         self.idx_of = dict(
             zip(self.ctx.item_index["item_id"].to_list(), self.ctx.item_index["item_idx"].to_list(), strict=False)
@@ -150,7 +151,8 @@ class OnlineRecommender:
                 if seen
                 else sp.csr_matrix((1, als.n_items), dtype=np.float32)
             )
-            vector = als.model.fold_in(rows[:, : als.n_items])[0]
+            # the als channel's model is the published ALSModel (self.recall_channels is never folded)
+            vector = cast("recall_models.ALSModel", als.model).fold_in(rows[:, : als.n_items])[0]
             channels["als"] = Channel(
                 FoldedALS(als.model, {uidx: vector}), max(als.n_users, uidx + 1), als.n_items, als.score_range
             )
@@ -171,7 +173,9 @@ class OnlineRecommender:
         # without channel_depth the ranker's rank_<channel> features come from the day's context
         # (feature_frame searches the channels with the batch exclusions), as for the batch lists;
         # in_<channel> stays the channels that proposed each item
-        frame = serving_candidates(pl.from_arrow(table).lazy(), self.ranking.rank_candidates).collect()
+        frame = serving_candidates(
+            cast(pl.DataFrame, pl.from_arrow(table)).lazy(), self.ranking.rank_candidates
+        ).collect()
         return frame.drop("channel_depth"), path
 
     def recommend(self, user_id: int, k: int = 10, explain: bool = False) -> Answer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
@@ -112,7 +113,7 @@ def build_samples(
         part = frame.filter(pl.col("kind") == kind)
         info[f"rows_{kind}"] = part.height
         info[f"requests_{kind}"] = part["request_id"].n_unique() if part.height else 0
-    info["positive_rate"] = float((frame["label"] > 0).mean()) if frame.height else 0.0
+    info["positive_rate"] = float(cast(float, (frame["label"] > 0).mean())) if frame.height else 0.0
     return frame, info
 
 

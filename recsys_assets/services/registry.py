@@ -3,6 +3,8 @@ decision (lake/recall_champion, lake/ranker_champion; rollbacks are extra files 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from recsys_assets.core.storage import read_arrow
@@ -43,7 +45,7 @@ RANKER_REGISTRY = pa.schema(
 )
 
 
-def registry_entries(lake: Lake) -> list[tuple[str, object]]:
+def registry_entries(lake: Lake) -> list[tuple[str, Path]]:
     """[(day, path)] of the registry, latest first. A day has its decision `<day>.parquet` and
     possibly rollbacks `<day>.rollback-<UTC time>.parquet` (recsys_assets/rollback.py), which
     come after the decision: the newest rollback of a day is what serves after that day."""

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -127,14 +128,15 @@ def write_recommendations(
     parts_dir = Path(tempfile.mkdtemp(prefix=f"recommendations-{day}-", dir=scratch))
     history = history.sort("user_id", maintain_order=True)  # keeps each user's own order
     history_users = history["user_id"].to_numpy()
-    stats = {"rows": 0, "users": 0, "cold_start_users": 0, "preview": None}
+    stats: dict[str, Any] = {"rows": 0, "users": 0, "cold_start_users": 0, "preview": None}
     items = []
     try:
         step = settings.serving_batch_users
         for start in range(0, max(len(users), 1), step):
             batch = users[start : start + step]
             lo, hi = (int(batch[0]), int(batch[-1])) if len(batch) else (0, -1)
-            first, last = np.searchsorted(history_users, lo, "left"), np.searchsorted(history_users, hi, "right")
+            first = int(np.searchsorted(history_users, lo, "left"))
+            last = int(np.searchsorted(history_users, hi, "right"))
             batch_history = history.slice(first, max(last - first, 0))
             batch_candidates = (
                 candidates.filter(pl.col("user_id").is_between(lo, hi)).collect()
@@ -347,7 +349,7 @@ def recommend_users(
     names = np.asarray(model.feature_names)
     contrib[:, np.isin(names, list(CONTEXT_FEATURES))] = -np.inf
     top = np.argsort(-contrib, axis=1)[:, : settings.explain_features]
-    features = [[] for _ in range(out.height)]
+    features: list[list[str]] = [[] for _ in range(out.height)]
     for k, (i, row) in enumerate(zip(head["__row"].to_list(), top, strict=False)):
         features[i] = [str(names[j]) for j in row if contrib[k, j] > 0]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000

@@ -95,6 +95,7 @@ def copy_by_day(
                     folder = landing / day
                     folder.mkdir(parents=True, exist_ok=True)
                     out, out_day = open(folder / f"{table}.jsonl", "ab"), day
+                assert out is not None  # opened above at the run's first day
                 out.write(data[int(offsets[start]) : int(offsets[end])])
                 counts[day] = counts.get(day, 0) + end - start
     finally:

@@ -150,10 +150,10 @@ def genre_list(names) -> list[str]:
 
 def release_year(title: str | None, date_text: str | None = None) -> int | None:
     year = None
-    if date_text and re.search(r"(\d{4})\s*$", date_text):
-        year = int(re.search(r"(\d{4})\s*$", date_text).group(1))
-    elif title and _YEAR.search(title):
-        year = int(_YEAR.search(title).group(1))
+    if date_text and (match := re.search(r"(\d{4})\s*$", date_text)):
+        year = int(match.group(1))
+    elif title and (match := _YEAR.search(title)):
+        year = int(match.group(1))
     return year if year is not None and 1870 <= year <= 2100 else None
 
 
@@ -244,6 +244,7 @@ def parse_items(
                 }
             )
             continue
+        assert item_id is not None  # a line without an integer id has its error set above
         if layout.format == "ml-100k":
             title, genres = f[1], genre_list(n for n, flag in zip(names, f[5:], strict=False) if flag == "1")
             year = release_year(title, f[2])
@@ -341,10 +342,10 @@ def _bad_rating_records(
             _typed_or_text(f[2], _float),
             _int(f[3]),
         )
-        when = lz.iso_utc(ts) if ts is not None else f[3]
+        when: str | None = lz.iso_utc(ts) if ts is not None else f[3]
     else:  # fields out of place: nothing can be trusted, all stay text (missing ones null)
-        f = f + [None] * (4 - len(f))
-        user, item, rating, when, ts = f[0], f[1], f[2], f[3], None
+        padded: list[str | None] = [*f, *[None] * (4 - len(f))]
+        user, item, rating, when, ts = padded[0], padded[1], padded[2], padded[3], None
     day = lz.utc_day(ts) if ts is not None else first_day
     if not first_day <= day <= last_day:
         day = first_day
@@ -394,7 +395,9 @@ def convert(
         con.execute(f"COPY (SELECT * FROM {scan}) TO {lz.sql_str(spill)} (FORMAT parquet)")
         rating_rejects = _fetch_rejects(con, "rej_ratings", layout.ratings)
         ratings = f"read_parquet({lz.sql_str(spill)})"
-        n_ratings, t0, t1 = con.execute(f"SELECT count(*), min(ts), max(ts) FROM {ratings}").fetchone()
+        span = con.execute(f"SELECT count(*), min(ts), max(ts) FROM {ratings}").fetchone()
+        assert span is not None  # an aggregate query returns one row
+        n_ratings, t0, t1 = span
         if not n_ratings:
             raise ValueError(f"{source / layout.ratings}: no valid rating line")
         first_day, last_day = lz.utc_day(t0), lz.utc_day(t1)
@@ -425,9 +428,11 @@ def convert(
             "watch_stats",
             "started_at, user_id, item_id",
         )
-        positives = con.execute(
+        positives_row = con.execute(
             f"SELECT count(*) FILTER (WHERE rating >= $r) FROM {ratings}", {"r": float(rule.min_positive_rating)}
-        ).fetchone()[0]
+        ).fetchone()
+        assert positives_row is not None  # an aggregate query returns one row
+        positives = positives_row[0]
         rating_users = [u for (u,) in con.execute(f"SELECT DISTINCT user_id FROM {ratings} ORDER BY 1").fetchall()]
 
         for reject in rating_rejects:

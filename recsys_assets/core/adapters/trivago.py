@@ -106,8 +106,12 @@ def convert(source: Path, data_root: Path) -> dict:
                                     unnest(imp) AS item_text, unnest(range(len(imp))) AS position,
                                     unnest(pr[1:len(imp)]) AS price_text
                              FROM clk)""")
-        n_in = con.execute("SELECT coalesce(sum(len(imp)), 0) FROM clk").fetchone()[0]
-        t0, t1 = con.execute("SELECT min(timestamp), max(timestamp) FROM src").fetchone()
+        n_in_row = con.execute("SELECT coalesce(sum(len(imp)), 0) FROM clk").fetchone()
+        assert n_in_row is not None  # an aggregate query returns one row
+        n_in = n_in_row[0]
+        span = con.execute("SELECT min(timestamp), max(timestamp) FROM src").fetchone()
+        assert span is not None  # an aggregate query returns one row
+        t0, t1 = span
         if t0 is None:
             raise ValueError(f"{log}: empty log")
         first_day, last_day = lz.utc_day(t0), lz.utc_day(t1)
@@ -219,6 +223,7 @@ def convert(source: Path, data_root: Path) -> dict:
                                       (SELECT count(*) FROM clk WHERE len(pr) <> len(imp)),
                                       (SELECT count(*) FROM user_map),
                                       (SELECT count(DISTINCT session_id) FROM src)""").fetchone()
+        assert stats is not None  # an aggregate query returns one row
         other = dict(
             con.execute(
                 "SELECT action_type, count(*) FROM src WHERE action_type <> $a GROUP BY 1 ORDER BY 2 DESC",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import lightgbm as lgb
 import numpy as np
@@ -68,16 +69,20 @@ class Ranker:
         """lambdarank scores (higher = better) of feature_frame() rows."""
         if frame.height == 0:
             return np.zeros(0, np.float64)
-        return self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"])
+        # predict() is typed for sparse input too; a dense matrix gives an ndarray
+        return cast(np.ndarray, self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"]))
 
     def click_probability(self, frame: pl.DataFrame) -> np.ndarray:
         if frame.height == 0:
             return np.zeros(0, np.float64)
-        return self.ctr.predict(self.matrix(frame), num_iteration=self.meta["ctr_best_iteration"])
+        return cast(np.ndarray, self.ctr.predict(self.matrix(frame), num_iteration=self.meta["ctr_best_iteration"]))
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """Per-row, per-feature contribution to the lambdarank score (TreeSHAP; last column = bias)."""
-        return self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"], pred_contrib=True)
+        return cast(
+            np.ndarray,
+            self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"], pred_contrib=True),
+        )
 
 
 def _grouped(frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, np.ndarray]:
@@ -202,7 +207,7 @@ def train(
         "valid_rows": int(valid_rows.height),
         "valid_requests": int(len(va_groups)),
         "dictionary_version": encoder.version,
-        "train_click_rate": float(ctr_train_rows["clicked"].cast(pl.Float64).mean()),
+        "train_click_rate": float(cast(float, ctr_train_rows["clicked"].cast(pl.Float64).mean())),
     }
     return Ranker(lambdarank=lambdarank, ctr=ctr, encoder=encoder, dictionary=dictionary, meta=meta)
 

@@ -31,6 +31,7 @@ def build_ann_index(item_factors: np.ndarray, kind: str = "hnsw", **params) -> f
     """
     x = _f32(item_factors)
     n, d = x.shape
+    index: faiss.Index
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, int(params.pop("M", 32)), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(params.pop("ef_construction", 200))
