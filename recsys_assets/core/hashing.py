@@ -32,13 +32,10 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
-
-if TYPE_CHECKING:
-    import polars as pl
 
 HASH_SEPARATOR = "\x1f"
 DEFAULT_OOV_BUCKETS = 16
@@ -345,8 +342,6 @@ class HashEncoder:
     def encode_column(self, field: str, column: pl.Series) -> np.ndarray:
         """encode_many of a polars column, hashing each distinct value once (a ranking batch
         has millions of rows but a handful of surfaces, countries or genres)."""
-        import polars as pl
-
         if column.dtype == pl.Null or column.null_count() == len(column):
             return np.full(len(column), MISSING_INDEX, np.int32)
         distinct = column.drop_nulls().unique()

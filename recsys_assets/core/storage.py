@@ -22,14 +22,13 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    from upath import UPath
+from upath import UPath
 
 # Several processes write to one root: a cached listing would hide files another process
 # published after this one listed the folder, so fsspec's listing cache stays off.
@@ -47,8 +46,6 @@ def root_path(location: str) -> Path:
     """A local folder (resolved) or, for a URL, a UPath whose filesystem DuckDB will use too."""
     if not is_remote(location):
         return Path(location.removeprefix("file://")).resolve()
-    from upath import UPath  # fsspec's pathlib; imported only for remote roots
-
     path = UPath(location, **REMOTE_STORAGE_OPTIONS)
     _remote_filesystems.setdefault(path.protocol, path.fs)
     # The layers take a Path; a UPath has the same API (it is not a pathlib.Path subclass).
@@ -86,8 +83,6 @@ def read_arrow(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def read_polars(path: Path):
-    import polars as pl
-
     if is_remote(path):
         return pl.read_parquet(io.BytesIO(path.read_bytes()))
     return pl.read_parquet(path)
@@ -95,8 +90,6 @@ def read_polars(path: Path):
 
 def scan_polars(paths: list[Path]):
     """A lazy frame over Parquet partitions (local: polars' own scan; remote: read each)."""
-    import polars as pl
-
     if paths and is_remote(paths[0]):
         return pl.concat([read_polars(p).lazy() for p in paths])
     return pl.scan_parquet([str(p) for p in paths])
