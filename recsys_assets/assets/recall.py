@@ -10,6 +10,7 @@ import numpy as np
 
 from recsys_assets.assets import ownership
 from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.recall import registry
 from recsys_assets.core.storage import file_sha256
 from recsys_assets.core.training_data import load_training_data
 from recsys_assets.partitions import START_DATE, daily_partitions, window_mapping
@@ -17,47 +18,7 @@ from resources import ModelStoreResource, RecallSettings, StorageResource
 
 GROUP = "recall"
 # Learned channels must beat popularity to be promoted; content is a cold-start channel.
-LEARNED = ("item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease")
-
-
-def model_params(name: str, s: RecallSettings) -> dict:
-    return {
-        "popularity": dict(half_life_days=s.popularity_half_life_days),
-        "item_cf": dict(
-            neighbours=s.item_cf_neighbours, shrinkage=s.item_cf_shrinkage, half_life_days=s.item_cf_half_life_days
-        ),
-        "als": dict(
-            factors=s.als_factors, regularization=s.als_regularization, iterations=s.als_iterations, alpha=s.als_alpha
-        ),
-        "bpr": dict(
-            factors=s.bpr_factors,
-            learning_rate=s.bpr_learning_rate,
-            regularization=s.bpr_regularization,
-            iterations=s.bpr_iterations,
-            popularity_correction=s.bpr_popularity_correction,
-            num_threads=s.bpr_num_threads,
-        ),
-        "bpr_uniform": dict(
-            factors=s.numpy_bpr_factors,
-            learning_rate=s.numpy_bpr_learning_rate,
-            regularization=s.numpy_bpr_regularization,
-            epochs=s.numpy_bpr_epochs,
-        ),
-        "bpr_impressions": dict(
-            factors=s.impression_bpr_factors,
-            learning_rate=s.numpy_bpr_learning_rate,
-            regularization=s.numpy_bpr_regularization,
-            epochs=s.impression_bpr_epochs,
-            hard_ratio=s.impression_bpr_hard_ratio,
-        ),
-        "ease": dict(
-            lambda_=s.ease_lambda,
-            max_items=s.ease_max_items,
-            session_weight=s.ease_session_weight,
-            session_tau_seconds=s.ease_session_tau_seconds,
-        ),
-        "content": dict(tag_weight=s.content_tag_weight),
-    }[name]
+LEARNED = registry.LEARNED
 
 
 class NoTrainingData(Exception):
@@ -134,10 +95,12 @@ def score_range(model, data, seed: int) -> dict:
 
 
 def _model_asset(name: str):
+    spec = registry.spec(name)
+
     @dg.asset(
         name=f"recall_{name}",
         group_name=GROUP,
-        kinds={"numpy", "scipy"} | ({"implicit"} if name in ("als", "bpr") else set()),
+        kinds=set(spec.kinds),
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         **ownership.layer("recall"),
@@ -147,8 +110,8 @@ def _model_asset(name: str):
             "item_id_dictionary",
             "raw_items",
         ],
-        description=f"The `{name}` recall model of day D, trained on the interactions of the window before D "
-        "(RecallSettings.window_days, default 28) and stored as .npy + JSON in the model store "
+        description=f"{spec.description} The `{name}` recall model of day D, trained on the interactions of the "
+        "window before D (RecallSettings.window_days, default 28) and stored as .npy + JSON in the model store "
         "(never pickled), with params, training time, memory, data version and score range.",
     )
     def _asset(
@@ -163,15 +126,13 @@ def _model_asset(name: str):
             return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
         for day in context.partition_keys:
             try:
-                data, _, info, data_version, train_days = load_day(
-                    storage, day, recall, with_shown=name == "bpr_impressions"
-                )
+                data, _, info, data_version, train_days = load_day(storage, day, recall, with_shown=spec.needs_shown)
             except NoTrainingData as nothing:
                 context.log.warning(f"recall_{name} skipped: {nothing}")
                 meta = {"skipped": True, "reason": str(nothing)}
                 continue
-            params = model_params(name, recall)
-            model = recall_models.MODELS[name](**params)
+            params = recall.model_params(name)
+            model = spec.model(**params)
             started = time.perf_counter()
             try:
                 model.fit(data, seed=recall.seed)
@@ -217,10 +178,7 @@ def _model_asset(name: str):
     return _asset
 
 
-model_assets = {
-    name: _model_asset(name)
-    for name in ("popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content")
-}
+model_assets = {name: _model_asset(name) for name in registry.REGISTRY}
 
 
 def _factors_finite_check(name: str):

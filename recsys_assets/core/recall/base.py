@@ -3,7 +3,8 @@
 A model is fitted on a TrainingData (sparse user × item matrices built from a time window
 of interactions), scores users against the full catalog, recommends top-K with already
 seen items removed, and saves itself in safe formats only: .npy arrays (loaded with
-allow_pickle=False) plus a params.json. Nothing is ever pickled.
+allow_pickle=False) plus a params.json. Nothing is ever pickled. Its hyperparameters are a
+typed config (a RecallConfig next to the model class) that holds their one set of defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 @dataclass
@@ -71,14 +73,43 @@ def first_not_excluded(
     )
 
 
+class RecallConfig(BaseModel):
+    """Base of a recall model's hyperparameters: one field per keyword the model takes, with its
+    default and bounds. Unknown fields are refused, and a config never changes once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validated_params(config: type[BaseModel], params: dict, owner: str) -> dict:
+    """`params` checked by `config` and completed with its defaults, as a plain dict in the
+    config's field order. A bad value or an unknown field raises a ValueError that names `owner`
+    and the field."""
+    try:
+        return config(**params).model_dump()
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            field = ".".join(str(part) for part in e["loc"]) or "(all)"
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown parameter {field!r} (known: {', '.join(config.model_fields)})")
+            else:
+                problems.append(f"{field}: {e['msg']} (got {e['input']!r})")
+        raise ValueError(f"{owner}: {'; '.join(problems)}") from None
+
+
 class RecallModel:
     """Base class: subclasses implement fit/score and the arrays they persist."""
 
     name: ClassVar[str] = "base"
     # Whether a user's list comes from their own history (False: the same list for everyone).
     personal: ClassVar[bool] = True
+    # The typed hyperparameters (None: any keywords, unchecked). With a config, self.params is the
+    # validated config as a dict in its field order: that dict is what params.json stores.
+    config: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, **params):
+        if self.config is not None:
+            params = validated_params(self.config, params, f"recall model {self.name!r}")
         self.params = params
 
     # --- learning and scoring -------------------------------------------------
