@@ -224,7 +224,8 @@ class RecallModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per user over the full catalog, excluded items removed:
         `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
-        for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
+        for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones);
+        a user with fewer than that many items left gets -1 / -inf padding after them."""
         users = np.asarray(users, dtype=np.int64)
         item_vectors = self._item_vectors() if len(users) else None
         if item_vectors is not None and len(item_vectors) >= self.faiss_min_items:
@@ -244,8 +245,10 @@ class RecallModel:
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
             top = np.take_along_axis(top, order, axis=1)
-            out_items[start : start + len(chunk), :kk] = top
-            out_scores[start : start + len(chunk), :kk] = np.take_along_axis(scores, top, axis=1)
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            # an excluded or blocked item (score -inf) that filled a slot is padding, as on the faiss path
+            out_items[start : start + len(chunk), :kk] = np.where(np.isneginf(top_scores), -1, top)
+            out_scores[start : start + len(chunk), :kk] = top_scores
         return out_items[:, :kk], out_scores[:, :kk]
 
     # --- persistence ------------------------------------------------------------
