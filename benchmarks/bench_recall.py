@@ -5,7 +5,7 @@ fit times against calling `implicit` directly on the same matrix in the same run
 
     .venv/bin/python benchmarks/bench_recall.py [--days 14] [--no-record] [--tune]
 
---tune also reruns the small BPR grids that picked the defaults in resources/recall.py, on an
+--tune also reruns the small BPR grids that picked the defaults in core/recall/models.py, on an
 earlier day than the reported one (TUNE_DAY_INDEX: day 8, trained on days 1-7), never on the
 test day: implicit BPR (factors × iterations × popularity_correction) and the numpy BPR
 shared by bpr_uniform / bpr_impressions (factors × epochs, scored with uniform negatives).
@@ -28,7 +28,6 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 from recording import append_result, git_commit, machine  # noqa: E402
 
-from recsys_assets.assets.recall import model_params  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, generate  # noqa: E402
 from recsys_assets.core.recall import models as M  # noqa: E402
 from recsys_assets.definitions import build_defs, build_resources  # noqa: E402
@@ -69,7 +68,7 @@ def fit_speed(
         item_genres=sp.csr_matrix((items, 0), dtype=np.float32),
         item_tags=sp.csr_matrix((items, 0), dtype=np.float32),
     )
-    params = model_params(name, settings)
+    params = settings.model_params(name)
     matrix = data.positives.copy().tocsr()
     if name == "als":
         matrix.data = (1.0 + params["alpha"] * matrix.data).astype(np.float32)
@@ -138,7 +137,7 @@ def tune(resources, day: str) -> list[tuple[str, dict, float]]:
     exclude = exclusion_matrix(data.positives, test.users, np.flatnonzero(~info["available_items"]))
     relevant = test.relevant[test.users]
     rows = []
-    for name, params in [("popularity", model_params("popularity", settings))] + TUNE_GRID:
+    for name, params in [("popularity", settings.model_params("popularity"))] + TUNE_GRID:
         model = M.MODELS[name](**params).fit(data, seed=settings.seed)
         recs, _ = model.recommend(test.users, 10, exclude=exclude)
         value = float(metrics.per_user_metrics(recs, relevant, 10)["ndcg@10"].mean())

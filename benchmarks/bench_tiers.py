@@ -62,8 +62,7 @@ TIER_SETTINGS = {
     "L": {
         "recall": dict(
             channels=["popularity", "item_cf", "als", "bpr"],
-            bpr_num_threads=2,
-            bpr_iterations=30,
+            models={"bpr": {"num_threads": 2, "iterations": 30}},
             candidate_methods=["rrf"],
             candidates_k=100,
             candidates_recent_days=7,

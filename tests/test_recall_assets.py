@@ -295,7 +295,7 @@ def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_pat
         day3 = "ease"
     resources = build_resources(str(copy))
     resources["recall"] = RecallSettings(
-        als_iterations=1, als_factors=2, als_regularization=1e4, promotion_tolerance=0.0
+        models={"als": {"iterations": 1, "factors": 2, "regularization": 1e4}}, promotion_tolerance=0.0
     )
     defs = build_defs(resources=resources)
     job = defs.resolve_implicit_global_asset_job_def()
@@ -527,15 +527,15 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
 
 
 def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
-    """RecallSettings.ease_session_* reach the recall_ease asset: the published model records
-    them and holds other weights than plain EASE's (the window's times come from interactions)."""
+    """RecallSettings.models["ease"] (its session kernel) reaches the recall_ease asset: the published
+    model records it and holds other weights than plain EASE's (the window's times come from interactions)."""
     from recsys_assets.core.recall.models import load_model
     from resources import RecallSettings
 
     copy = _copy_root(root, tmp_path)
     plain = load_model(copy / "models/recall_ease" / DAYS[-1])
     assert plain.params["session_weight"] == 0.0
-    settings = RecallSettings(ease_session_weight=2.0, ease_session_tau_seconds=300.0)
+    settings = RecallSettings(models={"ease": {"session_weight": 2.0, "session_tau_seconds": 300.0}})
     defs = build_defs(resources=build_resources(str(copy), recall=settings))
     result = dg.materialize(
         [defs.get_assets_def("recall_ease")],

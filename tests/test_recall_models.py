@@ -31,12 +31,13 @@ from recsys_assets.core.recall.models import (
 N_USERS, N_ITEMS, N_GENRES, N_TAGS = 300, 200, 4, 8
 K = 10
 
-# small but faithful settings (fast enough for the < 60 s budget)
+# small but faithful settings (fast enough for the < 60 s budget); the platform's defaults are
+# tuned for larger data (tests/test_recall_model_contract.py checks them)
 FAST_PARAMS = {
-    "popularity": {},
+    "popularity": {"half_life_days": None},
     "item_cf": {"neighbours": 30, "shrinkage": 5.0, "half_life_days": 30.0},
-    "als": {"factors": 16, "iterations": 10, "num_threads": 1},
-    "bpr": {"factors": 16, "iterations": 60, "num_threads": 1},
+    "als": {"factors": 16, "regularization": 0.05, "iterations": 10, "alpha": 10.0, "num_threads": 1},
+    "bpr": {"factors": 16, "learning_rate": 0.05, "iterations": 60, "num_threads": 1},
     "bpr_impressions": {"factors": 16, "epochs": 30, "batch_size": 512},
     "bpr_uniform": {"factors": 16, "epochs": 30, "batch_size": 512},
     "ease": {"lambda_": 50.0},
@@ -196,7 +197,7 @@ def test_seed_matters_for_stochastic_models(world):
 
 def test_popularity_time_decay(world):
     data = world[0]
-    plain = PopularityModel().fit(data).score(np.array([0]))[0]
+    plain = PopularityModel(half_life_days=None).fit(data).score(np.array([0]))[0]
     expected = np.asarray(data.positives.sum(axis=0)).ravel()
     np.testing.assert_allclose(plain, expected, rtol=1e-5)
     decayed = PopularityModel(half_life_days=7.0).fit(data).score(np.array([0, 1]))
@@ -212,7 +213,7 @@ def test_popularity_time_decay(world):
 def test_item_cf_similarity_is_sparse_and_pruned(world):
     data = world[0]
     k = 15
-    model = ItemCFModel(neighbours=k, shrinkage=5.0, block_items=64).fit(data)  # several blocks
+    model = ItemCFModel(neighbours=k, shrinkage=5.0, half_life_days=None, block_items=64).fit(data)  # several blocks
     sim = model.sim
     assert sp.issparse(sim) and sim.shape == (N_ITEMS, N_ITEMS)
     assert np.diff(sim.indptr).max() <= k

@@ -10,54 +10,12 @@ import numpy as np
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets._wiring import failures
 from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.recall import registry
 from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.training import publish_training_data, train_recall_model
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
-
-# Channels that implicit fits (the rest are numpy / scipy).
-IMPLICIT_KINDS = {"als", "bpr"}
-
-
-def model_params(name: str, s: RecallSettings) -> dict:
-    return {
-        "popularity": dict(half_life_days=s.popularity_half_life_days),
-        "item_cf": dict(
-            neighbours=s.item_cf_neighbours, shrinkage=s.item_cf_shrinkage, half_life_days=s.item_cf_half_life_days
-        ),
-        "als": dict(
-            factors=s.als_factors, regularization=s.als_regularization, iterations=s.als_iterations, alpha=s.als_alpha
-        ),
-        "bpr": dict(
-            factors=s.bpr_factors,
-            learning_rate=s.bpr_learning_rate,
-            regularization=s.bpr_regularization,
-            iterations=s.bpr_iterations,
-            popularity_correction=s.bpr_popularity_correction,
-            num_threads=s.bpr_num_threads,
-        ),
-        "bpr_uniform": dict(
-            factors=s.numpy_bpr_factors,
-            learning_rate=s.numpy_bpr_learning_rate,
-            regularization=s.numpy_bpr_regularization,
-            epochs=s.numpy_bpr_epochs,
-        ),
-        "bpr_impressions": dict(
-            factors=s.impression_bpr_factors,
-            learning_rate=s.numpy_bpr_learning_rate,
-            regularization=s.numpy_bpr_regularization,
-            epochs=s.impression_bpr_epochs,
-            hard_ratio=s.impression_bpr_hard_ratio,
-        ),
-        "ease": dict(
-            lambda_=s.ease_lambda,
-            max_items=s.ease_max_items,
-            session_weight=s.ease_session_weight,
-            session_tau_seconds=s.ease_session_tau_seconds,
-        ),
-        "content": dict(tag_weight=s.content_tag_weight),
-    }[name]
 
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
@@ -118,14 +76,16 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     training_data = recall_training_data
 
     def model_asset(name: str) -> dg.AssetsDefinition:
+        spec = registry.spec(name)
+
         @dg.asset(
             name=f"recall_{name}",
-            kinds={"numpy", "scipy"} | ({"implicit"} if name in IMPLICIT_KINDS else set()),
+            kinds=set(spec.kinds),
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             **ownership.layer("recall"),
             deps=[training_data],
-            description=f"The `{name}` recall model of day D, trained on the interactions of the window before D "
+            description=f"{spec.description} The `{name}` recall model of day D, trained on the interactions of the window before D "
             "(RecallSettings.window_days, default 28; read once per day by recall_training_data) and stored as "
             ".npy + JSON in the model store "
             "(never pickled), with params, training time, memory, data version and score range.",
@@ -141,7 +101,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 context.log.warning(f"recall_{name} skipped: not in RecallSettings.channels {recall.channels}")
                 return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
             for day in context.partition_keys:
-                params = model_params(name, recall)
+                params = recall.model_params(name)
                 try:
                     with failures():
                         trained = train_recall_model(
@@ -152,7 +112,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                             model_store,
                             recall,
                             first_day,
-                            with_shown=name == "bpr_impressions",
+                            with_shown=spec.needs_shown,
                         )
                 except NoTrainingData as nothing:
                     context.log.warning(f"recall_{name} skipped: {nothing}")
@@ -199,7 +159,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
         return _check
 
-    models = [model_asset(name) for name in recall_models.MODELS]
+    models = [model_asset(name) for name in registry.REGISTRY]
 
     @dg.asset(
         kinds={"numpy", "parquet"},
@@ -255,4 +215,4 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             )
         return dg.MaterializeResult(metadata=meta)
 
-    return [recall_training_data, *models, recall_candidates], [finite_check(name) for name in recall_models.MODELS]
+    return [recall_training_data, *models, recall_candidates], [finite_check(name) for name in registry.REGISTRY]

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from recsys_assets.core import metrics
 from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.recall import registry
 from recsys_assets.core.storage import read_arrow
 from recsys_assets.core.training_data import seen_matrix
 from recsys_assets.services.errors import MissingInput
@@ -31,9 +32,6 @@ from recsys_assets.services.tables import write_frame, write_rows
 from recsys_assets.services.training import load_day
 from recsys_assets.settings import RankingConfig, RecallConfig
 
-# Learned channels must beat popularity to be promoted; content is a cold-start channel.
-LEARNED = ("item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease")
-
 
 def within_tolerance(candidate_value: float, incumbent_value: float, tolerance: float) -> bool:
     """The gate: a qualified candidate may replace the serving model unless it is worse than it,
@@ -49,7 +47,7 @@ def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
     overall = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == base and r["k"] == int(k)}
     popularity = overall.get("popularity", {}).get("value")
     candidates = {}
-    for name in LEARNED:
+    for name in registry.learned():  # learned channels; content is cold start, popularity the baseline
         r = overall.get(name)
         if r is None:
             candidates[name] = {"eligible": False, "why": "not trained (skipped or missing)"}

@@ -3,7 +3,8 @@
 A model is fitted on a TrainingData (sparse user × item matrices built from a time window
 of interactions), scores users against the full catalog, recommends top-K with already
 seen items removed, and saves itself in safe formats only: .npy arrays (loaded with
-allow_pickle=False) plus a params.json. Nothing is ever pickled.
+allow_pickle=False) plus a params.json. Nothing is ever pickled. Its hyperparameters are a
+typed config (a RecallConfig next to the model class) that holds their one set of defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 @dataclass
@@ -71,14 +73,43 @@ def first_not_excluded(
     )
 
 
+class RecallConfig(BaseModel):
+    """Base of a recall model's hyperparameters: one field per keyword the model takes, with its
+    default and bounds. Unknown fields are refused, and a config never changes once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validated_params(config: type[BaseModel], params: dict, owner: str) -> dict:
+    """`params` checked by `config` and completed with its defaults, as a plain dict in the
+    config's field order. A bad value or an unknown field raises a ValueError that names `owner`
+    and the field."""
+    try:
+        return config(**params).model_dump()
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            field = ".".join(str(part) for part in e["loc"]) or "(all)"
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown parameter {field!r} (known: {', '.join(config.model_fields)})")
+            else:
+                problems.append(f"{field}: {e['msg']} (got {e['input']!r})")
+        raise ValueError(f"{owner}: {'; '.join(problems)}") from None
+
+
 class RecallModel:
     """Base class: subclasses implement fit/score and the arrays they persist."""
 
     name: ClassVar[str] = "base"
     # Whether a user's list comes from their own history (False: the same list for everyone).
     personal: ClassVar[bool] = True
+    # The typed hyperparameters (None: any keywords, unchecked). With a config, self.params is the
+    # validated config as a dict in its field order: that dict is what params.json stores.
+    config: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, **params):
+        if self.config is not None:
+            params = validated_params(self.config, params, f"recall model {self.name!r}")
         self.params = params
 
     # --- learning and scoring -------------------------------------------------
@@ -193,7 +224,8 @@ class RecallModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per user over the full catalog, excluded items removed:
         `exclude` rows (indexed by user) per user, `blocked_items` (e.g. not yet in the catalog)
-        for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones)."""
+        for everyone. A catalog smaller than k gives min(k, n_items) columns (never uninitialised ones);
+        a user with fewer than that many items left gets -1 / -inf padding after them."""
         users = np.asarray(users, dtype=np.int64)
         item_vectors = self._item_vectors() if len(users) else None
         if item_vectors is not None and len(item_vectors) >= self.faiss_min_items:
@@ -213,8 +245,10 @@ class RecallModel:
             top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
             order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
             top = np.take_along_axis(top, order, axis=1)
-            out_items[start : start + len(chunk), :kk] = top
-            out_scores[start : start + len(chunk), :kk] = np.take_along_axis(scores, top, axis=1)
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            # an excluded or blocked item (score -inf) that filled a slot is padding, as on the faiss path
+            out_items[start : start + len(chunk), :kk] = np.where(np.isneginf(top_scores), -1, top)
+            out_scores[start : start + len(chunk), :kk] = top_scores
         return out_items[:, :kk], out_scores[:, :kk]
 
     # --- persistence ------------------------------------------------------------

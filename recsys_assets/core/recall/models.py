@@ -1,9 +1,12 @@
 """Recall models: popularity, item-CF, ALS, BPR, impression-aware BPR, EASE and content.
 
 Every model follows the RecallModel protocol of base.py: hyperparameters are keyword
-params (JSON-serialisable, kept in self.params), fit(data, seed) learns, score(users)
-returns dense float32 scores over the full catalog, and arrays()/set_arrays() expose the
-learned state as plain numeric arrays (saved as .npy, loaded with allow_pickle=False).
+params checked by the model's typed config (defined right above its class; its defaults are
+the one set of defaults, the values the platform trains with; self.params is the validated
+config as a JSON-serialisable dict), fit(data, seed) learns, score(users) returns dense
+float32 scores over the full catalog, and arrays()/set_arrays() expose the learned state as
+plain numeric arrays (saved as .npy, loaded with allow_pickle=False). registry.py lists every
+model with its config and how the platform runs it.
 
 Determinism: every model is a pure function of (data, params, seed) except when implicit
 runs with several threads: implicit's BPR is hogwild SGD, so with num_threads != 1 two fits
@@ -13,12 +16,14 @@ any thread count, but only num_threads=1 is guaranteed (and tested) to be bit-id
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field, field_validator
 
-from .base import RecallModel, TrainingData, first_not_excluded
+from .base import RecallConfig, RecallModel, TrainingData, first_not_excluded
 
 
 class ModelSkipped(RuntimeError):
@@ -126,6 +131,10 @@ def _blas_single_thread():
 # --------------------------------------------------------------------------------------------
 # 1. popularity
 # --------------------------------------------------------------------------------------------
+class PopularityConfig(RecallConfig):
+    half_life_days: float | None = 7.0  # None: no time decay
+
+
 class PopularityModel(RecallModel):
     """item score = Σ_users positive value × 0.5 ** (days_ago / half_life_days); same for all users.
 
@@ -136,9 +145,10 @@ class PopularityModel(RecallModel):
     personal = False
 
     name = "popularity"
+    config = PopularityConfig
 
-    def __init__(self, half_life_days: float | None = None):
-        super().__init__(half_life_days=half_life_days)
+    def __init__(self, **params):
+        super().__init__(**params)
         self.item_scores: np.ndarray | None = None
 
     def fit(self, data: TrainingData, seed: int = 0) -> PopularityModel:
@@ -234,6 +244,13 @@ def _top_k_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int, budg
     return keep
 
 
+class ItemCFConfig(RecallConfig):
+    neighbours: int = 100
+    shrinkage: float = 10.0
+    half_life_days: float | None = 14.0  # None: no time decay
+    block_items: int = 2048  # rows of the co-occurrence computed per sparse product (memory, not results)
+
+
 class ItemCFModel(RecallModel):
     """Item–item cosine with shrinkage over the (time-decayed) binarised positives.
 
@@ -245,17 +262,10 @@ class ItemCFModel(RecallModel):
     """
 
     name = "item_cf"
+    config = ItemCFConfig
 
-    def __init__(
-        self,
-        neighbours: int = 100,
-        shrinkage: float = 10.0,
-        half_life_days: float | None = None,
-        block_items: int = 2048,
-    ):
-        super().__init__(
-            neighbours=neighbours, shrinkage=shrinkage, half_life_days=half_life_days, block_items=block_items
-        )
+    def __init__(self, **params):
+        super().__init__(**params)
         self.sim: sp.csr_matrix | None = None
         self.user_items: sp.csr_matrix | None = None
 
@@ -381,6 +391,18 @@ class ItemCFModel(RecallModel):
 # --------------------------------------------------------------------------------------------
 # 3. ALS (implicit)
 # --------------------------------------------------------------------------------------------
+# ALS, implicit BPR and the numpy BPRs: picked by small grids on the synthetic default data
+# (day 8 after 7 days, NDCG@10; `benchmarks/bench_recall.py --tune` reruns the BPR grids; see
+# benchmarks/RESULTS.md and docs/evaluation.md); the other models keep their plain defaults.
+class ALSConfig(RecallConfig):
+    factors: int = Field(default=64, ge=1, le=4096)
+    regularization: float = 30.0
+    iterations: int = Field(default=15, ge=1, le=1000)
+    alpha: float = Field(default=2.0, ge=0.0)  # confidence 1 + alpha * signal on the positives
+    num_threads: int = 0  # implicit's threads, 0 = all cores; only 1 is guaranteed bit-identical
+    use_cg: bool = True
+
+
 class ALSModel(RecallModel):
     """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) via implicit.cpu.als.
 
@@ -398,24 +420,10 @@ class ALSModel(RecallModel):
     """
 
     name = "als"
+    config = ALSConfig
 
-    def __init__(
-        self,
-        factors: int = 64,
-        regularization: float = 0.05,
-        iterations: int = 15,
-        alpha: float = 10.0,
-        num_threads: int = 0,
-        use_cg: bool = True,
-    ):
-        super().__init__(
-            factors=factors,
-            regularization=regularization,
-            iterations=iterations,
-            alpha=alpha,
-            num_threads=num_threads,
-            use_cg=use_cg,
-        )
+    def __init__(self, **params):
+        super().__init__(**params)
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self._implicit = None
@@ -531,6 +539,21 @@ def _positive_codes(matrix: sp.csr_matrix) -> np.ndarray:
     return np.sort(coo.row.astype(np.int64) * matrix.shape[1] + coo.col.astype(np.int64))
 
 
+class BPRConfig(RecallConfig):
+    factors: int = Field(default=128, ge=1, le=4096)
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    iterations: int = Field(default=100, ge=1, le=100000)
+    # implicit's BPR is hogwild SGD: with more than one thread two fits of the same seed differ
+    # (and so do the evaluation, the champion decision and the candidates downstream). 1 keeps
+    # every re-run bit-identical (tests/test_reliability.py); 0 = all cores, faster, not reproducible.
+    num_threads: int = 1
+    fold_in_epochs: int = 30
+    fold_in_learning_rate: float | None = None  # None: learning_rate
+    # implicit samples negatives by item frequency; scoring adds beta * log(1 + popularity) back
+    popularity_correction: float = 1.0
+
+
 class BPRModel(RecallModel):
     """Bayesian Personalised Ranking via implicit.cpu.bpr on the binarised positives.
 
@@ -547,33 +570,15 @@ class BPRModel(RecallModel):
     score = user_factors @ item_factors.T + item_bias. β = 0 is plain implicit BPR; β = 1 (the
     default) is the correction the sampling implies. fold_in learns against the uncorrected factors (the
     objective it was trained on) and the bias is added at scoring only. implicit's BPR is
-    hogwild SGD: only num_threads=1 is reproducible for a fixed seed (default 0 = all cores,
-    not reproducible).
+    hogwild SGD: only num_threads=1 (the default) is reproducible for a fixed seed (0 = all
+    cores, not reproducible).
     """
 
     name = "bpr"
+    config = BPRConfig
 
-    def __init__(
-        self,
-        factors: int = 64,
-        learning_rate: float = 0.05,
-        regularization: float = 0.01,
-        iterations: int = 100,
-        num_threads: int = 0,
-        fold_in_epochs: int = 30,
-        fold_in_learning_rate: float | None = None,
-        popularity_correction: float = 1.0,
-    ):
-        super().__init__(
-            factors=factors,
-            learning_rate=learning_rate,
-            regularization=regularization,
-            iterations=iterations,
-            num_threads=num_threads,
-            fold_in_epochs=fold_in_epochs,
-            fold_in_learning_rate=fold_in_learning_rate,
-            popularity_correction=popularity_correction,
-        )
+    def __init__(self, **params):
+        super().__init__(**params)
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_bias: np.ndarray | None = None
@@ -672,6 +677,19 @@ class BPRModel(RecallModel):
 # --------------------------------------------------------------------------------------------
 # 5. impression-aware BPR (numpy)
 # --------------------------------------------------------------------------------------------
+class ImpressionBPRConfig(RecallConfig):
+    # bpr_impressions (a share of hard negatives) has its own day-8 best: hard negatives overfit
+    # sooner, 128 factors / 60 epochs (bpr_uniform's) drop it from 0.1449 to 0.1266 on day 8. Run
+    # both with identical params for the like-for-like comparison (benchmarks/RESULTS.md has both).
+    # Learning rate and regularization are bpr_uniform's.
+    factors: int = 64
+    learning_rate: float = 0.05
+    regularization: float = 0.01
+    epochs: int = 30
+    batch_size: int = 4096
+    hard_ratio: float = 0.3  # share of negatives drawn from shown-but-not-chosen items
+
+
 class ImpressionBPRModel(RecallModel):
     """BPR with hard negatives from impressions, numpy mini-batch SGD.
 
@@ -687,24 +705,10 @@ class ImpressionBPRModel(RecallModel):
     """
 
     name = "bpr_impressions"
+    config = ImpressionBPRConfig
 
-    def __init__(
-        self,
-        factors: int = 64,
-        learning_rate: float = 0.05,
-        regularization: float = 0.01,
-        epochs: int = 30,
-        batch_size: int = 4096,
-        hard_ratio: float = 0.3,
-    ):
-        super().__init__(
-            factors=factors,
-            learning_rate=learning_rate,
-            regularization=regularization,
-            epochs=epochs,
-            batch_size=batch_size,
-            hard_ratio=hard_ratio,
-        )
+    def __init__(self, **params):
+        super().__init__(**params)
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_bias: np.ndarray | None = None
@@ -824,6 +828,18 @@ def session_gram(
     return gram
 
 
+class EASEConfig(RecallConfig):
+    lambda_: float = 500.0
+    max_items: int = Field(default=20000, ge=1)  # above it the fit is skipped (dense items² Gram matrix)
+    # EASE's session kernel: items one user chose within ~tau seconds of each other count as more
+    # alike (0 = off, plain EASE). On MovieLens-100K's random split it lifts EASE's NDCG@10 from
+    # 0.487 to 0.498 (weight 2, tau 180), on its temporal split it does not help (docs/evaluation.md).
+    # Off by default: the synthetic generator's requests are independent draws (no sessions), and
+    # there it moves EASE by -1% to +2%, within noise.
+    session_weight: float = Field(default=0.0, ge=0.0)
+    session_tau_seconds: float = Field(default=600.0, gt=0.0)
+
+
 class EASEModel(RecallModel):
     """EASE^R (Steck 2019), closed form on the dense Gram matrix of the binarised positives.
 
@@ -839,17 +855,10 @@ class EASEModel(RecallModel):
     """
 
     name = "ease"
+    config = EASEConfig
 
-    def __init__(
-        self,
-        lambda_: float = 500.0,
-        max_items: int = 20000,
-        session_weight: float = 0.0,
-        session_tau_seconds: float = 600.0,
-    ):
-        super().__init__(
-            lambda_=lambda_, max_items=max_items, session_weight=session_weight, session_tau_seconds=session_tau_seconds
-        )
+    def __init__(self, **params):
+        super().__init__(**params)
         self.weights: np.ndarray | None = None
         self.user_items: sp.csr_matrix | None = None
 
@@ -895,6 +904,10 @@ class EASEModel(RecallModel):
 # --------------------------------------------------------------------------------------------
 # 7. content-based (cold start)
 # --------------------------------------------------------------------------------------------
+class ContentConfig(RecallConfig):
+    tag_weight: float = 0.5  # weight of the tags against the genres in an item's content vector
+
+
 class ContentColdStartModel(RecallModel):
     """Content recall for users with few interactions and for new (interaction-less) items.
 
@@ -907,9 +920,10 @@ class ContentColdStartModel(RecallModel):
     """
 
     name = "content"
+    config = ContentConfig
 
-    def __init__(self, tag_weight: float = 0.5):
-        super().__init__(tag_weight=tag_weight)
+    def __init__(self, **params):
+        super().__init__(**params)
         self.user_profiles: sp.csr_matrix | None = None
         self.item_vectors: sp.csr_matrix | None = None
         self.global_profile: np.ndarray | None = None
@@ -970,8 +984,24 @@ class ContentColdStartModel(RecallModel):
 
 
 # --------------------------------------------------------------------------------------------
-# registry
+# 8. BPR with uniform negatives (numpy)
 # --------------------------------------------------------------------------------------------
+class UniformBPRConfig(RecallConfig):
+    factors: int = 128
+    learning_rate: float = 0.05
+    regularization: float = 0.01
+    epochs: int = 60
+    batch_size: int = 4096
+    hard_ratio: float = 0.0
+
+    @field_validator("hard_ratio")
+    @classmethod
+    def _uniform_only(cls, hard_ratio: float) -> float:
+        if hard_ratio != 0.0:
+            raise ValueError("bpr_uniform always samples uniform negatives (hard_ratio = 0)")
+        return hard_ratio
+
+
 class UniformBPRModel(ImpressionBPRModel):
     """Plain BPR with uniform negatives: ImpressionBPRModel with hard_ratio fixed at 0.
 
@@ -982,41 +1012,36 @@ class UniformBPRModel(ImpressionBPRModel):
     """
 
     name = "bpr_uniform"
-
-    def __init__(
-        self,
-        factors: int = 64,
-        learning_rate: float = 0.05,
-        regularization: float = 0.01,
-        epochs: int = 30,
-        batch_size: int = 4096,
-        hard_ratio: float = 0.0,
-    ):
-        if hard_ratio != 0.0:
-            raise ValueError("bpr_uniform always samples uniform negatives (hard_ratio = 0)")
-        super().__init__(
-            factors=factors,
-            learning_rate=learning_rate,
-            regularization=regularization,
-            epochs=epochs,
-            batch_size=batch_size,
-            hard_ratio=0.0,
-        )
+    config = UniformBPRConfig
 
 
-MODELS: dict[str, type[RecallModel]] = {
-    cls.name: cls
-    for cls in (
-        PopularityModel,
-        ItemCFModel,
-        ALSModel,
-        BPRModel,
-        UniformBPRModel,
-        ImpressionBPRModel,
-        EASEModel,
-        ContentColdStartModel,
-    )
-}
+# --------------------------------------------------------------------------------------------
+# every registered model
+# --------------------------------------------------------------------------------------------
+class _RegisteredModels(Mapping[str, type[RecallModel]]):
+    """name -> model class of every model in registry.REGISTRY, in channel order (a live view:
+    a model registered later is in it too)."""
+
+    @staticmethod
+    def _registry():
+        from .registry import REGISTRY  # registry.py imports this module: looked up at use
+
+        return REGISTRY
+
+    def __getitem__(self, name: str) -> type[RecallModel]:
+        return self._registry()[name].model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry())
+
+    def __len__(self) -> int:
+        return len(self._registry())
+
+    def __repr__(self) -> str:
+        return f"MODELS({dict(self)!r})"
+
+
+MODELS: Mapping[str, type[RecallModel]] = _RegisteredModels()
 
 
 def load_model(directory: Path | str) -> RecallModel:
