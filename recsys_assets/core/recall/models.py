@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +29,21 @@ from .base import RecallConfig, RecallModel, TrainingData, first_not_excluded
 
 class ModelSkipped(RuntimeError):
     """The model deliberately refuses this data set (e.g. the catalog is too large for it)."""
+
+
+class _NotFitted(TypeError, AttributeError):
+    """A learned array used before fit() or set_arrays() set it: a TypeError and an
+    AttributeError, the failures that using its None value raises."""
+
+
+_T = TypeVar("_T")
+
+
+def _fitted(value: _T | None, name: str) -> _T:
+    """`value`, a learned array of the model; _NotFitted while it is still None."""
+    if value is None:
+        raise _NotFitted(f"{name} is not set: fit() or load the model first")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,8 +175,9 @@ class PopularityModel(RecallModel):
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
+        item_scores = _fitted(self.item_scores, "item_scores")
         users = _as_users(users)
-        return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
+        return np.broadcast_to(item_scores, (len(users), len(item_scores))).copy()
 
     def recommend(
         self,
@@ -173,15 +190,16 @@ class PopularityModel(RecallModel):
         """Top-k like RecallModel.recommend. On a large catalog: every user's list is the one
         global ranking minus their excluded items, so only its head (k + the batch's largest
         exclusion count) is ranked per user, never the whole catalog (ties: lower item index first)."""
+        item_scores = _fitted(self.item_scores, "item_scores")
         users = _as_users(users)
-        n_items = len(self.item_scores)
+        n_items = len(item_scores)
         if n_items < self.faiss_min_items:
             return super().recommend(users, k, exclude=exclude, blocked_items=blocked_items)
         allowed = np.ones(n_items, bool)
         if blocked_items is not None and len(blocked_items):
             allowed[np.asarray(blocked_items, np.int64)] = False
         candidates = np.flatnonzero(allowed)
-        ranking = candidates[np.argsort(-self.item_scores[candidates], kind="stable")]
+        ranking = candidates[np.argsort(-item_scores[candidates], kind="stable")]
         kk = min(k, len(ranking))
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
@@ -191,7 +209,7 @@ class PopularityModel(RecallModel):
             head = ranking[: kk + int(np.diff(rows.indptr).max(initial=0))]
             out_items[start : start + len(chunk)], out_scores[start : start + len(chunk)] = first_not_excluded(
                 np.broadcast_to(head, (len(chunk), len(head))),
-                np.broadcast_to(self.item_scores[head], (len(chunk), len(head))),
+                np.broadcast_to(item_scores[head], (len(chunk), len(head))),
                 rows,
                 n_items,
                 kk,
@@ -199,13 +217,13 @@ class PopularityModel(RecallModel):
         return out_items, out_scores
 
     def search_item_vectors(self) -> np.ndarray:
-        return self.item_scores[:, None]
+        return _fitted(self.item_scores, "item_scores")[:, None]
 
     def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
         return np.ones((len(_as_users(users)), 1), np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"item_scores": self.item_scores}
+        return {"item_scores": _fitted(self.item_scores, "item_scores")}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.item_scores = np.asarray(arrays["item_scores"], dtype=np.float32)
@@ -304,20 +322,21 @@ class ItemCFModel(RecallModel):
         return _dense(sp.csr_matrix(user_rows, dtype=np.float32) @ self.sim)
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return self.score_rows(self.user_items[_as_users(users)])
+        return self.score_rows(_fitted(self.user_items, "user_items")[_as_users(users)])
 
     def score_pairs(self, users: np.ndarray, items: np.ndarray, block: int = 4096) -> np.ndarray:
         """score(u, i) per pair, read from the sparse score rows X[u] @ sim of the pairs'
         distinct users, `block` users at a time (never a dense catalog row)."""
+        sim, user_items = _fitted(self.sim, "sim"), _fitted(self.user_items, "user_items")
         users, items = _as_users(users), _as_users(items)
         out = np.zeros(len(users), np.float32)
-        n_items = self.sim.shape[1]
+        n_items = sim.shape[1]
         distinct, inverse = np.unique(users, return_inverse=True)
         order = np.argsort(inverse, kind="stable")  # pairs grouped by user
         bounds = np.searchsorted(inverse[order], np.arange(0, len(distinct) + block, block))
         for b, start in enumerate(range(0, len(distinct), block)):
             rows = order[bounds[b] : bounds[b + 1]]
-            scores = sp.csr_matrix(self.user_items[distinct[start : start + block]] @ self.sim)
+            scores = sp.csr_matrix(user_items[distinct[start : start + block]] @ sim)
             scores.sum_duplicates()
             scores.sort_indices()  # (row, item) keys ascending: binary-searchable
             keys = (
@@ -347,8 +366,9 @@ class ItemCFModel(RecallModel):
         (at 100k items: ~3k stored scores per user instead of 100k). Items without a score
         are not candidates there: a user with fewer than k scored, unexcluded items gets -1 /
         -inf padding where the dense path would fill in arbitrary zero-score items."""
+        sim, user_items = _fitted(self.sim, "sim"), _fitted(self.user_items, "user_items")
         users = _as_users(users)
-        n_items = self.sim.shape[1]
+        n_items = sim.shape[1]
         if n_items < self.sparse_min_items:
             return super().recommend(users, k, exclude=exclude, blocked_items=blocked_items)
         kk = min(k, n_items)
@@ -359,7 +379,7 @@ class ItemCFModel(RecallModel):
             blocked[np.asarray(blocked_items, dtype=np.int64)] = True
         for start in range(0, len(users), batch):
             chunk = users[start : start + batch]
-            scores = sp.csr_matrix(self.user_items[chunk] @ self.sim)
+            scores = sp.csr_matrix(user_items[chunk] @ sim)
             rows = np.repeat(np.arange(len(chunk), dtype=np.int64), np.diff(scores.indptr))
             cols = scores.indices.astype(np.int64)
             vals = scores.data
@@ -458,13 +478,15 @@ class ALSModel(RecallModel):
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T)
+        user_factors = _fitted(self.user_factors, "user_factors")
+        item_factors = _fitted(self.item_factors, "item_factors")
+        return _dense(user_factors[_as_users(users)] @ item_factors.T)
 
     def search_item_vectors(self) -> np.ndarray:
-        return self.item_factors
+        return _fitted(self.item_factors, "item_factors")
 
     def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
-        return self.user_factors[_as_users(users)]
+        return _fitted(self.user_factors, "user_factors")[_as_users(users)]
 
     def fold_in(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Fresh user vectors (len(rows) × factors) for new/updated users, item factors frozen.
@@ -474,9 +496,10 @@ class ALSModel(RecallModel):
         Cholesky, not CG), so for a trained user it is close to, not bit-equal with, its
         trained vector (training uses a few CG steps per iteration).
         """
+        item_factors = _fitted(self.item_factors, "item_factors")
         rows = self._confidence(user_rows)
-        if rows.shape[1] != self.item_factors.shape[0]:
-            raise ValueError(f"user_rows has {rows.shape[1]} columns, model has {self.item_factors.shape[0]} items")
+        if rows.shape[1] != item_factors.shape[0]:
+            raise ValueError(f"user_rows has {rows.shape[1]} columns, model has {item_factors.shape[0]} items")
         with _blas_single_thread():
             if self._implicit is None:  # loaded from disk: rebuild the solver around the factors
                 self._implicit = self._new_implicit(None)
@@ -487,10 +510,15 @@ class ALSModel(RecallModel):
 
     def factor_norms(self) -> dict[str, np.ndarray]:
         """L2 norms of the user and item factor rows (monitoring: exploding/dead factors)."""
-        return {"user": np.linalg.norm(self.user_factors, axis=1), "item": np.linalg.norm(self.item_factors, axis=1)}
+        user_factors = _fitted(self.user_factors, "user_factors")
+        item_factors = _fitted(self.item_factors, "item_factors")
+        return {"user": np.linalg.norm(user_factors, axis=1), "item": np.linalg.norm(item_factors, axis=1)}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+        return {
+            "user_factors": _fitted(self.user_factors, "user_factors"),
+            "item_factors": _fitted(self.item_factors, "item_factors"),
+        }
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
@@ -607,13 +635,17 @@ class BPRModel(RecallModel):
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
+        user_factors = _fitted(self.user_factors, "user_factors")
+        item_factors = _fitted(self.item_factors, "item_factors")
+        item_bias = _fitted(self.item_bias, "item_bias")
+        return _dense(user_factors[_as_users(users)] @ item_factors.T + item_bias[None, :])
 
     def search_item_vectors(self) -> np.ndarray:  # the item bias as one more coordinate
-        return np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)])
+        item_factors, item_bias = _fitted(self.item_factors, "item_factors"), _fitted(self.item_bias, "item_bias")
+        return np.hstack([item_factors, item_bias[:, None].astype(item_factors.dtype)])
 
     def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
-        user = self.user_factors[_as_users(users)]
+        user = _fitted(self.user_factors, "user_factors")[_as_users(users)]
         return np.hstack([user, np.ones((len(user), 1), user.dtype)])
 
     def fold_in(self, user_rows: sp.csr_matrix, seed: int = 0) -> np.ndarray:
@@ -626,15 +658,16 @@ class BPRModel(RecallModel):
         The loop runs over "rounds" (the t-th positive of every user at once), vectorised
         across users, so its length is epochs × the largest row size. Deterministic for a seed.
         """
+        item_factors = _fitted(self.item_factors, "item_factors")
         rows = _canonical_csr(user_rows)
         rows.data[:] = 1.0
         n_users, n_items = rows.shape
-        if n_items != self.item_factors.shape[0]:
-            raise ValueError(f"user_rows has {n_items} columns, model has {self.item_factors.shape[0]} items")
+        if n_items != item_factors.shape[0]:
+            raise ValueError(f"user_rows has {n_items} columns, model has {item_factors.shape[0]} items")
         lr = self.params["fold_in_learning_rate"] or self.params["learning_rate"]
         reg = float(self.params["regularization"])
         rng = np.random.default_rng(seed)
-        y = self.item_factors.astype(np.float64)
+        y = item_factors.astype(np.float64)
         f = y.shape[1] - 1
         vectors = np.zeros((n_users, f + 1), dtype=np.float64)
         vectors[:, f] = 1.0
@@ -661,7 +694,11 @@ class BPRModel(RecallModel):
         return vectors.astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors, "item_bias": self.item_bias}
+        return {
+            "user_factors": _fitted(self.user_factors, "user_factors"),
+            "item_factors": _fitted(self.item_factors, "item_factors"),
+            "item_bias": _fitted(self.item_bias, "item_bias"),
+        }
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
@@ -705,7 +742,8 @@ class ImpressionBPRModel(RecallModel):
     """
 
     name = "bpr_impressions"
-    config = ImpressionBPRConfig
+    # UniformBPRModel replaces it with its own config
+    config: ClassVar[type[RecallConfig]] = ImpressionBPRConfig
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -767,17 +805,25 @@ class ImpressionBPRModel(RecallModel):
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return _dense(self.user_factors[_as_users(users)] @ self.item_factors.T + self.item_bias[None, :])
+        user_factors = _fitted(self.user_factors, "user_factors")
+        item_factors = _fitted(self.item_factors, "item_factors")
+        item_bias = _fitted(self.item_bias, "item_bias")
+        return _dense(user_factors[_as_users(users)] @ item_factors.T + item_bias[None, :])
 
     def search_item_vectors(self) -> np.ndarray:  # the item bias as one more coordinate
-        return np.hstack([self.item_factors, self.item_bias[:, None].astype(self.item_factors.dtype)])
+        item_factors, item_bias = _fitted(self.item_factors, "item_factors"), _fitted(self.item_bias, "item_bias")
+        return np.hstack([item_factors, item_bias[:, None].astype(item_factors.dtype)])
 
     def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
-        user = self.user_factors[_as_users(users)]
+        user = _fitted(self.user_factors, "user_factors")[_as_users(users)]
         return np.hstack([user, np.ones((len(user), 1), user.dtype)])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors, "item_bias": self.item_bias}
+        return {
+            "user_factors": _fitted(self.user_factors, "user_factors"),
+            "item_factors": _fitted(self.item_factors, "item_factors"),
+            "item_bias": _fitted(self.item_bias, "item_bias"),
+        }
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = np.asarray(arrays["user_factors"], dtype=np.float32)
@@ -891,10 +937,10 @@ class EASEModel(RecallModel):
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return _dense(self.user_items[_as_users(users)] @ self.weights)
+        return _dense(_fitted(self.user_items, "user_items")[_as_users(users)] @ self.weights)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"weights": self.weights, **_csr_arrays("user_items", self.user_items)}
+        return {"weights": _fitted(self.weights, "weights"), **_csr_arrays("user_items", self.user_items)}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.weights = np.asarray(arrays["weights"], dtype=np.float32)
@@ -948,25 +994,27 @@ class ContentColdStartModel(RecallModel):
 
     def score_profiles(self, profiles: sp.csr_matrix) -> np.ndarray:
         """Scores for raw (unnormalised) profiles, e.g. rows of positives @ content of new users."""
+        item_vectors = _fitted(self.item_vectors, "item_vectors")
         profiles = _row_normalise(sp.csr_matrix(profiles)).astype(np.float32)
-        scores = _dense(profiles @ self.item_vectors.T)
+        scores = _dense(profiles @ item_vectors.T)
         empty = np.diff(profiles.indptr) == 0
         if empty.any():
-            scores[empty] = self.item_vectors @ self.global_profile
+            scores[empty] = item_vectors @ _fitted(self.global_profile, "global_profile")
         return scores
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return self.score_profiles(self.user_profiles[_as_users(users)])
+        return self.score_profiles(_fitted(self.user_profiles, "user_profiles")[_as_users(users)])
 
     def search_item_vectors(self) -> np.ndarray | None:
         """Cosine = normalised profile · normalised item vector. None (dense scoring) when the
         content space is too wide to densify."""
-        if self.item_vectors.shape[1] > 512:
+        item_vectors = _fitted(self.item_vectors, "item_vectors")
+        if item_vectors.shape[1] > 512:
             return None
-        return self.item_vectors.toarray().astype(np.float32)
+        return item_vectors.toarray().astype(np.float32)
 
     def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
-        profiles = self.user_profiles[_as_users(users)].toarray()
+        profiles = _fitted(self.user_profiles, "user_profiles")[_as_users(users)].toarray()
         profiles[~profiles.any(axis=1)] = self.global_profile  # users without a profile: the global one
         return profiles.astype(np.float32)
 
@@ -974,7 +1022,7 @@ class ContentColdStartModel(RecallModel):
         return {
             **_csr_arrays("user_profiles", self.user_profiles),
             **_csr_arrays("item_vectors", self.item_vectors),
-            "global_profile": self.global_profile,
+            "global_profile": _fitted(self.global_profile, "global_profile"),
         }
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
