@@ -13,12 +13,10 @@ import pytest
 
 from recsys_assets import cli, serving
 from recsys_assets.assets.ranking import beats_recall_only, build_samples, decide_ranker, serving_ranker_day
-from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.definitions import build_defs, build_resources
 from recsys_assets.online import OnlineRecommender
-from recsys_assets.quickstart import materialize_all
 from resources.model_store import CorruptModelError
 
 DAYS = [f"2026-01-0{d}" for d in range(1, 7)]
@@ -26,11 +24,15 @@ D = DAYS[-1]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ranking")
-    generate(GeneratorConfig(n_users=400, n_items=250, days=len(DAYS), impressions_per_day=8_000, seed=11), root)
-    materialize_all(build_defs(build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4)
-    return root
+def root(built_world) -> Path:
+    """DAYS generated and materialized end to end, models for the last 4 days (conftest.py):
+    shared, read only; tests that change it work on a copy."""
+    assert sorted(p.name for p in (built_world / "landing").iterdir() if p.is_dir()) == DAYS
+    assert (
+        sorted(p.name for p in (built_world / "models" / "recall_als").iterdir() if not p.name.startswith("."))
+        == DAYS[-4:]
+    )
+    return built_world
 
 
 @pytest.fixture(scope="module")
@@ -337,12 +339,15 @@ def test_ranker_trains_only_on_samples_of_one_rank_depth():
         samples_rank_depth(pl.DataFrame({"rank_depth": [None, None]}, schema={"rank_depth": pl.Int32}), [])
 
 
-def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_users(res):
+def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_users(root, tmp_path):
     """A ranker's training day needs only its sampled users' candidate lists: without the
     recall_candidates partition they are computed for those users by the same code, row for
     row what the partition holds, and the samples built on them are the same."""
     from recsys_assets.assets.ranking import day_candidates
 
+    copy = tmp_path / "copy"  # the partition is hidden for a while: on a copy of the shared world
+    shutil.copytree(root, copy, symlinks=True)
+    res = build_resources(str(copy))
     storage, store, recall, ranking = res["storage"], res["model_store"], res["recall"], res["ranking"]
     stored = serving.read_candidates(storage, D, ranking.rank_candidates)
     users = np.unique(stored["user_id"].to_numpy())[::3]
