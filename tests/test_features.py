@@ -18,6 +18,8 @@ from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs, build_resources
 from recsys_assets.quickstart import materialize_all
 
+pytestmark = pytest.mark.slow  # multi-day worlds materialized end to end, rebuilt day by day
+
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [f"2026-01-0{i}" for i in range(1, 7)]
 DAILY_FEATURES = [
