@@ -8,6 +8,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
+# The world several modules read (tests/test_features.py, tests/test_ranking_assets.py): 6 days
+# generated and materialized end to end once per session, models for the last 4 days.
+WORLD_DAYS = [f"2026-01-0{d}" for d in range(1, 7)]
+WORLD_CONFIG = dict(n_users=400, n_items=250, days=len(WORLD_DAYS), impressions_per_day=6_000, seed=11)
+WORLD_MODEL_DAYS = 4
+
+
+@pytest.fixture(scope="session")
+def built_world(tmp_path_factory) -> Path:
+    """A data root built once per session and shared READ-ONLY: a test that writes to it
+    (corrupts, re-materializes, renames, deletes) works on its own copy
+    (`shutil.copytree(built_world, tmp_path / "copy", symlinks=True)`)."""
+    import dagster as dg
+
+    from recsys_assets.core.generator import GeneratorConfig, generate
+    from recsys_assets.definitions import build_defs, build_resources
+    from recsys_assets.quickstart import materialize_all
+
+    root = tmp_path_factory.mktemp("built_world")
+    generate(GeneratorConfig(**WORLD_CONFIG), root)
+    materialize_all(
+        build_defs(resources=build_resources(str(root))),
+        WORLD_DAYS,
+        dg.DagsterInstance.ephemeral(),
+        model_days=WORLD_MODEL_DAYS,
+    )
+    return root
+
 
 @pytest.fixture
 def write_jsonl():

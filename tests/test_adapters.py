@@ -353,6 +353,7 @@ def _shared(name: str) -> Path:
     return path
 
 
+@pytest.mark.realdata
 def test_real_ml100k(tmp_path):
     m = movielens.convert(_shared("ml-100k"), tmp_path / "root")
     land = tmp_path / "root" / "landing"
@@ -367,12 +368,14 @@ def test_real_ml100k(tmp_path):
     assert m["positives"] == sum(r >= 4 for r in ratings) == 55_375
 
 
+@pytest.mark.realdata
 def test_real_trivago(tmp_path):
     m = trivago.convert(_shared("trivago-recsys2019-100k"), tmp_path / "root")
     assert (m["impressions_in"], m["impressions_out"], m["clickouts"]) == (312_539, 312_539, 13_597)
     assert (m["users"], m["items"], m["clicks_outside_their_list"], m["days"]) == (6593, 106_866, 1, 2)
 
 
+@pytest.mark.slow
 def test_quickstart_reads_a_users_own_landing_zone_in_place(tmp_path, monkeypatch):
     """--source landing: a contract-format landing zone produced elsewhere is ingested where
     it is; the data root records it and refuses another source afterwards."""

@@ -89,6 +89,7 @@ def drifted(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_retrain_sensor_new_data_drift_and_minimum_interval(drifted):
     res = {
         "storage": StorageResource(data_root=str(drifted)),
@@ -116,6 +117,7 @@ def test_retrain_sensor_new_data_drift_and_minimum_interval(drifted):
     assert nxt.run_requests == []
 
 
+@pytest.mark.slow
 def test_a_drift_triggered_request_retrains_end_to_end(drifted, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(drifted, root)
@@ -136,6 +138,7 @@ def test_a_drift_triggered_request_retrains_end_to_end(drifted, tmp_path):
     assert (root / "lake/recall_champion" / f"{request.partition_key}.parquet").exists()
 
 
+@pytest.mark.slow
 def test_drift_report_emits_column_schema_row_count_and_worst_features(drifted):
     import pyarrow.parquet as pq
 

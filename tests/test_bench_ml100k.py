@@ -17,6 +17,8 @@ import bench_ml100k as bench  # noqa: E402
 
 from recsys_assets.core.recall import models as M  # noqa: E402
 
+pytestmark = pytest.mark.realdata  # MovieLens-100K from ../shared/data
+
 # benchmarks/RESULTS.md, MovieLens-100K row of 2026-11-24
 SESSION_EASE = dict(lambda_=500.0, session_weight=2.0, session_tau_seconds=180.0)
 FUSION_CONFIGS = {

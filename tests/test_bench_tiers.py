@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from recsys_assets.definitions import build_defs, build_resources
+
+pytestmark = pytest.mark.slow  # the tier harness in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

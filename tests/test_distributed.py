@@ -26,6 +26,8 @@ import pytest
 
 from recsys_assets.core.generator import GeneratorConfig, generate
 
+pytestmark = pytest.mark.slow  # a Redis broker, a moto S3 server and Celery workers over a multi-day world
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]

@@ -18,6 +18,8 @@ from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs, build_resources
 from recsys_assets.quickstart import materialize_all
 
+pytestmark = pytest.mark.slow  # multi-day worlds materialized end to end, rebuilt day by day
+
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [f"2026-01-0{i}" for i in range(1, 7)]
 DAILY_FEATURES = [
@@ -49,18 +51,20 @@ def build(root: Path, days=DAYS) -> dg.Definitions:
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("full")
-    generate(config(), root)
-    build(root)
-    return root
+def full(built_world) -> Path:
+    """config() over DAYS, materialized end to end (conftest.py): shared, read only."""
+    assert sorted(p.name for p in (built_world / "landing").iterdir() if p.is_dir()) == DAYS
+    return built_world
 
 
 def lake(root: Path, table: str, part: str = "snapshot") -> Path:
     return root / "lake" / table / f"{part}.parquet"
 
 
-def test_all_feature_checks_pass_and_features_are_sane(full):
+def test_all_feature_checks_pass_and_features_are_sane(full, tmp_path):
+    copy = tmp_path / "full"
+    shutil.copytree(full, copy, symlinks=True)
+    full = copy  # the features are materialized again: on a private copy of the shared world
     defs = build_defs(resources=build_resources(str(full)))
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
@@ -158,7 +162,7 @@ def test_id_dictionary_is_the_same_in_processes_with_different_hash_seeds(full, 
 
 def test_point_in_time_check_fails_on_a_leaking_partition(full, tmp_path):
     root = tmp_path / "leak"
-    shutil.copytree(full, root)
+    shutil.copytree(full, root, symlinks=True)
     target = lake(root, "user_features", DAYS[-1])
     con = duckdb.connect()
     con.execute(f"COPY (SELECT * REPLACE (day AS source_max_day) FROM '{target}') TO '{tmp_path}/x.parquet'")

@@ -15,6 +15,8 @@ import pytest
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs, build_resources
 
+pytestmark = pytest.mark.slow  # parallel `dagster asset materialize` processes over a multi-day world
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 CONFIG = GeneratorConfig(n_users=200, n_items=150, days=5, impressions_per_day=2_000, seed=11)

@@ -3,8 +3,11 @@ and runs recorded in DAGSTER_HOME."""
 
 import dagster as dg
 import duckdb
+import pytest
 
 from recsys_assets import quickstart
+
+pytestmark = pytest.mark.slow  # the quickstart end to end
 
 
 def test_quickstart_materializes_everything(tmp_path, monkeypatch, capsys):

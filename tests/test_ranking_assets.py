@@ -12,11 +12,9 @@ import polars as pl
 import pytest
 
 from recsys_assets import cli
-from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.definitions import build_defs, build_resources
-from recsys_assets.quickstart import materialize_all
 from recsys_assets.services import serving
 from recsys_assets.services.candidates import read_candidates
 from recsys_assets.services.channels import load_channels
@@ -32,13 +30,15 @@ D = DAYS[-1]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ranking")
-    generate(GeneratorConfig(n_users=400, n_items=250, days=len(DAYS), impressions_per_day=8_000, seed=11), root)
-    materialize_all(
-        build_defs(resources=build_resources(str(root))), DAYS, dg.DagsterInstance.ephemeral(), model_days=4
+def root(built_world) -> Path:
+    """DAYS generated and materialized end to end, models for the last 4 days (conftest.py):
+    shared, read only; tests that change it work on a copy."""
+    assert sorted(p.name for p in (built_world / "landing").iterdir() if p.is_dir()) == DAYS
+    assert (
+        sorted(p.name for p in (built_world / "models" / "recall_als").iterdir() if not p.name.startswith("."))
+        == DAYS[-4:]
     )
-    return root
+    return built_world
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def res(root):
     return build_resources(str(root))
 
 
+@pytest.mark.slow
 def test_samples_hold_only_features_known_before_the_day(root, res):
     samples = pl.read_parquet(res["storage"].partition_path("ranking_samples", D))
     assert set(samples["kind"].unique()) == {"impressions", "candidates"}
@@ -87,6 +88,7 @@ def test_samples_hold_only_features_known_before_the_day(root, res):
         assert train_days[-1] < D
 
 
+@pytest.mark.slow
 def test_training_and_serving_build_the_same_feature_vector(res):
     storage, store, ranking = res["storage"], res["model_store"], res["ranking"]
     model = serving.load_ranker(store, D)
@@ -103,6 +105,7 @@ def test_training_and_serving_build_the_same_feature_vector(res):
     np.testing.assert_allclose(served_x[:, scores], trained_x[:, scores], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ranker_artifact_and_funnel_table(res):
     store, storage = res["model_store"], res["storage"]
     manifest = store.verify("ranker", D)
@@ -148,6 +151,7 @@ def test_ranker_promotion_gate():
     assert missing["decision"] == "none" and missing["champion_day"] is None
 
 
+@pytest.mark.slow
 def test_recommendations_table_and_online_path_agree(res):
     storage, store = res["storage"], res["model_store"]
     recs = pl.read_parquet(storage.partition_path("recommendations", D))
@@ -175,6 +179,7 @@ def _cli(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
     storage = res["storage"]
     recs = pl.read_parquet(storage.partition_path("recommendations", D))
@@ -193,6 +198,7 @@ def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
     assert _cli(capsys, "--user", str(newly_active), "--data-root", str(root))["path"] == "known+fold_in"
 
 
+@pytest.mark.slow
 def test_cli_names_a_corrupt_ranker_file(root, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(root, copy, symlinks=True)
@@ -205,6 +211,7 @@ def test_cli_names_a_corrupt_ranker_file(root, tmp_path, capsys):
         serving.load_ranker(build_resources(str(copy))["model_store"], ranker_day)
 
 
+@pytest.mark.slow
 def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
     copy = tmp_path / "noimp"
     shutil.copytree(root, copy, symlinks=True)
@@ -219,6 +226,7 @@ def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
     assert sampled.height == n_pos * (1 + res["ranking"].negative_ratio)
 
 
+@pytest.mark.slow
 def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_path):
     """The scale knob keeps at most N users per day, each with all their rows, in both the
     training samples and the funnel's evaluated users (a copy of the data root is used)."""
@@ -248,6 +256,7 @@ def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_
     assert 0 < funnel_users.max() <= cap
 
 
+@pytest.mark.slow
 def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
     """serving_batch_users only bounds memory: batches of 37 users (cold-start users spread
     over many batches) give exactly the partition of one batch, and every "because you
@@ -286,6 +295,7 @@ def test_recommendations_do_not_depend_on_the_serving_batch(root, tmp_path):
     assert checked == 200
 
 
+@pytest.mark.slow
 def test_explain_top_n_zero_serves_without_top_features(root, res):
     """The L tier's explain_top_n = 0 (no TreeSHAP): lists as usual, top_features empty."""
     from resources import RankingSettings
@@ -306,6 +316,7 @@ def test_explain_top_n_zero_serves_without_top_features(root, res):
     assert explained.select("user_id", "item_id").equals(out.select("user_id", "item_id"))
 
 
+@pytest.mark.slow
 def test_serving_reads_rank_features_from_the_recall_lists(res):
     """rank_<channel> of a candidate row comes from recall_candidates' channel ranks (no second
     search): exactly what the search over the channel with recall's exclusions gives."""
@@ -348,12 +359,16 @@ def test_ranker_trains_only_on_samples_of_one_rank_depth():
         samples_rank_depth(pl.DataFrame({"rank_depth": [None, None]}, schema={"rank_depth": pl.Int32}), [])
 
 
-def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_users(res):
+@pytest.mark.slow
+def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_users(root, tmp_path):
     """A ranker's training day needs only its sampled users' candidate lists: without the
     recall_candidates partition they are computed for those users by the same code, row for
     row what the partition holds, and the samples built on them are the same."""
     from recsys_assets.services.candidates import day_candidates
 
+    copy = tmp_path / "copy"  # the partition is hidden for a while: on a copy of the shared world
+    shutil.copytree(root, copy, symlinks=True)
+    res = build_resources(str(copy))
     storage, store, recall, ranking = res["storage"], res["model_store"], res["recall"], res["ranking"]
     stored = read_candidates(storage, D, ranking.rank_candidates)
     users = np.unique(stored["user_id"].to_numpy())[::3]

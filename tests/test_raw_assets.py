@@ -268,6 +268,7 @@ def test_killed_write_leaves_the_previous_partition(tmp_path, landing_root):
     assert sha(target) == sha(clean / "lake/raw_impressions" / f"{DAYS[0]}.parquet") != before
 
 
+@pytest.mark.slow
 def test_two_partitions_in_parallel_processes_via_the_cli(tmp_path, landing_root):
     resources = make_root(tmp_path, landing_root)
     run(resources, selection=["raw_users", "raw_items"])

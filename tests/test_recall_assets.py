@@ -30,6 +30,7 @@ def root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_models_are_published_with_lineage_metadata(root):
     resources = build_resources(str(root))
     store = resources["model_store"]
@@ -43,6 +44,7 @@ def test_models_are_published_with_lineage_metadata(root):
             np.load(npy, allow_pickle=False)  # safe format: loads without pickle
 
 
+@pytest.mark.slow
 def test_evaluation_table_and_champion(root):
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     rows = con.execute(
@@ -78,6 +80,7 @@ def test_evaluation_table_and_champion(root):
         assert not any(c["eligible"] for c in candidates.values())
 
 
+@pytest.mark.slow
 def test_candidates_fuse_every_channel_and_keep_ranks(root):
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     per_user = con.execute(
@@ -97,6 +100,7 @@ def test_candidates_fuse_every_channel_and_keep_ranks(root):
     assert seen == 0
 
 
+@pytest.mark.slow
 def test_candidates_scored_in_small_batches_equal_one_batch_and_scale_knobs_apply(root):
     """recall_candidates streams users in batches: the table does not depend on the batch size;
     channels / candidate_methods / candidates_recent_days restrict what is trained and stored."""
@@ -158,6 +162,7 @@ def test_candidates_scored_in_small_batches_equal_one_batch_and_scale_knobs_appl
         run(RecallSettings())  # the module's other tests read the default table
 
 
+@pytest.mark.slow
 def test_ann_index_over_the_champion(root):
     import faiss
 
@@ -175,6 +180,7 @@ def test_ann_index_over_the_champion(root):
     assert index.ntotal == manifest["metadata"]["items"]
 
 
+@pytest.mark.slow
 def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
     defs = build_defs(resources=build_resources(str(root)))
     job = defs.resolve_implicit_global_asset_job_def()
@@ -193,6 +199,7 @@ def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
     assert champion is None and decision == "none"
 
 
+@pytest.mark.slow
 def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
     resources = build_resources(str(root))
     store = resources["model_store"]
@@ -274,6 +281,7 @@ def test_a_worse_candidate_is_not_promoted_and_the_registry_says_why():
     assert nothing["decision"] == "kept" and nothing["champion"] == "ease"
 
 
+@pytest.mark.slow
 def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_path):
     """Day 3's champion serves; day 4's only candidate (ALS) is made worse on purpose and, if it
     still clears popularity, must lose to the serving champion evaluated on the same day."""
@@ -322,6 +330,7 @@ def test_sabotaged_candidate_keeps_the_serving_champion_end_to_end(root, tmp_pat
     assert "the champion stays" in row[3] or "serving champion stays" in row[3]
 
 
+@pytest.mark.slow
 def test_evaluation_champion_and_candidates_emit_table_metadata(root, tmp_path):
     """The UI gets each table's columns, its row count and a small preview, next to the plotted numbers."""
     import shutil
@@ -400,6 +409,7 @@ def _registry(copy, day):
     )
 
 
+@pytest.mark.slow
 def test_rollback_to_an_older_model_serves_it(root, tmp_path, capsys):
     from recsys_assets.rollback import main
     from recsys_assets.services.registry import current_champion, serving_champion
@@ -427,6 +437,7 @@ def test_rollback_to_an_older_model_serves_it(root, tmp_path, capsys):
     assert "already the serving champion" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_rollback_refuses_a_corrupt_or_missing_target_by_name(root, tmp_path, capsys):
     from recsys_assets.rollback import main
 
@@ -444,6 +455,7 @@ def test_rollback_refuses_a_corrupt_or_missing_target_by_name(root, tmp_path, ca
     assert not list((copy / "lake/recall_champion").glob("*rollback*"))  # nothing recorded
 
 
+@pytest.mark.slow
 def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_path):
     from recsys_assets.rollback import rollback
     from recsys_assets.services.registry import current_champion
@@ -478,6 +490,7 @@ def test_the_next_days_gate_compares_against_the_rolled_back_champion(root, tmp_
         assert f"item_cf@{DAYS[-2]}" in reason
 
 
+@pytest.mark.slow
 def test_training_data_without_shown_negatives_has_the_same_positives(root):
     """Recall consumers that need no impressions read only clicked/positive rows: same
     positives, ages and test truth as the full read, empty shown-not-chosen matrix."""
@@ -503,6 +516,7 @@ def test_training_data_without_shown_negatives_has_the_same_positives(root):
     assert version == lean_version and full_info["train_pairs"] == lean_info["train_pairs"]
 
 
+@pytest.mark.slow
 def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
     """The candidate's value on D is recall_evaluation's, on the same test users: the champion
     step takes it from the table instead of scoring the model again (and loads no data when
@@ -526,6 +540,7 @@ def test_champion_comparison_reuses_the_evaluated_value_of_the_candidate(root):
     assert compare_on_day(storage, store, recall, day, alone, DAYS[0], known={"candidate": -1.0}) == {"candidate": -1.0}
 
 
+@pytest.mark.slow
 def test_ease_session_kernel_is_configured_from_recall_settings(root, tmp_path):
     """RecallSettings.models["ease"] (its session kernel) reaches the recall_ease asset: the published
     model records it and holds other weights than plain EASE's (the window's times come from interactions)."""

@@ -77,6 +77,7 @@ def daily_assets(defs: dg.Definitions) -> list[dg.AssetKey]:
     return sorted(k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None)
 
 
+@pytest.mark.slow
 def test_every_daily_asset_is_idempotent(world, tmp_path):
     root = tmp_path / "again"
     shutil.copytree(world, root, symlinks=True)
@@ -226,6 +227,7 @@ def visible_parquet(root: Path, table: str) -> list[Path]:
     return sorted(p for p in (root / "lake" / table).glob("*.parquet") if not p.name.startswith("."))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("asset", ["raw_events", "interactions"])
 def test_killed_parquet_write_keeps_the_previous_partition(world, tmp_path, asset):
     root = tmp_path / "w"
@@ -260,6 +262,7 @@ def test_killed_parquet_write_keeps_the_previous_partition(world, tmp_path, asse
     assert _sha(target) == before  # the same bytes as the uninterrupted run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["model:1", "model:2"])
 def test_killed_model_publish_keeps_the_published_model_and_the_champion(world, tmp_path, kill_at):
     from recsys_assets.core.recall.models import load_model
@@ -298,6 +301,7 @@ def test_killed_model_publish_keeps_the_published_model_and_the_champion(world, 
 # --- clear errors for users --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unknown_user_gets_the_cold_start_path(world, capsys):
     from recsys_assets import cli
 
@@ -314,6 +318,7 @@ def test_recommend_without_models_says_what_is_missing(tmp_path, capsys):
     assert err.startswith("recsys: ") and "Traceback" not in err and err.count("\n") <= 3
 
 
+@pytest.mark.slow
 def test_an_empty_training_window_fails_with_one_message(world, tmp_path):
     root = tmp_path / "w"
     shutil.copytree(world, root, symlinks=True)

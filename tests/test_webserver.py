@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a quickstart, a real dagster-webserver and headless chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
 QUERY = "{ assetNodes { assetKey { path } groupName description isPartitioned } }"
