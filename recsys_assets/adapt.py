@@ -46,7 +46,7 @@ def prepare_source(
         manifest = movielens.convert(source_path, data_root, rule, min_pos_completion, max_tags)
     else:
         manifest = trivago.convert(source_path, data_root)
-    keep = ("format", "has_impressions", "days")
+    keep = ("format", "has_impressions", "days", "empty_days", "test_start")
     return write_marker(
         data_root,
         source,

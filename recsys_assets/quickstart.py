@@ -9,7 +9,9 @@ daily partitions at its first day. A data root holds one source."""
 import argparse
 import os
 import sys
+import time
 import warnings
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -61,21 +63,66 @@ def _phases(defs: dg.Definitions) -> list[tuple[set, bool, bool]]:
     return phases
 
 
-def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterInstance, model_days: int = 1) -> None:
+def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds per step of a run, from its step start and success/failure events."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    types = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    for entry in instance.all_logs(run_id, of_type=types):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.step_key in started:
+            seconds[event.step_key] = entry.timestamp - started[event.step_key]
+    return seconds
+
+
+def materialize_all(
+    defs: dg.Definitions,
+    days: list[str],
+    instance: dg.DagsterInstance,
+    model_days: int = 1,
+    evaluation_start: str | None = None,
+) -> None:
     """Materialize the whole graph: snapshots, daily layers over `days` as range runs,
-    dictionaries, and the model layers (recall, ranking, serving) for the last `model_days` days."""
+    dictionaries, and the model layers (recall, ranking, serving) for the last `model_days` days
+    (and the recall models of `evaluation_start`, which holdout_evaluation tests). Prints each
+    phase and its steps' times as it goes."""
     job = defs.resolve_implicit_global_asset_job_def()
-    for selection, partitioned, is_model in _phases(defs):
-        run_days = days[-model_days:] if is_model else days
+    graph = defs.resolve_asset_graph()
+    phases = _phases(defs)
+    runs: list[tuple[list, list[str] | None]] = []
+    for selection, partitioned, is_model in phases:
         if is_model and model_days == 0:
             continue
+        if not partitioned:
+            runs.append((sorted(selection), None))
+            continue
+        model_run_days = days[-model_days:]
+        if is_model and evaluation_start and evaluation_start in days and evaluation_start not in model_run_days:
+            recall = sorted(k for k in selection if graph.get(k).group_name == "recall")
+            if recall:
+                runs.append((recall, [evaluation_start]))
+        runs.append((sorted(selection), model_run_days if is_model else days))
+    for number, (selection, run_days) in enumerate(runs, 1):
         tags = (
             {"dagster/asset_partition_range_start": run_days[0], "dagster/asset_partition_range_end": run_days[-1]}
-            if partitioned
+            if run_days
             else {}
         )
-        result = job.execute_in_process(
-            instance=instance, asset_selection=sorted(selection), tags=tags, raise_on_error=False
+        names = ", ".join(k.to_user_string() for k in selection)
+        span = f" over {run_days[0]}..{run_days[-1]} ({len(run_days)} partitions)" if run_days else ""
+        print(f"[{number}/{len(runs)}] {names if len(names) < 100 else names[:97] + '...'}{span}", flush=True)
+        started = time.perf_counter()
+        result = job.execute_in_process(instance=instance, asset_selection=selection, tags=tags, raise_on_error=False)
+        steps = _step_seconds(instance, result.run_id)
+        slowest = sorted(steps.items(), key=lambda kv: -kv[1])[:3]
+        print(
+            f"      {time.perf_counter() - started:.1f} s"
+            + (f"; slowest steps: {', '.join(f'{k} {v:.1f} s' for k, v in slowest)}" if slowest else ""),
+            flush=True,
         )
         for evaluation in result.get_asset_check_evaluations():
             if not evaluation.passed:
@@ -89,6 +136,38 @@ def materialize_all(defs: dg.Definitions, days: list[str], instance: dg.DagsterI
 
 def landing_days(landing: Path) -> list[str]:
     return sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+
+
+def partition_days(settings: Settings, last_day: str) -> list[str]:
+    """Every partition key from the first (the history partition of a long source) to the last
+    landed day: a calendar day without data is a partition too (ingested as empty)."""
+    first, last = date.fromisoformat(settings.start_date), date.fromisoformat(last_day)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+# A range run plans every asset of every partition first; thousands of partitions take minutes.
+MANY_PARTITIONS = 1000
+
+
+def describe_partitions(settings: Settings, landed: list[str], days: list[str]) -> None:
+    """Say up front how the source's days become partitions (and warn when they are many)."""
+    if settings.history_start:
+        print(
+            f"  {settings.history_start}..{settings.start_date} is one history partition ({settings.start_date}); "
+            f"{len(days) - 1} daily partitions follow (--last-days {settings.daily_partitions}); models train on "
+            + ("the whole history" if settings.recall.window_days is None else f"{settings.recall.window_days} days")
+        )
+    if settings.evaluation_start:
+        print(
+            f"  held-out period {settings.evaluation_start}..{days[-1]}: holdout_evaluation tests the models of "
+            f"{settings.evaluation_start}, trained on everything before it"
+        )
+    if len(days) > MANY_PARTITIONS:
+        print(
+            f"  warning: {len(days)} daily partitions; each range run plans every asset of every partition first, "
+            f"which takes minutes. --last-days N keeps daily partitions for the last N days only (the models still "
+            "train on the whole history)."
+        )
 
 
 def use_landing_zone(landing: Path, data_root: Path) -> dict:
@@ -151,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train and evaluate models for the last N days (the ranker of a day learns from the "
         "ranking samples of the 3 days before it, so it needs N >= 4)",
     )
+    parser.add_argument(
+        "--last-days",
+        type=int,
+        help="daily partitions for the last N days of the source only; everything before them is one history "
+        f"partition the models still train on (default: Settings.daily_partitions, {Settings().daily_partitions})",
+    )
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
     parser.add_argument(
         "--source",
@@ -176,17 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.source == "synthetic" and (args.regenerate or not (landing / "users.jsonl").exists()):
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
         generate(config, data_root)
-    days = sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+    landed = landing_days(landing)
     if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
-        write_marker(data_root, "synthetic", None, days[0], days[-1])
+        write_marker(data_root, "synthetic", None, landed[0], landed[-1])
     overrides = {"data_root": str(data_root)} | ({"landing_root": str(landing)} if args.source == "landing" else {})
+    if args.last_days:
+        overrides["daily_partitions"] = args.last_days
     settings = Settings.load(**overrides)
+    defs = build_defs(settings)
+    days = partition_days(settings, landed[-1])
+    describe_partitions(settings, landed, days)
     if settings.ranking.valid_days == 0:
         print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
-    defs = build_defs(settings)
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
-        materialize_all(defs, days, instance, model_days=args.model_days)
+        materialize_all(defs, days, instance, model_days=args.model_days, evaluation_start=settings.evaluation_start)
 
     con = duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True)
     print("\nTables in the warehouse (rows):")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,7 +64,9 @@ class FeatureConfig(BaseModel):
 class RecallConfig(BaseModel):
     """Recall settings: training window, signal weights, model hyperparameters, evaluation."""
 
-    window_days: int = Field(default=28, ge=1, le=3650)  # a model of day D trains on D-window .. D-1 and is tested on D
+    # A model of day D trains on D-window .. D-1 and is tested on D; None: the whole history before
+    # D (the default for ratings sources, whose users come back after months; see docs/sources.md).
+    window_days: int | None = Field(default=28, ge=1, le=36500)
     click_weight: float = Field(default=0.25, ge=0.0, le=1.0)  # signal of a click that did not become a positive
     seed: int = 42
     k_eval: list[int] = [10, 20, 50, 100, 200]
@@ -185,6 +187,15 @@ class Settings(BaseModel):
     data_root: str = "data"
     landing_root: str | None = None  # None: <data_root>/landing
     start_date: str = DEFAULT_START_DATE  # the first daily partition (UTC)
+    # A long source's first partition (start_date) holds its whole history, history_start ..
+    # start_date, so the partitions stay few; None: the first partition holds its own day only.
+    history_start: str | None = None
+    # At most this many days at the end of a source get a partition each (the rest is history).
+    daily_partitions: int = Field(default=120, ge=1, le=36500)
+    # The first day of the source's held-out period (its adapter marks where the last 20% of the
+    # events begin): the models of this day train on everything before it and holdout_evaluation
+    # tests them on every day from it on. None: the source has no held-out period.
+    evaluation_start: str | None = None
     executor: Literal["multiprocess", "in_process", "celery"] = "multiprocess"
     celery_broker: str | None = None
     celery_backend: str | None = None  # None: the broker
@@ -195,10 +206,11 @@ class Settings(BaseModel):
     ranking: RankingConfig = RankingConfig()
     automation: AutomationConfig = AutomationConfig()
 
-    @field_validator("start_date")
+    @field_validator("start_date", "history_start", "evaluation_start")
     @classmethod
-    def _is_a_date(cls, value: str) -> str:
-        date.fromisoformat(value)
+    def _is_a_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            date.fromisoformat(value)
         return value
 
     @property
@@ -221,13 +233,24 @@ class Settings(BaseModel):
         data_root = overrides.get("data_root", values.get("data_root", "data"))
         marker = read_source_marker(data_root)
         ranking: dict[str, Any] = {}
+        recall: dict[str, Any] = {}
         if marker:
-            values.setdefault("start_date", marker["first_day"])
-            days = (date.fromisoformat(marker["last_day"]) - date.fromisoformat(marker["first_day"])).days + 1
+            daily = overrides.get("daily_partitions") or _int(
+                "RECSYS_DAILY_PARTITIONS", env.get("RECSYS_DAILY_PARTITIONS") or "0"
+            )
+            partitioning = source_partitions(marker, daily or cls.model_fields["daily_partitions"].default)
+            if "start_date" in overrides or "start_date" in values:
+                partitioning = {"start_date": values.get("start_date", overrides.get("start_date"))}  # as given
+            values |= partitioning
+            first = date.fromisoformat(values["start_date"])
+            days = (date.fromisoformat(marker["last_day"]) - first).days + 1
             if marker.get("source") != "synthetic" and days < SHORT_LOG_DAYS:
                 # Too short for 2 training + 1 validation day before the day a ranker serves:
                 # train on every earlier day, early-stop on a held-out share of its requests.
                 ranking |= {"train_days": max(days - 1, 1), "valid_days": 0}
+            if marker.get("has_impressions") is False:
+                # Ratings: users come back after months, so models learn from the whole history.
+                recall["window_days"] = None
         for field, variable in (("train_days", "RECSYS_RANKER_TRAIN_DAYS"), ("valid_days", "RECSYS_RANKER_VALID_DAYS")):
             if env.get(variable):
                 ranking[field] = _int(variable, env[variable])
@@ -235,11 +258,36 @@ class Settings(BaseModel):
             values["executor"] = values["executor"].strip().lower()
             if values["executor"] not in EXECUTORS:
                 raise SettingsError(f"RECSYS_EXECUTOR={values['executor']!r}: expected one of {', '.join(EXECUTORS)}")
+        given_recall = overrides.pop("recall", None)
+        if recall or given_recall is not None:
+            base = (
+                given_recall.model_dump(exclude_unset=True)
+                if isinstance(given_recall, BaseModel)
+                else dict(given_recall or {})
+            )
+            values["recall"] = RecallConfig(**(recall | base))
         given = overrides.pop("ranking", None)
         if ranking or given is not None:
             base = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
             values["ranking"] = RankingConfig(**(ranking | base))
         return cls(**(values | overrides))
+
+
+def source_partitions(marker: Mapping[str, Any], daily_partitions: int) -> dict[str, Any]:
+    """Where a source's partitions start: its first day, or, for a source longer than
+    `daily_partitions` days or with a held-out period (`test_start` in its marker), one history
+    partition holding everything up to the day before the daily partitions."""
+    first, last = date.fromisoformat(marker["first_day"]), date.fromisoformat(marker["last_day"])
+    start = max(first, last - timedelta(days=daily_partitions))
+    test_start = marker.get("test_start")
+    if test_start:
+        start = max(start, min(date.fromisoformat(test_start), last) - timedelta(days=1))
+    values: dict[str, Any] = {"start_date": start.isoformat(), "daily_partitions": daily_partitions}
+    if start > first:
+        values["history_start"] = first.isoformat()
+        if test_start:
+            values["evaluation_start"] = (start + timedelta(days=1)).isoformat()
+    return values
 
 
 _ENV = {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
 
+from recsys_assets.core.adapters.landing import SOURCE_MANIFEST
 from resources.storage import UnsafePathError, ensure_within, validate_partition_key, validated_root
 
 LOG_FILES = ("impressions.jsonl", "events.jsonl", "watch_stats.jsonl")
@@ -54,6 +56,15 @@ class LandingZoneResource(dg.ConfigurableResource):
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.is_complete(p.name))
+
+    def skips_empty_days(self) -> bool:
+        """The adapter's manifest says a day without data has no folder (`empty_days: absent`,
+        adapted ratings datasets): such a day, before the latest landed one, is empty, not late."""
+        manifest = self.root / SOURCE_MANIFEST
+        try:
+            return json.loads(manifest.read_text()).get("empty_days") == "absent" if manifest.is_file() else False
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def require_file(self, path: Path) -> Path:
         if not path.exists():

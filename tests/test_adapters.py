@@ -133,8 +133,10 @@ def test_ml100k_fixture_becomes_contract_landing(tmp_path):
     m = movielens.convert(ml100k(tmp_path / "ml-100k"), tmp_path / "root")
     land = tmp_path / "root" / "landing"
     assert (m["format"], m["ratings"], m["events"], m["watch_stats"], m["positives"]) == ("ml-100k", 5, 5, 5, 3)
-    assert (m["first_day"], m["last_day"], m["days"], m["has_impressions"]) == (D[0], D[2], 3, False)
-    for day, n in zip(D, (3, 0, 2), strict=False):  # the day without ratings still gets (empty) files and _SUCCESS
+    assert (m["first_day"], m["last_day"], m["days"], m["has_impressions"]) == (D[0], D[2], 2, False)
+    # a day without ratings gets no folder (SOURCE.json: empty_days absent); the others get all three files
+    assert (m["empty_days"], m["test_start"]) == ("absent", D[2]) and not (land / D[1]).exists()
+    for day, n in ((D[0], 3), (D[2], 2)):
         assert len(lines(land / day / "events.jsonl")) == n == len(lines(land / day / "watch_stats.jsonl"))
         assert (land / day / "impressions.jsonl").stat().st_size == 0 and (land / day / "_SUCCESS").exists()
     ev = lines(land / D[0] / "events.jsonl")
@@ -358,9 +360,9 @@ def test_real_ml100k(tmp_path):
     m = movielens.convert(_shared("ml-100k"), tmp_path / "root")
     land = tmp_path / "root" / "landing"
     assert (m["ratings"], m["items"], m["users"], m["malformed_lines"]) == (100_000, 1682, 943, {})
-    assert (m["first_day"], m["last_day"], m["days"]) == ("1997-09-20", "1998-04-22", 215)
+    assert (m["first_day"], m["last_day"], m["days"]) == ("1997-09-20", "1998-04-22", 213)  # days with ratings
     days = sorted(p for p in land.iterdir() if p.is_dir())
-    assert len(days) == 215
+    assert len(days) == 213  # the two days without ratings have no folder
     assert sum(len((d / "events.jsonl").read_bytes().splitlines()) for d in days) == 100_000
     assert sum(len((d / "watch_stats.jsonl").read_bytes().splitlines()) for d in days) == 100_000
     # positives = ratings >= 4, counted independently from u.data

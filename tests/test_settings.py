@@ -24,9 +24,10 @@ def test_defaults_then_marker_then_environment_then_overrides(tmp_path):
     assert Settings.load(environ={}).start_date == DEFAULT_START_DATE
     root = tmp_path / "ml"
     root.mkdir()
-    write_marker(root, "movielens", tmp_path, "1997-09-20", "1998-04-22")
+    write_marker(root, "movielens", tmp_path, "1997-09-20", "1997-12-31")
     env = {"RECSYS_DATA_ROOT": str(root)}
     assert Settings.load(environ=env).start_date == "1997-09-20"  # the source's first day
+    assert Settings.load(environ=env).history_start is None
     assert Settings.load(environ=env | {"RECSYS_START_DATE": "1998-01-01"}).start_date == "1998-01-01"
     assert Settings.load(environ=env | {"RECSYS_START_DATE": "1998-01-01"}, start_date="1998-02-02").start_date == (
         "1998-02-02"
@@ -34,6 +35,30 @@ def test_defaults_then_marker_then_environment_then_overrides(tmp_path):
     loaded = Settings.load(environ=env)
     assert (loaded.ranking.train_days, loaded.ranking.valid_days) == (2, 1)  # a long log keeps the defaults
     assert loaded.landing == f"{root}/landing" and loaded.models_root == f"{root}/models"
+
+
+def test_a_long_source_starts_with_one_history_partition(tmp_path):
+    """Partitions fit the source: the last `daily_partitions` days get one each, everything
+    before is one history partition; a held-out period (test_start) starts the daily ones."""
+    write_marker(tmp_path, "movielens", tmp_path, "1995-01-09", "2023-10-12", has_impressions=False)
+    loaded = Settings.load(environ={}, data_root=str(tmp_path))
+    assert (loaded.history_start, loaded.start_date, loaded.evaluation_start) == ("1995-01-09", "2023-06-14", None)
+    assert loaded.recall.window_days is None  # a ratings source trains on the whole history
+    assert Settings.load(environ={}, data_root=str(tmp_path), daily_partitions=10).start_date == "2023-10-02"
+    assert Settings.load(environ={"RECSYS_DAILY_PARTITIONS": "10"}, data_root=str(tmp_path)).start_date == "2023-10-02"
+    # an explicit start date: the partitions start there, without a history partition
+    explicit = Settings.load(environ={"RECSYS_START_DATE": "2023-01-01"}, data_root=str(tmp_path))
+    assert (explicit.start_date, explicit.history_start) == ("2023-01-01", None)
+    # an explicit window wins over the source's default
+    assert Settings.load(environ={}, data_root=str(tmp_path), recall={"window_days": 90}).recall.window_days == 90
+    write_marker(
+        tmp_path, "movielens", tmp_path, "1997-09-20", "1998-04-22", test_start="1998-03-07", empty_days="absent"
+    )
+    ml = Settings.load(environ={}, data_root=str(tmp_path))
+    assert (ml.history_start, ml.start_date, ml.evaluation_start) == ("1997-09-20", "1998-03-06", "1998-03-07")
+    # an impression log keeps its recency window
+    write_marker(tmp_path, "trivago", tmp_path, "2018-11-07", "2018-11-08", has_impressions=True)
+    assert Settings.load(environ={}, data_root=str(tmp_path)).recall.window_days == 28
 
 
 def test_a_short_real_log_trains_the_ranker_on_every_earlier_day(tmp_path):
@@ -106,7 +131,7 @@ def test_the_definitions_follow_the_settings(tmp_path):
     assert resources["landing"].landing_root == f"{tmp_path}/landing"
     assert resources["recall"].window_days == 7
     # build_defs with only resources takes the settings of their data root (its source marker)
-    write_marker(tmp_path, "movielens", tmp_path, "1997-09-20", "1998-04-22")
+    write_marker(tmp_path, "movielens", tmp_path, "1997-09-20", "1997-12-31")
     graph = build_defs(resources=build_resources(str(tmp_path))).resolve_asset_graph()
     assert graph.get(dg.AssetKey("interactions")).partitions_def.get_first_partition_key() == "1997-09-20"
     assert json.loads((tmp_path / "SOURCE.json").read_text())["first_day"] == "1997-09-20"

@@ -6,7 +6,7 @@ import dagster as dg
 
 from recsys_assets.assets import ownership
 from recsys_assets.core.contract import DIMENSIONS, LOGS, REFERENCED_ASSET, TableContract
-from recsys_assets.core.ingest import IngestResult, ingest_file
+from recsys_assets.core.ingest import IngestResult, ingest_file, ingest_files
 from recsys_assets.core.storage import file_sha256
 from recsys_assets.settings import Settings
 from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
@@ -58,6 +58,17 @@ def _metadata(results: list[IngestResult], storage: StorageResource, table: str)
     if len(paths) == 1:
         meta["content_sha256"] = file_sha256(paths[0])
     return meta
+
+
+def landing_days_of(day: str, settings: Settings, landed: list[str], sparse: bool) -> list[str]:
+    """The landing days partition `day` ingests: its own; for the first partition of a long
+    source (Settings.history_start) every landed day of the history up to it; none for a day a
+    sparse landing zone skipped (no folder, but a later day landed: the source had nothing)."""
+    if settings.history_start and day == settings.start_date:
+        return [d for d in landed if settings.history_start <= d <= day]
+    if sparse and day not in landed and landed and landed[-1] > day:
+        return []
+    return [day]
 
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
@@ -127,15 +138,20 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     )
                 known_ids[ref] = str(path)
             results = []
+            sparse = landing.skips_empty_days()
+            landed = landing.complete_days() if settings.history_start or sparse else []
             for day in context.partition_keys:  # one key, or every key of a single-run backfill
-                source = landing.require_file(landing.day_file(day, contract.name))
+                days = landing_days_of(day, settings, landed, sparse)
+                sources = [
+                    (landing.require_file(landing.day_file(d, contract.name)), f"{d}/{contract.name}.jsonl")
+                    for d in days
+                ]
                 results.append(
-                    ingest_file(
+                    ingest_files(
                         contract,
-                        source,
-                        f"{day}/{source.name}",
+                        sources,
                         day,
-                        date.fromisoformat(day),
+                        (date.fromisoformat(days[0]) if days else date.fromisoformat(day), date.fromisoformat(day)),
                         storage.partition_path(contract.asset_name, day),
                         storage.quarantine_path(contract.asset_name, day),
                         known_ids=known_ids,

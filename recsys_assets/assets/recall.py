@@ -17,6 +17,9 @@ from recsys_assets.services.training import publish_training_data, train_recall_
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 
+# The declared window of window_days=None (the whole history): every partition before D.
+WHOLE_HISTORY_DAYS = 36500
+
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
     """recall_training_data, recall_<channel> for every registered channel, their checks, and
@@ -24,7 +27,9 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     first_day = settings.start_date
     # the training window and the day itself (its held-out truth, read only by the evaluation)
     window_and_day = dg.TimeWindowPartitionMapping(
-        start_offset=-settings.recall.window_days, end_offset=0, allow_nonexistent_upstream_partitions=True
+        start_offset=-(settings.recall.window_days or WHOLE_HISTORY_DAYS),
+        end_offset=0,
+        allow_nonexistent_upstream_partitions=True,
     )
 
     @dg.asset(
@@ -86,7 +91,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             **ownership.layer("recall"),
             deps=[training_data],
             description=f"{spec.description} The `{name}` recall model of day D, trained on the interactions of the window before D "
-            "(RecallSettings.window_days, default 28; read once per day by recall_training_data) and stored as "
+            "(RecallSettings.window_days: 28 days, or the whole history for ratings sources; read once per day by "
+            "recall_training_data) and stored as "
             ".npy + JSON in the model store "
             "(never pickled), with params, training time, memory, data version and score range.",
         )

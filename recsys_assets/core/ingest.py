@@ -204,14 +204,16 @@ def _mixed_block(data: bytes, max_line_bytes: int) -> tuple[pa.StringArray, pa.S
     return pa.concat_arrays(pieces), pa.array(reasons, pa.string())
 
 
-def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, block_bytes: int = 16 << 20) -> pa.Table:
+def read_lines(
+    path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, block_bytes: int = 16 << 20, first_line_no: int = 1
+) -> pa.Table:
     """Split a JSONL file into (line_no, raw_line, pre_reason) rows, in bounded memory.
 
     Lines keep their line ending (JSON ignores it; ingestion trims it). A leading BOM is
     removed; `is_blank` marks whitespace-only lines. A line over `max_line_bytes` keeps only its head (pre_reason line_too_long);
     invalid UTF-8 is kept with \\xNN escapes (pre_reason invalid_utf8).
     """
-    batches, next_line_no = [], 1
+    batches, next_line_no = [], first_line_no
     with path.open("rb") if hasattr(path, "open") else open(path, "rb") as fh:
         for block in _blocks(fh, max_line_bytes, block_bytes):
             fast = None if isinstance(block, _TooLong) else _fast_block(block, max_line_bytes)
@@ -298,7 +300,7 @@ def _extracted_from_lines_sql(contract: TableContract) -> str:
                 FROM lines))"""
 
 
-def validation_sql(contract: TableContract, partition_day: date | None) -> str:
+def validation_sql(contract: TableContract, partition_day: date | tuple[date, date] | None) -> str:
     """SQL over relation `lines` giving `line_no`, one typed column per field and
     `row_reason` (in no guaranteed order: a domain rule may be planned as a join).
 
@@ -340,9 +342,11 @@ def validation_sql(contract: TableContract, partition_day: date | None) -> str:
         domain_rules.append((f"NOT coalesce({rule}, true)", reason))
     if contract.time_field and partition_day is not None:
         t = contract.time_field
+        first, last = partition_day if isinstance(partition_day, tuple) else (partition_day, partition_day)
         domain_rules.append(
             (
-                f"{t} IS NOT NULL AND CAST(timezone('UTC', {t}) AS DATE) <> DATE '{partition_day.isoformat()}'",
+                f"{t} IS NOT NULL AND CAST(timezone('UTC', {t}) AS DATE) "
+                f"NOT BETWEEN DATE '{first.isoformat()}' AND DATE '{last.isoformat()}'",
                 f"outside_partition:{t}",
             )
         )
@@ -449,6 +453,46 @@ def ingest_file(
 
     `known_ids` maps "user_id"/"item_id" to the Parquet path of the dimension snapshot
     used for reference checks. Re-running replaces both files, so it never duplicates.
+    """
+    return ingest_files(
+        contract,
+        [(landing_file, source_name)],
+        partition,
+        partition_day,
+        data_path,
+        quarantine_path,
+        known_ids=known_ids,
+        max_line_bytes=max_line_bytes,
+    )
+
+
+def _lines_of(sources: list[tuple[Path, str]], max_line_bytes: int) -> tuple[pa.Table, np.ndarray]:
+    """The lines of every source in order, numbered on through the files (row i is line i + 1),
+    and the first line number of each file."""
+    tables, starts, next_line_no = [], [], 1
+    for path, _ in sources:
+        starts.append(next_line_no)
+        tables.append(read_lines(path, max_line_bytes, first_line_no=next_line_no))
+        next_line_no += tables[-1].num_rows
+    if not tables:
+        return _SCHEMA.empty_table(), np.array([1], np.int64)
+    return (pa.concat_tables(tables) if len(tables) > 1 else tables[0]), np.array(starts, np.int64)
+
+
+def ingest_files(
+    contract: TableContract,
+    sources: list[tuple[Path, str]],
+    partition: str,
+    partition_day: date | tuple[date, date] | None,
+    data_path: Path,
+    quarantine_path: Path,
+    known_ids: dict[str, str] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> IngestResult:
+    """Validate landing files (path, name as recorded in the quarantine) into one partition and
+    atomically write its loaded and quarantined rows. `partition_day` is the day every row's
+    time must fall on, or a (first, last) range (a history partition holding many days; no
+    files: an empty partition). A quarantined line names its own file and line number.
 
     Rows are put in line order once, in Arrow (`_in_line_order`); the writes then read that
     one table through a projection and a filter, which DuckDB keeps in input order. The
@@ -460,7 +504,7 @@ def ingest_file(
     con = duckdb_connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        file_lines = read_lines(landing_file, max_line_bytes)  # row i is line i + 1
+        file_lines, file_starts = _lines_of(sources, max_line_bytes)  # row i is line i + 1
         con.register("file_lines", file_lines)
         file_lines = _flag_non_standard_json(con, file_lines)
         con.register("file_lines", file_lines)
@@ -468,8 +512,13 @@ def ingest_file(
         # (JSON ignores them) and are trimmed only where the raw line is kept: quarantine.
         con.execute("CREATE TEMP VIEW lines AS SELECT line_no, raw_line, pre_reason FROM file_lines WHERE NOT is_blank")
         blank = pc.sum(file_lines.column("is_blank")).as_py() or 0
+        names = [name for _, name in sources]
         result = IngestResult(
-            contract.asset_name, partition, source_name, rows_read=file_lines.num_rows - blank, blank_lines=blank
+            contract.asset_name,
+            partition,
+            names[0] if len(names) == 1 else f"{len(names)} files",
+            rows_read=file_lines.num_rows - blank,
+            blank_lines=blank,
         )
 
         validated = _in_line_order(con.sql(validation_sql(contract, partition_day)).to_arrow_table())
@@ -484,14 +533,16 @@ def ingest_file(
         bad = checked.select(["line_no", "reason"]).filter(pc.is_valid(checked.column("reason")))
         raw = _take_in_order(file_lines.column("raw_line"), pc.subtract(bad.column("line_no"), 1))
         constant = lambda value: pa.array([value] * bad.num_rows, pa.string())  # noqa: E731
+        # the file each bad line came from, and its line number in that file
+        file_of = np.searchsorted(file_starts, bad.column("line_no").to_numpy(), side="right") - 1
         con.register(
             "quarantined",
             pa.table(
                 {
                     "asset": constant(contract.asset_name),
                     "partition": constant(partition),
-                    "source_file": constant(source_name),
-                    "line_no": bad.column("line_no"),
+                    "source_file": pa.array(np.array(names or [""], dtype=object)[file_of], pa.string()),
+                    "line_no": pa.array(bad.column("line_no").to_numpy() - file_starts[file_of] + 1),
                     "reason": bad.column("reason"),
                     "raw_line": raw,
                 }
@@ -511,5 +562,5 @@ def ingest_file(
     finally:
         con.close()
     if result.rows_loaded + result.rows_quarantined != result.rows_read:  # the nothing-is-lost invariant
-        raise AssertionError(f"{landing_file}: read {result.rows_read} != loaded + quarantined")
+        raise AssertionError(f"{result.source_file}: read {result.rows_read} != loaded + quarantined")
     return result

@@ -119,7 +119,7 @@ class OnlineRecommender:
         available = set(self.ctx.items.filter("available")["item_id"].to_list())
         self.unavailable = np.array(sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64)
         # the window's positives plus the serving day's own (those are newer than the models)
-        days = days_before(self.day, recall.window_days) + [self.day]
+        days = days_before(self.day, recall.window_days, first_day) + [self.day]
         self.history = user_history(storage, days)
         # recall never proposes what the user already had a positive signal on (clicks included)
         self.seen_signal = user_history(storage, days, with_clicks=True)

@@ -400,7 +400,7 @@ def recommend_day(
         if log:
             log.warning(f"recommendations {day}: {missing}; every active user gets the cold-start path")
         candidates = None
-    history = user_history(lake, days_before(day, recall.window_days))
+    history = user_history(lake, days_before(day, recall.window_days, first_day))
     active = np.sort(
         ctx.users.filter(pl.col("u_impressions_28d").is_not_null() | pl.col("u_positives_28d").is_not_null())[
             "user_id"

@@ -122,13 +122,18 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> int:
     return n
 
 
-def finish_days(landing: Path, first_day: str, last_day: str) -> list[str]:
+def finish_days(landing: Path, first_day: str, last_day: str, days_with_data_only: bool = False) -> list[str]:
     """Every day of the range gets all three log files (empty when the source has nothing
-    that day, e.g. impressions of a ratings dataset) and a _SUCCESS marker."""
+    that day, e.g. impressions of a ratings dataset) and a _SUCCESS marker; with
+    `days_with_data_only`, only the days that have a folder already (a sparse landing zone:
+    SOURCE.json says `empty_days: absent`, and a day without a folder is a day without data)."""
     days = []
     d, end = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
     while d <= end:
         folder = landing / d.isoformat()
+        if days_with_data_only and not folder.is_dir():
+            d += dt.timedelta(days=1)
+            continue
         folder.mkdir(parents=True, exist_ok=True)
         for table in LOG_TABLES:
             (folder / f"{table}.jsonl").touch()

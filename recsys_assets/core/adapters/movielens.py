@@ -330,6 +330,10 @@ def aggregate_tags(con, source: Path, layout: Layout, max_tags: int) -> tuple[di
 # ------------------------------------------------------------------------------------------
 
 
+# Share of the ratings, the latest by time, in the held-out period (SOURCE.json test_start).
+TEST_SHARE = 0.2
+
+
 def _bad_rating_records(
     reject: dict, layout: Layout, rule: RatingRule, first_day: str, last_day: str
 ) -> tuple[str, dict, dict]:
@@ -439,7 +443,12 @@ def convert(
             day, event, watch = _bad_rating_records(reject, layout, rule, first_day, last_day)
             lz.append_jsonl(tmp / day / "events.jsonl", [event])
             lz.append_jsonl(tmp / day / "watch_stats.jsonl", [watch])
-        days = lz.finish_days(tmp, first_day, last_day)
+        # Decades of history: only the days with ratings get a folder (no files for empty days).
+        days = lz.finish_days(tmp, first_day, last_day, days_with_data_only=True)
+        # The held-out period of the temporal protocol: the day the last 20% of the ratings begin.
+        cut_row = con.execute(f"SELECT quantile_disc(ts, {1 - TEST_SHARE}) FROM {ratings}").fetchone()
+        assert cut_row is not None
+        test_start = lz.utc_day(cut_row[0])
 
         tags, tag_rejects, tag_lines = aggregate_tags(con, source, layout, max_tags)
         genre_names = None
@@ -469,6 +478,8 @@ def convert(
             "first_day": first_day,
             "last_day": last_day,
             "days": len(days),
+            "empty_days": "absent",
+            "test_start": test_start,
             "ratings": int(n_ratings),
             "positives": int(positives),
             "events": sum(events.values()),
