@@ -27,7 +27,7 @@ from recsys_assets.settings import RecallConfig
 TRAINING_DATA = "recall_training_data"
 
 
-def training_days(day: str, window: int, first_day: str | None) -> list[str]:
+def training_days(day: str, window: int | None, first_day: str | None) -> list[str]:
     return days_before(day, window, first_day)
 
 
