@@ -85,6 +85,28 @@ def to_dat(folder: Path) -> None:
         (folder / name).unlink()
 
 
+def one_more_day(data_root: Path, settings, last_day: str) -> float:
+    """Seconds to materialize every daily raw/feature/drift asset for one day after the whole
+    history (the last day again: a day's work in steady state), in this process."""
+    import dagster as dg
+
+    from recsys_assets.definitions import build_defs
+
+    defs = build_defs(settings)
+    graph = defs.resolve_asset_graph()
+    daily = sorted(
+        k
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def is not None and graph.get(k).group_name in {"raw", "features", "drift"}
+    )
+    job = defs.resolve_implicit_global_asset_job_def()
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, asset_selection=daily, partition_key=last_day)
+    assert result.success
+    return time.perf_counter() - started
+
+
 def plain_script(data_root: Path, evaluation_start: str) -> dict:
     """Popularity and implicit ALS trained on every positive before `evaluation_start`, scored on
     the held-out positives (seen items removed, full catalog), as a user would in a notebook."""
@@ -203,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.load(
         data_root=str(work / "data"), **({"daily_partitions": args.last_days} if args.last_days else {})
     )
+    daily_phase = next(p for p in phases if p["partitions"] > 1) if partitions > 1 else phases[1]
+    one_day = one_more_day(work / "data", settings, marker["last_day"])
+    print(
+        f"one more day (raw + features + drift of {marker['last_day']}): {one_day:.1f} s = "
+        f"{one_day / daily_phase['wall_s']:.3f} of the full daily build over {daily_phase['partitions']} partitions "
+        f"(target <= 1.5/N = {1.5 / daily_phase['partitions']:.3f})"
+    )
     quality = platform_quality(work / "data")
     plain = plain_script(work / "data", settings.evaluation_start) if settings.evaluation_start else {}
     print(f"\nend to end {total_s:.1f} s (adapt + materialize); materialize {materialize:.1f} s, of which steps "
@@ -221,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `{command}` | {machine()} | "
             f"{args.shape}: {written['ratings']:,} ratings, {marker['first_day']}..{marker['last_day']} | "
             f"{total_s:.0f} s | {materialize:.0f} s ({materialize - steps:.0f} s Dagster) | {partitions} | "
-            f"{landing_files:,} | {peak:.0f} MiB | "
+            f"{landing_files:,} | {peak:.0f} MiB | {one_day:.1f} s = {one_day / daily_phase['wall_s']:.3f} of "
+            f"{daily_phase['partitions']} (<= {1.5 / daily_phase['partitions']:.3f}) | "
             f"{', '.join(f'{k.split()[-1]} {v:.4f}' for k, v in quality.items()) or '-'} | "
             f"{', '.join(f'{k.split()[-1]} {v:.4f}' for k, v in plain.items() if k.startswith('ndcg')) or '-'} |",
             section="Long histories",
