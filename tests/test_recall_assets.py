@@ -581,7 +581,8 @@ def test_training_data_is_read_once_per_day_and_equals_a_fresh_read(root, monkey
         assert a.dtype == b.dtype and a.shape == b.shape and (a != b).nnz == 0, name
     assert data.genre_names == f_data.genre_names and np.array_equal(test.users, f_test.users)
     assert (test.relevant != f_test.relevant).nnz == 0 and (test.all_positive != f_test.all_positive).nnz == 0
-    assert np.array_equal(info.pop("available_items"), f_info.pop("available_items")) and info == f_info
+    assert np.array_equal(info.pop("available_items"), f_info.pop("available_items"))
+    assert (info.pop("consumed") != f_info.pop("consumed")).nnz == 0 and info == f_info
     assert (version, days) == (f_version, f_days)
     # with the store, no consumer reads the interactions again
     monkeypatch.setattr(training, "compute_day", lambda *a, **k: pytest.fail("read the interactions again"))

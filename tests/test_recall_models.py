@@ -604,6 +604,7 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
         rank_depth=depth,
         exclude=None,
         blocked_items=None,
+        window_users=None,
         channels={"als": Channel(als, n_users=N_USERS - 10, n_items=N_ITEMS)},
     )
     rng = np.random.default_rng(4)
@@ -676,6 +677,7 @@ def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
         rank_depth=depth,
         exclude=seen.tocsr(),
         blocked_items=None,
+        window_users=None,
         channels={c: Channel(fitted[c], n_users=N_USERS, n_items=N_ITEMS) for c in ("als", "popularity")},
     )
     out = _channel_columns(ctx, users, items, chunk=7)
@@ -686,3 +688,8 @@ def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
     expected = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)
     assert np.array_equal(out["rank_popularity"], expected.astype(np.float32))
     assert (out["rank_popularity"][fresh] <= depth).any()
+    # items consumed before the window fill those users' exclusion rows: still no training
+    # positive (window_users), so still no personal list
+    old = sp.csr_matrix((np.ones(20, np.float32), (np.arange(0, 40, 2), np.full(20, N_ITEMS - 1))), shape=seen.shape)
+    ctx.exclude, ctx.window_users = (seen + old).tocsr(), keep
+    assert (_channel_columns(ctx, users, items, chunk=7)["rank_als"][fresh] == depth + 1).all()

@@ -153,7 +153,7 @@ def evaluate_funnel(
 
     # recall stage latency: every channel's top-K plus fusion, for (up to) 200 test users
     sample = test.users[:200]
-    exclude = exclusion_matrix(data.positives, sample, np.flatnonzero(~info["available_items"]))
+    exclude = exclusion_matrix(data.positives, sample, np.flatnonzero(~info["available_items"]), info["consumed"])
     started = time.perf_counter()
     channels, ranges, _ = recommend_channels(load_channels(model_store, day), sample, recall.candidates_k, exclude)
     fusion.fuse(channels, data.n_items, recall.candidates_k, score_ranges=ranges)

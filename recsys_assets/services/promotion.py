@@ -99,7 +99,7 @@ def compare_on_day(
         for label, (name, trained) in contenders.items()
         if not (reuse and label in known)
     }
-    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    seen, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
     out = {label: known[label] for label in contenders if reuse and label in known}
     for label, (model, meta) in models.items():
