@@ -249,8 +249,11 @@ class Settings(BaseModel):
                 # train on every earlier day, early-stop on a held-out share of its requests.
                 ranking |= {"train_days": max(days - 1, 1), "valid_days": 0}
             if marker.get("has_impressions") is False:
-                # Ratings: users come back after months, so models learn from the whole history.
+                # Ratings: users come back after months, so models learn from the whole history;
+                # models that learn from impressions (or are the baseline of one) have nothing to learn.
                 recall["window_days"] = None
+                recall["channels"] = [n for n in registry.REGISTRY if not registry.spec(n).impressions_only]
+                ranking["channels"] = [c for c in RankingConfig().channels if c in recall["channels"]]
         for field, variable in (("train_days", "RECSYS_RANKER_TRAIN_DAYS"), ("valid_days", "RECSYS_RANKER_VALID_DAYS")):
             if env.get(variable):
                 ranking[field] = _int(variable, env[variable])
