@@ -221,12 +221,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         name="ranker_beats_recall_only",
         partitions_def=partitions,
         description="Fails if the ranker does not beat recall-only ordering on NDCG@10 (funnel scope). "
-        "A failing ranker is never promoted (ranker_champion applies the same rule).",
+        "A failing ranker is never promoted (ranker_champion applies the same rule). A day evaluated on "
+        "fewer than RecallSettings.min_evaluated_users users is not judged.",
     )
     def ranker_beats_recall_only(
-        context: dg.AssetCheckExecutionContext, storage: StorageResource
+        context: dg.AssetCheckExecutionContext, storage: StorageResource, recall: RecallSettings
     ) -> dg.AssetCheckResult:
-        results = {day: beats_recall_only(storage, day) for day in context.partition_keys}
+        results = {day: beats_recall_only(storage, day, recall.min_evaluated_users) for day in context.partition_keys}
         evaluated = {d: r for d, r in results.items() if not r[1].startswith(("no ranker", "funnel_evaluation is not"))}
         failing = {d: why for d, (ok, why) in evaluated.items() if not ok}
         return dg.AssetCheckResult(
@@ -244,7 +245,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         deps=[funnel_evaluation],
         description="Gated promotion of the ranker: the ranker of D serves from D on only if it beats recall-only "
         "ordering on D's funnel NDCG@10 and is not worse than the serving ranker, evaluated on the same day, "
-        "by more than RecallSettings.promotion_tolerance. Otherwise the serving ranker stays (if it still "
+        "by more than RecallSettings.promotion_tolerance. A funnel of fewer than "
+        "RecallSettings.min_evaluated_users users (or a non-finite NDCG) decides nothing. Otherwise the serving ranker stays (if it still "
         "beats recall-only on D) or recommendations fall back to recall order. One registry row per day: "
         "`SELECT * FROM ranker_champion`.",
         **ownership.layer("ranking"),
@@ -257,10 +259,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        decision = {}
+        decision, decisions = {}, {}
         for day in context.partition_keys:  # in order: each day sees the decisions of the days before
             with failures():
                 decision = promote_ranker(day, storage, model_store, recall, ranking, first_day, context.log)
+            decisions[day] = {k: decision[k] for k in ("decision", "champion_day", "reason")}
             context.log.info(
                 f"ranker champion {day}: {decision['decision']} -> {decision['champion_day']} ({decision['reason']})"
             )
@@ -273,6 +276,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "incumbent_value": decision.get("incumbent_value") or 0.0,
                 "recall_only_value": decision.get("recall_only_value") or 0.0,
                 "reason": decision.get("reason", ""),
+                "days": dg.MetadataValue.json(decisions),
             }
         )
 
