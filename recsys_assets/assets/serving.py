@@ -50,7 +50,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         description=f"A faiss HNSW index over the item factors of day D's recall champion (inner-product search "
         "turned into L2 search by one extra coordinate), saved in "
         f"faiss's own format in the model store, with recall@{ANN_K} against exact search on the champion's "
-        "users reported (check: >= 0.95). Skipped when the champion has no factors (item-CF, EASE).",
+        "users reported (check: >= 0.95). Items whose factors are all zero (never seen in training) are left "
+        "out; the index returns catalog item indices. Skipped when the champion has no factors (item-CF, EASE).",
     )
     def recall_ann_index(
         context: dg.AssetExecutionContext,
