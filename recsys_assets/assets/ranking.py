@@ -9,7 +9,7 @@ import pyarrow as pa
 from recsys_assets.assets import ownership
 from recsys_assets.assets._wiring import failures
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.services.errors import NoTrainingData
+from recsys_assets.services.errors import Skipped
 from recsys_assets.services.funnel_evaluation import FUNNEL_SCHEMA, STAGES, evaluate_funnel
 from recsys_assets.services.promotion import beats_recall_only, headline, promote_ranker
 from recsys_assets.services.ranking import RankerSkipped, build_samples, train_ranker
@@ -64,17 +64,22 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, empty = {}, []
         for day in context.partition_keys:
             with failures():
                 frame, info = build_samples(storage, model_store, ranking, recall, day, first_day, context.log)
+            # an empty day still gets its (empty) partition: the rankers after it read it as "no samples"
             write_frame(frame, storage.partition_path("ranking_samples", day), order_by="kind, request_id, item_id")
+            if not info["rows"]:
+                empty.append(day)
+                context.log.warning(f"ranking_samples {day}: no labelled pair (no activity on {day}); empty partition")
             meta = {k: v for k, v in info.items() if not isinstance(v, list)}
             meta |= {
                 "dagster/row_count": info["rows"],
                 "channels_present": dg.MetadataValue.json(info["channels_present"]),
                 "channels_missing": dg.MetadataValue.json(info["channels_missing"]),
             }
+        meta["empty_days"] = dg.MetadataValue.json(empty)
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
@@ -97,18 +102,20 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, skipped_days = {}, {}
         for day in context.partition_keys:
             try:
                 with failures():
                     trained = train_ranker(day, storage, model_store, ranking)
-            except RankerSkipped as skipped:
+            except RankerSkipped as skipped:  # this day only: the other days of the run still train
                 context.log.warning(str(skipped))
+                skipped_days[day] = str(skipped)
                 meta = {"skipped": True, "reason": str(skipped)}
                 continue
             model, importance = trained.model, trained.importance
             top = importance.filter(pl.col("model") == "lambdarank").head(10)
             meta = {
+                "validation": model.meta["validation"],
                 "valid_ndcg_at_10": model.meta["valid_ndcg_at_10"],
                 "valid_auc": model.meta["valid_auc"],
                 "valid_logloss": model.meta["valid_logloss"],
@@ -127,6 +134,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     ),
                 ),
             }
+        meta["skipped_days"] = dg.MetadataValue.json(skipped_days)
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
@@ -169,17 +177,19 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, skipped_days = {}, {}
         for day in context.partition_keys:
             if not model_store.exists("ranker", day):
                 rows, info = [], {"test_users": 0}
+                skipped_days[day] = f"no ranker is published for {day}"
                 context.log.warning(f"funnel_evaluation {day}: no ranker is published for {day}; empty table")
             else:
                 try:
                     with failures():
                         rows, info = evaluate_funnel(day, storage, model_store, recall, ranking, first_day)
-                except NoTrainingData as nothing:
+                except Skipped as nothing:  # e.g. a day without activity: an empty table for it alone
                     rows, info = [], {"test_users": 0}
+                    skipped_days[day] = str(nothing)
                     context.log.warning(f"funnel_evaluation {day}: {nothing}")
             write_frame(
                 pa.Table.from_pylist(rows, schema=FUNNEL_SCHEMA),
@@ -213,6 +223,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     if r["metric"] in ("ndcg", "mrr", "auc", "logloss")
                 )
             )
+        meta["skipped_days"] = dg.MetadataValue.json(skipped_days)
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 

@@ -102,10 +102,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, served = {}, {}
         for day in context.partition_keys:
             with failures():
                 stats = recommend_day(day, storage, model_store, ranking, recall, first_day, context.log)
+            served[day] = {"ranker_day": stats["ranker_day"], "why": stats["why"], "users": stats["users"]}
             meta = {
                 "dagster/row_count": stats["rows"],
                 "users": stats["users"],
@@ -117,6 +118,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "users_per_second": round(stats["n_users"] / max(stats["seconds"], 1e-9), 1),
                 "preview": dg.MetadataValue.md(_markdown(stats["preview"].head(10))),
             }
+        meta["days"] = dg.MetadataValue.json(served)  # which ranker (or recall order) served each day, and why
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
