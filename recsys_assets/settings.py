@@ -98,6 +98,9 @@ class RecallConfig(BaseModel):
     # A candidate replaces the serving champion unless it is worse than it, on the same day and
     # users, by more than this relative tolerance.
     promotion_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)
+    # Both gates (recall champion and serving ranker) keep what serves when the day's evaluation
+    # has fewer users than this (or a non-finite metric): a sparse day's number is noise.
+    min_evaluated_users: int = Field(default=50, ge=0)
 
     @field_validator("models")
     @classmethod

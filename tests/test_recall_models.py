@@ -240,6 +240,88 @@ def test_ease_skips_large_catalogs(world):
     assert np.abs(np.diag(model.weights)).max() == 0
 
 
+def _sparse_catalog(n_users: int, n_items: int, n_pairs: int, seed: int, with_times: bool = False) -> TrainingData:
+    """A catalog far larger than what its few training pairs touch (a sparse MovieLens day)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n_users, n_pairs)
+    cols = rng.choice(n_items, size=n_pairs // 2, replace=False)[rng.integers(0, n_pairs // 2, n_pairs)]
+    positives = sp.csr_matrix((np.ones(n_pairs, np.float32), (rows, cols)), shape=(n_users, n_items))
+    positives.data[:] = 1.0  # duplicates summed: binary again
+    pattern = positives.copy()
+    pattern.data = rng.uniform(1, 30 * 86400, pattern.nnz).astype(np.float32)
+    empty = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    no_content = sp.csr_matrix((n_items, 0), dtype=np.float32)
+    return TrainingData(positives, empty, empty, no_content, no_content, seconds_ago=pattern if with_times else None)
+
+
+def _full_catalog_ease(data: TrainingData, lambda_: float, session_weight: float = 0.0, tau: float = 600.0):
+    """EASE's B over every catalog item, as it was computed before only seen items were fitted."""
+    x = (data.positives > 0).astype(np.float64).toarray()
+    gram = x.T @ x
+    if session_weight:
+        session_gram(data.seconds_ago, tau, data.n_items, out=gram, weight=session_weight)
+    gram[np.diag_indices(data.n_items)] += lambda_
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices(data.n_items)] = 0.0
+    return b
+
+
+@pytest.mark.parametrize("session_weight", [0.0, 2.0])
+def test_ease_on_seen_items_scores_as_the_full_catalog_fit(session_weight):
+    """An unseen item's row and column of the Gram matrix are λ on the diagonal alone, so
+    fitting the seen items only changes no score: unseen items score 0 either way."""
+    data = _sparse_catalog(n_users=120, n_items=900, n_pairs=700, seed=3, with_times=True)
+    model = EASEModel(lambda_=50.0, session_weight=session_weight, session_tau_seconds=3600.0).fit(data)
+    seen = np.flatnonzero(np.asarray((data.positives > 0).sum(axis=0)).ravel())
+    assert 0 < len(seen) < 400 and model.items.tolist() == seen.tolist()
+    assert model.weights.shape == (len(seen), len(seen))
+    users = np.arange(data.n_users)
+    full = _full_catalog_ease(data, 50.0, session_weight, 3600.0)
+    expected = (data.positives > 0).astype(np.float64).toarray() @ full
+    np.testing.assert_allclose(model.score(users), expected, rtol=1e-5, atol=1e-5)
+    assert not model.score(users)[:, np.setdiff1d(np.arange(data.n_items), seen)].any()
+    pairs_users, pairs_items = np.repeat(users[:20], 50), np.tile(np.arange(0, 900, 18), 20)
+    np.testing.assert_allclose(
+        model.score_pairs(pairs_users, pairs_items), expected[pairs_users, pairs_items], rtol=1e-5, atol=1e-5
+    )
+    # an artifact saved before (the whole catalog's weights, no item list) still loads and scores
+    old = EASEModel()
+    old.set_arrays({k: v for k, v in model.arrays().items() if k != "items"} | {"weights": full.astype(np.float32)})
+    assert old.items.tolist() == list(range(data.n_items))
+    np.testing.assert_allclose(old.score(users), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ease_fits_only_the_seen_items_of_a_large_catalog(tmp_path):
+    """10,000 catalog items, ~400 training pairs: the fit is a small seen × seen matrix (it was
+    a dense 10,000² inverse: ~20 s and 380 MiB of weights), nothing unseen is ever listed, and
+    the stored model round-trips."""
+    import time
+
+    data = _sparse_catalog(n_users=150, n_items=10_000, n_pairs=400, seed=1)
+    seen = np.flatnonzero(np.asarray((data.positives > 0).sum(axis=0)).ravel())
+    started = time.perf_counter()
+    model = EASEModel().fit(data)
+    assert time.perf_counter() - started < 2.0
+    assert model.weights.shape == (len(seen), len(seen)) and len(seen) <= 200
+    users = np.arange(data.n_users)
+    exclude = (data.positives > 0).astype(np.float32).tocsr()
+    items, scores = model.recommend(users, 300, exclude=exclude, blocked_items=seen[:5])
+    assert items.shape == (data.n_users, 300)
+    listed = items >= 0
+    assert np.isin(items[listed], seen[5:]).all()  # seen, not blocked
+    assert np.array_equal(listed, np.isfinite(scores)) and not listed[:, len(seen) :].any()  # -1 / -inf padding
+    model.save(tmp_path / "ease")
+    stored = {p.stem: np.load(p, allow_pickle=False).shape for p in (tmp_path / "ease").glob("*.npy")}
+    assert stored["weights"] == (len(seen), len(seen)) and stored["items"] == (len(seen),)
+    loaded = load_model(tmp_path / "ease")
+    assert (
+        loaded.recommend(users, 300, exclude=exclude)[0].tolist()
+        == model.recommend(users, 300, exclude=exclude)[0].tolist()
+    )
+    np.testing.assert_array_equal(loaded.score(users[:10]), model.score(users[:10]))
+
+
 def _session_gram_by_hand(seconds: sp.csr_matrix, tau: float, n_items: int) -> np.ndarray:
     gram = np.zeros((n_items, n_items))
     for u in range(seconds.shape[0]):

@@ -128,7 +128,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         "RecallSettings.champion_metric (default NDCG@10) among those that beat popularity (lift above "
         "min_lift_over_popularity, paired 95% CI above 0). It replaces the serving champion only if, "
         "evaluated on day D on the same users, it is not worse than the serving champion by more than "
-        "promotion_tolerance; otherwise the champion keeps serving. One registry row per day with both "
+        "promotion_tolerance; otherwise the champion keeps serving. An evaluation of fewer than "
+        "min_evaluated_users test users (or a non-finite metric) promotes nothing. One registry row per day with both "
         "values, the decision and the reason: `SELECT * FROM recall_champion`.",
     )
     def recall_champion(

@@ -119,8 +119,15 @@ class OnlineRecommender:
         self.idx_of = dict(
             zip(self.ctx.item_index["item_id"].to_list(), self.ctx.item_index["item_idx"].to_list(), strict=False)
         )
-        available = set(self.ctx.items.filter("available")["item_id"].to_list())
-        self.unavailable = np.array(sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64)
+        # what recall_candidates blocked (items added on D included, as in recall's training data),
+        # not the item features' availability (added before D): otherwise the lists differ
+        if self.ctx.blocked_items is not None:
+            self.unavailable = np.unique(np.asarray(self.ctx.blocked_items, np.int64))
+        else:
+            available = set(self.ctx.items.filter("available")["item_id"].to_list())
+            self.unavailable = np.array(
+                sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64
+            )
         # the window's positives plus the serving day's own (those are newer than the models)
         days = days_before(self.day, recall.window_days, first_day) + [self.day]
         self.history = user_history(storage, days)
