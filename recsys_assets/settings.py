@@ -59,6 +59,8 @@ class FeatureConfig(BaseModel):
     drift_fail_psi: float = Field(default=0.25, ge=0.0)
     # Numeric PSI uses at most 10 quantile bins and at least this many samples per bin.
     drift_samples_per_bin: int = Field(default=100, ge=1)
+    # A feature with fewer values than this on either side gets no PSI (sparse days are noise).
+    drift_min_samples: int = Field(default=30, ge=1)
 
 
 class RecallConfig(BaseModel):

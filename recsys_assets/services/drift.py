@@ -68,7 +68,13 @@ def drift_for_day(
     finally:
         con.close()
 
-    rows = drift.drift_rows({}, dict(categorical), warn=settings.drift_warn_psi, fail=settings.drift_fail_psi)
+    rows = drift.drift_rows(
+        {},
+        dict(categorical),
+        warn=settings.drift_warn_psi,
+        fail=settings.drift_fail_psi,
+        min_samples=settings.drift_min_samples,
+    )
     for feature, (ref, cur) in numeric.items():
         # PSI of an unchanged distribution grows like (bins - 1) * (1/n_ref + 1/n_cur): with few
         # samples, fewer bins keep noise well under the warn threshold.
@@ -79,6 +85,7 @@ def drift_for_day(
             bins=bins,
             warn=settings.drift_warn_psi,
             fail=settings.drift_fail_psi,
+            min_samples=settings.drift_min_samples,
         )
     rows = drift.sort_rows(rows)
     n_impressions = int(traffic[0])
