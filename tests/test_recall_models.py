@@ -22,7 +22,6 @@ from recsys_assets.core.recall.models import (
     EASEModel,
     ImpressionBPRModel,
     ItemCFModel,
-    ModelSkipped,
     PopularityModel,
     load_model,
     session_gram,
@@ -232,10 +231,14 @@ def test_item_cf_similarity_is_sparse_and_pruned(world):
     np.testing.assert_allclose(model.score(np.array([3])), x[[3]] @ sim.toarray(), rtol=1e-5)
 
 
-def test_ease_skips_large_catalogs(world):
+def test_ease_fits_the_head_of_a_large_catalog(world):
+    """Above max_items seen items EASE fits the most popular ones only; the rest are never listed."""
     data = world[0]
-    with pytest.raises(ModelSkipped, match=str(N_ITEMS)):
-        EASEModel(max_items=N_ITEMS - 1).fit(data)
+    users_per_item = np.diff(data.positives.tocsc().indptr)
+    head = EASEModel(max_items=50).fit(data)
+    assert len(head.items) == 50 and set(head.items) == set(np.argsort(-users_per_item, kind="stable")[:50])
+    listed = head.recommend(np.arange(20), 10)[0]
+    assert set(listed[listed >= 0].ravel()) <= set(head.items)
     model = EASEModel(lambda_=50.0).fit(data)
     assert np.abs(np.diag(model.weights)).max() == 0
 
