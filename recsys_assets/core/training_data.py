@@ -150,3 +150,30 @@ def load_recall_exclusions(
         with_shown=False,
     )
     return seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+
+
+def load_holdout_pairs(
+    test_files: list[Path], history_files: list[Path], user_dictionary: Path, item_dictionary: Path
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(every positive of the held-out days in `test_files`, every item each user consumed in
+    `history_files`: a positive, a click or a play), users × items of the dictionaries, 1.0."""
+    con = connect()
+    try:
+        bind(con, "test_interactions", test_files, "interactions")
+        bind(con, "history_interactions", history_files, "interactions")
+        con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
+        con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
+        size = con.execute(
+            "SELECT (SELECT coalesce(max(index) + 1, 0) FROM user_dictionary), "
+            "(SELECT coalesce(max(index) + 1, 0) FROM item_dictionary)"
+        ).fetchone()
+        assert size is not None  # aggregate queries return one row
+        truth = con.execute(read_sql("recall_test_pairs.sql")).fetchnumpy()
+        consumed = con.execute(read_sql("holdout_consumed_pairs.sql")).fetchnumpy()
+    finally:
+        con.close()
+    shape = (int(size[0]), int(size[1]))
+    return (
+        _csr(truth["user_idx"], truth["item_idx"], np.ones(len(truth["user_idx"])), shape),
+        _csr(consumed["user_idx"], consumed["item_idx"], np.ones(len(consumed["user_idx"])), shape),
+    )
