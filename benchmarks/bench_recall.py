@@ -134,7 +134,7 @@ def tune(resources, day: str) -> list[tuple[str, dict, float]]:
 
     settings = resources["recall"]
     data, test, info, _, _ = load_day(resources["storage"], day, settings, None)
-    exclude = exclusion_matrix(data.positives, test.users, np.flatnonzero(~info["available_items"]))
+    exclude = exclusion_matrix(data.positives, test.users, np.flatnonzero(~info["available_items"]), info["consumed"])
     relevant = test.relevant[test.users]
     rows = []
     for name, params in [("popularity", settings.model_params("popularity"))] + TUNE_GRID:

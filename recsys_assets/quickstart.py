@@ -8,6 +8,7 @@ daily partitions at its first day. A data root holds one source."""
 
 import argparse
 import os
+import resource
 import sys
 import time
 import warnings
@@ -63,6 +64,11 @@ def _phases(defs: dg.Definitions) -> list[tuple[set, bool, bool]]:
     return phases
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Seconds per step of a run, from its step start and success/failure events."""
     started: dict[str, float] = {}
@@ -85,16 +91,16 @@ def materialize_all(
     instance: dg.DagsterInstance,
     model_days: int = 1,
     evaluation_start: str | None = None,
-) -> None:
+) -> list[dict]:
     """Materialize the whole graph: snapshots, daily layers over `days` as range runs,
     dictionaries, and the model layers (recall, ranking, serving) for the last `model_days` days
     (and the recall models of `evaluation_start`, which holdout_evaluation tests). Prints each
     phase and its steps' times as it goes."""
     job = defs.resolve_implicit_global_asset_job_def()
     graph = defs.resolve_asset_graph()
-    phases = _phases(defs)
     runs: list[tuple[list, list[str] | None]] = []
-    for selection, partitioned, is_model in phases:
+    phases: list[dict] = []  # what each run took
+    for selection, partitioned, is_model in _phases(defs):
         if is_model and model_days == 0:
             continue
         if not partitioned:
@@ -115,13 +121,25 @@ def materialize_all(
         names = ", ".join(k.to_user_string() for k in selection)
         span = f" over {run_days[0]}..{run_days[-1]} ({len(run_days)} partitions)" if run_days else ""
         print(f"[{number}/{len(runs)}] {names if len(names) < 100 else names[:97] + '...'}{span}", flush=True)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         result = job.execute_in_process(instance=instance, asset_selection=selection, tags=tags, raise_on_error=False)
+        wall = time.perf_counter() - started
         steps = _step_seconds(instance, result.run_id)
+        phase = {
+            "phase": number,
+            "assets": [k.to_user_string() for k in selection],
+            "partitions": len(run_days or []),
+            "wall_s": wall,
+            "cpu_s": _cpu_seconds() - cpu,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "steps_s": sum(steps.values()),
+        }
+        phases.append(phase)
         slowest = sorted(steps.items(), key=lambda kv: -kv[1])[:3]
         print(
-            f"      {time.perf_counter() - started:.1f} s"
-            + (f"; slowest steps: {', '.join(f'{k} {v:.1f} s' for k, v in slowest)}" if slowest else ""),
+            f"      {wall:.1f} s wall, {phase['cpu_s']:.1f} s CPU, peak RSS {phase['peak_rss_mib']:.0f} MiB; "
+            f"steps {phase['steps_s']:.1f} s, Dagster {max(wall - phase['steps_s'], 0):.1f} s"
+            + (f"; slowest: {', '.join(f'{k} {v:.1f} s' for k, v in slowest)}" if slowest else ""),
             flush=True,
         )
         for evaluation in result.get_asset_check_evaluations():
@@ -132,6 +150,7 @@ def materialize_all(
                 )
         if not result.success:
             raise SystemExit("materialization failed; see the run in the UI for the failing step")
+    return phases
 
 
 def landing_days(landing: Path) -> list[str]:
@@ -215,10 +234,11 @@ def select_source(args: argparse.Namespace, data_root: Path) -> None:
             marker = prepare_source(args.source, args.source_path, data_root)
     except SourceConflict as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"  {args.source}: {marker['first_day']} .. {marker['last_day']}; partitions start {marker['first_day']}")
+    print(f"  {args.source}: {marker['first_day']} .. {marker['last_day']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int:
+    """The command; `phases`, when given, receives what each run took (benchmarks/bench_history.py)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     parser.add_argument("--days", type=int, default=14)
@@ -275,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
-        materialize_all(defs, days, instance, model_days=args.model_days, evaluation_start=settings.evaluation_start)
+        took = materialize_all(
+            defs, days, instance, model_days=args.model_days, evaluation_start=settings.evaluation_start
+        )
+    if phases is not None:
+        phases.extend(took)
 
     con = duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True)
     print("\nTables in the warehouse (rows):")

@@ -59,6 +59,8 @@ class FeatureConfig(BaseModel):
     drift_fail_psi: float = Field(default=0.25, ge=0.0)
     # Numeric PSI uses at most 10 quantile bins and at least this many samples per bin.
     drift_samples_per_bin: int = Field(default=100, ge=1)
+    # A feature with fewer values than this on either side gets no PSI (sparse days are noise).
+    drift_min_samples: int = Field(default=30, ge=1)
 
 
 class RecallConfig(BaseModel):
@@ -98,6 +100,9 @@ class RecallConfig(BaseModel):
     # A candidate replaces the serving champion unless it is worse than it, on the same day and
     # users, by more than this relative tolerance.
     promotion_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)
+    # Both gates (recall champion and serving ranker) keep what serves when the day's evaluation
+    # has fewer users than this (or a non-finite metric): a sparse day's number is noise.
+    min_evaluated_users: int = Field(default=50, ge=0)
 
     @field_validator("models")
     @classmethod
@@ -249,8 +254,11 @@ class Settings(BaseModel):
                 # train on every earlier day, early-stop on a held-out share of its requests.
                 ranking |= {"train_days": max(days - 1, 1), "valid_days": 0}
             if marker.get("has_impressions") is False:
-                # Ratings: users come back after months, so models learn from the whole history.
+                # Ratings: users come back after months, so models learn from the whole history;
+                # models that learn from impressions (or are the baseline of one) have nothing to learn.
                 recall["window_days"] = None
+                recall["channels"] = [n for n in registry.REGISTRY if not registry.spec(n).impressions_only]
+                ranking["channels"] = [c for c in RankingConfig().channels if c in recall["channels"]]
         for field, variable in (("train_days", "RECSYS_RANKER_TRAIN_DAYS"), ("valid_days", "RECSYS_RANKER_VALID_DAYS")):
             if env.get(variable):
                 ranking[field] = _int(variable, env[variable])

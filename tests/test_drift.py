@@ -310,3 +310,12 @@ def test_categorical_psi_non_negative_and_js_symmetric(ref, cur):
     js = d.js_distance(ref, cur)
     assert 0.0 <= js <= 1.0
     assert js == pytest.approx(d.js_distance(cur, ref), abs=1e-9)
+
+
+def test_too_few_samples_give_no_psi_and_no_verdict():
+    """Three users against fifty is noise (a sparse day of a ratings source), not drift."""
+    rng = np.random.default_rng(0)
+    few = d.drift_rows({"x": (rng.normal(0, 1, 50), rng.normal(5, 1, 3))}, {}, min_samples=30)
+    assert few[0].psi is None and few[0].severity == "ok" and (few[0].n_reference, few[0].n_current) == (50, 3)
+    many = d.drift_rows({"x": (rng.normal(0, 1, 500), rng.normal(5, 1, 300))}, {}, min_samples=30)
+    assert many[0].psi > 0.25 and many[0].severity == "fail"

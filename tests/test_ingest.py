@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from recsys_assets.core import contract as c
-from recsys_assets.core.ingest import ingest_file, read_lines
+from recsys_assets.core.ingest import ingest_file, ingest_files, read_lines
 
 DAY = date(2026, 1, 5)
 
@@ -376,3 +376,44 @@ def test_each_json_type_is_checked_against_the_contract_type(tmp_path, field, te
         assert result.rows_loaded == 1
         value = con.execute(f"SELECT CAST({field} AS VARCHAR) AS v, {field} FROM '{data}'").fetchone()
         assert (value[0] if field == "added_at" else value[1]) == expected
+
+
+def test_many_files_in_chunks_equal_one_pass(tmp_path):
+    """A history partition's files validated a chunk at a time give the same rows, the same
+    quarantine (each bad line naming its own file and line) and the same counts as one pass."""
+    days = [date(2026, 1, d) for d in (1, 2, 3, 4)]
+    sources = []
+    for n, day in enumerate(days):
+        path = tmp_path / day.isoformat() / "events.jsonl"
+        path.parent.mkdir()
+        good = [
+            {"event_id": f"e{n}-{i}", "user_id": 1, "item_id": 1, "type": "click", "value": None,
+             "occurred_at": f"{day.isoformat()}T10:00:0{i}Z", "request_id": None}
+            for i in range(3)
+        ]  # fmt: skip
+        path.write_text("\n".join(json.dumps(r) for r in good) + "\nnot json\n")
+        sources.append((path, f"{day.isoformat()}/events.jsonl"))
+    dims = {}
+    dimensions = (
+        ("user_id", c.USERS, {"user_id": 1}),
+        ("item_id", c.ITEMS, {"item_id": 1, "title": "t", "genres": []}),
+    )
+    for key, contract, row in dimensions:
+        src = tmp_path / f"{contract.name}.jsonl"
+        src.write_text(json.dumps(row) + "\n")
+        out = tmp_path / f"{contract.asset_name}.parquet"
+        ingest_file(contract, src, src.name, "snapshot", None, out, tmp_path / f"q{contract.name}.parquet")
+        dims[key] = str(out)
+    results = {}
+    for name, chunk_bytes in (("one", 1 << 30), ("chunked", 1)):
+        data, quarantine = tmp_path / f"{name}.parquet", tmp_path / f"{name}_q.parquet"
+        result = ingest_files(
+            c.EVENTS, sources, "2026-01-04", (days[0], days[-1]), data, quarantine, known_ids=dims,
+            chunk_bytes=chunk_bytes,
+        )  # fmt: skip
+        rows = duckdb.sql(f"SELECT event_id FROM '{data}'").fetchall()
+        bad = duckdb.sql(f"SELECT source_file, line_no, reason FROM '{quarantine}'").fetchall()
+        results[name] = (result.rows_read, result.rows_loaded, result.rows_quarantined, rows, bad)
+    assert results["one"] == results["chunked"]
+    assert results["one"][:3] == (16, 12, 4)
+    assert [b[:2] for b in results["one"][4]] == [(f"{d.isoformat()}/events.jsonl", 4) for d in days]

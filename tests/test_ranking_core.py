@@ -157,6 +157,12 @@ def test_split_requests_keeps_requests_whole_and_is_seeded():
         ranker_lib.split_requests(rows, 1.0)
 
 
+def test_informative_requests_count_requests_a_ranker_can_learn_from():
+    rows = pl.DataFrame({"request_id": ["a", "a", "b", "b", "c"], "label": [2, 0, 0, 0, 1]})
+    assert ranker_lib.informative_requests(rows) == 1  # only "a" has a chosen and a not-chosen item
+    assert ranker_lib.informative_requests(rows.clear()) == 0  # an empty day
+
+
 def test_sample_users_is_a_seeded_subset_independent_of_order():
     from recsys_assets.core.ranking.samples import sample_users
 

@@ -253,6 +253,45 @@ def test_mips_vectors_reproduce_model_scores():
     assert ann.recall_vs_exact(index, items_l2, users_l2[rng.choice(200, 50, replace=False)], 100) >= 0.95
 
 
+def test_ann_index_leaves_out_the_zero_vectors_of_items_never_seen(tmp_path):
+    """ALS leaves items never seen in training at an all-zero vector: on a catalog of mostly
+    such items (a sparse day) the HNSW index over every item found ~0% of the exact top-100;
+    over the seen items, with catalog ids, it finds them all."""
+    import faiss
+    import scipy.sparse as sp
+
+    from recsys_assets.core.recall.base import TrainingData
+    from recsys_assets.core.recall.models import ALSModel
+    from recsys_assets.services.ann_index import build_champion_index, indexed_recall
+    from recsys_assets.services.registry import REGISTRY_SCHEMA
+    from recsys_assets.services.tables import write_rows
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, day = 300, 4000, "2026-01-05"
+    rows, cols = rng.integers(0, n_users, 2000), rng.choice(n_items, 250, replace=False)[rng.integers(0, 250, 2000)]
+    positives = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    empty, no_content = sp.csr_matrix(positives.shape, dtype=np.float32), sp.csr_matrix((n_items, 0), dtype=np.float32)
+    model = ALSModel(factors=16, num_threads=1).fit(TrainingData(positives, empty, empty, no_content, no_content))
+    seen = np.flatnonzero(np.diff(positives.tocsc().indptr) > 0)
+    assert not model.item_factors[np.setdiff1d(np.arange(n_items), seen)].any()  # unseen: all zeros
+    resources = build_resources(str(tmp_path))
+    storage, store = resources["storage"], resources["model_store"]
+    staging = store.staging_dir("recall_als")
+    model.save(staging)
+    store.publish("recall_als", day, staging, {"n_users": n_users, "n_items": n_items})
+    row = {name: None for name in REGISTRY_SCHEMA.names}
+    row |= {"day": day, "decision": "promoted", "champion": "als", "champion_day": day, "reason": "test"}
+    write_rows([row], REGISTRY_SCHEMA, storage.partition_path("recall_champion", day))
+
+    meta = build_champion_index(day, storage, store, seed=0)
+    assert meta["ann_recall_vs_exact"] >= 0.95 and indexed_recall(store, [day])[day] >= 0.95
+    assert meta["items"] == len(seen) and meta["zero_vector_items_left_out"] == n_items - len(seen)
+    index = faiss.read_index(str(store.path("recall_ann_index", day) / "index.faiss"))
+    assert index.ntotal == len(seen)
+    _, found = index.search(np.hstack([model.user_factors[:5], np.zeros((5, 1), np.float32)]), 10)
+    assert np.isin(found, seen).all()  # catalog item indices, not row numbers
+
+
 def test_a_worse_candidate_is_not_promoted_and_the_registry_says_why():
     from recsys_assets.services.promotion import decide
 
@@ -591,7 +630,8 @@ def test_training_data_is_read_once_per_day_and_equals_a_fresh_read(root, monkey
         assert a.dtype == b.dtype and a.shape == b.shape and (a != b).nnz == 0, name
     assert data.genre_names == f_data.genre_names and np.array_equal(test.users, f_test.users)
     assert (test.relevant != f_test.relevant).nnz == 0 and (test.all_positive != f_test.all_positive).nnz == 0
-    assert np.array_equal(info.pop("available_items"), f_info.pop("available_items")) and info == f_info
+    assert np.array_equal(info.pop("available_items"), f_info.pop("available_items"))
+    assert (info.pop("consumed") != f_info.pop("consumed")).nnz == 0 and info == f_info
     assert (version, days) == (f_version, f_days)
     # with the store, no consumer reads the interactions again
     monkeypatch.setattr(training, "compute_day", lambda *a, **k: pytest.fail("read the interactions again"))

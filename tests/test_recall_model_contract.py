@@ -300,7 +300,7 @@ def test_the_defaults_are_the_values_the_platform_trained_with():
             "batch_size": 4096,
             "hard_ratio": 0.3,
         },
-        "ease": {"lambda_": 500.0, "max_items": 20000, "session_weight": 0.0, "session_tau_seconds": 600.0},
+        "ease": {"lambda_": 500.0, "max_items": 10000, "session_weight": 0.0, "session_tau_seconds": 600.0},
         "content": {"tag_weight": 0.5},
     }
 
@@ -308,7 +308,7 @@ def test_the_defaults_are_the_values_the_platform_trained_with():
 def test_settings_overrides_are_validated_and_typed():
     settings = RecallSettings(models={"ease": {"session_weight": 2, "session_tau_seconds": 300}, "als": {"factors": 8}})
     ease = settings.model_params("ease")
-    assert ease == {"lambda_": 500.0, "max_items": 20000, "session_weight": 2.0, "session_tau_seconds": 300.0}
+    assert ease == {"lambda_": 500.0, "max_items": 10000, "session_weight": 2.0, "session_tau_seconds": 300.0}
     assert all(type(ease[k]) is float for k in ("lambda_", "session_weight", "session_tau_seconds"))
     assert settings.model_params("als")["factors"] == 8 and settings.model_params("bpr") == registry.params("bpr")
     with pytest.raises(ValueError, match=r"unknown recall model 'nope'"):

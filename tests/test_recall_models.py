@@ -22,7 +22,6 @@ from recsys_assets.core.recall.models import (
     EASEModel,
     ImpressionBPRModel,
     ItemCFModel,
-    ModelSkipped,
     PopularityModel,
     load_model,
     session_gram,
@@ -264,12 +263,98 @@ def test_item_cf_similarity_is_sparse_and_pruned(world):
     np.testing.assert_allclose(model.score(np.array([3])), x[[3]] @ sim.toarray(), rtol=1e-5)
 
 
-def test_ease_skips_large_catalogs(world):
+def test_ease_fits_the_head_of_a_large_catalog(world):
+    """Above max_items seen items EASE fits the most popular ones only; the rest are never listed."""
     data = world[0]
-    with pytest.raises(ModelSkipped, match=str(N_ITEMS)):
-        EASEModel(max_items=N_ITEMS - 1).fit(data)
+    users_per_item = np.diff(data.positives.tocsc().indptr)
+    head = EASEModel(max_items=50).fit(data)
+    assert len(head.items) == 50 and set(head.items) == set(np.argsort(-users_per_item, kind="stable")[:50])
+    listed = head.recommend(np.arange(20), 10)[0]
+    assert set(listed[listed >= 0].ravel()) <= set(head.items)
     model = EASEModel(lambda_=50.0).fit(data)
     assert np.abs(np.diag(model.weights)).max() == 0
+
+
+def _sparse_catalog(n_users: int, n_items: int, n_pairs: int, seed: int, with_times: bool = False) -> TrainingData:
+    """A catalog far larger than what its few training pairs touch (a sparse MovieLens day)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n_users, n_pairs)
+    cols = rng.choice(n_items, size=n_pairs // 2, replace=False)[rng.integers(0, n_pairs // 2, n_pairs)]
+    positives = sp.csr_matrix((np.ones(n_pairs, np.float32), (rows, cols)), shape=(n_users, n_items))
+    positives.data[:] = 1.0  # duplicates summed: binary again
+    pattern = positives.copy()
+    pattern.data = rng.uniform(1, 30 * 86400, pattern.nnz).astype(np.float32)
+    empty = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    no_content = sp.csr_matrix((n_items, 0), dtype=np.float32)
+    return TrainingData(positives, empty, empty, no_content, no_content, seconds_ago=pattern if with_times else None)
+
+
+def _full_catalog_ease(data: TrainingData, lambda_: float, session_weight: float = 0.0, tau: float = 600.0):
+    """EASE's B over every catalog item, as it was computed before only seen items were fitted."""
+    x = (data.positives > 0).astype(np.float64).toarray()
+    gram = x.T @ x
+    if session_weight:
+        session_gram(data.seconds_ago, tau, data.n_items, out=gram, weight=session_weight)
+    gram[np.diag_indices(data.n_items)] += lambda_
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices(data.n_items)] = 0.0
+    return b
+
+
+@pytest.mark.parametrize("session_weight", [0.0, 2.0])
+def test_ease_on_seen_items_scores_as_the_full_catalog_fit(session_weight):
+    """An unseen item's row and column of the Gram matrix are λ on the diagonal alone, so
+    fitting the seen items only changes no score: unseen items score 0 either way."""
+    data = _sparse_catalog(n_users=120, n_items=900, n_pairs=700, seed=3, with_times=True)
+    model = EASEModel(lambda_=50.0, session_weight=session_weight, session_tau_seconds=3600.0).fit(data)
+    seen = np.flatnonzero(np.asarray((data.positives > 0).sum(axis=0)).ravel())
+    assert 0 < len(seen) < 400 and model.items.tolist() == seen.tolist()
+    assert model.weights.shape == (len(seen), len(seen))
+    users = np.arange(data.n_users)
+    full = _full_catalog_ease(data, 50.0, session_weight, 3600.0)
+    expected = (data.positives > 0).astype(np.float64).toarray() @ full
+    np.testing.assert_allclose(model.score(users), expected, rtol=1e-5, atol=1e-5)
+    assert not model.score(users)[:, np.setdiff1d(np.arange(data.n_items), seen)].any()
+    pairs_users, pairs_items = np.repeat(users[:20], 50), np.tile(np.arange(0, 900, 18), 20)
+    np.testing.assert_allclose(
+        model.score_pairs(pairs_users, pairs_items), expected[pairs_users, pairs_items], rtol=1e-5, atol=1e-5
+    )
+    # an artifact saved before (the whole catalog's weights, no item list) still loads and scores
+    old = EASEModel()
+    old.set_arrays({k: v for k, v in model.arrays().items() if k != "items"} | {"weights": full.astype(np.float32)})
+    assert old.items.tolist() == list(range(data.n_items))
+    np.testing.assert_allclose(old.score(users), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ease_fits_only_the_seen_items_of_a_large_catalog(tmp_path):
+    """10,000 catalog items, ~400 training pairs: the fit is a small seen × seen matrix (it was
+    a dense 10,000² inverse: ~20 s and 380 MiB of weights), nothing unseen is ever listed, and
+    the stored model round-trips."""
+    import time
+
+    data = _sparse_catalog(n_users=150, n_items=10_000, n_pairs=400, seed=1)
+    seen = np.flatnonzero(np.asarray((data.positives > 0).sum(axis=0)).ravel())
+    started = time.perf_counter()
+    model = EASEModel().fit(data)
+    assert time.perf_counter() - started < 2.0
+    assert model.weights.shape == (len(seen), len(seen)) and len(seen) <= 200
+    users = np.arange(data.n_users)
+    exclude = (data.positives > 0).astype(np.float32).tocsr()
+    items, scores = model.recommend(users, 300, exclude=exclude, blocked_items=seen[:5])
+    assert items.shape == (data.n_users, 300)
+    listed = items >= 0
+    assert np.isin(items[listed], seen[5:]).all()  # seen, not blocked
+    assert np.array_equal(listed, np.isfinite(scores)) and not listed[:, len(seen) :].any()  # -1 / -inf padding
+    model.save(tmp_path / "ease")
+    stored = {p.stem: np.load(p, allow_pickle=False).shape for p in (tmp_path / "ease").glob("*.npy")}
+    assert stored["weights"] == (len(seen), len(seen)) and stored["items"] == (len(seen),)
+    loaded = load_model(tmp_path / "ease")
+    assert (
+        loaded.recommend(users, 300, exclude=exclude)[0].tolist()
+        == model.recommend(users, 300, exclude=exclude)[0].tolist()
+    )
+    np.testing.assert_array_equal(loaded.score(users[:10]), model.score(users[:10]))
 
 
 def _session_gram_by_hand(seconds: sp.csr_matrix, tau: float, n_items: int) -> np.ndarray:
@@ -636,6 +721,7 @@ def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
         rank_depth=depth,
         exclude=None,
         blocked_items=None,
+        window_users=None,
         channels={"als": Channel(als, n_users=N_USERS - 10, n_items=N_ITEMS)},
     )
     rng = np.random.default_rng(4)
@@ -708,6 +794,7 @@ def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
         rank_depth=depth,
         exclude=seen.tocsr(),
         blocked_items=None,
+        window_users=None,
         channels={c: Channel(fitted[c], n_users=N_USERS, n_items=N_ITEMS) for c in ("als", "popularity")},
     )
     out = _channel_columns(ctx, users, items, chunk=7)
@@ -718,3 +805,8 @@ def test_a_user_without_training_positives_has_no_personal_list(world, fitted):
     expected = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)
     assert np.array_equal(out["rank_popularity"], expected.astype(np.float32))
     assert (out["rank_popularity"][fresh] <= depth).any()
+    # items consumed before the window fill those users' exclusion rows: still no training
+    # positive (window_users), so still no personal list
+    old = sp.csr_matrix((np.ones(20, np.float32), (np.arange(0, 40, 2), np.full(20, N_ITEMS - 1))), shape=seen.shape)
+    ctx.exclude, ctx.window_users = (seen + old).tocsr(), keep
+    assert (_channel_columns(ctx, users, items, chunk=7)["rank_als"][fresh] == depth + 1).all()

@@ -377,6 +377,7 @@ def test_a_missing_landing_day_names_the_file_and_what_to_do(tmp_path):
     [
         ("RecallSettings", "window_days", 0),
         ("RecallSettings", "promotion_tolerance", 1.5),
+        ("RecallSettings", "min_evaluated_users", -1),
         ("RankingSettings", "mmr_lambda", 2.0),
         ("RankingSettings", "train_days", 0),
         ("RankingSettings", "valid_fraction", 1.0),

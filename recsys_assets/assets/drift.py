@@ -39,6 +39,7 @@ REPORT_PREVIEW = [
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
     """The layer's definitions over `partitions` (the first one is settings.start_date)."""
     first_day = settings.start_date
+    history_day = settings.start_date if settings.history_start else None
 
     @dg.asset(
         kinds={"duckdb", "parquet", "scipy"},
@@ -71,7 +72,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         worst = {}
         last_rows = []
         for day in context.partition_keys:
-            rows = drift_for_day(storage, day, features, first_day)
+            rows = drift_for_day(storage, day, features, first_day, history_day)
             con = connect()
             try:
                 con.register("report", drift.rows_to_arrow(rows, day))

@@ -114,7 +114,8 @@ def build_holdout(settings: Settings) -> list[dg.AssetsDefinition]:
         **ownership.layer("evaluation"),
         description=f"The held-out period of the source ({start} to the latest interactions partition): the recall "
         f"models of {start}, trained on the whole history before it, tested on every positive of the period. "
-        "Full-catalog ranking without what each user consumed before the period (positives, clicks, plays), "
+        "Full-catalog ranking without what each user consumed before the period (plays, ratings, positives; "
+        "and training clicks), "
         "which never counts as a hit; only users with held-out positives; NDCG, Recall and Precision at 10 with "
         "bootstrap 95% CIs; warm users (a training positive) and cold users (none: only the non-personalised "
         "lists exist for them) apart; paired lifts over all-time popularity and recent_popularity. "
@@ -229,7 +230,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         "RecallSettings.champion_metric (default NDCG@10) among those that beat popularity (lift above "
         "min_lift_over_popularity, paired 95% CI above 0). It replaces the serving champion only if, "
         "evaluated on day D on the same users, it is not worse than the serving champion by more than "
-        "promotion_tolerance; otherwise the champion keeps serving. One registry row per day with both "
+        "promotion_tolerance; otherwise the champion keeps serving. An evaluation of fewer than "
+        "min_evaluated_users test users (or a non-finite metric) promotes nothing. One registry row per day with both "
         "values, the decision and the reason: `SELECT * FROM recall_champion`.",
     )
     def recall_champion(

@@ -9,7 +9,7 @@ import pyarrow as pa
 from recsys_assets.assets import ownership
 from recsys_assets.assets._wiring import failures
 from recsys_assets.core.recall import models as recall_models
-from recsys_assets.services.errors import NoTrainingData
+from recsys_assets.services.errors import Skipped
 from recsys_assets.services.funnel_evaluation import FUNNEL_SCHEMA, STAGES, evaluate_funnel
 from recsys_assets.services.promotion import beats_recall_only, headline, promote_ranker
 from recsys_assets.services.ranking import RankerSkipped, build_samples, train_ranker
@@ -64,17 +64,22 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, empty = {}, []
         for day in context.partition_keys:
             with failures():
                 frame, info = build_samples(storage, model_store, ranking, recall, day, first_day, context.log)
+            # an empty day still gets its (empty) partition: the rankers after it read it as "no samples"
             write_frame(frame, storage.partition_path("ranking_samples", day), order_by="kind, request_id, item_id")
+            if not info["rows"]:
+                empty.append(day)
+                context.log.warning(f"ranking_samples {day}: no labelled pair (no activity on {day}); empty partition")
             meta = {k: v for k, v in info.items() if not isinstance(v, list)}
             meta |= {
                 "dagster/row_count": info["rows"],
                 "channels_present": dg.MetadataValue.json(info["channels_present"]),
                 "channels_missing": dg.MetadataValue.json(info["channels_missing"]),
             }
+        meta["empty_days"] = dg.MetadataValue.json(empty)
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
@@ -97,18 +102,20 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, skipped_days = {}, {}
         for day in context.partition_keys:
             try:
                 with failures():
                     trained = train_ranker(day, storage, model_store, ranking)
-            except RankerSkipped as skipped:
+            except RankerSkipped as skipped:  # this day only: the other days of the run still train
                 context.log.warning(str(skipped))
+                skipped_days[day] = str(skipped)
                 meta = {"skipped": True, "reason": str(skipped)}
                 continue
             model, importance = trained.model, trained.importance
             top = importance.filter(pl.col("model") == "lambdarank").head(10)
             meta = {
+                "validation": model.meta["validation"],
                 "valid_ndcg_at_10": model.meta["valid_ndcg_at_10"],
                 "valid_auc": model.meta["valid_auc"],
                 "valid_logloss": model.meta["valid_logloss"],
@@ -127,6 +134,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     ),
                 ),
             }
+        meta["skipped_days"] = dg.MetadataValue.json(skipped_days)
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
@@ -169,17 +177,19 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, skipped_days = {}, {}
         for day in context.partition_keys:
             if not model_store.exists("ranker", day):
                 rows, info = [], {"test_users": 0}
+                skipped_days[day] = f"no ranker is published for {day}"
                 context.log.warning(f"funnel_evaluation {day}: no ranker is published for {day}; empty table")
             else:
                 try:
                     with failures():
                         rows, info = evaluate_funnel(day, storage, model_store, recall, ranking, first_day)
-                except NoTrainingData as nothing:
+                except Skipped as nothing:  # e.g. a day without activity: an empty table for it alone
                     rows, info = [], {"test_users": 0}
+                    skipped_days[day] = str(nothing)
                     context.log.warning(f"funnel_evaluation {day}: {nothing}")
             write_frame(
                 pa.Table.from_pylist(rows, schema=FUNNEL_SCHEMA),
@@ -213,6 +223,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     if r["metric"] in ("ndcg", "mrr", "auc", "logloss")
                 )
             )
+        meta["skipped_days"] = dg.MetadataValue.json(skipped_days)
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
@@ -221,12 +232,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         name="ranker_beats_recall_only",
         partitions_def=partitions,
         description="Fails if the ranker does not beat recall-only ordering on NDCG@10 (funnel scope). "
-        "A failing ranker is never promoted (ranker_champion applies the same rule).",
+        "A failing ranker is never promoted (ranker_champion applies the same rule). A day evaluated on "
+        "fewer than RecallSettings.min_evaluated_users users is not judged.",
     )
     def ranker_beats_recall_only(
-        context: dg.AssetCheckExecutionContext, storage: StorageResource
+        context: dg.AssetCheckExecutionContext, storage: StorageResource, recall: RecallSettings
     ) -> dg.AssetCheckResult:
-        results = {day: beats_recall_only(storage, day) for day in context.partition_keys}
+        results = {day: beats_recall_only(storage, day, recall.min_evaluated_users) for day in context.partition_keys}
         evaluated = {d: r for d, r in results.items() if not r[1].startswith(("no ranker", "funnel_evaluation is not"))}
         failing = {d: why for d, (ok, why) in evaluated.items() if not ok}
         return dg.AssetCheckResult(
@@ -244,7 +256,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         deps=[funnel_evaluation],
         description="Gated promotion of the ranker: the ranker of D serves from D on only if it beats recall-only "
         "ordering on D's funnel NDCG@10 and is not worse than the serving ranker, evaluated on the same day, "
-        "by more than RecallSettings.promotion_tolerance. Otherwise the serving ranker stays (if it still "
+        "by more than RecallSettings.promotion_tolerance. A funnel of fewer than "
+        "RecallSettings.min_evaluated_users users (or a non-finite NDCG) decides nothing. Otherwise the serving ranker stays (if it still "
         "beats recall-only on D) or recommendations fall back to recall order. One registry row per day: "
         "`SELECT * FROM ranker_champion`.",
         **ownership.layer("ranking"),
@@ -257,10 +270,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        decision = {}
+        decision, decisions = {}, {}
         for day in context.partition_keys:  # in order: each day sees the decisions of the days before
             with failures():
                 decision = promote_ranker(day, storage, model_store, recall, ranking, first_day, context.log)
+            decisions[day] = {k: decision[k] for k in ("decision", "champion_day", "reason")}
             context.log.info(
                 f"ranker champion {day}: {decision['decision']} -> {decision['champion_day']} ({decision['reason']})"
             )
@@ -273,6 +287,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "incumbent_value": decision.get("incumbent_value") or 0.0,
                 "recall_only_value": decision.get("recall_only_value") or 0.0,
                 "reason": decision.get("reason", ""),
+                "days": dg.MetadataValue.json(decisions),
             }
         )
 

@@ -25,7 +25,9 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     """recall_training_data, recall_<channel> for every registered channel, their checks, and
     recall_candidates. The declared window is the one the models read (settings.recall.window_days)."""
     first_day = settings.start_date
-    # the training window and the day itself (its held-out truth, read only by the evaluation)
+    # the training window and the day itself (its held-out truth, read only by the evaluation); the
+    # consumed matrix reads every older day too, which a mapping of thousands of partitions would
+    # make costly to resolve: the artifact's input stamps catch a changed older day instead
     window_and_day = dg.TimeWindowPartitionMapping(
         start_offset=-(settings.recall.window_days or WHOLE_HISTORY_DAYS),
         end_offset=0,
@@ -45,7 +47,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         **ownership.layer("recall"),
         description="What every recall consumer of day D reads, built once: the sparse user x item matrices of "
         "the window before D (positives with their signal, shown-but-not-chosen counts, ages in days and "
-        "seconds), item genres and tags, the items available on D, and D's held-out positives (read only by "
+        "seconds), every (user, item) consumed on any day before D (sql/consumed_pairs.sql: never recommended "
+        "again), item genres and tags, the items available on D, and D's held-out positives (read only by "
         "the evaluation). Stored as .npz / .npy in the model store (checksummed, never pickled); a consumer "
         "reads the interactions itself when the artifact's settings or inputs differ from its own.",
     )
@@ -68,6 +71,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             info = published["info"]
             meta = {
                 "train_pairs": info["train_pairs"],
+                "consumed_pairs": info["consumed_pairs"],
                 "test_users": info["test_users"],
                 "n_users": info["n_users"],
                 "n_items": info["n_items"],

@@ -50,7 +50,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         description=f"A faiss HNSW index over the item factors of day D's recall champion (inner-product search "
         "turned into L2 search by one extra coordinate), saved in "
         f"faiss's own format in the model store, with recall@{ANN_K} against exact search on the champion's "
-        "users reported (check: >= 0.95). Skipped when the champion has no factors (item-CF, EASE).",
+        "users reported (check: >= 0.95). Items whose factors are all zero (never seen in training) are left "
+        "out; the index returns catalog item indices. Skipped when the champion has no factors (item-CF, EASE).",
     )
     def recall_ann_index(
         context: dg.AssetExecutionContext,
@@ -101,10 +102,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta = {}
+        meta, served = {}, {}
         for day in context.partition_keys:
             with failures():
                 stats = recommend_day(day, storage, model_store, ranking, recall, first_day, context.log)
+            served[day] = {"ranker_day": stats["ranker_day"], "why": stats["why"], "users": stats["users"]}
             meta = {
                 "dagster/row_count": stats["rows"],
                 "users": stats["users"],
@@ -116,6 +118,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "users_per_second": round(stats["n_users"] / max(stats["seconds"], 1e-9), 1),
                 "preview": dg.MetadataValue.md(_markdown(stats["preview"].head(10))),
             }
+        meta["days"] = dg.MetadataValue.json(served)  # which ranker (or recall order) served each day, and why
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 

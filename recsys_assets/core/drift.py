@@ -330,8 +330,11 @@ def drift_rows(
     *,
     eps: float = EPS,
     max_categories: int | None = None,
+    min_samples: int = 1,
 ) -> list[DriftRow]:
-    """One row per feature, sorted worst first (psi descending, nan last).
+    """One row per feature, sorted worst first (psi descending, nan last). A feature with fewer
+    than `min_samples` values (or counts) on either side gets no PSI / KS / JS and severity ok:
+    three users against fifty is noise, not drift (sparse days of a ratings source).
 
     ``numeric`` maps a feature to ``(reference_values, current_values)``; ``categorical`` maps a
     feature to ``(reference_counts, current_counts)``. n_reference / n_current are the non-NaN
@@ -371,6 +374,10 @@ def drift_rows(
                 severity=severity(psi, warn, fail),
             )
         )
+    for row in rows:
+        if 0 < min(row.n_reference, row.n_current) < min_samples:  # empty sides keep their nan
+            row.psi = row.ks = row.js = None
+            row.severity = "ok"
     return sort_rows(rows)
 
 

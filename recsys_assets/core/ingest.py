@@ -8,6 +8,8 @@ bulk. Every line read ends up either loaded or quarantined with a reason.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -479,6 +481,71 @@ def _lines_of(sources: list[tuple[Path, str]], max_line_bytes: int) -> tuple[pa.
     return (pa.concat_tables(tables) if len(tables) > 1 else tables[0]), np.array(starts, np.int64)
 
 
+# A history partition may hold decades of logs: validated this many bytes of files at a time.
+DEFAULT_CHUNK_BYTES = 256 << 20
+
+
+def _chunks(sources: list[tuple[Path, str]], chunk_bytes: int) -> list[list[tuple[Path, str]]]:
+    """Consecutive groups of whole files of at most `chunk_bytes` (a bigger file is a group)."""
+    chunks: list[list[tuple[Path, str]]] = [[]]
+    size = 0
+    for path, name in sources:
+        n = path.stat().st_size
+        if chunks[-1] and size + n > chunk_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((path, name))
+        size += n
+    return chunks
+
+
+def _ingest_chunks(
+    contract: TableContract,
+    chunks: list[list[tuple[Path, str]]],
+    partition: str,
+    partition_day: date | tuple[date, date] | None,
+    data_path: Path,
+    quarantine_path: Path,
+    known_ids: dict[str, str] | None,
+    max_line_bytes: int,
+) -> IngestResult:
+    """ingest_files one chunk at a time into private part files, then each output as one
+    streaming COPY of its parts in order, published atomically like a single file."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"recsys-ingest-{contract.name}-"))  # outside the lake: no view reads it
+    try:
+        parts = [
+            ingest_files(
+                contract,
+                chunk,
+                partition,
+                partition_day,
+                scratch / f"data-{i:05d}.parquet",
+                scratch / f"quarantine-{i:05d}.parquet",
+                known_ids=known_ids,
+                max_line_bytes=max_line_bytes,
+                chunk_bytes=1 << 62,
+            )
+            for i, chunk in enumerate(chunks)
+        ]
+        con = duckdb_connect()
+        try:
+            for stem, path in (("data", data_path), ("quarantine", quarantine_path)):
+                listing = ", ".join(f"'{scratch / f'{stem}-{i:05d}.parquet'}'" for i in range(len(chunks)))
+                write_parquet_atomic(con, f"SELECT * FROM read_parquet([{listing}])", path)
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = IngestResult(contract.asset_name, partition, f"{sum(len(c) for c in chunks)} files")
+    for part in parts:
+        result.rows_read += part.rows_read
+        result.rows_loaded += part.rows_loaded
+        result.rows_quarantined += part.rows_quarantined
+        result.blank_lines += part.blank_lines
+        result.reasons.update(part.reasons)
+    return result
+
+
 def ingest_files(
     contract: TableContract,
     sources: list[tuple[Path, str]],
@@ -488,11 +555,15 @@ def ingest_files(
     quarantine_path: Path,
     known_ids: dict[str, str] | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> IngestResult:
     """Validate landing files (path, name as recorded in the quarantine) into one partition and
     atomically write its loaded and quarantined rows. `partition_day` is the day every row's
     time must fall on, or a (first, last) range (a history partition holding many days; no
-    files: an empty partition). A quarantined line names its own file and line number.
+    files: an empty partition). A quarantined line names its own file and line number. Files
+    over `chunk_bytes` in all are validated a chunk of whole files at a time (memory stays
+    bounded by one chunk; checks across records, such as duplicate ids, hold within a chunk,
+    as they hold within a day's file).
 
     Rows are put in line order once, in Arrow (`_in_line_order`); the writes then read that
     one table through a projection and a filter, which DuckDB keeps in input order. The
@@ -501,6 +572,11 @@ def ingest_files(
     missing_refs = [r for r in contract.references if not (known_ids or {}).get(r)]
     if missing_refs:
         raise ValueError(f"{contract.asset_name}: reference check needs the snapshot for {missing_refs}")
+    chunks = _chunks(sources, chunk_bytes)
+    if len(chunks) > 1:
+        return _ingest_chunks(
+            contract, chunks, partition, partition_day, data_path, quarantine_path, known_ids, max_line_bytes
+        )
     con = duckdb_connect()
     try:
         con.execute("SET TimeZone = 'UTC'")

@@ -20,7 +20,8 @@ class TestSet:
     """Held-out positives of the test day for users that have any, with seen items removed."""
 
     users: np.ndarray  # user indices, sorted
-    relevant: sp.csr_matrix  # users(all) × items, 1 = relevant on the test day and unseen in training
+    # users(all) × items, 1 = relevant on the test day: unseen in training, not consumed before
+    relevant: sp.csr_matrix
     all_positive: sp.csr_matrix  # users(all) × items, every positive of the test day (seen or not)
 
 
@@ -31,9 +32,43 @@ def _csr(rows, cols, values, shape) -> sp.csr_matrix:
     return m
 
 
-def seen_matrix(positives: sp.csr_matrix) -> sp.csr_matrix:
-    """What recall treats as already seen: every stored positive (clicks included), as 1.0."""
-    return (positives > 0).astype(np.float32).tocsr()
+def seen_matrix(positives: sp.csr_matrix, consumed: sp.csr_matrix | None = None) -> sp.csr_matrix:
+    """What recall treats as already seen: every stored positive (clicks included) and, when
+    given, every item the user consumed before the day (sql/consumed_pairs.sql), as 1.0."""
+    seen = (positives > 0).astype(np.float32).tocsr()
+    if consumed is None or consumed.nnz == 0:
+        return seen
+    union = (seen + consumed).tocsr()
+    union.data[:] = 1.0
+    return union
+
+
+def _consumed(con, shape: tuple[int, int]) -> sp.csr_matrix:
+    """users × items, 1.0 where relation history_interactions holds a consumption of the pair."""
+    pairs = con.execute(read_sql("consumed_pairs.sql")).fetchnumpy()
+    consumed = sp.csr_matrix(
+        (np.ones(len(pairs["user_idx"]), np.float32), (pairs["user_idx"], pairs["item_idx"])), shape=shape
+    )
+    consumed.sum_duplicates()  # sorted indices: per-pair lookups binary-search a row
+    return consumed
+
+
+def load_consumed(history_files: list[Path], user_dictionary: Path, item_dictionary: Path) -> sp.csr_matrix:
+    """Every (user, item) consumed in `history_files` (interactions partitions), users × items
+    of the dictionaries, 1.0: only the id and consumption columns are read."""
+    con = connect()
+    try:
+        bind(con, "history_interactions", history_files, "interactions")
+        con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
+        con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
+        row = con.execute(
+            "SELECT (SELECT coalesce(max(index) + 1, 0) FROM user_dictionary), "
+            "(SELECT coalesce(max(index) + 1, 0) FROM item_dictionary)"
+        ).fetchone()
+        assert row is not None  # aggregate queries return one row
+        return _consumed(con, (row[0], row[1]))
+    finally:
+        con.close()
 
 
 def load_training_data(
@@ -45,13 +80,18 @@ def load_training_data(
     items_snapshot: Path,
     click_weight: float = 0.25,
     with_shown: bool = True,
+    history_files: list[Path] | None = None,
 ) -> tuple[TrainingData, TestSet, dict]:
     """with_shown=False leaves shown_negatives empty and reads only clicked or positive
     interactions: the same positives and ages from a fraction of the rows (impressions
-    outnumber clicks ~15:1), for every consumer but impression-aware models."""
+    outnumber clicks ~15:1), for every consumer but impression-aware models. `history_files`
+    (every interactions partition before `day`): info["consumed"] holds what the users consumed
+    in them (load_consumed), and an item consumed before is never relevant on `day`."""
     con = connect()
     try:
         bind(con, "train_interactions" if with_shown else "train_all", train_files, "interactions")
+        if history_files is not None:
+            bind(con, "history_interactions", history_files, "interactions")
         if not with_shown:
             con.execute("CREATE TEMP VIEW train_interactions AS SELECT * FROM train_all WHERE is_positive OR clicked")
         bind(con, "test_interactions", test_files, "interactions")
@@ -65,6 +105,7 @@ def load_training_data(
         sql = read_sql("recall_training_pairs.sql")
         pairs = con.execute(sql, {"day": day, "click_weight": click_weight}).fetchnumpy()
         truth = con.execute(read_sql("recall_test_pairs.sql")).fetchnumpy()
+        consumed = _consumed(con, shape) if history_files is not None else None
         # Content: each item's genres and tags as binary columns (names sorted, so stable).
         content = con.execute(
             f"""
@@ -105,7 +146,7 @@ def load_training_data(
         available[idx] = bool(ok)
 
     all_positive = _csr(truth["user_idx"], truth["item_idx"], np.ones(len(truth["user_idx"])), shape)
-    relevant = (all_positive - all_positive.multiply(positives > 0)).tocsr()
+    relevant = (all_positive - all_positive.multiply(seen_matrix(positives, consumed))).tocsr()
     relevant.eliminate_zeros()
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     data = TrainingData(
@@ -124,21 +165,25 @@ def load_training_data(
         "test_users": int(len(users)),
         "available_items": available,
     }
+    if consumed is not None:
+        info |= {"consumed": consumed, "consumed_pairs": int(consumed.nnz)}
     return data, TestSet(users=users, relevant=relevant, all_positive=all_positive), info
 
 
 def load_recall_exclusions(
     day: str,
     train_files: list[Path],
+    history_files: list[Path],
     user_dictionary: Path,
     item_dictionary: Path,
     items_snapshot: Path,
     click_weight: float = 0.25,
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """What recall removes from every channel's list on `day`: (seen, blocked) = each user's
-    positives of the training window (signal > 0, users × items, 1.0) and the indices of items
-    not yet available on `day`. The same matrices recall_candidates excludes with, built from
-    the same pairs, without reading the test day."""
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """What recall removes from every channel's list on `day`: (seen, blocked, window users) =
+    each user's positives of the training window (signal > 0) and every item consumed in
+    `history_files` (users × items, 1.0), the indices of items not yet available on `day`, and
+    which users have a training positive. The same matrices recall_candidates excludes with,
+    built from the same pairs, without reading the test day."""
     data, _, info = load_training_data(
         day,
         train_files,
@@ -148,19 +193,21 @@ def load_recall_exclusions(
         items_snapshot,
         click_weight=click_weight,
         with_shown=False,
+        history_files=history_files,
     )
-    return seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    return (
+        seen_matrix(data.positives, info["consumed"]),
+        np.flatnonzero(~info["available_items"]),
+        np.diff(data.positives.indptr) > 0,
+    )
 
 
-def load_holdout_pairs(
-    test_files: list[Path], history_files: list[Path], user_dictionary: Path, item_dictionary: Path
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """(every positive of the held-out days in `test_files`, every item each user consumed in
-    `history_files`: a positive, a click or a play), users × items of the dictionaries, 1.0."""
+def load_positive_pairs(test_files: list[Path], user_dictionary: Path, item_dictionary: Path) -> sp.csr_matrix:
+    """Every positive of `test_files` (interactions partitions: a held-out period), users × items
+    of the dictionaries, 1.0."""
     con = connect()
     try:
         bind(con, "test_interactions", test_files, "interactions")
-        bind(con, "history_interactions", history_files, "interactions")
         con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
         con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
         size = con.execute(
@@ -169,11 +216,6 @@ def load_holdout_pairs(
         ).fetchone()
         assert size is not None  # aggregate queries return one row
         truth = con.execute(read_sql("recall_test_pairs.sql")).fetchnumpy()
-        consumed = con.execute(read_sql("holdout_consumed_pairs.sql")).fetchnumpy()
     finally:
         con.close()
-    shape = (int(size[0]), int(size[1]))
-    return (
-        _csr(truth["user_idx"], truth["item_idx"], np.ones(len(truth["user_idx"])), shape),
-        _csr(consumed["user_idx"], consumed["item_idx"], np.ones(len(consumed["user_idx"])), shape),
-    )
+    return _csr(truth["user_idx"], truth["item_idx"], np.ones(len(truth["user_idx"])), (int(size[0]), int(size[1])))

@@ -124,7 +124,7 @@ def candidates_for_users(
     users = candidate_users(data, recall.candidates_recent_days)
     users = users[wanted[users]]
     users = users[np.argsort(user_of[users], kind="stable")]
-    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    seen, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
     parts: list[pa.Table] = []
     for start in range(0, len(users), recall.candidates_batch_users):
         tables = candidate_tables(
@@ -154,7 +154,7 @@ def write_candidates(
     day's partition. Users go in order of their id and each list best first, so the parts, read
     method by method, are already in the partition's (method, user_id, rank) order: no sort."""
     user_of, item_of = id_arrays(lake, data)
-    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    seen, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
     users = users[np.argsort(user_of[users], kind="stable")]  # id order: the partition's order
     scratch = local_scratch_dir(lake.root, ".tmp")
     scratch.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,14 @@ from recsys_assets.core.training_data import seen_matrix
 from recsys_assets.services.model_store import ModelStore
 
 
-def exclusion_matrix(positives: sp.csr_matrix, users: np.ndarray, unavailable: np.ndarray) -> sp.csr_matrix:
-    """Items a user may not be recommended on day D: their training positives, and items
-    not yet in the catalog on D. Materialises users × unavailable entries: for many users
-    pass `seen_matrix` to `recommend(exclude=...)` and the unavailable items as `blocked_items`."""
-    seen = seen_matrix(positives)
+def exclusion_matrix(
+    positives: sp.csr_matrix, users: np.ndarray, unavailable: np.ndarray, consumed: sp.csr_matrix | None = None
+) -> sp.csr_matrix:
+    """Items a user may not be recommended on day D: their training positives, what they
+    consumed before D (`consumed`, info["consumed"] of load_day), and items not yet in the
+    catalog on D. Materialises users × unavailable entries: for many users pass `seen_matrix`
+    to `recommend(exclude=...)` and the unavailable items as `blocked_items`."""
+    seen = seen_matrix(positives, consumed)
     if unavailable.size == 0:
         return seen
     rows = np.repeat(users, unavailable.size)

@@ -29,8 +29,12 @@ def _files(lake: Lake, table: str, days: list[str]) -> list:
     return files
 
 
-def drift_for_day(lake: Lake, day: str, settings: FeatureConfig, first_day: str | None) -> list[drift.DriftRow]:
-    reference = days_before(day, settings.drift_reference_days, first_day)
+def drift_for_day(
+    lake: Lake, day: str, settings: FeatureConfig, first_day: str | None, history_day: str | None = None
+) -> list[drift.DriftRow]:
+    """`history_day`: the history partition of a long source (months in one partition), which
+    is no day to compare a day with: it is left out of the reference."""
+    reference = [d for d in days_before(day, settings.drift_reference_days, first_day) if d != history_day]
     con = connect()
     try:
         bind(con, "user_stats", _files(lake, "user_daily_stats", reference + [day]), "user_daily_stats")
@@ -64,7 +68,13 @@ def drift_for_day(lake: Lake, day: str, settings: FeatureConfig, first_day: str 
     finally:
         con.close()
 
-    rows = drift.drift_rows({}, dict(categorical), warn=settings.drift_warn_psi, fail=settings.drift_fail_psi)
+    rows = drift.drift_rows(
+        {},
+        dict(categorical),
+        warn=settings.drift_warn_psi,
+        fail=settings.drift_fail_psi,
+        min_samples=settings.drift_min_samples,
+    )
     for feature, (ref, cur) in numeric.items():
         # PSI of an unchanged distribution grows like (bins - 1) * (1/n_ref + 1/n_cur): with few
         # samples, fewer bins keep noise well under the warn threshold.
@@ -75,6 +85,7 @@ def drift_for_day(lake: Lake, day: str, settings: FeatureConfig, first_day: str 
             bins=bins,
             warn=settings.drift_warn_psi,
             fail=settings.drift_fail_psi,
+            min_samples=settings.drift_min_samples,
         )
     rows = drift.sort_rows(rows)
     n_impressions = int(traffic[0])

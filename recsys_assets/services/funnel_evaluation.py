@@ -17,6 +17,7 @@ from recsys_assets.core.ranking import funnel, samples
 from recsys_assets.core.storage import read_polars
 from recsys_assets.services.candidates import day_candidates
 from recsys_assets.services.channels import exclusion_matrix, load_channels, recommend_channels
+from recsys_assets.services.errors import Skipped
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.serving import feature_context, load_ranker, rules
@@ -42,6 +43,11 @@ FUNNEL_SCHEMA = pa.schema(
     ]
 )
 STAGES = ("recall_only", "ranker", "ranker_rerank")
+
+
+class FunnelSkipped(Skipped):
+    """No funnel for the day: no user with a new positive on D has recall candidates (a day
+    with no activity); the other days of a range run are evaluated as usual."""
 
 
 def funnel_row(day, scope, stage, metric, k, value, n, values=None, baseline=None, base_values=None, settings=None):
@@ -148,12 +154,17 @@ def evaluate_funnel(
     candidates, users, relevant, (data, test, info) = funnel_truth(
         day, lake, model_store, recall, ranking, ctx, first_day
     )
+    if len(users) == 0:  # every metric would be the mean of nothing
+        raise FunnelSkipped(
+            f"funnel_evaluation {day}: no user to evaluate ({len(test.users)} users with a new positive on {day}, "
+            "none with recall candidates)"
+        )
     rows, k = [], 10
     lists, latency = {}, {}
 
     # recall stage latency: every channel's top-K plus fusion, for (up to) 200 test users
     sample = test.users[:200]
-    exclude = exclusion_matrix(data.positives, sample, np.flatnonzero(~info["available_items"]))
+    exclude = exclusion_matrix(data.positives, sample, np.flatnonzero(~info["available_items"]), info["consumed"])
     started = time.perf_counter()
     channels, ranges, _ = recommend_channels(load_channels(model_store, day), sample, recall.candidates_k, exclude)
     fusion.fuse(channels, data.n_items, recall.candidates_k, score_ranges=ranges)

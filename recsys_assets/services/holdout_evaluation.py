@@ -18,9 +18,8 @@ from recsys_assets.core import fusion, metrics
 from recsys_assets.core.ranking.features import Channel
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel, TrainingData
-from recsys_assets.core.training_data import load_holdout_pairs
+from recsys_assets.core.training_data import load_positive_pairs, seen_matrix
 from recsys_assets.services.channels import enabled_channels, load_channels, recommend_channels
-from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
@@ -66,7 +65,7 @@ class HoldoutTruth:
 
     users: np.ndarray  # user indices with a held-out positive they had not consumed before, sorted
     relevant: sp.csr_matrix  # users(all) × items: held-out positives minus what was consumed before
-    consumed: sp.csr_matrix  # users(all) × items: consumed before the period (never recommended)
+    consumed: sp.csr_matrix  # users(all) × items: consumed or seen before the period (never recommended)
     warm: np.ndarray  # per test user: has a training positive (the models learned something of them)
     test_days: list[str]  # the held-out partitions read, oldest first
 
@@ -78,27 +77,28 @@ def held_out_days(lake: Lake, evaluation_start: str) -> list[str]:
     return [d for d in days if d >= evaluation_start]
 
 
-def holdout_truth(lake: Lake, evaluation_start: str, first_day: str | None, positives: sp.csr_matrix) -> HoldoutTruth:
+def holdout_truth(lake: Lake, evaluation_start: str, positives: sp.csr_matrix, consumed: sp.csr_matrix) -> HoldoutTruth:
     """The test users of the held-out period: positives of every partition from evaluation_start
-    on, minus each user's items consumed before it (positives, clicks, plays of every earlier
-    partition); warm = a training positive in `positives` (the models' training data)."""
+    on, minus what each user consumed before it (`consumed`: sql/consumed_pairs.sql over every
+    earlier partition, load_day's info["consumed"]) and the training positives and clicks
+    (`positives`, what recall treats as seen); warm = a training positive."""
     test_days = held_out_days(lake, evaluation_start)
     if not test_days:
         raise MissingInput(f"no interactions partition from {evaluation_start} on: materialize the held-out days")
-    history = lake.existing_partitions("interactions", days_before(evaluation_start, None, first_day))
-    truth, consumed = load_holdout_pairs(
+    truth = load_positive_pairs(
         [lake.partition_path("interactions", d) for d in test_days],
-        history,
         lake.partition_path("user_id_dictionary"),
         lake.partition_path("item_id_dictionary"),
     )
-    relevant = (truth - truth.multiply(consumed)).tocsr()
+    seen = sp.csr_matrix(seen_matrix(positives, consumed), dtype=np.float32)
+    seen.resize(truth.shape)  # the dictionaries may have grown since the models' day
+    relevant = (truth - truth.multiply(seen)).tocsr()
     relevant.eliminate_zeros()
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     n_train = np.zeros(len(users), np.int64)
     known = users < positives.shape[0]  # users new since the models were trained have no row
     n_train[known] = np.diff(positives.indptr)[users[known]]
-    return HoldoutTruth(users, relevant, consumed, n_train > 0, test_days)
+    return HoldoutTruth(users, relevant, seen, n_train > 0, test_days)
 
 
 def evaluate_holdout(
@@ -108,7 +108,7 @@ def evaluate_holdout(
     data, _, info, data_version, train_days = load_day(
         lake, evaluation_start, settings, first_day, model_store=model_store
     )
-    truth = holdout_truth(lake, evaluation_start, first_day, data.positives)
+    truth = holdout_truth(lake, evaluation_start, data.positives, info["consumed"])
     blocked = np.flatnonzero(~info["available_items"])
     loaded = load_channels(model_store, evaluation_start, enabled_channels(settings.channels))
     channels = {ALL_TIME: _fitted(recall_models.PopularityModel(half_life_days=None), data)} | loaded

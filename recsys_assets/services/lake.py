@@ -95,6 +95,13 @@ class Lake(BaseModel):
     def existing_partitions(self, table: str, partitions: list[str]) -> list[Path]:
         return [p for p in (self.partition_path(table, k) for k in partitions) if p.exists()]
 
+    def first_partition(self, table: str) -> str | None:
+        """The earliest daily partition key of `table` in the lake (None: none yet)."""
+        folder = self.lake_dir / validate_table_name(table)
+        if not folder.exists():
+            return None
+        return min((p.stem for p in folder.iterdir() if p.suffix == ".parquet" and _DAY.match(p.stem)), default=None)
+
     def hash_dictionary_version_path(self, version: str) -> Path:
         """Every hash dictionary version ever published stays readable, so a model can encode
         with the one it was trained on."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import cast
 
 import numpy as np
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 from recsys_assets.core.ranking.features import Channel
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel
+from recsys_assets.core.training_data import seen_matrix
 from recsys_assets.services.candidates import candidate_tables, serving_candidates
 from recsys_assets.services.channels import load_channels
 from recsys_assets.services.days import days_before
@@ -36,6 +38,7 @@ from recsys_assets.services.serving import (
     recommend_users,
     user_history,
 )
+from recsys_assets.services.training import consumed_before
 from recsys_assets.settings import RankingConfig, RecallConfig
 
 
@@ -116,13 +119,23 @@ class OnlineRecommender:
         self.idx_of = dict(
             zip(self.ctx.item_index["item_id"].to_list(), self.ctx.item_index["item_idx"].to_list(), strict=False)
         )
-        available = set(self.ctx.items.filter("available")["item_id"].to_list())
-        self.unavailable = np.array(sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64)
+        # what recall_candidates blocked (items added on D included, as in recall's training data),
+        # not the item features' availability (added before D): otherwise the lists differ
+        if self.ctx.blocked_items is not None:
+            self.unavailable = np.unique(np.asarray(self.ctx.blocked_items, np.int64))
+        else:
+            available = set(self.ctx.items.filter("available")["item_id"].to_list())
+            self.unavailable = np.array(
+                sorted(idx for item, idx in self.idx_of.items() if item not in available), np.int64
+            )
         # the window's positives plus the serving day's own (those are newer than the models)
         days = days_before(self.day, recall.window_days, first_day) + [self.day]
         self.history = user_history(storage, days)
         # recall never proposes what the user already had a positive signal on (clicks included)
         self.seen_signal = user_history(storage, days, with_clicks=True)
+        # nor anything consumed: before the day (the batch exclusions) or on the day itself
+        next_day = (date.fromisoformat(self.day) + timedelta(days=1)).isoformat()
+        self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
 
     def _history(self, user_id: int) -> pl.DataFrame:
         return self.history.filter(pl.col("user_id") == user_id)
@@ -130,13 +143,18 @@ class OnlineRecommender:
     def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str]:
         uidx = self.user_index.get(user_id)
         if uidx is None or history.height == 0:
-            return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
+            return self._popular(user_id, history), "cold_start"
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
         signal = self.seen_signal.filter(pl.col("user_id") == user_id)["item_id"].to_list()
+        consumed = self.exclude[uidx].indices if uidx < self.exclude.shape[0] else np.zeros(0, np.int64)
         blocked = np.unique(
             np.concatenate(
-                [np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64), self.unavailable]
+                [
+                    np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64),
+                    consumed.astype(np.int64),
+                    self.unavailable,
+                ]
             )
         )
         path = "known"
@@ -162,7 +180,7 @@ class OnlineRecommender:
             path = "known+fold_in"
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
         if not known:
-            return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history), "cold_start"
+            return self._popular(user_id, history), "cold_start"
         # recommend() reads the exclusion row of the user's own index
         exclude = sp.csr_matrix(
             (np.ones(len(blocked), np.float32), (np.full(len(blocked), uidx), blocked)), shape=(uidx + 1, n_items)
@@ -178,6 +196,9 @@ class OnlineRecommender:
         ).collect()
         return frame.drop("channel_depth"), path
 
+    def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
+        return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
+
     def recommend(self, user_id: int, k: int = 10, explain: bool = False) -> Answer:
         base_channels = self.ctx.channels
         timings = {}
@@ -188,7 +209,14 @@ class OnlineRecommender:
             timings["recall_ms"] = (time.perf_counter() - started) * 1000
             settings = self.ranking.model_copy(update={"top_k": k})
             table = recommend_users(
-                self.ctx, self.model, candidates, history, settings, explain=explain, timings=timings
+                self.ctx,
+                self.model,
+                candidates,
+                history,
+                settings,
+                explain=explain,
+                timings=timings,
+                exclude=self.exclude,
             )
         finally:
             self.ctx.channels = base_channels  # a fold-in vector is per request

@@ -4,11 +4,15 @@ that record every decision (lake/recall_champion, lake/ranker_champion; rollback
 The gate: a candidate qualifies when it beats its baseline (popularity for recall models,
 recall-only ordering for rankers); a qualified candidate replaces the serving model unless it
 is worse than it, evaluated on the same day and users, by more than `promotion_tolerance`.
+A day whose evaluation has fewer than `min_evaluated_users` users, or a non-finite metric,
+decides nothing: the serving model stays (or none serves) and the reason says why.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,34 +43,67 @@ def within_tolerance(candidate_value: float, incumbent_value: float, tolerance: 
     return candidate_value >= incumbent_value * (1 - tolerance)
 
 
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def too_few_users(evaluated: int, min_users: int) -> str | None:
+    """Why an evaluation of `evaluated` users decides nothing, or None when it may."""
+    if evaluated >= min_users:
+        return None
+    return f"{evaluated} evaluated user{'' if evaluated == 1 else 's'} < min_evaluated_users {min_users}"
+
+
 # ------------------------------------------------------------------------------ recall champion
-def choose_candidate(rows: list[dict], metric: str, min_lift: float) -> dict:
+def choose_candidate(rows: list[dict], metric: str, min_lift: float, min_users: int = 0) -> dict:
     """Best learned model by `metric` (overall) among those that beat popularity: lift above
-    min_lift and the paired 95% CI of the difference above zero."""
+    min_lift and the paired 95% CI of the difference above zero, with a finite value, on an
+    evaluation of at least `min_users` users. "held" says why there is no candidate when a
+    model beat popularity but the evaluation cannot be trusted (else None)."""
     base, k = metric.split("@")
     overall = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == base and r["k"] == int(k)}
     popularity = overall.get("popularity", {}).get("value")
-    candidates = {}
+    # every model is evaluated on the day's test users: one count for all
+    evaluated = max((r["n_users"] or 0 for r in overall.values()), default=0)
+    thin = too_few_users(evaluated, min_users)
+    candidates: dict[str, dict[str, Any]] = {}
+    non_finite = []
     for name in registry.learned():  # learned channels; content is cold start, popularity the baseline
         r = overall.get(name)
         if r is None:
             candidates[name] = {"eligible": False, "why": "not trained (skipped or missing)"}
             continue
-        lift, low = r["lift_vs_popularity"], r["diff_ci_low"]
-        eligible = lift is not None and lift > min_lift and low is not None and low > 0
+        lift, low, value = r["lift_vs_popularity"], r["diff_ci_low"], r["value"]
+        beats = lift is not None and lift > min_lift and low is not None and low > 0
+        if not finite(value):
+            why = f"non-finite {metric} ({value})"
+            non_finite.append(name)
+        elif thin:
+            why = thin
+        else:
+            why = "beats popularity" if beats else "does not beat popularity significantly"
         candidates[name] = {
-            "value": r["value"],
+            "value": value if finite(value) else None,  # NaN is not JSON
             "lift": lift,
             "diff_ci_low": low,
-            "eligible": eligible,
-            "why": "beats popularity" if eligible else "does not beat popularity significantly",
+            "n_users": r["n_users"],
+            "eligible": beats and finite(value) and not thin,
+            "why": why,
         }
     eligible = {n: c for n, c in candidates.items() if c["eligible"]}
     winner = max(eligible, key=lambda n: (eligible[n]["value"], n)) if eligible else None
+    held = None
+    if winner is None:
+        if thin:
+            held = thin if overall else f"no model was evaluated ({thin})"
+        elif non_finite:
+            held = f"non-finite {metric} for {', '.join(non_finite)}"
     return {
         "candidate": winner,
         "candidate_value": eligible[winner]["value"] if winner else None,
         "popularity_value": popularity,
+        "evaluated_users": evaluated,
+        "held": held,
         "candidates": json.dumps(candidates, sort_keys=True),
     }
 
@@ -99,7 +136,7 @@ def compare_on_day(
         for label, (name, trained) in contenders.items()
         if not (reuse and label in known)
     }
-    seen, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    seen, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
     out = {label: known[label] for label in contenders if reuse and label in known}
     for label, (model, meta) in models.items():
@@ -118,7 +155,8 @@ def decide(
     tolerance: float,
 ) -> dict:
     """Promote the candidate unless it is worse than the serving champion by more than
-    `tolerance` (relative) on the same day; a rejected candidate leaves the champion serving."""
+    `tolerance` (relative) on the same day; a rejected candidate leaves the champion serving, and
+    so does a day that cannot decide (candidate["held"], or a non-finite value on the day)."""
     name = candidate["candidate"]
     row = {
         "day": day,
@@ -131,13 +169,25 @@ def decide(
         "popularity_value": candidate["popularity_value"],
         "candidates": candidate["candidates"],
     }
+    keep = {
+        "decision": "kept" if incumbent else "none",
+        "champion": incumbent[0] if incumbent else None,
+        "champion_day": incumbent[1] if incumbent else None,
+    }
+    stays = f"; the serving champion {incumbent[0]}@{incumbent[1]} stays" if incumbent else "; nothing is promoted"
+    if name is None and candidate.get("held"):
+        return row | keep | {"reason": candidate["held"] + stays}
     if name is None:
-        return row | {
-            "decision": "kept" if incumbent else "none",
-            "champion": incumbent[0] if incumbent else None,
-            "champion_day": incumbent[1] if incumbent else None,
-            "reason": "no learned model beat popularity" + ("; the serving champion stays" if incumbent else ""),
-        }
+        return (
+            row
+            | keep
+            | {"reason": "no learned model beat popularity" + ("; the serving champion stays" if incumbent else "")}
+        )
+    compared = ("candidate", "incumbent") if incumbent else ("candidate",)
+    bad = {label: values.get(label) for label in compared if not finite(values.get(label))}
+    if bad:
+        found = ", ".join(f"{label} {value}" for label, value in bad.items())
+        return row | keep | {"reason": f"non-finite {metric} on {day} ({found})" + stays}
     if incumbent and not within_tolerance(values["candidate"], values["incumbent"], tolerance):
         return row | {
             "decision": "rejected",
@@ -164,7 +214,12 @@ def promote_recall(
     path = lake.partition_path("recall_evaluation", day)
     if not path.exists():
         raise MissingInput(f"recall_evaluation is not materialized for {day}")
-    candidate = choose_candidate(read_arrow(path).to_pylist(), recall.champion_metric, recall.min_lift_over_popularity)
+    candidate = choose_candidate(
+        read_arrow(path).to_pylist(),
+        recall.champion_metric,
+        recall.min_lift_over_popularity,
+        recall.min_evaluated_users,
+    )
     incumbent = current_champion(lake, day)
     if incumbent and not model_store.exists(f"recall_{incumbent[0]}", incumbent[1]):
         if log:
@@ -173,7 +228,7 @@ def promote_recall(
     contenders = {}
     if candidate["candidate"]:
         contenders["candidate"] = (candidate["candidate"], day)
-    if incumbent:
+    if incumbent and not candidate["held"]:  # a held day decides nothing: no comparison to make
         contenders["incumbent"] = incumbent
     values = (
         compare_on_day(
@@ -195,9 +250,15 @@ def headline(rows: list[dict], scope: str, stage: str, metric: str) -> float | N
     return None
 
 
-def beats_recall_only(lake: Lake, day: str) -> tuple[bool, str]:
+def evaluated_users(rows: list[dict]) -> int:
+    """Users of the funnel evaluation (0 when nothing was evaluated)."""
+    return max((r["n"] or 0 for r in rows if r["scope"] == "funnel" and r["metric"] == "ndcg"), default=0)
+
+
+def beats_recall_only(lake: Lake, day: str, min_users: int = 0) -> tuple[bool, str]:
     """Whether the ranker of `day` beat recall-only ordering on the funnel NDCG@10 (the first
-    condition of its promotion; ranker_champion adds the comparison with the serving ranker)."""
+    condition of its promotion; ranker_champion adds the comparison with the serving ranker).
+    An evaluation of fewer than `min_users` users or with a non-finite value counts as none."""
     path = lake.partition_path("funnel_evaluation", day)
     if not path.exists():
         return False, f"funnel_evaluation is not materialized for {day}"
@@ -206,6 +267,10 @@ def beats_recall_only(lake: Lake, day: str) -> tuple[bool, str]:
     recall_value = headline(rows, "funnel", "recall_only", "ndcg")
     if ranker_value is None or recall_value is None:
         return False, f"no ranker evaluation for {day}"
+    thin = too_few_users(evaluated_users(rows), min_users)
+    if thin or not (finite(ranker_value) and finite(recall_value)):
+        why = thin or f"non-finite NDCG@10 (ranker {ranker_value}, recall-only {recall_value})"
+        return False, f"no ranker evaluation for {day} to trust: {why}"
     if ranker_value > recall_value:
         return True, f"ranker NDCG@10 {ranker_value:.4f} > recall-only {recall_value:.4f}"
     return False, f"ranker NDCG@10 {ranker_value:.4f} does not beat recall-only {recall_value:.4f}"
@@ -218,10 +283,14 @@ def decide_ranker(
     incumbent_day: str | None,
     incumbent_value: float | None,
     tolerance: float,
+    evaluated: int | None = None,
+    min_users: int = 0,
 ) -> dict:
     """The ranker of `day` serves if it beats recall-only ordering on D and is not worse than
     the serving ranker (evaluated on the same day) by more than `tolerance` (relative). A
-    rejected candidate leaves the serving ranker in place if that one still beats recall-only."""
+    rejected candidate leaves the serving ranker in place if that one still beats recall-only.
+    A day whose funnel has fewer than `min_users` `evaluated` users, or a non-finite value,
+    decides nothing: the serving ranker stays without being judged on it."""
     row = {
         "day": day,
         "metric": "ndcg@10",
@@ -231,6 +300,22 @@ def decide_ranker(
         "incumbent_day": incumbent_day,
         "incumbent_value": incumbent_value,
     }
+    thin = too_few_users(evaluated, min_users) if evaluated is not None else None
+    measured = [v for v in (candidate_value, recall_value, incumbent_value) if v is not None]
+    if thin or not all(finite(v) for v in measured):
+        why = thin or (
+            f"non-finite NDCG@10 (ranker {candidate_value}, recall-only {recall_value}, serving {incumbent_value})"
+        )
+        return row | {
+            "champion_day": incumbent_day,
+            "decision": "kept" if incumbent_day else "none",
+            "reason": (
+                f"no ranker of {day} was evaluated ({why})"
+                if candidate_value is None
+                else f"the funnel of {day} cannot decide: {why}"
+            )
+            + (f"; the ranker of {incumbent_day} keeps serving" if incumbent_day else "; recall order serves"),
+        }
     incumbent_ok = incumbent_value is not None and recall_value is not None and incumbent_value > recall_value
     keep = {"champion_day": incumbent_day if incumbent_ok else None}
     if candidate_value is None or recall_value is None:
@@ -294,14 +379,25 @@ def promote_ranker(
     rows = read_arrow(path).to_pylist()
     candidate = headline(rows, "funnel", "ranker", "ndcg")
     recall_value = headline(rows, "funnel", "recall_only", "ndcg")
+    evaluated = evaluated_users(rows)
     incumbent = ranker_champion_before(lake, day)
     incumbent_value = None
     if incumbent and not model_store.exists("ranker", incumbent):
         if log:
             log.warning(f"serving ranker of {incumbent} has no published artifact; treating as none")
         incumbent = None
-    if incumbent and recall_value is not None:
+    judged = finite(recall_value) and not too_few_users(evaluated, recall.min_evaluated_users)
+    if incumbent and judged:
         incumbent_value = ranker_ndcg_on_day(day, incumbent, lake, model_store, recall, ranking, first_day)
-    decision = decide_ranker(day, candidate, recall_value, incumbent, incumbent_value, recall.promotion_tolerance)
+    decision = decide_ranker(
+        day,
+        candidate,
+        recall_value,
+        incumbent,
+        incumbent_value,
+        recall.promotion_tolerance,
+        evaluated,
+        recall.min_evaluated_users,
+    )
     write_frame(pa.Table.from_pylist([decision], schema=RANKER_REGISTRY), lake.partition_path("ranker_champion", day))
     return decision

@@ -137,8 +137,10 @@ def sample_days(day: str, settings: RankingConfig) -> tuple[list[str], list[str]
 
 def train_ranker(day: str, lake: Lake, model_store: ModelStore, ranking: RankingConfig) -> TrainedRanker:
     """The LightGBM ranker of `day`, trained on the ranking samples of the days before it and
-    published to the model store, with its gain importance written to the lake. Raises
-    RankerSkipped when the training or validation days have no samples."""
+    published to the model store, with its gain importance written to the lake. Validation days
+    without a usable request (e.g. a day with no activity) give way to a held-out share of the
+    training requests. Raises RankerSkipped when the training or validation days have no
+    samples, or too few requests to learn from."""
     train_days, valid_days = sample_days(day, ranking)
     train_files = lake.existing_partitions("ranking_samples", train_days)
     valid_files = lake.existing_partitions("ranking_samples", valid_days)
@@ -150,10 +152,22 @@ def train_ranker(day: str, lake: Lake, model_store: ModelStore, ranking: Ranking
     dictionary_path = lake.partition_path("hash_dictionaries")
     started = time.perf_counter()
     train_rows = pl.concat([read_polars(f) for f in train_files], how="diagonal_relaxed")
-    if valid_files:
-        valid_rows = pl.concat([read_polars(f) for f in valid_files], how="diagonal_relaxed")
-    else:  # no later day to stop on: hold out a share of the training requests
+    valid_rows = pl.concat([read_polars(f) for f in valid_files], how="diagonal_relaxed") if valid_files else None
+    validation = "later days"
+    if valid_rows is None or not ranker_lib.informative_requests(valid_rows):
+        # no later day to stop on (or only empty ones): hold out a share of the training requests
+        validation = f"{ranking.valid_fraction:.0%} of the training requests" + (
+            f" ({valid_days} have no request to validate on)" if valid_files else ""
+        )
         train_rows, valid_rows = ranker_lib.split_requests(train_rows, ranking.valid_fraction, ranking.seed)
+        valid_files = []
+    usable = (ranker_lib.informative_requests(train_rows), ranker_lib.informative_requests(valid_rows))
+    if not all(usable):
+        raise RankerSkipped(
+            f"ranker {day}: too few requests with both a chosen and a not-chosen item in the ranking_samples "
+            f"of {train_days} (train) and {valid_days} (validation): {usable[0]} to train on, {usable[1]} to "
+            "validate on"
+        )
     rank_depth = samples_rank_depth(
         pl.concat(
             [train_rows.select(pl.col("^rank_depth$")), valid_rows.select(pl.col("^rank_depth$"))],
@@ -183,7 +197,7 @@ def train_ranker(day: str, lake: Lake, model_store: ModelStore, ranking: Ranking
         "day": day,
         "train_days": train_days,
         "valid_days": valid_days if valid_files else [],
-        "validation": "later days" if valid_files else f"{ranking.valid_fraction:.0%} of the training requests",
+        "validation": validation,
         "data_version": file_sha256_many(train_files + valid_files + [dictionary_path]),
     }
     staging = model_store.staging_dir("ranker")

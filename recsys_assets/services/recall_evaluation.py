@@ -1,5 +1,5 @@
 """Recall evaluation of day D: every channel and their fusion ranked over the full catalog
-(training positives and not-yet-available items removed), by user segment, with bootstrap CIs
+(training positives, items consumed before D and not-yet-available items removed), by user segment, with bootstrap CIs
 and paired lift over popularity (docs/evaluation.md)."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def evaluate_day(
     users = test.users
     ks = sorted(settings.k_eval)
     max_k = ks[-1]
-    exclude, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+    exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
     relevant = test.relevant[users]
     n_train = np.diff(data.positives.indptr)[users]
     segments = segment_of(n_train, settings.light_user_max_positives)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import scipy.sparse as sp
 
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
@@ -28,7 +29,7 @@ from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.registry import serving_ranker_day
-from recsys_assets.services.training import read_training_data
+from recsys_assets.services.training import history_partitions, read_training_data
 from recsys_assets.settings import RankingConfig, RecallConfig
 
 GENRE_WINDOW_DAYS = 28
@@ -50,8 +51,9 @@ def feature_context(
 ) -> F.FeatureContext:
     """Everything the ranking features of `day` need: point-in-time user/item features, the
     user's genre history, the recall models of `day` and what recall excludes from their lists
-    (the training window's positives, items not yet available), so rank_<channel> is the
-    position in the same list recall_candidates fused."""
+    (the training window's positives, every item consumed before `day`, items not yet
+    available), so rank_<channel> is the position in the same list recall_candidates fused.
+    The served lists leave out the same pairs (drop_excluded)."""
     required = {
         "user_features": lake.partition_path("user_features", day),
         "item_features": lake.partition_path("item_features", day),
@@ -67,11 +69,13 @@ def feature_context(
     stored = read_training_data(lake, model_store, day, recall, first_day)
     if stored is not None:  # the day's recall_training_data: the same pairs, already read
         data, _, info, _, _ = stored
-        exclude, blocked = seen_matrix(data.positives), np.flatnonzero(~info["available_items"])
+        exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
+        window_users = np.diff(data.positives.indptr) > 0
     else:
-        exclude, blocked = load_recall_exclusions(
+        exclude, blocked, window_users = load_recall_exclusions(
             day,
             lake.existing_partitions("interactions", days_before(day, recall.window_days, first_day)),
+            history_partitions(lake, day, first_day),
             required["user_id_dictionary"],
             required["item_id_dictionary"],
             required["raw_items"],
@@ -95,6 +99,7 @@ def feature_context(
         rank_depth=rank_depth,
         exclude=exclude,
         blocked_items=blocked,
+        window_users=window_users,
     )
     ctx.cold_start = cold_start
     return ctx
@@ -201,6 +206,33 @@ def user_history(lake: Lake, days: list[str], users=None, with_clicks: bool = Fa
     return frame.collect().sort("user_id", "last_day", "item_id", descending=[False, True, False])
 
 
+def drop_excluded(ctx: F.FeatureContext, pairs: pl.DataFrame, exclude: sp.csr_matrix | None = None) -> pl.DataFrame:
+    """`pairs` (user_id, item_id, ...) without those recall excludes on ctx's day (`exclude`,
+    default ctx.exclude: the window's positives and clicks, every item consumed before the day):
+    one sparse lookup per pair, no per-user sets."""
+    exclude = ctx.exclude if exclude is None else exclude
+    if exclude is None or pairs.height == 0:
+        return pairs
+    cached = ctx.derived.get("id_to_index")
+    if cached is None:
+        users, items = ctx.user_index.sort("user_id"), ctx.item_index.sort("item_id")
+        cached = ctx.derived["id_to_index"] = (
+            users["user_id"].to_numpy(),
+            users["user_idx"].to_numpy(),
+            items["item_id"].to_numpy(),
+            items["item_idx"].to_numpy(),
+        )
+    user_ids, user_idx, item_ids, item_idx = cached
+    u, i = _lookup(user_ids, pairs["user_id"].to_numpy()), _lookup(item_ids, pairs["item_id"].to_numpy())
+    known = (u >= 0) & (i >= 0)
+    u, i = np.where(known, user_idx[np.maximum(u, 0)], -1), np.where(known, item_idx[np.maximum(i, 0)], -1)
+    known &= (u < exclude.shape[0]) & (i < exclude.shape[1])
+    hit = np.zeros(pairs.height, bool)
+    if known.any():
+        hit[known] = np.asarray(exclude[u[known], i[known]]).ravel() > 0
+    return pairs.filter(~hit) if hit.any() else pairs
+
+
 def cold_start_ranking(ctx: F.FeatureContext) -> tuple[pl.DataFrame, str]:
     """(item_id, pop = rank from 1) of every available item for users without a history, and the
     channel it comes from: the day's recent_popularity model when published, else the 7-day
@@ -224,15 +256,31 @@ def cold_start_ranking(ctx: F.FeatureContext) -> tuple[pl.DataFrame, str]:
     return cached
 
 
-def popular_candidates(ctx: F.FeatureContext, users, n: int, history: pl.DataFrame) -> pl.DataFrame:
+def popular_candidates(
+    ctx: F.FeatureContext, users, n: int, history: pl.DataFrame, exclude: sp.csr_matrix | None = None
+) -> pl.DataFrame:
     """Cold-start candidates: the n first items of cold_start_ranking (recent_popularity of the
     day, else popularity_rank_7d of the day's item features) for each user, minus what the user
-    already watched; in_<channel> = the item's rank in that list."""
-    ranking, channel = cold_start_ranking(ctx)
-    top = ranking.head(n + 50)
-    pairs = pl.DataFrame({"user_id": pl.Series(list(users), dtype=pl.Int64)}).join(top, how="cross")
-    pairs = pairs.join(history.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
-    pairs = pairs.sort("user_id", "pop").group_by("user_id", maintain_order=True).head(n)
+    already watched and what recall excludes (drop_excluded); in_<channel> = the item's rank in
+    that list. A user short of n after that looks deeper into the ranking."""
+    ranked, channel = cold_start_ranking(ctx)
+    todo, depth, parts = pl.Series(list(users), dtype=pl.Int64).unique(maintain_order=True), n + 50, []
+    while len(todo):
+        pairs = pl.DataFrame({"user_id": todo}).join(ranked.head(depth), how="cross")
+        pairs = pairs.join(history.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
+        pairs = drop_excluded(ctx, pairs, exclude)
+        pairs = pairs.sort("user_id", "pop").group_by("user_id", maintain_order=True).head(n)
+        if depth >= ranked.height:
+            parts.append(pairs)
+            break
+        full = pairs.group_by("user_id").len().filter(pl.col("len") >= n)["user_id"]
+        parts.append(pairs.filter(pl.col("user_id").is_in(full.implode())))
+        todo, depth = todo.filter(~todo.is_in(full)), depth * 4  # heavy consumers only
+    pairs = (
+        pl.concat(parts).sort("user_id", "pop")
+        if parts
+        else pl.DataFrame(schema={"user_id": pl.Int64, "item_id": pl.Int64, "pop": ranked.schema["pop"]})
+    )
     return pairs.with_columns(
         pl.col("pop").rank("ordinal").over("user_id").cast(pl.Int64).alias("recall_rank"),
         (1.0 / pl.col("pop")).alias("recall_score"),
@@ -323,13 +371,17 @@ def recommend_users(
     settings: RankingConfig,
     explain: bool = True,
     timings: dict | None = None,
+    exclude: sp.csr_matrix | None = None,
 ) -> pl.DataFrame:
     """The funnel's final lists: rank candidates with the ranker (or keep recall order when
     model is None), re-rank (seen items removed, MMR, genre cap, ...), explain. One row per
-    (user, rank): item, score, stage, channels, because_you_watched, top_features."""
+    (user, rank): item, score, stage, channels, because_you_watched, top_features. Candidates
+    recall excludes (drop_excluded with `exclude`, default ctx.exclude) are never served, even
+    from a recall_candidates partition written with older exclusions."""
     timings = {} if timings is None else timings
     attrs = funnel.ItemAttributes.from_context(ctx)
     started = time.perf_counter()
+    candidates = drop_excluded(ctx, candidates, exclude)
     if model is not None:
         scored = funnel.score_candidates(model, ctx, candidates, settings.serving_surface)
         stage = "ranker_rerank"

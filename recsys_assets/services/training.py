@@ -1,5 +1,5 @@
-"""Recall training of day D: the training data of the window before D, and one model fitted and
-published per channel."""
+"""Recall training of day D: the training data of the window before D, what every user consumed
+on any day before D, and one model fitted and published per channel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import resource
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import TrainingData
 from recsys_assets.core.storage import file_sha256
-from recsys_assets.core.training_data import TestSet, load_training_data
+from recsys_assets.core.training_data import TestSet, load_consumed, load_training_data
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput, NoTrainingData
 from recsys_assets.services.lake import Lake
@@ -25,10 +26,33 @@ from recsys_assets.settings import RecallConfig
 
 # The model-store name of the per-day training data artifact (the recall_training_data asset).
 TRAINING_DATA = "recall_training_data"
+# Which rule built the artifact's consumed matrix: artifacts of another rule (or none) are stale.
+CONSUMED_RULE = "consumed_pairs.sql: played, rated or positive, every day before D"
 
 
 def training_days(day: str, window: int | None, first_day: str | None) -> list[str]:
     return days_before(day, window, first_day)
+
+
+def history_partitions(lake: Lake, day: str, first_day: str | None) -> list[Path]:
+    """Every interactions partition before `day` that exists, whatever its age: from `first_day`
+    when given, else from the earliest partition in the lake."""
+    start = first_day or lake.first_partition("interactions")
+    if start is None or start >= day:
+        return []
+    n_days = (date.fromisoformat(day) - date.fromisoformat(start)).days
+    return lake.existing_partitions("interactions", days_before(day, n_days, start))
+
+
+def consumed_before(lake: Lake, day: str, first_day: str | None) -> sp.csr_matrix:
+    """users × items (the id dictionaries' indices), 1.0 where the user consumed the item on any
+    day before `day` (sql/consumed_pairs.sql): what recommendations never propose on `day`. Reads
+    only the ids and the consumption columns of history_partitions, and builds no per-user sets."""
+    return load_consumed(
+        history_partitions(lake, day, first_day),
+        lake.partition_path("user_id_dictionary"),
+        lake.partition_path("item_id_dictionary"),
+    )
 
 
 def load_day(
@@ -51,12 +75,18 @@ def load_day(
     return compute_day(lake, day, settings, first_day, with_shown=with_shown)
 
 
-def _inputs(lake: Lake, day: str, train_days: list[str]) -> list[Path]:
-    return [lake.partition_path("interactions", d) for d in [*train_days, day]] + [
-        lake.partition_path("user_id_dictionary"),
-        lake.partition_path("item_id_dictionary"),
-        lake.partition_path("raw_items"),
-    ]
+def _inputs(lake: Lake, day: str, train_days: list[str], first_day: str | None) -> list[Path]:
+    """The window and the day, the dictionaries and the catalog, then every older partition that
+    exists now (the consumed matrix reads them: a backfilled or rebuilt old day changes the list)."""
+    return (
+        [lake.partition_path("interactions", d) for d in [*train_days, day]]
+        + [
+            lake.partition_path("user_id_dictionary"),
+            lake.partition_path("item_id_dictionary"),
+            lake.partition_path("raw_items"),
+        ]
+        + history_partitions(lake, train_days[0], first_day)
+    )
 
 
 def _stamp(paths: list[Path]) -> list[list]:
@@ -66,7 +96,12 @@ def _stamp(paths: list[Path]) -> list[list]:
 
 
 def _signature(settings: RecallConfig, first_day: str | None) -> dict:
-    return {"window_days": settings.window_days, "click_weight": settings.click_weight, "first_day": first_day}
+    return {
+        "window_days": settings.window_days,
+        "click_weight": settings.click_weight,
+        "first_day": first_day,
+        "consumed": CONSUMED_RULE,
+    }
 
 
 _MATRICES = ("positives", "shown_negatives", "days_ago", "seconds_ago", "item_genres", "item_tags")
@@ -84,15 +119,16 @@ def publish_training_data(
         sp.save_npz(staging / f"{name}.npz", getattr(data, name), compressed=False)
     sp.save_npz(staging / "test_relevant.npz", test.relevant, compressed=False)
     sp.save_npz(staging / "test_all_positive.npz", test.all_positive, compressed=False)
+    sp.save_npz(staging / "consumed.npz", info["consumed"], compressed=False)
     np.save(staging / "test_users.npy", test.users, allow_pickle=False)
     np.save(staging / "available_items.npy", info["available_items"], allow_pickle=False)
     (staging / "genre_names.json").write_text(json.dumps(data.genre_names))
     metadata = {
         "signature": _signature(settings, first_day),
-        "inputs": _stamp(_inputs(lake, day, train_days)),
+        "inputs": _stamp(_inputs(lake, day, train_days, first_day)),
         "data_version": data_version,
         "train_days": train_days,
-        "info": {k: v for k, v in info.items() if k != "available_items"},
+        "info": {k: v for k, v in info.items() if k not in ("available_items", "consumed")},
     }
     version = model_store.publish(TRAINING_DATA, day, staging, metadata)
     return metadata | {"path": str(version)}
@@ -107,7 +143,7 @@ def read_training_data(lake: Lake, model_store: ModelStore, day: str, settings: 
     if metadata["signature"] != _signature(settings, first_day):
         return None
     try:
-        if _stamp(_inputs(lake, day, metadata["train_days"])) != metadata["inputs"]:
+        if _stamp(_inputs(lake, day, metadata["train_days"], first_day)) != metadata["inputs"]:
             return None
     except FileNotFoundError:
         return None
@@ -119,14 +155,19 @@ def read_training_data(lake: Lake, model_store: ModelStore, day: str, settings: 
         relevant=sp.load_npz(folder / "test_relevant.npz").tocsr(),
         all_positive=sp.load_npz(folder / "test_all_positive.npz").tocsr(),
     )
-    info = metadata["info"] | {"available_items": np.load(folder / "available_items.npy", allow_pickle=False)}
+    info = metadata["info"] | {
+        "available_items": np.load(folder / "available_items.npy", allow_pickle=False),
+        "consumed": sp.load_npz(folder / "consumed.npz").tocsr(),
+    }
     return data, test, info, metadata["data_version"], metadata["train_days"]
 
 
 def compute_day(lake: Lake, day: str, settings: RecallConfig, first_day: str | None, with_shown: bool = False):
-    """Training data of the window before `day`, the held-out truth of `day`, and a data version,
+    """Training data of the window before `day`, the held-out truth of `day`, what every user
+    consumed before `day` (info["consumed"], from every earlier partition) and a data version,
     read from the interactions. Shown-but-not-chosen counts (every impression row) are read only
-    when asked for."""
+    when asked for. The data version covers the window: hashing every older partition each day
+    would read the whole history; the artifact's input stamps cover those."""
     train_days = training_days(day, settings.window_days, first_day)
     if not train_days:
         raise NoTrainingData(f"{day} is the first partition: there is no earlier day to train on")
@@ -156,6 +197,7 @@ def compute_day(lake: Lake, day: str, settings: RecallConfig, first_day: str | N
         inputs[-1],
         click_weight=settings.click_weight,
         with_shown=with_shown,
+        history_files=history_partitions(lake, day, first_day),
     )
     if info["train_pairs"] == 0:  # a model fitted on nothing would publish noise as a "model"
         raise MissingInput(

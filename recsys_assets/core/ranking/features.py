@@ -102,13 +102,17 @@ class FeatureContext:
     channel_names: tuple[str, ...]
     channels: dict[str, Channel] = field(default_factory=dict)
     # rank_<channel> is the item's position in the channel's recall list: its top rank_depth over
-    # the catalog minus what recall removes (`exclude`: each user's training-window positives;
-    # `blocked_items`: not yet available), rank_depth + 1 below it. A full-catalog rank would sort
-    # every catalog row (100k items: ~10 ms per user and channel); this one is the list
-    # recall_candidates already made, so serving reads it instead of searching again.
+    # the catalog minus what recall removes (`exclude`: each user's training-window positives
+    # and every item consumed before the day; `blocked_items`: not yet available), rank_depth + 1
+    # below it. A full-catalog rank would sort every catalog row (100k items: ~10 ms per user and
+    # channel); this one is the list recall_candidates already made, so serving reads it instead
+    # of searching again.
     rank_depth: int = 200
     exclude: sp.csr_matrix | None = None
     blocked_items: np.ndarray | None = None
+    # bool per user index: a training positive in the window (a personal channel has a list only
+    # for those users); None: the users with a non-empty `exclude` row
+    window_users: np.ndarray | None = None
     # the non-personalised model whose list users without a history get (serving's cold path);
     # not a ranker feature unless it is one of channel_names too
     cold_start: Channel | None = None
@@ -132,6 +136,7 @@ def load_context(
     rank_depth: int = 200,
     exclude: sp.csr_matrix | None = None,
     blocked_items: np.ndarray | None = None,
+    window_users: np.ndarray | None = None,
 ) -> FeatureContext:
     """Read what is known at the start of `day` (all inputs are point in time by construction:
     user/item_features of `day` and user_genre_daily are built from the days before it)."""
@@ -181,7 +186,19 @@ def load_context(
         rank_depth=rank_depth,
         exclude=exclude,
         blocked_items=blocked_items,
+        window_users=window_users,
     )
+
+
+def _without_window_positives(ctx: FeatureContext, exclude: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """Per user index: no training positive in the window. `exclude` also holds items consumed
+    before the window, so an empty row is the test only when ctx has no window_users."""
+    if ctx.window_users is None:
+        return np.diff(exclude.indptr)[users] == 0
+    if not len(ctx.window_users):
+        return np.ones(len(users), bool)
+    known = users < len(ctx.window_users)
+    return ~(known & ctx.window_users[np.where(known, users, 0)])
 
 
 def _recall_exclusions(ctx: FeatureContext, channel: Channel) -> tuple[sp.csr_matrix | None, np.ndarray | None]:
@@ -231,7 +248,7 @@ def _channel_columns(
             if exclude is not None and channel.model.personal:
                 # a user without any training positive has no history a personal channel could
                 # rank from (its vector is an untrained init): no list, so nothing to search
-                empty = np.diff(exclude.indptr)[user_idx[rows]] == 0
+                empty = _without_window_positives(ctx, exclude, user_idx[rows])
                 rank[rows[empty]] = depth + 1
                 rows = rows[~empty]
             rows = rows[np.argsort(user_idx[rows], kind="stable")]  # grouped by user

@@ -101,6 +101,14 @@ def _grouped(frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, np.ndarray]
     return kept, sizes
 
 
+def informative_requests(frame: pl.DataFrame, label: str = "label") -> int:
+    """Requests with both a chosen and a not-chosen item: the ones a ranker can learn from."""
+    if frame.height == 0:
+        return 0
+    ok = frame.group_by("request_id").agg((pl.col(label).max() > pl.col(label).min()).alias("ok"))["ok"]
+    return int(ok.sum())
+
+
 def split_requests(rows: pl.DataFrame, valid_fraction: float, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(train, valid) with whole requests on one side, chosen by a seeded hash of request_id."""
     if not 0.0 < valid_fraction < 1.0:

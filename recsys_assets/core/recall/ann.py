@@ -69,14 +69,23 @@ def mips_to_l2(item_vectors: np.ndarray, query_vectors: np.ndarray) -> tuple[np.
 
 
 def build_mips_hnsw(
-    item_vectors: np.ndarray, M: int = 32, ef_construction: int = 200, ef_search: int = 256
+    item_vectors: np.ndarray,
+    M: int = 32,
+    ef_construction: int = 200,
+    ef_search: int = 256,
+    ids: np.ndarray | None = None,
 ) -> faiss.Index:
-    """HNSW (L2) over mips_to_l2-augmented item vectors; query it with augmented queries."""
+    """HNSW (L2) over mips_to_l2-augmented item vectors; query it with augmented queries. With
+    `ids` (one per row), searches return those ids instead of row numbers."""
     x = _f32(item_vectors)
-    index = faiss.IndexHNSWFlat(x.shape[1], M)
-    index.hnsw.efConstruction = ef_construction
-    index.hnsw.efSearch = ef_search
-    index.add(x)
+    hnsw = faiss.IndexHNSWFlat(x.shape[1], M)
+    hnsw.hnsw.efConstruction = ef_construction
+    hnsw.hnsw.efSearch = ef_search
+    if ids is None:
+        hnsw.add(x)
+        return hnsw
+    index = faiss.IndexIDMap(hnsw)
+    index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
     return index
 
 
@@ -107,9 +116,14 @@ def exact_search(item_factors: np.ndarray, user_vectors: np.ndarray, k: int) -> 
     return np.take_along_axis(top, order, axis=1)
 
 
-def recall_vs_exact(index: faiss.Index, item_factors: np.ndarray, user_vectors: np.ndarray, k: int) -> float:
-    """Mean over users of |ANN top-k ∩ exact top-k| / k (exact = brute-force inner product)."""
+def recall_vs_exact(
+    index: faiss.Index, item_factors: np.ndarray, user_vectors: np.ndarray, k: int, ids: np.ndarray | None = None
+) -> float:
+    """Mean over users of |ANN top-k ∩ exact top-k| / k (exact = brute-force inner product);
+    `ids`: the id of each row of item_factors, as the index was built with them."""
     ann_ids, _ = ann_search(index, user_vectors, k)
     exact_ids = exact_search(item_factors, user_vectors, k)
+    if ids is not None:
+        exact_ids = np.asarray(ids, np.int64)[exact_ids]
     hits = [len(np.intersect1d(a[a >= 0], e)) for a, e in zip(ann_ids, exact_ids, strict=False)]
     return float(np.mean(hits) / k) if hits else 0.0

@@ -27,6 +27,8 @@ class ModelSpec:
     learned:     competes for champion (must beat popularity); False for the popularity baselines
                  and the content cold-start channel.
     needs_shown: trains on shown-but-not-chosen impressions (TrainingData.shown_negatives).
+    impressions_only: trained only where the source logs impressions (it needs them, or it is
+                 the baseline of a model that does); a ratings source leaves it out of its channels.
     kinds:       the Dagster asset's kinds (the libraries it runs on).
     description: one sentence for the asset catalog.
     """
@@ -36,6 +38,7 @@ class ModelSpec:
     config: type[BaseModel]
     learned: bool
     needs_shown: bool = False
+    impressions_only: bool = False
     kinds: tuple[str, ...] = ("numpy", "scipy")
     description: str
 
@@ -137,6 +140,7 @@ register(
         model=m.UniformBPRModel,
         config=m.UniformBPRConfig,
         learned=True,
+        impressions_only=True,
         description="BPR with uniform negatives (numpy SGD): the baseline of the impression-aware BPR.",
     )
 )
@@ -147,6 +151,7 @@ register(
         config=m.ImpressionBPRConfig,
         learned=True,
         needs_shown=True,
+        impressions_only=True,
         description="BPR whose negatives are partly items shown to the user and not chosen (numpy SGD).",
     )
 )
