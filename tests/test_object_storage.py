@@ -77,6 +77,15 @@ def test_local_roots_stay_plain_paths(tmp_path):
     assert is_remote("s3://bucket/prefix")
 
 
+def test_a_local_store_lists_the_days_of_any_year(tmp_path):
+    """MovieLens-100K's models are of 1998: published_days (the online path's latest model day)
+    lists them, and nothing else of the model's folder."""
+    store = ModelStoreResource(models_root=str(tmp_path / "models"))
+    for day in ("2026-01-02", "1998-03-07"):
+        _publish(store, day, 1.0)
+    assert store.published_days("recall_als") == ["1998-03-07", "2026-01-02"]
+
+
 def test_partitions_and_views_on_an_object_store(s3):
     storage = StorageResource(data_root=f"{s3}/lake-test")
     assert (

@@ -174,6 +174,20 @@ def test_recommendations_table_and_online_path_agree(res):
     np.testing.assert_allclose(answer.table["score"].to_numpy(), batch["score"].to_numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
+def test_an_unknown_user_is_served_recent_popularity(res):
+    """The cold path (online here; the batch shares popular_candidates) proposes the head of the
+    day's recent_popularity list; the ranker orders it."""
+    storage, store = res["storage"], res["model_store"]
+    online = OnlineRecommender(storage, store, res["ranking"], res["recall"], day=D)
+    answer = online.recommend(987654321, k=10)
+    assert answer.path == "cold_start" and answer.table.height == 10
+    assert all(c == ["recent_popularity"] for c in answer.table["channels"].to_list())
+    model = load_channels(store, D, ["recent_popularity"])["recent_popularity"].model
+    head = np.argsort(-model.score(np.zeros(1, np.int64))[0], kind="stable")[: res["ranking"].rank_candidates + 50]
+    assert set(answer.table["item_id"].to_list()) <= {int(online.item_of[i]) for i in head}
+
+
 def _cli(capsys, *args) -> dict:
     assert cli.main(["recommend", *args, "--json"]) == 0
     return json.loads(capsys.readouterr().out)

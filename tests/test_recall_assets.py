@@ -17,7 +17,17 @@ from recsys_assets.quickstart import materialize_all
 from resources.model_store import CorruptModelError
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
-MODELS = ["popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content"]
+MODELS = [
+    "popularity",
+    "recent_popularity",
+    "item_cf",
+    "als",
+    "bpr",
+    "bpr_uniform",
+    "bpr_impressions",
+    "ease",
+    "content",
+]
 
 
 @pytest.fixture(scope="module")

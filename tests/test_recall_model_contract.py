@@ -243,6 +243,7 @@ def test_config_refuses_an_unknown_field(spec):
 def test_registry_lists_the_channels_in_order():
     assert list(registry.REGISTRY) == [
         "popularity",
+        "recent_popularity",
         "item_cf",
         "als",
         "bpr",
@@ -263,6 +264,7 @@ def test_the_defaults_are_the_values_the_platform_trained_with():
     recorded number, and params.json (hashed into published model versions) is built from them."""
     assert {name: registry.params(name) for name in registry.REGISTRY} == {
         "popularity": {"half_life_days": 7.0},
+        "recent_popularity": {"half_life_days": 7.0},
         "item_cf": {"neighbours": 100, "shrinkage": 10.0, "half_life_days": 14.0, "block_items": 2048},
         "als": {
             "factors": 64,

@@ -34,6 +34,7 @@ K = 10
 # tuned for larger data (tests/test_recall_model_contract.py checks them)
 FAST_PARAMS = {
     "popularity": {"half_life_days": None},
+    "recent_popularity": {"half_life_days": 7.0},
     "item_cf": {"neighbours": 30, "shrinkage": 5.0, "half_life_days": 30.0},
     "als": {"factors": 16, "regularization": 0.05, "iterations": 10, "alpha": 10.0, "num_threads": 1},
     "bpr": {"factors": 16, "learning_rate": 0.05, "iterations": 60, "num_threads": 1},
@@ -116,7 +117,17 @@ def _hit_rate(model, data, held) -> float:
 
 
 def test_registry_covers_every_model():
-    assert set(MODELS) == {"popularity", "item_cf", "als", "bpr", "bpr_uniform", "bpr_impressions", "ease", "content"}
+    assert set(MODELS) == {
+        "popularity",
+        "recent_popularity",
+        "item_cf",
+        "als",
+        "bpr",
+        "bpr_uniform",
+        "bpr_impressions",
+        "ease",
+        "content",
+    }
     for name, cls in MODELS.items():
         assert cls.name == name
 
@@ -207,6 +218,27 @@ def test_popularity_time_decay(world):
     by_hand = np.bincount(coo.col, weights=coo.data * 0.5 ** (ages / 7.0), minlength=N_ITEMS)
     np.testing.assert_allclose(decayed[0], by_hand, rtol=1e-5)
     assert (decayed[0] <= plain + 1e-6).all()
+
+
+def test_recent_popularity_counts_each_positive_once_weighted_by_its_age(world):
+    """score(i) = Σ 0.5 ** (age / half_life) over i's positives, whatever their signal value: an
+    item chosen by fewer users lately outranks one chosen by more users long ago."""
+    from recsys_assets.core.recall.models import RecentPopularityModel
+
+    data = world[0]
+    got = RecentPopularityModel(half_life_days=3.0).fit(data).score(np.array([0, 5]))
+    np.testing.assert_array_equal(got[0], got[1])
+    coo = data.positives.tocoo()
+    ages = np.asarray(data.days_ago[coo.row, coo.col]).ravel()
+    np.testing.assert_allclose(got[0], np.bincount(coo.col, weights=0.5 ** (ages / 3.0), minlength=N_ITEMS), rtol=1e-5)
+    # two old positives (30 days) against one new one (0 days): the new one wins at a week's half-life
+    positives = sp.csr_matrix(([0.3, 0.3, 1.0], ([0, 1, 2], [0, 0, 1])), shape=(3, 2), dtype=np.float32)
+    days_ago = sp.csr_matrix(([30.0, 30.0, 1e-3], ([0, 1, 2], [0, 0, 1])), shape=(3, 2), dtype=np.float32)
+    tiny = TrainingData(positives, sp.csr_matrix((3, 2)), days_ago, sp.csr_matrix((2, 0)), sp.csr_matrix((2, 0)))
+    items, _ = RecentPopularityModel().fit(tiny).recommend(np.array([0]), 2)
+    assert items[0].tolist() == [1, 0]
+    with pytest.raises(ValueError):
+        RecentPopularityModel(half_life_days=0)
 
 
 def test_item_cf_similarity_is_sparse_and_pruned(world):

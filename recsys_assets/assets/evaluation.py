@@ -1,5 +1,7 @@
 """Evaluation layer wiring: every recall model of day D evaluated on day D
-(services/recall_evaluation.py) and the gated recall champion (services/promotion.py)."""
+(services/recall_evaluation.py), the gated recall champion (services/promotion.py) and, for a
+source with a held-out period, the models of its first day tested on the whole period
+(services/holdout_evaluation.py)."""
 
 import json
 
@@ -10,6 +12,7 @@ from recsys_assets.assets._wiring import failures
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import read_arrow
 from recsys_assets.services.errors import NoTrainingData
+from recsys_assets.services.holdout_evaluation import HOLDOUT_SCHEMA, evaluate_holdout
 from recsys_assets.services.promotion import choose_candidate, promote_recall
 from recsys_assets.services.recall_evaluation import EVAL_SCHEMA, evaluate_day
 from recsys_assets.services.registry import REGISTRY_SCHEMA
@@ -65,6 +68,105 @@ REGISTRY_PREVIEW = [
 
 def _pct(x) -> str:
     return "" if x is None else f"{x:+.1%}"
+
+
+HOLDOUT_COLUMNS = table_metadata.column_schema(
+    HOLDOUT_SCHEMA,
+    types={"day": "DATE"},
+    descriptions={
+        "day": "evaluation_start: the day of the models tested (trained on everything before it)",
+        "test_end": "the last held-out partition read",
+        "segment": "warm (a training positive), cold (none: non-personalised models only) or all",
+        "value": "mean over the segment's test users",
+        "n_positives": "held-out positives of those users (items consumed before the period removed)",
+        "lift_vs_all_time": "relative paired lift over all-time popularity (same users)",
+        "lift_vs_recent": "relative paired lift over recent_popularity (same users)",
+    },
+)
+HOLDOUT_PREVIEW = [
+    ("model", "VARCHAR"),
+    ("value", "DOUBLE"),
+    ("ci_low", "DOUBLE"),
+    ("ci_high", "DOUBLE"),
+    ("lift_vs_all_time", "DOUBLE"),
+    ("lift_vs_recent", "DOUBLE"),
+    ("n_users", "BIGINT"),
+]
+
+
+def build_holdout(settings: Settings) -> list[dg.AssetsDefinition]:
+    """holdout_evaluation, for a source with a held-out period (Settings.evaluation_start)."""
+    start, first_day = settings.evaluation_start, settings.start_date
+    if start is None:
+        return []
+    of_start = dg.SpecificPartitionsPartitionMapping([start])
+
+    @dg.asset(
+        kinds={"numpy", "parquet"},
+        deps=[
+            dg.AssetDep("recall_training_data", partition_mapping=of_start),
+            *(dg.AssetDep(f"recall_{name}", partition_mapping=of_start) for name in recall_models.MODELS),
+            # the held-out period's positives, and what each user consumed before it
+            dg.AssetDep("interactions", partition_mapping=dg.AllPartitionMapping()),
+            "user_id_dictionary",
+            "item_id_dictionary",
+        ],
+        **ownership.layer("evaluation"),
+        description=f"The held-out period of the source ({start} to the latest interactions partition): the recall "
+        f"models of {start}, trained on the whole history before it, tested on every positive of the period. "
+        "Full-catalog ranking without what each user consumed before the period (plays, ratings, positives; "
+        "and training clicks), "
+        "which never counts as a hit; only users with held-out positives; NDCG, Recall and Precision at 10 with "
+        "bootstrap 95% CIs; warm users (a training positive) and cold users (none: only the non-personalised "
+        "lists exist for them) apart; paired lifts over all-time popularity and recent_popularity. "
+        "See docs/evaluation.md.",
+    )
+    def holdout_evaluation(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        model_store: ModelStoreResource,
+        recall: RecallSettings,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        with failures():
+            rows, info = evaluate_holdout(storage, model_store, recall, start, first_day)
+        write_rows(rows, HOLDOUT_SCHEMA, storage.partition_path("holdout_evaluation"))
+        warehouse.refresh_catalog()
+        ndcg = [r for r in rows if r["metric"] == "ndcg"]
+        warm = sorted((r for r in ndcg if r["segment"] == "warm"), key=lambda r: -r["value"])
+        cold = sorted((r for r in ndcg if r["segment"] == "cold"), key=lambda r: -r["value"])
+        context.log.info(
+            f"holdout_evaluation {info['test_days'][0]}..{info['test_days'][1]}: {info['warm_users']} warm and "
+            f"{info['cold_users']} cold test users, {info['test_positives']} positives"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **{f"warm_ndcg_at_10_{r['model']}": r["value"] for r in warm},
+                **{f"cold_ndcg_at_10_{r['model']}": r["value"] for r in cold},
+                "test_users": info["test_users"],
+                "warm_users": info["warm_users"],
+                "cold_users": info["cold_users"],
+                "test_positives": info["test_positives"],
+                "test_days": dg.MetadataValue.json(info["test_days"]),
+                "train_days": dg.MetadataValue.json(info["train_days"]),
+                "summary": dg.MetadataValue.md(
+                    f"Warm test users ({info['warm_users']}):\n\n"
+                    "| model | NDCG@10 | 95% CI | vs all-time popularity | vs recent_popularity |\n|---|---|---|---|---|\n"
+                    + "\n".join(
+                        f"| {r['model']} | {r['value']:.4f} | [{r['ci_low']:.4f}, {r['ci_high']:.4f}] | "
+                        f"{_pct(r['lift_vs_all_time'])} | {_pct(r['lift_vs_recent'])} |"
+                        for r in warm
+                    )
+                    + f"\n\nCold test users ({info['cold_users']}): "
+                    + ", ".join(f"{r['model']} {r['value']:.4f}" for r in cold)
+                ),
+                "warm_ndcg_at_10": table_metadata.preview(warm, HOLDOUT_PREVIEW),
+                "dagster/row_count": len(rows),
+                "dagster/column_schema": HOLDOUT_COLUMNS,
+            }
+        )
+
+    return [holdout_evaluation]
 
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
@@ -189,4 +291,4 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             metadata={"not_beating_popularity": dg.MetadataValue.json(failing)},
         )
 
-    return [recall_evaluation, recall_champion], [learned_models_beat_popularity]
+    return [recall_evaluation, recall_champion, *build_holdout(settings)], [learned_models_beat_popularity]

@@ -200,3 +200,22 @@ def load_recall_exclusions(
         np.flatnonzero(~info["available_items"]),
         np.diff(data.positives.indptr) > 0,
     )
+
+
+def load_positive_pairs(test_files: list[Path], user_dictionary: Path, item_dictionary: Path) -> sp.csr_matrix:
+    """Every positive of `test_files` (interactions partitions: a held-out period), users × items
+    of the dictionaries, 1.0."""
+    con = connect()
+    try:
+        bind(con, "test_interactions", test_files, "interactions")
+        con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
+        con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
+        size = con.execute(
+            "SELECT (SELECT coalesce(max(index) + 1, 0) FROM user_dictionary), "
+            "(SELECT coalesce(max(index) + 1, 0) FROM item_dictionary)"
+        ).fetchone()
+        assert size is not None  # aggregate queries return one row
+        truth = con.execute(read_sql("recall_test_pairs.sql")).fetchnumpy()
+    finally:
+        con.close()
+    return _csr(truth["user_idx"], truth["item_idx"], np.ones(len(truth["user_idx"])), (int(size[0]), int(size[1])))

@@ -16,6 +16,7 @@ a private folder and renamed into place, then checksum-verified like a local mod
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -27,6 +28,7 @@ from recsys_assets.core.storage import as_upath, is_remote, root_path
 from recsys_assets.core.storage import file_sha256 as _sha256
 
 MANIFEST = "manifest.json"
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # a day's folder (not .versions, not staging)
 
 
 class CorruptModelError(RuntimeError):
@@ -63,7 +65,7 @@ class ModelStore(BaseModel):
         folder = self.root / model
         if not folder.exists():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.name.startswith("20") and (p / MANIFEST).exists())
+        return sorted(p.name for p in folder.iterdir() if _DAY.match(p.name) and (p / MANIFEST).exists())
 
     def staging_dir(self, model: str) -> Path:
         """A fresh private directory to write a model into before publish()."""

@@ -31,6 +31,7 @@ from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.registry import serving_ranker_day
 from recsys_assets.services.serving import (
+    COLD_START_CHANNEL,
     feature_context,
     load_ranker,
     popular_candidates,
@@ -103,11 +104,10 @@ class OnlineRecommender:
             self.model.rank_depth if self.model else ranking.rank_depth,
             first_day,
         )
-        # recall shares the ranker's loaded models (one copy in memory, one faiss index each);
-        # channels in recall_candidates' order, so a user's fused list is the batch list
-        loaded = self.ctx.channels | load_channels(
-            model_store, self.day, [c for c in recall.channels if c not in self.ctx.channels]
-        )
+        # recall shares the ranker's and the cold path's loaded models (one copy in memory, one
+        # faiss index each); channels in recall_candidates' order, so a user's fused list is the batch list
+        shared = self.ctx.channels | ({COLD_START_CHANNEL: self.ctx.cold_start} if self.ctx.cold_start else {})
+        loaded = shared | load_channels(model_store, self.day, [c for c in recall.channels if c not in shared])
         self.recall_channels = {c: loaded[c] for c in recall.channels if c in loaded}
         self.user_index = dict(
             zip(self.ctx.user_index["user_id"].to_list(), self.ctx.user_index["user_idx"].to_list(), strict=False)

@@ -44,6 +44,23 @@ EVAL_SCHEMA = pa.schema(
 )
 
 
+def summarize_users(values: np.ndarray, baseline: np.ndarray | None, settings: RecallConfig) -> dict:
+    """The mean of per-user `values` with its bootstrap 95% CI and, against `baseline` (another
+    model's values on the same users, same order; None: no comparison), the paired relative lift,
+    the CI of the mean difference and the p-value."""
+    lo, hi = metrics.bootstrap_ci(values, n_boot=settings.bootstrap_samples, seed=settings.seed)
+    out = {"value": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi)}
+    if baseline is None:
+        return out | {"lift": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None}
+    paired = metrics.paired_bootstrap(values, baseline, n_boot=settings.bootstrap_samples, seed=settings.seed)
+    return out | {
+        "lift": _finite(paired["lift"]),
+        "diff_ci_low": float(paired["ci_low"]),
+        "diff_ci_high": float(paired["ci_high"]),
+        "p_value": float(paired["p_value"]),
+    }
+
+
 def segment_of(n_train_positives: np.ndarray, light_max: int) -> np.ndarray:
     return np.where(n_train_positives == 0, "cold", np.where(n_train_positives <= light_max, "light", "heavy"))
 
@@ -92,37 +109,27 @@ def evaluate_day(
                     mask = np.ones(len(users), bool) if segment == "all" else segments == segment
                     if not mask.any():
                         continue
-                    v = values[mask]
-                    lo, hi = metrics.bootstrap_ci(v, n_boot=settings.bootstrap_samples, seed=settings.seed)
-                    row = {
-                        "day": day,
-                        "model": name,
-                        "segment": segment,
-                        "metric": base,
-                        "k": k,
-                        "value": float(v.mean()),
-                        "ci_low": float(lo),
-                        "ci_high": float(hi),
-                        "n_users": int(mask.sum()),
-                        "lift_vs_popularity": None,
-                        "diff_ci_low": None,
-                        "diff_ci_high": None,
-                        "p_value": None,
-                    }
-                    if popularity is not None and name != "popularity":
-                        paired = metrics.paired_bootstrap(
-                            v,
-                            popularity[1][k][metric_name][mask],
-                            n_boot=settings.bootstrap_samples,
-                            seed=settings.seed,
-                        )
-                        row |= {
-                            "lift_vs_popularity": _finite(paired["lift"]),
-                            "diff_ci_low": float(paired["ci_low"]),
-                            "diff_ci_high": float(paired["ci_high"]),
-                            "p_value": float(paired["p_value"]),
+                    baseline = (
+                        popularity[1][k][metric_name][mask] if popularity is not None and name != "popularity" else None
+                    )
+                    summary = summarize_users(values[mask], baseline, settings)
+                    rows.append(
+                        {
+                            "day": day,
+                            "model": name,
+                            "segment": segment,
+                            "metric": base,
+                            "k": k,
+                            "value": summary["value"],
+                            "ci_low": summary["ci_low"],
+                            "ci_high": summary["ci_high"],
+                            "n_users": int(mask.sum()),
+                            "lift_vs_popularity": summary["lift"],
+                            "diff_ci_low": summary["diff_ci_low"],
+                            "diff_ci_high": summary["diff_ci_high"],
+                            "p_value": summary["p_value"],
                         }
-                    rows.append(row)
+                    )
             if cold_item_users.size:  # how well each model surfaces items new on the test day
                 cold = metrics.per_user_metrics(recs[cold_item_users], relevant_cold[cold_item_users], k)
                 for metric_name in (f"recall@{k}", f"ndcg@{k}"):

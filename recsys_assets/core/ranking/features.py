@@ -113,6 +113,9 @@ class FeatureContext:
     # bool per user index: a training positive in the window (a personal channel has a list only
     # for those users); None: the users with a non-empty `exclude` row
     window_users: np.ndarray | None = None
+    # the non-personalised model whose list users without a history get (serving's cold path);
+    # not a ranker feature unless it is one of channel_names too
+    cold_start: Channel | None = None
     # values derived from the context once and reused by every request / batch (e.g. the
     # catalog's re-ranking attributes): the online path serves one user per call
     derived: dict = field(default_factory=dict, repr=False)

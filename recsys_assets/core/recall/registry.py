@@ -24,7 +24,7 @@ class ModelSpec:
     name:        channel name = the model class's `name` = the `model` of its saved params.json.
     model:       the RecallModel subclass; its __init__ validates through `config`.
     config:      the typed hyperparameters (pydantic, unknown fields refused, defaults = what runs).
-    learned:     competes for champion (must beat popularity); False for the popularity baseline
+    learned:     competes for champion (must beat popularity); False for the popularity baselines
                  and the content cold-start channel.
     needs_shown: trains on shown-but-not-chosen impressions (TrainingData.shown_negatives).
     impressions_only: trained only where the source logs impressions (it needs them, or it is
@@ -93,6 +93,16 @@ register(
         config=m.PopularityConfig,
         learned=False,
         description="Popularity baseline: positives per item with a time decay, the same list for everyone.",
+    )
+)
+register(
+    ModelSpec(
+        name="recent_popularity",
+        model=m.RecentPopularityModel,
+        config=m.RecentPopularityConfig,
+        learned=False,
+        description="Recency-weighted popularity: positives per item, each weighted 0.5 ** (age in days / "
+        "half_life_days), the same list for everyone; what users without a history are served.",
     )
 )
 register(
