@@ -18,13 +18,15 @@ watched AS (
            count(*) AS watches,
            min(started_at) AS started_at,
            sum(watch_time_sec::DECIMAL(18, 3))::DOUBLE AS watch_time_sec,  -- exact: parallel float sums vary by order
-           max(completion) AS completion
+           max(completion) AS completion,
+           min(session_id) AS session_id
     FROM watches
     GROUP BY ALL
 ),
 shown AS (
     SELECT
         i.impression_id, i.request_id, i.user_id, i.item_id, i.surface, i.position, i.device_type,
+        i.session_id, i.price,
         i.shown_at AS event_at,
         coalesce(e.clicked, false) AS clicked,
         coalesce(e.play_started, false) OR w.watches IS NOT NULL AS played,
@@ -41,7 +43,8 @@ shown AS (
 organic AS (
     SELECT
         NULL::BIGINT AS impression_id, w.request_id, w.user_id, w.item_id, NULL::VARCHAR AS surface,
-        NULL::BIGINT AS position, NULL::VARCHAR AS device_type, w.started_at AS event_at,
+        NULL::BIGINT AS position, NULL::VARCHAR AS device_type,
+        w.session_id, NULL::DOUBLE AS price, w.started_at AS event_at,
         false AS clicked, true AS played,
         coalesce(e.liked, false) AS liked, coalesce(e.disliked, false) AS disliked, e.rating,
         w.watch_time_sec, w.completion, true AS is_organic

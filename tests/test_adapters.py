@@ -254,10 +254,14 @@ HEADER = (
 def trivago_log(path: Path) -> Path:
     rows = [
         f'U1,s1,{ts(0, 100)},1,interaction item image,101,DE,"Berlin, Germany",desktop,,,',
-        f'U1,s1,{ts(0, 110)},2,clickout item,101,DE,"Berlin, Germany",desktop,,101|102|103,80|90|100',
-        f'U1,s1,{ts(0, 120)},3,clickout item,103,DE,"Berlin, Germany",desktop,,101|102|103,80|90|100',
+        f'U1,s1,{ts(0, 105)},2,change of sort order,price only,DE,"Berlin, Germany",desktop,,,',
+        f'U1,s1,{ts(0, 110)},3,clickout item,101,DE,"Berlin, Germany",desktop,Sort by Price|WiFi,101|102|103,80|90|100',
+        f'U1,s1,{ts(0, 115)},4,interaction item info,102,DE,"Berlin, Germany",desktop,,,',
+        f'U1,s1,{ts(0, 118)},5,search for item,oops,DE,"Berlin, Germany",desktop,,,',  # not an item id
+        f'U1,s1,{ts(0, 120)},6,clickout item,103,DE,"Berlin, Germany",desktop,,101|102|103,80|90|100',
         f'U2,s2,{ts(1, 10)},1,clickout item,999,UK,"Paris, France",mobile,,201|202,50|60',  # clicked outside its list
-        f'U2,s3,{ts(1, 20)},1,clickout item,202,UK,"Paris, France",mobile,,201|x|202|203,50|55|60|65',  # 'x' is no id
+        f'U2,s3,{ts(1, 15)},1,search for poi,Louvre,UK,"Paris, France",mobile,,,',
+        f'U2,s3,{ts(1, 20)},2,clickout item,202,UK,"Paris, France",mobile,,201|x|202|203,50|55|60|65',  # 'x' is no id
         f'U3,s4,{ts(1, 30)},1,search for destination,Rome,IT,"Rome, Italy",tablet,,,',
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,64 +270,52 @@ def trivago_log(path: Path) -> Path:
     return path
 
 
-def test_trivago_fixture_keeps_every_impression_list(tmp_path):
+def test_trivago_fixture_keeps_every_impression_list_and_action(tmp_path):
     m = trivago.convert(trivago_log(tmp_path / "tv" / "log.csv.gz"), tmp_path / "root")
     land = tmp_path / "root" / "landing"
     assert (m["impressions_in"], m["impressions_out"], m["clickouts"], m["clicks_outside_their_list"]) == (12, 12, 4, 1)
     assert (m["users"], m["items"], m["bad_impression_items"], m["days"]) == (3, 7, 1, 2)
+    assert (m["views"], m["bad_view_references"]) == (3, 1)
+    assert sum(m["actions"].values()) == 10
     imps = lines(land / D[0] / "impressions.jsonl") + lines(land / D[1] / "impressions.jsonl")
     assert len(imps) == 12 and len({i["impression_id"] for i in imps}) == 12
     by_req = {}
     for i in imps:
         by_req.setdefault(i["request_id"], []).append((i["position"], i["item_id"], i["price"]))
     assert {r: sorted(v) for r, v in by_req.items()} == {
-        "s1:2": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
         "s1:3": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
+        "s1:6": [(0, 101, 80), (1, 102, 90), (2, 103, 100)],
         "s2:1": [(0, 201, 50), (1, 202, 60)],
-        "s3:1": [(0, 201, 50), (1, "x", 55), (2, 202, 60), (3, 203, 65)],
+        "s3:2": [(0, 201, 50), (1, "x", 55), (2, 202, 60), (3, 203, 65)],
     }  # 'x' stays text
+    # the request context: the session's last sort change and place search before the clickout
+    context = {
+        i["request_id"]: (i["session_id"], i["platform"], i["sort_order"], i["filters"], i["query"]) for i in imps
+    }
+    assert context == {
+        "s1:3": ("s1", "DE", "price only", ["Sort by Price", "WiFi"], "Berlin, Germany"),
+        "s1:6": ("s1", "DE", "price only", [], "Berlin, Germany"),
+        "s2:1": ("s2", "UK", None, [], "Paris, France"),
+        "s3:2": ("s3", "UK", None, [], "Louvre"),
+    }
     events = lines(land / D[0] / "events.jsonl") + lines(land / D[1] / "events.jsonl")
-    assert [(e["type"], e["item_id"], e["request_id"]) for e in events] == [
-        ("click", 101, "s1:2"),
-        ("click", 103, "s1:3"),
-        ("click", 999, None),
-        ("click", 202, "s3:1"),
+    assert [(e["type"], e["subtype"], e["item_id"], e["request_id"], e["session_id"]) for e in events] == [
+        ("view", "image", 101, None, "s1"),
+        ("click", None, 101, "s1:3", "s1"),
+        ("view", "info", 102, None, "s1"),
+        ("click", None, 103, "s1:6", "s1"),
+        ("view", "search", "oops", None, "s1"),  # quarantined by raw ingestion (wrong_type:item_id)
+        ("click", None, 999, None, "s2"),
+        ("click", None, 202, "s3:2", "s3"),
     ]
     watches = lines(land / D[1] / "watch_stats.jsonl")
-    assert [(w["item_id"], w["completion"], w["request_id"]) for w in watches] == [(999, 1.0, None), (202, 1.0, "s3:1")]
+    assert [(w["item_id"], w["completion"], w["request_id"]) for w in watches] == [(999, 1.0, None), (202, 1.0, "s3:2")]
     users = lines(land / "users.jsonl")
     assert [(u["user_id"], u["country"], u["source_user_id"]) for u in users] == [
         (0, "DE", "U1"),
         (1, "UK", "U2"),
         (2, "IT", "U3"),
     ]
-
-    # raw ingestion + interactions: the clicked item of each list, and only it, is positive
-    defs = build_defs(
-        resources=build_resources(str(tmp_path / "root"), str(land), IngestionSettings(max_quarantine_rate=0.5))
-    )
-    job = defs.resolve_implicit_global_asset_job_def()
-    instance = dg.DagsterInstance.ephemeral()
-    assert job.execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("raw_users"), dg.AssetKey("raw_items")]
-    ).success
-    logs = [dg.AssetKey(k) for k in ("raw_impressions", "raw_events", "raw_watch_stats", "interactions")]
-    assert job.execute_in_process(instance=instance, asset_selection=logs, tags=day_range(D[0], D[1])).success
-    lake = tmp_path / "root" / "lake"
-    con = duckdb.connect()
-    assert con.execute(
-        f"SELECT reason FROM read_parquet('{lake}/quarantine/raw_impressions/*.parquet')"
-    ).fetchall() == [("wrong_type:item_id",)]
-    shown = con.execute(f"""SELECT request_id, item_id, clicked, is_positive FROM read_parquet('{lake}/interactions/*.parquet')
-                            WHERE NOT is_organic AND (clicked OR is_positive) ORDER BY request_id""").fetchall()
-    assert shown == [("s1:2", 101, True, True), ("s1:3", 103, True, True), ("s3:1", 202, True, True)]
-    organic = con.execute(
-        f"SELECT item_id, is_positive FROM read_parquet('{lake}/interactions/*.parquet') WHERE is_organic"
-    ).fetchall()
-    assert organic == [(999, True)]
-
-
-# ------------------------------------------------------------------------ source selection
 
 
 def test_a_data_root_holds_one_source(tmp_path, monkeypatch, capsys):
@@ -374,7 +366,10 @@ def test_real_ml100k(tmp_path):
 def test_real_trivago(tmp_path):
     m = trivago.convert(_shared("trivago-recsys2019-100k"), tmp_path / "root")
     assert (m["impressions_in"], m["impressions_out"], m["clickouts"]) == (312_539, 312_539, 13_597)
-    assert (m["users"], m["items"], m["clicks_outside_their_list"], m["days"]) == (6593, 106_866, 1, 2)
+    assert (m["users"], m["items"], m["clicks_outside_their_list"], m["days"]) == (6593, 107_603, 1, 2)
+    # every action on an item is a view now: 68,538 image + 1,829 info + 1,445 rating + 1,159 deals
+    # + 1,044 item searches
+    assert (m["views"], m["bad_view_references"]) == (74_015, 4)  # 4 references are not item ids
 
 
 @pytest.mark.slow

@@ -19,7 +19,14 @@ DUCKDB_TYPES = {
     "json": "JSON",
 }
 
-EVENT_TYPES = ("click", "play_start", "like", "dislike", "rate")
+# Version 2 added sessions, engagement views, shown prices and request context (all optional:
+# every version-1 log is a valid version-2 log). docs/data-contract.md keeps the change log.
+CONTRACT_VERSION = 2
+
+# `view` is engagement, never a positive by itself (an image, the details, the deals, the
+# reviews of an item were looked at); its `subtype` says which.
+EVENT_TYPES = ("click", "play_start", "like", "dislike", "rate", "view")
+VIEW_SUBTYPES = ("image", "info", "deals", "rating", "search", "detail")
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,25 @@ IMPRESSIONS = TableContract(
             "length(request_id) > 0",
         ),
         Field("device_type", "string", False, "Device the response was shown on (tv, mobile, web, tablet)."),
+        Field("session_id", "string", False, "Client session the request belongs to (v2).", "length(session_id) > 0"),
+        Field(
+            "price",
+            "float",
+            False,
+            "Price of the item as shown in this list, in the source's unit (v2).",
+            "price >= 0 AND isfinite(price)",
+        ),
+        # Request context (v2): the same on every item of a request.
+        Field("platform", "string", False, "Site edition or app the request came from (v2).", "length(platform) > 0"),
+        Field("sort_order", "string", False, "Sort order of the list; null = the default order (v2)."),
+        Field("filters", "string_list", False, "Filters active when the list was requested (v2)."),
+        Field("query", "string", False, "What was searched for: text, destination, place (v2)."),
     ),
 )
 
 EVENTS = TableContract(
     name="events",
-    description="User actions on items: clicks, play starts, likes, dislikes, ratings.",
+    description="User actions on items: clicks, play starts, likes, dislikes, ratings, views.",
     id_field="event_id",
     time_field="occurred_at",
     references=("user_id", "item_id"),
@@ -143,8 +163,19 @@ EVENTS = TableContract(
         Field("value", "float", False, "Numeric payload (the rating for `rate`); null otherwise.", "isfinite(value)"),
         Field("occurred_at", "timestamp", True, "When the event happened."),
         Field("request_id", "string", False, "Response the event came from; null for organic actions."),
+        Field(
+            "subtype",
+            "string",
+            False,
+            "What a `view` looked at: " + " | ".join(VIEW_SUBTYPES) + " (v2; null for other types).",
+            "subtype IN (" + ", ".join(f"'{t}'" for t in VIEW_SUBTYPES) + ")",
+        ),
+        Field("session_id", "string", False, "Client session the event belongs to (v2).", "length(session_id) > 0"),
     ),
-    row_rules=(("out_of_domain:value", "type <> 'rate' OR value >= 0"),),
+    row_rules=(
+        ("out_of_domain:value", "type <> 'rate' OR value >= 0"),
+        ("out_of_domain:subtype", "subtype IS NULL OR type = 'view'"),
+    ),
 )
 
 WATCH_STATS = TableContract(

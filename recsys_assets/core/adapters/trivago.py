@@ -9,10 +9,12 @@ Mapping (everything streams through DuckDB):
 * **request**: one per clickout step, ``request_id = <session_id>:<step>``.
 * **impressions**: each clickout's ``impressions`` list, in display order, one record per
   entry with ``position`` 0-based, ``surface = 'search'``, ``device_type`` = the device,
-  ``shown_at`` = the clickout's time (the log has no separate display time). Lists are
-  kept whole: count in = count out is asserted. The contract has no price field, so the
-  entry's price rides along as an extra field ``price`` on the landing line (kept in the
-  landing zone, ignored by raw ingestion — see docs/data-contract.md "Sources").
+  ``shown_at`` = the clickout's time (the log has no separate display time), the entry's
+  ``price``, the ``session_id`` and the request context: ``platform``, ``filters`` (the
+  clickout's ``current_filters``), ``sort_order`` (the session's last ``change of sort
+  order`` before the clickout) and ``query`` (the session's last ``search for destination``
+  / ``search for poi`` before it, else the clickout's city). Lists are kept whole: count in
+  = count out is asserted.
 * **click**: the clickout is a ``click`` event on the clicked item (``reference``) with
   the request's id. The **positive**: a watch record on the same (request, user, item)
   with ``completion = 1.0`` (``watch_time_sec = 0``, unknown). A clickout hands the user
@@ -26,8 +28,12 @@ Mapping (everything streams through DuckDB):
   field); ``country`` = the platform of the user's first action (trivago's platform codes:
   two letters, mostly ISO, but ``UK`` and ``AA`` are not).
 * **items**: every hotel shown or clicked, with no genres (empty list) and no title.
-* Other actions (image views, filters, searches, ...) have no contract event type; they
-  are counted in the manifest, not written.
+* **views**: every action on an item (``interaction item image / info / deals / rating``,
+  ``search for item``) is a ``view`` event with subtype ``image / info / deals / rating /
+  search``, ``request_id`` null, the session's id: engagement, never a positive by itself.
+* Actions without an item (``filter selection``, ``change of sort order``, ``search for
+  destination / poi``) become the request context of the session's later clickouts (above);
+  they are counted in the manifest.
 
 A list entry or a clicked reference that is not an integer becomes a landing record with
 ``item_id`` as its source text, which raw ingestion quarantines (``wrong_type:item_id``).
@@ -42,6 +48,16 @@ from recsys_assets.core.adapters import landing as lz
 
 CLICKOUT = "clickout item"
 SURFACE = "search"
+# action type -> view subtype (actions on one item that are not a clickout)
+VIEW_SUBTYPES = {
+    "interaction item image": "image",
+    "interaction item info": "info",
+    "interaction item deals": "deals",
+    "interaction item rating": "rating",
+    "search for item": "search",
+}
+SORT_CHANGE = "change of sort order"
+PLACE_SEARCHES = ("search for destination", "search for poi")
 COLUMNS = {
     "user_id": "VARCHAR",
     "session_id": "VARCHAR",
@@ -89,12 +105,22 @@ def convert(source: Path, data_root: Path) -> dict:
                        SELECT user_id AS source_user_id, row_number() OVER (ORDER BY user_id) - 1 AS uid,
                               arg_min(platform, (timestamp, step)) AS platform
                        FROM src GROUP BY user_id""")
+        # The request context of a clickout: the session's last sort change and place search
+        # before it (by step), the active filters, the platform.
+        places = ", ".join(lz.sql_str(a) for a in PLACE_SEARCHES)
         con.execute(
-            """CREATE TEMP TABLE clk AS
+            f"""CREATE TEMP TABLE clk AS
                        SELECT s.session_id || ':' || s.step AS request_id, u.uid AS user_id, s.timestamp AS ts,
-                              s.session_id, s.step, s.device, s.reference,
+                              s.session_id, s.step, s.device, s.reference, s.platform,
                               coalesce(string_split(s.impressions, '|'), []) AS imp,
-                              coalesce(string_split(s.prices, '|'), []) AS pr
+                              coalesce(string_split(s.prices, '|'), []) AS pr,
+                              coalesce(string_split(s.current_filters, '|'), []) AS filters,
+                              (SELECT arg_max(b.reference, b.step) FROM src AS b
+                               WHERE b.session_id = s.session_id AND b.step < s.step
+                                 AND b.action_type = {lz.sql_str(SORT_CHANGE)}) AS sort_order,
+                              coalesce((SELECT arg_max(b.reference, b.step) FROM src AS b
+                                        WHERE b.session_id = s.session_id AND b.step < s.step
+                                          AND b.action_type IN ({places})), s.city) AS query
                        FROM src AS s JOIN user_map AS u ON u.source_user_id = s.user_id
                        WHERE s.action_type = $a""",
             {"a": CLICKOUT},
@@ -102,7 +128,8 @@ def convert(source: Path, data_root: Path) -> dict:
         # One row per list entry, numbered in (time, session, step, position) order.
         con.execute("""CREATE TEMP TABLE imp AS
                        SELECT row_number() OVER (ORDER BY ts, session_id, step, position) - 1 AS impression_id, *
-                       FROM (SELECT request_id, user_id, ts, session_id, step, device,
+                       FROM (SELECT request_id, user_id, ts, session_id, step, device, platform, filters,
+                                    sort_order, query,
                                     unnest(imp) AS item_text, unnest(range(len(imp))) AS position,
                                     unnest(pr[1:len(imp)]) AS price_text
                              FROM clk)""")
@@ -121,7 +148,8 @@ def convert(source: Path, data_root: Path) -> dict:
             f"""
             SELECT {lz.day_sql("ts")} AS day, impression_id, user_id, TRY_CAST(item_text AS BIGINT) AS item_id,
                    '{SURFACE}' AS surface, position, {lz.iso_utc_sql("ts")} AS shown_at, request_id,
-                   device AS device_type, TRY_CAST(price_text AS BIGINT) AS price
+                   device AS device_type, session_id, TRY_CAST(price_text AS DOUBLE) AS price, platform,
+                   sort_order, filters, query
             FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NOT NULL""",
             tmp,
             "impressions",
@@ -129,9 +157,9 @@ def convert(source: Path, data_root: Path) -> dict:
         )
         bad_imp = con.execute(f"""
             SELECT {lz.day_sql("ts")}, impression_id, user_id, item_text, position, {lz.iso_utc_sql("ts")}, request_id,
-                   device, TRY_CAST(price_text AS BIGINT)
+                   device, session_id, TRY_CAST(price_text AS DOUBLE), platform, sort_order, filters, query
             FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NULL ORDER BY impression_id""").fetchall()
-        for day, iid, uid, text, pos, when, rid, device, price in bad_imp:
+        for day, iid, uid, text, pos, when, rid, device, session, price, platform, sort, filters, query in bad_imp:
             lz.append_jsonl(
                 tmp / day / "impressions.jsonl",
                 [
@@ -144,7 +172,12 @@ def convert(source: Path, data_root: Path) -> dict:
                         "shown_at": when,
                         "request_id": rid,
                         "device_type": device,
+                        "session_id": session,
                         "price": price,
+                        "platform": platform,
+                        "sort_order": sort,
+                        "filters": filters,
+                        "query": query,
                     }
                 ],
             )
@@ -154,10 +187,18 @@ def convert(source: Path, data_root: Path) -> dict:
         follow = f"""SELECT {lz.day_sql("ts")} AS day, 'tv:' || request_id AS id, user_id, TRY_CAST(reference AS BIGINT) AS item_id,
                             {lz.iso_utc_sql("ts")} AS at_iso, {rid} AS request_id, device, session_id
                      FROM clk WHERE TRY_CAST(reference AS BIGINT) IS NOT NULL"""
-        clicks = lz.copy_by_day(
+        view_types = ", ".join(lz.sql_str(a) for a in VIEW_SUBTYPES)
+        view_cases = " ".join(f"WHEN {lz.sql_str(a)} THEN {lz.sql_str(t)}" for a, t in VIEW_SUBTYPES.items())
+        events = lz.copy_by_day(
             con,
             f"""SELECT day, id AS event_id, user_id, item_id, 'click' AS type, NULL::DOUBLE AS value,
-                                                at_iso AS occurred_at, request_id FROM ({follow})""",
+                       at_iso AS occurred_at, request_id, NULL::VARCHAR AS subtype, session_id FROM ({follow})
+                UNION ALL
+                SELECT {lz.day_sql("s.timestamp")}, 'tv:' || s.session_id || ':' || s.step, u.uid,
+                       TRY_CAST(s.reference AS BIGINT), 'view', NULL::DOUBLE, {lz.iso_utc_sql("s.timestamp")},
+                       NULL::VARCHAR, CASE s.action_type {view_cases} END, s.session_id
+                FROM src AS s JOIN user_map AS u ON u.source_user_id = s.user_id
+                WHERE s.action_type IN ({view_types}) AND TRY_CAST(s.reference AS BIGINT) IS NOT NULL""",
             tmp,
             "events",
             "occurred_at, event_id",
@@ -186,6 +227,7 @@ def convert(source: Path, data_root: Path) -> dict:
                         "value": None,
                         "occurred_at": when,
                         "request_id": None,
+                        "session_id": session,
                     }
                 ],
             )
@@ -205,6 +247,28 @@ def convert(source: Path, data_root: Path) -> dict:
                     }
                 ],
             )
+        bad_views = con.execute(f"""SELECT {lz.day_sql("s.timestamp")}, 'tv:' || s.session_id || ':' || s.step, u.uid,
+                                           s.reference, {lz.iso_utc_sql("s.timestamp")}, s.action_type, s.session_id
+                                    FROM src AS s JOIN user_map AS u ON u.source_user_id = s.user_id
+                                    WHERE s.action_type IN ({view_types}) AND TRY_CAST(s.reference AS BIGINT) IS NULL
+                                    ORDER BY s.timestamp, s.session_id, s.step""").fetchall()
+        for day, key, uid, ref, when, action, session in bad_views:
+            lz.append_jsonl(
+                tmp / day / "events.jsonl",
+                [
+                    {
+                        "event_id": key,
+                        "user_id": uid,
+                        "item_id": ref,
+                        "type": "view",
+                        "value": None,
+                        "occurred_at": when,
+                        "request_id": None,
+                        "subtype": VIEW_SUBTYPES[action],
+                        "session_id": session,
+                    }
+                ],
+            )
         days = lz.finish_days(tmp, first_day, last_day)
         n_out = sum(lz.count_lines(tmp / d / "impressions.jsonl") for d in days)
         if n_out != n_in:  # never lose or duplicate a shown item
@@ -215,7 +279,8 @@ def convert(source: Path, data_root: Path) -> dict:
                         TO {lz.sql_str(tmp / "users.jsonl")} (FORMAT json)""")
         con.execute(f"""COPY (SELECT item_id, []::VARCHAR[] AS genres FROM (
                                   SELECT TRY_CAST(item_text AS BIGINT) AS item_id FROM imp
-                                  UNION SELECT TRY_CAST(reference AS BIGINT) FROM clk)
+                                  UNION SELECT TRY_CAST(reference AS BIGINT) FROM clk
+                                  UNION SELECT TRY_CAST(reference AS BIGINT) FROM src WHERE action_type IN ({view_types}))
                               WHERE item_id IS NOT NULL ORDER BY item_id)
                         TO {lz.sql_str(tmp / "items.jsonl")} (FORMAT json)""")
         stats = con.execute("""SELECT (SELECT count(*) FROM clk),
@@ -224,11 +289,8 @@ def convert(source: Path, data_root: Path) -> dict:
                                       (SELECT count(*) FROM user_map),
                                       (SELECT count(DISTINCT session_id) FROM src)""").fetchone()
         assert stats is not None  # an aggregate query returns one row
-        other = dict(
-            con.execute(
-                "SELECT action_type, count(*) FROM src WHERE action_type <> $a GROUP BY 1 ORDER BY 2 DESC",
-                {"a": CLICKOUT},
-            ).fetchall()
+        actions = dict(
+            con.execute("SELECT action_type, count(*) FROM src GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
         )
         manifest = {
             "source": "trivago",
@@ -247,11 +309,15 @@ def convert(source: Path, data_root: Path) -> dict:
             "users": stats[3],
             "sessions": stats[4],
             "items": lz.count_lines(tmp / "items.jsonl"),
-            "events": sum(clicks.values()) + len(bad_clk),
+            "events": sum(events.values()) + len(bad_clk) + len(bad_views),
+            "views": sum(actions.get(a, 0) for a in VIEW_SUBTYPES),
+            "bad_view_references": len(bad_views),
             "watch_stats": sum(watches.values()) + len(bad_clk),
-            "price": "extra field `price` on each impression line (not in the contract; raw ingestion ignores it)",
             "positive": "a watch with completion 1.0 on the clicked item, same request_id as the click",
-            "unmapped_actions": other,
+            "actions": actions,
+            "request_context_actions": {
+                a: actions.get(a, 0) for a in (SORT_CHANGE, *PLACE_SEARCHES, "filter selection")
+            },
         }
         return manifest | {"landing": str(lz.publish_landing(tmp, data_root, manifest))}
     except BaseException:
