@@ -299,6 +299,7 @@ def test_trivago_fixture_keeps_every_impression_list_and_action(tmp_path):
         "s3:2": ("s3", "UK", None, [], "Louvre"),
     }
     events = lines(land / D[0] / "events.jsonl") + lines(land / D[1] / "events.jsonl")
+    assert all(e["event_id"].startswith("tv:view:" if e["type"] == "view" else "tv:s") for e in events)
     assert [(e["type"], e["subtype"], e["item_id"], e["request_id"], e["session_id"]) for e in events] == [
         ("view", "image", 101, None, "s1"),
         ("click", None, 101, "s1:3", "s1"),

@@ -230,10 +230,19 @@ def evaluate_funnel(
             pl.sum_horizontal([1.0 / (60.0 + pl.col(f"rank_{c}").fill_null(1e9)) for c in ranking.channels]).alias(
                 "recall_rrf"
             ),
+            # session-first: items the session touched before the request first, the most
+            # recently touched first, then shown order (needs sessions; else it is shown order)
+            (
+                pl.when(pl.col("s_item_actions").fill_null(0) > 0)
+                .then(1e6 - pl.col("s_item_steps_ago").fill_null(0).cast(pl.Float64))
+                .otherwise(0.0)
+                - pl.col("position").cast(pl.Float64) / 1e4
+            ).alias("session_first"),
         )
         orderings = {
             "popularity": "popularity",
             "shown_order": "shown_order",
+            "session_first": "session_first",
             "recall_rrf": "recall_rrf",
             "ranker": "ranker",
         }

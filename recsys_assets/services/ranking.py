@@ -21,6 +21,7 @@ from recsys_assets.services.errors import MissingInput, Skipped
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.serving import feature_context
+from recsys_assets.services.sessions import day_session_log
 from recsys_assets.services.tables import write_frame
 from recsys_assets.services.training import file_sha256_many
 from recsys_assets.settings import RankingConfig, RecallConfig
@@ -103,7 +104,9 @@ def build_samples(
             ).with_columns(pl.lit("sampled").alias("kind"))
         )
     pairs = pl.concat([p.with_columns(pl.col("label").cast(pl.Int32)) for p in parts], how="diagonal_relaxed")
-    frame = F.feature_frame(ctx, pairs).with_columns(pl.lit(ctx.rank_depth, pl.Int32).alias("rank_depth"))
+    frame = F.feature_frame(ctx, pairs, day_session_log(lake, day)).with_columns(
+        pl.lit(ctx.rank_depth, pl.Int32).alias("rank_depth")
+    )
     info = {
         "rows": frame.height,
         "channels_present": sorted(ctx.channels),

@@ -33,13 +33,15 @@ def sql_str(value: str | os.PathLike) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def iso_utc_sql(epoch_seconds_expr: str) -> str:
-    """SQL for an ISO-8601 UTC string with an explicit offset, as the contract requires."""
-    return f"strftime(make_timestamp(({epoch_seconds_expr}) * 1000000), '%Y-%m-%dT%H:%M:%SZ')"
+def iso_utc_sql(epoch_seconds_expr: str, millis: bool = False) -> str:
+    """SQL for an ISO-8601 UTC string with an explicit offset, as the contract requires;
+    `millis` keeps the milliseconds of a fractional epoch."""
+    fmt = "%Y-%m-%dT%H:%M:%S.%gZ" if millis else "%Y-%m-%dT%H:%M:%SZ"
+    return f"strftime(make_timestamp(CAST(round(({epoch_seconds_expr}) * 1000000) AS BIGINT)), '{fmt}')"
 
 
 def day_sql(epoch_seconds_expr: str) -> str:
-    return f"strftime(make_timestamp(({epoch_seconds_expr}) * 1000000), '%Y-%m-%d')"
+    return f"strftime(make_timestamp(CAST(round(({epoch_seconds_expr}) * 1000000) AS BIGINT)), '%Y-%m-%d')"
 
 
 def iso_utc(epoch_seconds: int) -> str:

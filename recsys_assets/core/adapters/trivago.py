@@ -100,7 +100,13 @@ def convert(source: Path, data_root: Path) -> dict:
     tmp = lz.staging_landing(data_root)
     con = lz.connect(tmp)
     try:
-        con.execute(f"CREATE TEMP TABLE src AS SELECT * FROM {_scan(log)}")
+        # Timestamps have whole seconds, steps give the order within one: the k-th action of a
+        # session in a second is written k milliseconds after it, so "strictly before a request"
+        # keeps the actions the log says came first (and never the clickout's own click).
+        con.execute(f"""CREATE TEMP TABLE src AS
+                        SELECT *, timestamp + (row_number() OVER (PARTITION BY session_id, timestamp ORDER BY step) - 1)
+                                  / 1000.0 AS t
+                        FROM {_scan(log)}""")
         con.execute("""CREATE TEMP TABLE user_map AS
                        SELECT user_id AS source_user_id, row_number() OVER (ORDER BY user_id) - 1 AS uid,
                               arg_min(platform, (timestamp, step)) AS platform
@@ -110,7 +116,7 @@ def convert(source: Path, data_root: Path) -> dict:
         places = ", ".join(lz.sql_str(a) for a in PLACE_SEARCHES)
         con.execute(
             f"""CREATE TEMP TABLE clk AS
-                       SELECT s.session_id || ':' || s.step AS request_id, u.uid AS user_id, s.timestamp AS ts,
+                       SELECT s.session_id || ':' || s.step AS request_id, u.uid AS user_id, s.t AS ts,
                               s.session_id, s.step, s.device, s.reference, s.platform,
                               coalesce(string_split(s.impressions, '|'), []) AS imp,
                               coalesce(string_split(s.prices, '|'), []) AS pr,
@@ -147,7 +153,7 @@ def convert(source: Path, data_root: Path) -> dict:
             con,
             f"""
             SELECT {lz.day_sql("ts")} AS day, impression_id, user_id, TRY_CAST(item_text AS BIGINT) AS item_id,
-                   '{SURFACE}' AS surface, position, {lz.iso_utc_sql("ts")} AS shown_at, request_id,
+                   '{SURFACE}' AS surface, position, {lz.iso_utc_sql("ts", millis=True)} AS shown_at, request_id,
                    device AS device_type, session_id, TRY_CAST(price_text AS DOUBLE) AS price, platform,
                    sort_order, filters, query
             FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NOT NULL""",
@@ -156,7 +162,7 @@ def convert(source: Path, data_root: Path) -> dict:
             "impression_id",
         )
         bad_imp = con.execute(f"""
-            SELECT {lz.day_sql("ts")}, impression_id, user_id, item_text, position, {lz.iso_utc_sql("ts")}, request_id,
+            SELECT {lz.day_sql("ts")}, impression_id, user_id, item_text, position, {lz.iso_utc_sql("ts", millis=True)}, request_id,
                    device, session_id, TRY_CAST(price_text AS DOUBLE), platform, sort_order, filters, query
             FROM imp WHERE TRY_CAST(item_text AS BIGINT) IS NULL ORDER BY impression_id""").fetchall()
         for day, iid, uid, text, pos, when, rid, device, session, price, platform, sort, filters, query in bad_imp:
@@ -185,7 +191,7 @@ def convert(source: Path, data_root: Path) -> dict:
         # The click and the positive watch; a click outside its own list is organic (see above).
         rid = "CASE WHEN list_contains(imp, reference) THEN request_id END"
         follow = f"""SELECT {lz.day_sql("ts")} AS day, 'tv:' || request_id AS id, user_id, TRY_CAST(reference AS BIGINT) AS item_id,
-                            {lz.iso_utc_sql("ts")} AS at_iso, {rid} AS request_id, device, session_id
+                            {lz.iso_utc_sql("ts", millis=True)} AS at_iso, {rid} AS request_id, device, session_id
                      FROM clk WHERE TRY_CAST(reference AS BIGINT) IS NOT NULL"""
         view_types = ", ".join(lz.sql_str(a) for a in VIEW_SUBTYPES)
         view_cases = " ".join(f"WHEN {lz.sql_str(a)} THEN {lz.sql_str(t)}" for a, t in VIEW_SUBTYPES.items())
@@ -194,8 +200,8 @@ def convert(source: Path, data_root: Path) -> dict:
             f"""SELECT day, id AS event_id, user_id, item_id, 'click' AS type, NULL::DOUBLE AS value,
                        at_iso AS occurred_at, request_id, NULL::VARCHAR AS subtype, session_id FROM ({follow})
                 UNION ALL
-                SELECT {lz.day_sql("s.timestamp")}, 'tv:' || s.session_id || ':' || s.step, u.uid,
-                       TRY_CAST(s.reference AS BIGINT), 'view', NULL::DOUBLE, {lz.iso_utc_sql("s.timestamp")},
+                SELECT {lz.day_sql("s.t")}, 'tv:view:' || s.session_id || ':' || s.step, u.uid,
+                       TRY_CAST(s.reference AS BIGINT), 'view', NULL::DOUBLE, {lz.iso_utc_sql("s.t", millis=True)},
                        NULL::VARCHAR, CASE s.action_type {view_cases} END, s.session_id
                 FROM src AS s JOIN user_map AS u ON u.source_user_id = s.user_id
                 WHERE s.action_type IN ({view_types}) AND TRY_CAST(s.reference AS BIGINT) IS NOT NULL""",
@@ -212,7 +218,7 @@ def convert(source: Path, data_root: Path) -> dict:
             "watch_stats",
             "started_at, watch_id",
         )
-        bad_clk = con.execute(f"""SELECT {lz.day_sql("ts")}, 'tv:' || request_id, user_id, reference, {lz.iso_utc_sql("ts")},
+        bad_clk = con.execute(f"""SELECT {lz.day_sql("ts")}, 'tv:' || request_id, user_id, reference, {lz.iso_utc_sql("ts", millis=True)},
                                          device, session_id
                                   FROM clk WHERE TRY_CAST(reference AS BIGINT) IS NULL ORDER BY ts, session_id, step""").fetchall()
         for day, key, uid, ref, when, device, session in bad_clk:
@@ -247,11 +253,11 @@ def convert(source: Path, data_root: Path) -> dict:
                     }
                 ],
             )
-        bad_views = con.execute(f"""SELECT {lz.day_sql("s.timestamp")}, 'tv:' || s.session_id || ':' || s.step, u.uid,
-                                           s.reference, {lz.iso_utc_sql("s.timestamp")}, s.action_type, s.session_id
+        bad_views = con.execute(f"""SELECT {lz.day_sql("s.t")}, 'tv:view:' || s.session_id || ':' || s.step, u.uid,
+                                           s.reference, {lz.iso_utc_sql("s.t", millis=True)}, s.action_type, s.session_id
                                     FROM src AS s JOIN user_map AS u ON u.source_user_id = s.user_id
                                     WHERE s.action_type IN ({view_types}) AND TRY_CAST(s.reference AS BIGINT) IS NULL
-                                    ORDER BY s.timestamp, s.session_id, s.step""").fetchall()
+                                    ORDER BY s.t, s.session_id, s.step""").fetchall()
         for day, key, uid, ref, when, action, session in bad_views:
             lz.append_jsonl(
                 tmp / day / "events.jsonl",

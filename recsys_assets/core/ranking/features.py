@@ -1,4 +1,6 @@
-"""Ranking features of (user, item) pairs as known at the start of a day.
+"""Ranking features of (user, item) pairs as known at the start of a day, plus the
+request-time features of core/ranking/session_features.py when the pairs come with a request
+(session, time, shown list).
 
 One code path serves training samples, batch recommendations and the online CLI: a
 FeatureContext holds everything known at the start of `day` (point-in-time user and item
@@ -19,6 +21,7 @@ import scipy.sparse as sp
 
 from recsys_assets.core.hashing import HashEncoder
 from recsys_assets.core.ingest import read_sql
+from recsys_assets.core.ranking import session_features as S
 from recsys_assets.core.recall.base import RecallModel
 from recsys_assets.core.tables import connect
 
@@ -71,6 +74,7 @@ def numeric_features(channel_names: tuple[str, ...]) -> list[str]:
         [f"u_{c}" for c in USER_NUMERIC]
         + [f"i_{c}" for c in ITEM_NUMERIC]
         + list(CROSS)
+        + list(S.SESSION_NUMERIC)
         + [f"{kind}_{c}" for c in channel_names for kind in ("score", "rank")]
     )
 
@@ -283,12 +287,30 @@ def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndar
     return out
 
 
-def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame) -> pl.DataFrame:
+def _with_request_features(pairs: pl.DataFrame, session_log: pl.DataFrame | None) -> pl.DataFrame:
+    """pairs with S.SESSION_NUMERIC: computed when the pairs carry their request (request_id,
+    session_id, requested_at, price; missing ones are null), null otherwise."""
+    if "request_id" not in pairs.columns:
+        return pairs.with_columns([pl.lit(None, pl.Float32).alias(c) for c in S.SESSION_NUMERIC])
+    extra = {
+        "session_id": pl.lit(None, pl.String),
+        "requested_at": pl.lit(None, pl.Datetime("us", "UTC")),
+        "price": pl.lit(None, pl.Float64),
+    }
+    rows = pairs.with_columns([v.alias(k) for k, v in extra.items() if k not in pairs.columns])
+    featured = S.request_features(rows, S.empty_log() if session_log is None else session_log)
+    return pairs.hstack(featured.select(S.SESSION_NUMERIC))
+
+
+def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame, session_log: pl.DataFrame | None = None) -> pl.DataFrame:
     """`pairs` (user_id, item_id, position, surface, device_type, any extra columns) with every
-    ranking feature appended; row order and extra columns are kept."""
+    ranking feature appended; row order and extra columns are kept. Pairs that carry their
+    request (request_id, session_id, requested_at, price) get the request-time features from
+    `session_log` (S.LOG_SCHEMA: the sessions' actions; only those before each request count)."""
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs need columns {missing}")
+    pairs = _with_request_features(pairs.drop([c for c in S.SESSION_NUMERIC if c in pairs.columns]), session_log)
     frame = pairs.with_row_index("__row").with_columns(
         pl.col("user_id").cast(pl.Int64),
         pl.col("item_id").cast(pl.Int64),

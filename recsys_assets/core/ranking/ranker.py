@@ -110,10 +110,22 @@ def informative_requests(frame: pl.DataFrame, label: str = "label") -> int:
 
 
 def split_requests(rows: pl.DataFrame, valid_fraction: float, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, valid) with whole requests on one side, chosen by a seeded hash of request_id."""
+    """(train, valid) with whole requests on one side. Requests with a time (requested_at) are
+    split by time: the latest `valid_fraction` of them validate, as the next day would (a random
+    split would validate on requests interleaved with the training ones, within the same
+    sessions). Requests without one are chosen by a seeded hash of request_id."""
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     bucket = (pl.col("request_id").hash(seed=seed) % 10_000) < int(valid_fraction * 10_000)
+    if "requested_at" in rows.columns and rows["requested_at"].null_count() < rows.height:
+        timed = rows.filter(pl.col("requested_at").is_not_null()).group_by("request_id").agg(pl.col("requested_at").min())
+        cut = timed["requested_at"].quantile(1.0 - valid_fraction, interpolation="lower")
+        late = rows.filter(pl.col("requested_at").is_not_null()).group_by("request_id").agg(
+            (pl.col("requested_at").min() > cut).alias("late")
+        )
+        rows = rows.join(late, on="request_id", how="left")
+        bucket = pl.when(pl.col("late").is_not_null()).then(pl.col("late")).otherwise(bucket)
+        return rows.filter(~bucket).drop("late"), rows.filter(bucket).drop("late")
     return rows.filter(~bucket), rows.filter(bucket)
 
 

@@ -1,0 +1,185 @@
+"""Request-time features: what the session and the shown list say at the moment of a request.
+
+Every other ranking feature is known at the start of the day. These are computed as of each
+request's time from the session's own log, **strictly before** the request: an event at the
+request's timestamp or later never counts (the click that answers a request happens at or
+after it). One function serves training samples (all requests of a day against the day's
+session log) and online serving (one request against the session state the server holds),
+so the two cannot disagree.
+
+Families (docs/ranking.md has the leakage argument for each):
+
+* session x item: how often and how recently the session touched the item (views by any
+  subtype, clicks, any action), in steps and seconds, and whether it was the last item touched;
+* session: how long the session has been going (actions, seconds, distinct items) and what
+  the previous action was;
+* list: the item's place in the shown list (position share, list length), its price against
+  the list (rank, ratio to the mean) and against the items the session touched in this list,
+  and its distance in positions from the last touched item.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+SESSION_ITEM = (
+    "s_item_actions",
+    "s_item_views",
+    "s_item_clicks",
+    "s_item_steps_ago",
+    "s_item_seconds_ago",
+    "s_item_is_last",
+)
+SESSION = ("s_actions", "s_seconds", "s_distinct_items", "s_prev_is_view", "s_prev_is_click")
+LIST = (
+    "l_list_size",
+    "l_position_share",
+    "l_price_rank_share",
+    "l_price_to_list_mean",
+    "l_price_to_touched_mean",
+    "l_last_touched_distance",
+)
+SESSION_NUMERIC = SESSION_ITEM + SESSION + LIST
+FAMILIES = {"session_item": SESSION_ITEM, "session": SESSION, "list": LIST}
+
+# The session log: every action of the session, in any order (sorted here).
+LOG_SCHEMA = {
+    "session_id": pl.String,
+    "item_id": pl.Int64,
+    "type": pl.String,
+    "occurred_at": pl.Datetime("us", "UTC"),
+}
+# Rows to featurise: one per (request, item); requested_at and session_id are the request's.
+REQUEST_COLUMNS = ("request_id", "session_id", "requested_at", "item_id", "position", "price")
+
+
+def empty_log() -> pl.DataFrame:
+    return pl.DataFrame(schema=LOG_SCHEMA)
+
+
+def _prepared_log(log: pl.DataFrame, sessions: pl.Series) -> pl.DataFrame:
+    """The log of the requested sessions, numbered per session in time order (ties by type and
+    item, so the numbering is the same however the rows arrived)."""
+    log = log.select(
+        pl.col("session_id").cast(pl.String),
+        pl.col("item_id").cast(pl.Int64),
+        pl.col("type").cast(pl.String),
+        pl.col("occurred_at").cast(pl.Datetime("us", "UTC")),
+    ).filter(pl.col("session_id").is_in(sessions.unique().drop_nulls().implode()))
+    return log.sort("session_id", "occurred_at", "type", "item_id").with_columns(
+        pl.int_range(pl.len()).over("session_id").alias("step")
+    )
+
+
+def request_features(rows: pl.DataFrame, log: pl.DataFrame) -> pl.DataFrame:
+    """`rows` (REQUEST_COLUMNS; price and position may be null) with SESSION_NUMERIC appended,
+    row order kept. A row without a session or request time gets nulls in the session
+    families (its list features still apply)."""
+    missing = [c for c in REQUEST_COLUMNS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"request rows need columns {missing}")
+    frame = rows.with_row_index("__r").with_columns(
+        pl.col("session_id").cast(pl.String),
+        pl.col("requested_at").cast(pl.Datetime("us", "UTC")),
+        pl.col("item_id").cast(pl.Int64),
+        pl.col("position").cast(pl.Float64),
+        pl.col("price").cast(pl.Float64),
+    )
+    log = _prepared_log(log, frame["session_id"])
+
+    # --- session: the last action strictly before each request (join_asof, no exact matches)
+    requests = (
+        frame.filter(pl.col("session_id").is_not_null() & pl.col("requested_at").is_not_null())
+        .select("request_id", "session_id", "requested_at")
+        .unique()
+        .sort("requested_at")
+    )
+    last = requests.join_asof(
+        log.select(
+            "session_id",
+            pl.col("occurred_at").alias("requested_at"),
+            pl.col("occurred_at").alias("last_at"),
+            pl.col("item_id").alias("last_item"),
+            pl.col("type").alias("last_type"),
+            "step",
+        ).sort("requested_at"),
+        on="requested_at",
+        by="session_id",
+        strategy="backward",
+        allow_exact_matches=False,
+        check_sortedness=False,  # sorted by time overall, so within every session too
+    )
+    first = log.group_by("session_id").agg(pl.col("occurred_at").min().alias("first_at"))
+    before = (
+        log.join(requests.select("request_id", "session_id", "requested_at"), on="session_id")
+        .filter(pl.col("occurred_at") < pl.col("requested_at"))
+        .group_by("request_id")
+        .agg(pl.col("item_id").n_unique().alias("s_distinct_items"))
+    )
+    session = (
+        last.join(first, on="session_id", how="left")
+        .join(before, on="request_id", how="left")
+        .select(
+            "request_id",
+            "last_item",
+            pl.col("step").alias("last_step"),
+            (pl.col("step") + 1).fill_null(0).cast(pl.Float64).alias("s_actions"),
+            pl.when(pl.col("step").is_not_null())
+            .then((pl.col("requested_at") - pl.col("first_at")).dt.total_seconds())
+            .otherwise(0)
+            .cast(pl.Float64)
+            .alias("s_seconds"),
+            pl.col("s_distinct_items").fill_null(0).cast(pl.Float64),
+            (pl.col("last_type") == "view").fill_null(False).cast(pl.Float64).alias("s_prev_is_view"),
+            (pl.col("last_type") == "click").fill_null(False).cast(pl.Float64).alias("s_prev_is_click"),
+        )
+    )
+
+    # --- session x item: the session's actions on the row's item before the request
+    touched = (
+        frame.select("__r", "session_id", "requested_at", "item_id")
+        .join(log, on=["session_id", "item_id"])
+        .filter(pl.col("occurred_at") < pl.col("requested_at"))
+        .group_by("__r")
+        .agg(
+            pl.len().cast(pl.Float64).alias("s_item_actions"),
+            (pl.col("type") == "view").sum().cast(pl.Float64).alias("s_item_views"),
+            (pl.col("type") == "click").sum().cast(pl.Float64).alias("s_item_clicks"),
+            pl.col("step").max().alias("item_last_step"),
+            (pl.col("requested_at").first() - pl.col("occurred_at").max())
+            .dt.total_seconds()
+            .cast(pl.Float64)
+            .alias("s_item_seconds_ago"),
+        )
+    )
+    frame = (
+        frame.join(session, on="request_id", how="left")
+        .join(touched, on="__r", how="left")
+        .sort("__r")
+        .with_columns(
+            pl.col("s_item_actions", "s_item_views", "s_item_clicks").fill_null(0.0),
+            (pl.col("last_step") - pl.col("item_last_step")).cast(pl.Float64).alias("s_item_steps_ago"),
+            (pl.col("item_id") == pl.col("last_item")).fill_null(False).cast(pl.Float64).alias("s_item_is_last"),
+        )
+    )
+    in_session = pl.col("session_id").is_not_null() & pl.col("requested_at").is_not_null()
+    frame = frame.with_columns(
+        [pl.when(in_session).then(pl.col(c)).otherwise(None).alias(c) for c in SESSION_ITEM + SESSION]
+    )
+
+    # --- list: the row's place and price within its own request's list
+    by_request = pl.col("request_id")
+    shown = pl.col("position").is_not_null()  # a list feature needs a shown list
+    touched_price = pl.when(pl.col("s_item_actions") > 0).then(pl.col("price"))
+    last_position = pl.when(pl.col("s_item_is_last") > 0).then(pl.col("position"))
+    frame = frame.with_columns(
+        pl.when(shown).then(pl.len().over(by_request)).cast(pl.Float64).alias("l_list_size"),
+        (pl.col("position") / (pl.len().over(by_request) - 1).clip(lower_bound=1)).alias("l_position_share"),
+        ((pl.col("price").rank("min").over(by_request) - 1) / pl.col("price").count().over(by_request)).alias(
+            "l_price_rank_share"
+        ),
+        (pl.col("price") / pl.col("price").mean().over(by_request)).alias("l_price_to_list_mean"),
+        (pl.col("price") / touched_price.mean().over(by_request)).alias("l_price_to_touched_mean"),
+        (pl.col("position") - last_position.max().over(by_request)).abs().alias("l_last_touched_distance"),
+    )
+    return rows.hstack(frame.select(pl.col(SESSION_NUMERIC).cast(pl.Float32).fill_nan(None)))
