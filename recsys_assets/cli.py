@@ -1,12 +1,16 @@
-"""`recsys` console script. `recsys recommend --user U [--k 10] [--explain] [--json]` serves one
-user from the latest published models through the same funnel as the batch assets."""
+"""`recsys` console script. `recsys recommend --user U [--k 10] [--explain] [--json]
+[--session FILE]` serves one user from the latest published models through the same funnel as
+the batch assets; --session gives the live session's actions so far (JSON Lines of events:
+item_id, type, occurred_at), which the ranker's request-time features read."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import CorruptModelError, ModelStore
@@ -24,7 +28,11 @@ def _recommend(args) -> int:
         day=args.day,
         first_day=settings.start_date,
     )
-    answer = recommender.recommend(args.user, k=args.k, explain=args.explain)
+    session = None
+    if args.session:
+        lines = [line for line in Path(args.session).read_text().splitlines() if line.strip()]
+        session = SessionState.from_records(f"cli-{args.user}", [json.loads(line) for line in lines])
+    answer = recommender.recommend(args.user, k=args.k, explain=args.explain, session=session)
     rows = answer.table.drop("stage").to_dicts()
     if args.json:
         print(
@@ -63,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--json", action="store_true", help="print one JSON object")
     rec.add_argument("--day", default=None, help="serve with the models of this day (default: the latest)")
     rec.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
+    rec.add_argument("--session", help="JSON Lines of the live session's events (item_id, type, occurred_at)")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be >= 1")
     try:
         return _recommend(args)
-    except (MissingInput, CorruptModelError) as error:  # a clear message, not a traceback
+    except (MissingInput, CorruptModelError, ValueError, OSError) as error:  # a clear message, not a traceback
         print(f"recsys: {error}", file=sys.stderr)
         return 2
 

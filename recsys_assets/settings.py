@@ -27,6 +27,13 @@ DEFAULT_START_DATE = "2026-01-01"
 EXECUTORS = ("multiprocess", "in_process", "celery")
 # The ranker of D needs train_days + valid_days sample days before D (defaults 2 + 1).
 SHORT_LOG_DAYS = 4
+# A short log's ranker has one or two training days and no later day to validate on: these
+# lambdarank settings are tried besides the defaults, the held-out share of its requests
+# chooses (never the day it is evaluated on), and the chosen model is refitted on every request.
+SHORT_LOG_PARAM_GRID: list[dict[str, Any]] = [
+    {"num_leaves": 15, "max_depth": -1, "learning_rate": 0.02, "bagging_fraction": 1.0, "feature_fraction": 1.0},
+    {"num_leaves": 7, "max_depth": -1, "min_data_in_leaf": 100, "feature_fraction": 0.7, "bagging_fraction": 1.0},
+]
 
 
 class IngestionConfig(BaseModel):
@@ -130,6 +137,9 @@ class RankingConfig(BaseModel):
     # With valid_days = 0 (short histories, e.g. a two-day log), early stopping uses this share
     # of the training days' requests instead (split by a hash of the request id).
     valid_fraction: float = Field(default=0.2, ge=0.01, le=0.99)
+    # Other lambdarank settings (overrides of the ones below) tried on the validation requests;
+    # the best NDCG@10 there wins and every trial is recorded with the ranker (empty: defaults).
+    param_grid: list[dict[str, Any]] = []
     # Sources without impressions: negatives per positive and the share drawn from recall candidates.
     negative_ratio: int = Field(default=9, ge=1, le=1000)
     hard_negative_share: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -252,7 +262,7 @@ class Settings(BaseModel):
             if marker.get("source") != "synthetic" and days < SHORT_LOG_DAYS:
                 # Too short for 2 training + 1 validation day before the day a ranker serves:
                 # train on every earlier day, early-stop on a held-out share of its requests.
-                ranking |= {"train_days": max(days - 1, 1), "valid_days": 0}
+                ranking |= {"train_days": max(days - 1, 1), "valid_days": 0, "param_grid": SHORT_LOG_PARAM_GRID}
             if marker.get("has_impressions") is False:
                 # Ratings: users come back after months, so models learn from the whole history;
                 # models that learn from impressions (or are the baseline of one) have nothing to learn.

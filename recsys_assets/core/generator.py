@@ -90,7 +90,9 @@ N_GENRES = len(GENRES)
 SURFACES: tuple[str, ...] = ("home", "search", "similar", "continue_watching")
 DEVICES: tuple[str, ...] = ("tv", "mobile", "web", "tablet")
 SHIFT_KINDS: tuple[str, ...] = ("genre", "traffic", "new_items")
-EVENT_TYPES: tuple[str, ...] = contract.EVENT_TYPES  # click, play_start, like, dislike, rate
+EVENT_TYPES: tuple[str, ...] = contract.EVENT_TYPES  # click, play_start, like, dislike, rate, view
+_VIEW = EVENT_TYPES.index("view")
+VIEW_SUBTYPES: tuple[str, ...] = ("info", "image", "detail")
 
 # (ISO country, fixed UTC offset in minutes, native UI language, share of users)
 COUNTRIES: tuple[tuple[str, int, str, float], ...] = (
@@ -158,6 +160,18 @@ _HOUR_W = np.array(
     ]
 )
 _BURST_SHARE, _BURST_DECAY, _BURST_ITEM_SHARE = 0.35, 0.85, 0.05
+# Sessions: a visit is a run of requests seconds to minutes apart (mean length 1 / _SESSION_P).
+# Before choosing, users look at items (views, driven by their tastes like clicks); a later list
+# of the session shows again items the session looked at (_RESHOW_P each, up to _SESSION_MEMORY
+# of the most recent), and an item looked at earlier in the session is chosen more readily.
+_SESSION_P = 0.4
+_SESSION_GAP_MIN, _SESSION_GAP_MEAN = 20, 90
+_SESSION_MEMORY = 3
+_VIEW_RATE = 0.10
+_VIEW_SUBTYPE_P = np.array([0.5, 0.35, 0.15])
+_RESHOW_P = 0.5
+_SEEN_CLICK_BOOST = 2.0  # p_click x (1 + boost) for an item the session looked at before the request
+_VIEWED_CLICK_BOOST = 1.0  # p_click x (1 + boost) for an item looked at in this list before choosing
 _CHUNK_ROWS = 500_000
 
 
@@ -230,6 +244,7 @@ _COUNTRY_P = np.array([c[3] for c in COUNTRIES])
 _SURFACE_S = pl.Series(SURFACES, dtype=pl.String)
 _DEVICE_S = pl.Series(DEVICES, dtype=pl.String)
 _EVENT_TYPE_S = pl.Series(EVENT_TYPES, dtype=pl.String)
+_VIEW_SUBTYPE_S = pl.Series(VIEW_SUBTYPES, dtype=pl.String)
 _TS_FMT = "%Y-%m-%dT%H:%M:%S"
 
 
@@ -581,6 +596,50 @@ def _personalize_slates(
         slate[rows] = avail[_sample_slates(rng, weights * (_PERSONAL_FLOOR + member[:, g]), rows.size, k)]
 
 
+def _browse_sessions(
+    w: _World,
+    pref: np.ndarray,
+    req_user: np.ndarray,
+    req_sess: np.ndarray,
+    req_round: np.ndarray,
+    slate: np.ndarray,
+    pos_bias: np.ndarray,
+    d: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sessions, request by request within each: a later list shows again items the session
+    looked at (each with _RESHOW_P, in place of a random entry; `slate` (n_req, k) is changed in
+    place), and the user looks at items of each list (views, by taste and position, more
+    readily at ones looked at before). Returns per impression (n_req, k) whether the session had
+    looked at the item before the request, and (flat) whether it was looked at in this list."""
+    rng = _rng(w.cfg.seed, 6, d)
+    n_req, k = slate.shape
+    memory = np.full((int(req_sess.max()) + 1 if n_req else 0, _SESSION_MEMORY), -1, np.int64)
+    seen = np.zeros((n_req, k), bool)
+    viewed = np.zeros((n_req, k), bool)
+    for r in range(int(req_round.max()) + 1 if n_req else 0):
+        rows = np.flatnonzero(req_round == r)
+        mem = memory[req_sess[rows]]
+        if r > 0:
+            present = (slate[rows][:, :, None] == mem[:, None, :]).any(axis=1)
+            put = (mem >= 0) & ~present & (rng.random(mem.shape) < _RESHOW_P)
+            slots = np.argsort(rng.random((len(rows), k)), axis=1)[:, : mem.shape[1]]
+            for j in range(mem.shape[1]):
+                sel = np.flatnonzero(put[:, j])
+                slate[rows[sel], slots[sel, j]] = mem[sel, j]
+            seen[rows] = ((slate[rows][:, :, None] == mem[:, None, :]) & (mem[:, None, :] >= 0)).any(axis=2)
+        rel = _affinity(pref, np.repeat(req_user[rows], k), slate[rows].ravel(), w).reshape(len(rows), k)
+        p_view = _VIEW_RATE * pos_bias[None, :] * ((rel + 0.05) / 1.05) * (1.0 + _SEEN_CLICK_BOOST * seen[rows])
+        viewed[rows] = rng.random((len(rows), k)) < np.minimum(p_view, 0.9)
+        # the session's memory: this list's views (in shown order) before the older ones
+        for i, row in enumerate(rows):
+            looked = slate[row][viewed[row]]
+            if looked.size:
+                old = mem[i][(mem[i] >= 0) & ~np.isin(mem[i], looked)]
+                merged = np.concatenate([looked, old])[:_SESSION_MEMORY]
+                memory[req_sess[row]] = np.pad(merged, (0, _SESSION_MEMORY - len(merged)), constant_values=-1)
+    return seen, viewed.ravel()
+
+
 def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     cfg = w.cfg
     rng = _rng(cfg.seed, 1, d)
@@ -591,14 +650,25 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     kind = cfg.shift_kind if shifted else None
     pref = w.user_pref[:, w.genre_perm] if kind == "genre" else w.user_pref
 
-    # ---- requests
+    # ---- requests, in sessions
     n_req = cfg.requests_per_day
     active = np.flatnonzero(w.user_reg_day <= d)
     act_w = w.user_activity[active] * (w.user_traffic[active] if kind == "traffic" else 1.0)
-    req_user = active[_choice(rng, act_w, n_req)]
-    req_t = _times_in_day(rng, w, req_user, d)
+    lengths = rng.geometric(_SESSION_P, n_req)
+    n_sess = int(np.searchsorted(np.cumsum(lengths), n_req) + 1)
+    lengths = lengths[:n_sess]
+    lengths[-1] -= int(lengths.sum()) - n_req
+    sess_user = active[_choice(rng, act_w, n_sess)]
+    sess_t0 = _times_in_day(rng, w, sess_user, d)
+    req_sess = np.repeat(np.arange(n_sess, dtype=np.int64), lengths)
+    req_round = np.arange(n_req, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    gap = _SESSION_GAP_MIN + np.floor(rng.exponential(_SESSION_GAP_MEAN, n_req)).astype(np.int64)
+    gap[req_round == 0] = 0
+    offset = np.cumsum(gap) - np.repeat((np.cumsum(gap))[np.cumsum(lengths) - lengths], lengths)
+    req_user = sess_user[req_sess]
+    req_t = np.minimum(sess_t0[req_sess] + offset, _SECONDS_PER_DAY - 1)
     order = np.argsort(req_t, kind="stable")
-    req_user, req_t = req_user[order], req_t[order]
+    req_user, req_t, req_sess, req_round = req_user[order], req_t[order], req_sess[order], req_round[order]
     req_surface = _choice(rng, _SURFACE_P_SHIFTED if kind == "traffic" else _SURFACE_P, n_req)
     p_primary = _PRIMARY_DEVICE_P_SHIFTED if kind == "traffic" else _PRIMARY_DEVICE_P
     mix = _choice(rng, _DEVICE_P_SHIFTED if kind == "traffic" else _DEVICE_P, n_req)
@@ -618,22 +688,34 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     slate = avail[_sample_slates(rng, weights, n_req, k)].astype(np.int64)
     if cfg.personalized_share > 0:
         _personalize_slates(w, pref, req_user, avail, weights, slate, d)
+    pos_bias = (1.0 / (1.0 + np.arange(k)) ** cfg.position_bias_exponent).astype(np.float32)
+    seen, viewed = _browse_sessions(w, pref, req_user, req_sess, req_round, slate, pos_bias, d)
     slate = slate.ravel()
     n_imp = n_req * k
     imp_base = np.int64(d) * n_req * cfg.slate_size
+
+    # ---- views (before choosing, seconds after the list was shown)
+    vrng = _rng(cfg.seed, 7, d)
+    vi = np.flatnonzero(viewed)
+    view_t = np.minimum(
+        req_t[vi // k] + 1 + vi % k + np.minimum(np.floor(vrng.exponential(4.0, len(vi))), 10).astype(np.int64),
+        _SECONDS_PER_DAY - 1,
+    )
+    view_sub = _choice(vrng, _VIEW_SUBTYPE_P, len(vi))
 
     # ---- clicks (per impression, vectorised)
     imp_req = np.repeat(np.arange(n_req, dtype=np.int64), k)
     imp_pos = np.tile(np.arange(k, dtype=np.int64), n_req)
     imp_user = req_user[imp_req]
     rel = _affinity(pref, imp_user, slate, w)
-    pos_bias = (1.0 / (1.0 + np.arange(k)) ** cfg.position_bias_exponent).astype(np.float32)
     p_click = (
         _BASE_CTR
         * _SURFACE_CTR[req_surface].astype(np.float32)[imp_req]
         * pos_bias[imp_pos]
         * w.item_quality.astype(np.float32)[slate]
         * ((rel + 0.05) / 1.05)
+        * (1.0 + _SEEN_CLICK_BOOST * seen.ravel())
+        * (1.0 + _VIEWED_CLICK_BOOST * viewed)
     )
     np.minimum(p_click, 0.9, out=p_click)
     ci = np.flatnonzero(rng.random(n_imp, dtype=np.float32) < p_click)
@@ -682,13 +764,14 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     o_dev = w.user_device[o_user]
 
     # ---- events: one columnar set, then time-sorted
-    n_c, n_p = len(ci), len(pl_i)
+    n_c, n_p, n_v = len(ci), len(pl_i), len(vi)
     ev_imp = np.concatenate(
         [
             imp_base + ci,
             imp_base + ci[pl_i],
             imp_base + ci[pl_i][pw_idx],
             np.full(n_org + len(ow_idx), -1, dtype=np.int64),
+            imp_base + vi,
         ]
     )
     ev_org = np.concatenate(
@@ -696,23 +779,38 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
             np.full(n_c + n_p + len(pw_idx), -1, dtype=np.int64),
             np.arange(n_org, dtype=np.int64),
             ow_idx.astype(np.int64),
+            np.full(n_v, -1, dtype=np.int64),
         ]
     )
-    ev_user = np.concatenate([c_user, p_user, p_user[pw_idx], o_user, o_user[ow_idx]])
-    ev_item = np.concatenate([c_item, p_item, p_item[pw_idx], o_item, o_item[ow_idx]])
+    ev_user = np.concatenate([c_user, p_user, p_user[pw_idx], o_user, o_user[ow_idx], req_user[vi // k]])
+    ev_item = np.concatenate([c_item, p_item, p_item[pw_idx], o_item, o_item[ow_idx], slate[vi]])
     ev_type = np.concatenate(
-        [np.zeros(n_c, np.int64), np.ones(n_p, np.int64), pw_type, np.ones(n_org, np.int64), ow_type]
+        [
+            np.zeros(n_c, np.int64),
+            np.ones(n_p, np.int64),
+            pw_type,
+            np.ones(n_org, np.int64),
+            ow_type,
+            np.full(n_v, _VIEW, np.int64),
+        ]
     )
-    ev_val = np.concatenate([np.full(n_c + n_p, np.nan), pw_val, np.full(n_org, np.nan), ow_val])
-    ev_t = np.concatenate([click_t, play_t, pw_t, o_t, ow_t])
+    ev_val = np.concatenate([np.full(n_c + n_p, np.nan), pw_val, np.full(n_org, np.nan), ow_val, np.full(n_v, np.nan)])
+    ev_t = np.concatenate([click_t, play_t, pw_t, o_t, ow_t, view_t])
     ev_rg = np.concatenate(
-        [req_gid[c_req], req_gid[p_req], req_gid[p_req][pw_idx], np.full(n_org + len(ow_idx), -1, dtype=np.int64)]
+        [
+            req_gid[c_req],
+            req_gid[p_req],
+            req_gid[p_req][pw_idx],
+            np.full(n_org + len(ow_idx), -1, dtype=np.int64),
+            req_gid[vi // k],
+        ]
     )
+    ev_sub = np.concatenate([np.full(len(ev_t) - n_v, -1, np.int64), view_sub])
     o = np.argsort(ev_t, kind="stable")
     ev = {
         k_: v[o]
         for k_, v in dict(
-            imp=ev_imp, org=ev_org, user=ev_user, item=ev_item, type=ev_type, val=ev_val, t=ev_t, rg=ev_rg
+            imp=ev_imp, org=ev_org, user=ev_user, item=ev_item, type=ev_type, val=ev_val, t=ev_t, rg=ev_rg, sub=ev_sub
         ).items()
     }
 
@@ -739,6 +837,14 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
     req_country = w.user_country[req_user]
     shown_s = _format_ts(day_epoch + req_t, req_country)
     reqid_s = "req-" + pl.Series(req_gid).cast(pl.String).str.zfill(12)
+    sess_s = "s-" + ymd + "-" + pl.Series(req_sess).cast(pl.String).str.zfill(7)
+    # a request's global id -> its session string (events and watches of requests carry it)
+    req_of_gid = {"base": np.int64(d) * n_req}
+
+    def _sess_col(rg: np.ndarray) -> pl.Series:
+        linked = rg >= 0
+        idx = np.where(linked, rg - req_of_gid["base"], 0)
+        return sess_s.gather(idx).set(pl.Series(~linked), None)
 
     def build_impressions(idx: np.ndarray) -> pl.DataFrame:
         r = idx // k
@@ -752,6 +858,7 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
                 "shown_at": shown_s.gather(r),
                 "request_id": reqid_s.gather(r),
                 "device_type": _DEVICE_S.gather(req_device[r]),
+                "session_id": sess_s.gather(r),
             }
         )
 
@@ -776,6 +883,10 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
                 "value": pl.Series(ev["val"][idx], dtype=pl.Float64, nan_to_null=True),
                 "occurred_at": _format_ts(day_epoch + ev["t"][idx], w.user_country[user]),
                 "request_id": _req_col(ev["rg"][idx]),
+                "subtype": _VIEW_SUBTYPE_S.gather(np.maximum(ev["sub"][idx], 0)).set(
+                    pl.Series(ev["sub"][idx] < 0), None
+                ),
+                "session_id": _sess_col(ev["rg"][idx]),
             }
         )
 
@@ -786,7 +897,10 @@ def _simulate_day(w: _World, d: int) -> dict[str, _Table]:
         wid = ("w-" + pl.Series(imp).cast(pl.String)).zip_with(
             linked, "w-o" + ymd + "-" + pl.Series(org).cast(pl.String).str.zfill(7)
         )
-        sess = "sess-" + pl.Series(user).cast(pl.String) + "-" + ymd + "-" + pl.Series(t // 14_400).cast(pl.String)
+        # a watch of a request belongs to the request's session; an organic one to the user's
+        # four-hour block of the day
+        organic = "sess-" + pl.Series(user).cast(pl.String) + "-" + ymd + "-" + pl.Series(t // 14_400).cast(pl.String)
+        sess = _sess_col(wa["rg"][idx]).fill_null(organic)
         return pl.DataFrame(
             {
                 "watch_id": wid,
@@ -915,9 +1029,9 @@ def _bad_line(
         if variant == "position":
             rec["position"] = -1
         elif variant == "type":
-            rec["type"], rec["value"] = "teleport", None
+            rec["type"], rec["value"], rec["subtype"] = "teleport", None, None
         elif variant == "value":
-            rec["type"], rec["value"] = "rate", -1.0
+            rec["type"], rec["value"], rec["subtype"] = "rate", -1.0, None
         elif variant == "completion":
             rec["completion"] = 1.5
         elif variant == "watch_time_sec":

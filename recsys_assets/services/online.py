@@ -10,6 +10,7 @@ without history take the cold-start path (popular items through the ranker) - ne
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -20,6 +21,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys_assets.core.ranking.features import Channel
+from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel
 from recsys_assets.core.training_data import seen_matrix
@@ -199,7 +201,16 @@ class OnlineRecommender:
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
 
-    def recommend(self, user_id: int, k: int = 10, explain: bool = False) -> Answer:
+    def recommend(
+        self,
+        user_id: int,
+        k: int = 10,
+        explain: bool = False,
+        session: SessionState | None = None,
+        at: dt.datetime | None = None,
+    ) -> Answer:
+        """The user's top-k; with `session` (the live session's actions so far), the ranker also
+        sees what the session did before `at` (default: now)."""
         base_channels = self.ctx.channels
         timings = {}
         try:
@@ -217,6 +228,8 @@ class OnlineRecommender:
                 explain=explain,
                 timings=timings,
                 exclude=self.exclude,
+                session=session,
+                at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
             )
         finally:
             self.ctx.channels = base_channels  # a fold-in vector is per request

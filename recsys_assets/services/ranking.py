@@ -194,6 +194,10 @@ def train_ranker(day: str, lake: Lake, model_store: ModelStore, ranking: Ranking
         seed=ranking.seed,
         threads=ranking.threads,
         rank_depth=rank_depth,
+        param_grid=ranking.param_grid,
+        # a share cut from the training days only chooses settings and rounds; later days
+        # (valid_days) stay out of the model, as they did of the samples it was judged on
+        refit=not valid_files,
     )
     seconds = time.perf_counter() - started
     model.meta |= {

@@ -4,6 +4,7 @@ funnel for a set of users: shared by the ranking assets (batch) and the `recsys`
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.core.ranking import ranker as ranker_lib
 from recsys_assets.core.ranking.rerank import RerankRules
+from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.storage import local_scratch_dir, scan_polars, write_parquet_atomic
 from recsys_assets.core.tables import connect
 from recsys_assets.core.training_data import load_recall_exclusions, seen_matrix
@@ -372,9 +374,12 @@ def recommend_users(
     explain: bool = True,
     timings: dict | None = None,
     exclude: sp.csr_matrix | None = None,
+    session: SessionState | None = None,
+    at: dt.datetime | None = None,
 ) -> pl.DataFrame:
     """The funnel's final lists: rank candidates with the ranker (or keep recall order when
-    model is None), re-rank (seen items removed, MMR, genre cap, ...), explain. One row per
+    model is None; with a live `session`, as its request at `at`), re-rank (seen items
+    removed, MMR, genre cap, ...), explain. One row per
     (user, rank): item, score, stage, channels, because_you_watched, top_features. Candidates
     recall excludes (drop_excluded with `exclude`, default ctx.exclude) are never served, even
     from a recall_candidates partition written with older exclusions."""
@@ -383,7 +388,7 @@ def recommend_users(
     started = time.perf_counter()
     candidates = drop_excluded(ctx, candidates, exclude)
     if model is not None:
-        scored = funnel.score_candidates(model, ctx, candidates, settings.serving_surface)
+        scored = funnel.score_candidates(model, ctx, candidates, settings.serving_surface, session, at)
         stage = "ranker_rerank"
     else:
         scored = candidates.with_columns((-pl.col("recall_rank").cast(pl.Float64)).alias("ranker_score"))

@@ -26,4 +26,4 @@ def day_session_log(lake: Lake, day: str) -> pl.DataFrame:
         ).pl()
     finally:
         con.close()
-    return frame.cast(S.LOG_SCHEMA)  # type: ignore[arg-type]
+    return frame.cast(dict(S.LOG_SCHEMA))

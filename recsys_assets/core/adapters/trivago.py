@@ -295,9 +295,7 @@ def convert(source: Path, data_root: Path) -> dict:
                                       (SELECT count(*) FROM user_map),
                                       (SELECT count(DISTINCT session_id) FROM src)""").fetchone()
         assert stats is not None  # an aggregate query returns one row
-        actions = dict(
-            con.execute("SELECT action_type, count(*) FROM src GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
-        )
+        actions = dict(con.execute("SELECT action_type, count(*) FROM src GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
         manifest = {
             "source": "trivago",
             "path": str(log),

@@ -4,6 +4,7 @@ LogLoss) and list metrics (intra-list similarity) the evaluation reports."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ import polars as pl
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking.ranker import Ranker
 from recsys_assets.core.ranking.rerank import RerankRules, genre_similarity, rerank_batch
+from recsys_assets.core.ranking.session_features import SessionState
 
 
 @dataclass
@@ -68,10 +70,22 @@ def serving_pairs(candidates: pl.DataFrame, surface: str | None) -> pl.DataFrame
 
 
 def score_candidates(
-    ranker: Ranker, ctx: F.FeatureContext, candidates: pl.DataFrame, surface: str | None
+    ranker: Ranker,
+    ctx: F.FeatureContext,
+    candidates: pl.DataFrame,
+    surface: str | None,
+    session: SessionState | None = None,
+    at: dt.datetime | None = None,
 ) -> pl.DataFrame:
-    """feature_frame() of the candidates with `ranker_score` appended."""
-    frame = F.feature_frame(ctx, serving_pairs(candidates, surface))
+    """feature_frame() of the candidates with `ranker_score` appended; with a live `session`,
+    as one request of it at `at` (its actions before `at` give the request-time features)."""
+    pairs = serving_pairs(candidates, surface)
+    if session is not None:
+        if at is None:
+            raise ValueError("a session request needs its time (at)")
+        frame = F.feature_frame(ctx, session.request(pairs, at), session.log())
+        return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
+    frame = F.feature_frame(ctx, pairs)
     return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
 
 

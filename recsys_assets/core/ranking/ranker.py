@@ -118,10 +118,14 @@ def split_requests(rows: pl.DataFrame, valid_fraction: float, seed: int = 0) -> 
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     bucket = (pl.col("request_id").hash(seed=seed) % 10_000) < int(valid_fraction * 10_000)
     if "requested_at" in rows.columns and rows["requested_at"].null_count() < rows.height:
-        timed = rows.filter(pl.col("requested_at").is_not_null()).group_by("request_id").agg(pl.col("requested_at").min())
+        timed = (
+            rows.filter(pl.col("requested_at").is_not_null()).group_by("request_id").agg(pl.col("requested_at").min())
+        )
         cut = timed["requested_at"].quantile(1.0 - valid_fraction, interpolation="lower")
-        late = rows.filter(pl.col("requested_at").is_not_null()).group_by("request_id").agg(
-            (pl.col("requested_at").min() > cut).alias("late")
+        late = (
+            rows.filter(pl.col("requested_at").is_not_null())
+            .group_by("request_id")
+            .agg((pl.col("requested_at").min() > cut).alias("late"))
         )
         rows = rows.join(late, on="request_id", how="left")
         bucket = pl.when(pl.col("late").is_not_null()).then(pl.col("late")).otherwise(bucket)
@@ -148,9 +152,15 @@ def train(
     seed: int = 42,
     threads: int = 1,
     rank_depth: int = 200,
+    param_grid: list[dict] | None = None,
+    refit: bool = False,
 ) -> Ranker:
     """Fit both models on samples (feature_frame() rows with label, clicked, request_id) whose
-    rank_<channel> features are `rank_depth` deep."""
+    rank_<channel> features are `rank_depth` deep. `param_grid`: other lambdarank settings
+    (overrides of `params`) tried too; the best NDCG@10 on `valid_rows` wins (every trial is
+    kept in meta["trials"]). `refit`: the validation rows only chose the settings and the number
+    of rounds; the final lambdarank learns from train and validation rows together (for a
+    validation share cut from the training day, which the model should not lose)."""
     encoder = HashEncoder.from_table(dictionary)
     names = F.feature_names(channel_names)
     categorical = [f"{c}_idx" for c in F.CATEGORICAL]
@@ -187,14 +197,32 @@ def train(
     }
     train_set = dataset(tr, tr["label"].to_numpy(), tr_groups)
     valid_set = dataset(va, va["label"].to_numpy(), va_groups, reference=train_set)
-    lambdarank = lgb.train(
-        rank_params,
-        train_set,
-        num_boost_round=num_boost_round,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
-    )
+    trials: list[dict] = []
+    lambdarank, chosen, best = None, {}, -np.inf
+    for overrides in [{}, *(param_grid or [])]:
+        candidate = lgb.train(
+            rank_params | overrides,
+            train_set,
+            num_boost_round=num_boost_round,
+            valid_sets=[valid_set],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        )
+        score = float(candidate.best_score["valid"]["ndcg@10"])
+        trials.append({"params": overrides, "valid_ndcg_at_10": score, "best_iteration": candidate.best_iteration})
+        if score > best:  # ties keep the earlier (the defaults first)
+            lambdarank, chosen, best = candidate, overrides, score
+    assert lambdarank is not None  # the loop runs at least once
+    valid_ndcg = float(lambdarank.best_score["valid"]["ndcg@10"])
+    best_iteration = int(lambdarank.best_iteration or lambdarank.current_iteration())
+    rank_params = rank_params | chosen
+    if refit:
+        both = pl.concat([tr, va], how="diagonal_relaxed")
+        rounds = max(1, round(best_iteration * both["request_id"].n_unique() / max(tr["request_id"].n_unique(), 1)))
+        lambdarank = lgb.train(
+            rank_params, dataset(both, both["label"].to_numpy(), np.concatenate([tr_groups, va_groups])), rounds
+        )
+        best_iteration = rounds
 
     # The click model estimates P(click | shown): it learns from impression rows when there are any.
     ctr_train_rows, ctr_valid_rows = _shown(train_rows), _shown(valid_rows)
@@ -217,9 +245,11 @@ def train(
         "rank_depth": int(rank_depth),
         "params": {k: v for k, v in rank_params.items()},
         "ctr_params": ctr_params,
-        "best_iteration": int(lambdarank.best_iteration or lambdarank.current_iteration()),
+        "best_iteration": best_iteration,
+        "trials": trials,
+        "refit": refit,
         "ctr_best_iteration": int(ctr.best_iteration or ctr.current_iteration()),
-        "valid_ndcg_at_10": float(lambdarank.best_score["valid"]["ndcg@10"]),
+        "valid_ndcg_at_10": valid_ndcg,
         "valid_auc": float(ctr.best_score["valid"]["auc"]),
         "valid_logloss": float(ctr.best_score["valid"]["binary_logloss"]),
         "train_rows": int(train_rows.height),

@@ -15,10 +15,14 @@ Families (docs/ranking.md has the leakage argument for each):
   the previous action was;
 * list: the item's place in the shown list (position share, list length), its price against
   the list (rank, ratio to the mean) and against the items the session touched in this list,
-  and its distance in positions from the last touched item.
+  how many items of the list the session touched and where this one ranks among them by
+  recency, and its offset and distance in positions from the last touched item.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -37,18 +41,23 @@ LIST = (
     "l_price_rank_share",
     "l_price_to_list_mean",
     "l_price_to_touched_mean",
+    "l_touched_in_list",
+    "l_touched_recency_rank",
+    "l_last_touched_offset",
     "l_last_touched_distance",
 )
 SESSION_NUMERIC = SESSION_ITEM + SESSION + LIST
 FAMILIES = {"session_item": SESSION_ITEM, "session": SESSION, "list": LIST}
 
 # The session log: every action of the session, in any order (sorted here).
-LOG_SCHEMA = {
-    "session_id": pl.String,
-    "item_id": pl.Int64,
-    "type": pl.String,
-    "occurred_at": pl.Datetime("us", "UTC"),
-}
+LOG_SCHEMA = pl.Schema(
+    [
+        ("session_id", pl.String()),
+        ("item_id", pl.Int64()),
+        ("type", pl.String()),
+        ("occurred_at", pl.Datetime("us", "UTC")),
+    ]
+)
 # Rows to featurise: one per (request, item); requested_at and session_id are the request's.
 REQUEST_COLUMNS = ("request_id", "session_id", "requested_at", "item_id", "position", "price")
 
@@ -180,6 +189,58 @@ def request_features(rows: pl.DataFrame, log: pl.DataFrame) -> pl.DataFrame:
         ),
         (pl.col("price") / pl.col("price").mean().over(by_request)).alias("l_price_to_list_mean"),
         (pl.col("price") / touched_price.mean().over(by_request)).alias("l_price_to_touched_mean"),
+        pl.when(shown).then((pl.col("s_item_actions") > 0).sum().over(by_request)).alias("l_touched_in_list"),
+        pl.when(shown).then(pl.col("s_item_steps_ago").rank("min").over(by_request)).alias("l_touched_recency_rank"),
+        (pl.col("position") - last_position.max().over(by_request)).alias("l_last_touched_offset"),
         (pl.col("position") - last_position.max().over(by_request)).abs().alias("l_last_touched_distance"),
     )
     return rows.hstack(frame.select(pl.col(SESSION_NUMERIC).cast(pl.Float32).fill_nan(None)))
+
+
+@dataclass
+class SessionState:
+    """What a server holds for one live session: its actions so far. `log()` is the session
+    log request_features() reads, so a request scored online sees exactly what the same
+    request sees in the day's samples (tests/test_session_features.py proves it)."""
+
+    session_id: str
+    actions: list[tuple[int, str, dt.datetime]] = field(default_factory=list)
+
+    def add(self, item_id: int, type: str, occurred_at: dt.datetime) -> None:
+        if occurred_at.tzinfo is None:
+            raise ValueError(f"session action at {occurred_at} has no time zone")
+        self.actions.append((int(item_id), str(type), occurred_at))
+
+    @classmethod
+    def from_records(cls, session_id: str, records: list[dict]) -> SessionState:
+        """A session from event records ({item_id, type, occurred_at: ISO-8601 with an offset});
+        a record that is not one raises ValueError naming it."""
+        state = cls(session_id)
+        for n, record in enumerate(records, 1):
+            try:
+                item, kind, when = record["item_id"], record["type"], record["occurred_at"]
+                if not isinstance(item, int) or isinstance(item, bool) or not isinstance(kind, str):
+                    raise TypeError("item_id must be an integer and type a string")
+                state.add(item, kind, dt.datetime.fromisoformat(when))
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"session event {n} ({record!r}) is not an event: {error}") from error
+        return state
+
+    def log(self) -> pl.DataFrame:
+        if not self.actions:
+            return empty_log()
+        items, types, times = zip(*self.actions, strict=True)
+        return pl.DataFrame(
+            {"session_id": [self.session_id] * len(items), "item_id": items, "type": types, "occurred_at": times},
+            schema=LOG_SCHEMA,
+        )
+
+    def request(self, candidates: pl.DataFrame, at: dt.datetime) -> pl.DataFrame:
+        """`candidates` (user_id, item_id, ...) as the rows of one request of this session at
+        `at`: no shown list (position and price null), so only the session families apply."""
+        return candidates.with_columns(
+            pl.lit(f"{self.session_id}@{at.isoformat()}").alias("request_id"),
+            pl.lit(self.session_id, pl.String).alias("session_id"),
+            pl.lit(at).cast(pl.Datetime("us", "UTC")).alias("requested_at"),
+            pl.lit(None, pl.Float64).alias("price"),
+        )
