@@ -2,7 +2,9 @@
 that record every decision (lake/recall_champion, lake/ranker_champion; rollbacks included).
 
 The gate: a candidate qualifies when it beats its baseline (popularity for recall models,
-recall-only ordering for rankers); a qualified candidate replaces the serving model unless it
+recall-only ordering for rankers, and for rankers on a source with impressions also the
+strongest ordering of the shown slates: shown order, the session-first heuristic, popularity
+by position, recall RRF); a qualified candidate replaces the serving model unless it
 is worse than it, evaluated on the same day and users, by more than `promotion_tolerance`.
 A day whose evaluation has fewer than `min_evaluated_users` users, or a non-finite metric,
 decides nothing: the serving model stays (or none serves) and the reason says why.
@@ -362,6 +364,49 @@ def decide_ranker(
     }
 
 
+def strongest_slate_baseline(rows: list[dict], min_requests: int = 0) -> tuple[float, str, float] | None:
+    """(ranker MRR, the strongest other ordering, its MRR) on the day's shown slates; None when
+    the day has no slates or fewer than `min_requests` of them."""
+    slates = {r["stage"]: r for r in rows if r["scope"] == "slates" and r["metric"] == "mrr"}
+    if "ranker" not in slates or (slates["ranker"]["n"] or 0) < max(min_requests, 1):
+        return None
+    baselines = {stage: r["value"] for stage, r in slates.items() if stage != "ranker" and finite(r["value"])}
+    if not baselines or not finite(slates["ranker"]["value"]):
+        return None
+    name = max(baselines, key=lambda stage: baselines[stage])
+    return slates["ranker"]["value"], name, baselines[name]
+
+
+def apply_slate_gate(decision: dict, rows: list[dict], min_requests: int) -> dict:
+    """The ranker must beat the strongest ordering of the shown slates too (shown order, the
+    session-first heuristic, popularity, recall RRF), not only recall-only on the funnel. When
+    the funnel cannot tell orderings apart (every value 0: recall never holds the user's choice,
+    e.g. sessions of new users), the slates alone decide."""
+    slate = strongest_slate_baseline(rows, min_requests)
+    if slate is None:
+        return decision
+    ranker_mrr, name, base = slate
+    verdict = f"slate MRR {ranker_mrr:.4f} vs {name} {base:.4f}"
+    silent_funnel = decision.get("candidate_value") == 0.0 and decision.get("recall_only_value") == 0.0
+    if ranker_mrr <= base and decision["decision"] == "promoted":
+        return decision | {
+            "decision": "rejected",
+            "champion_day": None,
+            "reason": f"ranker of {decision['day']} does not beat the strongest slate ordering ({verdict}); "
+            "recall order serves",
+        }
+    if silent_funnel and decision["decision"] == "rejected" and decision.get("candidate_day"):
+        if ranker_mrr > base:
+            return decision | {
+                "decision": "promoted",
+                "champion_day": decision["day"],
+                "reason": f"the funnel cannot tell orderings apart (every NDCG@10 0); the ranker of "
+                f"{decision['day']} beats the strongest slate ordering ({verdict})",
+            }
+        return decision | {"reason": decision["reason"] + f"; and on the slates: {verdict}"}
+    return decision | {"reason": decision["reason"] + f"; {verdict}"}
+
+
 def promote_ranker(
     day: str,
     lake: Lake,
@@ -399,5 +444,6 @@ def promote_ranker(
         evaluated,
         recall.min_evaluated_users,
     )
+    decision = apply_slate_gate(decision, rows, recall.min_evaluated_users)
     write_frame(pa.Table.from_pylist([decision], schema=RANKER_REGISTRY), lake.partition_path("ranker_champion", day))
     return decision
