@@ -133,7 +133,8 @@ def main():
             for s in ("recall_only", "ranker", "ranker_rerank")
         )
         slates = " <br> ".join(
-            f"{s} {get('slates', s, 'mrr')[3]:.4f}" for s in ("popularity", "shown_order", "recall_rrf", "ranker")
+            f"{s} {get('slates', s, 'mrr')[3]:.4f} [{get('slates', s, 'mrr')[4]:.4f}, {get('slates', s, 'mrr')[5]:.4f}]"
+            for s in ("popularity", "shown_order", "session_first", "recall_rrf", "ranker")
         )
         auc = get("slates", "ctr_binary", "auc")[3]
         ll = get("slates", "ctr_binary", "logloss")[3]
