@@ -673,3 +673,37 @@ def test_cli(tmp_path, capsys):
     assert (landing / "2026-03-01" / "_injected_bad.jsonl").exists()
     assert summary["totals"]["impressions"] == 1000
     assert summary["days"]["2026-03-01"]["impressions"] == 500
+
+
+def test_sessions_carry_the_signal_request_time_features_read(clean_logs):
+    """Requests come in sessions; users look at items (views) before choosing; a later list of
+    the session shows again what the session looked at, and such an item is chosen far more
+    often: the default data holds what session features can learn (and nothing before the
+    request gives away the choice)."""
+    imp, ev = clean_logs["impressions"], clean_logs["events"]
+    assert imp["session_id"].null_count() == 0
+    per_session = imp.group_by("session_id").agg(pl.col("request_id").n_unique().alias("requests"))
+    assert 2.0 < per_session["requests"].mean() < 3.0  # mean session length 1 / _SESSION_P = 2.5
+    views = ev.filter(pl.col("type") == "view")
+    assert views.height > 0 and set(views["subtype"].unique()) <= set(contract.VIEW_SUBTYPES)
+    assert ev.filter(pl.col("type") != "view")["subtype"].null_count() == ev.filter(pl.col("type") != "view").height
+    t = pl.col("occurred_at").str.to_datetime(time_zone="UTC")
+    looked = views.select("session_id", "item_id", t.alias("viewed_at"))
+    shown = imp.select("request_id", "session_id", "item_id", pl.col("shown_at").str.to_datetime(time_zone="UTC"))
+    seen_before = (
+        shown.join(looked, on=["session_id", "item_id"])
+        .filter(pl.col("viewed_at") < pl.col("shown_at"))
+        .select("request_id", "item_id")
+        .unique()
+        .with_columns(pl.lit(True).alias("seen"))
+    )
+    clicks = ev.filter(pl.col("type") == "click").select("request_id", "item_id").unique()
+    rates = (
+        shown.join(seen_before, on=["request_id", "item_id"], how="left")
+        .join(clicks.with_columns(pl.lit(1).alias("clicked")), on=["request_id", "item_id"], how="left")
+        .group_by(pl.col("seen").fill_null(False))
+        .agg(pl.col("clicked").fill_null(0).mean().alias("ctr"), pl.len())
+    )
+    ctr = dict(zip(rates["seen"].to_list(), rates["ctr"].to_list(), strict=True))
+    assert rates.filter("seen")["len"][0] > 500
+    assert ctr[True] > 3 * ctr[False], ctr

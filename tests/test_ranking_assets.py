@@ -1,6 +1,7 @@
 """The ranking stage as assets on a small synthetic world: point-in-time samples, one feature
 path for training and serving, the funnel table, recommendations, and the online CLI."""
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from recsys_assets import cli
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
+from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.definitions import build_defs, build_resources
 from recsys_assets.services import serving
 from recsys_assets.services.candidates import read_candidates
@@ -410,3 +412,35 @@ def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_us
     assert info["rows_candidates"] > 0
     keys = ["kind", "request_id", "item_id"]
     assert without.sort(keys).equals(with_partition.sort(keys))
+
+
+@pytest.mark.slow
+def test_a_live_session_reaches_the_ranker_online_and_through_the_cli(root, res, capsys, tmp_path):
+    """recsys recommend --session: the session's views become request-time features of the
+    candidates (an item the session just looked at gets session x item features), the answer
+    changes with them, and a bad session file is a clear error, not a traceback."""
+    storage, store = res["storage"], res["model_store"]
+    online = OnlineRecommender(storage, store, res["ranking"], res["recall"], day=D)
+    recs = pl.read_parquet(storage.partition_path("recommendations", D))
+    user = int(recs["user_id"][0])
+    plain = online.recommend(user, k=50)
+    looked_at = [int(i) for i in plain.table["item_id"].to_list()[-3:]]  # the bottom of its list
+    at = dt.datetime(2026, 1, 6, 20, 0, tzinfo=dt.UTC)
+    session = SessionState("live")
+    for n, item in enumerate(looked_at * 2):
+        session.add(item, "view", at - dt.timedelta(seconds=60 - n))
+    session.add(looked_at[0], "view", at + dt.timedelta(seconds=5))  # after the request: never read
+    featured = session.request(pl.DataFrame({"user_id": [user] * 2, "item_id": [looked_at[0], 10**9]}), at)
+    frame = F._with_request_features(featured, session.log())
+    assert frame["s_item_views"].to_list() == [2, 0] and frame["s_actions"].to_list() == [6, 6]
+    live = online.recommend(user, k=50, session=session, at=at)
+    assert live.table["item_id"].to_list() != plain.table["item_id"].to_list()
+    path = tmp_path / "session.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"item_id": i, "type": "view", "occurred_at": "2026-01-06T19:59:00Z"}) for i in looked_at)
+    )
+    out = _cli(capsys, "--user", str(user), "--k", "5", "--session", str(path), "--data-root", str(root))
+    assert len(out["items"]) == 5
+    path.write_text('{"item_id": "x", "type": "view", "occurred_at": "2026-01-06T19:59:00Z"}')
+    assert cli.main(["recommend", "--user", str(user), "--session", str(path), "--data-root", str(root)]) == 2
+    assert "session event 1" in capsys.readouterr().err
