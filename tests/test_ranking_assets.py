@@ -199,7 +199,8 @@ def _cli(capsys, *args) -> dict:
 def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
     storage = res["storage"]
     recs = pl.read_parquet(storage.partition_path("recommendations", D))
-    known = int(recs["user_id"][0])
+    with_history = set(serving.user_history(storage, days_before(D, 28))["user_id"].to_list())
+    known = min(set(recs["user_id"].to_list()) & with_history - set(serving.user_history(storage, [D])["user_id"]))
     out = _cli(capsys, "--user", str(known), "--k", "5", "--explain", "--data-root", str(root))
     assert out["path"].startswith("known") and len(out["items"]) == 5 and out["day"] == D
     assert {"recall_ms", "rank_ms", "rerank_ms", "total_ms"} <= set(out["timings_ms"])
@@ -422,7 +423,8 @@ def test_a_live_session_reaches_the_ranker_online_and_through_the_cli(root, res,
     storage, store = res["storage"], res["model_store"]
     online = OnlineRecommender(storage, store, res["ranking"], res["recall"], day=D)
     recs = pl.read_parquet(storage.partition_path("recommendations", D))
-    user = int(recs["user_id"][0])
+    with_history = set(serving.user_history(storage, days_before(D, 28))["user_id"].to_list())
+    user = min(set(recs["user_id"].to_list()) & with_history)
     plain = online.recommend(user, k=50)
     looked_at = [int(i) for i in plain.table["item_id"].to_list()[-3:]]  # the bottom of its list
     at = dt.datetime(2026, 1, 6, 20, 0, tzinfo=dt.UTC)
@@ -430,7 +432,9 @@ def test_a_live_session_reaches_the_ranker_online_and_through_the_cli(root, res,
     for n, item in enumerate(looked_at * 2):
         session.add(item, "view", at - dt.timedelta(seconds=60 - n))
     session.add(looked_at[0], "view", at + dt.timedelta(seconds=5))  # after the request: never read
-    featured = session.request(pl.DataFrame({"user_id": [user] * 2, "item_id": [looked_at[0], 10**9]}), at)
+    featured = session.request(
+        funnel.serving_pairs(pl.DataFrame({"user_id": [user] * 2, "item_id": [looked_at[0], 10**9]}), None), at
+    )
     frame = F._with_request_features(featured, session.log())
     assert frame["s_item_views"].to_list() == [2, 0] and frame["s_actions"].to_list() == [6, 6]
     live = online.recommend(user, k=50, session=session, at=at)
