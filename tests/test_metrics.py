@@ -477,3 +477,19 @@ def test_cached_resample_counts_give_the_drawn_resample_means():
             np.testing.assert_allclose(
                 m._bootstrap_means(values * -2.5, 200, seed), drawn * -2.5, rtol=1e-12, atol=1e-14
             )
+
+
+def test_popularity_bias_metrics_on_constructed_lists():
+    lists = np.array([[0, 1, -1], [0, 2, 3]])  # -1 = padding
+    popularity = np.array([10.0, 5.0, 0.0, 1.0, 0.0])
+    assert m.average_popularity(lists, popularity, 3) == pytest.approx((10 + 5 + 10 + 0 + 1) / 5)
+    assert m.short_head(popularity).tolist() == [True, False, False, False, False]  # top 20% of 5 items
+    assert m.long_tail_share(lists, popularity, 3) == pytest.approx(3 / 5)
+    assert m.long_tail_share(lists, popularity, 1) == 0.0  # both lists open with the head item
+    # exposure [2, 1, 1, 1, 0] over 5 items
+    assert m.exposure_gini(lists, 5, 3) == pytest.approx(0.32)
+    assert m.exposure_gini(np.arange(5)[:, None], 5, 1) == pytest.approx(0.0)  # everyone shown once
+    assert m.exposure_gini(np.zeros((4, 1), np.int64), 5, 1) == pytest.approx(0.8)  # one item: (n-1)/n
+    assert np.isnan(m.average_popularity(np.full((2, 3), -1), popularity, 3))
+    with pytest.raises(ValueError, match="outside the catalog"):
+        m.exposure_gini(np.array([[7]]), 5, 1)

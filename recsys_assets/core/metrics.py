@@ -302,6 +302,63 @@ def catalog_coverage(recommended: np.ndarray, n_items: int, k: int) -> float:
     return float(np.count_nonzero(seen[:n_items]) / n_items)
 
 
+def _popularity(item_popularity: np.ndarray) -> np.ndarray:
+    pop = np.asarray(item_popularity, dtype=np.float64)
+    if pop.ndim != 1 or pop.size == 0:
+        raise ValueError("item_popularity must be a non-empty 1-D array of counts")
+    if not np.all(np.isfinite(pop)) or pop.min() < 0:
+        raise ValueError("item_popularity counts must be finite and >= 0")
+    return pop
+
+
+def _valid_top(recommended: np.ndarray, n_items: int, k: int) -> np.ndarray:
+    """The non-padding entries of the top-k lists, flattened (checked against the catalog)."""
+    top = _top(_as_recommended(recommended), _check_k(k))
+    if top.size and _max_item(top) >= n_items:
+        raise ValueError(f"recommended item {_max_item(top)} is outside the catalog of {n_items}")
+    return top[top >= 0]
+
+
+def average_popularity(recommended: np.ndarray, item_popularity: np.ndarray, k: int) -> float:
+    """Average recommended popularity (ARP): the mean training-interaction count of the items in
+    the top-k lists, over every (user, position) entry (padding skipped; nan if none)."""
+    pop = _popularity(item_popularity)
+    items = _valid_top(recommended, pop.size, k)
+    return float(pop[items].mean()) if items.size else float("nan")
+
+
+def short_head(item_popularity: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Boolean per item: among the `head_share` most popular items (by count, ties by id), the
+    "short head"; every other item, including those never interacted with, is the long tail."""
+    pop = _popularity(item_popularity)
+    if not 0.0 < head_share < 1.0:
+        raise ValueError(f"head_share must be in (0, 1), got {head_share}")
+    head = np.zeros(pop.size, bool)
+    order = np.lexsort((np.arange(pop.size), -pop))  # most popular first, ties by id
+    head[order[: int(np.ceil(head_share * pop.size))]] = True
+    return head & (pop > 0)
+
+
+def long_tail_share(recommended: np.ndarray, item_popularity: np.ndarray, k: int, head_share: float = 0.2) -> float:
+    """Share of the top-k entries that are long-tail items (outside short_head(); nan if none)."""
+    head = short_head(item_popularity, head_share)
+    items = _valid_top(recommended, head.size, k)
+    return float((~head[items]).mean()) if items.size else float("nan")
+
+
+def exposure_gini(recommended: np.ndarray, n_items: int, k: int) -> float:
+    """Gini coefficient of exposure over the catalog: how unequally the top-k slots of all lists
+    are spread over the `n_items` items (0 = every item shown equally often, -> 1 = all slots on
+    one item; items never recommended count as zero exposure). nan if the lists are empty."""
+    items = _valid_top(recommended, int(n_items), k)
+    if items.size == 0:
+        return float("nan")
+    exposure = np.sort(np.bincount(items, minlength=int(n_items)).astype(np.float64))
+    n = exposure.size
+    ranks = np.arange(1, n + 1)
+    return float((2.0 * (ranks * exposure).sum()) / (n * exposure.sum()) - (n + 1.0) / n)
+
+
 def novelty(recommended: np.ndarray, item_popularity: np.ndarray, k: int) -> float:
     """Mean self-information ``-log2(p_i)`` of the recommended items, in bits.
 
@@ -438,6 +495,10 @@ __all__ = [
     "summarize",
     "evaluate",
     "catalog_coverage",
+    "average_popularity",
+    "short_head",
+    "long_tail_share",
+    "exposure_gini",
     "novelty",
     "bootstrap_ci",
     "paired_bootstrap",

@@ -213,6 +213,18 @@ def evaluate_funnel(
                 len(users),
             )
         )
+        # popularity bias of the final lists (positions in attrs' sorted catalog; an id outside
+        # it, e.g. an item no longer available, is left out)
+        position = np.searchsorted(attrs.ids, matrix)
+        known = (matrix >= 0) & (position < len(attrs.ids))
+        known[known] = attrs.ids[position[known]] == matrix[known]
+        catalog_lists = np.where(known, position, -1)
+        for metric_name, value in (
+            ("avg_popularity", metrics.average_popularity(catalog_lists, attrs.popularity, k)),
+            ("long_tail_share", metrics.long_tail_share(catalog_lists, attrs.popularity, k)),
+            ("exposure_gini", metrics.exposure_gini(catalog_lists, len(attrs.ids), k)),
+        ):
+            rows.append(funnel_row(day, "funnel", stage, metric_name, k, value, len(users)))
         rows.append(funnel_row(day, "funnel", stage, "latency_ms_per_user", k, latency[stage], len(users)))
 
     # slates: the shown lists of D re-ordered, judged by what the user chose

@@ -155,6 +155,10 @@ def evaluate_day(
             for metric_name, value in (
                 ("coverage", metrics.catalog_coverage(recs, data.n_items, k)),
                 ("novelty", metrics.novelty(recs, item_popularity, k)),
+                # popularity bias: how popular, how much of the long tail, how unequal the exposure
+                ("avg_popularity", metrics.average_popularity(recs, item_popularity, k)),
+                ("long_tail_share", metrics.long_tail_share(recs, item_popularity, k)),
+                ("exposure_gini", metrics.exposure_gini(recs, data.n_items, k)),
             ):
                 rows.append(
                     {
@@ -163,7 +167,7 @@ def evaluate_day(
                         "segment": "all",
                         "metric": metric_name,
                         "k": k,
-                        "value": float(value),
+                        "value": _finite(value),
                         "ci_low": None,
                         "ci_high": None,
                         "n_users": int(len(users)),
