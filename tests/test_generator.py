@@ -707,3 +707,29 @@ def test_sessions_carry_the_signal_request_time_features_read(clean_logs):
     ctr = dict(zip(rates["seen"].to_list(), rates["ctr"].to_list(), strict=True))
     assert rates.filter("seen")["len"][0] > 500
     assert ctr[True] > 3 * ctr[False], ctr
+
+
+def test_the_oracle_comes_from_the_truth_and_predicts_the_positives(clean):
+    """true_positive_rates() needs only the config (no log: it cannot see the labels) and ranks
+    what users actually went on to watch far above a popularity ranking of the same day."""
+    from recsys_assets.core.generator import GeneratorConfig, true_positive_rates
+
+    root, _ = clean
+    config = GeneratorConfig(**BASE)
+    day = config.dates[-1]
+    rates = true_positive_rates(config, day)
+    assert rates.shape == (BASE["n_users"], BASE["n_items"]) and np.array_equal(rates, true_positive_rates(config, day))
+    watches = pl.read_ndjson(root / "landing" / day.isoformat() / "watch_stats.jsonl")
+    positives = watches.filter(pl.col("completion") >= 0.6).select("user_id", "item_id").unique()
+    users = positives["user_id"].unique().to_numpy()
+    observed = np.zeros(rates.shape, bool)
+    observed[positives["user_id"].to_numpy(), positives["item_id"].to_numpy()] = True
+    oracle_top = np.argsort(-rates[users], axis=1)[:, :10]
+    popular_top = np.tile(np.argsort(-rates.sum(axis=0))[:10], (len(users), 1))
+    hits = {
+        name: np.take_along_axis(observed[users], top, axis=1).sum()
+        for name, top in (("oracle", oracle_top), ("popularity", popular_top))
+    }
+    assert hits["oracle"] > 1.2 * hits["popularity"], hits
+    with pytest.raises(ValueError, match="outside the generated days"):
+        true_positive_rates(config, config.start_date - dt.timedelta(days=1))

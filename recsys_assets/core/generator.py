@@ -63,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.special import betainc
 
 from recsys_assets.core import contract
 
@@ -1242,3 +1243,65 @@ __all__ = [
     "SNAPSHOT_BAD_ID_BASE",
     "BAD_IMPRESSION_ID_BASE",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# the truth: what a perfect recommender would know
+# --------------------------------------------------------------------------------------------
+
+
+def true_positive_rates(config: GeneratorConfig, day: dt.date | str, min_completion: float = 0.6) -> np.ndarray:
+    """(n_users, n_items) float64: the generator's own expectation of how many positives (a watch
+    at least `min_completion` complete) each user gives each item on `day`, up to a factor per
+    user (their activity), from its latent truth alone: tastes, item popularity and quality,
+    how slates are drawn, clicks, plays and completion. No log is read, so it cannot see the test
+    labels. Items not yet available on `day` are 0. Position bias enters as its mean over slate
+    slots; the within-session boosts are left out (they act inside a day, after a first look).
+    The oracle ceiling ranks by it (benchmarks/bench_oracle.py)."""
+    cfg = config
+    w = _build_world(cfg)
+    d = ((dt.date.fromisoformat(day) if isinstance(day, str) else day) - cfg.start_date).days
+    if not 0 <= d < cfg.days:
+        raise ValueError(f"{day} is outside the generated days {cfg.start_date} + {cfg.days}")
+    shifted = w.shift_day is not None and d >= w.shift_day
+    kind = cfg.shift_kind if shifted else None
+    pref = w.user_pref[:, w.genre_perm] if kind == "genre" else w.user_pref
+    avail = np.flatnonzero(w.item_added_day <= d)
+    weights = w.item_pop[avail].copy()
+    if kind == "new_items":
+        b = w.item_burst[avail]
+        assert w.shift_day is not None
+        if b.any() and (~b).any():
+            share = _BURST_SHARE * _BURST_DECAY ** (d - max(w.shift_day, 0))
+            weights[b] *= share / (1.0 - share) * weights[~b].sum() / weights[b].sum()
+    member = (w.item_genres[avail][:, :, None] == np.arange(N_GENRES)).any(axis=1).astype(np.float64)
+    # P(the item is in a slate): popularity slates, and personalized ones aimed at a genre drawn
+    # from the user's tastes (slate slots sampled by weight: the share of weight, times k)
+    k = min(cfg.slate_size, len(avail))
+    popular = weights / weights.sum()
+    aimed = weights[:, None] * (_PERSONAL_FLOOR + member)  # items x genres
+    aimed /= aimed.sum(axis=0, keepdims=True)
+    exposure = k * ((1.0 - cfg.personalized_share) * popular[None, :] + cfg.personalized_share * pref @ aimed.T)
+    # affinity of every user to every available item (as _affinity, vectorised over users)
+    genres = w.item_genres[avail].astype(np.int64)
+    rel = np.zeros((pref.shape[0], len(avail)))
+    for j in range(3):
+        slot = genres[:, j]
+        rel += np.where(slot >= 0, pref[:, np.maximum(slot, 0)], 0.0)
+    rel *= N_GENRES / w.item_ngen[avail]
+    pos_bias = np.mean(1.0 / (1.0 + np.arange(k)) ** cfg.position_bias_exponent)
+    surface_ctr = float(_SURFACE_P @ _SURFACE_CTR)
+    p_click = np.minimum(_BASE_CTR * surface_ctr * pos_bias * w.item_quality[avail] * (rel + 0.05) / 1.05, 0.9)
+    p_play = 0.65 + 0.25 * np.minimum(rel / 6.0, 1.0)
+    mean = 0.15 + 0.70 * rel / (rel + 2.0)
+    # completion ~ Beta(3 mean, 3 (1 - mean)) (_watch_stats): P(completion >= min_completion)
+    p_complete = 1.0 - betainc(mean * 3.0, (1.0 - mean) * 3.0, min_completion)
+    from_slates = exposure * p_click * p_play
+    # organic plays: a genre from the user's tastes, an item by popularity within it
+    in_genre = w.item_pop[avail][:, None] * member
+    in_genre /= np.maximum(in_genre.sum(axis=0, keepdims=True), 1e-300)
+    organic = pref @ in_genre.T
+    organic *= _ORGANIC_SHARE / (1.0 - _ORGANIC_SHARE) * from_slates.sum(axis=1, keepdims=True).mean()
+    out = np.zeros((pref.shape[0], cfg.n_items))
+    out[:, avail] = (from_slates + organic) * p_complete
+    return out
