@@ -220,3 +220,33 @@ def test_version_1_logs_load_unchanged_and_v2_fields_are_checked(tmp_path, write
         (3, 80.5, ["wifi"]),
     ]
     assert con.sql(f"SELECT reason FROM '{quarantine}'").fetchall() == [("out_of_domain:price",)]
+
+
+def test_partitions_written_before_version_2_still_build(tmp_path):
+    """An upgraded data root: raw partitions written under contract v1 lack the v2 columns;
+    interactions and the session log read them as null, no re-ingestion needed."""
+    from recsys_assets.core.tables import build_table
+    from recsys_assets.services.lake import Lake
+    from recsys_assets.services.sessions import day_session_log
+
+    con = duckdb.connect()
+    lake = Lake(data_root=str(tmp_path))
+    imp, ev = lake.partition_path("raw_impressions", "2026-01-05"), lake.partition_path("raw_events", "2026-01-05")
+    imp.parent.mkdir(parents=True)
+    ev.parent.mkdir(parents=True)
+    con.execute(f"""COPY (SELECT 1::BIGINT AS impression_id, 1::BIGINT AS user_id, 10::BIGINT AS item_id,
+                            'home' AS surface, 0::BIGINT AS position, TIMESTAMPTZ '2026-01-05 10:00:00+00' AS shown_at,
+                            'q1' AS request_id, 'tv' AS device_type) TO '{imp}'""")
+    con.execute(f"""COPY (SELECT 'e1' AS event_id, 1::BIGINT AS user_id, 10::BIGINT AS item_id, 'click' AS type,
+                            NULL::DOUBLE AS value, TIMESTAMPTZ '2026-01-05 10:00:05+00' AS occurred_at,
+                            'q1' AS request_id) TO '{ev}'""")
+    out = tmp_path / "interactions.parquet"
+    params = {"day": "2026-01-05", "min_pos_completion": 0.6, "like_is_positive": True}
+    inputs = {
+        "impressions": ("raw_impressions", [imp]),
+        "events": ("raw_events", [ev]),
+        "watches": ("raw_watch_stats", []),
+    }
+    assert build_table("interactions.sql", inputs, params, out) == 1
+    assert con.sql(f"SELECT clicked, session_id, price FROM '{out}'").fetchall() == [(True, None, None)]
+    assert day_session_log(lake, "2026-01-05").height == 0

@@ -70,9 +70,12 @@ def bind(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], table: st
     """Make relation `name` read `files` (Parquet of stored `table`), or be empty if none."""
     if files:
         listing = ", ".join(f"'{f}'" for f in files)
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
-        )
+        scan = f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+        if table.startswith("raw_") and table.removeprefix("raw_") in BY_NAME:
+            # a partition written under an older contract version lacks the newer (optional)
+            # columns: they read as NULL, so an upgraded data root needs no re-ingestion
+            scan = f"({empty_select(table)}) UNION ALL BY NAME ({scan})"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {scan}")
     else:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {empty_select(table)}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from recsys_assets.core.ranking import session_features as S
-from recsys_assets.core.tables import connect
+from recsys_assets.core.tables import bind, connect
 from recsys_assets.services.days import days_before
 from recsys_assets.services.lake import Lake
 
@@ -19,11 +19,8 @@ def day_session_log(lake: Lake, day: str) -> pl.DataFrame:
         return S.empty_log()
     con = connect()
     try:
-        frame = con.sql(
-            "SELECT session_id, item_id, type, occurred_at FROM read_parquet($files, union_by_name = true) "
-            "WHERE session_id IS NOT NULL",
-            params={"files": [str(f) for f in files]},
-        ).pl()
+        bind(con, "events", files, "raw_events")  # partitions older than contract v2 read as sessionless
+        frame = con.sql("SELECT session_id, item_id, type, occurred_at FROM events WHERE session_id IS NOT NULL").pl()
     finally:
         con.close()
     return frame.cast(dict(S.LOG_SCHEMA))
