@@ -83,6 +83,9 @@ class RecallConfig(BaseModel):
         default=4, ge=0
     )  # segments: cold = 0 training positives, light <= this, heavy above
     bootstrap_samples: int = Field(default=500, ge=10, le=100000)
+    # backtest_report: the last N evaluated days (each a rolling-origin period: models of D
+    # trained on the days before D, tested on D)
+    backtest_periods: int = Field(default=14, ge=1, le=3650)
     # Model hyperparameters: per-model overrides of the defaults in the recall model registry
     # (recsys_assets/core/recall/registry.py; each model's typed config, with its defaults and why
     # they were chosen, sits next to its class in core/recall/models.py), e.g.

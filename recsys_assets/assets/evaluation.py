@@ -6,17 +6,19 @@ source with a held-out period, the models of its first day tested on the whole p
 import json
 
 import dagster as dg
+import pyarrow as pa
 
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets._wiring import failures
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import read_arrow
+from recsys_assets.services.backtest import BACKTEST_SCHEMA, backtest
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.holdout_evaluation import HOLDOUT_SCHEMA, evaluate_holdout
 from recsys_assets.services.promotion import choose_candidate, promote_recall
 from recsys_assets.services.recall_evaluation import EVAL_SCHEMA, evaluate_day
 from recsys_assets.services.registry import REGISTRY_SCHEMA
-from recsys_assets.services.tables import write_rows
+from recsys_assets.services.tables import write_frame, write_rows
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 
@@ -291,4 +293,73 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             metadata={"not_beating_popularity": dg.MetadataValue.json(failing)},
         )
 
-    return [recall_evaluation, recall_champion, *build_holdout(settings)], [learned_models_beat_popularity]
+    @dg.asset(
+        kinds={"parquet"},
+        deps=[
+            dg.AssetDep(recall_evaluation, partition_mapping=dg.AllPartitionMapping()),
+            dg.AssetDep(recall_champion, partition_mapping=dg.AllPartitionMapping()),
+        ],
+        **ownership.layer("evaluation"),
+        description="The rolling back-test: the last RecallSettings.backtest_periods evaluated days (each a "
+        "rolling-origin period: the models of D trained on the days before D, tested on D). Per model: mean "
+        "NDCG@10 and mean CI width, win rate and significant wins (paired CI above 0) over popularity, mean "
+        "paired lift over popularity, win rate and mean lift over the champion serving that day (decided the "
+        "day before), and the trend (slope per period). Per-period values with CIs: recall_evaluation. "
+        "See docs/evaluation.md.",
+    )
+    def backtest_report(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        recall: RecallSettings,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        with failures():
+            summary, periods = backtest(storage, recall.backtest_periods)
+        write_frame(
+            pa.Table.from_pylist(summary, schema=BACKTEST_SCHEMA),
+            storage.partition_path("backtest_report"),
+            "mean DESC",
+        )
+        warehouse.refresh_catalog()
+        days = sorted(periods["day"].unique().to_list()) if periods.height else []
+        matrix = (
+            "| model | "
+            + " | ".join(days)
+            + " |\n|---|"
+            + "---|" * len(days)
+            + "\n"
+            + "\n".join(
+                f"| {r['model']} | "
+                + " | ".join(
+                    f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
+                    for v, lo, hi in periods.filter(periods["model"] == r["model"])
+                    .sort("day")
+                    .select("value", "ci_low", "ci_high")
+                    .iter_rows()
+                )
+                + " |"
+                for r in summary
+            )
+            if days
+            else "no evaluated period yet"
+        )
+        context.log.info(f"backtest_report: {len(days)} periods, {len(summary)} models")
+        return dg.MaterializeResult(
+            metadata={
+                "periods": len(days),
+                "first_day": days[0] if days else "",
+                "last_day": days[-1] if days else "",
+                **{f"mean_ndcg_at_10_{r['model']}": r["mean"] for r in summary},
+                **{
+                    f"win_rate_vs_popularity_{r['model']}": r["win_rate_vs_popularity"]
+                    for r in summary
+                    if r["win_rate_vs_popularity"] is not None
+                },
+                "ndcg_at_10_per_period": dg.MetadataValue.md(matrix),
+                "dagster/row_count": len(summary),
+            }
+        )
+
+    return [recall_evaluation, recall_champion, backtest_report, *build_holdout(settings)], [
+        learned_models_beat_popularity
+    ]

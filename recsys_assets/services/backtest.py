@@ -1,0 +1,123 @@
+"""The rolling back-test: the daily partitions are a rolling-origin evaluation already (the
+models of D train on the days before D and are tested on D); this reads the last N evaluated
+periods back and says, per model, how often and by how much it beat popularity and the
+serving champion, and where it is heading."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from recsys_assets.core.storage import read_polars
+from recsys_assets.services.days import days_before
+from recsys_assets.services.lake import Lake
+
+BACKTEST_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("metric", pa.string()),
+        ("k", pa.int64()),
+        ("periods", pa.int64()),
+        ("first_day", pa.string()),
+        ("last_day", pa.string()),
+        ("mean", pa.float64()),
+        ("mean_ci_width", pa.float64()),
+        ("win_rate_vs_popularity", pa.float64()),
+        ("significant_wins_vs_popularity", pa.int64()),
+        ("mean_paired_lift_vs_popularity", pa.float64()),
+        ("win_rate_vs_champion", pa.float64()),
+        ("mean_lift_vs_champion", pa.float64()),
+        ("trend_per_period", pa.float64()),
+    ]
+)
+
+
+def evaluated_days(lake: Lake, up_to: str | None = None) -> list[str]:
+    """Days with a recall_evaluation partition that holds rows, oldest first (at most `up_to`)."""
+    folder = lake.lake_dir / "recall_evaluation"
+    if not folder.exists():
+        return []
+    days = sorted(p.stem for p in folder.glob("*.parquet"))
+    days = [d for d in days if up_to is None or d <= up_to]
+    return [d for d in days if read_polars(lake.partition_path("recall_evaluation", d)).height > 0]
+
+
+def per_period(lake: Lake, days: list[str], metric: str = "ndcg", k: int = 10) -> pl.DataFrame:
+    """One row per (day, model): the metric with its CI and paired lift over popularity, and the
+    recall champion serving on the day: the one decided the day before (recall_champion of D
+    is chosen on D's own evaluation, so it would win its own day by construction); null when
+    none served."""
+    frames = []
+    for day in days:
+        rows = read_polars(lake.partition_path("recall_evaluation", day)).filter(
+            (pl.col("segment") == "all") & (pl.col("metric") == metric) & (pl.col("k") == k)
+        )
+        champion_path = lake.partition_path("recall_champion", days_before(day, 1)[0])
+        champion = read_polars(champion_path)["champion"][0] if champion_path.exists() else None
+        frames.append(
+            rows.select(
+                pl.lit(day).alias("day"),
+                "model",
+                "value",
+                "ci_low",
+                "ci_high",
+                "lift_vs_popularity",
+                "diff_ci_low",
+                "n_users",
+                pl.lit(champion, pl.String).alias("champion"),
+            )
+        )
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames).sort("day", "model")
+
+
+def summarize(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -> list[dict]:
+    """Per model over the periods: mean, mean CI width, win rate and significant wins (paired
+    CI above 0) over popularity, mean paired lift over popularity, win rate and mean lift over
+    the day's serving champion (unpaired: its mean on the same day's users), and the trend
+    (least-squares slope of the metric per period)."""
+    if periods.height == 0:
+        return []
+    popularity = periods.filter(pl.col("model") == "popularity").select("day", pl.col("value").alias("pop"))
+    champions = periods.filter(pl.col("model") == pl.col("champion")).select("day", pl.col("value").alias("champ"))
+    frame = periods.join(popularity, on="day", how="left").join(champions, on="day", how="left")
+    out = []
+    for (model,), g in frame.sort("day").group_by("model", maintain_order=True):
+        values = g["value"].to_numpy()
+        x = np.arange(len(values), dtype=np.float64)
+        others = g.filter(pl.col("model") != "popularity")
+        vs_pop = g.filter(pl.col("pop").is_not_null() & (pl.col("model") != "popularity"))
+        vs_champ = g.filter(pl.col("champ").is_not_null() & (pl.col("model") != pl.col("champion")))
+        lifts = others["lift_vs_popularity"].drop_nulls().to_numpy()
+        width = (g["ci_high"] - g["ci_low"]).drop_nulls().to_numpy()
+        champ_ratio = vs_champ["value"].to_numpy() / vs_champ["champ"].to_numpy()
+        out.append(
+            {
+                "model": model,
+                "metric": metric,
+                "k": k,
+                "periods": g.height,
+                "first_day": g["day"][0],
+                "last_day": g["day"][-1],
+                "mean": float(values.mean()),
+                "mean_ci_width": float(width.mean()) if width.size else None,
+                "win_rate_vs_popularity": (
+                    float(np.mean(vs_pop["value"].to_numpy() > vs_pop["pop"].to_numpy())) if vs_pop.height else None
+                ),
+                "significant_wins_vs_popularity": int((others["diff_ci_low"].fill_null(0).to_numpy() > 0).sum()),
+                "mean_paired_lift_vs_popularity": float(lifts.mean()) if lifts.size else None,
+                "win_rate_vs_champion": float(np.mean(champ_ratio > 1.0)) if champ_ratio.size else None,
+                "mean_lift_vs_champion": float(np.mean(champ_ratio - 1.0)) if champ_ratio.size else None,
+                "trend_per_period": float(np.polyfit(x, values, 1)[0]) if len(values) >= 2 else None,
+            }
+        )
+    return sorted(out, key=lambda r: -r["mean"])
+
+
+def backtest(lake: Lake, periods: int, up_to: str | None = None, metric: str = "ndcg", k: int = 10):
+    """(summary rows, per-period frame) over the last `periods` evaluated days (<= up_to)."""
+    days = evaluated_days(lake, up_to)[-periods:]
+    table = per_period(lake, days, metric, k)
+    return summarize(table, metric, k), table
