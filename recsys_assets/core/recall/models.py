@@ -905,8 +905,8 @@ class EASEConfig(RecallConfig):
     # EASE's session kernel: items one user chose within ~tau seconds of each other count as more
     # alike (0 = off, plain EASE). On MovieLens-100K's random split it lifts EASE's NDCG@10 from
     # 0.487 to 0.498 (weight 2, tau 180), on its temporal split it does not help (docs/evaluation.md).
-    # Off by default: the synthetic generator's requests are independent draws (no sessions), and
-    # there it moves EASE by -1% to +2%, within noise.
+    # Off by default: on the synthetic data before its generator had sessions it moved EASE by -1%
+    # to +2%, within noise (not re-measured since the generator's requests come in sessions).
     session_weight: float = Field(default=0.0, ge=0.0)
     session_tau_seconds: float = Field(default=600.0, gt=0.0)
 
