@@ -113,6 +113,23 @@ class RecallConfig(BaseModel):
     # Both gates (recall champion and serving ranker) keep what serves when the day's evaluation
     # has fewer users than this (or a non-finite metric): a sparse day's number is noise.
     min_evaluated_users: int = Field(default=50, ge=0)
+    # Tuning (recall_tuning): the models whose hyper-parameters are searched (their registry
+    # search_space) on the day before each partition, never the partition itself; the best of
+    # `tune_trials` trials (or `tune_seconds` per model, whichever ends first; the defaults are
+    # trial 0) is handed to the models of that day and later. A study runs again after
+    # `tune_every_days`; in between the last best carries forward. Empty: no tuning.
+    tune: list[str] = []
+    tune_trials: int = Field(default=12, ge=1, le=10000)
+    tune_seconds: float = Field(default=300.0, gt=0.0)
+    tune_every_days: int = Field(default=7, ge=1, le=3650)
+
+    @field_validator("tune")
+    @classmethod
+    def _tunable_models(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not registry.spec(name).search_space:
+                raise ValueError(f"recall model {name!r} declares no search_space: it cannot be tuned")
+        return names
 
     @field_validator("models")
     @classmethod

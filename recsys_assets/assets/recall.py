@@ -2,6 +2,7 @@
 recsys_assets/services/training.py) and the fused candidates of each day
 (services/candidates.py)."""
 
+import json
 import time
 
 import dagster as dg
@@ -13,7 +14,9 @@ from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall import registry
 from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
+from recsys_assets.services.tables import write_rows
 from recsys_assets.services.training import publish_training_data, train_recall_model
+from recsys_assets.services.tuning import TUNING_SCHEMA, tune_day, tuned_params
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 
@@ -83,6 +86,50 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         return dg.MaterializeResult(metadata=meta)
 
     training_data = recall_training_data
+    # the tuning of D trains on the window before D-1 and validates on D-1, never D
+    window_before_yesterday = dg.TimeWindowPartitionMapping(
+        start_offset=-(settings.recall.window_days or WHOLE_HISTORY_DAYS) - 1,
+        end_offset=-1,
+        allow_nonexistent_upstream_partitions=True,
+    )
+
+    @dg.asset(
+        kinds={"optuna", "parquet"},
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[
+            dg.AssetDep("interactions", partition_mapping=window_before_yesterday),
+            "user_id_dictionary",
+            "item_id_dictionary",
+            "raw_items",
+        ],
+        **ownership.layer("recall"),
+        description="Hyper-parameter tuning of the models in RecallSettings.tune (none by default): each model's "
+        "registry search_space searched with Optuna (TPE, seeded; the current settings are trial 0) on the day "
+        "before D — trained on the window before it, scored by NDCG@10 on its held-out positives — never on D. "
+        "Every trial is a row (params, value, seconds); the best goes to the recall models of D and later days. "
+        "A new study runs every tune_every_days days; in between the last best carries forward. "
+        "`SELECT * FROM recall_tuning WHERE is_best`.",
+    )
+    def recall_tuning(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        model_store: ModelStoreResource,
+        recall: RecallSettings,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        meta: dict = {"tuned_models": dg.MetadataValue.json(list(recall.tune))}
+        for day in context.partition_keys:
+            with failures():
+                rows = tune_day(day, storage, model_store, recall, first_day, context.log)
+            write_rows(rows, TUNING_SCHEMA, storage.partition_path("recall_tuning", day))
+            for r in rows:
+                if r["is_best"]:
+                    meta[f"best_valid_ndcg_at_10_{r['model']}"] = r["value"]
+                    meta[f"best_params_{r['model']}"] = dg.MetadataValue.json(json.loads(r["params"]))
+            meta["trials"] = sum(r["carried_from"] is None for r in rows)
+        warehouse.refresh_catalog()
+        return dg.MaterializeResult(metadata=meta)
 
     def model_asset(name: str) -> dg.AssetsDefinition:
         spec = registry.spec(name)
@@ -93,7 +140,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             **ownership.layer("recall"),
-            deps=[training_data],
+            deps=[training_data, recall_tuning],
             description=f"{spec.description} The `{name}` recall model of day D, trained on the interactions of the window before D "
             "(RecallSettings.window_days: 28 days, or the whole history for ratings sources; read once per day by "
             "recall_training_data) and stored as "
@@ -111,7 +158,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 context.log.warning(f"recall_{name} skipped: not in RecallSettings.channels {recall.channels}")
                 return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
             for day in context.partition_keys:
-                params = recall.model_params(name)
+                params, source = recall.model_params(name), "settings"
+                if name in recall.tune:  # the latest best of recall_tuning at or before D
+                    tuned = tuned_params(storage, day, name)
+                    if tuned is not None:
+                        params, source = registry.params(name, tuned[0]), f"recall_tuning of {tuned[1]}"
                 try:
                     with failures():
                         trained = train_recall_model(
@@ -139,6 +190,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     "data_version": metadata["data_version"],
                     "train_pairs": metadata["train_pairs"],
                     "params": dg.MetadataValue.json(params),
+                    "params_from": source,
                     "score_range": dg.MetadataValue.json(metadata["score_range"]),
                     "path": dg.MetadataValue.path(str(trained.version)),
                 }
@@ -225,4 +277,6 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             )
         return dg.MaterializeResult(metadata=meta)
 
-    return [recall_training_data, *models, recall_candidates], [finite_check(name) for name in registry.REGISTRY]
+    return [recall_training_data, recall_tuning, *models, recall_candidates], [
+        finite_check(name) for name in registry.REGISTRY
+    ]

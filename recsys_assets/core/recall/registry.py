@@ -9,12 +9,23 @@ load_model and the champion's candidates (LEARNED) all come from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
 from . import models as m
 from .base import RecallModel, validated_params
+
+
+@dataclass(frozen=True)
+class Range:
+    """A hyper-parameter's search range for recall_tuning: [low, high], on a log scale or not,
+    integers or floats."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +42,8 @@ class ModelSpec:
                  the baseline of a model that does); a ratings source leaves it out of its channels.
     kinds:       the Dagster asset's kinds (the libraries it runs on).
     description: one sentence for the asset catalog.
+    search_space: the hyper-parameters recall_tuning may search, with their ranges (empty: the
+                 model is not tunable); every name must be a field of `config`.
     """
 
     name: str
@@ -41,6 +54,7 @@ class ModelSpec:
     impressions_only: bool = False
     kinds: tuple[str, ...] = ("numpy", "scipy")
     description: str
+    search_space: dict[str, Range] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -57,6 +71,9 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"{spec.model.__name__}.config is not {spec.config.__name__}: the class must validate with it")
     if spec.config.model_config.get("extra") != "forbid":
         raise ValueError(f"{spec.config.__name__} must refuse unknown fields (model_config extra='forbid')")
+    unknown = set(spec.search_space) - set(spec.config.model_fields)
+    if unknown:
+        raise ValueError(f"search_space of {spec.name!r} names {sorted(unknown)}, not fields of {spec.config.__name__}")
     REGISTRY[spec.name] = spec
     return spec
 
@@ -112,6 +129,7 @@ register(
         config=m.ItemCFConfig,
         learned=True,
         description="Item-based collaborative filtering: cosine with shrinkage over time-decayed positives.",
+        search_space={"neighbours": Range(20, 400, log=True, integer=True), "shrinkage": Range(0.0, 100.0)},
     )
 )
 register(
@@ -122,6 +140,11 @@ register(
         learned=True,
         kinds=IMPLICIT,
         description="Implicit-feedback matrix factorisation (ALS, implicit's solver).",
+        search_space={
+            "factors": Range(16, 128, log=True, integer=True),
+            "regularization": Range(0.5, 200.0, log=True),
+            "alpha": Range(0.5, 20.0, log=True),
+        },
     )
 )
 register(
@@ -132,6 +155,11 @@ register(
         learned=True,
         kinds=IMPLICIT,
         description="Bayesian personalised ranking (implicit's BPR) with the log-popularity correction.",
+        search_space={
+            "learning_rate": Range(0.002, 0.05, log=True),
+            "regularization": Range(0.0005, 0.05, log=True),
+            "popularity_correction": Range(0.0, 2.0),
+        },
     )
 )
 register(
@@ -162,6 +190,7 @@ register(
         config=m.EASEConfig,
         learned=True,
         description="EASE (closed-form item-item regression), optionally with a session kernel.",
+        search_space={"lambda_": Range(10.0, 5000.0, log=True)},
     )
 )
 register(

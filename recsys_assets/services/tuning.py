@@ -1,0 +1,159 @@
+"""Hyper-parameter tuning as part of the daily pipeline (recall_tuning).
+
+The tuning of day D searches each tuned model's registry search_space on a validation period
+strictly before D: trained on the window before D-1 and scored on D-1's held-out positives
+(NDCG@10, the exclusions of recall_evaluation), so neither the search nor its winner ever sees
+D. Optuna's TPE sampler, seeded; the model's current settings are trial 0, so the best is never
+worse than them on the validation day. Every trial is a row of the partition (params, value,
+seconds); the models of D and later days train with the latest best (tuned_params)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import optuna
+import pyarrow as pa
+
+from recsys_assets.core import metrics
+from recsys_assets.core.recall import models as recall_models
+from recsys_assets.core.recall import registry
+from recsys_assets.core.storage import read_arrow
+from recsys_assets.core.training_data import seen_matrix
+from recsys_assets.services.days import days_before
+from recsys_assets.services.errors import NoTrainingData
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.training import load_day
+from recsys_assets.settings import RecallConfig
+
+TUNING_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("model", pa.string()),
+        ("validation_day", pa.string()),
+        ("trial", pa.int64()),
+        ("params", pa.string()),  # JSON: the full validated params of the trial
+        ("value", pa.float64()),  # NDCG@10 on the validation day
+        ("seconds", pa.float64()),
+        ("is_best", pa.bool_()),
+        ("carried_from", pa.string()),  # a day whose study this partition carries forward (no trials run)
+    ]
+)
+K = 10
+
+
+def _suggest(trial: optuna.Trial, space: dict[str, registry.Range]) -> dict:
+    out: dict[str, float | int] = {}
+    for name, r in space.items():
+        if r.integer:
+            out[name] = trial.suggest_int(name, int(r.low), int(r.high), log=r.log)
+        else:
+            out[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
+    return out
+
+
+def _rows(path) -> list[dict]:
+    """A stored partition's rows with `day` back as the ISO string it was written from."""
+    return [r | {"day": str(r["day"])} for r in read_arrow(path).to_pylist()]
+
+
+def latest_study(lake: Lake, day: str, name: str, within_days: int | None = None) -> list[dict] | None:
+    """The rows of the latest recall_tuning partition before `day` (within `within_days`, if
+    given) that ran a study for `name`; None if there is none."""
+    folder = lake.lake_dir / "recall_tuning"
+    if not folder.exists():
+        return None
+    earliest = days_before(day, within_days)[0] if within_days else None
+    for path in sorted(folder.glob("*.parquet"), reverse=True):
+        if path.stem >= day or (earliest is not None and path.stem < earliest):
+            continue
+        rows = [r for r in _rows(path) if r["model"] == name and r["carried_from"] is None]
+        if rows:
+            return rows
+    return None
+
+
+def tuned_params(lake: Lake, day: str, name: str) -> tuple[dict, str] | None:
+    """(best params, the day they were tuned for) from the latest recall_tuning partition at or
+    before `day` holding `name`; None when the model was never tuned."""
+    folder = lake.lake_dir / "recall_tuning"
+    if not folder.exists():
+        return None
+    for path in sorted(folder.glob("*.parquet"), reverse=True):
+        if path.stem > day:
+            continue
+        best = [r for r in _rows(path) if r["model"] == name and r["is_best"]]
+        if best:
+            return json.loads(best[0]["params"]), best[0]["carried_from"] or path.stem
+    return None
+
+
+def study(
+    name: str, lake: Lake, model_store: ModelStore, settings: RecallConfig, day: str, first_day: str | None
+) -> list[dict]:
+    """The trials of model `name` for day `day`, validated on the day before it."""
+    validation = days_before(day, 1)[0]
+    spec = registry.spec(name)
+    data, test, info, _, _ = load_day(
+        lake, validation, settings, first_day, with_shown=spec.needs_shown, model_store=model_store
+    )
+    users = test.users
+    if len(users) == 0:
+        raise NoTrainingData(f"recall_tuning {day}: the validation day {validation} has no test user")
+    exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
+    relevant = test.relevant[users]
+    current = settings.model_params(name)
+    rows: list[dict] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = registry.params(name, current | _suggest(trial, spec.search_space))
+        started = time.perf_counter()
+        model = recall_models.MODELS[name](**params)
+        model.fit(data, seed=settings.seed)
+        recs, _ = model.recommend(users, K, exclude=exclude, blocked_items=blocked)
+        value = float(metrics.per_user_metrics(recs, relevant, K)[f"ndcg@{K}"].mean())
+        rows.append(
+            {
+                "day": day,
+                "model": name,
+                "validation_day": validation,
+                "trial": trial.number,
+                "params": json.dumps(params, sort_keys=True),
+                "value": value,
+                "seconds": round(time.perf_counter() - started, 3),
+                "is_best": False,
+                "carried_from": None,
+            }
+        )
+        return value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
+    # trial 0: the settings the model runs with today, so the best never loses to them on validation
+    search.enqueue_trial({k: current[k] for k in spec.search_space}, skip_if_exists=True)
+    search.optimize(objective, n_trials=settings.tune_trials, timeout=settings.tune_seconds)
+    best = max(range(len(rows)), key=lambda i: (rows[i]["value"], -rows[i]["trial"]))
+    rows[best]["is_best"] = True
+    return rows
+
+
+def tune_day(
+    day: str, lake: Lake, model_store: ModelStore, settings: RecallConfig, first_day: str | None, log=None
+) -> list[dict]:
+    """recall_tuning's rows of `day`: a new study per tuned model when its last one is older than
+    tune_every_days, else the last best carried forward (one row, no trial run)."""
+    rows: list[dict] = []
+    for name in settings.tune:
+        previous = latest_study(lake, day, name, settings.tune_every_days)
+        if previous is not None:
+            best = next(r for r in previous if r["is_best"])
+            rows.append(best | {"day": day, "carried_from": best["day"]})
+            continue
+        try:
+            rows += study(name, lake, model_store, settings, day, first_day)
+        except NoTrainingData as nothing:
+            if log:
+                log.warning(f"recall_tuning {day} {name}: {nothing}")
+    return rows

@@ -1,0 +1,77 @@
+"""recall_tuning (services/tuning.py): the search of day D never reads D, trials are
+reproducible for a seed, the defaults are trial 0, the best carries forward between studies
+and reaches the model assets of later days."""
+
+import json
+import shutil
+
+import pytest
+
+from recsys_assets.core.recall import registry
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.tables import write_rows
+from recsys_assets.services.tuning import TUNING_SCHEMA, tune_day, tuned_params
+from recsys_assets.settings import Settings
+
+D = "2026-01-06"  # the built world's last day (tests/conftest.py)
+
+
+def _setup(root, **recall):
+    settings = Settings.load(data_root=str(root), recall={"tune": ["ease", "item_cf"], "tune_trials": 4} | recall)
+    lake = Lake(data_root=settings.data_root)
+    store = ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache)
+    return settings, lake, store
+
+
+def _trials(rows):
+    return [(r["model"], r["trial"], r["params"], round(r["value"], 12), r["is_best"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_the_tuning_of_a_day_never_reads_that_day_and_is_reproducible(built_world, tmp_path):
+    intact, blind = tmp_path / "intact", tmp_path / "blind"
+    shutil.copytree(built_world, intact, symlinks=True)
+    shutil.copytree(built_world, blind, symlinks=True)
+    # the evaluated day is gone: its interactions and everything built from them
+    settings, lake, store = _setup(blind)
+    for table in ("interactions", "raw_impressions", "raw_events", "raw_watch_stats"):
+        lake.partition_path(table, D).unlink()
+    shutil.rmtree(store.root / "recall_training_data" / D, ignore_errors=True)
+    rows = tune_day(D, lake, store, settings.recall, str(settings.start_date))
+    settings2, lake2, store2 = _setup(intact)
+    again = tune_day(D, lake2, store2, settings2.recall, str(settings2.start_date))
+    assert _trials(rows) == _trials(again)  # identical without day D: it was never read
+    assert {r["validation_day"] for r in rows} == {"2026-01-05"}
+    for name in ("ease", "item_cf"):
+        trials = [r for r in rows if r["model"] == name]
+        assert len(trials) == 4 and sum(r["is_best"] for r in trials) == 1
+        default = json.loads(trials[0]["params"])
+        assert default == settings.recall.model_params(name)  # trial 0 = the settings it runs with
+        best = next(r for r in trials if r["is_best"])
+        assert best["value"] == max(r["value"] for r in trials) >= trials[0]["value"]
+    # a later day within tune_every_days carries the best forward without a new study
+    write_rows(rows, TUNING_SCHEMA, lake.partition_path("recall_tuning", D))
+    later = tune_day("2026-01-07", lake, store, settings.recall, str(settings.start_date))
+    assert [(r["model"], r["carried_from"], r["is_best"]) for r in later] == [("ease", D, True), ("item_cf", D, True)]
+    ease_best = next(r for r in rows if r["model"] == "ease" and r["is_best"])
+    assert tuned_params(lake, "2026-01-09", "ease") == (json.loads(ease_best["params"]), D)
+    assert tuned_params(lake, "2026-01-05", "ease") is None  # never before the day it was tuned for
+
+
+def test_only_declared_models_can_be_tuned():
+    assert registry.spec("ease").search_space and not registry.spec("popularity").search_space
+    with pytest.raises(ValueError, match="declares no search_space"):
+        Settings.load(recall={"tune": ["popularity"]})
+    toy = type("ToyTuned", (registry.REGISTRY["ease"].model,), {"name": "toy_tuned"})
+    with pytest.raises(ValueError, match="not fields of"):
+        registry.register(
+            registry.ModelSpec(
+                name="toy_tuned",
+                model=toy,
+                config=registry.REGISTRY["ease"].config,
+                learned=True,
+                description="x",
+                search_space={"nope": registry.Range(0, 1)},
+            )
+        )
