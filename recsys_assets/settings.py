@@ -122,6 +122,9 @@ class RecallConfig(BaseModel):
     tune_trials: int = Field(default=12, ge=1, le=10000)
     tune_seconds: float = Field(default=300.0, gt=0.0)
     tune_every_days: int = Field(default=7, ge=1, le=3650)
+    # The validation period: the N days before D (ratings sources: 14, a day holds a handful of
+    # test users, and a search on that much noise picks noise).
+    tune_validation_days: int = Field(default=1, ge=1, le=3650)
 
     @field_validator("tune")
     @classmethod
@@ -287,6 +290,7 @@ class Settings(BaseModel):
                 # Ratings: users come back after months, so models learn from the whole history;
                 # models that learn from impressions (or are the baseline of one) have nothing to learn.
                 recall["window_days"] = None
+                recall["tune_validation_days"] = 14
                 recall["channels"] = [n for n in registry.REGISTRY if not registry.spec(n).impressions_only]
                 ranking["channels"] = [c for c in RankingConfig().channels if c in recall["channels"]]
         for field, variable in (("train_days", "RECSYS_RANKER_TRAIN_DAYS"), ("valid_days", "RECSYS_RANKER_VALID_DAYS")):

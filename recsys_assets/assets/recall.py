@@ -86,9 +86,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         return dg.MaterializeResult(metadata=meta)
 
     training_data = recall_training_data
-    # the tuning of D trains on the window before D-1 and validates on D-1, never D
+    # the tuning of D validates on the tune_validation_days before D and trains on the window
+    # before those, never reading D
     window_before_yesterday = dg.TimeWindowPartitionMapping(
-        start_offset=-(settings.recall.window_days or WHOLE_HISTORY_DAYS) - 1,
+        start_offset=-(settings.recall.window_days or WHOLE_HISTORY_DAYS) - settings.recall.tune_validation_days,
         end_offset=-1,
         allow_nonexistent_upstream_partitions=True,
     )
@@ -105,8 +106,9 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ],
         **ownership.layer("recall"),
         description="Hyper-parameter tuning of the models in RecallSettings.tune (none by default): each model's "
-        "registry search_space searched with Optuna (TPE, seeded; the current settings are trial 0) on the day "
-        "before D — trained on the window before it, scored by NDCG@10 on its held-out positives — never on D. "
+        "registry search_space searched with Optuna (TPE, seeded; the current settings are trial 0) on the "
+        "tune_validation_days before D (1; ratings sources 14) — trained on the window before them, scored by NDCG@10 "
+        "on their held-out positives — never on D. "
         "Every trial is a row (params, value, seconds); the best goes to the recall models of D and later days. "
         "A new study runs every tune_every_days days; in between the last best carries forward. "
         "`SELECT * FROM recall_tuning WHERE is_best`.",

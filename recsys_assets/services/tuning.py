@@ -1,9 +1,9 @@
 """Hyper-parameter tuning as part of the daily pipeline (recall_tuning).
 
 The tuning of day D searches each tuned model's registry search_space on a validation period
-strictly before D: trained on the window before D-1 and scored on D-1's held-out positives
-(NDCG@10, the exclusions of recall_evaluation), so neither the search nor its winner ever sees
-D. Optuna's TPE sampler, seeded; the model's current settings are trial 0, so the best is never
+strictly before D (the `tune_validation_days` before it, default 1): trained on the window
+before the period and scored on its held-out positives (NDCG@10, the exclusions of
+recall_evaluation), so neither the search nor its winner ever sees D. Optuna's TPE sampler, seeded; the model's current settings are trial 0, so the best is never
 worse than them on the validation day. Every trial is a row of the partition (params, value,
 seconds); the models of D and later days train with the latest best (tuned_params)."""
 
@@ -15,12 +15,13 @@ import time
 import numpy as np
 import optuna
 import pyarrow as pa
+import scipy.sparse as sp
 
 from recsys_assets.core import metrics
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall import registry
 from recsys_assets.core.storage import read_arrow
-from recsys_assets.core.training_data import seen_matrix
+from recsys_assets.core.training_data import load_positive_pairs, seen_matrix
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.lake import Lake
@@ -93,17 +94,35 @@ def tuned_params(lake: Lake, day: str, name: str) -> tuple[dict, str] | None:
 def study(
     name: str, lake: Lake, model_store: ModelStore, settings: RecallConfig, day: str, first_day: str | None
 ) -> list[dict]:
-    """The trials of model `name` for day `day`, validated on the day before it."""
-    validation = days_before(day, 1)[0]
+    """The trials of model `name` for day `day`, validated on the `tune_validation_days` before it:
+    trained on the window before that period, scored on its positives (what each user consumed
+    before the period excluded, as in recall_evaluation)."""
+    period = days_before(day, settings.tune_validation_days, first_day)
+    if not period:
+        raise NoTrainingData(f"recall_tuning {day}: no day before it to validate on")
+    validation = period[0] if len(period) == 1 else f"{period[0]}..{period[-1]}"
     spec = registry.spec(name)
     data, test, info, _, _ = load_day(
-        lake, validation, settings, first_day, with_shown=spec.needs_shown, model_store=model_store
+        lake, period[0], settings, first_day, with_shown=spec.needs_shown, model_store=model_store
     )
-    users = test.users
-    if len(users) == 0:
-        raise NoTrainingData(f"recall_tuning {day}: the validation day {validation} has no test user")
     exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
-    relevant = test.relevant[users]
+    if len(period) == 1:
+        relevant_all = test.relevant
+    else:  # every positive of the period, minus what the user had before it
+        truth = load_positive_pairs(
+            lake.existing_partitions("interactions", period),
+            lake.partition_path("user_id_dictionary"),
+            lake.partition_path("item_id_dictionary"),
+        )
+        truth = truth[: data.n_users, : data.n_items].tocsr()  # users and items the models can know
+        seen = sp.csr_matrix(exclude, dtype=np.float32)
+        seen.resize(truth.shape)
+        relevant_all = (truth - truth.multiply(seen)).tocsr()
+        relevant_all.eliminate_zeros()
+    users = np.flatnonzero(np.diff(relevant_all.indptr) > 0)
+    if len(users) == 0:
+        raise NoTrainingData(f"recall_tuning {day}: the validation period {validation} has no test user")
+    relevant = relevant_all[users]
     current = settings.model_params(name)
     rows: list[dict] = []
 
