@@ -91,6 +91,23 @@ def tuned_params(lake: Lake, day: str, name: str) -> tuple[dict, str] | None:
     return None
 
 
+def period_truth(lake: Lake, days: list[str], data, exclude: sp.csr_matrix) -> sp.csr_matrix:
+    """Every positive of the interactions partitions `days` (users x items of the training data:
+    the ones a model can know), minus what each user had before (`exclude`, the seen matrix)."""
+    truth = load_positive_pairs(
+        lake.existing_partitions("interactions", days),
+        lake.partition_path("user_id_dictionary"),
+        lake.partition_path("item_id_dictionary"),
+    )
+    truth.resize((max(truth.shape[0], data.n_users), max(truth.shape[1], data.n_items)))
+    truth = truth[: data.n_users, : data.n_items].tocsr()
+    seen = sp.csr_matrix(exclude, dtype=np.float32)
+    seen.resize(truth.shape)
+    relevant = (truth - truth.multiply(seen)).tocsr()
+    relevant.eliminate_zeros()
+    return relevant
+
+
 def study(
     name: str, lake: Lake, model_store: ModelStore, settings: RecallConfig, day: str, first_day: str | None
 ) -> list[dict]:
@@ -106,19 +123,7 @@ def study(
         lake, period[0], settings, first_day, with_shown=spec.needs_shown, model_store=model_store
     )
     exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
-    if len(period) == 1:
-        relevant_all = test.relevant
-    else:  # every positive of the period, minus what the user had before it
-        truth = load_positive_pairs(
-            lake.existing_partitions("interactions", period),
-            lake.partition_path("user_id_dictionary"),
-            lake.partition_path("item_id_dictionary"),
-        )
-        truth = truth[: data.n_users, : data.n_items].tocsr()  # users and items the models can know
-        seen = sp.csr_matrix(exclude, dtype=np.float32)
-        seen.resize(truth.shape)
-        relevant_all = (truth - truth.multiply(seen)).tocsr()
-        relevant_all.eliminate_zeros()
+    relevant_all = test.relevant if len(period) == 1 else period_truth(lake, period, data, exclude)
     users = np.flatnonzero(np.diff(relevant_all.indptr) > 0)
     if len(users) == 0:
         raise NoTrainingData(f"recall_tuning {day}: the validation period {validation} has no test user")
