@@ -57,6 +57,11 @@ def test_the_tuning_of_a_day_never_reads_that_day_and_is_reproducible(built_worl
     ease_best = next(r for r in rows if r["model"] == "ease" and r["is_best"])
     assert tuned_params(lake, "2026-01-09", "ease") == (json.loads(ease_best["params"]), D)
     assert tuned_params(lake, "2026-01-05", "ease") is None  # never before the day it was tuned for
+    # a validation period of two days: trained before it, scored on both, still blind to D
+    two, lake3, store3 = _setup(blind, tune_validation_days=2, tune=["ease"])
+    period = tune_day("2026-01-06", lake3, store3, two.recall, str(two.start_date))
+    assert {r["validation_day"] for r in period} == {"2026-01-04..2026-01-05"}
+    assert len(period) == 4 and all(0 < r["value"] < 1 for r in period)
 
 
 def test_only_declared_models_can_be_tuned():
