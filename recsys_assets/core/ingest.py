@@ -8,6 +8,7 @@ bulk. Every line read ends up either loaded or quarantined with a reason.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -57,26 +58,55 @@ def _reject_constant(name: str):
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _is_non_standard_json(text: str) -> bool:
+# What DuckDB's JSON reader accepts and strict JSON (RFC 8259) does not: a comma before a
+# closing bracket, and NaN / Infinity / nan / inf / -Inf / INFINITY ... as a value.
+_TRAILING_COMMA = re.compile(r",(\s*[\]}])")
+_NON_STANDARD_NUMBER = re.compile(r"([:\[,]\s*)[+-]?(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
+# The SQL pre-filter for both (a superset: lines it finds are re-checked by Python's parser).
+_SUSPECT_SQL = r"regexp_matches(raw_line, '(?i)([:\[,]\s*[+-]?(nan|inf))|(,\s*[\]}])')"
+
+
+def strict_json_reason(text: str) -> str | None:
+    """None when `text` is strict JSON (or not JSON at all: DuckDB gives that its reason);
+    else the precise reason: trailing_comma, non_standard_number (both, joined by '; ',
+    when the line has both) or malformed_json for any other leniency."""
     try:
         json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        return "non-standard JSON constant" in str(exc)
+        return None
     except RecursionError:  # deeply nested: leave the verdict to DuckDB
+        return None
+    except ValueError:
         pass
-    return False
+    without_commas = _TRAILING_COMMA.sub(r"\1", text)
+    without_literals = _NON_STANDARD_NUMBER.sub(r"\1null", without_commas)
+    try:
+        json.loads(without_literals, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return "malformed_json"
+    reasons = []
+    if without_commas != text:
+        reasons.append("trailing_comma")
+    if without_literals != without_commas:
+        reasons.append("non_standard_number")
+    return "; ".join(reasons) or "malformed_json"
 
 
 def _flag_non_standard_json(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> pa.Table:
-    """DuckDB's JSON reader accepts NaN/Infinity, strict JSON does not: the few lines that
-    mention them are re-checked exactly by Python's parser and get pre_reason malformed_json."""
-    suspects = con.execute("""SELECT line_no, raw_line FROM file_lines WHERE pre_reason IS NULL AND NOT is_blank
-                              AND (contains(raw_line, 'NaN') OR contains(raw_line, 'Infinity'))""").fetchall()
-    flagged = [line_no for line_no, text in suspects if _is_non_standard_json(text)]
+    """DuckDB's JSON reader accepts trailing commas and NaN/Infinity literals in any spelling,
+    strict JSON does not: the few lines that may hold them are re-checked exactly by Python's
+    parser and get their pre_reason (trailing_comma, non_standard_number)."""
+    suspects = con.execute(f"""SELECT line_no, raw_line FROM file_lines WHERE pre_reason IS NULL AND NOT is_blank
+                               AND {_SUSPECT_SQL}""").fetchall()
+    flagged = [(line_no, reason) for line_no, text in suspects if (reason := strict_json_reason(text))]
     if not flagged:
         return lines
-    mask = pc.is_in(lines.column("line_no"), value_set=pa.array(flagged, pa.int64()))
-    pre_reason = pc.if_else(mask, pa.scalar("malformed_json"), lines.column("pre_reason"))
+    flagged.sort()
+    positions = np.searchsorted(lines.column("line_no").to_numpy(), [line_no for line_no, _ in flagged])
+    mask = np.zeros(lines.num_rows, dtype=bool)
+    mask[positions] = True
+    pre_reason = pc.replace_with_mask(
+        lines.column("pre_reason").combine_chunks(), pa.array(mask), pa.array([r for _, r in flagged], pa.string())
+    )
     return lines.set_column(lines.schema.get_field_index("pre_reason"), "pre_reason", pre_reason)
 
 
@@ -277,6 +307,8 @@ _TYPES = {
         "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
         "ok": "{c}",
         "value": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')",
+        # a JSON null element (SQL NULL in the list; list_bool_and above skips it)
+        "nulls": "{k} AND list_contains(list_transform(TRY_CAST({v} AS JSON[]), lambda x: x IS NULL), true)",
     },
     "json": {"kind": "starts_with({v}, '{{')", "ok": "{k}", "value": "{v}"},
 }
@@ -336,6 +368,8 @@ def validation_sql(contract: TableContract, partition_day: date | tuple[date, da
         if f.required:
             type_rules.append((f"NOT {present}", f"missing_required:{f.name}"))
         type_rules.append((f"{present} AND NOT ({ok})", f"wrong_type:{f.name}"))
+        if "nulls" in spec:
+            type_rules.append((f"{present} AND {spec['nulls'].format(**names)}", f"null_in_list:{f.name}"))
         if f.domain_sql:
             domain_rules.append(
                 (f"{f.name} IS NOT NULL AND NOT coalesce({f.domain_sql}, false)", f"out_of_domain:{f.name}")
