@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_assets.core.contract import TableContract
-from recsys_assets.core.storage import duckdb_connect, write_parquet_atomic
+from recsys_assets.core.storage import duckdb_connect, not_a_regular_file, write_parquet_atomic
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real record, small enough for memory
@@ -519,11 +519,17 @@ def _lines_of(sources: list[tuple[Path, str]], max_line_bytes: int) -> tuple[pa.
 DEFAULT_CHUNK_BYTES = 256 << 20
 
 
+class NotARegularFileError(ValueError):
+    """A landing path that is a directory, a FIFO, a socket or a device."""
+
+
 def _chunks(sources: list[tuple[Path, str]], chunk_bytes: int) -> list[list[tuple[Path, str]]]:
     """Consecutive groups of whole files of at most `chunk_bytes` (a bigger file is a group)."""
     chunks: list[list[tuple[Path, str]]] = [[]]
     size = 0
     for path, name in sources:
+        if kind := not_a_regular_file(path):  # never opened: a FIFO would block the run forever
+            raise NotARegularFileError(f"{name}: {path} is {kind}, not a regular file; a landing file must be one")
         n = path.stat().st_size
         if chunks[-1] and size + n > chunk_bytes:
             chunks.append([])
