@@ -482,3 +482,42 @@ def test_dimension_snapshots_refuse_non_strict_json_and_nulls_in_lists(tmp_path,
 )
 def test_strict_json_reason(text, reason):
     assert strict_json_reason(text) == reason
+
+
+@pytest.mark.parametrize("batch_lines", [1, 3, 7])
+def test_validation_in_batches_gives_the_bytes_of_one_pass(tmp_path, write_jsonl, dims, monkeypatch, batch_lines):
+    """Per-line rules run a batch of lines at a time and each batch's bad rows are written out
+    at once (memory does not grow with the number of bad lines). Small batches give the same
+    data bytes and the same quarantine rows, in line order, as one batch, also when a cross-record reason (a duplicate id,
+    an unknown user) falls in a batch of its own, before, between or after the other bad lines."""
+    from recsys_assets.core import ingest
+
+    lines = [
+        line(imp(1)),
+        "{}",
+        line(imp(2, user_id=999)),  # unknown user: flagged after the per-line batches
+        line(imp(3)),
+        line(imp(1)),  # duplicate of line 1
+        "[1, 2,]",
+        "",
+        "{}",
+        line(imp(4)),
+        line(imp(5, item_id=999)),
+        line(imp(6)),
+        line(imp(6)),
+    ]
+    src = write_jsonl(tmp_path / "i.jsonl", lines)
+    outputs = {}
+    for name, batch in (("one", 1 << 20), ("batched", batch_lines)):
+        monkeypatch.setattr(ingest, "VALIDATION_BATCH_LINES", batch)
+        data, quarantine = tmp_path / f"{name}.parquet", tmp_path / f"{name}_q.parquet"
+        result = ingest_file(c.IMPRESSIONS, src, src.name, DAY.isoformat(), DAY, data, quarantine, known_ids=dims)
+        rows = duckdb.sql(f"SELECT * FROM '{quarantine}'").fetchall()
+        outputs[name] = (data.read_bytes(), rows, result.rows_loaded, dict(result.reasons))
+    assert outputs["batched"] == outputs["one"]
+    reasons = [row[4] for row in outputs["one"][1]]
+    assert [r.split(":")[0].split(";")[0] for r in reasons] == [
+        "missing_required", "unknown_user", "duplicate_id", "trailing_comma", "missing_required", "unknown_item",
+        "duplicate_id",
+    ]  # fmt: skip
+    assert outputs["one"][2] == 4

@@ -311,6 +311,8 @@ QUOTED_SQL_ALLOWED = {
     ("recsys_assets/core/adapters/trivago.py", "SURFACE"): "code constant",
     ("recsys_assets/core/dictionaries.py", "previous"): "lake partition path",
     ("recsys_assets/core/ingest.py", "source"): "lake snapshot path",
+    ("recsys_assets/core/ingest.py", "path"): "quarantine part file in a private tempfile.mkdtemp folder",
+    ("recsys_assets/core/ingest.py", "merged"): "quarantine part file in a private tempfile.mkdtemp folder",
     ("recsys_assets/core/ingest.py", "first.isoformat()"): "a datetime.date, formatted",
     ("recsys_assets/core/ingest.py", "last.isoformat()"): "a datetime.date, formatted",
     ("recsys_assets/core/storage.py", "tmp"): "temp sibling of a lake path",
