@@ -219,7 +219,8 @@ def test_drift_rows_are_sorted_worst_first():
     assert by_name["surface"].kind == "categorical" and by_name["surface"].ks is None
     assert by_name["surface"].js > 0.1 and by_name["surface"].n_reference == 1000
     assert by_name["stable"].severity == "ok" and by_name["stable"].n_current == 5000
-    assert by_name["empty"].n_reference == 0 and by_name["empty"].severity == "ok"
+    # one side without any value: nothing was compared, which is "no_data", never "ok"
+    assert by_name["empty"].n_reference == 0 and by_name["empty"].severity == "no_data"
 
 
 def test_markdown_has_worst_feature_first():
