@@ -61,6 +61,7 @@ BAD = [
     "non_standard_spelling",
     "trailing_comma",
     "null_in_list",
+    "hour_24",
 ]
 # Kinds that need a field only some contracts have (an array of strings).
 ONLY_FOR = {"null_in_list": {c.IMPRESSIONS.name}}
@@ -224,6 +225,9 @@ def bad_line(draw, contract: c.TableContract, kind: str, n: int, earlier_valid: 
             return dump(rec)[:-1] + b" , \t }", "trailing_comma"
         pad = b"[1, 2,]" if where == "array" else b'{"a": [1], }'
         return dump({**rec, "pad": "@@"}).replace(b'"@@"', pad), "trailing_comma"
+    if kind == "hour_24":  # DuckDB reads T24:00:00 as the next midnight, i.e. the partition's day
+        previous = (DAY - timedelta(days=1)).isoformat()
+        return dump({**rec, t: f"{previous}T24:00:00" + draw(st.sampled_from(["Z", "+00:00"]))}), f"bad_timestamp:{t}"
     if kind == "null_in_list":
         if contract is not c.IMPRESSIONS:
             return None

@@ -79,6 +79,9 @@ CASES = [
     ("float position", line(imp(7, position=1.5)).encode(), "wrong_type:position"),
     ("no offset", line(imp(8, shown_at="2026-01-05T12:00:00")).encode(), "bad_timestamp:shown_at"),
     ("not a date", line(imp(9, shown_at="yesterday")).encode(), "bad_timestamp:shown_at"),
+    # DuckDB reads T24:00:00 as the next midnight: the previous day's record would move days
+    ("hour 24 of the previous day", line(imp(28, shown_at="2026-01-04T24:00:00Z")).encode(), "bad_timestamp:shown_at"),
+    ("hour 24 of the day", line(imp(29, shown_at="2026-01-05T24:00:00+00:00")).encode(), "bad_timestamp:shown_at"),
     ("negative position", line(imp(10, position=-1)).encode(), "out_of_domain:position"),
     ("other day", line(imp(11, shown_at="2026-01-06T00:30:00+00:00")).encode(), "outside_partition:shown_at"),
     (
@@ -478,6 +481,8 @@ def test_dimension_snapshots_refuse_non_strict_json_and_nulls_in_lists(tmp_path,
         ('{"a": NaN}', "non_standard_number"),
         ('{"a": [nan,], }', "trailing_comma; non_standard_number"),
         ('{"a": nan, "b": +x}', "malformed_json"),
+        ('{"s": "x, }", "a": nan}', "non_standard_number"),  # a look-alike in a string decides nothing
+        ('{"s": ":nan", "a": [1,]}', "trailing_comma"),
     ],
 )
 def test_strict_json_reason(text, reason):

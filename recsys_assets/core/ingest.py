@@ -77,18 +77,26 @@ def strict_json_reason(text: str) -> str | None:
         return None
     except ValueError:
         pass
+    # Which repair makes it strict JSON tells the reason (a repair that only touches a string's
+    # contents repairs nothing, so look-alikes inside strings never decide it).
+    without_literals = _NON_STANDARD_NUMBER.sub(r"\1null", text)
     without_commas = _TRAILING_COMMA.sub(r"\1", text)
-    without_literals = _NON_STANDARD_NUMBER.sub(r"\1null", without_commas)
+    for repaired, reason in (
+        (without_literals, "non_standard_number"),
+        (without_commas, "trailing_comma"),
+        (_NON_STANDARD_NUMBER.sub(r"\1null", without_commas), "trailing_comma; non_standard_number"),
+    ):
+        if repaired != text and _is_strict_json(repaired):
+            return reason
+    return "malformed_json"
+
+
+def _is_strict_json(text: str) -> bool:
     try:
-        json.loads(without_literals, parse_constant=_reject_constant)
+        json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        return "malformed_json"
-    reasons = []
-    if without_commas != text:
-        reasons.append("trailing_comma")
-    if without_literals != without_commas:
-        reasons.append("non_standard_number")
-    return "; ".join(reasons) or "malformed_json"
+        return False
+    return True
 
 
 def _flag_non_standard_json(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> pa.Table:
@@ -264,7 +272,8 @@ def read_lines(
 
 # ISO-8601 with an explicit offset; without one DuckDB would assume the session zone.
 # Offsets are at most 23:59 (DuckDB would otherwise accept e.g. +25:00 and shift the day).
-_OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
+# Hours are 00-23: DuckDB reads T24:00:00 as midnight of the next day (another partition).
+_OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
 # A field's JSON text `v` is minified JSON, so its JSON type shows in its first character:
 # '"' string, '{' object, '[' array, 't'/'f' boolean, anything else a number (JSON null is
 # SQL NULL). Per contract type, written with {v} (the JSON text), {k} (is it the wanted
