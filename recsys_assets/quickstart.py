@@ -153,8 +153,24 @@ def materialize_all(
     return phases
 
 
+def _is_day(name: str) -> bool:
+    try:
+        return len(name) == 10 and date.fromisoformat(name).isoformat() == name
+    except ValueError:
+        return False
+
+
 def landing_days(landing: Path) -> list[str]:
-    return sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+    """The complete day folders (<YYYY-MM-DD>/ with _SUCCESS); a complete folder with another
+    name is refused with one message (it would otherwise become a partition key)."""
+    complete = [p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists()]
+    odd = sorted(name for name in complete if not _is_day(name))
+    if odd:
+        raise SystemExit(
+            f"error: {landing} has folders with a _SUCCESS marker that are not days <YYYY-MM-DD>: "
+            f"{', '.join(odd[:5])}; rename them to the UTC day they hold, or move them out of the landing zone"
+        )
+    return sorted(complete)
 
 
 def partition_days(settings: Settings, last_day: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,15 @@ from resources.storage import UnsafePathError, ensure_within, validate_partition
 
 LOG_FILES = ("impressions.jsonl", "events.jsonl", "watch_stats.jsonl")
 SUCCESS_MARKER = "_SUCCESS"
+
+
+def _is_day(name: str) -> bool:
+    """A folder name that is a partition key (a real date); other folders are not days."""
+    try:
+        validate_partition_key(name)
+    except UnsafePathError:
+        return False
+    return name != "snapshot"
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -54,10 +64,25 @@ class LandingZoneResource(dg.ConfigurableResource):
         folder = self.root / day
         return (folder / SUCCESS_MARKER).exists() or all((folder / f).exists() for f in LOG_FILES)
 
+    def day_fingerprint(self, day: str) -> str:
+        """A fingerprint of a day folder's delivery: the name, size and modification time of
+        each file in it (read from the file system, not the files' bytes, so polling stays cheap).
+        A re-delivered day (files rewritten) gets another fingerprint."""
+        folder = self.root / day
+        entries = []
+        for path in sorted(folder.iterdir(), key=lambda p: p.name) if folder.exists() else []:
+            info = path.stat()
+            entries.append(
+                f"{path.name}\t{info.st_size}\t{getattr(info, 'st_mtime_ns', getattr(info, 'st_mtime', ''))}"
+            )
+        return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
     def complete_days(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.is_complete(p.name))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and _is_day(p.name) and self.is_complete(p.name)
+        )
 
     def skips_empty_days(self) -> bool:
         """The adapter's manifest says a day without data has no folder (`empty_days: absent`,

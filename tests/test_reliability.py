@@ -318,6 +318,28 @@ def test_an_unknown_user_gets_the_cold_start_path(world, capsys):
     assert answer["path"] == "cold_start" and answer["user_id"] == 987654321 and len(answer["items"]) == 5
 
 
+def test_recommend_refuses_an_impossible_day_in_one_line(tmp_path, capsys):
+    from recsys_assets import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["recommend", "--user", "1", "--day", "2026-02-30", "--data-root", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "'2026-02-30' is not a date (YYYY-MM-DD)" in err and "Traceback" not in err
+
+
+def test_recommend_for_a_day_without_models_does_not_claim_them(world, capsys):
+    """The first day has no models (nothing to train on): asking for it names the days that
+    have models instead of answering "models of <day>" with another day's or popularity."""
+    from recsys_assets import cli
+
+    assert cli.main(["recommend", "--user", "1", "--day", DAYS[0], "--json", "--data-root", str(world)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert f"no recall model is published for {DAYS[0]}; days with models: " in captured.err and D in captured.err
+    assert cli.main(["recommend", "--user", "1", "--day", D, "--json", "--data-root", str(world)]) == 0
+    assert json.loads(capsys.readouterr().out)["day"] == D
+
+
 def test_recommend_without_models_says_what_is_missing(tmp_path, capsys):
     from recsys_assets import cli
 
@@ -347,3 +369,29 @@ def test_an_empty_training_window_fails_with_one_message(world, tmp_path):
     assert error.cls_name == "Failure"
     assert f"training window of {D} ({DAYS[0]}..{DAYS[-2]}) has no positive interactions" in error.message
     assert "materialized" in error.message
+
+
+def test_concurrent_publishes_of_the_same_model_both_succeed(tmp_path, monkeypatch):
+    """Two processes publishing the same model: the second one's rename finds the version the
+    first just created ("Directory not empty"). It reuses that version (the same files) instead
+    of failing, and the day points at it."""
+    import recsys_assets.services.model_store as model_store
+
+    store = model_store.ModelStore(models_root=str(tmp_path / "models"))
+    real_replace = os.replace
+
+    def raced(src, dst):
+        if Path(dst).parent.name == ".versions" and not Path(dst).exists():
+            shutil.copytree(src, dst)  # the other process renamed its identical staging first
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(model_store.os, "replace", raced)
+    staging = store.staging_dir("recall_x")
+    (staging / "factors.npy").write_bytes(b"same bytes")
+    final = store.publish("recall_x", "2026-01-05", staging, {"run": "this"})
+    monkeypatch.setattr(model_store.os, "replace", real_replace)
+
+    assert store.path("recall_x", "2026-01-05").resolve() == final.resolve()
+    assert (final / "factors.npy").read_bytes() == b"same bytes"
+    assert store.verify("recall_x", "2026-01-05")["files"] == {"factors.npy": hashlib.sha256(b"same bytes").hexdigest()}
+    assert not staging.exists() and len(list((tmp_path / "models/recall_x/.versions").iterdir())) == 1
