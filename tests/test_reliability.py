@@ -395,3 +395,67 @@ def test_concurrent_publishes_of_the_same_model_both_succeed(tmp_path, monkeypat
     assert (final / "factors.npy").read_bytes() == b"same bytes"
     assert store.verify("recall_x", "2026-01-05")["files"] == {"factors.npy": hashlib.sha256(b"same bytes").hexdigest()}
     assert not staging.exists() and len(list((tmp_path / "models/recall_x/.versions").iterdir())) == 1
+
+
+def _run_check(root: Path, asset: str, check: str, day: str):
+    job = build_defs(resources=build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    only_check = job.get_subset(
+        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(dg.AssetKey(asset), check)}
+    )
+    result = only_check.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=day, raise_on_error=False
+    )
+    failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 1, failures
+    return evaluations[0]
+
+
+def test_a_trained_model_without_evaluation_rows_fails_the_blocking_check(world, tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    assert _run_check(root, "recall_evaluation", "every_trained_model_evaluated", D).passed
+    target = root / "lake/recall_evaluation" / f"{D}.parquet"
+    con = duckdb.connect()
+    # the first day has no model (nothing before it to train on): 0 rows pass, and say so
+    con.execute(f"COPY (FROM '{target}' LIMIT 0) TO '{root}/lake/recall_evaluation/{DAYS[0]}.parquet' (FORMAT parquet)")
+    first = _run_check(root, "recall_evaluation", "every_trained_model_evaluated", DAYS[0])
+    assert first.passed and first.metadata["days_without_a_trained_model"].value == DAYS[0]
+
+    con.execute(f"COPY (FROM '{target}' WHERE model <> 'als') TO '{tmp_path}/e.parquet' (FORMAT parquet)")
+    shutil.move(tmp_path / "e.parquet", target)
+    evaluation = _run_check(root, "recall_evaluation", "every_trained_model_evaluated", D)
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["trained_but_not_evaluated"].value == {D: ["als"]}
+
+
+def test_recommendations_checks_catch_missing_users_unknown_items_and_missing_candidates(world, tmp_path):
+    check = ("recommendations", "one_sound_list_per_active_user")
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    sound = _run_check(root, *check, D)
+    assert sound.passed and sound.metadata["active_user_coverage"].value == 1.0
+
+    recs = root / "lake/recommendations" / f"{D}.parquet"
+    original = recs.read_bytes()
+    con = duckdb.connect()
+    (user,) = con.execute(f"SELECT min(user_id) FROM '{recs}'").fetchone()
+    active = con.execute(
+        f"SELECT count(*) FROM '{root}/lake/user_features/{D}.parquet' WHERE user_id = {user} "
+        "AND (impressions_28d IS NOT NULL OR positives_28d IS NOT NULL)"
+    ).fetchone()[0]
+    con.execute(
+        f"COPY (SELECT * REPLACE (CASE WHEN rank = 1 THEN 999999999 ELSE item_id END AS item_id) FROM '{recs}' "
+        f"WHERE user_id <> {user}) TO '{tmp_path}/r.parquet' (FORMAT parquet)"
+    )
+    shutil.move(tmp_path / "r.parquet", recs)
+    broken = _run_check(root, *check, D)
+    problems = broken.metadata["problems"].value
+    assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
+    assert "rows recommend items that are not in raw_items" in problems
+    assert ("active users have no list" in problems) == bool(active)
+
+    recs.write_bytes(original)
+    (root / "lake/recall_candidates" / f"{D}.parquet").unlink()
+    no_candidates = _run_check(root, *check, D)
+    assert not no_candidates.passed and "recall_candidates is missing" in no_candidates.metadata["problems"].value
