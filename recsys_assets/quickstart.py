@@ -22,17 +22,15 @@ from recsys_assets.adapt import prepare_source
 from recsys_assets.core.adapters.source import SourceConflict, check_compatible, write_marker
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs
+from recsys_assets.instance import prepare_dagster_home
 from recsys_assets.settings import Settings
 
 
 def ensure_dagster_home(default: Path) -> Path:
-    """Use $DAGSTER_HOME, or a project-local one with telemetry off (there may be no network)."""
+    """Use $DAGSTER_HOME, or a project-local one (telemetry off, run monitoring on), with its
+    storage created once, before any run (recsys_assets/instance.py)."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(default.resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    return home
+    return prepare_dagster_home(home)
 
 
 MODEL_GROUPS = {
