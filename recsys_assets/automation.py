@@ -48,21 +48,35 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         job=daily_refresh,
         minimum_interval_seconds=60,
         description="Watches the landing zone; each complete day (a _SUCCESS marker, or all three log files) "
-        "is requested once, including days that land late. The cursor remembers requested days, so "
-        "a restart does not request them again.",
+        "is requested once, including days that land late, and again when it is re-delivered (its files' "
+        "fingerprint changes), which refreshes the day and what the job builds on it. The cursor remembers "
+        "requested days and their fingerprints, so a restart does not request them again.",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
         state = _load(context.cursor)
         requested = set(state.get("requested", []))
+        fingerprints: dict[str, str] = dict(state.get("fingerprints", {}))
         valid = _partition_keys()
-        new_days = [d for d in landing.complete_days() if d not in requested and d in valid]
-        requests = [
-            dg.RunRequest(run_key=f"landing-{day}", partition_key=day, tags={"trigger": "landing"}) for day in new_days
-        ]
+        requests = []
+        for day in (d for d in landing.complete_days() if d in valid):
+            fingerprint = landing.day_fingerprint(day)
+            if day not in requested:
+                requests.append(dg.RunRequest(run_key=f"landing-{day}", partition_key=day, tags={"trigger": "landing"}))
+            elif day in fingerprints and fingerprints[day] != fingerprint:  # re-delivered
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"landing-{day}-{fingerprint[:16]}",
+                        partition_key=day,
+                        tags={"trigger": "landing_redelivery"},
+                    )
+                )
+            # a day requested under an older cursor (no fingerprint yet) is only fingerprinted now
+            fingerprints[day] = fingerprint
+            requested.add(day)
         return dg.SensorResult(
             run_requests=requests,
-            cursor=json.dumps({"requested": sorted(requested | set(new_days))}),
-            skip_reason=None if requests else dg.SkipReason("no new complete day in the landing zone"),
+            cursor=json.dumps({"requested": sorted(requested), "fingerprints": dict(sorted(fingerprints.items()))}),
+            skip_reason=None if requests else dg.SkipReason("no new or re-delivered complete day in the landing zone"),
         )
 
     def _worst_psi(storage: StorageResource, day: str) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
 from recsys_assets.core.ranking.session_features import SessionState
@@ -61,6 +62,17 @@ def _recommend(args) -> int:
     return 0
 
 
+def _day(text: str) -> str:
+    """--day: a real calendar date (2026-02-30 is refused by argparse with one line)."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if len(text) != 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--k", type=int, default=10)
     rec.add_argument("--explain", action="store_true", help="add because-you-watched items and top features")
     rec.add_argument("--json", action="store_true", help="print one JSON object")
-    rec.add_argument("--day", default=None, help="serve with the models of this day (default: the latest)")
+    rec.add_argument("--day", type=_day, default=None, help="serve with the models of this day (default: the latest)")
     rec.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     rec.add_argument("--session", help="JSON Lines of the live session's events (item_id, type, occurred_at)")
     args = parser.parse_args(argv)

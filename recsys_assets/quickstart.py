@@ -22,17 +22,15 @@ from recsys_assets.adapt import prepare_source
 from recsys_assets.core.adapters.source import SourceConflict, check_compatible, write_marker
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs
+from recsys_assets.instance import prepare_dagster_home
 from recsys_assets.settings import Settings
 
 
 def ensure_dagster_home(default: Path) -> Path:
-    """Use $DAGSTER_HOME, or a project-local one with telemetry off (there may be no network)."""
+    """Use $DAGSTER_HOME, or a project-local one (telemetry off, run monitoring on), with its
+    storage created once, before any run (recsys_assets/instance.py)."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(default.resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    return home
+    return prepare_dagster_home(home)
 
 
 MODEL_GROUPS = {
@@ -153,8 +151,24 @@ def materialize_all(
     return phases
 
 
+def _is_day(name: str) -> bool:
+    try:
+        return len(name) == 10 and date.fromisoformat(name).isoformat() == name
+    except ValueError:
+        return False
+
+
 def landing_days(landing: Path) -> list[str]:
-    return sorted(p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
+    """The complete day folders (<YYYY-MM-DD>/ with _SUCCESS); a complete folder with another
+    name is refused with one message (it would otherwise become a partition key)."""
+    complete = [p.name for p in landing.iterdir() if p.is_dir() and (p / "_SUCCESS").exists()]
+    odd = sorted(name for name in complete if not _is_day(name))
+    if odd:
+        raise SystemExit(
+            f"error: {landing} has folders with a _SUCCESS marker that are not days <YYYY-MM-DD>: "
+            f"{', '.join(odd[:5])}; rename them to the UTC day they hold, or move them out of the landing zone"
+        )
+    return sorted(complete)
 
 
 def partition_days(settings: Settings, last_day: str) -> list[str]:

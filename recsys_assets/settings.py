@@ -45,6 +45,12 @@ class IngestionConfig(BaseModel):
     max_quarantine_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     # Share of events/watches whose request_id matches no impression (same or previous day).
     max_orphan_request_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # The volume check fails a daily log partition whose rows, users or items fall below this
+    # share of the median of its trailing partitions (an empty or truncated delivery) ...
+    min_volume_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    # ... over this many earlier daily partitions, once at least volume_min_history exist.
+    volume_window: int = Field(default=7, ge=1, le=366)
+    volume_min_history: int = Field(default=3, ge=1, le=366)
 
 
 class FeatureConfig(BaseModel):

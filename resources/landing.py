@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import dagster as dg
 
 from recsys_assets.core.adapters.landing import SOURCE_MANIFEST
+from recsys_assets.core.adapters.source import read_marker
+from recsys_assets.core.storage import is_remote, not_a_regular_file
 from resources.storage import UnsafePathError, ensure_within, validate_partition_key, validated_root
 
 LOG_FILES = ("impressions.jsonl", "events.jsonl", "watch_stats.jsonl")
 SUCCESS_MARKER = "_SUCCESS"
+
+
+def _is_day(name: str) -> bool:
+    """A folder name that is a partition key (a real date); other folders are not days."""
+    try:
+        validate_partition_key(name)
+    except UnsafePathError:
+        return False
+    return name != "snapshot"
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -52,10 +64,25 @@ class LandingZoneResource(dg.ConfigurableResource):
         folder = self.root / day
         return (folder / SUCCESS_MARKER).exists() or all((folder / f).exists() for f in LOG_FILES)
 
+    def day_fingerprint(self, day: str) -> str:
+        """A fingerprint of a day folder's delivery: the name, size and modification time of
+        each file in it (read from the file system, not the files' bytes, so polling stays cheap).
+        A re-delivered day (files rewritten) gets another fingerprint."""
+        folder = self.root / day
+        entries = []
+        for path in sorted(folder.iterdir(), key=lambda p: p.name) if folder.exists() else []:
+            info = path.stat()
+            entries.append(
+                f"{path.name}\t{info.st_size}\t{getattr(info, 'st_mtime_ns', getattr(info, 'st_mtime', ''))}"
+            )
+        return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
     def complete_days(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.is_complete(p.name))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and _is_day(p.name) and self.is_complete(p.name)
+        )
 
     def skips_empty_days(self) -> bool:
         """The adapter's manifest says a day without data has no folder (`empty_days: absent`,
@@ -67,9 +94,37 @@ class LandingZoneResource(dg.ConfigurableResource):
             return False
 
     def require_file(self, path: Path) -> Path:
-        if not path.exists():
+        """`path` if it is a regular file; else one message saying what is wrong and what to do
+        (a FIFO or a directory is never opened, so it cannot hang the run)."""
+        kind = not_a_regular_file(path)
+        if kind:
             raise dg.Failure(
-                description=f"Landing file missing: {path}. Generate data with "
-                f"`python -m recsys_assets.generate` or point RECSYS_LANDING_ROOT at your landing zone."
+                description=f"Refused: landing file {path} is {kind}, not a regular file. "
+                "Replace it with the JSONL file itself."
             )
+        if not path.exists():
+            if self._is_synthetic():
+                hint = "Generate data with `python -m recsys_assets.generate` (or `recsys quickstart`)."
+            else:
+                hint = (
+                    f"The producer has not delivered it: deliver it into {self.root} (a day's folder is "
+                    f"complete with its {SUCCESS_MARKER} marker), or point RECSYS_LANDING_ROOT at the landing "
+                    "zone that holds it."
+                )
+            raise dg.Failure(description=f"Landing file missing: {path}. {hint}")
         return path
+
+    def _is_synthetic(self) -> bool:
+        """The landing zone is missing, or is the `landing/` folder of a data root whose
+        SOURCE.json names the synthetic generator (or that has none yet) and no adapter wrote it.
+        A user's own zone (`--source landing`, an adapted dataset, or any other folder) is not."""
+        root = self.root
+        if is_remote(root) or not root.exists():
+            return True
+        if root.name != "landing" or (root / SOURCE_MANIFEST).exists():
+            return False
+        try:
+            marker = read_marker(root.parent)
+        except (OSError, ValueError):
+            return False
+        return marker is None or marker.get("source") == "synthetic"

@@ -6,6 +6,7 @@ present (a user's clone does not have them: those tests skip)."""
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -413,3 +414,25 @@ def test_quickstart_reads_a_users_own_landing_zone_in_place(tmp_path, monkeypatc
         quickstart.main(["--data-root", str(root), "--days", "2"])
     with pytest.raises(SystemExit, match="not a landing zone"):
         quickstart.main(["--data-root", str(tmp_path / "x"), "--source", "landing", "--source-path", str(tmp_path)])
+
+
+def test_a_complete_folder_that_is_not_a_day_is_refused_with_one_message(tmp_path):
+    """`--source landing` on a zone with e.g. `notes/_SUCCESS`: one message naming the folder,
+    not a traceback; the landing sensor does not take it for a day either."""
+    from resources import LandingZoneResource
+
+    landing = tmp_path / "zone"
+    for day in ("2026-01-01", "notes", "2026-02-30"):
+        (landing / day).mkdir(parents=True)
+        (landing / day / "_SUCCESS").write_bytes(b"")
+    (landing / "users.jsonl").write_text('{"user_id": 1}\n')
+    (landing / "items.jsonl").write_text('{"item_id": 1}\n')
+    with pytest.raises(SystemExit) as refused:
+        quickstart.use_landing_zone(landing, tmp_path / "data")
+    message = str(refused.value)
+    assert message.startswith("error: ") and "2026-02-30, notes" in message and "<YYYY-MM-DD>" in message
+    assert not (tmp_path / "data" / "SOURCE.json").exists()
+    assert LandingZoneResource(landing_root=str(landing)).complete_days() == ["2026-01-01"]
+    for odd in ("notes", "2026-02-30"):
+        shutil.rmtree(landing / odd)
+    assert quickstart.use_landing_zone(landing, tmp_path / "data")["first_day"] == "2026-01-01"

@@ -160,3 +160,33 @@ def test_drift_report_emits_column_schema_row_count_and_worst_features(drifted):
     assert worst[0]["psi"] == pytest.approx(meta["worst_psi"].value, abs=1e-4)  # the preview starts with the worst
     best_in_file = max(p for p in report.column("psi").to_pylist() if p is not None)
     assert worst[0]["psi"] == pytest.approx(best_in_file, abs=1e-4)
+
+
+def test_landing_sensor_requests_a_redelivered_day_again(tmp_path):
+    """A day whose files are delivered again (other content) is requested again, under a new
+    run key, so it is re-ingested and the job refreshes what it builds on it; an untouched day
+    is not. A cursor written before fingerprints existed requests nothing again."""
+    import os
+
+    landing = tmp_path / "landing"
+    for day in ("2026-01-01", "2026-01-02"):
+        (landing / day).mkdir(parents=True)
+        (landing / day / "impressions.jsonl").write_text('{"impression_id": 1}\n')
+        (landing / day / "_SUCCESS").touch()
+    res = {"landing": LandingZoneResource(landing_root=str(landing))}
+    first, cursor = evaluate(landing_sensor, **res)
+    assert [r.partition_key for r in first.run_requests] == ["2026-01-01", "2026-01-02"]
+
+    redelivered = landing / "2026-01-02" / "impressions.jsonl"
+    redelivered.write_text('{"impression_id": 1}\n{"impression_id": 2}\n')
+    os.utime(redelivered, ns=(10**18, 10**18))  # a later delivery, whatever the clock's resolution
+    again, cursor = evaluate(landing_sensor, cursor, **res)
+    (request,) = again.run_requests
+    assert request.partition_key == "2026-01-02" and request.tags["trigger"] == "landing_redelivery"
+    assert request.run_key.startswith("landing-2026-01-02-") and request.run_key != "landing-2026-01-02"
+    quiet, cursor = evaluate(landing_sensor, cursor, **res)
+    assert quiet.run_requests == [] and quiet.skip_reason
+
+    old_cursor = json.dumps({"requested": ["2026-01-01", "2026-01-02"]})  # before fingerprints
+    upgraded, cursor = evaluate(landing_sensor, old_cursor, **res)
+    assert upgraded.run_requests == [] and set(json.loads(cursor)["fingerprints"]) == {"2026-01-01", "2026-01-02"}

@@ -219,7 +219,8 @@ def test_drift_rows_are_sorted_worst_first():
     assert by_name["surface"].kind == "categorical" and by_name["surface"].ks is None
     assert by_name["surface"].js > 0.1 and by_name["surface"].n_reference == 1000
     assert by_name["stable"].severity == "ok" and by_name["stable"].n_current == 5000
-    assert by_name["empty"].n_reference == 0 and by_name["empty"].severity == "ok"
+    # one side without any value: nothing was compared, which is "no_data", never "ok"
+    assert by_name["empty"].n_reference == 0 and by_name["empty"].severity == "no_data"
 
 
 def test_markdown_has_worst_feature_first():
@@ -319,3 +320,32 @@ def test_too_few_samples_give_no_psi_and_no_verdict():
     assert few[0].psi is None and few[0].severity == "ok" and (few[0].n_reference, few[0].n_current) == (50, 3)
     many = d.drift_rows({"x": (rng.normal(0, 1, 500), rng.normal(5, 1, 300))}, {}, min_samples=30)
     assert many[0].psi > 0.25 and many[0].severity == "fail"
+
+
+def test_the_drift_check_says_no_data_for_a_day_without_data(tmp_path):
+    """A day with no value on its side (an empty delivery) has no PSI at all: the check warns
+    "no data" instead of passing with severity ok."""
+    import dagster as dg
+    import duckdb
+
+    from recsys_assets.definitions import build_defs, build_resources
+
+    day = "2026-01-05"
+    rows = d.rows_to_arrow(
+        d.drift_rows({"watch_time": (np.arange(100.0), np.array([]))}, {"surface": ({"home": 50}, {})}), day
+    )
+    assert set(rows.column("severity").to_pylist()) == {"no_data"}
+    report = tmp_path / "data/lake/feature_drift_report" / f"{day}.parquet"
+    report.parent.mkdir(parents=True)
+    con = duckdb.connect()
+    con.register("rows", rows)
+    con.execute(f"COPY (SELECT * FROM rows) TO '{report}' (FORMAT parquet)")
+    job = build_defs(resources=build_resources(str(tmp_path / "data"))).resolve_implicit_global_asset_job_def()
+    key = dg.AssetCheckKey(dg.AssetKey("feature_drift_report"), "psi_below_thresholds")
+    result = job.get_subset(asset_selection=set(), asset_check_selection={key}).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=day, raise_on_error=False
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["verdict"].value == "no data"
+    assert "watch_time" in evaluation.metadata["features_without_data"].value

@@ -111,8 +111,8 @@ def _reasons(
         return ["invalid_utf8"]
     try:
         rec = json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
-        return ["malformed_json"]
+    except ValueError as error:
+        return ["non_standard_number" if "non-standard JSON constant" in str(error) else "malformed_json"]
     if not isinstance(rec, dict):
         return ["not_an_object"]
     out = []
@@ -560,6 +560,7 @@ def test_manifest_points_at_really_bad_lines_with_the_exact_reason(clean, dirty)
         assert kinds_seen[name] == {k for k, _ in SNAPSHOT_BAD_KINDS}, name
     expected = {
         "malformed_json",
+        "non_standard_number",
         "invalid_utf8",
         "not_an_object",
         "missing_required:user_id",

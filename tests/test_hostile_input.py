@@ -1,6 +1,7 @@
 """Hostile input end to end through the real ingestion function (`ingest_file`, the body of
 every raw asset): hypothesis mixes valid contract records with generated bad ones of every
 category (the contract's quarantine reasons plus huge lines, deep nesting, NaN/Infinity,
+trailing commas, nulls in arrays of strings,
 numbers as strings, missing or impossible offsets, BOMs, CRLF, empty and not-JSON files,
 duplicated lines and files) and checks that nothing crashes, every valid row is loaded
 exactly once, every bad one is quarantined with its reason, and read = loaded + quarantined.
@@ -57,6 +58,29 @@ BAD = [
     "duplicate_id",
     "truncated",
     "float_for_int",
+    "non_standard_spelling",
+    "trailing_comma",
+    "null_in_list",
+    "hour_24",
+]
+# Kinds that need a field only some contracts have (an array of strings).
+ONLY_FOR = {"null_in_list": {c.IMPRESSIONS.name}}
+# Every spelling DuckDB's JSON reader accepts besides exactly NaN / Infinity / -Infinity.
+NON_STANDARD_SPELLINGS = [
+    b"nan",
+    b"NAN",
+    b"-nan",
+    b"-NaN",
+    b"nAn",
+    b"inf",
+    b"-inf",
+    b"Inf",
+    b"-Inf",
+    b"INF",
+    b"infinity",
+    b"-infinity",
+    b"INFINITY",
+    b"iNf",
 ]
 # Derandomized (the same examples in every CI run) and not shrunk: a failure prints the drawn
 # file as generated; shrinking megabyte lines would cost minutes.
@@ -90,7 +114,21 @@ def timestamps(draw, day: date = DAY, no_offset: bool = False) -> str:
 
 
 STRINGS = st.one_of(
-    st.sampled_from(["home", "NaN", "Infinity", "search \u2028 row", "h\u00e9me", "\u5bb6", 'a"b\\c']),
+    st.sampled_from(
+        [
+            "home",
+            "NaN",
+            "Infinity",
+            "search \u2028 row",
+            "h\u00e9me",
+            "\u5bb6",
+            'a"b\\c',
+            "a,]",
+            "x, }",
+            ":nan",
+            "[-inf",
+        ]
+    ),
     st.text(min_size=1, max_size=12).filter(lambda s: "\x00" not in s),
 )
 
@@ -109,6 +147,7 @@ def valid_record(draw, contract: c.TableContract, n: int) -> dict:
             "shown_at": draw(timestamps()),
             "request_id": f"req-{draw(st.integers(0, 5))}",
             "device_type": draw(st.sampled_from(["tv", None])),
+            "filters": draw(st.sampled_from([None, [], ["a", "NaN"], ["x, ]"]])),
         }
     elif contract is c.EVENTS:
         kind = draw(st.sampled_from(c.EVENT_TYPES))
@@ -171,7 +210,28 @@ def bad_line(draw, contract: c.TableContract, kind: str, n: int, earlier_valid: 
     if kind == "nan_infinity":
         literal = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]))
         field = draw(st.sampled_from(["user_id", "item_id", "pad"]))
-        return dump({**rec, field: "@@"}).replace(b'"@@"', literal), "malformed_json"
+        return dump({**rec, field: "@@"}).replace(b'"@@"', literal), "non_standard_number"
+    if kind == "non_standard_spelling":  # in a typed field, an unknown one, or nested in one
+        literal = draw(st.sampled_from(NON_STANDARD_SPELLINGS))
+        field = draw(st.sampled_from(["user_id", "item_id", "pad", "nested"]))
+        if field == "nested":
+            return dump({**rec, "pad": {"x": [1, "@@"]}}).replace(b'"@@"', literal), "non_standard_number"
+        return dump({**rec, field: "@@"}).replace(b'"@@"', literal), "non_standard_number"
+    if kind == "trailing_comma":
+        where = draw(st.sampled_from(["object", "array", "nested_object", "spaced"]))
+        if where == "object":
+            return dump(rec)[:-1] + b",}", "trailing_comma"
+        if where == "spaced":
+            return dump(rec)[:-1] + b" , \t }", "trailing_comma"
+        pad = b"[1, 2,]" if where == "array" else b'{"a": [1], }'
+        return dump({**rec, "pad": "@@"}).replace(b'"@@"', pad), "trailing_comma"
+    if kind == "hour_24":  # DuckDB reads T24:00:00 as the next midnight, i.e. the partition's day
+        previous = (DAY - timedelta(days=1)).isoformat()
+        return dump({**rec, t: f"{previous}T24:00:00" + draw(st.sampled_from(["Z", "+00:00"]))}), f"bad_timestamp:{t}"
+    if kind == "null_in_list":
+        if contract is not c.IMPRESSIONS:
+            return None
+        return dump({**rec, "filters": draw(st.sampled_from([[None], ["a", None]]))}), "null_in_list:filters"
     if kind == "number_as_string":
         field = draw(
             st.sampled_from(
@@ -397,7 +457,8 @@ def test_hostile_files_load_every_valid_row_once_and_quarantine_every_bad_one(tm
 @given(case=st.data())
 def test_one_file_with_every_category(tmp_path_factory, dims, contract, case):
     """Every bad category at least once in one file, between valid rows (not left to chance)."""
-    kinds = ["valid", "valid"] + BAD + ["valid"]
+    bad = [k for k in BAD if contract.name in ONLY_FOR.get(k, {contract.name})]
+    kinds = ["valid", "valid"] + bad + ["valid"]
     data, expected, _ = case.draw(landing_file(contract, kinds=kinds))
-    assert {k for _, k, _, _ in expected} - {"blank"} == {"valid", *BAD}
+    assert {k for _, k, _, _ in expected} - {"blank"} == {"valid", *bad}
     check_file(contract, data, expected, tmp_path_factory.mktemp("all"), dims)

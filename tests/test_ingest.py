@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from recsys_assets.core import contract as c
-from recsys_assets.core.ingest import ingest_file, ingest_files, read_lines
+from recsys_assets.core.ingest import ingest_file, ingest_files, read_lines, strict_json_reason
 
 DAY = date(2026, 1, 5)
 
@@ -57,8 +57,20 @@ CASES = [
     # (description, raw line, expected reason)
     ("malformed", b'{"impression_id": 1, "user_id"', "malformed_json"),
     ("not json at all", b"hello world", "malformed_json"),
-    ("NaN literal", b'{"impression_id": 2, "x": NaN}', "malformed_json"),
-    ("Infinity literal", b'{"impression_id": 2, "position": Infinity}', "malformed_json"),
+    ("NaN literal", b'{"impression_id": 2, "x": NaN}', "non_standard_number"),
+    ("Infinity literal", b'{"impression_id": 2, "position": Infinity}', "non_standard_number"),
+    ("lowercase nan outside typed fields", line(imp(20, x="@")).replace('"@"', "nan").encode(), "non_standard_number"),
+    ("-Inf nested", line(imp(21, x={"a": [1, "@"]})).replace('"@"', "-Inf").encode(), "non_standard_number"),
+    (
+        "INFINITY in a typed field",
+        line(imp(22, position="@")).replace('"@"', "INFINITY").encode(),
+        "non_standard_number",
+    ),
+    ("trailing comma in the object", line(imp(23))[:-1].encode() + b",}", "trailing_comma"),
+    ("trailing comma in an array", line(imp(24, x="@")).replace('"@"', "[1, 2,]").encode(), "trailing_comma"),
+    ("both", line(imp(25, x="@")).replace('"@"', "[nan,]").encode(), "trailing_comma; non_standard_number"),
+    ("null in an array of strings", line(imp(26, filters=[None])).encode(), "null_in_list:filters"),
+    ("null after a string", line(imp(27, filters=["a", None])).encode(), "null_in_list:filters"),
     ("invalid utf-8", line(imp(3, surface="h")).replace('"h"', '"h\xff"').encode("latin-1"), "invalid_utf8"),
     ("array", b"[1, 2, 3]", "not_an_object"),
     ("missing user", line(imp(4, user_id=...)).encode(), "missing_required:user_id"),
@@ -67,6 +79,9 @@ CASES = [
     ("float position", line(imp(7, position=1.5)).encode(), "wrong_type:position"),
     ("no offset", line(imp(8, shown_at="2026-01-05T12:00:00")).encode(), "bad_timestamp:shown_at"),
     ("not a date", line(imp(9, shown_at="yesterday")).encode(), "bad_timestamp:shown_at"),
+    # DuckDB reads T24:00:00 as the next midnight: the previous day's record would move days
+    ("hour 24 of the previous day", line(imp(28, shown_at="2026-01-04T24:00:00Z")).encode(), "bad_timestamp:shown_at"),
+    ("hour 24 of the day", line(imp(29, shown_at="2026-01-05T24:00:00+00:00")).encode(), "bad_timestamp:shown_at"),
     ("negative position", line(imp(10, position=-1)).encode(), "out_of_domain:position"),
     ("other day", line(imp(11, shown_at="2026-01-06T00:30:00+00:00")).encode(), "outside_partition:shown_at"),
     (
@@ -417,3 +432,97 @@ def test_many_files_in_chunks_equal_one_pass(tmp_path):
     assert results["one"] == results["chunked"]
     assert results["one"][:3] == (16, 12, 4)
     assert [b[:2] for b in results["one"][4]] == [(f"{d.isoformat()}/events.jsonl", 4) for d in days]
+
+
+def test_dimension_snapshots_refuse_non_strict_json_and_nulls_in_lists(tmp_path, write_jsonl):
+    """users.genre_pref is stored as JSON and items.genres as an array of strings: neither may
+    keep a NaN literal or a null element."""
+    users = write_jsonl(
+        tmp_path / "users.jsonl",
+        [
+            line({"user_id": 1, "genre_pref": {"drama": 0.5}}),
+            line({"user_id": 2, "genre_pref": {"a": "@"}}).replace('"@"', "nan"),
+            line({"user_id": 3, "genre_pref": {"a": "@"}}).replace('"@"', "Infinity"),
+            line({"user_id": 4, "genre_pref": {"a": [1]}}).replace("[1]", "[1,]"),
+        ],
+    )
+    items = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            line({"item_id": 10, "genres": ["drama"]}),
+            line({"item_id": 11, "genres": [None]}),
+            line({"item_id": 12, "genres": ["drama", None], "tags": []}),
+            line({"item_id": 13, "genres": [], "tags": ["a", "NaN"]}),
+        ],
+    )
+    con = duckdb.connect()
+    for contract, src, loaded_ids, reasons in (
+        (c.USERS, users, [1], ["non_standard_number", "non_standard_number", "trailing_comma"]),
+        (c.ITEMS, items, [10, 13], ["null_in_list:genres", "null_in_list:genres"]),
+    ):
+        data, q = tmp_path / f"{contract.name}.parquet", tmp_path / f"q_{contract.name}.parquet"
+        result = ingest_file(contract, src, src.name, "snapshot", None, data, q)
+        assert [r[0] for r in con.execute(f"SELECT {contract.id_field} FROM '{data}'").fetchall()] == loaded_ids
+        assert [r[0] for r in con.execute(f"SELECT reason FROM '{q}' ORDER BY line_no").fetchall()] == reasons
+        assert result.rows_read == result.rows_loaded + result.rows_quarantined == 4
+    assert con.execute(f"SELECT genres FROM '{tmp_path / 'items.parquet'}' ORDER BY item_id").fetchall() == [
+        (["drama"],),
+        ([],),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"a": 1}', None),
+        ('{"a": "x, ]", "b": ":nan"}', None),  # look-alikes inside strings are data
+        ('{"a": [1, 2, ]}', "trailing_comma"),
+        ('{"a": -iNf}', "non_standard_number"),
+        ('{"a": NaN}', "non_standard_number"),
+        ('{"a": [nan,], }', "trailing_comma; non_standard_number"),
+        ('{"a": nan, "b": +x}', "malformed_json"),
+        ('{"s": "x, }", "a": nan}', "non_standard_number"),  # a look-alike in a string decides nothing
+        ('{"s": ":nan", "a": [1,]}', "trailing_comma"),
+    ],
+)
+def test_strict_json_reason(text, reason):
+    assert strict_json_reason(text) == reason
+
+
+@pytest.mark.parametrize("batch_lines", [1, 3, 7])
+def test_validation_in_batches_gives_the_bytes_of_one_pass(tmp_path, write_jsonl, dims, monkeypatch, batch_lines):
+    """Per-line rules run a batch of lines at a time and each batch's bad rows are written out
+    at once (memory does not grow with the number of bad lines). Small batches give the same
+    data bytes and the same quarantine rows, in line order, as one batch, also when a cross-record reason (a duplicate id,
+    an unknown user) falls in a batch of its own, before, between or after the other bad lines."""
+    from recsys_assets.core import ingest
+
+    lines = [
+        line(imp(1)),
+        "{}",
+        line(imp(2, user_id=999)),  # unknown user: flagged after the per-line batches
+        line(imp(3)),
+        line(imp(1)),  # duplicate of line 1
+        "[1, 2,]",
+        "",
+        "{}",
+        line(imp(4)),
+        line(imp(5, item_id=999)),
+        line(imp(6)),
+        line(imp(6)),
+    ]
+    src = write_jsonl(tmp_path / "i.jsonl", lines)
+    outputs = {}
+    for name, batch in (("one", 1 << 20), ("batched", batch_lines)):
+        monkeypatch.setattr(ingest, "VALIDATION_BATCH_LINES", batch)
+        data, quarantine = tmp_path / f"{name}.parquet", tmp_path / f"{name}_q.parquet"
+        result = ingest_file(c.IMPRESSIONS, src, src.name, DAY.isoformat(), DAY, data, quarantine, known_ids=dims)
+        rows = duckdb.sql(f"SELECT * FROM '{quarantine}'").fetchall()
+        outputs[name] = (data.read_bytes(), rows, result.rows_loaded, dict(result.reasons))
+    assert outputs["batched"] == outputs["one"]
+    reasons = [row[4] for row in outputs["one"][1]]
+    assert [r.split(":")[0].split(";")[0] for r in reasons] == [
+        "missing_required", "unknown_user", "duplicate_id", "trailing_comma", "missing_required", "unknown_item",
+        "duplicate_id",
+    ]  # fmt: skip
+    assert outputs["one"][2] == 4

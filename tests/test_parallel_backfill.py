@@ -14,6 +14,7 @@ import pytest
 
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs, build_resources
+from recsys_assets.instance import prepare_dagster_home
 
 pytestmark = pytest.mark.slow  # parallel `dagster asset materialize` processes over a multi-day world
 
@@ -75,8 +76,7 @@ def _cli(args: list[str], env: dict) -> subprocess.Popen:
 def test_overlapping_parallel_ranges_match_a_sequential_run(sequential, tmp_path):
     data_root, home = tmp_path / "data", tmp_path / "dagster_home"
     generate(CONFIG, data_root)
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    prepare_dagster_home(home)  # the storage exists before any run (recsys_assets/instance.py)
     env = dict(
         os.environ,
         DAGSTER_HOME=str(home),
@@ -85,7 +85,6 @@ def test_overlapping_parallel_ranges_match_a_sequential_run(sequential, tmp_path
         DAGSTER_DISABLE_TELEMETRY="1",
     )
     env.pop("RECSYS_LANDING_ROOT", None)
-    # The first run creates the instance's SQLite storage; parallel runs must not race to create it.
     first = _cli(["--select", "group:raw_snapshots", "--config-json", IN_PROCESS], env)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]

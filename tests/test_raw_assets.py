@@ -317,3 +317,59 @@ def test_two_partitions_in_parallel_processes_via_the_cli(tmp_path, landing_root
         assert sha(storage.partition_path("raw_impressions", day)) == sha(
             sequential / "lake/raw_impressions" / f"{day}.parquet"
         )
+
+
+def _volume_checks(result) -> dict:
+    return {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == "volume"}
+
+
+def test_an_empty_delivery_fails_the_blocking_volume_check(tmp_path, landing_root):
+    """A _SUCCESS day whose three logs are 0 bytes loads without one bad line: only the
+    volume check, against the median of the trailing days, stops it (and what depends on it)."""
+    import shutil
+
+    landing = tmp_path / "landing"
+    shutil.copytree(landing_root, landing)
+    for name in ("impressions", "events", "watch_stats"):
+        (landing / DAYS[2] / f"{name}.jsonl").write_bytes(b"")
+    resources = build_resources(
+        data_root=str(tmp_path / "data"),
+        landing_root=str(landing),
+        ingestion=IngestionSettings(max_quarantine_rate=0.10, volume_min_history=2),
+    )
+    run(resources, selection=["raw_users", "raw_items"])
+    first = run(resources, selection=LOGS, partition=DAYS[0])
+    assert _volume_checks(first)["raw_impressions"].passed  # no norm yet: passes, and says so
+    assert "no norm yet" in _volume_checks(first)["raw_impressions"].metadata["verdict"].value
+    run(resources, selection=LOGS, partition=DAYS[1])
+
+    empty = run(resources, selection=LOGS, partition=DAYS[2], raise_on_error=False)
+    volume = _volume_checks(empty)["raw_impressions"]
+    assert not volume.passed and volume.severity == dg.AssetCheckSeverity.ERROR
+    assert volume.metadata["rows"].value == 0 and volume.metadata["trailing_median_rows"].value > 3000
+    assert "rows 0 < 0.1 x trailing median" in volume.metadata["verdict"].value
+    assert not empty.success  # blocking: events and watches of that day are not built on it
+    assert "raw_events" not in _volume_checks(empty)
+
+    # a source that declares days without data (empty_days: absent) may deliver an empty day
+    (landing / "_source.json").write_text(json.dumps({"empty_days": "absent"}))
+    declared = run(resources, selection=LOGS, partition=DAYS[2])
+    assert all(check.passed for check in _volume_checks(declared).values())
+    assert "empty_days: absent" in _volume_checks(declared)["raw_impressions"].metadata["verdict"].value
+
+
+@pytest.mark.parametrize(
+    "current, passed",
+    [
+        ({"rows": 0, "users": 0, "items": 0}, False),
+        ({"rows": 900, "users": 90, "items": 4}, False),  # one measure far below: items
+        ({"rows": 150, "users": 15, "items": 15}, True),  # low, but within 0.1 x the norm
+    ],
+)
+def test_volume_verdict_against_the_trailing_median(current, passed):
+    from recsys_assets.core.volume import volume_verdict
+
+    trailing = [{"rows": 1000, "users": 100, "items": 50}, {"rows": 1200, "users": 90, "items": 60}] * 2
+    verdict = volume_verdict("2026-01-05", current, trailing, min_ratio=0.1, min_history=3)
+    assert verdict.passed is passed and verdict.norm == {"rows": 1100.0, "users": 95.0, "items": 55.0}
+    assert volume_verdict("2026-01-05", current, trailing[:2], min_ratio=0.1, min_history=3).passed

@@ -318,6 +318,28 @@ def test_an_unknown_user_gets_the_cold_start_path(world, capsys):
     assert answer["path"] == "cold_start" and answer["user_id"] == 987654321 and len(answer["items"]) == 5
 
 
+def test_recommend_refuses_an_impossible_day_in_one_line(tmp_path, capsys):
+    from recsys_assets import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["recommend", "--user", "1", "--day", "2026-02-30", "--data-root", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "'2026-02-30' is not a date (YYYY-MM-DD)" in err and "Traceback" not in err
+
+
+def test_recommend_for_a_day_without_models_does_not_claim_them(world, capsys):
+    """The first day has no models (nothing to train on): asking for it names the days that
+    have models instead of answering "models of <day>" with another day's or popularity."""
+    from recsys_assets import cli
+
+    assert cli.main(["recommend", "--user", "1", "--day", DAYS[0], "--json", "--data-root", str(world)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert f"no recall model is published for {DAYS[0]}; days with models: " in captured.err and D in captured.err
+    assert cli.main(["recommend", "--user", "1", "--day", D, "--json", "--data-root", str(world)]) == 0
+    assert json.loads(capsys.readouterr().out)["day"] == D
+
+
 def test_recommend_without_models_says_what_is_missing(tmp_path, capsys):
     from recsys_assets import cli
 
@@ -347,3 +369,93 @@ def test_an_empty_training_window_fails_with_one_message(world, tmp_path):
     assert error.cls_name == "Failure"
     assert f"training window of {D} ({DAYS[0]}..{DAYS[-2]}) has no positive interactions" in error.message
     assert "materialized" in error.message
+
+
+def test_concurrent_publishes_of_the_same_model_both_succeed(tmp_path, monkeypatch):
+    """Two processes publishing the same model: the second one's rename finds the version the
+    first just created ("Directory not empty"). It reuses that version (the same files) instead
+    of failing, and the day points at it."""
+    import recsys_assets.services.model_store as model_store
+
+    store = model_store.ModelStore(models_root=str(tmp_path / "models"))
+    real_replace = os.replace
+
+    def raced(src, dst):
+        if Path(dst).parent.name == ".versions" and not Path(dst).exists():
+            shutil.copytree(src, dst)  # the other process renamed its identical staging first
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(model_store.os, "replace", raced)
+    staging = store.staging_dir("recall_x")
+    (staging / "factors.npy").write_bytes(b"same bytes")
+    final = store.publish("recall_x", "2026-01-05", staging, {"run": "this"})
+    monkeypatch.setattr(model_store.os, "replace", real_replace)
+
+    assert store.path("recall_x", "2026-01-05").resolve() == final.resolve()
+    assert (final / "factors.npy").read_bytes() == b"same bytes"
+    assert store.verify("recall_x", "2026-01-05")["files"] == {"factors.npy": hashlib.sha256(b"same bytes").hexdigest()}
+    assert not staging.exists() and len(list((tmp_path / "models/recall_x/.versions").iterdir())) == 1
+
+
+def _run_check(root: Path, asset: str, check: str, day: str):
+    job = build_defs(resources=build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    only_check = job.get_subset(
+        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(dg.AssetKey(asset), check)}
+    )
+    result = only_check.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=day, raise_on_error=False
+    )
+    failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 1, failures
+    return evaluations[0]
+
+
+def test_a_trained_model_without_evaluation_rows_fails_the_blocking_check(world, tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    assert _run_check(root, "recall_evaluation", "every_trained_model_evaluated", D).passed
+    target = root / "lake/recall_evaluation" / f"{D}.parquet"
+    con = duckdb.connect()
+    # the first day has no model (nothing before it to train on): 0 rows pass, and say so
+    con.execute(f"COPY (FROM '{target}' LIMIT 0) TO '{root}/lake/recall_evaluation/{DAYS[0]}.parquet' (FORMAT parquet)")
+    first = _run_check(root, "recall_evaluation", "every_trained_model_evaluated", DAYS[0])
+    assert first.passed and first.metadata["days_without_a_trained_model"].value == DAYS[0]
+
+    con.execute(f"COPY (FROM '{target}' WHERE model <> 'als') TO '{tmp_path}/e.parquet' (FORMAT parquet)")
+    shutil.move(tmp_path / "e.parquet", target)
+    evaluation = _run_check(root, "recall_evaluation", "every_trained_model_evaluated", D)
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["trained_but_not_evaluated"].value == {D: ["als"]}
+
+
+def test_recommendations_checks_catch_missing_users_unknown_items_and_missing_candidates(world, tmp_path):
+    check = ("recommendations", "one_sound_list_per_active_user")
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    sound = _run_check(root, *check, D)
+    assert sound.passed and sound.metadata["active_user_coverage"].value == 1.0
+
+    recs = root / "lake/recommendations" / f"{D}.parquet"
+    original = recs.read_bytes()
+    con = duckdb.connect()
+    (user,) = con.execute(f"SELECT min(user_id) FROM '{recs}'").fetchone()
+    active = con.execute(
+        f"SELECT count(*) FROM '{root}/lake/user_features/{D}.parquet' WHERE user_id = {user} "
+        "AND (impressions_28d IS NOT NULL OR positives_28d IS NOT NULL)"
+    ).fetchone()[0]
+    con.execute(
+        f"COPY (SELECT * REPLACE (CASE WHEN rank = 1 THEN 999999999 ELSE item_id END AS item_id) FROM '{recs}' "
+        f"WHERE user_id <> {user}) TO '{tmp_path}/r.parquet' (FORMAT parquet)"
+    )
+    shutil.move(tmp_path / "r.parquet", recs)
+    broken = _run_check(root, *check, D)
+    problems = broken.metadata["problems"].value
+    assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
+    assert "rows recommend items that are not in raw_items" in problems
+    assert ("active users have no list" in problems) == bool(active)
+
+    recs.write_bytes(original)
+    (root / "lake/recall_candidates" / f"{D}.parquet").unlink()
+    no_candidates = _run_check(root, *check, D)
+    assert not no_candidates.passed and "recall_candidates is missing" in no_candidates.metadata["problems"].value

@@ -138,6 +138,20 @@ def test_a_data_root_with_a_quote_is_refused(tmp_path):
         _ = StorageResource(data_root=str(tmp_path / "it's")).lake_dir
 
 
+@pytest.mark.parametrize("name", ["g[ab]", "g*", "g?", "g]"])
+def test_a_root_with_glob_characters_is_refused_and_no_sibling_is_read(tmp_path, name):
+    """DuckDB expands [ ] * ? in every path it reads, even in a literal list of files: with
+    such a root it would find nothing, or read the sibling folder `ga/` the pattern matches."""
+    from resources import LandingZoneResource
+
+    (tmp_path / "ga/data/lake/raw_events").mkdir(parents=True)  # the sibling a pattern would match
+    with pytest.raises(UnsafePathError, match="glob character"):
+        _ = StorageResource(data_root=str(tmp_path / name / "data")).lake_dir
+    with pytest.raises(UnsafePathError, match="glob character"):
+        _ = LandingZoneResource(landing_root=str(tmp_path / name / "landing")).root
+    assert StorageResource(data_root=str(tmp_path / "ga/data")).lake_dir.exists()  # plain names still work
+
+
 def test_a_lake_folder_symlinked_out_of_the_data_root_is_refused(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -198,6 +212,80 @@ def test_landing_symlinks_that_escape_the_landing_zone_are_refused(tmp_path):
     assert not (tmp_path / "data/lake/raw_impressions").exists()  # nothing was read or written
 
 
+def _with_alarm(seconds, call):
+    """`call()`, interrupted with TimeoutError after `seconds` (opening a FIFO blocks forever)."""
+    import signal
+
+    def _timeout(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(seconds)
+    try:
+        return call()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_special_files_in_the_landing_zone_are_refused_without_opening_them(tmp_path):
+    """A FIFO named like a log file would block the run forever when opened, a directory would
+    give an IsADirectoryError traceback: both are refused by name, and nothing is written."""
+    resources = _landing_world(tmp_path)
+    assert _run_raw(resources, ["raw_users", "raw_items"]).success
+    day = tmp_path / "data/landing/2026-01-01"
+    (day / "events.jsonl").unlink()
+    os.mkfifo(day / "events.jsonl")
+    message = _with_alarm(60, lambda: _failure_message(_run_raw(resources, ["raw_events"], "2026-01-01")))
+    assert "Refused" in message and "a FIFO (named pipe)" in message and "2026-01-01/events.jsonl" in message
+    (day / "impressions.jsonl").unlink()
+    (day / "impressions.jsonl").mkdir()
+    message = _failure_message(_run_raw(resources, ["raw_impressions"], "2026-01-01"))
+    assert "Refused" in message and "a directory" in message and "impressions.jsonl" in message
+    assert not (tmp_path / "data/lake/raw_impressions").exists()
+    assert not (tmp_path / "data/lake/raw_events").exists()
+
+
+def test_ingestion_itself_refuses_a_fifo(tmp_path):
+    from recsys_assets.core import contract as c
+    from recsys_assets.core.ingest import NotARegularFileError, ingest_files
+
+    os.mkfifo(tmp_path / "events.jsonl")
+    with pytest.raises(NotARegularFileError, match=r"events.jsonl is a FIFO \(named pipe\), not a regular file"):
+        _with_alarm(
+            30,
+            lambda: ingest_files(
+                c.USERS, [(tmp_path / "events.jsonl", "events.jsonl")], "snapshot", None, tmp_path / "d", tmp_path / "q"
+            ),
+        )
+
+
+def test_a_missing_file_of_a_users_own_landing_zone_does_not_suggest_the_generator(tmp_path):
+    from recsys_assets.core.adapters.source import write_marker
+    from resources import LandingZoneResource
+
+    own = tmp_path / "zone"
+    (own / "2026-01-05").mkdir(parents=True)
+    landing = LandingZoneResource(landing_root=str(own))
+    with pytest.raises(dg.Failure) as own_failure:
+        landing.require_file(landing.day_file("2026-01-05", "events"))
+    text = own_failure.value.description
+    assert "Landing file missing" in text and "2026-01-05/events.jsonl" in text
+    assert "generate" not in text and "deliver it into" in text and "_SUCCESS" in text
+
+    data = tmp_path / "data"  # `quickstart --source landing` copies a user's zone into <data>/landing
+    (data / "landing").mkdir(parents=True)
+    write_marker(data, "landing", str(own), "2026-01-05", "2026-01-05")
+    landing = LandingZoneResource(landing_root=str(data / "landing"))
+    with pytest.raises(dg.Failure) as copied_failure:
+        landing.require_file(landing.day_file("2026-01-05", "events"))
+    assert "generate" not in copied_failure.value.description
+
+    fresh = LandingZoneResource(landing_root=str(tmp_path / "fresh/landing"))  # nothing yet: a new user
+    with pytest.raises(dg.Failure, match="recsys_assets.generate"):
+        fresh.require_file(fresh.day_file("2026-01-05", "events"))
+
+
 def test_a_malformed_partition_key_is_refused_by_the_landing_zone(tmp_path):
     from resources import LandingZoneResource
 
@@ -223,6 +311,8 @@ QUOTED_SQL_ALLOWED = {
     ("recsys_assets/core/adapters/trivago.py", "SURFACE"): "code constant",
     ("recsys_assets/core/dictionaries.py", "previous"): "lake partition path",
     ("recsys_assets/core/ingest.py", "source"): "lake snapshot path",
+    ("recsys_assets/core/ingest.py", "path"): "quarantine part file in a private tempfile.mkdtemp folder",
+    ("recsys_assets/core/ingest.py", "merged"): "quarantine part file in a private tempfile.mkdtemp folder",
     ("recsys_assets/core/ingest.py", "first.isoformat()"): "a datetime.date, formatted",
     ("recsys_assets/core/ingest.py", "last.isoformat()"): "a datetime.date, formatted",
     ("recsys_assets/core/storage.py", "tmp"): "temp sibling of a lake path",

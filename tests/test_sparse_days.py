@@ -32,6 +32,9 @@ def world(tmp_path_factory) -> tuple[Path, dict, dg.DagsterInstance]:
     generate(CONFIG, root)
     for name in ("impressions", "events", "watch_stats", "_injected_bad"):  # the day stays complete (_SUCCESS)
         (root / "landing" / EMPTY / f"{name}.jsonl").write_bytes(b"")
+    # the source declares that a day may have no data (as the MovieLens adapter does); without
+    # the declaration the blocking volume check stops an empty delivery (test_raw_assets.py)
+    (root / "landing" / "_source.json").write_text('{"empty_days": "absent"}')
     # a small world: a lower bar than the default 50 users lets its rankers be promoted
     resources = build_resources(str(root), recall=RecallSettings(min_evaluated_users=10))
     instance = dg.DagsterInstance.ephemeral()

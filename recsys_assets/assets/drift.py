@@ -23,7 +23,7 @@ REPORT_COLUMNS = table_metadata.column_schema(
         "ks": "Kolmogorov-Smirnov statistic (numeric)",
         "js": "Jensen-Shannon distance (categorical)",
         "value": "the share (traffic rows)",
-        "severity": "ok / warn / fail",
+        "severity": "ok / warn / fail / no_data (a side without values)",
     },
 )
 REPORT_PREVIEW = [
@@ -117,11 +117,26 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     ) -> dg.AssetCheckResult:
         files = [storage.partition_path("feature_drift_report", d) for d in context.partition_keys]
         listing = ", ".join(f"'{f}'" for f in files)
-        rows = (
-            duckdb_connect()
-            .execute(f"SELECT day, feature, psi FROM read_parquet([{listing}]) WHERE psi IS NOT NULL ORDER BY psi DESC")
-            .fetchall()
-        )
+        con = duckdb_connect()
+        rows = con.execute(
+            f"SELECT day, feature, psi FROM read_parquet([{listing}]) WHERE psi IS NOT NULL ORDER BY psi DESC"
+        ).fetchall()
+        no_data = [
+            f"{d} {f}"
+            for d, f in con.execute(
+                f"SELECT day, feature FROM read_parquet([{listing}]) WHERE severity = 'no_data' ORDER BY day, feature"
+            ).fetchall()
+        ]
+        con.close()
+        if no_data and not rows:  # nothing was compared: "no data", never a pass
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "verdict": "no data",
+                    "features_without_data": dg.MetadataValue.md("\n".join(f"- {x}" for x in no_data[:20])),
+                },
+            )
         worst = rows[0][2] if rows else 0.0
         over = [f"{d} {f}: {p:.3f}" for d, f, p in rows if p >= features.drift_warn_psi]
         severity = dg.AssetCheckSeverity.ERROR if worst >= features.drift_fail_psi else dg.AssetCheckSeverity.WARN

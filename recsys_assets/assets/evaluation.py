@@ -16,7 +16,7 @@ from recsys_assets.services.backtest import BACKTEST_SCHEMA, backtest
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.holdout_evaluation import HOLDOUT_SCHEMA, evaluate_holdout
 from recsys_assets.services.promotion import choose_candidate, promote_recall
-from recsys_assets.services.recall_evaluation import EVAL_SCHEMA, evaluate_day
+from recsys_assets.services.recall_evaluation import EVAL_SCHEMA, evaluate_day, unevaluated_models
 from recsys_assets.services.registry import REGISTRY_SCHEMA
 from recsys_assets.services.tables import write_frame, write_rows
 from recsys_assets.settings import Settings
@@ -360,6 +360,40 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             }
         )
 
-    return [recall_evaluation, recall_champion, backtest_report, *build_holdout(settings)], [
-        learned_models_beat_popularity
-    ]
+    @dg.asset_check(
+        asset=recall_evaluation,
+        name="every_trained_model_evaluated",
+        blocking=True,
+        partitions_def=partitions,
+        description="Every enabled recall model published for day D has rows in its evaluation: a model "
+        "that trained but was not evaluated can never be judged, so the champion is not chosen without it. "
+        "A day with no trained model (the first day) says so.",
+    )
+    def every_trained_model_evaluated(
+        context: dg.AssetCheckExecutionContext,
+        storage: StorageResource,
+        model_store: ModelStoreResource,
+        recall: RecallSettings,
+    ) -> dg.AssetCheckResult:
+        missing, empty_days = {}, []
+        for day in context.partition_keys:
+            path = storage.partition_path("recall_evaluation", day)
+            if not path.exists():
+                missing[day] = ["recall_evaluation partition not materialized"]
+                continue
+            rows = read_arrow(path).to_pylist()
+            if not rows:
+                empty_days.append(day)
+            unevaluated = unevaluated_models(rows, day, model_store, recall)
+            if unevaluated:
+                missing[day] = unevaluated
+        return dg.AssetCheckResult(
+            passed=not missing,
+            metadata={
+                "trained_but_not_evaluated": dg.MetadataValue.json(missing),
+                "days_without_a_trained_model": ", ".join(d for d in empty_days if d not in missing) or "none",
+            },
+        )
+
+    checks = [learned_models_beat_popularity, every_trained_model_evaluated]
+    return [recall_evaluation, recall_champion, backtest_report, *build_holdout(settings)], checks

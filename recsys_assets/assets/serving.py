@@ -8,6 +8,7 @@ from recsys_assets.assets import ownership
 from recsys_assets.assets._wiring import failures
 from recsys_assets.services.ann_index import ANN_K, MIN_ANN_RECALL, build_champion_index, indexed_recall
 from recsys_assets.services.serving import RECOMMENDATION_COLUMNS, recommend_day
+from recsys_assets.services.serving_audit import audit_recommendations
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource, WarehouseResource
 
@@ -122,4 +123,32 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         warehouse.refresh_catalog()
         return dg.MaterializeResult(metadata=meta)
 
-    return [recall_ann_index, recommendations], [ann_recall_check]
+    @dg.asset_check(
+        asset=recommendations,
+        name="one_sound_list_per_active_user",
+        blocking=True,
+        partitions_def=partitions,
+        description="Every user active in the 28 days before D has exactly one list (ranks 1..n of distinct "
+        "items, at most RankingSettings.top_k), every item is in raw_items, and recall_candidates exists "
+        "whenever recall models were trained for D (without it every list is the popularity fallback).",
+    )
+    def one_sound_list_per_active_user(
+        context: dg.AssetCheckExecutionContext,
+        storage: StorageResource,
+        model_store: ModelStoreResource,
+        ranking: RankingSettings,
+    ) -> dg.AssetCheckResult:
+        audits = [audit_recommendations(storage, model_store, day, ranking.top_k) for day in context.partition_keys]
+        problems = [p for audit in audits for p in audit["problems"]]
+        last = audits[-1]
+        return dg.AssetCheckResult(
+            passed=not problems,
+            metadata={
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:20]) or "none"),
+                "active_user_coverage": float(last.get("active_user_coverage", 0.0)),
+                "catalog_coverage": float(last.get("catalog_coverage", 0.0)),
+                "users_with_a_list": int(last.get("users", 0)),
+            },
+        )
+
+    return [recall_ann_index, recommendations], [ann_recall_check, one_sound_list_per_active_user]

@@ -7,8 +7,9 @@ import dagster as dg
 
 from recsys_assets.core.contract import ALL_TABLES, EVENTS, IMPRESSIONS, WATCH_STATS, TableContract
 from recsys_assets.core.storage import duckdb_connect
+from recsys_assets.services.volume import check_volume
 from recsys_assets.settings import Settings
-from resources import IngestionSettings, StorageResource
+from resources import IngestionSettings, LandingZoneResource, StorageResource
 from resources.storage import SNAPSHOT
 
 
@@ -156,6 +157,59 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 )
 
             checks.append(request_ids_resolve)
+
+        if contract.partitioned:
+            # A history partition (many days in one) is no norm for a day.
+            history = frozenset([settings.start_date]) if settings.history_start else frozenset()
+
+            @check(
+                "volume",
+                "Rows, distinct users and distinct items of the day are at least "
+                "IngestionSettings.min_volume_ratio x the median of the trailing daily partitions: an empty "
+                "or truncated delivery loads without a bad line, only its volume tells. Skipped for a source "
+                "that declares days without data (`empty_days: absent`).",
+            )
+            def volume(
+                context: dg.AssetCheckExecutionContext,
+                storage: StorageResource,
+                ingestion: IngestionSettings,
+                landing: LandingZoneResource,
+            ) -> dg.AssetCheckResult:
+                keys = _partitions(context, contract)
+                missing = _missing(contract, storage, keys)
+                if missing:
+                    return dg.AssetCheckResult(passed=False, metadata={"missing_partitions": ", ".join(missing)})
+                if landing.skips_empty_days():
+                    return dg.AssetCheckResult(
+                        passed=True,
+                        metadata={"verdict": "not checked: the source declares days without data (empty_days: absent)"},
+                    )
+                verdicts = [
+                    check_volume(
+                        storage,
+                        asset,
+                        day,
+                        window=ingestion.volume_window,
+                        min_ratio=ingestion.min_volume_ratio,
+                        min_history=ingestion.volume_min_history,
+                        exclude=history,
+                    )
+                    for day in keys
+                    if day not in history
+                ]
+                failed = [v for v in verdicts if not v.passed]
+                last = verdicts[-1] if verdicts else None
+                metadata: dict = {
+                    "verdict": "; ".join(f"{v.day}: {v.reason}" for v in (failed or verdicts[-3:]))
+                    or "history partition: no norm",
+                    "min_ratio": ingestion.min_volume_ratio,
+                }
+                if last is not None:
+                    metadata |= {f"{m}": n for m, n in last.current.items()}
+                    metadata |= {f"trailing_median_{m}": float(n) for m, n in last.norm.items()}
+                return dg.AssetCheckResult(passed=not failed, metadata=metadata)
+
+            checks.append(volume)
         return checks
 
     raw_checks = [c for contract in ALL_TABLES for c in _check_factory(contract)]

@@ -216,10 +216,14 @@ BY_NAME = {t.name: t for t in ALL_TABLES}
 QUARANTINE_REASONS = {
     "invalid_utf8": "The line is not valid UTF-8.",
     "line_too_long": "The line exceeds the configured byte cap (its head is kept).",
-    "malformed_json": "The line is not valid JSON (includes NaN/Infinity literals).",
+    "malformed_json": "The line is not strict JSON (RFC 8259).",
+    "trailing_comma": "A comma before a closing `}` or `]` (`{...,}`, `[1,2,]`): not strict JSON.",
+    "non_standard_number": "A NaN or Infinity literal in any spelling (`NaN`, `nan`, `-Inf`, `INFINITY`, ...), "
+    "anywhere in the line: strict JSON has none.",
     "not_an_object": "The line is JSON but not an object.",
     "missing_required:<field>": "A required field is absent or null.",
     "wrong_type:<field>": "A field has the wrong JSON type (e.g. a number sent as a string).",
+    "null_in_list:<field>": 'An array of strings holds a null element (`[null]`, `["a", null]`).',
     "bad_timestamp:<field>": "A timestamp is not ISO-8601 with an explicit UTC offset.",
     "out_of_domain:<field>": "A value violates the field's domain rule.",
     "outside_partition:<field>": "The record's timestamp is not on the partition's UTC day.",

@@ -46,8 +46,9 @@ EPS = 1e-4  # floor for empty bin shares so PSI stays finite
 OTHER = "__other__"  # label of the pooled bucket when ``max_categories`` is used
 
 KINDS = ("numeric", "categorical", "traffic")
-SEVERITIES = ("ok", "warn", "fail")
-_SEVERITY_RANK = {"ok": 0, "warn": 1, "fail": 2}
+# "no_data": one side (usually the day) has no values at all, so nothing was compared.
+SEVERITIES = ("ok", "warn", "fail", "no_data")
+_SEVERITY_RANK = {"ok": 0, "no_data": 0, "warn": 1, "fail": 2}  # no_data sorts with ok (its psi is nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +335,8 @@ def drift_rows(
 ) -> list[DriftRow]:
     """One row per feature, sorted worst first (psi descending, nan last). A feature with fewer
     than `min_samples` values (or counts) on either side gets no PSI / KS / JS and severity ok:
-    three users against fifty is noise, not drift (sparse days of a ratings source).
+    three users against fifty is noise, not drift (sparse days of a ratings source). A side
+    with no value at all gets severity no_data (an empty day is never reported as ok).
 
     ``numeric`` maps a feature to ``(reference_values, current_values)``; ``categorical`` maps a
     feature to ``(reference_counts, current_counts)``. n_reference / n_current are the non-NaN
@@ -378,6 +380,8 @@ def drift_rows(
         if 0 < min(row.n_reference, row.n_current) < min_samples:  # empty sides keep their nan
             row.psi = row.ks = row.js = None
             row.severity = "ok"
+        elif min(row.n_reference, row.n_current) == 0:  # nothing to compare (psi nan): never "ok"
+            row.severity = "no_data"
     return sort_rows(rows)
 
 

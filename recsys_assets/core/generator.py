@@ -1008,7 +1008,7 @@ def _bad_line(
             text = _dumps(rec)
             return text[: max(1, len(text) // 2)], "malformed_json"
         rec[_NAN_FIELD[table]] = float("nan")
-        return json.dumps(rec, separators=(",", ":"), allow_nan=True).encode("ascii"), "malformed_json"
+        return json.dumps(rec, separators=(",", ":"), allow_nan=True).encode("ascii"), "non_standard_number"
     if kind == "invalid_utf8":
         rec[_UTF8_FIELD[table]] = str(rec[_UTF8_FIELD[table]]) + _PLACEHOLDER
         return _dumps(rec).replace(_PLACEHOLDER.encode(), b"\xff\xfe"), "invalid_utf8"

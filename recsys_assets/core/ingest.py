@@ -8,6 +8,7 @@ bulk. Every line read ends up either loaded or quarantined with a reason.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_assets.core.contract import TableContract
-from recsys_assets.core.storage import duckdb_connect, write_parquet_atomic
+from recsys_assets.core.storage import duckdb_connect, not_a_regular_file, write_parquet_atomic
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any real record, small enough for memory
@@ -57,26 +58,63 @@ def _reject_constant(name: str):
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _is_non_standard_json(text: str) -> bool:
+# What DuckDB's JSON reader accepts and strict JSON (RFC 8259) does not: a comma before a
+# closing bracket, and NaN / Infinity / nan / inf / -Inf / INFINITY ... as a value.
+_TRAILING_COMMA = re.compile(r",(\s*[\]}])")
+_NON_STANDARD_NUMBER = re.compile(r"([:\[,]\s*)[+-]?(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
+# The SQL pre-filter for both (a superset: lines it finds are re-checked by Python's parser).
+_SUSPECT_SQL = r"regexp_matches(raw_line, '(?i)([:\[,]\s*[+-]?(nan|inf))|(,\s*[\]}])')"
+
+
+def strict_json_reason(text: str) -> str | None:
+    """None when `text` is strict JSON (or not JSON at all: DuckDB gives that its reason);
+    else the precise reason: trailing_comma, non_standard_number (both, joined by '; ',
+    when the line has both) or malformed_json for any other leniency."""
     try:
         json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        return "non-standard JSON constant" in str(exc)
+        return None
     except RecursionError:  # deeply nested: leave the verdict to DuckDB
+        return None
+    except ValueError:
         pass
-    return False
+    # Which repair makes it strict JSON tells the reason (a repair that only touches a string's
+    # contents repairs nothing, so look-alikes inside strings never decide it).
+    without_literals = _NON_STANDARD_NUMBER.sub(r"\1null", text)
+    without_commas = _TRAILING_COMMA.sub(r"\1", text)
+    for repaired, reason in (
+        (without_literals, "non_standard_number"),
+        (without_commas, "trailing_comma"),
+        (_NON_STANDARD_NUMBER.sub(r"\1null", without_commas), "trailing_comma; non_standard_number"),
+    ):
+        if repaired != text and _is_strict_json(repaired):
+            return reason
+    return "malformed_json"
+
+
+def _is_strict_json(text: str) -> bool:
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _flag_non_standard_json(con: duckdb.DuckDBPyConnection, lines: pa.Table) -> pa.Table:
-    """DuckDB's JSON reader accepts NaN/Infinity, strict JSON does not: the few lines that
-    mention them are re-checked exactly by Python's parser and get pre_reason malformed_json."""
-    suspects = con.execute("""SELECT line_no, raw_line FROM file_lines WHERE pre_reason IS NULL AND NOT is_blank
-                              AND (contains(raw_line, 'NaN') OR contains(raw_line, 'Infinity'))""").fetchall()
-    flagged = [line_no for line_no, text in suspects if _is_non_standard_json(text)]
+    """DuckDB's JSON reader accepts trailing commas and NaN/Infinity literals in any spelling,
+    strict JSON does not: the few lines that may hold them are re-checked exactly by Python's
+    parser and get their pre_reason (trailing_comma, non_standard_number)."""
+    suspects = con.execute(f"""SELECT line_no, raw_line FROM file_lines WHERE pre_reason IS NULL AND NOT is_blank
+                               AND {_SUSPECT_SQL}""").fetchall()
+    flagged = [(line_no, reason) for line_no, text in suspects if (reason := strict_json_reason(text))]
     if not flagged:
         return lines
-    mask = pc.is_in(lines.column("line_no"), value_set=pa.array(flagged, pa.int64()))
-    pre_reason = pc.if_else(mask, pa.scalar("malformed_json"), lines.column("pre_reason"))
+    flagged.sort()
+    positions = np.searchsorted(lines.column("line_no").to_numpy(), [line_no for line_no, _ in flagged])
+    mask = np.zeros(lines.num_rows, dtype=bool)
+    mask[positions] = True
+    pre_reason = pc.replace_with_mask(
+        lines.column("pre_reason").combine_chunks(), pa.array(mask), pa.array([r for _, r in flagged], pa.string())
+    )
     return lines.set_column(lines.schema.get_field_index("pre_reason"), "pre_reason", pre_reason)
 
 
@@ -234,7 +272,8 @@ def read_lines(
 
 # ISO-8601 with an explicit offset; without one DuckDB would assume the session zone.
 # Offsets are at most 23:59 (DuckDB would otherwise accept e.g. +25:00 and shift the day).
-_OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
+# Hours are 00-23: DuckDB reads T24:00:00 as midnight of the next day (another partition).
+_OFFSET_RE = r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)$"
 # A field's JSON text `v` is minified JSON, so its JSON type shows in its first character:
 # '"' string, '{' object, '[' array, 't'/'f' boolean, anything else a number (JSON null is
 # SQL NULL). Per contract type, written with {v} (the JSON text), {k} (is it the wanted
@@ -277,6 +316,8 @@ _TYPES = {
         "TRY_CAST({v} AS JSON[]), lambda x: json_type(x) = 'VARCHAR')), true)",
         "ok": "{c}",
         "value": "list_transform(CAST({v} AS JSON[]), lambda x: x->>'$')",
+        # a JSON null element (SQL NULL in the list; list_bool_and above skips it)
+        "nulls": "{k} AND list_contains(list_transform(TRY_CAST({v} AS JSON[]), lambda x: x IS NULL), true)",
     },
     "json": {"kind": "starts_with({v}, '{{')", "ok": "{k}", "value": "{v}"},
 }
@@ -336,6 +377,8 @@ def validation_sql(contract: TableContract, partition_day: date | tuple[date, da
         if f.required:
             type_rules.append((f"NOT {present}", f"missing_required:{f.name}"))
         type_rules.append((f"{present} AND NOT ({ok})", f"wrong_type:{f.name}"))
+        if "nulls" in spec:
+            type_rules.append((f"{present} AND {spec['nulls'].format(**names)}", f"null_in_list:{f.name}"))
         if f.domain_sql:
             domain_rules.append(
                 (f"{f.name} IS NOT NULL AND NOT coalesce({f.domain_sql}, false)", f"out_of_domain:{f.name}")
@@ -427,19 +470,6 @@ def _in_line_order(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table.column("line_no")))
 
 
-def _final_reasons(validated: pa.Table, cross: pa.Table) -> pa.ChunkedArray:
-    """row_reason, with the cross-record reasons filled in where it is NULL."""
-    row_reason = validated.column("row_reason")
-    if cross.num_rows == 0:
-        return row_reason
-    positions = np.searchsorted(validated.column("line_no").to_numpy(), cross.column("line_no").to_numpy())
-    mask = np.zeros(validated.num_rows, dtype=bool)
-    mask[positions] = True
-    return pa.chunked_array(
-        [pc.replace_with_mask(row_reason.combine_chunks(), pa.array(mask), cross.column("reason").combine_chunks())]
-    )
-
-
 def ingest_file(
     contract: TableContract,
     landing_file: Path,
@@ -485,11 +515,17 @@ def _lines_of(sources: list[tuple[Path, str]], max_line_bytes: int) -> tuple[pa.
 DEFAULT_CHUNK_BYTES = 256 << 20
 
 
+class NotARegularFileError(ValueError):
+    """A landing path that is a directory, a FIFO, a socket or a device."""
+
+
 def _chunks(sources: list[tuple[Path, str]], chunk_bytes: int) -> list[list[tuple[Path, str]]]:
     """Consecutive groups of whole files of at most `chunk_bytes` (a bigger file is a group)."""
     chunks: list[list[tuple[Path, str]]] = [[]]
     size = 0
     for path, name in sources:
+        if kind := not_a_regular_file(path):  # never opened: a FIFO would block the run forever
+            raise NotARegularFileError(f"{name}: {path} is {kind}, not a regular file; a landing file must be one")
         n = path.stat().st_size
         if chunks[-1] and size + n > chunk_bytes:
             chunks.append([])
@@ -546,6 +582,120 @@ def _ingest_chunks(
     return result
 
 
+# Lines validated per batch: per-line rules hold within a line, so batches change nothing
+# but the memory a file of bad lines needs (each batch's bad rows are written out at once).
+VALIDATION_BATCH_LINES = 1 << 18
+
+
+class _QuarantineWriter:
+    """The quarantine of one partition, streamed: each batch of bad rows is written at once to
+    a part file (in line order), and the parts are published as one file at the end. Rows a
+    cross-record rule flags later are merged into the parts they belong to, one part at a time."""
+
+    def __init__(self, con, contract, partition, file_lines, file_starts, names, scratch: Path):
+        self.con, self.contract, self.partition = con, contract, partition
+        self.raw_lines, self.file_starts, self.names, self.scratch = (
+            file_lines.column("raw_line"),
+            file_starts,
+            np.array(names or [""], dtype=object),
+            scratch,
+        )
+        self.parts: list[tuple[Path, int, int]] = []  # (file, first line_no, last line_no)
+        self.rows = 0
+        self.reasons: Counter = Counter()
+
+    def _table(self, bad: pa.Table) -> pa.Table:
+        raw = _take_in_order(self.raw_lines, pc.subtract(bad.column("line_no"), 1))
+        line_no = bad.column("line_no").to_numpy()
+        # the file each bad line came from, and its line number in that file
+        file_of = np.searchsorted(self.file_starts, line_no, side="right") - 1
+        n = bad.num_rows
+        return pa.table(
+            {
+                "asset": pa.array([self.contract.asset_name] * n, pa.string()),
+                "partition": pa.array([self.partition] * n, pa.string()),
+                "source_file": pa.array(self.names[file_of], pa.string()),
+                "line_no": pa.array(line_no - self.file_starts[file_of] + 1),
+                "reason": bad.column("reason"),
+                "raw_line": raw,
+                "global_line_no": pa.array(line_no),
+            }
+        )
+
+    def _write(self, table: pa.Table, path: Path) -> None:
+        self.con.register("quarantine_part", table)
+        self.con.execute(f"COPY (SELECT * FROM quarantine_part) TO '{path}' (FORMAT parquet)")  # scratch path
+        self.con.unregister("quarantine_part")
+
+    def add(self, bad: pa.Table) -> None:
+        """`bad` (line_no, reason) in line order, after every earlier batch."""
+        if not bad.num_rows:
+            return
+        path = self.scratch / f"part-{len(self.parts):06d}.parquet"
+        self._write(self._table(bad), path)
+        line_no = bad.column("line_no")
+        self.parts.append((path, line_no[0].as_py(), line_no[-1].as_py()))
+        self._count(bad.column("reason"))
+
+    def _count(self, reasons) -> None:
+        self.rows += len(reasons)
+        for reason, n in zip(*pc.value_counts(reasons).flatten(), strict=False):
+            self.reasons[reason.as_py()] += n.as_py()
+
+    def merge_cross_record(self, cross: pa.Table) -> None:
+        """Add the rows the cross-record rules flagged (line_no, reason; in line order): each
+        part they fall in is rewritten in line order, the rest go to parts of their own."""
+        if not cross.num_rows:
+            return
+        self._count(cross.column("reason"))
+        line_no = cross.column("line_no").to_numpy()
+        bounds = [first for _, first, _ in self.parts[1:]]
+        owner = np.searchsorted(np.array(bounds, np.int64), line_no, side="right") if self.parts else None
+        extra = []
+        for k in range(len(self.parts) + 1 if self.parts else 1):
+            rows = np.flatnonzero(owner == k) if owner is not None else np.arange(len(line_no))
+            if not len(rows):
+                continue
+            flagged = self._table(cross.take(pa.array(rows)))
+            if k < len(self.parts):
+                path, first, last = self.parts[k]
+                self.con.register("flagged", flagged)
+                merged = self.scratch / f"merged-{k:06d}.parquet"
+                self.con.execute(
+                    f"COPY (SELECT * FROM (SELECT * FROM read_parquet('{path}') UNION ALL SELECT * FROM flagged) "
+                    f"ORDER BY global_line_no) TO '{merged}' (FORMAT parquet)"  # scratch paths
+                )
+                self.con.unregister("flagged")
+                fl = flagged.column("global_line_no")
+                self.parts[k] = (merged, min(first, fl[0].as_py()), max(last, fl[-1].as_py()))
+            else:
+                extra.append(flagged)
+        for flagged in extra:
+            path = self.scratch / f"part-{len(self.parts):06d}.parquet"
+            self._write(flagged, path)
+            fl = flagged.column("global_line_no")
+            self.parts.append((path, fl[0].as_py(), fl[-1].as_py()))
+        self.parts.sort(key=lambda part: part[1])
+
+    def publish(self, path: Path) -> None:
+        columns = "asset, partition, source_file, line_no, reason, rtrim(raw_line, chr(13) || chr(10)) AS raw_line"
+        if not self.parts:
+            self._write(
+                self._table(pa.table({"line_no": pa.array([], pa.int64()), "reason": pa.array([], pa.string())})),
+                self.scratch / "empty.parquet",
+            )
+            self.parts.append((self.scratch / "empty.parquet", 0, 0))
+        listing = ", ".join(f"'{part}'" for part, _, _ in self.parts)  # scratch paths
+        # the parts are in line order and do not overlap: read in list order, they stay so. One
+        # thread streams them (several would buffer row groups to keep the order).
+        threads = self.con.execute("SELECT current_setting('threads')").fetchone()[0]
+        self.con.execute("SET threads = 1")
+        try:
+            write_parquet_atomic(self.con, f"SELECT {columns} FROM read_parquet([{listing}])", path)
+        finally:
+            self.con.execute(f"SET threads = {int(threads)}")
+
+
 def ingest_files(
     contract: TableContract,
     sources: list[tuple[Path, str]],
@@ -565,9 +715,11 @@ def ingest_files(
     bounded by one chunk; checks across records, such as duplicate ids, hold within a chunk,
     as they hold within a day's file).
 
-    Rows are put in line order once, in Arrow (`_in_line_order`); the writes then read that
-    one table through a projection and a filter, which DuckDB keeps in input order. The
-    cross-record query (joins) returns only the few rows it flags, merged back by line_no.
+    Per-line rules run a batch of lines at a time (VALIDATION_BATCH_LINES); each batch's rows
+    are put in line order in Arrow (`_in_line_order`), its bad rows go straight to a quarantine
+    part file and only the rows that pass are kept. The cross-record query (joins) over those
+    returns only the rows it flags, merged into the quarantine parts by line_no. Memory grows
+    with the file's bytes and its valid rows, not with its number of bad lines.
     """
     missing_refs = [r for r in contract.references if not (known_ids or {}).get(r)]
     if missing_refs:
@@ -577,16 +729,13 @@ def ingest_files(
         return _ingest_chunks(
             contract, chunks, partition, partition_day, data_path, quarantine_path, known_ids, max_line_bytes
         )
+    scratch = Path(tempfile.mkdtemp(prefix=f"recsys-quarantine-{contract.name}-"))  # outside the lake
     con = duckdb_connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         file_lines, file_starts = _lines_of(sources, max_line_bytes)  # row i is line i + 1
         con.register("file_lines", file_lines)
         file_lines = _flag_non_standard_json(con, file_lines)
-        con.register("file_lines", file_lines)
-        # Blank lines carry no record and are only counted. Line endings stay on the text
-        # (JSON ignores them) and are trimmed only where the raw line is kept: quarantine.
-        con.execute("CREATE TEMP VIEW lines AS SELECT line_no, raw_line, pre_reason FROM file_lines WHERE NOT is_blank")
         blank = pc.sum(file_lines.column("is_blank")).as_py() or 0
         names = [name for _, name in sources]
         result = IngestResult(
@@ -596,47 +745,51 @@ def ingest_files(
             rows_read=file_lines.num_rows - blank,
             blank_lines=blank,
         )
+        quarantine = _QuarantineWriter(con, contract, partition, file_lines, file_starts, names, scratch)
 
-        validated = _in_line_order(con.sql(validation_sql(contract, partition_day)).to_arrow_table())
-        con.register("validated", validated)
+        # Per-line rules, a batch of lines at a time: only the rows that pass them are kept (in
+        # Arrow, as they are the data); each batch's bad rows go straight to a quarantine part
+        # file, so memory does not grow with the number of bad lines.
+        valid_parts = []
+        for offset in range(0, max(file_lines.num_rows, 1), VALIDATION_BATCH_LINES):
+            # Blank lines carry no record and are only counted. Line endings stay on the text
+            # (JSON ignores them) and are trimmed only where the raw line is kept: quarantine.
+            con.register("batch_lines", file_lines.slice(offset, VALIDATION_BATCH_LINES))
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW lines AS SELECT line_no, raw_line, pre_reason FROM batch_lines "
+                "WHERE NOT is_blank"
+            )
+            validated = _in_line_order(con.sql(validation_sql(contract, partition_day)).to_arrow_table())
+            is_bad = pc.is_valid(validated.column("row_reason"))
+            quarantine.add(
+                validated.select(["line_no", "row_reason"]).filter(is_bad).rename_columns(["line_no", "reason"])
+            )
+            valid_parts.append(validated.filter(pc.invert(is_bad)))
+            del validated, is_bad
+        con.unregister("batch_lines")
+        valid = pa.concat_tables(valid_parts) if len(valid_parts) > 1 else valid_parts[0]
+        del valid_parts
+
+        # Cross-record rules over the rows that passed the per-line ones (duplicate ids, references).
+        con.register("validated", valid)
         cross = con.sql(_cross_record_sql(contract, known_ids or {})).to_arrow_table()
-        checked = validated.append_column("reason", _final_reasons(validated, cross))
-        con.register("checked", checked)
-
+        con.unregister("validated")
+        if cross.num_rows:
+            valid = valid.filter(pc.invert(pc.is_in(valid.column("line_no"), value_set=cross.column("line_no"))))
+        con.register("checked", valid)
         fields = ", ".join(f"CAST({f.name} AS {f.duckdb_type}) AS {f.name}" for f in contract.fields)
-        write_parquet_atomic(con, f"SELECT {fields} FROM checked WHERE reason IS NULL", data_path)
+        write_parquet_atomic(con, f"SELECT {fields} FROM checked", data_path)
+        con.unregister("checked")
+        result.rows_loaded = valid.num_rows
+        del valid
 
-        bad = checked.select(["line_no", "reason"]).filter(pc.is_valid(checked.column("reason")))
-        raw = _take_in_order(file_lines.column("raw_line"), pc.subtract(bad.column("line_no"), 1))
-        constant = lambda value: pa.array([value] * bad.num_rows, pa.string())  # noqa: E731
-        # the file each bad line came from, and its line number in that file
-        file_of = np.searchsorted(file_starts, bad.column("line_no").to_numpy(), side="right") - 1
-        con.register(
-            "quarantined",
-            pa.table(
-                {
-                    "asset": constant(contract.asset_name),
-                    "partition": constant(partition),
-                    "source_file": pa.array(np.array(names or [""], dtype=object)[file_of], pa.string()),
-                    "line_no": pa.array(bad.column("line_no").to_numpy() - file_starts[file_of] + 1),
-                    "reason": bad.column("reason"),
-                    "raw_line": raw,
-                }
-            ),
-        )
-        write_parquet_atomic(
-            con,
-            "SELECT asset, partition, source_file, line_no, reason, "
-            "rtrim(raw_line, chr(13) || chr(10)) AS raw_line FROM quarantined",
-            quarantine_path,
-        )
-
-        for reason, n in zip(*pc.value_counts(bad.column("reason")).flatten(), strict=False):
-            result.reasons[reason.as_py()] = n.as_py()
-        result.rows_quarantined = bad.num_rows
-        result.rows_loaded = checked.num_rows - bad.num_rows
+        quarantine.merge_cross_record(cross)
+        quarantine.publish(quarantine_path)
+        result.rows_quarantined = quarantine.rows
+        result.reasons.update(quarantine.reasons)
     finally:
         con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.rows_loaded + result.rows_quarantined != result.rows_read:  # the nothing-is-lost invariant
         raise AssertionError(f"{result.source_file}: read {result.rows_read} != loaded + quarantined")
     return result

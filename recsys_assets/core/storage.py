@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -61,6 +62,28 @@ def as_upath(path: Path) -> UPath:
 # and a step opens one per partition and table, a cursor on a shared one ~0.3 ms. A cursor is
 # a connection of its own (its temp views, registered tables and TimeZone are private).
 _memory_database: tuple[int, duckdb.DuckDBPyConnection] | None = None
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """What `path` is when it is not a regular file ("a directory", "a FIFO (named pipe)",
+    ...), without opening it (opening a FIFO blocks until a writer comes); None for a regular
+    file (symlinks followed) or one that does not exist."""
+    if is_remote(path):
+        return None if not path.exists() or path.is_file() else "a directory"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def duckdb_connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:

@@ -101,7 +101,7 @@ def drift_for_day(
                 value=float(value),
                 n_reference=0,
                 n_current=n_impressions,
-                severity="ok",
+                severity="ok" if n_impressions else "no_data",
             )
         )
     return rows

@@ -14,6 +14,8 @@ from recsys_assets.core.storage import is_remote, root_path
 SNAPSHOT = "snapshot"  # the file name stem of an unpartitioned asset
 _TABLE = re.compile(r"^[a-z][a-z0-9_]*$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Characters DuckDB's file globbing treats as a pattern in every path it is given.
+_GLOB_CHARACTERS = frozenset("[]*?")
 
 
 class UnsafePathError(ValueError):
@@ -40,10 +42,18 @@ def validate_table_name(name: str) -> str:
 
 def validated_root(path: str, what: str) -> Path:
     """The resolved root (a local folder, or a UPath for an object-store URL such as
-    s3://bucket/prefix); refused if it contains a quote (paths are quoted into DuckDB SQL)."""
+    s3://bucket/prefix); refused if it contains a quote (paths are quoted into DuckDB SQL) or a glob character
+    (DuckDB expands [ ] * ? in every path, even in a list of files)."""
     resolved = root_path(path)
     if "'" in str(resolved) or "\x00" in str(resolved):
         raise UnsafePathError(f"{what} {str(resolved)!r} contains a quote: use a path without ' characters")
+    glob = sorted({ch for ch in str(resolved) if ch in _GLOB_CHARACTERS})
+    if glob:
+        raise UnsafePathError(
+            f"{what} {str(resolved)!r} contains the glob character(s) {' '.join(glob)}: DuckDB reads its paths "
+            "as patterns, so it would find no files or read a sibling folder's; use a path without "
+            f"{' '.join(sorted(_GLOB_CHARACTERS))}"
+        )
     return resolved
 
 

@@ -93,7 +93,14 @@ class ModelStore(BaseModel):
         if final.exists():  # identical content already published: reuse it
             shutil.rmtree(staging)
         else:
-            os.replace(staging, final)
+            try:
+                os.replace(staging, final)
+            except OSError:
+                # Another process published the same content between the check and the rename
+                # ("Directory not empty"): its version holds these very files, so it is reused.
+                if not (final / MANIFEST).exists():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
         link = self.path(model, day)
         tmp_link = link.with_name(f".{day}.link-{uuid.uuid4().hex[:8]}")
         os.symlink(os.path.relpath(final, link.parent), tmp_link)

@@ -63,8 +63,13 @@ class FoldedALS(RecallModel):
         return self.base.arrays()
 
 
+def model_days(model_store: ModelStore) -> list[str]:
+    """Every day some recall model is published for, in order."""
+    return sorted({day for name in recall_models.MODELS for day in model_store.published_days(f"recall_{name}")})
+
+
 def latest_model_day(model_store: ModelStore) -> str:
-    days = sorted({day for name in recall_models.MODELS for day in model_store.published_days(f"recall_{name}")})
+    days = model_days(model_store)
     if not days:
         raise MissingInput(
             f"no recall model is published under {model_store.root}; run the quickstart or "
@@ -94,6 +99,18 @@ class OnlineRecommender:
         first_day: str | None = None,
     ):
         self.storage, self.ranking, self.recall = storage, ranking, recall
+        if day is not None:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"day {day!r} is not a date (YYYY-MM-DD)") from None
+            published = model_days(model_store)
+            if day not in published:  # never serve another day's models (or popularity) under its name
+                raise MissingInput(
+                    f"no recall model is published for {day}; days with models: "
+                    + (", ".join(published[-5:]) if published else "none")
+                    + f". Materialize the recall assets of {day}, or leave out the day to serve the latest models"
+                )
         self.day = day or latest_model_day(model_store)
         self.ranker_day, self.why = serving_ranker_day(storage, self.day)
         self.model = load_ranker(model_store, self.ranker_day) if self.ranker_day else None

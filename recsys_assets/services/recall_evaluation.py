@@ -195,3 +195,10 @@ def evaluate_day(
             }
         )
     return rows, {"test_users": int(len(users)), "data_version": data_version}
+
+
+def unevaluated_models(rows: list[dict], day: str, model_store: ModelStore, settings: RecallConfig) -> list[str]:
+    """The enabled recall models published for `day` that have no row in its evaluation."""
+    evaluated = {row["model"] for row in rows}
+    trained = [name for name in enabled_channels(settings.channels) if model_store.exists(f"recall_{name}", day)]
+    return [name for name in trained if name not in evaluated]
