@@ -85,6 +85,7 @@ def main() -> None:
         "string": "{n} ->> '$'",
         "timestamp": "TRY_CAST({n} ->> '$' AS TIMESTAMPTZ)",
         "float": "TRY_CAST(CAST({n} AS VARCHAR) AS DOUBLE)",
+        "string_list": "TRY_CAST({n} AS VARCHAR[])",  # contract v2's request filters
     }
     converted = ", ".join(convert[f.type].format(n=f.name) + f" AS {f.name}" for f in c.IMPRESSIONS.fields)
     _, floor_s, floor_cpu = timed(
