@@ -661,7 +661,8 @@ def test_models_depend_on_the_days_training_data_and_it_on_the_declared_window(r
 
     graph = build_defs(Settings(), resources=build_resources(str(root))).resolve_asset_graph()
     for name in MODELS:
-        assert graph.get(dg.AssetKey(f"recall_{name}")).parent_keys == {dg.AssetKey("recall_training_data")}
+        parents = graph.get(dg.AssetKey(f"recall_{name}")).parent_keys  # the window, once read; tuned params
+        assert parents == {dg.AssetKey("recall_training_data"), dg.AssetKey("recall_tuning")}
     for window in (28, 5):
         settings = Settings(recall={"window_days": window})
         defs = build_defs(settings, resources=build_resources(str(root)))
