@@ -69,7 +69,7 @@ def build_defs(settings: Settings | None = None, *, resources: dict | None = Non
     if settings is None:
         root = resources["storage"].data_root if resources and "storage" in resources else None
         settings = Settings.load(**({"data_root": root} if root else {}))
-    partitions = daily_partitions(settings.start_date)
+    partitions = daily_partitions(settings.start_date, settings.end_date)
     assets, checks = [], []
     for layer in LAYERS:
         layer_assets, layer_checks = layer.build(partitions, settings)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from recsys_assets.core.adapters.source import read_marker, write_marker
 from recsys_assets.core.generator import SHIFT_KINDS, GeneratorConfig, generate
 from recsys_assets.core.storage import is_remote, root_path, upload_landing
 
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
             summary["landing"] = upload_landing(Path(local) / "landing", root_path(args.root) / "landing")
     else:
         summary = generate(config, Path(args.root))
+        marker = read_marker(Path(args.root))
+        if marker and marker.get("source") == "synthetic" and summary["days"]:
+            # the quickstart's world grew or shrank: its partitions end with the data (Settings.end_date)
+            write_marker(Path(args.root), "synthetic", None, min(summary["days"]), max(summary["days"]))
     elapsed = time.perf_counter() - t0
     if args.json:
         print(json.dumps(summary, indent=2))

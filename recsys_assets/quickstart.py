@@ -7,6 +7,7 @@ into the data root's landing zone first (python -m recsys_assets.adapt) and star
 daily partitions at its first day. A data root holds one source."""
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -143,12 +144,26 @@ def materialize_all(
         for evaluation in result.get_asset_check_evaluations():
             if not evaluation.passed:
                 print(
-                    f"  check {evaluation.severity.value}: {evaluation.asset_check_key.to_user_string()} "
-                    f"{ {k: v.value for k, v in evaluation.metadata.items() if isinstance(v.value, (int, float))} }"
+                    f"  check {evaluation.severity.value}: {evaluation.asset_check_key.to_user_string()}"
+                    + (f" {evaluation.partition}" if evaluation.partition else "")
+                    + f": {_check_findings(evaluation.metadata)}"
                 )
         if not result.success:
             raise SystemExit("materialization failed; see the run in the UI for the failing step")
     return phases
+
+
+def _check_findings(metadata: dict) -> str:
+    """A failed check's findings on one line: which models, features or rows, and how many."""
+    shown = []
+    for key, value in metadata.items():
+        raw = value.value
+        if raw in (None, "", {}, []) or isinstance(raw, bool):
+            continue
+        text = json.dumps(raw, default=str) if isinstance(raw, (dict, list)) else str(raw)
+        shown.append(f"{key}={text}")
+    line = "; ".join(shown) or "no details"
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _is_day(name: str) -> bool:
@@ -296,7 +311,7 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
         generate(config, data_root)
     landed = landing_days(landing)
-    if args.source == "synthetic" and not (data_root / "SOURCE.json").exists():
+    if args.source == "synthetic":  # the days landed now (a regenerated world may have more or fewer)
         write_marker(data_root, "synthetic", None, landed[0], landed[-1])
     overrides = {"data_root": str(data_root)} | ({"landing_root": str(landing)} if args.source == "landing" else {})
     if args.last_days:

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recsys_assets.core.adapters.source import read_marker
 from recsys_assets.core.ingest import DEFAULT_MAX_LINE_BYTES
@@ -218,6 +218,10 @@ class AutomationConfig(BaseModel):
     retrain_min_interval_hours: float = 6.0
 
 
+# Sources that land once, whole: their partitions end at their last day.
+FINISHED_SOURCES = ("synthetic", "movielens", "trivago")
+
+
 class SettingsError(ValueError):
     """A setting (or an environment variable naming one) with a value the platform cannot use."""
 
@@ -234,6 +238,10 @@ class Settings(BaseModel):
     # A long source's first partition (start_date) holds its whole history, history_start ..
     # start_date, so the partitions stay few; None: the first partition holds its own day only.
     history_start: str | None = None
+    # The last daily partition: a finished source's last day (from its SOURCE.json: synthetic,
+    # movielens, trivago), so the partitions end with the data. None: open-ended (a live landing
+    # zone, whose new days get partitions by themselves).
+    end_date: str | None = None
     # At most this many days at the end of a source get a partition each (the rest is history).
     daily_partitions: int = Field(default=120, ge=1, le=36500)
     # The first day of the source's held-out period (its adapter marks where the last 20% of the
@@ -250,12 +258,18 @@ class Settings(BaseModel):
     ranking: RankingConfig = RankingConfig()
     automation: AutomationConfig = AutomationConfig()
 
-    @field_validator("start_date", "history_start", "evaluation_start")
+    @field_validator("start_date", "end_date", "history_start", "evaluation_start")
     @classmethod
     def _is_a_date(cls, value: str | None) -> str | None:
         if value is not None:
             date.fromisoformat(value)
         return value
+
+    @model_validator(mode="after")
+    def _starts_before_it_ends(self) -> Settings:
+        if self.end_date is not None and self.start_date > self.end_date:
+            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date} (the source's last day)")
+        return self
 
     @property
     def landing(self) -> str:
@@ -286,6 +300,8 @@ class Settings(BaseModel):
             if "start_date" in overrides or "start_date" in values:
                 partitioning = {"start_date": values.get("start_date", overrides.get("start_date"))}  # as given
             values |= partitioning
+            if marker.get("source") in FINISHED_SOURCES:
+                values["end_date"] = marker["last_day"]
             first = date.fromisoformat(values["start_date"])
             days = (date.fromisoformat(marker["last_day"]) - first).days + 1
             if marker.get("source") != "synthetic" and days < SHORT_LOG_DAYS:

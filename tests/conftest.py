@@ -28,13 +28,24 @@ def built_world(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("built_world")
     generate(GeneratorConfig(**WORLD_CONFIG), root)
+    _WORLD["instance"] = dg.DagsterInstance.ephemeral()
     materialize_all(
         build_defs(resources=build_resources(str(root))),
         WORLD_DAYS,
-        dg.DagsterInstance.ephemeral(),
+        _WORLD["instance"],
         model_days=WORLD_MODEL_DAYS,
     )
     return root
+
+
+_WORLD: dict = {}
+
+
+@pytest.fixture(scope="session")
+def built_world_instance(built_world):
+    """The (in-memory) Dagster instance that recorded built_world's range runs: what the UI
+    would show for it. Read-only, like the world."""
+    return _WORLD["instance"]
 
 
 @pytest.fixture

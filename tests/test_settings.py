@@ -28,9 +28,9 @@ def test_defaults_then_marker_then_environment_then_overrides(tmp_path):
     env = {"RECSYS_DATA_ROOT": str(root)}
     assert Settings.load(environ=env).start_date == "1997-09-20"  # the source's first day
     assert Settings.load(environ=env).history_start is None
-    assert Settings.load(environ=env | {"RECSYS_START_DATE": "1998-01-01"}).start_date == "1998-01-01"
-    assert Settings.load(environ=env | {"RECSYS_START_DATE": "1998-01-01"}, start_date="1998-02-02").start_date == (
-        "1998-02-02"
+    assert Settings.load(environ=env | {"RECSYS_START_DATE": "1997-10-01"}).start_date == "1997-10-01"
+    assert Settings.load(environ=env | {"RECSYS_START_DATE": "1997-10-01"}, start_date="1997-11-02").start_date == (
+        "1997-11-02"
     )
     loaded = Settings.load(environ=env)
     assert (loaded.ranking.train_days, loaded.ranking.valid_days) == (2, 1)  # a long log keeps the defaults
@@ -165,3 +165,22 @@ def test_no_module_or_class_body_reads_the_environment():
     # the rule catches a field default that reads a variable (what the resources did before)
     assert _reads_at_import(ast.parse('import os\nclass R:\n    root: str = os.getenv("X", "data")\n')) == [3]
     assert _reads_at_import(ast.parse('import os\ndef f():\n    return os.getenv("X")\n')) == []
+
+
+@pytest.mark.parametrize(
+    "source, last_key",
+    [("synthetic", "2026-01-05"), ("movielens", "2026-01-05"), ("trivago", "2026-01-05"), ("landing", None)],
+)
+def test_a_finished_sources_partitions_end_with_its_data(tmp_path, source, last_key):
+    """A finished source's partitions end at its last day (the UI plots the data, not the empty
+    months after it); a live landing zone stays open-ended, so its new days appear by themselves."""
+    write_marker(tmp_path, source, None if source == "synthetic" else tmp_path, "2026-01-01", "2026-01-05")
+    settings = Settings.load(environ={}, data_root=str(tmp_path))
+    assert settings.end_date == last_key
+    keys = (
+        build_defs(settings).resolve_asset_graph().get(dg.AssetKey("interactions")).partitions_def.get_partition_keys()
+    )
+    if last_key is None:
+        assert len(keys) > 5  # up to today
+    else:
+        assert keys == [f"2026-01-0{d}" for d in range(1, 6)]

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets._wiring import failures
+from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import read_arrow
 from recsys_assets.services.backtest import BACKTEST_SCHEMA, backtest
@@ -194,7 +195,6 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta, total_rows = {}, 0
         for day in context.partition_keys:
             try:
                 with failures():
@@ -203,7 +203,6 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 rows, info = [], {"test_users": 0}
                 context.log.warning(f"recall_evaluation {day}: {nothing}")
             write_rows(rows, EVAL_SCHEMA, storage.partition_path("recall_evaluation", day))
-            total_rows += len(rows)
             headline = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == "ndcg" and r["k"] == 10}
             meta = {f"ndcg_at_10_{m}": r["value"] for m, r in headline.items()}  # plain floats: plotted per day
             meta["test_users"] = info["test_users"]
@@ -218,9 +217,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             meta["ndcg_at_10"] = table_metadata.preview(
                 sorted(headline.values(), key=lambda r: -r["value"]), NDCG_PREVIEW
             )
+            meta["dagster/row_count"] = len(rows)
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
         warehouse.refresh_catalog()
-        meta |= {"dagster/row_count": total_rows, "dagster/column_schema": EVAL_COLUMNS}
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata={"dagster/column_schema": EVAL_COLUMNS})
 
     @dg.asset(
         kinds={"parquet"},
@@ -243,7 +243,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        decision, decisions = {}, []
+        decisions = []
         for day in context.partition_keys:  # in order: each day sees the decisions of the days before
             with failures():
                 decision = promote_recall(day, storage, model_store, recall, first_day, context.log)
@@ -251,22 +251,27 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             context.log.info(
                 f"recall champion {day}: {decision['decision']} -> {decision['champion']} ({decision['reason']})"
             )
+            context.add_asset_metadata(  # the day's own decision, whatever the run's range
+                {
+                    "decision": decision.get("decision", "none"),
+                    "champion": decision.get("champion") or "none",
+                    "candidate_value": decision.get("candidate_value") or 0.0,
+                    "incumbent_value": decision.get("incumbent_value") or 0.0,
+                    "reason": decision.get("reason", ""),
+                    "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}"))),
+                    "dagster/row_count": 1,
+                },
+                partition_key=day,
+            )
         warehouse.refresh_catalog()
         return dg.MaterializeResult(
             metadata={
-                "decision": decision.get("decision", "none"),
-                "champion": decision.get("champion") or "none",
-                "candidate_value": decision.get("candidate_value") or 0.0,
-                "incumbent_value": decision.get("incumbent_value") or 0.0,
-                "reason": decision.get("reason", ""),
-                "candidates": dg.MetadataValue.json(json.loads(decision.get("candidates", "{}"))),
-                "registry": table_metadata.preview(decisions, REGISTRY_PREVIEW),
-                "dagster/row_count": len(decisions),
+                "registry_of_run": table_metadata.preview(decisions, REGISTRY_PREVIEW),
                 "dagster/column_schema": REGISTRY_COLUMNS,
             }
         )
 
-    @dg.asset_check(
+    @asset_check(
         asset=recall_evaluation,
         name="learned_models_beat_popularity",
         partitions_def=partitions,
@@ -360,7 +365,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             }
         )
 
-    @dg.asset_check(
+    @asset_check(
         asset=recall_evaluation,
         name="every_trained_model_evaluated",
         blocking=True,

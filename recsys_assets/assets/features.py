@@ -63,15 +63,12 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             for day in context.partition_keys:
                 out = storage.partition_path(name, day)
                 rows[day] = build_table(f"{name}.sql", inputs_for(day, storage), _params(day, features), out)
+                # the day's own count and content, whatever the run's range
+                context.add_asset_metadata(
+                    {"dagster/row_count": rows[day], "content_sha256": file_sha256(out)}, partition_key=day
+                )
             warehouse.refresh_catalog()
-            meta = {
-                "dagster/row_count": sum(rows.values()),
-                "partitions": len(rows),
-                "rows_per_partition": dg.MetadataValue.json(rows),
-            }
-            if len(rows) == 1:
-                meta["content_sha256"] = file_sha256(storage.partition_path(name, next(iter(rows))))
-            return dg.MaterializeResult(metadata=meta)
+            return dg.MaterializeResult(metadata={"rows_per_partition_of_run": dg.MetadataValue.json(rows)})
 
         return _asset
 

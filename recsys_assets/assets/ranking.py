@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from recsys_assets.assets import ownership
 from recsys_assets.assets._wiring import failures
+from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.services.errors import Skipped
 from recsys_assets.services.funnel_evaluation import FUNNEL_SCHEMA, STAGES, evaluate_funnel
@@ -64,7 +65,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta, empty = {}, []
+        empty = []
         for day in context.partition_keys:
             with failures():
                 frame, info = build_samples(storage, model_store, ranking, recall, day, first_day, context.log)
@@ -79,9 +80,9 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "channels_present": dg.MetadataValue.json(info["channels_present"]),
                 "channels_missing": dg.MetadataValue.json(info["channels_missing"]),
             }
-        meta["empty_days"] = dg.MetadataValue.json(empty)
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
         warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata={"empty_days_of_run": dg.MetadataValue.json(empty)})
 
     @dg.asset(
         kinds={"lightgbm"},
@@ -102,7 +103,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta, skipped_days = {}, {}
+        skipped_days = {}
         for day in context.partition_keys:
             try:
                 with failures():
@@ -110,7 +111,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             except RankerSkipped as skipped:  # this day only: the other days of the run still train
                 context.log.warning(str(skipped))
                 skipped_days[day] = str(skipped)
-                meta = {"skipped": True, "reason": str(skipped)}
+                context.add_asset_metadata({"skipped": True, "reason": str(skipped)}, partition_key=day)
                 continue
             model, importance = trained.model, trained.importance
             top = importance.filter(pl.col("model") == "lambdarank").head(10)
@@ -134,11 +135,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     ),
                 ),
             }
-        meta["skipped_days"] = dg.MetadataValue.json(skipped_days)
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
         warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata={"skipped_days_of_run": dg.MetadataValue.json(skipped_days)})
 
-    @dg.asset_check(
+    @asset_check(
         asset=ranker,
         name="artifact_verified",
         blocking=True,
@@ -177,7 +178,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta, skipped_days = {}, {}
+        skipped_days = {}
         for day in context.partition_keys:
             if not model_store.exists("ranker", day):
                 rows, info = [], {"test_users": 0}
@@ -223,11 +224,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     if r["metric"] in ("ndcg", "mrr", "auc", "logloss")
                 )
             )
-        meta["skipped_days"] = dg.MetadataValue.json(skipped_days)
+            if day in skipped_days:
+                meta["skipped"] = skipped_days[day]
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
         warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata={"skipped_days_of_run": dg.MetadataValue.json(skipped_days)})
 
-    @dg.asset_check(
+    @asset_check(
         asset=funnel_evaluation,
         name="ranker_beats_recall_only",
         partitions_def=partitions,
@@ -270,7 +273,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ranking: RankingSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        decision, decisions = {}, {}
+        decisions = {}
         for day in context.partition_keys:  # in order: each day sees the decisions of the days before
             with failures():
                 decision = promote_ranker(day, storage, model_store, recall, ranking, first_day, context.log)
@@ -278,18 +281,19 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             context.log.info(
                 f"ranker champion {day}: {decision['decision']} -> {decision['champion_day']} ({decision['reason']})"
             )
+            context.add_asset_metadata(  # the day's own decision, whatever the run's range
+                {
+                    "decision": decision.get("decision", "none"),
+                    "champion_day": decision.get("champion_day") or "none",
+                    "candidate_value": decision.get("candidate_value") or 0.0,
+                    "incumbent_value": decision.get("incumbent_value") or 0.0,
+                    "recall_only_value": decision.get("recall_only_value") or 0.0,
+                    "reason": decision.get("reason", ""),
+                },
+                partition_key=day,
+            )
         warehouse.refresh_catalog()
-        return dg.MaterializeResult(
-            metadata={
-                "decision": decision.get("decision", "none"),
-                "champion_day": decision.get("champion_day") or "none",
-                "candidate_value": decision.get("candidate_value") or 0.0,
-                "incumbent_value": decision.get("incumbent_value") or 0.0,
-                "recall_only_value": decision.get("recall_only_value") or 0.0,
-                "reason": decision.get("reason", ""),
-                "days": dg.MetadataValue.json(decisions),
-            }
-        )
+        return dg.MaterializeResult(metadata={"days_of_run": dg.MetadataValue.json(decisions)})
 
     return (
         [ranking_samples, ranker, funnel_evaluation, ranker_champion],

@@ -162,8 +162,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     f"{contract.asset_name} {day}: read {results[-1].rows_read}, "
                     f"loaded {results[-1].rows_loaded}, quarantined {results[-1].rows_quarantined}"
                 )
+                # the day's own counts, whatever the run's range (the UI plots them per partition)
+                context.add_asset_metadata(_metadata(results[-1:], storage, contract.asset_name), partition_key=day)
             warehouse.refresh_catalog()
-            return dg.MaterializeResult(metadata=_metadata(results, storage, contract.asset_name))
+            return dg.MaterializeResult()
 
         return _log
 

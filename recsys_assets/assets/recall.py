@@ -10,6 +10,7 @@ import numpy as np
 
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets._wiring import failures
+from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall import registry
 from recsys_assets.services.candidates import candidates_day
@@ -61,7 +62,6 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         model_store: ModelStoreResource,
         recall: RecallSettings,
     ) -> dg.MaterializeResult:
-        meta: dict = {}
         for day in context.partition_keys:
             started = time.perf_counter()
             try:
@@ -69,7 +69,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     published = publish_training_data(storage, model_store, day, recall, first_day)
             except NoTrainingData as nothing:
                 context.log.warning(f"recall_training_data skipped: {nothing}")
-                meta = {"skipped": True, "reason": str(nothing)}
+                context.add_asset_metadata({"skipped": True, "reason": str(nothing)}, partition_key=day)
                 continue
             info = published["info"]
             meta = {
@@ -83,7 +83,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "seconds": round(time.perf_counter() - started, 3),
                 "path": dg.MetadataValue.path(published["path"]),
             }
-        return dg.MaterializeResult(metadata=meta)
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
+        return dg.MaterializeResult()
 
     training_data = recall_training_data
     # the tuning of D validates on the tune_validation_days before D and trains on the window
@@ -120,18 +121,19 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta: dict = {"tuned_models": dg.MetadataValue.json(list(recall.tune))}
         for day in context.partition_keys:
             with failures():
                 rows = tune_day(day, storage, model_store, recall, first_day, context.log)
             write_rows(rows, TUNING_SCHEMA, storage.partition_path("recall_tuning", day))
+            meta: dict = {"tuned_models": dg.MetadataValue.json(list(recall.tune))}
             for r in rows:
                 if r["is_best"]:
                     meta[f"best_valid_ndcg_at_10_{r['model']}"] = r["value"]
                     meta[f"best_params_{r['model']}"] = dg.MetadataValue.json(json.loads(r["params"]))
             meta["trials"] = sum(r["carried_from"] is None for r in rows)
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
         warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult()
 
     def model_asset(name: str) -> dg.AssetsDefinition:
         spec = registry.spec(name)
@@ -179,11 +181,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                         )
                 except NoTrainingData as nothing:
                     context.log.warning(f"recall_{name} skipped: {nothing}")
-                    meta = {"skipped": True, "reason": str(nothing)}
+                    context.add_asset_metadata({"skipped": True, "reason": str(nothing)}, partition_key=day)
                     continue
                 except recall_models.ModelSkipped as skipped:
                     context.log.warning(f"{name} skipped for {day}: {skipped}")
-                    meta = {"skipped": True, "reason": str(skipped)}
+                    context.add_asset_metadata({"skipped": True, "reason": str(skipped)}, partition_key=day)
                     continue
                 metadata = trained.metadata
                 meta = {
@@ -197,12 +199,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     "path": dg.MetadataValue.path(str(trained.version)),
                 }
                 meta |= {f"mean_norm_{k}": v for k, v in trained.norms.items()}
-            return dg.MaterializeResult(metadata=meta)
+                context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
+            return dg.MaterializeResult()
 
         return _asset
 
     def finite_check(name: str):
-        @dg.asset_check(
+        @asset_check(
             asset=f"recall_{name}",
             name="finite_and_verified",
             blocking=True,
@@ -243,7 +246,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        rows_written, table, per_method = 0, None, {}
+        table = None
         for day in context.partition_keys:
             started = time.perf_counter()
             try:
@@ -252,12 +255,21 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             except NoTrainingData as nothing:
                 context.log.warning(f"recall_candidates {day}: {nothing}")
                 continue
-            rows_written += n
             context.log.info(
                 f"recall_candidates {day}: {n_users} users, {n} rows in {time.perf_counter() - started:.0f}s"
             )
+            per_day = [{"method": m, "users": u, "candidates": c} for m, (u, c) in per_method.items()]
+            context.add_asset_metadata(
+                {
+                    "dagster/row_count": n,
+                    "per_method": table_metadata.preview(
+                        per_day, [("method", "VARCHAR"), ("users", "BIGINT"), ("candidates", "BIGINT")]
+                    ),
+                },
+                partition_key=day,
+            )
         warehouse.refresh_catalog()
-        meta = {"dagster/row_count": rows_written}
+        meta = {}
         if table is not None:  # the last day written: its columns and candidates per fusion method
             meta["dagster/column_schema"] = table_metadata.column_schema(
                 table.schema,
@@ -272,10 +284,6 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     for c in table.column_names
                     if c.startswith("rank_")
                 },
-            )
-            meta["per_method"] = table_metadata.preview(
-                [{"method": m, "users": u, "candidates": c} for m, (u, c) in per_method.items()],
-                [("method", "VARCHAR"), ("users", "BIGINT"), ("candidates", "BIGINT")],
             )
         return dg.MaterializeResult(metadata=meta)
 

@@ -6,6 +6,7 @@ import polars as pl
 
 from recsys_assets.assets import ownership
 from recsys_assets.assets._wiring import failures
+from recsys_assets.checks.per_day import asset_check
 from recsys_assets.services.ann_index import ANN_K, MIN_ANN_RECALL, build_champion_index, indexed_recall
 from recsys_assets.services.serving import RECOMMENDATION_COLUMNS, recommend_day
 from recsys_assets.services.serving_audit import audit_recommendations
@@ -60,13 +61,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         model_store: ModelStoreResource,
         recall: RecallSettings,
     ) -> dg.MaterializeResult:
-        meta = {}
         for day in context.partition_keys:
             with failures():
                 meta = build_champion_index(day, storage, model_store, recall.seed)
-        return dg.MaterializeResult(metadata=meta)
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
+        return dg.MaterializeResult()
 
-    @dg.asset_check(
+    @asset_check(
         asset=recall_ann_index,
         name="recall_vs_exact",
         blocking=True,
@@ -103,7 +104,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        meta, served = {}, {}
+        served = {}
         for day in context.partition_keys:
             with failures():
                 stats = recommend_day(day, storage, model_store, ranking, recall, first_day, context.log)
@@ -119,11 +120,12 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "users_per_second": round(stats["n_users"] / max(stats["seconds"], 1e-9), 1),
                 "preview": dg.MetadataValue.md(_markdown(stats["preview"].head(10))),
             }
-        meta["days"] = dg.MetadataValue.json(served)  # which ranker (or recall order) served each day, and why
+            context.add_asset_metadata(meta, partition_key=day)  # the day's own, whatever the run's range
         warehouse.refresh_catalog()
-        return dg.MaterializeResult(metadata=meta)
+        # which ranker (or recall order) served each day of the run, and why
+        return dg.MaterializeResult(metadata={"days_of_run": dg.MetadataValue.json(served)})
 
-    @dg.asset_check(
+    @asset_check(
         asset=recommendations,
         name="one_sound_list_per_active_user",
         blocking=True,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow as pa
 
+from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core import hashing
 from recsys_assets.core.storage import duckdb_connect, read_arrow
 from recsys_assets.settings import Settings
@@ -69,7 +70,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
     def _checks_for(rules: TableRules):
         def check(name, description):
-            return dg.asset_check(
+            return asset_check(
                 asset=rules.table, name=name, description=description, blocking=True, partitions_def=partitions
             )
 
@@ -119,7 +120,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             checks.append(point_in_time)
         return checks
 
-    @dg.asset_check(
+    @asset_check(
         asset="interactions",
         name="consistent_with_raw",
         blocking=True,
@@ -149,7 +150,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             },
         )
 
-    @dg.asset_check(
+    @asset_check(
         asset="user_daily_stats",
         name="consistent_with_interactions",
         blocking=True,
@@ -167,7 +168,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             passed=users == rows, metadata={"rows": rows, "distinct_users_in_interactions": users}
         )
 
-    @dg.asset_check(
+    @asset_check(
         asset="user_sequences",
         name="length_within_limit",
         blocking=True,
@@ -191,7 +192,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         )
 
     def _id_dictionary_check(asset: str, daily_table: str, id_column: str):
-        @dg.asset_check(
+        @asset_check(
             asset=asset,
             name="stable_contiguous_complete",
             blocking=True,
@@ -226,7 +227,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
         return _check
 
-    @dg.asset_check(
+    @asset_check(
         asset="hash_dictionaries",
         name="train_serve_consistency",
         blocking=True,

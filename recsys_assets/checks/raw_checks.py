@@ -5,6 +5,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.contract import ALL_TABLES, EVENTS, IMPRESSIONS, WATCH_STATS, TableContract
 from recsys_assets.core.storage import duckdb_connect
 from recsys_assets.services.volume import check_volume
@@ -33,7 +34,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         asset = contract.asset_name
 
         def check(name: str, description: str):
-            return dg.asset_check(
+            return asset_check(
                 asset=asset, name=name, description=description, blocking=True, partitions_def=partitions_def
             )
 
