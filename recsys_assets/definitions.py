@@ -7,7 +7,7 @@ script calls build_defs), from one Settings object (recsys_assets/settings.py).
 import dagster as dg
 
 from recsys_assets import automation
-from recsys_assets.assets import dictionaries, drift, evaluation, features, ranking, raw, recall, serving
+from recsys_assets.assets import dictionaries, drift, evaluation, features, ranking, raw, recall, report, serving
 from recsys_assets.checks import feature_checks, raw_checks
 from recsys_assets.executors import executor_for
 from recsys_assets.partitions import daily_partitions
@@ -26,7 +26,7 @@ from resources import (
 
 # Each layer module builds its assets and checks over the partitions: assets/<layer>.py holds the
 # assets of group and layer <layer> (tests/test_asset_catalog.py holds the rule).
-LAYERS = (raw, features, dictionaries, drift, recall, evaluation, ranking, serving)
+LAYERS = (raw, features, dictionaries, drift, recall, evaluation, ranking, serving, report)
 CHECKS = (raw_checks, feature_checks)
 
 

@@ -1,8 +1,9 @@
 """Which executor runs the steps, chosen by configuration alone (Settings.executor,
 RECSYS_EXECUTOR).
 
-- "multiprocess" (default): Dagster's default, one process per step on this machine.
-- "in_process": every step in the run's own process (debugging, profiling).
+- "in_process" (default): every step in the run's own process: no process start-up per step,
+  which costs more than most steps here take.
+- "multiprocess": Dagster's default, one process per step on this machine (steps side by side).
 - "celery": steps are queued on a Celery broker (RECSYS_CELERY_BROKER, e.g.
   redis://host:6379/0; results on RECSYS_CELERY_BACKEND, default the broker) and run by
   `recsys-celery-worker` processes on any machine that can reach the broker, the data root
@@ -27,9 +28,11 @@ def celery_settings(settings: Settings) -> dict:
 def executor_for(settings: Settings) -> dg.ExecutorDefinition | None:
     if settings.executor == "in_process":
         return dg.in_process_executor
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor
     if settings.executor == "celery":
         # an optional dependency (pip install '.[distributed]'): imported only when chosen
         from dagster_celery import celery_executor
 
         return celery_executor.configured(celery_settings(settings), name="celery")
-    return None  # Dagster's default: multiprocess, or in-process for execute_in_process
+    return None

@@ -39,6 +39,7 @@ MODEL_GROUPS = {
     "evaluation",
     "ranking",
     "serving",
+    "report",
 }  # trained per day; the quickstart trains them for the last days only
 
 
@@ -90,6 +91,7 @@ def materialize_all(
     instance: dg.DagsterInstance,
     model_days: int = 1,
     evaluation_start: str | None = None,
+    log_level: str = "WARNING",
 ) -> list[dict]:
     """Materialize the whole graph: snapshots, daily layers over `days` as range runs,
     dictionaries, and the model layers (recall, ranking, serving) for the last `model_days` days
@@ -121,7 +123,14 @@ def materialize_all(
         span = f" over {run_days[0]}..{run_days[-1]} ({len(run_days)} partitions)" if run_days else ""
         print(f"[{number}/{len(runs)}] {names if len(names) < 100 else names[:97] + '...'}{span}", flush=True)
         started, cpu = time.perf_counter(), _cpu_seconds()
-        result = job.execute_in_process(instance=instance, asset_selection=selection, tags=tags, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=selection,
+            tags=tags,
+            raise_on_error=False,
+            # Dagster's per-event DEBUG lines are for the UI's run page; the console gets warnings
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
         wall = time.perf_counter() - started
         steps = _step_seconds(instance, result.run_id)
         phase = {
@@ -161,6 +170,7 @@ def _check_findings(metadata: dict) -> str:
         if raw in (None, "", {}, []) or isinstance(raw, bool):
             continue
         text = json.dumps(raw, default=str) if isinstance(raw, (dict, list)) else str(raw)
+        text = text.removeprefix("- ").replace("\n- ", ", ").replace("\n", " ")  # a markdown list on one line
         shown.append(f"{key}={text}")
     line = "; ".join(shown) or "no details"
     return line if len(line) <= 200 else line[:197] + "..."
@@ -287,6 +297,9 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
     )
     parser.add_argument("--regenerate", action="store_true", help="rewrite the landing zone even if present")
     parser.add_argument(
+        "--verbose", action="store_true", help="print Dagster's event log (DEBUG) too; by default only warnings"
+    )
+    parser.add_argument(
         "--source",
         choices=("synthetic", "movielens", "trivago", "landing"),
         default="synthetic",
@@ -325,7 +338,12 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
         took = materialize_all(
-            defs, days, instance, model_days=args.model_days, evaluation_start=settings.evaluation_start
+            defs,
+            days,
+            instance,
+            model_days=args.model_days,
+            evaluation_start=settings.evaluation_start,
+            log_level="DEBUG" if args.verbose else "WARNING",
         )
     if phases is not None:
         phases.extend(took)

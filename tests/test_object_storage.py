@@ -166,9 +166,9 @@ def test_executor_is_chosen_by_configuration(monkeypatch):
         return executor_for(Settings.load())
 
     monkeypatch.delenv("RECSYS_EXECUTOR", raising=False)
-    assert executor_from_env() is None  # Dagster's default (multiprocess)
-    monkeypatch.setenv("RECSYS_EXECUTOR", "in_process")
-    assert executor_from_env() is dg.in_process_executor
+    assert executor_from_env() is dg.in_process_executor  # the default: no process start-up per step
+    monkeypatch.setenv("RECSYS_EXECUTOR", "multiprocess")
+    assert executor_from_env() is dg.multiprocess_executor
     monkeypatch.setenv("RECSYS_EXECUTOR", "spark")
     with pytest.raises(ExecutorConfigError, match="expected one of multiprocess, in_process, celery"):
         executor_from_env()

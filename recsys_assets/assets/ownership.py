@@ -24,6 +24,7 @@ LAYER_OWNERS = {
     "evaluation": RECSYS_ML,  # offline evaluation and the champion registry
     "serving": RECSYS_ML,  # serving artifacts (ANN index)
     "ranking": RECSYS_ML,  # the ranking stage
+    "report": RECSYS_ML,  # pages people read: the daily report
 }
 
 

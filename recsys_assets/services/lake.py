@@ -95,6 +95,11 @@ class Lake(BaseModel):
         path = self.lake_dir / validate_table_name(table) / f"{validate_partition_key(partition)}.parquet"
         return ensure_within(path, self.root, f"{table} partition {partition}")
 
+    def report_path(self, report: str, partition: str) -> Path:
+        """reports/<report>/<partition>.html: pages people open, beside the lake."""
+        path = self.root / "reports" / validate_table_name(report) / f"{validate_partition_key(partition)}.html"
+        return ensure_within(path, self.root, f"{report} page {partition}")
+
     def quarantine_path(self, asset: str, partition: str = SNAPSHOT) -> Path:
         # quarantine/<asset>/<partition>.parquet, exposed as the `quarantine` view
         path = (
