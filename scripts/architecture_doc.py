@@ -19,7 +19,7 @@ MARKERS = {
     "assets": ("<!-- assets:start -->\n", "<!-- assets:end -->"),
 }
 # The asset layers in graph order (assets/<layer>.py each).
-ASSET_LAYERS = ["raw", "features", "dictionaries", "drift", "recall", "evaluation", "ranking", "serving"]
+ASSET_LAYERS = ["raw", "features", "dictionaries", "drift", "recall", "evaluation", "ranking", "serving", "report"]
 LAYERS = [
     ("wiring", "Dagster definitions, the CLIs and the quickstart: read inputs, call one service, write metadata"),
     ("resources", "the Dagster resources: the settings and stores below, configurable in the launchpad"),

@@ -422,10 +422,12 @@ def test_evaluation_champion_and_candidates_emit_table_metadata(root, tmp_path):
         assert r["value"] == pytest.approx(evaluation[f"ndcg_at_10_{r['model']}"].value, abs=1e-4)
         assert r["ci_low"] <= r["value"] <= r["ci_high"]
 
-    (registry,) = [r.data for r in meta["recall_champion"]["registry"].records]
+    (registry,) = [r.data for r in meta["recall_champion"]["registry_of_run"].records]
     (written,) = table_of("recall_champion").to_pylist()
     assert registry["decision"] == written["decision"] and registry["champion"] == written["champion"]
     assert registry["incumbent"] is None and registry["reason"] == written["reason"]
+    decision = meta["recall_champion"]  # the day's own decision, as plain values
+    assert decision["decision"].value == written["decision"] and decision["reason"].value == written["reason"]
 
     per_method = {r.data["method"]: r.data for r in meta["recall_candidates"]["per_method"].records}
     candidates = table_of("recall_candidates")

@@ -33,8 +33,7 @@ def _read(lake: Lake, table: str, days: list[str], sql: str) -> list[dict[str, A
         return []
     con = duckdb.connect()
     try:
-        listing = ", ".join(f"'{p}'" for p in paths)
-        result = con.execute(sql.replace("{t}", f"read_parquet([{listing}], union_by_name = true)"))
+        result = con.execute(sql.replace("{t}", "read_parquet($paths, union_by_name = true)"), {"paths": paths})
         columns = [c[0] for c in result.description]
         return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
     finally:
@@ -259,7 +258,7 @@ def _recommendation_sample(lake: Lake, day: str, users: int) -> list[dict[str, A
         titles = {
             item: (title, genres)
             for item, title, genres in con.execute(
-                f"SELECT item_id, title, genres FROM read_parquet('{items_path}')"
+                "SELECT item_id, title, genres FROM read_parquet($path)", {"path": str(items_path)}
             ).fetchall()
         }
     finally:
