@@ -216,6 +216,9 @@ class AutomationConfig(BaseModel):
 
     # At most one retraining request per this many hours, whatever triggers it (new data or drift).
     retrain_min_interval_hours: float = 6.0
+    # The recommendations' freshness policy: a warning, then a failure, when the newest list is older.
+    recommendations_warn_hours: int = Field(default=26, ge=1)
+    recommendations_fail_hours: int = Field(default=50, ge=1)
 
 
 # Sources that land once, whole: their partitions end at their last day.

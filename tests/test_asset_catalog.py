@@ -101,3 +101,37 @@ def test_an_assets_module_group_and_layer_tag_agree(module):
         assert spec.group_name == layer or (layer == "raw" and spec.group_name == "raw_snapshots"), spec.key
     groups = {spec.group_name for spec in SPECS} - {"raw_snapshots"}
     assert groups == {m.__name__.rsplit(".", 1)[-1] for m in LAYERS}
+
+
+def test_dg_loads_the_code_location():
+    """`dg check defs` (pyproject's [tool.dg]) loads the same definitions as `dagster dev`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dg_cli = Path(sys.executable).with_name("dg")
+    if not dg_cli.exists():
+        pytest.skip("dagster-dg-cli is not installed (pip install -e '.[test]' installs it)")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parents[1])}
+    done = subprocess.run(
+        [str(dg_cli), "check", "defs"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully" in done.stdout + done.stderr
+
+
+def test_loading_the_definitions_prints_no_beta_or_preview_notices(tmp_path):
+    """Every CLI call loads the code location: it must not flood the terminal with notices."""
+    import warnings
+
+    import dagster as dg
+
+    from recsys_assets.definitions import build_defs, build_resources
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_defs(resources=build_resources(str(tmp_path))).resolve_asset_graph()
+    notices = [w for w in caught if issubclass(w.category, (dg.BetaWarning, dg.PreviewWarning))]
+    assert notices == [], {str(w.message)[:80] for w in notices}

@@ -7,9 +7,11 @@ import polars as pl
 import pyarrow as pa
 
 from recsys_assets.assets import ownership
-from recsys_assets.assets._wiring import failures
+from recsys_assets.assets._wiring import code_version, failures
 from recsys_assets.checks.per_day import asset_check
+from recsys_assets.core.ranking import ranker as ranker_model
 from recsys_assets.core.recall import models as recall_models
+from recsys_assets.services import ranking as ranking_service
 from recsys_assets.services.errors import Skipped
 from recsys_assets.services.funnel_evaluation import FUNNEL_SCHEMA, STAGES, evaluate_funnel
 from recsys_assets.services.promotion import beats_recall_only, headline, promote_ranker
@@ -89,6 +91,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[dg.AssetDep(ranking_samples, partition_mapping=sample_window), "hash_dictionaries"],
+        code_version=code_version(ranker_model, ranking_service),
         description="The ranker of day D: LightGBM lambdarank grouped by request (graded labels) and a binary click "
         "model, trained on the ranking_samples of the train_days before the last valid_days before D, "
         "early-stopped on those later held-out days; categoricals through the hash dictionary (frozen into "

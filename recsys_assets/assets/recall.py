@@ -9,10 +9,11 @@ import dagster as dg
 import numpy as np
 
 from recsys_assets.assets import ownership, table_metadata
-from recsys_assets.assets._wiring import failures
+from recsys_assets.assets._wiring import code_version, failures
 from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall import registry
+from recsys_assets.services import training
 from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.tables import write_rows
@@ -141,6 +142,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         @dg.asset(
             name=f"recall_{name}",
             kinds=set(spec.kinds),
+            code_version=code_version(recall_models, registry, training),
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             **ownership.layer("recall"),

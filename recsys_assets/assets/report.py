@@ -23,6 +23,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             "recommendations",
         ],
         **ownership.layer("report"),
+        # rebuilt by Dagster's automation when a day's evaluations or recommendations change
+        automation_condition=dg.AutomationCondition.eager(),
         description="One page per day to look at rather than read: recall NDCG@10 of every model with 95% CIs, "
         "the trend over the 28 days before, the ranking funnel and slate orderings against their baselines, "
         "worst PSI per day and the day's most drifted features, the last week's champion decisions, and a "

@@ -1,6 +1,8 @@
 """Serving layer wiring: the ANN index over the serving recall champion's item factors
 (services/ann_index.py) and the recommendations served on day D (services/serving.py)."""
 
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 
@@ -89,6 +91,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=["ranker_champion", "ranker", "recall_candidates", "item_features", "user_features", "interactions"],
+        # a day's list is due the day after it (the daily job at 01:00 UTC, then training)
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            warn_window=timedelta(hours=settings.automation.recommendations_warn_hours),
+            fail_window=timedelta(hours=settings.automation.recommendations_fail_hours),
+        ),
         description="The top-K (RankingSettings.top_k) list served on day D to every user active in the 28 days "
         "before D: recall candidates of D (users without any positive get popular items), ordered by the serving "
         "ranker of ranker_champion (else by recall), re-ranked (watched items "
