@@ -24,11 +24,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
     retrain_models = dg.define_asset_job(
         "retrain_models",
-        selection=dg.AssetSelection.groups("dictionaries", "recall", "evaluation", "ranking", "serving"),
+        selection=dg.AssetSelection.groups("dictionaries", "recall", "evaluation", "ranking", "serving", "report"),
         partitions_def=partitions,
         description="Train every recall model for a day on the window before it, evaluate them on the day, "
         "choose the champion and index it; then the day's ranking samples, ranker, funnel evaluation, "
-        "ranker promotion and recommendations.",
+        "ranker promotion and recommendations, and the day's report.",
     )
 
     daily_refresh_schedule = dg.build_schedule_from_partitioned_job(
