@@ -13,6 +13,7 @@ from pathlib import Path
 
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.explain import item_titles, plain_reason, title_of
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import CorruptModelError, ModelStore
 from recsys_assets.services.online import OnlineRecommender
@@ -35,6 +36,10 @@ def _recommend(args) -> int:
         session = SessionState.from_records(f"cli-{args.user}", [json.loads(line) for line in lines])
     answer = recommender.recommend(args.user, k=args.k, explain=args.explain, session=session)
     rows = answer.table.drop("stage").to_dicts()
+    titles = item_titles(recommender.storage)
+    for row in rows:  # what a person reads: the title and a plain reason
+        row["title"] = title_of(row["item_id"], titles)
+        row["reason"] = plain_reason(row.get("because_you_watched"), row.get("channels"), titles, row["item_id"])
     if args.json:
         print(
             json.dumps(
@@ -55,9 +60,12 @@ def _recommend(args) -> int:
         f"({answer.timings_ms['total_ms']:.1f} ms after load)"
     )
     for row in rows:
-        line = f"{row['rank']:>3}. item {row['item_id']:<8} score {row['score']:+.4f}  via {','.join(row['channels'] or [])}"
+        line = (
+            f"{row['rank']:>3}. {row['title']} (item {row['item_id']}) "
+            f"score {row['score']:+.4f}  via {','.join(row['channels'] or [])}"
+        )
         if args.explain:
-            line += f"  because you watched {row.get('because_you_watched') or []}; top features {row.get('top_features') or []}"
+            line += f"\n       {row['reason'] or 'no reason recorded'}; top features {row.get('top_features') or []}"
         print(line)
     return 0
 

@@ -205,6 +205,15 @@ def test_cli_answers_known_unknown_cold_and_fold_in_users(root, res, capsys):
     assert out["path"].startswith("known") and len(out["items"]) == 5 and out["day"] == D
     assert {"recall_ms", "rank_ms", "rerank_ms", "total_ms"} <= set(out["timings_ms"])
     assert all("because_you_watched" in item and "top_features" in item for item in out["items"])
+    # a person reads titles and a plain reason, not bare ids
+    titles = dict(pl.read_parquet(storage.partition_path("raw_items")).select("item_id", "title").iter_rows())
+    assert all(item["title"] == titles[item["item_id"]] for item in out["items"])
+    assert all(item["reason"] for item in out["items"])
+    for item in out["items"]:
+        if item["because_you_watched"]:
+            assert item["reason"] == "because you watched " + " and ".join(
+                titles[i] for i in item["because_you_watched"][:2]
+            )
     unknown = _cli(capsys, "--user", "987654321", "--data-root", str(root))
     assert unknown["path"] == "cold_start" and len(unknown["items"]) == 10
     users = set(pl.read_parquet(storage.partition_path("user_id_dictionary"))["id"].to_list())

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
+from recsys_assets.services.explain import item_titles, plain_reason  # noqa: E402
 from recsys_assets.services.lake import Lake  # noqa: E402
 
 
@@ -242,7 +243,6 @@ def write_report(lake: Lake, day: str, trend_days: int = 28) -> tuple[Path, dict
 
 def _recommendation_sample(lake: Lake, day: str, users: int) -> list[dict[str, Any]]:
     """The top 5 of the first `users` users (by id) with titles, genres and a plain reason."""
-    items_path = lake.partition_path("raw_items")
     rows = _read(
         lake,
         "recommendations",
@@ -251,25 +251,8 @@ def _recommendation_sample(lake: Lake, day: str, users: int) -> list[dict[str, A
         f"WHERE user_id IN (SELECT DISTINCT user_id FROM {{t}} ORDER BY user_id LIMIT {int(users)}) AND rank <= 5 "
         "ORDER BY user_id, rank",
     )
-    if not rows or not Path(items_path).exists():
-        return rows
-    con = duckdb.connect()
-    try:
-        titles = {
-            item: (title, genres)
-            for item, title, genres in con.execute(
-                "SELECT item_id, title, genres FROM read_parquet($path)", {"path": str(items_path)}
-            ).fetchall()
-        }
-    finally:
-        con.close()
+    titles = item_titles(lake)
     for r in rows:
         r["title"], r["genres"] = titles.get(r["item_id"], (f"item {r['item_id']}", []))
-        watched = [titles.get(i, (f"item {i}", None))[0] for i in (r.get("because_you_watched") or [])[:2]]
-        if watched:
-            r["why"] = "because you watched " + " and ".join(watched)
-        elif r.get("channels"):
-            r["why"] = "from " + ", ".join(r["channels"])
-        else:
-            r["why"] = ""
+        r["why"] = plain_reason(r.get("because_you_watched"), r.get("channels"), titles, r["item_id"])
     return rows
