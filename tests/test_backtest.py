@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from recsys_assets.services.backtest import backtest
+from recsys_assets.services.backtest import backtest, backtest_page
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.recall_evaluation import EVAL_SCHEMA
 from recsys_assets.services.registry import REGISTRY_SCHEMA
@@ -75,3 +75,17 @@ def test_only_the_last_periods_up_to_a_day(lake):
     assert {r["model"]: r["periods"] for r in summary} == {"a": 2, "b": 2, "popularity": 2}
     nothing, no_periods = backtest(Lake(data_root=str(lake.root / "nothing")), periods=5)
     assert nothing == [] and no_periods.height == 0
+
+
+def test_the_page_charts_every_period_and_states_the_win_rates(lake):
+    import base64
+    import re
+
+    summary, periods = backtest(lake, periods=14)
+    page = backtest_page(summary, periods)
+    charts = [base64.b64decode(b) for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+    assert len(charts) == 2 and all(c.startswith(b"\x89PNG") for c in charts)
+    assert "NDCG@10 per period (3 periods)" in page
+    assert "<td>a</td><td>3</td><td>0.1400</td>" in page  # the summary row of the best model
+    empty = backtest_page([], periods.clear())
+    assert "nothing recorded" in empty and "data:image/png" not in empty

@@ -13,7 +13,8 @@ from recsys_assets.assets._wiring import failures
 from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import read_arrow
-from recsys_assets.services.backtest import BACKTEST_SCHEMA, backtest
+from recsys_assets.services.backtest import BACKTEST_SCHEMA, backtest, backtest_page
+from recsys_assets.services.daily_report import write_page
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.holdout_evaluation import HOLDOUT_SCHEMA, evaluate_holdout
 from recsys_assets.services.promotion import choose_candidate, promote_recall
@@ -22,6 +23,7 @@ from recsys_assets.services.registry import REGISTRY_SCHEMA
 from recsys_assets.services.tables import write_frame, write_rows
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
+from resources.storage import SNAPSHOT
 
 EVAL_COLUMNS = table_metadata.column_schema(
     EVAL_SCHEMA,
@@ -348,9 +350,11 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             if days
             else "no evaluated period yet"
         )
+        page = write_page(storage, "backtest_report", SNAPSHOT, backtest_page(summary, periods))
         context.log.info(f"backtest_report: {len(days)} periods, {len(summary)} models")
         return dg.MaterializeResult(
             metadata={
+                "chart": dg.MetadataValue.url(page.resolve().as_uri()),  # the page with the charts
                 "periods": len(days),
                 "first_day": days[0] if days else "",
                 "last_day": days[-1] if days else "",

@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from recsys_assets.core.storage import read_polars
+from recsys_assets.services.daily_report import bar_chart, html_page, html_table, trend_chart
 from recsys_assets.services.days import days_before
 from recsys_assets.services.lake import Lake
 
@@ -121,3 +122,53 @@ def backtest(lake: Lake, periods: int, up_to: str | None = None, metric: str = "
     days = evaluated_days(lake, up_to)[-periods:]
     table = per_period(lake, days, metric, k)
     return summarize(table, metric, k), table
+
+
+def backtest_page(summary: list[dict], periods: pl.DataFrame, show: int = 8) -> str:
+    """The back-test as a page: NDCG@10 per period of the `show` best models (the best with its
+    95% CI band), win rates over popularity and over the serving champion, and the summary."""
+    best = [r["model"] for r in summary[:show]]
+    lines = (
+        periods.filter(pl.col("model").is_in(best))
+        .select(pl.col("model").alias("series"), "day", "value", "ci_low", "ci_high")
+        .to_dicts()
+        if periods.height
+        else []
+    )
+    wins = [
+        {"name": f"{r['model']} vs {against}", "value": r[key], "ci_low": None, "ci_high": None}
+        for r in summary
+        for against, key in (("popularity", "win_rate_vs_popularity"), ("champion", "win_rate_vs_champion"))
+        if r[key] is not None
+    ]
+    n = periods["day"].n_unique() if periods.height else 0
+    sections = [
+        (
+            f"NDCG@10 per period ({n} periods)",
+            trend_chart(
+                lines, "NDCG@10 per evaluated day (band: 95% CI of the best)", "NDCG@10", best[0] if best else None
+            ),
+            "",
+        ),
+        ("Win rates", bar_chart(wins, "Share of periods won", "win rate"), ""),
+        (
+            "Summary",
+            None,
+            html_table(
+                summary,
+                [
+                    "model",
+                    "periods",
+                    "mean",
+                    "mean_ci_width",
+                    "win_rate_vs_popularity",
+                    "significant_wins_vs_popularity",
+                    "mean_paired_lift_vs_popularity",
+                    "win_rate_vs_champion",
+                    "mean_lift_vs_champion",
+                    "trend_per_period",
+                ],
+            ),
+        ),
+    ]
+    return html_page("Rolling back-test", sections)

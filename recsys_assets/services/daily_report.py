@@ -48,7 +48,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "<p class='none'>nothing recorded</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -66,7 +66,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _trend_chart(rows: list[dict[str, Any]], title: str, ylabel: str, highlight: str | None = None) -> str | None:
+def html_page(heading: str, sections: list[tuple[str, str | None, str]]) -> str:
+    """A self-contained page: per section a title, an optional chart (PNG data URI) and HTML."""
+    body = "".join(
+        f"<section><h2>{html.escape(title)}</h2>"
+        + (f"<img alt='{html.escape(title)}' src='{chart}'>" if chart else "")
+        + (extra or ("" if chart else "<p class='none'>nothing recorded</p>"))
+        + "</section>"
+        for title, chart, extra in sections
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(heading)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
+        "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
+        "img{max-width:100%}.none{color:#888}section{margin-bottom:2em}"
+        f"</style></head><body><h1>{html.escape(heading)}</h1>{body}</body></html>"
+    )
+
+
+def write_page(lake: Lake, report: str, key: str, page: str) -> Path:
+    """Publish a page whole (written aside, then renamed) at reports/<report>/<key>.html."""
+    path = lake.report_path(report, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def trend_chart(rows: list[dict[str, Any]], title: str, ylabel: str, highlight: str | None = None) -> str | None:
     """One line per series (`series`, `day`, `value`, optional `ci_low`/`ci_high` band)."""
     if not rows:
         return None
@@ -88,7 +118,7 @@ def _trend_chart(rows: list[dict[str, Any]], title: str, ylabel: str, highlight:
     return _png(fig)
 
 
-def _bar_chart(rows: list[dict[str, Any]], title: str, xlabel: str) -> str | None:
+def bar_chart(rows: list[dict[str, Any]], title: str, xlabel: str) -> str | None:
     """Horizontal bars with 95% CI whiskers (`name`, `value`, `ci_low`, `ci_high`)."""
     if not rows:
         return None
@@ -161,14 +191,14 @@ def build_report(lake: Lake, day: str, trend_days: int = 28, sample_users: int =
 
     champion = next((r["champion"] for r in recall_decisions if r["day"] == day), None)
     charts = {
-        "recall_today": _bar_chart(recall_today, f"Recall NDCG@10 on {day} (95% CI)", "NDCG@10"),
-        "recall_trend": _trend_chart(
+        "recall_today": bar_chart(recall_today, f"Recall NDCG@10 on {day} (95% CI)", "NDCG@10"),
+        "recall_trend": trend_chart(
             recall_trend, f"Recall NDCG@10, last {trend_days} days", "NDCG@10", highlight=champion
         ),
-        "funnel_today": _bar_chart(
+        "funnel_today": bar_chart(
             [r for r in funnel_today if r["value"] is not None], f"Funnel on {day} (95% CI)", "value"
         ),
-        "drift_trend": _trend_chart(drift_trend, "Worst feature PSI per day (warn 0.1, fail 0.25)", "PSI"),
+        "drift_trend": trend_chart(drift_trend, "Worst feature PSI per day (warn 0.1, fail 0.25)", "PSI"),
     }
     sections = [
         ("Recall models on the day", charts["recall_today"], ""),
@@ -176,25 +206,25 @@ def build_report(lake: Lake, day: str, trend_days: int = 28, sample_users: int =
         (
             "Ranking funnel",
             charts["funnel_today"],
-            _table(
+            html_table(
                 funnel_today, ["name", "value", "ci_low", "ci_high", "baseline", "diff", "diff_ci_low", "diff_ci_high"]
             ),
         ),
         (
             "Drift",
             charts["drift_trend"],
-            _table(drift_today, ["feature", "kind", "psi", "ks", "js", "severity"]),
+            html_table(drift_today, ["feature", "kind", "psi", "ks", "js", "severity"]),
         ),
         (
             "Champion decisions (last 7 days)",
             None,
             "<h3>recall</h3>"
-            + _table(
+            + html_table(
                 recall_decisions,
                 ["day", "decision", "champion", "candidate", "candidate_value", "incumbent_value", "reason"],
             )
             + "<h3>ranker</h3>"
-            + _table(
+            + html_table(
                 ranker_decisions,
                 ["day", "decision", "champion_day", "candidate_value", "recall_only_value", "reason"],
             ),
@@ -202,25 +232,10 @@ def build_report(lake: Lake, day: str, trend_days: int = 28, sample_users: int =
         (
             "Recommendations (a sample of users)",
             None,
-            _table(sample, ["user_id", "rank", "title", "genres", "score", "why"]),
+            html_table(sample, ["user_id", "rank", "title", "genres", "score", "why"]),
         ),
     ]
-    body = "".join(
-        f"<section><h2>{html.escape(title)}</h2>"
-        + (f"<img alt='{html.escape(title)}' src='{chart}'>" if chart else "")
-        + (extra or ("" if chart else "<p class='none'>nothing recorded</p>"))
-        + "</section>"
-        for title, chart, extra in sections
-    )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Recommender daily report {day}</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
-        "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
-        "img{max-width:100%}.none{color:#888}section{margin-bottom:2em}"
-        f"</style></head><body><h1>Daily report {day}</h1>{body}</body></html>"
-    )
+    page = html_page(f"Daily report {day}", sections)
     summary = {
         "charts": sum(1 for c in charts.values() if c),
         "recall_models": len(recall_today),
@@ -233,12 +248,7 @@ def build_report(lake: Lake, day: str, trend_days: int = 28, sample_users: int =
 def write_report(lake: Lake, day: str, trend_days: int = 28) -> tuple[Path, dict[str, Any]]:
     """Build the page of `day` and publish it whole (written aside, then renamed)."""
     page, summary = build_report(lake, day, trend_days)
-    path = lake.report_path("daily_report", day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path, summary
+    return write_page(lake, "daily_report", day, page), summary
 
 
 def _recommendation_sample(lake: Lake, day: str, users: int) -> list[dict[str, Any]]:
