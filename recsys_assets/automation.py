@@ -8,6 +8,7 @@ import time
 import dagster as dg
 
 from recsys_assets.core.storage import duckdb_connect
+from recsys_assets.services.backtest import quality_drop
 from recsys_assets.settings import Settings
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
 
@@ -91,7 +92,9 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         minimum_interval_seconds=120,
         description="Requests retrain_models for the newest day whose features are materialized and that has "
         "not been trained yet (reason new_data), or whose drift report reached drift_fail_psi "
-        "(reason drift, which also retrains a day already trained). At most one request per "
+        "(reason drift, which also retrains a day already trained), or the newest day when the serving "
+        "champion's NDCG@10 fell more than quality_drop_share below its trailing mean (reason quality_drop). "
+        "drift and quality_drop also re-tune the tuned models at once. At most one request per "
         "retrain_min_interval_hours.",
     )
     def retrain_sensor(
@@ -114,14 +117,27 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             if d not in drift_handled and (_worst_psi(storage, d) or 0.0) >= features.drift_fail_psi
         ]
         fresh = [d for d in feature_days if d not in trained]
-        if not drifted and not fresh:
-            return dg.SensorResult(skip_reason=dg.SkipReason("no new feature day and no drift"))
+        drop = quality_drop(storage, automation.quality_window_days, automation.quality_drop_share)
+        if drop is not None and drop["day"] in state.get("quality_handled", []):
+            drop = None
+        if not drifted and not fresh and drop is None:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no new feature day, no drift, no quality drop"))
         if now - last < automation.retrain_min_interval_hours * 3600:
             wait = automation.retrain_min_interval_hours * 3600 - (now - last)
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(f"retrained {now - last:.0f}s ago; next allowed in {wait:.0f}s")
             )
-        day, reason = (drifted[-1], "drift") if drifted else (fresh[-1], "new_data")
+        if drifted:
+            day, reason = drifted[-1], "drift"
+        elif drop is not None and feature_days:
+            # the newest day is retrained (and its models re-tuned) before the schedule would
+            day, reason = feature_days[-1], "quality_drop"
+            context.log.info(
+                f"quality drop on {drop['day']}: {drop['champion']} NDCG@10 {drop['value']:.4f} "
+                f"vs {drop['trailing_mean']:.4f} over the days before"
+            )
+        else:
+            day, reason = fresh[-1], "new_data"
         request = dg.RunRequest(
             run_key=f"retrain-{day}-{reason}-{int(now)}", partition_key=day, tags={"trigger": reason}
         )
@@ -132,6 +148,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 {
                     "trained": sorted(trained | {day}),
                     "drift_handled": sorted(drift_handled | ({day} if reason == "drift" else set())),
+                    "quality_handled": sorted(
+                        set(state.get("quality_handled", []))
+                        | ({drop["day"]} if reason == "quality_drop" and drop else set())
+                    ),
                     "last_request_ts": now,
                 }
             ),

@@ -216,6 +216,10 @@ class AutomationConfig(BaseModel):
 
     # At most one retraining request per this many hours, whatever triggers it (new data or drift).
     retrain_min_interval_hours: float = 6.0
+    # A quality drop retrains and re-tunes: the serving champion's NDCG@10 on the latest evaluated
+    # day more than quality_drop_share below its mean over the quality_window_days before.
+    quality_drop_share: float = Field(default=0.2, gt=0, lt=1)
+    quality_window_days: int = Field(default=7, ge=2)
     # The recommendations' freshness policy: a warning, then a failure, when the newest list is older.
     recommendations_warn_hours: int = Field(default=26, ge=1)
     recommendations_fail_hours: int = Field(default=50, ge=1)

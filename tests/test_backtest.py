@@ -1,5 +1,6 @@
 """The rolling back-test report (services/backtest.py) on constructed evaluation partitions."""
 
+import dagster as dg
 import pyarrow as pa
 import pytest
 
@@ -89,3 +90,39 @@ def test_the_page_charts_every_period_and_states_the_win_rates(lake):
     assert "<td>a</td><td>3</td><td>0.1400</td>" in page  # the summary row of the best model
     empty = backtest_page([], periods.clear())
     assert "nothing recorded" in empty and "data:image/png" not in empty
+
+
+def test_a_quality_drop_of_the_serving_champion_retrains_and_retunes(lake):
+    from recsys_assets import automation
+    from recsys_assets.partitions import daily_partitions
+    from recsys_assets.services.backtest import quality_drop
+    from recsys_assets.settings import Settings
+    from resources import AutomationSettings, FeatureSettings, StorageResource
+
+    assert quality_drop(lake, window=7, share=0.2) is None  # a rises 0.12 -> 0.16: no drop
+    drop_day = "2026-01-05"  # the champion serving it (decided on the 4th) is a
+    rows = [_eval_row(drop_day, "popularity", 0.10, None), _eval_row(drop_day, "a", 0.10, -0.01)]
+    write_rows(rows, EVAL_SCHEMA, lake.partition_path("recall_evaluation", drop_day))
+    drop = quality_drop(lake, window=7, share=0.2)
+    # the champion served on each day: b on the 2nd (0.09), a on the 3rd and 4th (0.14, 0.16)
+    assert drop == {"day": drop_day, "champion": "a", "value": 0.10, "trailing_mean": pytest.approx(0.13)}
+    assert quality_drop(lake, window=7, share=0.3) is None  # 0.10 is not 30% below 0.13
+
+    # the sensor: every feature day already trained, no drift report: only the drop asks
+    (lake.lake_dir / "user_features").mkdir(parents=True)
+    for day in ("2026-01-04", drop_day):
+        (lake.lake_dir / "user_features" / f"{day}.parquet").touch()
+    sensor = automation.build(daily_partitions(Settings().start_date), Settings())[2][1]
+    resources = {
+        "storage": StorageResource(data_root=str(lake.root)),
+        "features": FeatureSettings(),
+        "automation": AutomationSettings(retrain_min_interval_hours=0.0),
+    }
+    cursor = '{"trained": ["2026-01-04", "2026-01-05"]}'
+    with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
+        result = sensor(context)
+    (request,) = result.run_requests
+    assert request.partition_key == drop_day and request.tags["trigger"] == "quality_drop"
+    with dg.build_sensor_context(cursor=result.cursor, resources=resources) as context:
+        again = sensor(context)
+    assert again.run_requests == [] and "no quality drop" in str(again.skip_reason)  # handled once

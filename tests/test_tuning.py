@@ -54,6 +54,10 @@ def test_the_tuning_of_a_day_never_reads_that_day_and_is_reproducible(built_worl
     write_rows(rows, TUNING_SCHEMA, lake.partition_path("recall_tuning", D))
     later = tune_day("2026-01-07", lake, store, settings.recall, str(settings.start_date))
     assert [(r["model"], r["carried_from"], r["is_best"]) for r in later] == [("ease", D, True), ("item_cf", D, True)]
+    # drift or a quality drop (retrain_sensor's trigger) forces a new study within the interval
+    forced = tune_day("2026-01-07", lake2, store2, settings2.recall, str(settings2.start_date), force=True)
+    assert forced and all(r["carried_from"] is None for r in forced)
+    assert {r["validation_day"] for r in forced} == {"2026-01-06"} and len(forced) == 8
     ease_best = next(r for r in rows if r["model"] == "ease" and r["is_best"])
     assert tuned_params(lake, "2026-01-09", "ease") == (json.loads(ease_best["params"]), D)
     assert tuned_params(lake, "2026-01-05", "ease") is None  # never before the day it was tuned for

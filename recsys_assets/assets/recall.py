@@ -18,7 +18,7 @@ from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.tables import write_rows
 from recsys_assets.services.training import publish_training_data, train_recall_model
-from recsys_assets.services.tuning import TUNING_SCHEMA, tune_day, tuned_params
+from recsys_assets.services.tuning import RETUNE_TRIGGERS, TUNING_SCHEMA, tune_day, tuned_params
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 
@@ -122,11 +122,16 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         recall: RecallSettings,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
+        # a retrain that drift or a quality drop triggered (retrain_sensor's tag) re-tunes now
+        trigger = context.run.tags.get("trigger", "")
+        force = trigger in RETUNE_TRIGGERS
         for day in context.partition_keys:
             with failures():
-                rows = tune_day(day, storage, model_store, recall, first_day, context.log)
+                rows = tune_day(day, storage, model_store, recall, first_day, context.log, force=force)
             write_rows(rows, TUNING_SCHEMA, storage.partition_path("recall_tuning", day))
             meta: dict = {"tuned_models": dg.MetadataValue.json(list(recall.tune))}
+            if force:
+                meta["new_study_because"] = trigger
             for r in rows:
                 if r["is_best"]:
                     meta[f"best_valid_ndcg_at_10_{r['model']}"] = r["value"]

@@ -172,3 +172,21 @@ def backtest_page(summary: list[dict], periods: pl.DataFrame, show: int = 8) -> 
         ),
     ]
     return html_page("Rolling back-test", sections)
+
+
+def quality_drop(lake: Lake, window: int, share: float) -> dict | None:
+    """The serving champion's NDCG@10 on the latest evaluated day, when it fell more than `share`
+    below its mean over the `window` evaluated days before (else None): a reason to retrain and
+    re-tune before the schedule would."""
+    days = evaluated_days(lake)[-(window + 1) :]
+    if len(days) < 3:
+        return None
+    periods = per_period(lake, days)
+    served = periods.filter(pl.col("model") == pl.col("champion")).sort("day")
+    if served.height < 3 or served["day"][-1] != days[-1]:
+        return None
+    values = served["value"].to_numpy().astype(np.float64)
+    latest, before = float(values[-1]), float(values[:-1].mean())
+    if not before > 0 or latest >= (1.0 - share) * before:
+        return None
+    return {"day": days[-1], "champion": served["champion"][-1], "value": latest, "trailing_mean": before}

@@ -44,6 +44,9 @@ TUNING_SCHEMA = pa.schema(
 )
 K = 10
 
+# retrain_sensor's triggers after which the models are re-tuned at once, not at tune_every_days
+RETUNE_TRIGGERS = ("drift", "quality_drop")
+
 
 def _suggest(trial: optuna.Trial, space: dict[str, registry.Range]) -> dict:
     out: dict[str, float | int] = {}
@@ -164,13 +167,20 @@ def study(
 
 
 def tune_day(
-    day: str, lake: Lake, model_store: ModelStore, settings: RecallConfig, first_day: str | None, log=None
+    day: str,
+    lake: Lake,
+    model_store: ModelStore,
+    settings: RecallConfig,
+    first_day: str | None,
+    log=None,
+    force: bool = False,
 ) -> list[dict]:
     """recall_tuning's rows of `day`: a new study per tuned model when its last one is older than
-    tune_every_days, else the last best carried forward (one row, no trial run)."""
+    tune_every_days (or `force`: drift or a quality drop asked for one), else the last best
+    carried forward (one row, no trial run)."""
     rows: list[dict] = []
     for name in settings.tune:
-        previous = latest_study(lake, day, name, settings.tune_every_days)
+        previous = None if force else latest_study(lake, day, name, settings.tune_every_days)
         if previous is not None:
             best = next(r for r in previous if r["is_best"])
             rows.append(best | {"day": day, "carried_from": best["day"]})
