@@ -86,13 +86,16 @@ def _cpu_seconds() -> float:
 
 
 def _rows(result, key) -> int | None:
+    """Rows written over the run: each partition's own count, summed (one event per day)."""
+    total, seen = 0, False
     for event in result.get_asset_materialization_events():
         if event.asset_key == key:
             meta = event.materialization.metadata
             for label in ("dagster/row_count", "rows", "rows_loaded"):
                 if label in meta:
-                    return int(meta[label].value)
-    return None
+                    total, seen = total + int(meta[label].value), True
+                    break
+    return total if seen else None
 
 
 def _step_seconds(instance, result, key) -> float:

@@ -14,7 +14,6 @@ from recsys_assets.instance import prepare_dagster_home
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
-IN_PROCESS = '{"execution": {"config": {"in_process": {}}}}'
 
 
 def test_a_prepared_home_has_its_storage_and_run_monitoring(tmp_path):
@@ -56,9 +55,7 @@ def test_overlapping_range_runs_on_fresh_homes_five_times(tmp_path):
                     "materialize",
                     "-m",
                     "recsys_assets.definitions",
-                    *args,
-                    "--config-json",
-                    IN_PROCESS,
+                    *args,  # steps in the run's process: the default executor (Settings.executor)
                 ],
                 cwd=ROOT,
                 env=env,

@@ -33,7 +33,6 @@ PARALLEL_RUNS = [
 ]
 # Each run executes its steps in its one process, one after the other (a per-step process
 # costs seconds of imports on 2 cores); the runs are separate processes in parallel.
-IN_PROCESS = '{"execution": {"config": {"in_process": {}}}}'
 
 
 def lake_hashes(data_root: Path) -> dict[str, str]:
@@ -85,14 +84,11 @@ def test_overlapping_parallel_ranges_match_a_sequential_run(sequential, tmp_path
         DAGSTER_DISABLE_TELEMETRY="1",
     )
     env.pop("RECSYS_LANDING_ROOT", None)
-    first = _cli(["--select", "group:raw_snapshots", "--config-json", IN_PROCESS], env)
+    first = _cli(["--select", "group:raw_snapshots"], env)  # in-process steps: the default executor
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]
 
-    runs = [
-        _cli(["--select", select, "--partition-range", rng, "--config-json", IN_PROCESS], env)
-        for select, rng in PARALLEL_RUNS
-    ]
+    runs = [_cli(["--select", select, "--partition-range", rng], env) for select, rng in PARALLEL_RUNS]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     for (select, rng), run, out in zip(PARALLEL_RUNS, runs, outputs, strict=False):
         assert run.returncode == 0, f"{select} {rng}:\n{out[-3000:]}"

@@ -238,4 +238,4 @@ def test_ranker_champion_asset_metadata_says_why(res):
     meta = event.materialization.metadata
     assert meta["decision"].value == "none" and meta["champion_day"].value == "none"
     assert "3 evaluated users < min_evaluated_users 50" in meta["reason"].value
-    assert meta["days"].value[D]["decision"] == "none"
+    assert meta["days_of_run"].value[D]["decision"] == "none"
