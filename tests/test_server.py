@@ -98,6 +98,7 @@ def world(built_world) -> dict:
         # in the batch list, with history, nothing newer than the models (no fold-in)
         "known": min(set(recs["user_id"].to_list()) & with_history - fresh),
         "cold": min(users - active),  # in the dictionary, no positive in the window
+        "fresh": min(fresh),  # a positive on the model day itself: newer than the models
         "online": OnlineRecommender(
             storage,
             ModelStore(models_root=settings.models_root),
@@ -144,6 +145,10 @@ def test_known_unknown_cold_and_session_requests(world, url):
     assert all(i["channels"] == ["recent_popularity"] for i in unknown["items"])
     status, cold = call(f"{url}/recommend?user={world['cold']}&k=5")
     assert status == 200 and cold["path"] == "cold_start" and len(cold["items"]) == 5
+    status, folded = call(f"{url}/recommend?user={world['fresh']}&k=5")
+    assert status == 200 and folded["path"] == "known+fold_in" and len(folded["items"]) == 5
+    # the fold-in vector was the request's own: the next known user gets the batch list again
+    assert [i["item_id"] for i in call(f"{url}/recommend?user={known}&k={top_k}")[1]["items"]] == items
 
     # a live session: the bottom of the user's list looked at twice, just before the request
     plain = [i["item_id"] for i in call(f"{url}/recommend?user={known}&k=50")[1]["items"]]
@@ -211,12 +216,31 @@ def test_health_ready_and_metrics(url):
             "session event 1",
         ),
         ("/recommend", {"user": 1, "at": "2026-01-06T20:00:00"}, "at must be an ISO-8601 time with an offset"),
+        ("/recommend?user=1&session=x", None, "session events go in the JSON body of POST /recommend"),
+        ("/recommend", b'{"user": 1, "pad": "' + b"x" * (1 << 20) + b'"}', "the body is larger than"),
     ],
 )
 def test_bad_requests_are_400_with_the_reason(url, path, body, reason):
     status, answer = call(f"{url}{path}", body)
     assert status == 400 and isinstance(answer, dict)
     assert reason in answer["error"], answer
+
+
+def test_the_serve_command_wires_its_options(world, monkeypatch, capsys):
+    from recsys_assets import cli, server
+
+    calls = []
+    monkeypatch.setattr(server, "serve", lambda settings, **kw: calls.append((settings, kw)))
+    root = str(world["root"])
+    assert cli.main(["serve", "--data-root", root, "--port", "0", "--reload-seconds", "2.5"]) == 0
+    settings, options = calls[-1]
+    assert (
+        settings.data_root == root and settings.serving.reload_seconds == 2.5 and settings.serving.host == "127.0.0.1"
+    )
+    assert options == {"host": None, "port": 0, "log_level": "info"}  # None: settings.serving.host
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--reload-seconds", "0"])
+    assert "--reload-seconds must be > 0" in capsys.readouterr().err
 
 
 def test_a_corrupt_artifact_is_503_naming_the_file(world, tmp_path):
