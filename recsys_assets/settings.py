@@ -229,6 +229,8 @@ class ServingConfig(BaseModel):
     # a promotion or a rollback (a new recommender is built off the request path, then swapped).
     reload_seconds: float = Field(default=10.0, gt=0.0, le=86400.0)
     max_k: int = Field(default=1000, ge=1, le=100000)
+    # Requests answered at once (the rest wait): the funnel is CPU-bound, so about the cores.
+    concurrency: int = Field(default=2, ge=1, le=256)
 
 
 class SettingsError(ValueError):

@@ -165,6 +165,29 @@ def test_known_unknown_cold_and_session_requests(world, url):
     assert live_items == world["online"].recommend(known, k=50, session=session, at=at).table["item_id"].to_list()
 
 
+def test_concurrent_requests_get_the_answers_of_sequential_ones(world, url):
+    """Requests run two at a time (ServingConfig.concurrency): known, fold-in and cold users
+    interleaved from 6 clients get exactly the lists the online path gives one at a time."""
+    storage = Lake(data_root=str(world["root"]))
+    fresh = sorted(set(serving.user_history(storage, [D])["user_id"].to_list()))[:6]
+    known = sorted(set(world["recs"]["user_id"].to_list()) - set(fresh))[:12]
+    users = [u for pair in zip(known[::2], known[1::2], fresh, strict=False) for u in pair] + [987654321]
+    expected = {u: world["online"].recommend(u, k=10).table["item_id"].to_list() for u in users}
+    got: dict[int, list] = {}
+
+    def client(share):
+        for user in share:
+            status, answer = call(f"{url}/recommend?user={user}&k=10")
+            got[user] = [i["item_id"] for i in answer["items"]] if status == 200 else status
+
+    threads = [threading.Thread(target=client, args=(users[i::6],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected
+
+
 def test_health_ready_and_metrics(url):
     assert call(f"{url}/health") == (200, {"status": "alive"})
     status, ready = call(f"{url}/ready")
