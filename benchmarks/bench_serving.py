@@ -79,21 +79,29 @@ def wait_ready(base: str, server: subprocess.Popen, seconds: float = 900) -> dic
 class Client:
     """One keep-alive HTTP/1.1 connection (reconnects after an error)."""
 
-    def __init__(self, port: int):
-        self.port, self.conn = port, None
+    errors: list[str] = []  # what failed, across clients (status 0)
 
-    def get(self, path: str) -> int:
+    def __init__(self, port: int):
+        self.port, self.conn, self.reused = port, None, False
+
+    def get(self, path: str, retry: bool = True) -> int:
         try:
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                self.conn, self.reused = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60), False
             self.conn.request("GET", path)
             response = self.conn.getresponse()
             response.read()
+            self.reused = True
             return response.status
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as error:
             if self.conn is not None:
                 self.conn.close()
-            self.conn = None
+            self.conn, stale = None, self.reused
+            # the server closes a connection idle past its keep-alive timeout (uvicorn: 5 s); a
+            # GET sent on it just then fails before reaching the server: resend once, as clients do
+            if stale and retry:
+                return self.get(path, retry=False)
+            Client.errors.append(f"{type(error).__name__}: {error}")
             return 0
 
 
@@ -268,6 +276,8 @@ def main():
                 f"closed loop {n:>2} clients: {closed[n]['rps']:.1f} req/s, p50/p95/p99 {fmt(closed[n]['latency'])} ms, "
                 f"{closed[n]['errors']} errors of {closed[n]['n']}"
             )
+        if Client.errors:
+            print(f"client-side errors: {Client.errors[:5]}")
         stages = server_stages(base)
         print("server-side mean ms per stage: " + ", ".join(f"{s} {ms:.1f}" for s, ms in stages.items()))
     finally:
