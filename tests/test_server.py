@@ -23,9 +23,9 @@ from recsys_assets.server import build_app
 from recsys_assets.services import serving
 from recsys_assets.services.days import days_before
 from recsys_assets.services.lake import Lake
-from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.model_store import CorruptModelError, ModelStore
 from recsys_assets.services.online import OnlineRecommender
-from recsys_assets.services.recommend_service import RecommendService
+from recsys_assets.services.recommend_service import RETRY_POLLS, RecommendService
 from recsys_assets.services.registry import serving_ranker_day
 from recsys_assets.services.rollback import rollback
 from recsys_assets.settings import Settings
@@ -247,6 +247,26 @@ def test_bad_requests_are_400_with_the_reason(url, path, body, reason):
     status, answer = call(f"{url}{path}", body)
     assert status == 400 and isinstance(answer, dict)
     assert reason in answer["error"], answer
+
+
+def test_a_failed_reload_keeps_the_models_and_is_retried_after_some_polls(world, monkeypatch):
+    service = RecommendService(world["settings"], reload_seconds=0.05)
+    assert service.reload() and not service.reload()  # loaded once; nothing changed since
+    serving_now = service.current
+    monkeypatch.setattr(service, "fingerprint", lambda: ("2099-01-01", *serving_now.fingerprint[1:]))
+    builds = []
+
+    def corrupt(fingerprint):
+        builds.append(fingerprint)
+        raise CorruptModelError("/models/x/weights.npy does not match its checksum")
+
+    monkeypatch.setattr(service, "_build", corrupt)
+    assert not service.reload() and service.current is serving_now
+    assert service.last_error == "/models/x/weights.npy does not match its checksum"
+    assert not service.reload() and len(builds) == 1  # not again at the next poll
+    time.sleep(RETRY_POLLS * 0.05 + 0.05)
+    assert not service.reload() and len(builds) == 2
+    assert service.ready()[0] and "recsys_reload_failing 1" in service.metrics_text()
 
 
 def test_the_serve_command_wires_its_options(world, monkeypatch, capsys):
