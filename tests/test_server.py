@@ -134,6 +134,9 @@ def test_known_unknown_cold_and_session_requests(world, url):
     assert versions["day"] == D and versions["ranker_day"] == ranker_day
     assert versions["models"]["ranker"].startswith(f"{ranker_day}-")
     assert versions["models"]["recall_als"] == Path(world["root"] / "models" / "recall_als" / D).resolve().name
+    online = world["online"]
+    read = set(online.recall_channels) | set(online.ctx.channels) | {"recent_popularity"}
+    assert set(versions["models"]) == {"ranker"} | {f"recall_{c}" for c in read}
 
     status, explained = call(f"{url}/recommend", {"user": known, "k": 3, "explain": True})
     assert status == 200 and len(explained["items"]) == 3

@@ -28,6 +28,7 @@ from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import MANIFEST, CorruptModelError, ModelStore
 from recsys_assets.services.online import OnlineRecommender, latest_model_day
 from recsys_assets.services.registry import serving_champion, serving_ranker_day
+from recsys_assets.services.serving import COLD_START_CHANNEL
 from recsys_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,10 +188,16 @@ class RecommendService:
             first_day=self.settings.start_date,
         )
         champion = serving_champion(self.lake, day)
+        # the models this recommender reads (a model published but not among the configured
+        # channels is not named). Versions are read before the load: a model re-published in
+        # between changes the next poll's fingerprint, and that poll loads and names it.
+        used = set(recommender.recall_channels) | set(recommender.ctx.channels)
+        if recommender.ctx.cold_start is not None:
+            used.add(COLD_START_CHANNEL)
         versions = {
             "day": recommender.day,
             "ranker_day": recommender.ranker_day,
-            "models": dict(models),
+            "models": {m: v for m, v in models if m == "ranker" or m.removeprefix("recall_") in used},
             # the online funnel fuses every channel; the recall champion is reported, not chosen
             "recall_champion": f"{champion[0]}@{champion[1]}" if champion else None,
         }
