@@ -1,7 +1,9 @@
 """`recsys` console script. `recsys recommend --user U [--k 10] [--explain] [--json]
 [--session FILE]` serves one user from the latest published models through the same funnel as
 the batch assets; --session gives the live session's actions so far (JSON Lines of events:
-item_id, type, occurred_at), which the ranker's request-time features read."""
+item_id, type, occurred_at), which the ranker's request-time features read. `recsys serve
+[--host 127.0.0.1] [--port 8000] [--reload-seconds 10]` answers the same requests over HTTP
+(recsys_assets/server.py) and swaps in new models as they are published or rolled back."""
 
 from __future__ import annotations
 
@@ -70,6 +72,18 @@ def _recommend(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from recsys_assets.server import serve  # Starlette and uvicorn only for this command
+
+    settings = Settings.load(**({"data_root": args.data_root} if args.data_root else {}))
+    if args.reload_seconds is not None:
+        settings = settings.model_copy(
+            update={"serving": settings.serving.model_copy(update={"reload_seconds": args.reload_seconds})}
+        )
+    serve(settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def _day(text: str) -> str:
     """--day: a real calendar date (2026-02-30 is refused by argparse with one line)."""
     try:
@@ -92,7 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--day", type=_day, default=None, help="serve with the models of this day (default: the latest)")
     rec.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     rec.add_argument("--session", help="JSON Lines of the live session's events (item_id, type, occurred_at)")
+    srv = sub.add_parser("serve", help="answer recommendation requests over HTTP (hot-swaps new models)")
+    srv.add_argument("--host", default=None, help="default: 127.0.0.1 (settings.serving.host)")
+    srv.add_argument("--port", type=int, default=None, help="default: 8000 (settings.serving.port)")
+    srv.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
+    srv.add_argument("--reload-seconds", type=float, default=None, help="how often to look for new models (default 10)")
+    srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.reload_seconds is not None and args.reload_seconds <= 0:
+            parser.error("--reload-seconds must be > 0")
+        return _serve(args)
     if args.k < 1:
         parser.error("--k must be >= 1")
     try:

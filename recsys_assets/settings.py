@@ -229,6 +229,21 @@ class AutomationConfig(BaseModel):
 FINISHED_SOURCES = ("synthetic", "movielens", "trivago")
 
 
+class ServingConfig(BaseModel):
+    """`recsys serve`: where the HTTP server listens, how often it looks for new models, and
+    the largest list one request may ask for."""
+
+    # Loopback by default: the API has no authentication, so exposing it is a deliberate choice.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # How often the model store and the champion registries are checked for a new model day,
+    # a promotion or a rollback (a new recommender is built off the request path, then swapped).
+    reload_seconds: float = Field(default=10.0, gt=0.0, le=86400.0)
+    max_k: int = Field(default=1000, ge=1, le=100000)
+    # Requests answered at once (the rest wait): the funnel is CPU-bound, so about the cores.
+    concurrency: int = Field(default=2, ge=1, le=256)
+
+
 class SettingsError(ValueError):
     """A setting (or an environment variable naming one) with a value the platform cannot use."""
 
@@ -266,6 +281,7 @@ class Settings(BaseModel):
     recall: RecallConfig = RecallConfig()
     ranking: RankingConfig = RankingConfig()
     automation: AutomationConfig = AutomationConfig()
+    serving: ServingConfig = ServingConfig()
 
     @field_validator("start_date", "end_date", "history_start", "evaluation_start")
     @classmethod

@@ -10,6 +10,7 @@ without history take the cold-start path (popular items through the ranker) - ne
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking.features import Channel
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.recall import models as recall_models
@@ -159,10 +161,13 @@ class OnlineRecommender:
     def _history(self, user_id: int) -> pl.DataFrame:
         return self.history.filter(pl.col("user_id") == user_id)
 
-    def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str, F.FeatureContext]:
+        """(candidates, path, the context the ranker reads: the shared one, or for a fold-in a
+        shallow copy holding the request's own ALS channel, so requests may run concurrently)."""
         uidx = self.user_index.get(user_id)
         if uidx is None or history.height == 0:
-            return self._popular(user_id, history), "cold_start"
+            return self._popular(user_id, history), "cold_start", self.ctx
+        ctx = self.ctx
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
         signal = self.seen_signal.filter(pl.col("user_id") == user_id)["item_id"].to_list()
@@ -193,13 +198,12 @@ class OnlineRecommender:
             channels["als"] = Channel(
                 FoldedALS(als.model, {uidx: vector}), max(als.n_users, uidx + 1), als.n_items, als.score_range
             )
-            self.ctx.channels = (
-                {**self.ctx.channels, "als": channels["als"]} if "als" in self.ctx.channels else self.ctx.channels
-            )
+            if "als" in self.ctx.channels:  # the derived caches stay shared (same dict)
+                ctx = dataclasses.replace(self.ctx, channels={**self.ctx.channels, "als": channels["als"]})
             path = "known+fold_in"
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
         if not known:
-            return self._popular(user_id, history), "cold_start"
+            return self._popular(user_id, history), "cold_start", self.ctx
         # recommend() reads the exclusion row of the user's own index
         exclude = sp.csr_matrix(
             (np.ones(len(blocked), np.float32), (np.full(len(blocked), uidx), blocked)), shape=(uidx + 1, n_items)
@@ -213,7 +217,7 @@ class OnlineRecommender:
         frame = serving_candidates(
             cast(pl.DataFrame, pl.from_arrow(table)).lazy(), self.ranking.rank_candidates
         ).collect()
-        return frame.drop("channel_depth"), path
+        return frame.drop("channel_depth"), path, ctx
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
@@ -227,29 +231,26 @@ class OnlineRecommender:
         at: dt.datetime | None = None,
     ) -> Answer:
         """The user's top-k; with `session` (the live session's actions so far), the ranker also
-        sees what the session did before `at` (default: now)."""
-        base_channels = self.ctx.channels
+        sees what the session did before `at` (default: now). Reads the loaded state only, so
+        several threads may call it at once."""
         timings = {}
-        try:
-            started = time.perf_counter()
-            history = self._history(user_id)
-            candidates, path = self._candidates(user_id, history)
-            timings["recall_ms"] = (time.perf_counter() - started) * 1000
-            settings = self.ranking.model_copy(update={"top_k": k})
-            table = recommend_users(
-                self.ctx,
-                self.model,
-                candidates,
-                history,
-                settings,
-                explain=explain,
-                timings=timings,
-                exclude=self.exclude,
-                session=session,
-                at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
-            )
-        finally:
-            self.ctx.channels = base_channels  # a fold-in vector is per request
+        started = time.perf_counter()
+        history = self._history(user_id)
+        candidates, path, ctx = self._candidates(user_id, history)
+        timings["recall_ms"] = (time.perf_counter() - started) * 1000
+        settings = self.ranking.model_copy(update={"top_k": k})
+        table = recommend_users(
+            ctx,
+            self.model,
+            candidates,
+            history,
+            settings,
+            explain=explain,
+            timings=timings,
+            exclude=self.exclude,
+            session=session,
+            at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
+        )
         timings["total_ms"] = sum(timings.values())
         return Answer(
             user_id=user_id,

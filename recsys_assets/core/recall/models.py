@@ -524,9 +524,11 @@ class ALSModel(RecallModel):
             raise ValueError(f"user_rows has {rows.shape[1]} columns, model has {item_factors.shape[0]} items")
         with _blas_single_thread():
             if self._implicit is None:  # loaded from disk: rebuild the solver around the factors
-                self._implicit = self._new_implicit(None)
-                self._implicit.item_factors = self.item_factors
-                self._implicit.user_factors = self.user_factors
+                # built whole before it is published: a concurrent request never sees it half set
+                solver = self._new_implicit(None)
+                solver.item_factors = self.item_factors
+                solver.user_factors = self.user_factors
+                self._implicit = solver
             vectors = self._implicit.recalculate_user(np.arange(rows.shape[0]), rows)
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(rows.shape[0], -1)
 
@@ -1054,7 +1056,9 @@ class EASEModel(RecallModel):
         }
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.weights = np.asarray(arrays["weights"], dtype=np.float32)
+        # C order: scipy's sparse @ dense copies a Fortran-ordered operand (the inverse is saved
+        # that way) on every product, 9 MB per call at 1.5k items, the online path's largest cost
+        self.weights = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
         # artifacts saved before only the seen items were fitted hold the whole catalog
         items = arrays.get("items")
         self.items = np.arange(len(self.weights), dtype=np.int64) if items is None else np.asarray(items, np.int64)

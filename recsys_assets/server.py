@@ -1,0 +1,125 @@
+"""`recsys serve`: the online recommender over HTTP (Starlette on uvicorn). Wiring only: the
+requests, the models and their hot swap live in services/recommend_service.py.
+
+    GET  /recommend?user=42&k=10&explain=true
+    POST /recommend   {"user": 42, "k": 10, "explain": false, "session": [{item_id, type, occurred_at}, ...]}
+    GET  /health      alive
+    GET  /ready       models loaded (503 until then), their versions, the last reload error
+    GET  /metrics     request counts, per-stage latency histograms, model versions (Prometheus text)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.model_store import CorruptModelError
+from recsys_assets.services.recommend_service import BadRequest, RecommendService, Unavailable
+from recsys_assets.settings import Settings
+
+log = logging.getLogger(__name__)
+# A request is a user and a session's recent events: far below this.
+MAX_BODY_BYTES = 1 << 20
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def build_app(service: RecommendService, watch: bool = True) -> Starlette:
+    """The ASGI app over `service`; its lifespan loads the models and (with `watch`) starts the
+    watcher that swaps in new ones."""
+
+    async def recommend(request: Request) -> Response:
+        started = time.perf_counter()
+        status, timings = 500, None
+        try:
+            if request.method == "POST":
+                raw = await request.body()
+                if len(raw) > MAX_BODY_BYTES:
+                    raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
+                try:
+                    body = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as error:
+                    raise BadRequest(f"the body is not JSON: {error}") from None
+                if not isinstance(body, dict):
+                    raise BadRequest("the body must be a JSON object {user, k, explain, session}")
+                parsed = service.parse(body)
+            else:
+                parsed = service.parse(dict(request.query_params), allow_session=False)
+            # the funnel is CPU work: off the event loop, so /health and /metrics stay responsive
+            answer = await run_in_threadpool(service.recommend, parsed)
+            timings = answer["timings_ms"] | {"server_ms": (time.perf_counter() - started) * 1000}
+            answer["timings_ms"]["server_ms"] = round(timings["server_ms"], 3)
+            status = 200
+            return JSONResponse(answer)
+        except BadRequest as error:
+            status = 400
+            return _error(400, str(error))
+        except (Unavailable, MissingInput, CorruptModelError, OSError) as error:  # names the file
+            status = 503
+            return _error(503, str(error))
+        except Exception as error:  # noqa: BLE001 — an answer, never a traceback, to the client
+            log.exception("recommend failed for %s", request.url)
+            return _error(500, f"internal error: {type(error).__name__}: {error}")
+        finally:
+            service.metrics.request("/recommend", status, timings)
+
+    async def health(request: Request) -> Response:
+        service.metrics.request("/health", 200)
+        return JSONResponse({"status": "alive"})
+
+    async def ready(request: Request) -> Response:
+        ok, status = service.ready()
+        service.metrics.request("/ready", 200 if ok else 503)
+        return JSONResponse(status, status_code=200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        service.metrics.request("/metrics", 200)
+        return PlainTextResponse(service.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        if watch:
+            await run_in_threadpool(service.start)
+        elif service.current is None:
+            await run_in_threadpool(service.reload)
+        try:
+            yield
+        finally:
+            service.stop()
+
+    return Starlette(
+        routes=[
+            Route("/recommend", recommend, methods=["GET", "POST"]),
+            Route("/health", health),
+            Route("/ready", ready),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
+    """Run the server until interrupted (binds settings.serving.host, 127.0.0.1 by default)."""
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = build_app(RecommendService(settings))
+    # no access log: /metrics counts every request, and a log line per request costs latency
+    uvicorn.run(
+        app,
+        host=host or settings.serving.host,
+        port=settings.serving.port if port is None else port,
+        log_level=log_level,
+        access_log=False,
+    )
