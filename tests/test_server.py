@@ -140,8 +140,15 @@ def test_known_unknown_cold_and_session_requests(world, url):
 
     status, explained = call(f"{url}/recommend", {"user": known, "k": 3, "explain": True})
     assert status == 200 and len(explained["items"]) == 3
-    assert all(set(i["explanation"]) == {"because_you_watched", "top_features"} for i in explained["items"])
+    assert all(set(i["explanation"]) == {"reason", "because_you_watched", "top_features"} for i in explained["items"])
     assert explained["items"][0]["explanation"]["top_features"]
+    # what a person reads: the catalog's titles and a plain reason, not bare ids
+    titles = dict(
+        pl.read_parquet(Path(world["root"]) / "lake" / "raw_items" / "snapshot.parquet")
+        .select("item_id", "title")
+        .iter_rows()
+    )
+    assert all(i["title"] == titles[i["item_id"]] and i["explanation"]["reason"] for i in explained["items"])
 
     status, unknown = call(f"{url}/recommend?user=987654321")
     assert status == 200 and unknown["path"] == "cold_start" and len(unknown["items"]) == 10

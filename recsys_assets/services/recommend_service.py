@@ -18,12 +18,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.services.errors import MissingInput
+from recsys_assets.services.explain import item_titles, plain_reason, title_of
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import MANIFEST, CorruptModelError, ModelStore
 from recsys_assets.services.online import OnlineRecommender, latest_model_day
@@ -67,6 +68,7 @@ class Loaded:
     fingerprint: tuple
     versions: dict[str, Any]
     loaded_at: float
+    titles: dict[int, tuple[str, list[str]]] = field(default_factory=dict)  # item_id -> (title, genres)
 
 
 class Histogram:
@@ -201,7 +203,7 @@ class RecommendService:
             # the online funnel fuses every channel; the recall champion is reported, not chosen
             "recall_champion": f"{champion[0]}@{champion[1]}" if champion else None,
         }
-        return Loaded(recommender, fingerprint, versions, time.time())
+        return Loaded(recommender, fingerprint, versions, time.time(), item_titles(recommender.storage))
 
     def reload(self, force: bool = False) -> bool:
         """Build and swap in a new recommender if what would be loaded changed (or nothing is
@@ -308,11 +310,15 @@ class RecommendService:
             item = {
                 "rank": row["rank"],
                 "item_id": row["item_id"],
+                "title": title_of(row["item_id"], loaded.titles),
                 "score": row["score"],
                 "channels": row.get("channels") or [],
             }
             if request.explain:
                 item["explanation"] = {
+                    "reason": plain_reason(
+                        row.get("because_you_watched"), row.get("channels"), loaded.titles, row["item_id"]
+                    ),
                     "because_you_watched": row.get("because_you_watched") or [],
                     "top_features": row.get("top_features") or [],
                 }
