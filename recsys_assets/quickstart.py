@@ -281,6 +281,14 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     parser.add_argument("--days", type=int, default=14)
+    parser.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=None,
+        help="the synthetic world's first day (default 2026-01-01). Dagster's UI plots the partitions of the "
+        "last 120 days before today, so a world that ends recently, e.g. --start $(date -d '-15 days' +%%F), "
+        "shows its per-day plots",
+    )
     parser.add_argument("--impressions-per-day", type=int, default=70_000)
     parser.add_argument(
         "--model-days",
@@ -318,7 +326,11 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
     home = ensure_dagster_home(Path("dagster_home") if args.source == "synthetic" else data_root / "dagster_home")
     select_source(args, data_root)
 
-    config = GeneratorConfig(days=args.days, impressions_per_day=args.impressions_per_day)
+    config = GeneratorConfig(
+        days=args.days,
+        impressions_per_day=args.impressions_per_day,
+        **({"start_date": args.start} if args.start else {}),
+    )
     landing = Path(args.source_path).resolve() if args.source == "landing" else data_root / "landing"
     if args.source == "synthetic" and (args.regenerate or not (landing / "users.jsonl").exists()):
         print(f"Generating {config.days} days of synthetic logs into {landing} ...")
