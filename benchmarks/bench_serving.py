@@ -114,13 +114,7 @@ def percentiles(ms: list[float]) -> tuple[float, float, float]:
 
 def in_process(settings: Settings, users: list[int]) -> tuple[list[float], float]:
     started = time.perf_counter()
-    online = OnlineRecommender(
-        Lake(data_root=settings.data_root),
-        ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache),
-        settings.ranking,
-        settings.recall,
-        first_day=settings.start_date,
-    )
+    online = OnlineRecommender.from_settings(settings)
     load = time.perf_counter() - started
     for user in users[:20]:  # the same warm-up as the server gets
         online.recommend(user, k=10)

@@ -16,22 +16,14 @@ from pathlib import Path
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.explain import item_titles, plain_reason, title_of
-from recsys_assets.services.lake import Lake
-from recsys_assets.services.model_store import CorruptModelError, ModelStore
+from recsys_assets.services.model_store import CorruptModelError
 from recsys_assets.services.online import OnlineRecommender
 from recsys_assets.settings import Settings
 
 
 def _recommend(args) -> int:
     settings = Settings.load(**({"data_root": args.data_root} if args.data_root else {}))
-    recommender = OnlineRecommender(
-        Lake(data_root=settings.data_root),
-        ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache),
-        settings.ranking,
-        settings.recall,
-        day=args.day,
-        first_day=settings.start_date,
-    )
+    recommender = OnlineRecommender.from_settings(settings, day=args.day)
     session = None
     if args.session:
         lines = [line for line in Path(args.session).read_text().splitlines() if line.strip()]

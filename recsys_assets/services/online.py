@@ -43,7 +43,7 @@ from recsys_assets.services.serving import (
     user_history,
 )
 from recsys_assets.services.training import consumed_before
-from recsys_assets.settings import RankingConfig, RecallConfig
+from recsys_assets.settings import RankingConfig, RecallConfig, Settings
 
 
 class FoldedALS(RecallModel):
@@ -157,6 +157,18 @@ class OnlineRecommender:
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
         next_day = (date.fromisoformat(self.day) + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, day: str | None = None) -> OnlineRecommender:
+        """The recommender of `day` (default: the latest models) over the settings' data root."""
+        return cls(
+            Lake(data_root=settings.data_root),
+            ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache),
+            settings.ranking,
+            settings.recall,
+            day=day,
+            first_day=settings.start_date,
+        )
 
     def _history(self, user_id: int) -> pl.DataFrame:
         return self.history.filter(pl.col("user_id") == user_id)
