@@ -83,6 +83,10 @@ class RecallConfig(BaseModel):
     # D (the default for ratings sources, whose users come back after months; see docs/sources.md).
     window_days: int | None = Field(default=28, ge=1, le=36500)
     click_weight: float = Field(default=0.25, ge=0.0, le=1.0)  # signal of a click that did not become a positive
+    # Days of one range run whose models train at once (threads; a day's model is the same either
+    # way). 2 uses both cores of a small machine; each day holds its own training data in memory,
+    # so ratings sources (the whole history per day) train one day at a time.
+    parallel_days: int = Field(default=2, ge=1, le=64)
     seed: int = 42
     k_eval: list[int] = [10, 20, 50, 100, 200]
     light_user_max_positives: int = Field(
@@ -337,6 +341,7 @@ class Settings(BaseModel):
                 # Ratings: users come back after months, so models learn from the whole history;
                 # models that learn from impressions (or are the baseline of one) have nothing to learn.
                 recall["window_days"] = None
+                recall["parallel_days"] = 1
                 recall["tune_validation_days"] = 14
                 recall["channels"] = [n for n in registry.REGISTRY if not registry.spec(n).impressions_only]
                 ranking["channels"] = [c for c in RankingConfig().channels if c in recall["channels"]]

@@ -672,3 +672,27 @@ def test_models_depend_on_the_days_training_data_and_it_on_the_declared_window(r
         key = dg.AssetKey("recall_training_data")
         mapping = graph.get_partition_mapping(key, dg.AssetKey("interactions"))
         assert (mapping.start_offset, mapping.end_offset) == (-window, 0)
+
+
+@pytest.mark.slow
+def test_days_trained_side_by_side_publish_the_models_trained_one_after_another(root, tmp_path):
+    """The module's root trained its two model days at once (RecallSettings.parallel_days = 2, the
+    default); one day after the other gives every model the same published version (the content
+    hash names it), so running days side by side changes speed only."""
+    from resources import RecallSettings
+
+    copy = _copy_root(root, tmp_path)
+    side_by_side = {
+        (name, day): os.readlink(copy / "models" / f"recall_{name}" / day) for name in MODELS for day in DAYS[-2:]
+    }
+    settings = RecallSettings(parallel_days=1)
+    defs = build_defs(resources=build_resources(str(copy), recall=settings))
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(f"recall_{name}") for name in MODELS],
+        tags={"dagster/asset_partition_range_start": DAYS[-2], "dagster/asset_partition_range_end": DAYS[-1]},
+    )
+    assert result.success
+    one_after_another = {key: os.readlink(copy / "models" / f"recall_{key[0]}" / key[1]) for key in side_by_side}
+    assert one_after_another == side_by_side

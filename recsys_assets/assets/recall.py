@@ -16,6 +16,7 @@ from recsys_assets.core.recall import registry
 from recsys_assets.services import training
 from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
+from recsys_assets.services.parallel import each_day
 from recsys_assets.services.tables import write_rows
 from recsys_assets.services.training import publish_training_data, train_recall_model
 from recsys_assets.services.tuning import RETUNE_TRIGGERS, TUNING_SCHEMA, tune_day, tuned_params
@@ -168,24 +169,26 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             if name not in recall.channels:  # switched off (e.g. too slow for the data size)
                 context.log.warning(f"recall_{name} skipped: not in RecallSettings.channels {recall.channels}")
                 return dg.MaterializeResult(metadata={"skipped": True, "reason": "not in RecallSettings.channels"})
+            plans = {}
             for day in context.partition_keys:
                 params, source = recall.model_params(name), "settings"
                 if name in recall.tune:  # the latest best of recall_tuning at or before D
                     tuned = tuned_params(storage, day, name)
                     if tuned is not None:
                         params, source = registry.params(name, tuned[0]), f"recall_tuning of {tuned[1]}"
+                plans[day] = (params, source)
+
+            def train(day: str) -> training.Trained:
+                return train_recall_model(
+                    name, plans[day][0], day, storage, model_store, recall, first_day, with_shown=spec.needs_shown
+                )
+
+            workers = 1 if spec.model.limits_blas else recall.parallel_days
+            for day, outcome in each_day(train, context.partition_keys, workers):
+                params, source = plans[day]
                 try:
                     with failures():
-                        trained = train_recall_model(
-                            name,
-                            params,
-                            day,
-                            storage,
-                            model_store,
-                            recall,
-                            first_day,
-                            with_shown=spec.needs_shown,
-                        )
+                        trained = outcome()
                 except NoTrainingData as nothing:
                     context.log.warning(f"recall_{name} skipped: {nothing}")
                     context.add_asset_metadata({"skipped": True, "reason": str(nothing)}, partition_key=day)
@@ -254,17 +257,19 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         table = None
-        for day in context.partition_keys:
+
+        def candidates(day: str):
             started = time.perf_counter()
+            return *candidates_day(day, storage, model_store, recall, first_day), time.perf_counter() - started
+
+        for day, outcome in each_day(candidates, context.partition_keys, recall.parallel_days):
             try:
                 with failures():
-                    n, n_users, table, per_method = candidates_day(day, storage, model_store, recall, first_day)
+                    n, n_users, table, per_method, seconds = outcome()
             except NoTrainingData as nothing:
                 context.log.warning(f"recall_candidates {day}: {nothing}")
                 continue
-            context.log.info(
-                f"recall_candidates {day}: {n_users} users, {n} rows in {time.perf_counter() - started:.0f}s"
-            )
+            context.log.info(f"recall_candidates {day}: {n_users} users, {n} rows in {seconds:.0f}s")
             per_day = [{"method": m, "users": u, "candidates": c} for m, (u, c) in per_method.items()]
             context.add_asset_metadata(
                 {

@@ -10,6 +10,7 @@ from recsys_assets.assets import ownership
 from recsys_assets.assets._wiring import failures
 from recsys_assets.checks.per_day import asset_check
 from recsys_assets.services.ann_index import ANN_K, MIN_ANN_RECALL, build_champion_index, indexed_recall
+from recsys_assets.services.parallel import DayLog, each_day
 from recsys_assets.services.serving import RECOMMENDATION_COLUMNS, recommend_day
 from recsys_assets.services.serving_audit import audit_recommendations
 from recsys_assets.settings import Settings
@@ -112,9 +113,17 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         served = {}
-        for day in context.partition_keys:
-            with failures():
-                stats = recommend_day(day, storage, model_store, ranking, recall, first_day, context.log)
+        logs = {day: DayLog() for day in context.partition_keys}
+
+        def recommend(day: str) -> dict:
+            return recommend_day(day, storage, model_store, ranking, recall, first_day, logs[day])
+
+        for day, outcome in each_day(recommend, context.partition_keys, recall.parallel_days):
+            try:
+                with failures():
+                    stats = outcome()
+            finally:
+                logs[day].replay(context.log)
             served[day] = {"ranker_day": stats["ranker_day"], "why": stats["why"], "users": stats["users"]}
             meta = {
                 "dagster/row_count": stats["rows"],

@@ -21,6 +21,7 @@ import io
 import os
 import stat
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -62,6 +63,7 @@ def as_upath(path: Path) -> UPath:
 # and a step opens one per partition and table, a cursor on a shared one ~0.3 ms. A cursor is
 # a connection of its own (its temp views, registered tables and TimeZone are private).
 _memory_database: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_memory_database_lock = threading.Lock()
 
 
 def not_a_regular_file(path: Path) -> str | None:
@@ -96,10 +98,11 @@ def duckdb_connect(database: str = ":memory:", read_only: bool = False) -> duckd
         con = duckdb.connect(database, read_only=read_only)
         _register_filesystems(con)
         return con
-    if _memory_database is None or _memory_database[0] != os.getpid():  # a forked child opens its own
-        _memory_database = (os.getpid(), duckdb.connect())
-    _register_filesystems(_memory_database[1])  # a database's filesystems are shared by its cursors
-    return _memory_database[1].cursor()
+    with _memory_database_lock:  # days of one step may open their cursors from several threads
+        if _memory_database is None or _memory_database[0] != os.getpid():  # a forked child opens its own
+            _memory_database = (os.getpid(), duckdb.connect())
+        _register_filesystems(_memory_database[1])  # a database's filesystems are shared by its cursors
+        return _memory_database[1].cursor()
 
 
 def _register_filesystems(con: duckdb.DuckDBPyConnection) -> None:

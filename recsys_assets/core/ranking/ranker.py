@@ -7,6 +7,7 @@ dictionary it encoded with (Parquet), so serving encodes exactly as training did
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -189,54 +190,61 @@ def train(
     va, va_groups = _grouped(valid_rows, "label")
     if tr.height == 0 or va.height == 0:
         raise ValueError("no request with both a chosen and a not-chosen item in the training or validation days")
+    # The click model estimates P(click | shown): it learns from impression rows when there are any.
+    # It does not depend on the lambdarank fits, so it trains on a second thread meanwhile
+    # (LightGBM releases the GIL; each model keeps its own num_threads, so both stay bit-identical).
+    ctr_train_rows, ctr_valid_rows = _shown(train_rows), _shown(valid_rows)
+    ctr_params = base | {"objective": "binary", "metric": ["auc", "binary_logloss"]}
+
+    def train_ctr() -> lgb.Booster:
+        ctr_train = dataset(ctr_train_rows, ctr_train_rows["clicked"].cast(pl.Int8).to_numpy())
+        ctr_valid = dataset(ctr_valid_rows, ctr_valid_rows["clicked"].cast(pl.Int8).to_numpy(), reference=ctr_train)
+        return lgb.train(
+            ctr_params,
+            ctr_train,
+            num_boost_round=num_boost_round,
+            valid_sets=[ctr_valid],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        )
+
     rank_params = base | {
         "objective": "lambdarank",
         "metric": "ndcg",
         "eval_at": [10],
         "lambdarank_truncation_level": 20,
     }
-    train_set = dataset(tr, tr["label"].to_numpy(), tr_groups)
-    valid_set = dataset(va, va["label"].to_numpy(), va_groups, reference=train_set)
-    trials: list[dict] = []
-    lambdarank, chosen, best = None, {}, -np.inf
-    for overrides in [{}, *(param_grid or [])]:
-        candidate = lgb.train(
-            rank_params | overrides,
-            train_set,
-            num_boost_round=num_boost_round,
-            valid_sets=[valid_set],
-            valid_names=["valid"],
-            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
-        )
-        score = float(candidate.best_score["valid"]["ndcg@10"])
-        trials.append({"params": overrides, "valid_ndcg_at_10": score, "best_iteration": candidate.best_iteration})
-        if score > best:  # ties keep the earlier (the defaults first)
-            lambdarank, chosen, best = candidate, overrides, score
-    assert lambdarank is not None  # the loop runs at least once
-    valid_ndcg = float(lambdarank.best_score["valid"]["ndcg@10"])
-    best_iteration = int(lambdarank.best_iteration or lambdarank.current_iteration())
-    rank_params = rank_params | chosen
-    if refit:
-        both = pl.concat([tr, va], how="diagonal_relaxed")
-        rounds = max(1, round(best_iteration * both["request_id"].n_unique() / max(tr["request_id"].n_unique(), 1)))
-        lambdarank = lgb.train(
-            rank_params, dataset(both, both["label"].to_numpy(), np.concatenate([tr_groups, va_groups])), rounds
-        )
-        best_iteration = rounds
-
-    # The click model estimates P(click | shown): it learns from impression rows when there are any.
-    ctr_train_rows, ctr_valid_rows = _shown(train_rows), _shown(valid_rows)
-    ctr_params = base | {"objective": "binary", "metric": ["auc", "binary_logloss"]}
-    ctr_train = dataset(ctr_train_rows, ctr_train_rows["clicked"].cast(pl.Int8).to_numpy())
-    ctr_valid = dataset(ctr_valid_rows, ctr_valid_rows["clicked"].cast(pl.Int8).to_numpy(), reference=ctr_train)
-    ctr = lgb.train(
-        ctr_params,
-        ctr_train,
-        num_boost_round=num_boost_round,
-        valid_sets=[ctr_valid],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
-    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ctr_future = pool.submit(train_ctr)
+        train_set = dataset(tr, tr["label"].to_numpy(), tr_groups)
+        valid_set = dataset(va, va["label"].to_numpy(), va_groups, reference=train_set)
+        trials: list[dict] = []
+        lambdarank, chosen, best = None, {}, -np.inf
+        for overrides in [{}, *(param_grid or [])]:
+            candidate = lgb.train(
+                rank_params | overrides,
+                train_set,
+                num_boost_round=num_boost_round,
+                valid_sets=[valid_set],
+                valid_names=["valid"],
+                callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+            )
+            score = float(candidate.best_score["valid"]["ndcg@10"])
+            trials.append({"params": overrides, "valid_ndcg_at_10": score, "best_iteration": candidate.best_iteration})
+            if score > best:  # ties keep the earlier (the defaults first)
+                lambdarank, chosen, best = candidate, overrides, score
+        assert lambdarank is not None  # the loop runs at least once
+        valid_ndcg = float(lambdarank.best_score["valid"]["ndcg@10"])
+        best_iteration = int(lambdarank.best_iteration or lambdarank.current_iteration())
+        rank_params = rank_params | chosen
+        if refit:
+            both = pl.concat([tr, va], how="diagonal_relaxed")
+            rounds = max(1, round(best_iteration * both["request_id"].n_unique() / max(tr["request_id"].n_unique(), 1)))
+            lambdarank = lgb.train(
+                rank_params, dataset(both, both["label"].to_numpy(), np.concatenate([tr_groups, va_groups])), rounds
+            )
+            best_iteration = rounds
+        ctr = ctr_future.result()
 
     meta = {
         "feature_names": names,

@@ -106,6 +106,9 @@ class RecallModel:
     # The typed hyperparameters (None: any keywords, unchecked). With a config, self.params is the
     # validated config as a dict in its field order: that dict is what params.json stores.
     config: ClassVar[type[BaseModel] | None] = None
+    # Whether fit changes process-wide state (a BLAS thread limit): such a model's days of one
+    # run train one at a time (RecallConfig.parallel_days applies to the others).
+    limits_blas: ClassVar[bool] = False
 
     def __init__(self, **params):
         if self.config is not None:

@@ -23,6 +23,7 @@ from typing import ClassVar, TypeVar
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, field_validator
+from threadpoolctl import threadpool_limits
 
 from .base import RecallConfig, RecallModel, TrainingData, first_not_excluded
 
@@ -131,16 +132,12 @@ def _blas_single_thread():
     parallel, a BLAS thread pool on top oversubscribes the cores). No-op without threadpoolctl.
 
     The BLAS libraries must already be loaded when the limit is set (a library loaded inside
-    the block is not limited), hence the imports of implicit and scipy.linalg here first."""
+    the block is not limited), hence the imports of implicit and scipy.linalg here first.
+    The limit is process-wide, so models that use it declare limits_blas (their days train
+    one at a time)."""
     import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS)
     import scipy.linalg  # noqa: F401
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-
-        return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -462,6 +459,7 @@ class ALSModel(RecallModel):
     """
 
     name = "als"
+    limits_blas = True  # its fit holds _blas_single_thread
     config = ALSConfig
 
     def __init__(self, **params):
@@ -577,7 +575,9 @@ def _scatter_add(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> N
     """target[index] += values with repeated indices accumulated. Same result as np.add.at,
     faster: a stable sort groups the indices and a (unique × batch) 0/1 CSR matrix sums the
     value rows of each group (deterministic summation order)."""
-    order = np.argsort(index, kind="stable")
+    # a stable sort is unique, and numpy radix-sorts 16-bit keys (several times faster)
+    key = index.astype(np.uint16) if len(target) <= 1 << 16 else index
+    order = np.argsort(key, kind="stable")
     sorted_index = index[order]
     starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
     groups = sp.csr_matrix(
@@ -627,6 +627,7 @@ class BPRModel(RecallModel):
     """
 
     name = "bpr"
+    limits_blas = True  # its fit holds _blas_single_thread
     config = BPRConfig
 
     def __init__(self, **params):
@@ -802,6 +803,7 @@ class ImpressionBPRModel(RecallModel):
         q = rng.normal(0.0, scale, size=(n_items, f))
         b = np.zeros(n_items)
 
+        reg_pu_buf, grad_q_buf = np.empty((batch, f)), np.empty((2 * batch, f))
         for _ in range(int(self.params["epochs"])):
             order = rng.permutation(len(pos_users))
             for start in range(0, len(order), batch):
@@ -813,14 +815,30 @@ class ImpressionBPRModel(RecallModel):
                     hu = u[hard]
                     pick = (rng.random(len(hu)) * shown_counts[hu]).astype(np.int64)
                     j[hard] = shown.indices[shown.indptr[hu] + pick]
+                n = len(u)
                 pu, qi, qj = p[u], q[i], q[j]
-                x = np.einsum("ij,ij->i", pu, qi - qj) + b[i] - b[j]
+                diff = qi - qj
+                bi, bj = b[i], b[j]
+                x = np.einsum("ij,ij->i", pu, diff) + bi - bj
                 g = 1.0 / (1.0 + np.exp(np.clip(x, -35.0, 35.0)))  # σ(-x)
                 gc = g[:, None]
-                bi, bj = b[i], b[j]
-                _scatter_add(p, u, lr * (gc * (qi - qj) - reg * pu))
+                # The updates below are lr·(σ(-x)·(q_i - q_j) - reg·p_u) for p and
+                # lr·[σ(-x)·p_u - reg·q_i ; -σ(-x)·p_u - reg·q_j] for q, computed in place into
+                # reused buffers: each (batch × factors) pass costs as much as the arithmetic.
+                np.multiply(diff, gc, out=diff)
+                np.subtract(diff, np.multiply(pu, reg, out=reg_pu_buf[:n]), out=diff)
+                diff *= lr
+                grad_q = grad_q_buf[: 2 * n]
+                np.multiply(qi, reg, out=grad_q[:n])
+                np.multiply(qj, reg, out=grad_q[n:])
+                np.multiply(pu, gc, out=pu)
+                np.subtract(pu, grad_q[:n], out=grad_q[:n])
+                np.negative(pu, out=pu)
+                np.subtract(pu, grad_q[n:], out=grad_q[n:])
+                grad_q *= lr
+                _scatter_add(p, u, diff)
                 ij = np.concatenate([i, j])
-                _scatter_add(q, ij, lr * np.concatenate([gc * pu - reg * qi, -gc * pu - reg * qj]))
+                _scatter_add(q, ij, grad_q)
                 _scatter_add(b, ij, lr * np.concatenate([g - reg * bi, -g - reg * bj]))
 
         self.user_factors = p.astype(np.float32)
