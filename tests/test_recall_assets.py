@@ -675,24 +675,35 @@ def test_models_depend_on_the_days_training_data_and_it_on_the_declared_window(r
 
 
 @pytest.mark.slow
-def test_days_trained_side_by_side_publish_the_models_trained_one_after_another(root, tmp_path):
-    """The module's root trained its two model days at once (RecallSettings.parallel_days = 2, the
-    default); one day after the other gives every model the same published version (the content
-    hash names it), so running days side by side changes speed only."""
+def test_days_worked_on_side_by_side_publish_what_one_after_another_does(root, tmp_path):
+    """The module's root worked on its two model days at once (RecallSettings.parallel_days = 2,
+    the default); one day after the other gives every recall model the same published version
+    (its content hash names it) and the same candidates, samples and recommendations files, so
+    running days side by side changes speed only."""
+    import hashlib
+
     from resources import RecallSettings
 
     copy = _copy_root(root, tmp_path)
-    side_by_side = {
-        (name, day): os.readlink(copy / "models" / f"recall_{name}" / day) for name in MODELS for day in DAYS[-2:]
-    }
+    tables = ["recall_candidates", "ranking_samples", "recommendations"]
+
+    def published() -> dict:
+        models = {(n, d): os.readlink(copy / "models" / f"recall_{n}" / d) for n in MODELS for d in DAYS[-2:]}
+        files = {
+            (t, d): hashlib.sha256((copy / "lake" / t / f"{d}.parquet").read_bytes()).hexdigest()
+            for t in tables
+            for d in DAYS[-2:]
+        }
+        return models | files
+
+    side_by_side = published()
     settings = RecallSettings(parallel_days=1)
     defs = build_defs(resources=build_resources(str(copy), recall=settings))
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey(f"recall_{name}") for name in MODELS],
+        asset_selection=[dg.AssetKey(f"recall_{name}") for name in MODELS] + [dg.AssetKey(t) for t in tables],
         tags={"dagster/asset_partition_range_start": DAYS[-2], "dagster/asset_partition_range_end": DAYS[-1]},
     )
     assert result.success
-    one_after_another = {key: os.readlink(copy / "models" / f"recall_{key[0]}" / key[1]) for key in side_by_side}
+    one_after_another = published()
     assert one_after_another == side_by_side

@@ -14,6 +14,7 @@ from recsys_assets.core.recall import models as recall_models
 from recsys_assets.services import ranking as ranking_service
 from recsys_assets.services.errors import Skipped
 from recsys_assets.services.funnel_evaluation import FUNNEL_SCHEMA, STAGES, evaluate_funnel
+from recsys_assets.services.parallel import DayLog, each_day
 from recsys_assets.services.promotion import beats_recall_only, headline, promote_ranker
 from recsys_assets.services.ranking import RankerSkipped, build_samples, train_ranker
 from recsys_assets.services.serving import load_ranker
@@ -68,11 +69,20 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         empty = []
-        for day in context.partition_keys:
-            with failures():
-                frame, info = build_samples(storage, model_store, ranking, recall, day, first_day, context.log)
+        logs = {day: DayLog() for day in context.partition_keys}
+
+        def samples(day: str) -> dict:
+            frame, info = build_samples(storage, model_store, ranking, recall, day, first_day, logs[day])
             # an empty day still gets its (empty) partition: the rankers after it read it as "no samples"
             write_frame(frame, storage.partition_path("ranking_samples", day), order_by="kind, request_id, item_id")
+            return info
+
+        for day, outcome in each_day(samples, context.partition_keys, recall.parallel_days):
+            try:
+                with failures():
+                    info = outcome()
+            finally:
+                logs[day].replay(context.log)
             if not info["rows"]:
                 empty.append(day)
                 context.log.warning(f"ranking_samples {day}: no labelled pair (no activity on {day}); empty partition")
