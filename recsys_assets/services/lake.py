@@ -107,6 +107,13 @@ class Lake(BaseModel):
         )
         return ensure_within(path, self.root, f"quarantine of {asset} {partition}")
 
+    def staged_path(self, final: Path) -> Path:
+        """Where a partition bound for `final` (a lake file) is written and audited first:
+        <root>/.staging/<same relative path>. Outside lake/, so no view, glob or reader sees it;
+        under the root, so publishing is a rename on the same disk."""
+        relative = Path(str(final)[len(str(self.root)) :].lstrip("/"))
+        return self.root / ".staging" / relative.as_posix()
+
     def existing_partitions(self, table: str, partitions: list[str]) -> list[Path]:
         return [p for p in (self.partition_path(table, k) for k in partitions) if p.exists()]
 
