@@ -379,6 +379,47 @@ def test_a_partition_whose_blocking_check_fails_leaves_the_published_partition(w
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("asset", ["recall_evaluation", "recommendations"])
+def test_evaluation_and_lists_whose_blocking_check_fails_leave_the_published_partition(
+    world, tmp_path, monkeypatch, asset
+):
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    published = root / "lake" / asset / f"{D}.parquet"
+    before = _sha(published)
+    if asset == "recall_evaluation":
+        import recsys_assets.assets.evaluation as evaluation
+
+        evaluate_day = evaluation.evaluate_day
+
+        def without_als(*args, **kwargs):  # an evaluation that missed a trained model
+            rows, info = evaluate_day(*args, **kwargs)
+            return [r for r in rows if r["model"] != "als"], info
+
+        monkeypatch.setattr(evaluation, "evaluate_day", without_als)
+        rule = "every_trained_model_evaluated"
+    else:
+        (root / "lake/recall_candidates" / f"{D}.parquet").unlink()  # every list would be the fallback
+        rule = "one_sound_list_per_active_user"
+
+    message = run_refused(root, asset, D)
+    assert f"{asset} {D} was not published: blocking rule {rule}" in message
+    assert _sha(published) == before
+    reason = json.loads((root / ".staging/lake" / asset / f"{D}.parquet.reason.json").read_text())
+    if asset == "recall_evaluation":
+        assert reason["failed_rules"][rule] == {"trained_but_not_evaluated": ["als"]}
+    else:
+        assert "recall_candidates is missing" in reason["failed_rules"][rule]["problems"][0]
+    (rows,) = (
+        build_resources(str(root))["warehouse"]
+        .connect()
+        .execute(f"SELECT count(*) FROM {asset} WHERE day = DATE '{D}'")
+        .fetchone()
+    )
+    assert rows > 0
+
+
+@pytest.mark.slow
 def test_a_model_whose_blocking_check_fails_leaves_the_published_model(world, tmp_path, monkeypatch):
     """A model with a NaN is judged by the rule of its blocking check before it is published and
     refused: the day's published model stays the same version, verified and serving."""
