@@ -165,7 +165,7 @@ import recsys_assets.services.model_store as model_store
 if mode == "parquet":
     real_publish = storage._publish
     def publish(tmp, path):
-        if path.parent.name == asset and path.name == f"{day}.parquet":
+        if path.parent.name == asset and path.name.startswith(f"{day}.parquet"):  # the staged write
             data = Path(tmp).read_bytes()
             Path(tmp).write_bytes(data[:len(data) // 2])  # torn halfway through
             stop(str(tmp))

@@ -208,14 +208,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 rows, info = [], {"test_users": 0}
                 context.log.warning(f"recall_evaluation {day}: {nothing}")
             out = storage.partition_path("recall_evaluation", day)
-            write_rows(rows, EVAL_SCHEMA, storage.staged_path(out))
+            staged = storage.staged_path(out)
+            write_rows(rows, EVAL_SCHEMA, staged)
             # published only if the rule of every_trained_model_evaluated passes on these rows
             unevaluated = unevaluated_models(rows, day, model_store, recall)
             rule = Verdict(not unevaluated, {"trained_but_not_evaluated": unevaluated})
             with failures():
-                publish_partition(
-                    "recall_evaluation", day, [(storage.staged_path(out), out)], [(EVALUATED_CHECK, lambda v=rule: v)]
-                )
+                publish_partition("recall_evaluation", day, [(staged, out)], [(EVALUATED_CHECK, lambda v=rule: v)])
             headline = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == "ndcg" and r["k"] == 10}
             meta = {f"ndcg_at_10_{m}": r["value"] for m, r in headline.items()}  # plain floats: plotted per day
             meta["test_users"] = info["test_users"]

@@ -179,6 +179,17 @@ def publish_file(staged: Path, final: Path) -> Path:
     return final
 
 
+def move_file(source: Path, target: Path) -> Path:
+    """Rename a file within one root (a copy and a delete on an object store)."""
+    if is_remote(target):
+        fs = as_upath(target).fs
+        fs.copy(as_upath(source).path, as_upath(target).path)
+        fs.rm(as_upath(source).path)
+        return target
+    os.replace(source, target)
+    return target
+
+
 def write_parquet_atomic(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> Path:
     """Write the result of `query` to `path` so that it appears complete or not at all."""
     if is_remote(path):

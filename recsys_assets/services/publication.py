@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys_assets.core.storage import publish_file
+from recsys_assets.core.storage import move_file, publish_file
 from recsys_assets.services.errors import AuditFailed
 
 
@@ -62,15 +62,24 @@ def hold(staged: Path, what: str, day: str, failed: dict[str, Verdict]) -> Audit
     )
 
 
+def refused_path(staged: Path, final: Path) -> Path:
+    """Where a refused staged file of `final` is kept: its staging name without the writer's suffix."""
+    return staged.with_name(final.name)
+
+
 def publish_partition(what: str, day: str, files: list[tuple[Path, Path]], rules: Iterable[Rule]) -> None:
     """Publish the staged `files` [(staged, final), ...] of partition `day` if every rule passes;
-    else leave them staged and raise AuditFailed."""
+    else keep them staged under refused_path and raise AuditFailed."""
     failed = audit(rules)
     if failed:
-        raise hold(files[0][0], what, day, failed)
+        for staged, final in files:
+            move_file(staged, refused_path(staged, final))
+        raise hold(refused_path(*files[0]), what, day, failed)
     for staged, final in files:
         publish_file(staged, final)
-        reason_path(staged).unlink(missing_ok=True)  # a reason from an earlier refused attempt
+        # what an earlier refused attempt left: this partition replaces it
+        refused_path(staged, final).unlink(missing_ok=True)
+        reason_path(refused_path(staged, final)).unlink(missing_ok=True)
 
 
 def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
