@@ -87,3 +87,89 @@ def test_overlapping_range_runs_on_fresh_homes_five_times(tmp_path):
         hashes.append({p.name: p.read_bytes() for p in sorted(lake.glob("*.parquet"))})
         assert sorted(hashes[-1]) == [f"{d}.parquet" for d in days]
     assert all(h == hashes[0] for h in hashes)
+
+
+SLEEPY_JOB = """
+import os, time
+from pathlib import Path
+import dagster as dg
+
+@dg.op
+def wait_to_be_killed():
+    # the run worker's own process (in-process executor): the process the test kills
+    Path(os.environ["RECSYS_TEST_PID_FILE"]).write_text(str(os.getpid()))
+    time.sleep(600)
+
+@dg.job(executor_def=dg.in_process_executor)
+def sleepy():
+    wait_to_be_killed()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_under_the_daemon_is_marked_failed(tmp_path):
+    """A run launched through the daemon (queued, then started in a process of its own by the
+    code server the daemon runs) and SIGKILLed mid-step ends as FAILURE within seconds, with the
+    signal in its log, instead of staying STARTED."""
+    import signal
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    # the home's own dagster.yaml, polled every second instead of every 30 s to keep the test short
+    from recsys_assets.instance import DAGSTER_YAML
+
+    assert "poll_interval_seconds: 30" in DAGSTER_YAML
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.replace("poll_interval_seconds: 30", "poll_interval_seconds: 1"))
+    prepare_dagster_home(home)
+    (tmp_path / "sleepy.py").write_text(SLEEPY_JOB)
+    (tmp_path / "workspace.yaml").write_text(f"load_from:\n  - python_file: {tmp_path / 'sleepy.py'}\n")
+    pid_file = tmp_path / "run.pid"
+    env = dict(os.environ, DAGSTER_HOME=str(home), RECSYS_TEST_PID_FILE=str(pid_file), DAGSTER_DISABLE_TELEMETRY="1")
+    daemon_log = open(tmp_path / "daemon.log", "wb")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(tmp_path / "workspace.yaml")],
+        cwd=tmp_path,
+        env=env,
+        stdout=daemon_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its code server and the run's process are in its session
+    )
+    try:
+        launched = subprocess.run(
+            [DAGSTER, "job", "launch", "-w", str(tmp_path / "workspace.yaml"), "-j", "sleepy"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert launched.returncode == 0, launched.stderr[-2000:]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            (run,) = instance.get_runs()
+            deadline = time.time() + 90
+            while not pid_file.exists():  # the daemon dequeues it and a process of its own starts it
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+                assert time.time() < deadline, f"the run never started: {instance.get_run_by_id(run.run_id)}"
+                time.sleep(0.2)
+            worker = int(pid_file.read_text())
+            assert worker not in (os.getpid(), daemon.pid)
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+            os.kill(worker, signal.SIGKILL)
+            deadline = time.time() + 30
+            while (status := instance.get_run_by_id(run.run_id).status) != dg.DagsterRunStatus.FAILURE:
+                assert status == dg.DagsterRunStatus.STARTED, status
+                assert time.time() < deadline, "the killed run is still STARTED after 30 s"
+                time.sleep(0.2)
+            # the launcher's code server, which the daemon runs, saw its run process die and says how
+            logs = [e.message or "" for e in instance.all_logs(run.run_id)]
+            assert any("terminated by signal 9 (SIGKILL)" in m for m in logs), logs[-5:]
+    finally:
+        daemon.send_signal(signal.SIGTERM)  # it stops its code server on the way out
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=30)
+        daemon_log.close()

@@ -5,6 +5,7 @@ runs and parallel processes work, and blocking checks stop bad data."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,15 +133,38 @@ def test_partition_range_is_one_run(tmp_path, landing_root):
     assert [d for (d,) in days] == DAYS
 
 
+def step_failures(result) -> dict[str, str]:
+    return {
+        e.step_key: e.event_specific_data.error.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    }
+
+
+def staged_reason(resources, asset: str, day: str) -> dict:
+    """The reason file next to a refused partition in the staging area."""
+    staged = Path(resources["storage"].data_root) / ".staging/lake" / asset / f"{day}.parquet"
+    assert staged.exists()
+    return json.loads(staged.with_name(staged.name + ".reason.json").read_text())
+
+
 def test_blocking_check_fails_on_bad_data_and_stops_downstream(tmp_path):
+    generate(small_config(days=1, bad_record_rate=0.0), tmp_path / "clean")
     generate(small_config(days=1, bad_record_rate=0.25), tmp_path / "gen")
+    for snapshot in ("users.jsonl", "items.jsonl"):  # sound dimensions, bad logs
+        shutil.copy(tmp_path / "clean/landing" / snapshot, tmp_path / "gen/landing" / snapshot)
     resources = make_root(tmp_path, tmp_path / "gen/landing")
     result = materialize_day(resources, DAYS[0], raise_on_error=False)
-    failed = {e.asset_check_key.to_user_string() for e in result.get_asset_check_evaluations() if not e.passed}
-    assert "raw_impressions:quarantine_rate" in failed
+    # the rule of the blocking check refuses the staged partition: nothing is published
+    failed = step_failures(result)
+    assert set(failed) == {"raw_impressions"}
+    assert f"raw_impressions {DAYS[0]} was not published: blocking rule quarantine_rate" in failed["raw_impressions"]
+    assert (
+        staged_reason(resources, "raw_impressions", DAYS[0])["failed_rules"]["quarantine_rate"]["quarantine_rate"] > 0.1
+    )
+    assert not resources["storage"].partition_path("raw_impressions", DAYS[0]).exists()
     assert not result.success
-    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
-    assert materialized == {"raw_impressions"}  # events and watches wait on the failed blocking check
+    assert result.get_asset_materialization_events() == []  # events and watches wait on raw_impressions
 
 
 def test_orphan_request_ids_fail_the_linkage_check(tmp_path):
@@ -151,10 +175,13 @@ def test_orphan_request_ids_fail_the_linkage_check(tmp_path):
     events.write_text(events.read_text() + json.dumps(first) + "\n")
     resources = make_root(tmp_path, tmp_path / "gen/landing")
     result = materialize_day(resources, DAYS[0], raise_on_error=False)
+    assert set(step_failures(result)) == {"raw_events"}
+    assert "blocking rule request_ids_resolve" in step_failures(result)["raw_events"]
+    reason = staged_reason(resources, "raw_events", DAYS[0])["failed_rules"]["request_ids_resolve"]
+    assert reason["orphan_rows"] == 1
     evals = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
-    assert not evals["raw_events:request_ids_resolve"].passed
-    assert evals["raw_events:request_ids_resolve"].metadata["orphan_rows"].value == 1
-    assert evals["raw_watch_stats:request_ids_resolve"].passed
+    assert evals["raw_watch_stats:request_ids_resolve"].passed  # published, and its check agrees
+    assert not resources["storage"].partition_path("raw_events", DAYS[0]).exists()
 
 
 def test_events_for_requests_of_another_partition(tmp_path):
@@ -192,14 +219,19 @@ def test_events_for_requests_of_another_partition(tmp_path):
         tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
         raise_on_error=False,
     )
-    evals = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
-    linkage = evals["raw_events:request_ids_resolve"]
-    assert not linkage.passed and linkage.metadata["orphan_rows"].value == 1
-    con = resources["warehouse"].connect()
+    # the day with the orphan is refused by the rule of the linkage check; its two events loaded
+    assert (
+        f"raw_events {DAYS[2]} was not published: blocking rule request_ids_resolve"
+        in (step_failures(result)["raw_events"])
+    )
+    assert staged_reason(resources, "raw_events", DAYS[2])["failed_rules"]["request_ids_resolve"]["orphan_rows"] == 1
+    staged = Path(resources["storage"].data_root) / ".staging/lake/raw_events" / f"{DAYS[2]}.parquet"
     loaded = dict(
-        con.execute(
-            "SELECT event_id, request_id FROM raw_events WHERE event_id IN ('ev-previous-day', 'ev-two-days-back')"
-        ).fetchall()
+        duckdb.connect()
+        .execute(
+            f"SELECT event_id, request_id FROM '{staged}' WHERE event_id IN ('ev-previous-day', 'ev-two-days-back')"
+        )
+        .fetchall()
     )
     assert set(loaded) == {"ev-previous-day", "ev-two-days-back"}
     # with only the previous-day follow-up, the check passes
@@ -344,12 +376,14 @@ def test_an_empty_delivery_fails_the_blocking_volume_check(tmp_path, landing_roo
     run(resources, selection=LOGS, partition=DAYS[1])
 
     empty = run(resources, selection=LOGS, partition=DAYS[2], raise_on_error=False)
-    volume = _volume_checks(empty)["raw_impressions"]
-    assert not volume.passed and volume.severity == dg.AssetCheckSeverity.ERROR
-    assert volume.metadata["rows"].value == 0 and volume.metadata["trailing_median_rows"].value > 3000
-    assert "rows 0 < 0.1 x trailing median" in volume.metadata["verdict"].value
-    assert not empty.success  # blocking: events and watches of that day are not built on it
-    assert "raw_events" not in _volume_checks(empty)
+    # the rule of the blocking volume check refuses the staged day: it is not published
+    assert "blocking rule volume" in step_failures(empty)["raw_impressions"]
+    volume = staged_reason(resources, "raw_impressions", DAYS[2])["failed_rules"]["volume"]
+    assert volume["rows"] == 0 and volume["trailing_median_rows"] > 3000
+    assert "rows 0 < 0.1 x trailing median" in volume["verdict"]
+    assert not resources["storage"].partition_path("raw_impressions", DAYS[2]).exists()
+    assert not empty.success  # events and watches of that day are not built on it
+    assert _volume_checks(empty) == {}
 
     # a source that declares days without data (empty_days: absent) may deliver an empty day
     (landing / "_source.json").write_text(json.dumps({"empty_days": "absent"}))

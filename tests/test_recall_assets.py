@@ -211,7 +211,7 @@ def test_first_day_has_nothing_to_train_on_and_is_skipped(root):
 
 @pytest.mark.slow
 def test_a_corrupt_model_file_is_refused_by_name(root, tmp_path):
-    resources = build_resources(str(root))
+    resources = build_resources(str(_copy_root(root, tmp_path)))  # the module's root stays intact
     store = resources["model_store"]
     directory = store.path("recall_als", DAYS[-2])
     target = next(directory.glob("*factors*.npy"))

@@ -165,7 +165,7 @@ import recsys_assets.services.model_store as model_store
 if mode == "parquet":
     real_publish = storage._publish
     def publish(tmp, path):
-        if path.parent.name == asset and path.name == f"{day}.parquet":
+        if path.parent.name == asset and path.name.startswith(f"{day}.parquet"):  # the staged write
             data = Path(tmp).read_bytes()
             Path(tmp).write_bytes(data[:len(data) // 2])  # torn halfway through
             stop(str(tmp))
@@ -246,7 +246,8 @@ def test_killed_parquet_write_keeps_the_previous_partition(world, tmp_path, asse
         overrides = {"features": {"min_pos_completion": 0.95}}
 
     tmp = Path(kill_mid_write(root, asset, D, "parquet", overrides))
-    assert tmp.exists() and tmp.parent == target.parent and tmp.name.startswith(".")  # the torn temp file
+    # the torn temp file, in the staging folder no reader looks at
+    assert tmp.exists() and tmp.parent == root / ".staging/lake" / asset and tmp.name.startswith(".")
     # the previous partition is intact and readable, and the only thing any reader sees
     assert _sha(target) == before and visible_parquet(root, asset) == files_before
     con = build_resources(str(root))["warehouse"].connect()
@@ -303,6 +304,156 @@ def test_killed_model_publish_keeps_the_published_model_and_the_champion(world, 
 
     rerun(root, "recall_als", D)
     assert store.verify("recall_als", D)["files"] == files_before  # same model as the uninterrupted run
+    assert os.readlink(link) == target_before
+
+
+# --- write, audit, publish ---------------------------------------------------------------
+
+
+def run_refused(root: Path, asset: str, day: str) -> str:
+    """Materialize `asset` for `day` expecting its audit to refuse it: the step's failure message."""
+    job = build_defs(resources=build_resources(str(root))).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=day,
+        asset_selection=[dg.AssetKey(asset)],
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert not [m for m in result.get_asset_materialization_events()]  # nothing recorded as materialized
+    (message,) = [
+        e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ]
+    return message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("asset", ["raw_impressions", "interactions"])
+def test_a_partition_whose_blocking_check_fails_leaves_the_published_partition(world, tmp_path, asset):
+    """Bad data of a day is staged and judged by the rules of the table's blocking checks; it is
+    refused with its reason, and the partition published before stays byte-identical and readable."""
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    con = duckdb.connect()
+    published = [root / "lake" / asset / f"{D}.parquet"]
+    if asset == "raw_impressions":
+        published.append(root / "lake/quarantine" / asset / f"{D}.parquet")
+        # a re-delivery of the day where a third of the lines are not JSON: quarantine_rate fails
+        landing = root / "landing" / D / "impressions.jsonl"
+        original = landing.read_bytes()
+        landing.write_bytes(original + b"not json\n" * (original.count(b"\n") // 2))
+        rule = "quarantine_rate"
+    else:
+        # the day's raw impressions altered after they were published (one row twice):
+        # the interactions built on them no longer match them one to one
+        raw = root / "lake/raw_impressions" / f"{D}.parquet"
+        con.execute(f"COPY (FROM '{raw}' UNION ALL (FROM '{raw}' LIMIT 1)) TO '{tmp_path}/r.parquet' (FORMAT parquet)")
+        shutil.move(tmp_path / "r.parquet", raw)
+        rule = "consistent_with_raw"
+    before = {p: _sha(p) for p in published}
+    rows_before = con.execute(f"SELECT count(*) FROM '{published[0]}'").fetchone()[0]
+    visible_before = visible_parquet(root, asset)
+
+    message = run_refused(root, asset, D)
+    assert f"{asset} {D} was not published: blocking rule {rule}" in message
+    assert {p: _sha(p) for p in published} == before  # byte-identical
+    assert visible_parquet(root, asset) == visible_before
+    warehouse = build_resources(str(root))["warehouse"].connect()  # and readable through the catalog
+    (rows,) = warehouse.execute(
+        f"SELECT count(*) FROM {asset} WHERE "
+        + ("day" if asset == "interactions" else "CAST(timezone('UTC', shown_at) AS DATE)")
+        + f" = DATE '{D}'"
+    ).fetchone()
+    assert rows == rows_before > 0
+    # the refused partition stays staged, outside the lake, with its reason next to it
+    staged = root / ".staging/lake" / asset / f"{D}.parquet"
+    reason = json.loads(staged.with_name(f"{D}.parquet.reason.json").read_text())
+    assert reason["partition"] == D and rule in reason["failed_rules"] and str(staged) in message
+    assert con.execute(f"SELECT count(*) FROM '{staged}'").fetchone()[0] > 0
+    if asset == "raw_impressions":
+        assert reason["failed_rules"][rule]["quarantine_rate"] > 0.25
+        landing.write_bytes(original)  # the good delivery again: published, the same bytes as before
+        rerun(root, asset, D)
+        assert {p: _sha(p) for p in published} == before
+        assert not staged.exists() and not staged.with_name(f"{D}.parquet.reason.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("asset", ["recall_evaluation", "recommendations"])
+def test_evaluation_and_lists_whose_blocking_check_fails_leave_the_published_partition(
+    world, tmp_path, monkeypatch, asset
+):
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    published = root / "lake" / asset / f"{D}.parquet"
+    before = _sha(published)
+    if asset == "recall_evaluation":
+        import recsys_assets.assets.evaluation as evaluation
+
+        evaluate_day = evaluation.evaluate_day
+
+        def without_als(*args, **kwargs):  # an evaluation that missed a trained model
+            rows, info = evaluate_day(*args, **kwargs)
+            return [r for r in rows if r["model"] != "als"], info
+
+        monkeypatch.setattr(evaluation, "evaluate_day", without_als)
+        rule = "every_trained_model_evaluated"
+    else:
+        (root / "lake/recall_candidates" / f"{D}.parquet").unlink()  # every list would be the fallback
+        rule = "one_sound_list_per_active_user"
+
+    message = run_refused(root, asset, D)
+    assert f"{asset} {D} was not published: blocking rule {rule}" in message
+    assert _sha(published) == before
+    reason = json.loads((root / ".staging/lake" / asset / f"{D}.parquet.reason.json").read_text())
+    if asset == "recall_evaluation":
+        assert reason["failed_rules"][rule] == {"trained_but_not_evaluated": ["als"]}
+    else:
+        assert "recall_candidates is missing" in reason["failed_rules"][rule]["problems"][0]
+    (rows,) = (
+        build_resources(str(root))["warehouse"]
+        .connect()
+        .execute(f"SELECT count(*) FROM {asset} WHERE day = DATE '{D}'")
+        .fetchone()
+    )
+    assert rows > 0
+
+
+@pytest.mark.slow
+def test_a_model_whose_blocking_check_fails_leaves_the_published_model(world, tmp_path, monkeypatch):
+    """A model with a NaN is judged by the rule of its blocking check before it is published and
+    refused: the day's published model stays the same version, verified and serving."""
+    from recsys_assets.core.recall.models import PopularityModel, load_model
+
+    root = tmp_path / "w"
+    shutil.copytree(world, root, symlinks=True)
+    store, link = build_resources(str(root))["model_store"], root / "models/recall_popularity" / D
+    target_before, files_before = os.readlink(link), store.verify("recall_popularity", D)["files"]
+    versions_before = set((root / "models/recall_popularity/.versions").iterdir())
+    fit = PopularityModel.fit
+
+    def diverged(self, data, seed=0):
+        fit(self, data, seed=seed)
+        self.item_scores[3] = float("nan")  # what a diverging fit leaves
+        return self
+
+    monkeypatch.setattr(PopularityModel, "fit", diverged)
+    message = run_refused(root, "recall_popularity", D)
+    assert f"recall_popularity {D} was not published: blocking rule finite_and_verified" in message
+    assert "non_finite_values={'item_scores': 1}" in message
+    assert os.readlink(link) == target_before  # the same version, complete and serving
+    assert store.verify("recall_popularity", D)["files"] == files_before
+    load_model(link).recommend([0, 1], 10)
+    assert set((root / "models/recall_popularity/.versions").iterdir()) == versions_before
+    (reason_file,) = (root / "models/recall_popularity/.staging").glob("*.reason.json")
+    reason = json.loads(reason_file.read_text())
+    assert reason["partition"] == D and reason["failed_rules"]["finite_and_verified"]["non_finite_values"] == {
+        "item_scores": 1
+    }
+    assert (Path(reason["staged"]) / "item_scores.npy").exists()  # the refused model, kept to look at
+
+    monkeypatch.setattr(PopularityModel, "fit", fit)
+    rerun(root, "recall_popularity", D)
     assert os.readlink(link) == target_before
 
 

@@ -307,7 +307,7 @@ QUOTED_SQL_ALLOWED = {
     ("recsys_assets/services/drift.py", "day"): "partition key (validated)",
     ("recsys_assets/automation.py", "path"): "lake partition path",
     ("recsys_assets/checks/feature_checks.py", "path"): "lake partition path",
-    ("recsys_assets/checks/raw_checks.py", "path"): "lake partition path",
+    ("recsys_assets/services/raw_audit.py", "path"): "lake partition path, or its staged copy (Lake.staged_path)",
     ("recsys_assets/core/adapters/trivago.py", "SURFACE"): "code constant",
     ("recsys_assets/core/dictionaries.py", "previous"): "lake partition path",
     ("recsys_assets/core/ingest.py", "source"): "lake snapshot path",

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import dagster as dg
 
-from recsys_assets.services.errors import MissingInput, Skipped
+from recsys_assets.services.errors import AuditFailed, MissingInput, Skipped
 
 
 @contextmanager
@@ -20,6 +20,8 @@ def failures():
         raise
     except MissingInput as missing:
         raise dg.Failure(description=str(missing)) from missing
+    except AuditFailed as refused:  # the staged output stays unpublished, with its reason
+        raise dg.Failure(description=str(refused)) from refused
 
 
 def code_version(*modules: ModuleType) -> str:

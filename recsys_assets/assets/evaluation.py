@@ -18,12 +18,15 @@ from recsys_assets.services.daily_report import write_page
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.holdout_evaluation import HOLDOUT_SCHEMA, evaluate_holdout
 from recsys_assets.services.promotion import choose_candidate, promote_recall
+from recsys_assets.services.publication import Verdict, publish_partition
 from recsys_assets.services.recall_evaluation import EVAL_SCHEMA, evaluate_day, unevaluated_models
 from recsys_assets.services.registry import REGISTRY_SCHEMA
 from recsys_assets.services.tables import write_frame, write_rows
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RecallSettings, StorageResource, WarehouseResource
 from resources.storage import SNAPSHOT
+
+EVALUATED_CHECK = "every_trained_model_evaluated"
 
 EVAL_COLUMNS = table_metadata.column_schema(
     EVAL_SCHEMA,
@@ -204,7 +207,14 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             except NoTrainingData as nothing:  # the first day: no model exists, nothing to evaluate
                 rows, info = [], {"test_users": 0}
                 context.log.warning(f"recall_evaluation {day}: {nothing}")
-            write_rows(rows, EVAL_SCHEMA, storage.partition_path("recall_evaluation", day))
+            out = storage.partition_path("recall_evaluation", day)
+            staged = storage.staged_path(out)
+            write_rows(rows, EVAL_SCHEMA, staged)
+            # published only if the rule of every_trained_model_evaluated passes on these rows
+            unevaluated = unevaluated_models(rows, day, model_store, recall)
+            rule = Verdict(not unevaluated, {"trained_but_not_evaluated": unevaluated})
+            with failures():
+                publish_partition("recall_evaluation", day, [(staged, out)], [(EVALUATED_CHECK, lambda v=rule: v)])
             headline = {r["model"]: r for r in rows if r["segment"] == "all" and r["metric"] == "ndcg" and r["k"] == 10}
             meta = {f"ndcg_at_10_{m}": r["value"] for m, r in headline.items()}  # plain floats: plotted per day
             meta["test_users"] = info["test_users"]
@@ -371,7 +381,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
     @asset_check(
         asset=recall_evaluation,
-        name="every_trained_model_evaluated",
+        name=EVALUATED_CHECK,
         blocking=True,
         partitions_def=partitions,
         description="Every enabled recall model published for day D has rows in its evaluation: a model "

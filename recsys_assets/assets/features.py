@@ -1,13 +1,17 @@
 """Feature layer: interactions, additive daily aggregates, and point-in-time user/item
-features and sequences built from a bounded window of the aggregates."""
+features and sequences built from a bounded window of the aggregates. Each partition is built
+into the staging area and published only when the rules of its blocking checks pass on it."""
 
 import dagster as dg
 
 from recsys_assets.assets import ownership
-from recsys_assets.core.storage import file_sha256
+from recsys_assets.assets._wiring import failures
+from recsys_assets.core.storage import duckdb_connect, file_sha256
 from recsys_assets.core.tables import build_table
 from recsys_assets.partitions import window_mapping
+from recsys_assets.services import feature_audit
 from recsys_assets.services.days import days_before
+from recsys_assets.services.publication import publish_partition
 from recsys_assets.settings import Settings
 from resources import FeatureSettings, StorageResource, WarehouseResource
 
@@ -62,7 +66,16 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             rows = {}
             for day in context.partition_keys:
                 out = storage.partition_path(name, day)
-                rows[day] = build_table(f"{name}.sql", inputs_for(day, storage), _params(day, features), out)
+                staged = storage.staged_path(out)
+                rows[day] = build_table(f"{name}.sql", inputs_for(day, storage), _params(day, features), staged)
+                # published only if the rules of the table's blocking checks pass on the staged file
+                con = duckdb_connect()
+                try:
+                    rules = feature_audit.staged_rules(con, storage, name, day, staged, features.sequence_length)
+                    with failures():
+                        publish_partition(name, day, [(staged, out)], rules)
+                finally:
+                    con.close()
                 # the day's own count and content, whatever the run's range
                 context.add_asset_metadata(
                     {"dagster/row_count": rows[day], "content_sha256": file_sha256(out)}, partition_key=day

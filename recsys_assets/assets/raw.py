@@ -1,13 +1,19 @@
-"""Raw layer: landing JSONL → validated Parquet partitions + quarantine, one asset per table."""
+"""Raw layer: landing JSONL → validated Parquet partitions + quarantine, one asset per table.
+
+A partition is ingested into the staging area, judged by the rules of the table's blocking
+checks (services/raw_audit.py) and published only when they pass (services/publication.py)."""
 
 from datetime import date
 
 import dagster as dg
 
 from recsys_assets.assets import ownership
+from recsys_assets.assets._wiring import failures
 from recsys_assets.core.contract import DIMENSIONS, LOGS, REFERENCED_ASSET, TableContract
 from recsys_assets.core.ingest import IngestResult, ingest_file, ingest_files
-from recsys_assets.core.storage import file_sha256
+from recsys_assets.core.storage import duckdb_connect, file_sha256
+from recsys_assets.services import raw_audit
+from recsys_assets.services.publication import publish_partition
 from recsys_assets.settings import Settings
 from resources import IngestionSettings, LandingZoneResource, StorageResource, WarehouseResource
 from resources.storage import SNAPSHOT
@@ -60,6 +66,13 @@ def _metadata(results: list[IngestResult], storage: StorageResource, table: str)
     return meta
 
 
+def _targets(storage: StorageResource, contract: TableContract, day: str) -> tuple[tuple, tuple]:
+    """(staged, published) of the partition's data file and of its quarantine file."""
+    data = storage.partition_path(contract.asset_name, day)
+    quarantine = storage.quarantine_path(contract.asset_name, day)
+    return (storage.staged_path(data), data), (storage.staged_path(quarantine), quarantine)
+
+
 def landing_days_of(day: str, settings: Settings, landed: list[str], sparse: bool) -> list[str]:
     """The landing days partition `day` ingests: its own; for the first partition of a long
     source (Settings.history_start) every landed day of the history up to it; none for a day a
@@ -73,6 +86,26 @@ def landing_days_of(day: str, settings: Settings, landed: list[str], sparse: boo
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
     """The layer's definitions over `partitions` (the first one is settings.start_date)."""
+
+    def _publish(storage, contract, day, data, quarantine, ingestion, skips_empty_days=False) -> None:
+        """Publish the staged partition only if the rules of its blocking checks pass on it."""
+        con = duckdb_connect()
+        try:
+            rules = raw_audit.staged_rules(
+                con,
+                contract,
+                storage,
+                day,
+                data[0],
+                quarantine[0],
+                ingestion,
+                history=raw_audit.history_partitions(settings),
+                skips_empty_days=skips_empty_days,
+            )
+            with failures():
+                publish_partition(contract.asset_name, day, [data, quarantine], rules)
+        finally:
+            con.close()
 
     def _build_dimension_asset(contract: TableContract) -> dg.AssetsDefinition:
         @dg.asset(
@@ -90,16 +123,18 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             ingestion: IngestionSettings,
         ) -> dg.MaterializeResult:
             source = landing.require_file(landing.snapshot_file(contract.name))
+            data, quarantine = _targets(storage, contract, SNAPSHOT)
             result = ingest_file(
                 contract,
                 source,
                 source.name,
                 SNAPSHOT,
                 None,
-                storage.partition_path(contract.asset_name),
-                storage.quarantine_path(contract.asset_name),
+                data[0],
+                quarantine[0],
                 max_line_bytes=ingestion.max_line_bytes,
             )
+            _publish(storage, contract, SNAPSHOT, data, quarantine, ingestion)
             warehouse.refresh_catalog()
             return dg.MaterializeResult(metadata=_metadata([result], storage, contract.asset_name))
 
@@ -146,18 +181,20 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     (landing.require_file(landing.day_file(d, contract.name)), f"{d}/{contract.name}.jsonl")
                     for d in days
                 ]
+                data, quarantine = _targets(storage, contract, day)
                 results.append(
                     ingest_files(
                         contract,
                         sources,
                         day,
                         (date.fromisoformat(days[0]) if days else date.fromisoformat(day), date.fromisoformat(day)),
-                        storage.partition_path(contract.asset_name, day),
-                        storage.quarantine_path(contract.asset_name, day),
+                        data[0],
+                        quarantine[0],
                         known_ids=known_ids,
                         max_line_bytes=ingestion.max_line_bytes,
                     )
                 )
+                _publish(storage, contract, day, data, quarantine, ingestion, sparse)
                 context.log.info(
                     f"{contract.asset_name} {day}: read {results[-1].rows_read}, "
                     f"loaded {results[-1].rows_loaded}, quarantined {results[-1].rows_quarantined}"

@@ -6,14 +6,13 @@ import json
 import time
 
 import dagster as dg
-import numpy as np
 
 from recsys_assets.assets import ownership, table_metadata
 from recsys_assets.assets._wiring import code_version, failures
 from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall import registry
-from recsys_assets.services import training
+from recsys_assets.services import model_audit, training
 from recsys_assets.services.candidates import candidates_day
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.parallel import each_day
@@ -217,7 +216,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     def finite_check(name: str):
         @asset_check(
             asset=f"recall_{name}",
-            name="finite_and_verified",
+            name=model_audit.FINITE_CHECK,
             blocking=True,
             partitions_def=partitions,
             description="The published model's files match their checksums and every array is finite.",
@@ -229,10 +228,12 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                     continue  # skipped (e.g. EASE above its catalog limit): nothing to verify
                 model_store.verify(f"recall_{name}", day)
                 model = recall_models.load_model(model_store.path(f"recall_{name}", day))
-                for key, array in model.arrays().items():
-                    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-                        bad[f"{day}/{key}"] = int((~np.isfinite(array)).sum())
-            return dg.AssetCheckResult(passed=not bad, metadata={"non_finite_values": dg.MetadataValue.json(bad)})
+                bad |= model_audit.non_finite_values(model.arrays(), prefix=f"{day}/")
+            # the rule training ran before publishing the model
+            verdict = model_audit.finite(bad)
+            return dg.AssetCheckResult(
+                passed=verdict.passed, metadata={"non_finite_values": dg.MetadataValue.json(bad)}
+            )
 
         return _check
 

@@ -11,11 +11,13 @@ from recsys_assets.assets._wiring import failures
 from recsys_assets.checks.per_day import asset_check
 from recsys_assets.services.ann_index import ANN_K, MIN_ANN_RECALL, build_champion_index, indexed_recall
 from recsys_assets.services.parallel import DayLog, each_day
+from recsys_assets.services.publication import publish_partition
 from recsys_assets.services.serving import RECOMMENDATION_COLUMNS, recommend_day
-from recsys_assets.services.serving_audit import audit_recommendations
+from recsys_assets.services.serving_audit import audit_recommendations, verdict
 from recsys_assets.settings import Settings
 from resources import ModelStoreResource, RankingSettings, RecallSettings, StorageResource, WarehouseResource
 
+SOUND_LISTS_CHECK = "one_sound_list_per_active_user"
 COLUMNS = dg.TableSchema(
     columns=[
         dg.TableColumn("day", "date"),
@@ -116,7 +118,22 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         logs = {day: DayLog() for day in context.partition_keys}
 
         def recommend(day: str) -> dict:
-            return recommend_day(day, storage, model_store, ranking, recall, first_day, logs[day])
+            out = storage.partition_path("recommendations", day)
+            staged = storage.staged_path(out)
+            stats = recommend_day(day, storage, model_store, ranking, recall, first_day, logs[day], out=staged)
+            # published only if the rule of one_sound_list_per_active_user passes on the staged lists
+            publish_partition(
+                "recommendations",
+                day,
+                [(staged, out)],
+                [
+                    (
+                        SOUND_LISTS_CHECK,
+                        lambda: verdict(audit_recommendations(storage, model_store, day, ranking.top_k, staged)),
+                    )
+                ],
+            )
+            return stats
 
         for day, outcome in each_day(recommend, context.partition_keys, recall.parallel_days):
             try:
@@ -143,7 +160,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
     @asset_check(
         asset=recommendations,
-        name="one_sound_list_per_active_user",
+        name=SOUND_LISTS_CHECK,
         blocking=True,
         partitions_def=partitions,
         description="Every user active in the 28 days before D has exactly one list (ranks 1..n of distinct "

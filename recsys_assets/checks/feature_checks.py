@@ -1,8 +1,9 @@
 """Blocking checks on the feature layer and dictionaries: keys, value ranges, row counts
-consistent with the raw partitions, and point in time (no row of day D built from D or later)."""
+consistent with the raw partitions, and point in time (no row of day D built from D or later).
+The rules of the daily tables are services/feature_audit.py's: each asset ran them on its staged
+partition before publishing it, so these report on what was published."""
 
 import random
-from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
@@ -10,65 +11,28 @@ import pyarrow as pa
 from recsys_assets.checks.per_day import asset_check
 from recsys_assets.core import hashing
 from recsys_assets.core.storage import duckdb_connect, read_arrow
+from recsys_assets.services import feature_audit
+from recsys_assets.services.publication import Verdict
 from recsys_assets.settings import Settings
 from resources import FeatureSettings, StorageResource
 
 
-@dataclass(frozen=True)
-class TableRules:
-    table: str
-    key: tuple[str, ...]
-    rates: tuple[str, ...] = ()  # must lie in [0, 1] when not null
-    counts: tuple[str, ...] = ()  # must be >= 0
-    point_in_time: bool = False  # has source_max_day, which must be < day
-
-
-RULES = [
-    TableRules(
-        "interactions", ("day", "user_id", "item_id"), rates=("completion",), counts=("watch_time_sec", "position")
-    ),
-    TableRules(
-        "user_daily_stats", ("day", "user_id"), counts=("impressions", "clicks", "plays", "positives", "watch_time_sec")
-    ),
-    TableRules("item_daily_stats", ("day", "item_id"), counts=("impressions", "clicks", "plays", "positives", "users")),
-    TableRules(
-        "user_features",
-        ("day", "user_id"),
-        rates=("ctr_smoothed_1d", "ctr_smoothed_7d", "ctr_smoothed_28d", "mean_completion_7d", "mean_completion_28d"),
-        counts=(
-            "impressions_28d",
-            "clicks_28d",
-            "plays_28d",
-            "positives_28d",
-            "watch_time_sec_28d",
-            "days_since_active",
-        ),
-        point_in_time=True,
-    ),
-    TableRules(
-        "item_features",
-        ("day", "item_id"),
-        rates=("ctr_smoothed_7d", "ctr_smoothed_28d", "mean_completion_28d"),
-        counts=("impressions_28d", "positives_28d", "popularity_rank_7d"),
-        point_in_time=True,
-    ),
-    TableRules("user_sequences", ("day", "user_id"), counts=("length",), point_in_time=True),
-]
-UNIQUE_KEYS = {"user_daily_stats", "item_daily_stats", "user_features", "item_features", "user_sequences"}
-
-
-def _scan(storage: StorageResource, table: str, days) -> str:
+def _files(storage: StorageResource, table: str, days) -> list:
     files = [storage.partition_path(table, d) for d in days]
     missing = [f.name for f in files if not f.exists()]
     if missing:
         raise dg.Failure(f"{table}: partitions missing: {missing}")
-    return "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
+    return files
+
+
+def _result(verdict: Verdict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=verdict.passed, metadata=verdict.metadata)
 
 
 def build(partitions: dg.PartitionsDefinition, settings: Settings):
     """The layer's definitions over `partitions` (the first one is settings.start_date)."""
 
-    def _checks_for(rules: TableRules):
+    def _checks_for(rules: feature_audit.TableRules):
         def check(name, description):
             return asset_check(
                 asset=rules.table, name=name, description=description, blocking=True, partitions_def=partitions
@@ -77,45 +41,20 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         @check(
             "keys_and_ranges",
             f"Keys {', '.join(rules.key)} non-null"
-            + (" and unique" if rules.table in UNIQUE_KEYS else "")
+            + (" and unique" if rules.table in feature_audit.UNIQUE_KEYS else "")
             + "; rates within [0, 1]; counts >= 0.",
         )
         def keys_and_ranges(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-            src = _scan(storage, rules.table, context.partition_keys)
-            probes = {f"null_{k}": f"count(*) FILTER (WHERE {k} IS NULL)" for k in rules.key}
-            probes |= {f"out_of_range_{c}": f"count(*) FILTER (WHERE {c} < 0 OR {c} > 1)" for c in rules.rates}
-            probes |= {f"negative_{c}": f"count(*) FILTER (WHERE {c} < 0)" for c in rules.counts}
-            if rules.table in UNIQUE_KEYS:
-                key = ", ".join(rules.key)
-                probes["duplicate_keys"] = f"count(*) - (SELECT count(*) FROM (SELECT DISTINCT {key} FROM {src}))"
-            values = (
-                duckdb_connect()
-                .execute("SELECT " + ", ".join(f"{sql} AS {name}" for name, sql in probes.items()) + f" FROM {src}")
-                .fetchone()
-            )
-            found = {name: int(v) for name, v in zip(probes, values, strict=False)}
-            return dg.AssetCheckResult(passed=not any(found.values()), metadata=found)
+            files = _files(storage, rules.table, context.partition_keys)
+            return _result(feature_audit.keys_and_ranges(duckdb_connect(), rules, files))
 
         checks = [keys_and_ranges]
         if rules.point_in_time:
 
             @check("point_in_time", "No row of day D was built from data of day D or later (source_max_day < day).")
             def point_in_time(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-                src = _scan(storage, rules.table, context.partition_keys)
-                leaks, latest = (
-                    duckdb_connect()
-                    .execute(
-                        f"SELECT count(*) FILTER (WHERE source_max_day >= day), max(source_max_day - day) FROM {src}"
-                    )
-                    .fetchone()
-                )
-                return dg.AssetCheckResult(
-                    passed=leaks == 0,
-                    metadata={
-                        "rows_from_day_or_later": int(leaks),
-                        "max_source_lag_days": int(latest) if latest is not None else 0,
-                    },
-                )
+                files = _files(storage, rules.table, context.partition_keys)
+                return _result(feature_audit.point_in_time(duckdb_connect(), files))
 
             checks.append(point_in_time)
         return checks
@@ -132,22 +71,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         context: dg.AssetCheckExecutionContext, storage: StorageResource
     ) -> dg.AssetCheckResult:
         days = context.partition_keys
-        con = duckdb_connect()
-        shown, organic, distinct_imp = con.execute(
-            f"SELECT count(*) FILTER (WHERE NOT is_organic), count(*) FILTER (WHERE is_organic), "
-            f"count(DISTINCT impression_id) FROM {_scan(storage, 'interactions', days)}"
-        ).fetchone()
-        impressions = con.execute(f"SELECT count(*) FROM {_scan(storage, 'raw_impressions', days)}").fetchone()[0]
-        watches = con.execute(f"SELECT count(*) FROM {_scan(storage, 'raw_watch_stats', days)}").fetchone()[0]
-        passed = shown == impressions == distinct_imp and organic <= watches
-        return dg.AssetCheckResult(
-            passed=passed,
-            metadata={
-                "interaction_rows_shown": shown,
-                "raw_impressions": impressions,
-                "organic_rows": organic,
-                "raw_watches": watches,
-            },
+        return _result(
+            feature_audit.interactions_consistent_with_raw(
+                duckdb_connect(),
+                _files(storage, "interactions", days),
+                _files(storage, "raw_impressions", days),
+                _files(storage, "raw_watch_stats", days),
+            )
         )
 
     @asset_check(
@@ -159,13 +89,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     )
     def user_stats_consistent(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         days = context.partition_keys
-        con = duckdb_connect()
-        users = con.execute(
-            f"SELECT count(DISTINCT (day, user_id)) FROM {_scan(storage, 'interactions', days)}"
-        ).fetchone()[0]
-        rows = con.execute(f"SELECT count(*) FROM {_scan(storage, 'user_daily_stats', days)}").fetchone()[0]
-        return dg.AssetCheckResult(
-            passed=users == rows, metadata={"rows": rows, "distinct_users_in_interactions": users}
+        return _result(
+            feature_audit.user_stats_consistent(
+                duckdb_connect(), _files(storage, "interactions", days), _files(storage, "user_daily_stats", days)
+            )
         )
 
     @asset_check(
@@ -178,18 +105,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
     def sequences_bounded(
         context: dg.AssetCheckExecutionContext, storage: StorageResource, features: FeatureSettings
     ) -> dg.AssetCheckResult:
-        too_long, unsorted = (
-            duckdb_connect()
-            .execute(
-                f"SELECT count(*) FILTER (WHERE length > {int(features.sequence_length)}), "
-                f"count(*) FILTER (WHERE event_ats <> list_sort(event_ats)) "
-                f"FROM {_scan(storage, 'user_sequences', context.partition_keys)}"
-            )
-            .fetchone()
-        )
-        return dg.AssetCheckResult(
-            passed=too_long == 0 and unsorted == 0, metadata={"too_long": int(too_long), "unsorted": int(unsorted)}
-        )
+        files = _files(storage, "user_sequences", context.partition_keys)
+        return _result(feature_audit.sequences_bounded(duckdb_connect(), files, features.sequence_length))
 
     def _id_dictionary_check(asset: str, daily_table: str, id_column: str):
         @asset_check(
@@ -281,7 +198,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             },
         )
 
-    feature_checks = [c for r in RULES for c in _checks_for(r)] + [
+    feature_checks = [c for r in feature_audit.RULES for c in _checks_for(r)] + [
         hash_train_serve_consistency,
         interactions_consistent_with_raw,
         user_stats_consistent,

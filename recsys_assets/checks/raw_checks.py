@@ -1,14 +1,15 @@
 """Blocking asset checks on every raw table: schema, keys, uniqueness, quarantine rate and
-request linkage. A failing check is an ERROR and stops downstream assets in the run."""
-
-from datetime import date, timedelta
+request linkage. A failing check is an ERROR and stops downstream assets in the run. The rules
+are services/raw_audit.py's: ingestion ran them on the staged partition before publishing it,
+so these report on what was published."""
 
 import dagster as dg
 
 from recsys_assets.checks.per_day import asset_check
-from recsys_assets.core.contract import ALL_TABLES, EVENTS, IMPRESSIONS, WATCH_STATS, TableContract
+from recsys_assets.core.contract import ALL_TABLES, TableContract
 from recsys_assets.core.storage import duckdb_connect
-from recsys_assets.services.volume import check_volume
+from recsys_assets.services import raw_audit
+from recsys_assets.services.publication import Verdict
 from recsys_assets.settings import Settings
 from resources import IngestionSettings, LandingZoneResource, StorageResource
 from resources.storage import SNAPSHOT
@@ -16,10 +17,6 @@ from resources.storage import SNAPSHOT
 
 def _partitions(context: dg.AssetCheckExecutionContext, contract: TableContract) -> list[str]:
     return list(context.partition_keys) if contract.partitioned else [SNAPSHOT]
-
-
-def _scan(paths) -> str:
-    return "read_parquet([" + ", ".join(f"'{p}'" for p in paths) + "])"
 
 
 def _missing(contract: TableContract, storage: StorageResource, partitions: list[str]) -> list[str]:
@@ -57,67 +54,36 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
         paths = lambda storage, keys: [storage.partition_path(asset, k) for k in keys]  # noqa: E731
 
+        def result(verdict: Verdict) -> dg.AssetCheckResult:
+            return dg.AssetCheckResult(passed=verdict.passed, metadata=verdict.metadata)
+
+        # The rules are raw_audit's, the ones ingestion ran on the staged partition before publishing it.
         @check("schema", "Loaded columns and types equal the contract.")
         @with_data
         def schema(con, keys, storage, ingestion):
-            expected = [(f.name, f.duckdb_type) for f in contract.fields]
-            mismatched = []
-            for path in paths(storage, keys):
-                actual = [
-                    (r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()
-                ]
-                if actual != expected:
-                    mismatched.append(f"{path.name}: {actual}")
-            return dg.AssetCheckResult(
-                passed=not mismatched,
-                metadata={"expected": str(expected), "mismatched": "\n".join(mismatched) or "none"},
-            )
+            return result(raw_audit.schema(con, contract, paths(storage, keys)))
 
-        key_fields = [f.name for f in contract.fields if f.required]
-
-        @check("non_null_keys", f"Required fields ({', '.join(key_fields)}) are never null.")
+        @check("non_null_keys", f"Required fields ({', '.join(raw_audit.key_fields(contract))}) are never null.")
         @with_data
         def non_null_keys(con, keys, storage, ingestion):
-            counts = con.execute(
-                "SELECT "
-                + ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in key_fields)
-                + f" FROM {_scan(paths(storage, keys))}"
-            ).fetchone()
-            nulls = {f: int(n) for f, n in zip(key_fields, counts, strict=False)}
-            return dg.AssetCheckResult(
-                passed=not any(nulls.values()), metadata={f"null_{f}": n for f, n in nulls.items()}
-            )
+            return result(raw_audit.non_null_keys(con, contract, paths(storage, keys)))
 
         @check("unique_ids", f"`{contract.id_field}` is unique across the checked partitions.")
         @with_data
         def unique_ids(con, keys, storage, ingestion):
-            dupes = con.execute(
-                f"SELECT count(*) - count(DISTINCT {contract.id_field}) FROM {_scan(paths(storage, keys))}"
-            ).fetchone()[0]
-            return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_ids": int(dupes)})
+            return result(raw_audit.unique_ids(con, contract, paths(storage, keys)))
 
         @check(
             "quarantine_rate", "Share of landing lines quarantined stays below IngestionSettings.max_quarantine_rate."
         )
         @with_data
         def quarantine_rate(con, keys, storage, ingestion):
-            loaded = con.execute(f"SELECT count(*) FROM {_scan(paths(storage, keys))}").fetchone()[0]
             q_paths = [storage.quarantine_path(asset, k) for k in keys]
-            quarantined = con.execute(f"SELECT count(*) FROM {_scan(q_paths)}").fetchone()[0]
-            rate = quarantined / (loaded + quarantined) if loaded + quarantined else 0.0
-            return dg.AssetCheckResult(
-                passed=rate <= ingestion.max_quarantine_rate,
-                metadata={
-                    "quarantine_rate": rate,
-                    "threshold": ingestion.max_quarantine_rate,
-                    "rows_loaded": int(loaded),
-                    "rows_quarantined": int(quarantined),
-                },
-            )
+            return result(raw_audit.quarantine_rate(con, paths(storage, keys), q_paths, ingestion.max_quarantine_rate))
 
         checks = [schema, non_null_keys, unique_ids, quarantine_rate]
 
-        if contract in (EVENTS, WATCH_STATS):
+        if raw_audit.links_requests(contract):
 
             @check(
                 "request_ids_resolve",
@@ -125,43 +91,15 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             )
             @with_data
             def request_ids_resolve(con, keys, storage, ingestion):
-                days = sorted({d for k in keys for d in (k, (date.fromisoformat(k) - timedelta(days=1)).isoformat())})
-                imp_paths = storage.existing_partitions(IMPRESSIONS.asset_name, days)
-                impressions = (
-                    _scan(imp_paths)
-                    if imp_paths
-                    else (
-                        "(SELECT NULL::VARCHAR request_id, NULL::BIGINT user_id, NULL::BIGINT item_id, NULL::TIMESTAMPTZ shown_at)"
+                return result(
+                    raw_audit.request_ids_resolve(
+                        con, contract, storage, keys, paths(storage, keys), ingestion.max_orphan_request_rate
                     )
-                )
-                # Per row, against the impressions of its own UTC day and the day before only (a range
-                # run reads many days of impressions; a request from further back is still an orphan).
-                day_of = f"CAST(timezone('UTC', x.{contract.time_field}) AS DATE)"
-                total, orphans = con.execute(f"""
-                    WITH shown AS (SELECT DISTINCT request_id, user_id, item_id,
-                                          CAST(timezone('UTC', shown_at) AS DATE) AS shown_day FROM {impressions})
-                    SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
-                               SELECT 1 FROM shown AS i
-                               WHERE i.request_id = x.request_id AND i.user_id = x.user_id AND i.item_id = x.item_id
-                                 AND i.shown_day BETWEEN {day_of} - 1 AND {day_of}))
-                    FROM {_scan(paths(storage, keys))} AS x
-                    WHERE x.request_id IS NOT NULL""").fetchone()
-                rate = orphans / total if total else 0.0
-                return dg.AssetCheckResult(
-                    passed=rate <= ingestion.max_orphan_request_rate,
-                    metadata={
-                        "rows_with_request_id": int(total),
-                        "orphan_rows": int(orphans),
-                        "orphan_rate": rate,
-                        "threshold": ingestion.max_orphan_request_rate,
-                    },
                 )
 
             checks.append(request_ids_resolve)
 
         if contract.partitioned:
-            # A history partition (many days in one) is no norm for a day.
-            history = frozenset([settings.start_date]) if settings.history_start else frozenset()
 
             @check(
                 "volume",
@@ -180,35 +118,16 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 missing = _missing(contract, storage, keys)
                 if missing:
                     return dg.AssetCheckResult(passed=False, metadata={"missing_partitions": ", ".join(missing)})
-                if landing.skips_empty_days():
-                    return dg.AssetCheckResult(
-                        passed=True,
-                        metadata={"verdict": "not checked: the source declares days without data (empty_days: absent)"},
-                    )
-                verdicts = [
-                    check_volume(
+                return result(
+                    raw_audit.volume(
                         storage,
-                        asset,
-                        day,
-                        window=ingestion.volume_window,
-                        min_ratio=ingestion.min_volume_ratio,
-                        min_history=ingestion.volume_min_history,
-                        exclude=history,
+                        contract,
+                        keys,
+                        ingestion,
+                        history=raw_audit.history_partitions(settings),
+                        skips_empty_days=landing.skips_empty_days(),
                     )
-                    for day in keys
-                    if day not in history
-                ]
-                failed = [v for v in verdicts if not v.passed]
-                last = verdicts[-1] if verdicts else None
-                metadata: dict = {
-                    "verdict": "; ".join(f"{v.day}: {v.reason}" for v in (failed or verdicts[-3:]))
-                    or "history partition: no norm",
-                    "min_ratio": ingestion.min_volume_ratio,
-                }
-                if last is not None:
-                    metadata |= {f"{m}": n for m, n in last.current.items()}
-                    metadata |= {f"trailing_median_{m}": float(n) for m, n in last.norm.items()}
-                return dg.AssetCheckResult(passed=not failed, metadata=metadata)
+                )
 
             checks.append(volume)
         return checks

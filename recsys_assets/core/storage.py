@@ -168,6 +168,31 @@ def _publish(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
+def publish_file(staged: Path, final: Path) -> Path:
+    """Move a finished file into its visible place in one step: os.replace locally (both live
+    under the data root, so on one disk), one server-side copy on an object store (the object
+    appears complete or not at all)."""
+    if is_remote(final):
+        fs = as_upath(final).fs
+        fs.copy(as_upath(staged).path, as_upath(final).path)
+        fs.rm(as_upath(staged).path)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _publish(staged, final)
+    return final
+
+
+def move_file(source: Path, target: Path) -> Path:
+    """Rename a file within one root (a copy and a delete on an object store)."""
+    if is_remote(target):
+        fs = as_upath(target).fs
+        fs.copy(as_upath(source).path, as_upath(target).path)
+        fs.rm(as_upath(source).path)
+        return target
+    os.replace(source, target)
+    return target
+
+
 def write_parquet_atomic(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> Path:
     """Write the result of `query` to `path` so that it appears complete or not at all."""
     if is_remote(path):

@@ -12,3 +12,8 @@ class Skipped(RuntimeError):
 
 class NoTrainingData(Skipped, MissingInput):
     """Day D is the first partition: there is no earlier day to train on."""
+
+
+class AuditFailed(RuntimeError):
+    """A blocking rule refused a staged partition or model: it was not published (the message
+    names the rule, the day and where the staged output and its reason are)."""

@@ -3,7 +3,9 @@ quarantine and the catalog file, with every path checked to stay inside its root
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -106,6 +108,15 @@ class Lake(BaseModel):
             self.lake_dir / "quarantine" / validate_table_name(asset) / f"{validate_partition_key(partition)}.parquet"
         )
         return ensure_within(path, self.root, f"quarantine of {asset} {partition}")
+
+    def staged_path(self, final: Path) -> Path:
+        """A fresh file to write and audit a partition bound for `final` (a lake file) in:
+        <root>/.staging/<same relative path>.<pid>-<random>, private to this writer (two runs over
+        the same day never judge or move each other's file). Outside lake/, so no view, glob or
+        reader sees it; under the root, so publishing is a rename on the same disk. A refused one
+        is kept as <root>/.staging/<same relative path> (publication.refused_path)."""
+        relative = Path(str(final)[len(str(self.root)) :].lstrip("/"))
+        return self.root / ".staging" / f"{relative.as_posix()}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def existing_partitions(self, table: str, partitions: list[str]) -> list[Path]:
         return [p for p in (self.partition_path(table, k) for k in partitions) if p.exists()]

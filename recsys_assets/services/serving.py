@@ -464,10 +464,12 @@ def recommend_day(
     recall: RecallConfig,
     first_day: str | None,
     log=None,
+    out: Path | None = None,
 ) -> dict:
     """The recommendations partition of `day`: every active user (and every user with recall
     candidates) through the serving ranker (or recall order when none is promoted), re-rank
-    and explanations. Returns the write statistics with the serving ranker and why."""
+    and explanations, written to `out` (default: the published partition). Returns the write
+    statistics with the serving ranker and why."""
     ranker_day, why = serving_ranker_day(lake, day)
     model = load_ranker(model_store, ranker_day) if ranker_day else None
     ctx = feature_context(
@@ -501,7 +503,7 @@ def recommend_day(
     users = np.union1d(active, with_candidates)
     started = time.perf_counter()
     stats = write_recommendations(
-        lake.partition_path("recommendations", day),
+        out or lake.partition_path("recommendations", day),
         lake.root,
         day,
         users,

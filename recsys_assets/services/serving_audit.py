@@ -1,19 +1,30 @@
 """What a published recommendations partition must hold: one list for every active user, ranks
 1..n within top_k and no item twice in a list, only catalog items, and recall candidates behind
-it whenever recall models were trained for the day (else every list is the popularity fallback)."""
+it whenever recall models were trained for the day (else every list is the popularity fallback).
+The asset check judges the published partition with it; the asset judges its staged partition
+with it before publishing it (services/publication.py)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.storage import duckdb_connect
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.publication import Verdict
 
 
-def audit_recommendations(lake: Lake, model_store: ModelStore, day: str, top_k: int) -> dict:
+def verdict(audit: dict) -> Verdict:
+    """An audit of audit_recommendations as the verdict of one_sound_list_per_active_user."""
+    return Verdict(not audit["problems"], {"problems": audit["problems"]})
+
+
+def audit_recommendations(lake: Lake, model_store: ModelStore, day: str, top_k: int, path: Path | None = None) -> dict:
     """Counts of each kind of defect of the day's recommendations (all 0 when it is sound), the
-    coverage of active users and of the catalog."""
-    path = lake.partition_path("recommendations", day)
+    coverage of active users and of the catalog (`path`: the file to judge instead of the
+    published partition, such as a staged one)."""
+    path = path or lake.partition_path("recommendations", day)
     if not path.exists():
         return {"problems": [f"{day}: recommendations not materialized"]}
     params = {

@@ -18,6 +18,7 @@ from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import TrainingData
 from recsys_assets.core.storage import file_sha256
 from recsys_assets.core.training_data import TestSet, load_consumed, load_training_data
+from recsys_assets.services import model_audit, publication
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput, NoTrainingData
 from recsys_assets.services.lake import Lake
@@ -282,5 +283,9 @@ def train_recall_model(
         metadata["mean_factor_norms"] = norms
     staging = model_store.staging_dir(f"recall_{name}")
     model.save(staging)
+    # the rule of the model's blocking check, on the arrays just saved: only a sound model is published
+    verdict = model_audit.finite(model_audit.non_finite_values(arrays))
+    if not verdict.passed:
+        raise publication.hold(staging, f"recall_{name}", day, {model_audit.FINITE_CHECK: verdict})
     version = model_store.publish(f"recall_{name}", day, staging, metadata)
     return Trained(metadata=metadata, version=version, norms=norms)
