@@ -8,6 +8,7 @@ import time
 import dagster as dg
 
 from recsys_assets.core.storage import duckdb_connect
+from recsys_assets.instance import fail_dead_runs
 from recsys_assets.services.backtest import quality_drop
 from recsys_assets.settings import Settings
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
@@ -157,4 +158,21 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             ),
         )
 
-    return [daily_refresh, retrain_models], [daily_refresh_schedule], [landing_sensor, retrain_sensor]
+    @dg.sensor(
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Every minute: a STARTED run whose process is gone (killed, crashed) is marked failed with "
+        "the reason, so no run stays STARTED forever (recsys_assets/instance.py fail_dead_runs; runs stored "
+        "locally only).",
+    )
+    def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        failed = fail_dead_runs(context.instance)
+        for run_id in failed:
+            context.log.warning(f"run {run_id} was STARTED but its process is gone: marked failed")
+        return dg.SkipReason(f"marked {len(failed)} dead run(s) failed" if failed else "no dead run")
+
+    return (
+        [daily_refresh, retrain_models],
+        [daily_refresh_schedule],
+        [landing_sensor, retrain_sensor, dead_run_sensor],
+    )

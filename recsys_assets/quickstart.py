@@ -23,7 +23,7 @@ from recsys_assets.adapt import prepare_source
 from recsys_assets.core.adapters.source import SourceConflict, check_compatible, write_marker
 from recsys_assets.core.generator import GeneratorConfig, generate
 from recsys_assets.definitions import build_defs
-from recsys_assets.instance import prepare_dagster_home
+from recsys_assets.instance import fail_dead_runs, prepare_dagster_home
 from recsys_assets.settings import Settings
 
 
@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
         print(f"  {len(days)} days: the ranker trains on the earlier days and early-stops on 20% of their requests")
     print(f"Materializing every asset for {days[0]}...{days[-1]} ...")
     with dg.DagsterInstance.get() as instance:
+        for run_id in fail_dead_runs(instance):  # an earlier quickstart killed mid-run, say
+            print(f"  run {run_id} was STARTED but its process is gone: marked failed")
         took = materialize_all(
             defs,
             days,

@@ -18,7 +18,7 @@ from recsys_assets.quickstart import materialize_all
 from recsys_assets.settings import Settings
 from resources import AutomationSettings, FeatureSettings, LandingZoneResource, StorageResource
 
-_, (daily_refresh_schedule,), (landing_sensor, retrain_sensor) = automation.build(
+_, (daily_refresh_schedule,), (landing_sensor, retrain_sensor, _) = automation.build(
     daily_partitions(Settings().start_date), Settings()
 )
 

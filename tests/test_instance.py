@@ -4,6 +4,7 @@ storage is created by one process under a lock, never by two racing runs."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -173,3 +174,65 @@ def test_a_run_killed_under_the_daemon_is_marked_failed(tmp_path):
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(timeout=30)
         daemon_log.close()
+
+
+SLEEPY_RUN = """
+import time
+import dagster as dg
+
+@dg.op
+def wait_for_the_kill():
+    time.sleep(120)
+
+@dg.job
+def sleepy():
+    wait_for_the_kill()
+
+with dg.DagsterInstance.get() as instance:
+    sleepy.execute_in_process(instance=instance)
+"""
+
+
+def test_a_killed_cli_run_is_marked_failed_by_the_dead_run_sensor(tmp_path):
+    """A run executed by a CLI process (as `dagster asset materialize` and the quickstart do) is
+    SIGKILLed: no daemon launched it, so Dagster's run monitoring never looks at it, and it would
+    stay STARTED forever. While its process lives nothing touches it; once the process is gone
+    the dead_run_sensor marks it failed and says why, and a prepared home does the same."""
+    from recsys_assets.definitions import build_defs
+    from recsys_assets.instance import fail_dead_runs
+
+    home = prepare_dagster_home(tmp_path / "home")
+    env = dict(os.environ, DAGSTER_HOME=str(home), PYTHONPATH=str(ROOT))
+    runs = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for _ in range(2):
+            proc = subprocess.Popen([sys.executable, "-c", SLEEPY_RUN], env=env)
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    started = [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.STARTED]
+                    if started and started[0].run_id not in runs:
+                        break
+                    time.sleep(0.2)
+                run_id = started[0].run_id
+                time.sleep(0.5)  # the engine event that names the process is written after STARTED
+                assert fail_dead_runs(instance) == []  # alive: untouched
+                assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+            finally:
+                proc.kill()
+                proc.wait(timeout=30)
+            runs.append(run_id)
+            if len(runs) == 1:  # the daemon's sensor
+                sensor = build_defs(resources=None).get_sensor_def("dead_run_sensor")
+                result = sensor(dg.build_sensor_context(instance=instance))
+                assert "marked 1 dead run" in str(result)
+            else:  # preparing a home (quickstart, python -m recsys_assets.instance)
+                assert fail_dead_runs(instance) == [run_id]
+            run = instance.get_run_by_id(run_id)
+            assert run.status == dg.DagsterRunStatus.FAILURE
+            messages = [
+                e.dagster_event.message or ""
+                for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            ]
+            assert any("process (pid" in m and "killed or crashed" in m for m in messages), messages
+        assert fail_dead_runs(instance) == []  # nothing left to mark
