@@ -6,8 +6,9 @@ The target artifact (`data/models/recall_<model>/<training day>`) must exist, pa
 checksum of its manifest and load. Then a registry row with decision `rollback` is written
 next to the day's decision as `lake/recall_champion/<day>.rollback-<UTC time>.parquet`
 (`<day>` defaults to the latest day of the registry). From then on `current_champion` /
-`serving_champion` return the rolled-back model: the serving index of that day (re-materialize
-`recall_ann_index` for it) and the next day's gated promotion compare against it. The day's
+`serving_champion` return the rolled-back model: the serving index and, when no ranker serves,
+the lists of that day (re-materialize `recall_ann_index` and `recommendations` for it; a running
+server reloads by itself) and the next day's gated promotion compare against it. The day's
 original decision file is kept; `SELECT * FROM recall_champion ORDER BY day` shows both.
 A missing or corrupt target is refused with a message naming the file, exit status 1.
 """
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(was {row['incumbent']}@{row['incumbent_day']}); registry row {done.path}"
     )
     print(
-        f"rebuild the serving index: dagster asset materialize -m recsys_assets.definitions "
-        f"--select recall_ann_index --partition {row['day']}"
+        f"rebuild the serving index and the lists: dagster asset materialize -m recsys_assets.definitions "
+        f"--select recall_ann_index,recommendations --partition {row['day']}"
     )
     if done.superseded_by:
         print(

@@ -707,3 +707,71 @@ def test_days_worked_on_side_by_side_publish_what_one_after_another_does(root, t
     assert result.success
     one_after_another = published()
     assert one_after_another == side_by_side
+
+
+def _led_by(lists, candidates, channel: str) -> float:
+    """Share of the users with recall candidates whose list starts with `channel`'s own first
+    candidate (the smallest in_<channel> rank among the user's candidates)."""
+    import polars as pl
+
+    best = (
+        candidates.filter(pl.col(f"in_{channel}") > 0)
+        .sort("user_id", f"in_{channel}")
+        .group_by("user_id", maintain_order=True)
+        .first()
+        .select("user_id", pl.col("item_id").alias("best"))
+    )
+    first = lists.filter(pl.col("rank") == 1).join(best, on="user_id")
+    return (first["item_id"] == first["best"]).mean() if first.height else 0.0
+
+
+@pytest.mark.slow
+def test_without_a_ranker_the_recall_champion_orders_the_lists_and_a_rollback_changes_them(root, tmp_path):
+    """No ranker is promoted in this world (two model days: no samples to train one), so the
+    serving recall champion decides the lists: its channel's items come first. Here no learned
+    model beat popularity, so there is no champion and the fused order serves; rolling the
+    champion back to a model makes that model's items lead, and another rollback changes them."""
+    import polars as pl
+
+    from recsys_assets.rollback import rollback
+    from recsys_assets.services.online import OnlineRecommender
+    from recsys_assets.services.registry import serving_champion, serving_ranker_day
+    from recsys_assets.services.serving import recommend_day, scan_candidates
+
+    copy = _copy_root(root, tmp_path)
+    resources = build_resources(str(copy))
+    storage, store = resources["storage"], resources["model_store"]
+    day = DAYS[-1]
+    assert serving_ranker_day(storage, day)[0] is None
+    assert serving_champion(storage, day) is None
+    published = pl.read_parquet(storage.partition_path("recommendations", day))
+    candidates = scan_candidates(storage, day, resources["ranking"].rank_candidates).collect()
+    fresh = set(pl.read_parquet(storage.partition_path("interactions", day))["user_id"].to_list())
+    user = next(u for u in candidates["user_id"].unique().sort().to_list() if u not in fresh)
+
+    def lists(name: str) -> tuple[dict, pl.DataFrame]:
+        out = tmp_path / f"{name}.parquet"
+        stats = recommend_day(day, storage, store, resources["ranking"], resources["recall"], DAYS[0], out=out)
+        return stats, pl.read_parquet(out)
+
+    stats, fused = lists("fused")
+    assert stats["recall_champion"] is None
+    assert fused.equals(published)  # the asset wrote the same lists
+
+    served = {}
+    for target in ("ease", "item_cf"):
+        rollback(storage, store, target, DAYS[-2], "lists test", day=day)
+        stats, served[target] = lists(target)
+        assert stats["recall_champion"] == target
+        assert _led_by(served[target], candidates, target) >= 0.9
+        # the online path orders by the same champion: the batch list of a user with no newer activity
+        online = OnlineRecommender(storage, store, resources["ranking"], resources["recall"], day=day)
+        assert online.recall_champion == target
+        answer = online.recommend(user, k=resources["ranking"].top_k)
+        assert (
+            answer.table["item_id"].to_list() == served[target].filter(pl.col("user_id") == user)["item_id"].to_list()
+        )
+    for target, other in (("ease", "item_cf"), ("item_cf", "ease")):
+        assert _led_by(served[target], candidates, target) > _led_by(fused, candidates, target) + 0.2
+        assert _led_by(served[target], candidates, target) > _led_by(served[other], candidates, target) + 0.2
+    assert not served["ease"].equals(served["item_cf"])

@@ -93,7 +93,15 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         kinds={"lightgbm", "parquet"},
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        deps=["ranker_champion", "ranker", "recall_candidates", "item_features", "user_features", "interactions"],
+        deps=[
+            "ranker_champion",
+            "ranker",
+            "recall_champion",
+            "recall_candidates",
+            "item_features",
+            "user_features",
+            "interactions",
+        ],
         # a day's list is due the day after it (the daily job at 01:00 UTC, then training)
         freshness_policy=dg.FreshnessPolicy.time_window(
             warn_window=timedelta(hours=settings.automation.recommendations_warn_hours),
@@ -101,7 +109,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         ),
         description="The top-K (RankingSettings.top_k) list served on day D to every user active in the 28 days "
         "before D: recall candidates of D (users without any positive get popular items), ordered by the serving "
-        "ranker of ranker_champion (else by recall), re-ranked (watched items "
+        "ranker of ranker_champion (without one, by the serving recall champion of recall_champion: its channel's "
+        "items first, in its rank, then the fused recall order), re-ranked (watched items "
         "removed, MMR, genre cap), each with its score, the recall channels it came from, the user's watched "
         "items most similar to it and the top contributing features. `SELECT * FROM recommendations`.",
         **ownership.layer("serving"),
@@ -147,6 +156,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 "users": stats["users"],
                 "cold_start_users": stats["cold_start_users"],
                 "ranker_day": stats["ranker_day"] or "none (recall order)",
+                "recall_champion": stats["recall_champion"] or "none",
                 "why": stats["why"],
                 "dagster/column_schema": COLUMNS,
                 "catalog_coverage": stats["distinct_items"] / max(stats["catalog_items"], 1),

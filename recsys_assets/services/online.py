@@ -33,7 +33,7 @@ from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
-from recsys_assets.services.registry import serving_ranker_day
+from recsys_assets.services.registry import serving_champion, serving_ranker_day
 from recsys_assets.services.serving import (
     COLD_START_CHANNEL,
     feature_context,
@@ -116,6 +116,9 @@ class OnlineRecommender:
         self.day = day or latest_model_day(model_store)
         self.ranker_day, self.why = serving_ranker_day(storage, self.day)
         self.model = load_ranker(model_store, self.ranker_day) if self.ranker_day else None
+        # without a ranker, the serving recall champion orders the lists (as in the batch path)
+        champion = serving_champion(storage, self.day)
+        self.recall_champion = champion[0] if champion else None
         self.ctx = feature_context(
             storage,
             model_store,
@@ -262,6 +265,7 @@ class OnlineRecommender:
             exclude=self.exclude,
             session=session,
             at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
+            recall_champion=self.recall_champion,
         )
         timings["total_ms"] = sum(timings.values())
         return Answer(

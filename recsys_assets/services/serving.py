@@ -30,7 +30,7 @@ from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
-from recsys_assets.services.registry import serving_ranker_day
+from recsys_assets.services.registry import serving_champion, serving_ranker_day
 from recsys_assets.services.training import history_partitions, read_training_data
 from recsys_assets.settings import RankingConfig, RecallConfig
 
@@ -40,6 +40,8 @@ CONTEXT_FEATURES = ("position", "surface_idx", "device_type_idx")
 # NDCG@10 for cold users is 0.345 against 0.320 for the 7-day positives ranking of item_features
 # (benchmarks/RESULTS.md, "Held-out period of a long source"), which stays the fallback.
 COLD_START_CHANNEL = "recent_popularity"
+# past any channel depth: in champion_order, a fused rank never outranks a champion rank
+CHAMPION_RANK_OFFSET = 1_000_000.0
 
 
 def feature_context(
@@ -134,6 +136,7 @@ def write_recommendations(
     history: pl.DataFrame,
     settings: RankingConfig,
     columns: list[str],
+    recall_champion: str | None = None,
 ) -> dict:
     """The recommendations partition of `day` for `users` (sorted ids): serving_batch_users
     users at a time, each batch's candidates read by user-id range (users without candidates
@@ -173,7 +176,9 @@ def write_recommendations(
                     [batch_candidates, popular_candidates(ctx, cold, settings.rank_candidates, batch_history)],
                     how="diagonal_relaxed",
                 )
-            out = recommend_users(ctx, model, batch_candidates, batch_history, settings)
+            out = recommend_users(
+                ctx, model, batch_candidates, batch_history, settings, recall_champion=recall_champion
+            )
             out = out.with_columns(pl.lit(day).str.to_date().alias("day")).select(columns)
             out.write_parquet(parts_dir / f"{start:012d}.parquet")
             stats["rows"] += out.height
@@ -365,6 +370,22 @@ def because_you_watched(
     return pl.Series("because_you_watched", pl.from_arrow(lists), dtype=pl.List(pl.Int64))
 
 
+def champion_order(candidates: pl.DataFrame, recall_champion: str | None) -> pl.DataFrame:
+    """Recall order when no ranker serves: the items the serving recall champion's channel
+    proposed first, in its own rank (in_<champion>), then the rest in the fused order
+    (recall_rank), as `ranker_score` (higher first). Without a champion, or when it is not one
+    of the day's channels, the fused order alone."""
+    fused = pl.col("recall_rank").cast(pl.Float64)
+    column = f"in_{recall_champion}"
+    if recall_champion is None or column not in candidates.columns:
+        return candidates.with_columns((-fused).alias("ranker_score"))
+    rank = pl.col(column).fill_null(0).cast(pl.Float64)
+    # the champion's ranks (1..depth) come before every fused rank (offset past any depth)
+    return candidates.with_columns(
+        pl.when(rank > 0).then(-rank).otherwise(-(fused + CHAMPION_RANK_OFFSET)).alias("ranker_score")
+    )
+
+
 def recommend_users(
     ctx: F.FeatureContext,
     model: ranker_lib.Ranker | None,
@@ -376,9 +397,11 @@ def recommend_users(
     exclude: sp.csr_matrix | None = None,
     session: SessionState | None = None,
     at: dt.datetime | None = None,
+    recall_champion: str | None = None,
 ) -> pl.DataFrame:
-    """The funnel's final lists: rank candidates with the ranker (or keep recall order when
-    model is None; with a live `session`, as its request at `at`), re-rank (seen items
+    """The funnel's final lists: rank candidates with the ranker (with a live `session`, as its
+    request at `at`; when model is None, in the serving `recall_champion`'s order, see
+    champion_order), re-rank (seen items
     removed, MMR, genre cap, ...), explain. One row per
     (user, rank): item, score, stage, channels, because_you_watched, top_features. Candidates
     recall excludes (drop_excluded with `exclude`, default ctx.exclude) are never served, even
@@ -391,7 +414,7 @@ def recommend_users(
         scored = funnel.score_candidates(model, ctx, candidates, settings.serving_surface, session, at)
         stage = "ranker_rerank"
     else:
-        scored = candidates.with_columns((-pl.col("recall_rank").cast(pl.Float64)).alias("ranker_score"))
+        scored = champion_order(candidates, recall_champion)
         stage = "recall_rerank"
     timings["rank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
@@ -467,11 +490,14 @@ def recommend_day(
     out: Path | None = None,
 ) -> dict:
     """The recommendations partition of `day`: every active user (and every user with recall
-    candidates) through the serving ranker (or recall order when none is promoted), re-rank
+    candidates) through the serving ranker (or the serving recall champion's order when no
+    ranker is promoted), re-rank
     and explanations, written to `out` (default: the published partition). Returns the write
     statistics with the serving ranker and why."""
     ranker_day, why = serving_ranker_day(lake, day)
     model = load_ranker(model_store, ranker_day) if ranker_day else None
+    champion = serving_champion(lake, day)
+    recall_champion = champion[0] if champion else None
     ctx = feature_context(
         lake,
         model_store,
@@ -482,7 +508,12 @@ def recommend_day(
         first_day,
     )
     if log:
-        log.info(f"recommendations {day}: {f'ranker of {ranker_day}' if model else 'recall order'} ({why})")
+        order = (
+            f"ranker of {ranker_day}"
+            if model
+            else f"recall order of the recall champion {recall_champion or '(none: fused)'}"
+        )
+        log.info(f"recommendations {day}: {order} ({why})")
     try:
         candidates = scan_candidates(lake, day, ranking.rank_candidates)
     except MissingInput as missing:  # e.g. the first day: no model could be trained yet
@@ -513,6 +544,7 @@ def recommend_day(
         history,
         ranking,
         RECOMMENDATION_COLUMNS,
+        recall_champion=recall_champion,
     )
     seconds = time.perf_counter() - started
     if log:
@@ -522,6 +554,7 @@ def recommend_day(
         )
     return stats | {
         "ranker_day": ranker_day,
+        "recall_champion": recall_champion,
         "why": why,
         "n_users": len(users),
         "catalog_items": ctx.items.height,
