@@ -60,3 +60,10 @@ def write_jsonl():
         return path
 
     return _write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding a `slow` test run first (the order inside a file is kept): with test files
+    spread over workers, a long file started last would leave the other workers idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
