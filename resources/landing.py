@@ -17,6 +17,10 @@ LOG_FILES = ("impressions.jsonl", "events.jsonl", "watch_stats.jsonl")
 SUCCESS_MARKER = "_SUCCESS"
 
 
+def _complete(folder: Path) -> bool:
+    return (folder / SUCCESS_MARKER).exists() or all((folder / f).exists() for f in LOG_FILES)
+
+
 def _is_day(name: str) -> bool:
     """A folder name that is a partition key (a real date); other folders are not days."""
     try:
@@ -61,8 +65,7 @@ class LandingZoneResource(dg.ConfigurableResource):
 
     def is_complete(self, day: str) -> bool:
         """A day is complete when its producer wrote _SUCCESS, or all three log files exist."""
-        folder = self.root / day
-        return (folder / SUCCESS_MARKER).exists() or all((folder / f).exists() for f in LOG_FILES)
+        return _complete(self.root / day)
 
     def day_fingerprint(self, day: str) -> str:
         """A fingerprint of a day folder's delivery: the name, size and modification time of
@@ -78,11 +81,21 @@ class LandingZoneResource(dg.ConfigurableResource):
         return hashlib.sha256("\n".join(entries).encode()).hexdigest()
 
     def complete_days(self) -> list[str]:
-        if not self.root.exists():
+        root = self.root  # validated once: a long history has thousands of day folders
+        if not root.exists():
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and _is_day(p.name) and self.is_complete(p.name)
-        )
+        return sorted(p.name for p in root.iterdir() if _is_day(p.name) and p.is_dir() and _complete(p))
+
+    def latest_complete_day(self) -> str | None:
+        """The newest complete day; reads names newest first and stops at the first complete one,
+        so asking it for one more day costs a listing, not a check of the whole history."""
+        root = self.root
+        if not root.exists():
+            return None
+        for name in sorted((p.name for p in root.iterdir() if _is_day(p.name)), reverse=True):
+            if (root / name).is_dir() and _complete(root / name):
+                return name
+        return None
 
     def skips_empty_days(self) -> bool:
         """The adapter's manifest says a day without data has no folder (`empty_days: absent`,

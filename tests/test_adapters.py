@@ -436,3 +436,30 @@ def test_a_complete_folder_that_is_not_a_day_is_refused_with_one_message(tmp_pat
     for odd in ("notes", "2026-02-30"):
         shutil.rmtree(landing / odd)
     assert quickstart.use_landing_zone(landing, tmp_path / "data")["first_day"] == "2026-01-01"
+
+
+def test_the_days_a_partition_ingests_from_a_sparse_landing_zone(tmp_path):
+    """A ratings source lands only days with data (`empty_days: absent`): a day without a folder
+    before the newest landed one was empty and ingests nothing; a day after it is not yet
+    delivered (its own files are required); the history partition takes every landed day up
+    to it. Only the history partition lists the whole zone."""
+    from recsys_assets.assets.raw import landing_days_of
+    from recsys_assets.settings import Settings
+    from resources import LandingZoneResource
+
+    landing = tmp_path / "landing"
+    for day in ("2025-12-30", "2026-01-01", "2026-01-03"):
+        (landing / day).mkdir(parents=True)
+        (landing / day / "_SUCCESS").write_bytes(b"")
+    (landing / "2026-01-05").mkdir()  # not complete: no marker, no files
+    (landing / "notes").mkdir()
+    (landing / "notes" / "_SUCCESS").write_bytes(b"")
+    zone = LandingZoneResource(landing_root=str(landing))
+    assert zone.latest_complete_day() == "2026-01-03"
+    assert LandingZoneResource(landing_root=str(tmp_path / "none")).latest_complete_day() is None
+    settings = Settings(start_date="2026-01-01", history_start="2025-12-01")
+    assert landing_days_of("2026-01-01", settings, zone, sparse=True) == ["2025-12-30", "2026-01-01"]
+    assert landing_days_of("2026-01-02", settings, zone, sparse=True) == []  # empty day
+    assert landing_days_of("2026-01-03", settings, zone, sparse=True) == ["2026-01-03"]
+    assert landing_days_of("2026-01-04", settings, zone, sparse=True) == ["2026-01-04"]  # not delivered yet
+    assert landing_days_of("2026-01-02", settings, zone, sparse=False) == ["2026-01-02"]

@@ -73,14 +73,17 @@ def _targets(storage: StorageResource, contract: TableContract, day: str) -> tup
     return (storage.staged_path(data), data), (storage.staged_path(quarantine), quarantine)
 
 
-def landing_days_of(day: str, settings: Settings, landed: list[str], sparse: bool) -> list[str]:
+def landing_days_of(day: str, settings: Settings, landing: LandingZoneResource, sparse: bool) -> list[str]:
     """The landing days partition `day` ingests: its own; for the first partition of a long
     source (Settings.history_start) every landed day of the history up to it; none for a day a
-    sparse landing zone skipped (no folder, but a later day landed: the source had nothing)."""
+    sparse landing zone skipped (no folder, but a later day landed: the source had nothing).
+    Only the history partition lists every landed day: one more day stays O(one day)."""
     if settings.history_start and day == settings.start_date:
-        return [d for d in landed if settings.history_start <= d <= day]
-    if sparse and day not in landed and landed and landed[-1] > day:
-        return []
+        return [d for d in landing.complete_days() if settings.history_start <= d <= day]
+    if sparse and not landing.is_complete(day):
+        latest = landing.latest_complete_day()
+        if latest is not None and latest > day:
+            return []
     return [day]
 
 
@@ -174,9 +177,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
                 known_ids[ref] = str(path)
             results = []
             sparse = landing.skips_empty_days()
-            landed = landing.complete_days() if settings.history_start or sparse else []
             for day in context.partition_keys:  # one key, or every key of a single-run backfill
-                days = landing_days_of(day, settings, landed, sparse)
+                days = landing_days_of(day, settings, landing, sparse)
                 sources = [
                     (landing.require_file(landing.day_file(d, contract.name)), f"{d}/{contract.name}.jsonl")
                     for d in days
