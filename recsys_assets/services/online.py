@@ -46,6 +46,14 @@ from recsys_assets.services.training import consumed_before
 from recsys_assets.settings import RankingConfig, RecallConfig, Settings
 
 
+def _user_rows(frame: pl.DataFrame) -> dict[int, tuple[int, int]]:
+    """{user_id: (first row, row after the last)} of a frame sorted by user_id."""
+    users = frame["user_id"].to_numpy()
+    ids, first = np.unique(users, return_index=True)
+    stops = np.append(first[1:], len(users))
+    return dict(zip(ids.tolist(), zip(first.tolist(), stops.tolist(), strict=True), strict=True))
+
+
 class FoldedALS(RecallModel):
     """An ALS channel whose vectors for some users are replaced by fold-in vectors."""
 
@@ -154,6 +162,11 @@ class OnlineRecommender:
         self.history = user_history(storage, days)
         # recall never proposes what the user already had a positive signal on (clicks included)
         self.seen_signal = user_history(storage, days, with_clicks=True)
+        # both sorted by user: a request slices its user's rows instead of filtering the tables
+        self.history_rows = _user_rows(self.history)
+        self.signal_rows = _user_rows(self.seen_signal)
+        self.signal_items = self.seen_signal["item_id"].to_numpy()
+        self.day_date = date.fromisoformat(self.day)
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
         next_day = (date.fromisoformat(self.day) + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
@@ -171,7 +184,8 @@ class OnlineRecommender:
         )
 
     def _history(self, user_id: int) -> pl.DataFrame:
-        return self.history.filter(pl.col("user_id") == user_id)
+        start, stop = self.history_rows.get(user_id, (0, 0))
+        return self.history.slice(start, stop - start)
 
     def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str, F.FeatureContext]:
         """(candidates, path, the context the ranker reads: the shared one, or for a fold-in a
@@ -182,7 +196,8 @@ class OnlineRecommender:
         ctx = self.ctx
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
-        signal = self.seen_signal.filter(pl.col("user_id") == user_id)["item_id"].to_list()
+        start, stop = self.signal_rows.get(user_id, (0, 0))
+        signal = self.signal_items[start:stop].tolist()
         consumed = self.exclude[uidx].indices if uidx < self.exclude.shape[0] else np.zeros(0, np.int64)
         blocked = np.unique(
             np.concatenate(
@@ -195,8 +210,8 @@ class OnlineRecommender:
         )
         path = "known"
         channels = dict(self.recall_channels)
-        fresh = history.filter(pl.col("last_day") >= pl.lit(self.day).str.to_date())
-        if fresh.height and "als" in channels:  # active since training: fold in, item factors frozen
+        fresh = cast(dt.date, history["last_day"].max()) >= self.day_date
+        if fresh and "als" in channels:  # active since training: fold in, item factors frozen
             als = channels["als"]
             rows = (
                 sp.csr_matrix(
