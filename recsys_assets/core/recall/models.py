@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
-from .base import RecallConfig, RecallModel, TrainingData, first_not_excluded
+from .base import RecallConfig, RecallModel, TrainingData, excluded_entries, first_not_excluded
 
 
 class ModelSkipped(RuntimeError):
@@ -1066,9 +1066,8 @@ class EASEModel(RecallModel):
             chunk = users[start : start + batch]
             scores = self._seen_scores(chunk)
             if exclude is not None:
-                rows = exclude[chunk]
-                columns = position[rows.indices]
-                owners = np.repeat(np.arange(len(chunk)), np.diff(rows.indptr))
+                owners, excluded = excluded_entries(exclude, chunk)
+                columns = position[excluded]
                 scores[owners[columns >= 0], columns[columns >= 0]] = -np.inf
             scores[:, blocked] = -np.inf
             top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
