@@ -39,6 +39,7 @@ from recsys_assets.services.serving import (
     feature_context,
     load_ranker,
     popular_candidates,
+    prepare_context,
     recommend_users,
     user_history,
 )
@@ -170,6 +171,7 @@ class OnlineRecommender:
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
         next_day = (date.fromisoformat(self.day) + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
+        prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
 
     @classmethod
     def from_settings(cls, settings: Settings, day: str | None = None) -> OnlineRecommender:

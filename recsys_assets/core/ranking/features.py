@@ -287,11 +287,15 @@ def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndar
     return out
 
 
+# built once: a request without a session gets these null columns on every call
+_NO_REQUEST_FEATURES = [pl.lit(None, pl.Float32).alias(c) for c in S.SESSION_NUMERIC]
+
+
 def _with_request_features(pairs: pl.DataFrame, session_log: pl.DataFrame | None) -> pl.DataFrame:
     """pairs with S.SESSION_NUMERIC: computed when the pairs carry their request (request_id,
     session_id, requested_at, price; missing ones are null), null otherwise."""
     if "request_id" not in pairs.columns:
-        return pairs.with_columns([pl.lit(None, pl.Float32).alias(c) for c in S.SESSION_NUMERIC])
+        return pairs.with_columns(_NO_REQUEST_FEATURES)
     extra = {
         "session_id": pl.lit(None, pl.String),
         "requested_at": pl.lit(None, pl.Datetime("us", "UTC")),
@@ -324,6 +328,12 @@ def _row_lookup(ctx: FeatureContext, name: str, key: str) -> tuple[np.ndarray, n
             rest = table.drop(key)
             cache[name] = (ids[order], order, pl.concat([rest, rest.clear(1)]))
     return cache[name]
+
+
+def prepare_lookups(ctx: FeatureContext) -> None:
+    """Build the row lookups of feature_frame now (a loading server), not on the first request."""
+    for name, key in CONTEXT_TABLES:
+        _row_lookup(ctx, name, key)
 
 
 def _gathered(ctx: FeatureContext, frame: pl.DataFrame) -> pl.DataFrame | None:
