@@ -246,7 +246,26 @@ class OnlineRecommender:
         frame = serving_candidates(
             cast(pl.DataFrame, pl.from_arrow(table)).lazy(), self.ranking.rank_candidates
         ).collect()
+        if self._recall_lists_are_rank_lists(uidx, blocked, ctx):
+            return frame, path, ctx  # channel_depth kept: feature_frame reads the ranks from the lists
         return frame.drop("channel_depth"), path, ctx
+
+    def _recall_lists_are_rank_lists(self, uidx: int, blocked: np.ndarray, ctx: F.FeatureContext) -> bool:
+        """Whether the request's channel lists are exactly the ones feature_frame would search for
+        rank_<channel>, so their positions can be read instead of searching each channel again:
+        the same exclusions as the day's context (its exclusion row plus blocked items: no new
+        signal on the day), lists as deep as rank_depth (a deeper top-k may order ties
+        differently), dense searches (catalog below faiss_min_items) and a training positive in
+        the window (without one a personal channel ranks nothing)."""
+        if ctx.exclude is None or ctx.blocked_items is None or ctx.window_users is None:
+            return False
+        if self.recall.candidates_k != ctx.rank_depth or len(self.item_of) >= RecallModel.faiss_min_items:
+            return False
+        if uidx >= len(ctx.window_users) or not ctx.window_users[uidx]:
+            return False
+        row = ctx.exclude[uidx].indices if uidx < ctx.exclude.shape[0] else np.zeros(0, np.int64)
+        batch = np.unique(np.concatenate([row.astype(np.int64), np.asarray(ctx.blocked_items, np.int64)]))
+        return np.array_equal(batch, blocked)
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
