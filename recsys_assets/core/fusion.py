@@ -9,7 +9,7 @@ candidate's per-channel rank for the ranker.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,6 +52,8 @@ def fuse(
     """channels: name -> (items (n_users × L), scores) for the same users in the same order.
     Returns {"rrf": (items, scores), "weighted": (items, scores)} with top-k per user."""
     weights = weights or {}
+    if channels and all(float(weights.get(name, 1.0)) > 0 for name in channels):
+        return _fuse_positive(channels, n_items, k, score_ranges, weights, rrf_k)
     rrf: Any = None  # a scipy sparse matrix once a channel is added (None without channels)
     weighted = None
     for name, (items, scores) in channels.items():
@@ -69,6 +71,64 @@ def fuse(
     if weighted is not None:
         out["weighted"] = _top_k(weighted.tocsr(), k)
     return out
+
+
+def _fuse_positive(
+    channels: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_items: int,
+    k: int,
+    score_ranges: dict[str, tuple[float, float]] | None,
+    weights: dict[str, float],
+    rrf_k: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """fuse() when every weight is positive: every RRF contribution is then > 0, so no sum is
+    zero and the sparse sums keep exactly the listed (user, item) pairs. Each pair's
+    contributions are added in channel order, as the chain of sparse additions does (the same
+    floats), without building a sparse matrix per channel (which costs more than fusing a
+    request's few lists)."""
+    n_users = next(iter(channels.values()))[0].shape[0]
+    keys, values = [], []
+    for name, (items, _) in channels.items():
+        w = float(weights.get(name, 1.0))
+        ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.float64), items.shape)
+        listed = items >= 0
+        rows = np.broadcast_to(np.arange(n_users, dtype=np.int64)[:, None], items.shape)
+        keys.append(rows[listed] * n_items + items[listed])
+        values.append((w / (rrf_k + ranks))[listed])
+    pairs, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    sums = np.zeros(len(pairs), np.float64)
+    np.add.at(sums, inverse.ravel(), np.concatenate(values))  # in order: channel by channel
+    out = {"rrf": _top_k_entries(pairs // n_items, pairs % n_items, sums, n_users, k)}
+    if score_ranges and any(name in score_ranges for name in channels):
+        weighted = None
+        for name, (items, scores) in channels.items():
+            if name not in score_ranges:
+                continue
+            w = float(weights.get(name, 1.0))
+            lo, hi = score_ranges[name]
+            norm = np.clip((scores.astype(np.float64) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+            # +1e-9 keeps an item with normalised score 0 as a stored candidate
+            part = _channel_matrix(items, w * norm + 1e-9, n_items)
+            weighted = part if weighted is None else weighted + part
+        out["weighted"] = _top_k(cast(sp.csr_matrix, weighted).tocsr(), k)
+    return out
+
+
+def _top_k_entries(
+    rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """_top_k of the matrix whose stored entries are (rows, cols, data), (row, col) unique."""
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), np.nan, dtype=np.float64)
+    order = np.lexsort((cols, -data, rows))
+    counts = np.bincount(rows, minlength=n)
+    starts = np.cumsum(counts) - counts
+    position = np.arange(order.size) - starts[rows[order]]  # 0-based rank inside the row
+    keep = position < k
+    chosen = order[keep]
+    items[rows[chosen], position[keep]] = cols[chosen]
+    scores[rows[chosen], position[keep]] = data[chosen]
+    return items, scores
 
 
 def channel_ranks(channels: dict[str, tuple[np.ndarray, np.ndarray]], candidates: np.ndarray) -> dict[str, np.ndarray]:

@@ -295,6 +295,8 @@ class HashEncoder:
         self.n_buckets = _check_n_buckets(n_buckets)
         self.version = version
         self._kept = {f: dict(vals) for f, vals in kept.items()}
+        # codes of values already encoded, per field (a request's few rows then need no hashing)
+        self._codes: dict[str, dict[str | None, int]] = {}
 
     @classmethod
     def from_table(cls, dictionary: pa.Table) -> HashEncoder:
@@ -344,12 +346,31 @@ class HashEncoder:
         has millions of rows but a handful of surfaces, countries or genres)."""
         if column.dtype == pl.Null or column.null_count() == len(column):
             return np.full(len(column), MISSING_INDEX, np.int32)
+        if len(column) <= SMALL_COLUMN:
+            return self._encode_small(field, column.to_list())
         distinct = column.drop_nulls().unique()
         codes = self.encode_many(field, distinct.to_list())
         return column.replace_strict(
             distinct, pl.Series(codes, dtype=pl.Int32), default=MISSING_INDEX, return_dtype=pl.Int32
         ).to_numpy()
 
+    def _encode_small(self, field: str, values: list) -> np.ndarray:
+        """encode_many of a few rows through the field's memo of codes (categorical fields hold
+        a handful of distinct values; the memo stops growing at MEMO_VALUES)."""
+        codes = self._codes.setdefault(field, {})
+        new = [v for v in dict.fromkeys(values) if v not in codes]
+        if new:
+            fresh = dict(zip(new, self.encode_many(field, new).tolist(), strict=True))
+            if len(codes) < MEMO_VALUES:
+                codes.update(fresh)
+            else:
+                codes = {**codes, **fresh}
+        return np.fromiter((codes[v] for v in values), np.int32, len(values))
+
+
+# encode_column hashes a column this short row by row through the memo, not with polars
+SMALL_COLUMN = 4096
+MEMO_VALUES = 100_000
 
 # --------------------------------------------------------------------------- training (SQL)
 

@@ -39,11 +39,20 @@ from recsys_assets.services.serving import (
     feature_context,
     load_ranker,
     popular_candidates,
+    prepare_context,
     recommend_users,
     user_history,
 )
 from recsys_assets.services.training import consumed_before
 from recsys_assets.settings import RankingConfig, RecallConfig, Settings
+
+
+def _user_rows(frame: pl.DataFrame) -> dict[int, tuple[int, int]]:
+    """{user_id: (first row, row after the last)} of a frame sorted by user_id."""
+    users = frame["user_id"].to_numpy()
+    ids, first = np.unique(users, return_index=True)
+    stops = np.append(first[1:], len(users))
+    return dict(zip(ids.tolist(), zip(first.tolist(), stops.tolist(), strict=True), strict=True))
 
 
 class FoldedALS(RecallModel):
@@ -157,9 +166,15 @@ class OnlineRecommender:
         self.history = user_history(storage, days)
         # recall never proposes what the user already had a positive signal on (clicks included)
         self.seen_signal = user_history(storage, days, with_clicks=True)
+        # both sorted by user: a request slices its user's rows instead of filtering the tables
+        self.history_rows = _user_rows(self.history)
+        self.signal_rows = _user_rows(self.seen_signal)
+        self.signal_items = self.seen_signal["item_id"].to_numpy()
+        self.day_date = date.fromisoformat(self.day)
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
         next_day = (date.fromisoformat(self.day) + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
+        prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
 
     @classmethod
     def from_settings(cls, settings: Settings, day: str | None = None) -> OnlineRecommender:
@@ -174,7 +189,8 @@ class OnlineRecommender:
         )
 
     def _history(self, user_id: int) -> pl.DataFrame:
-        return self.history.filter(pl.col("user_id") == user_id)
+        start, stop = self.history_rows.get(user_id, (0, 0))
+        return self.history.slice(start, stop - start)
 
     def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str, F.FeatureContext]:
         """(candidates, path, the context the ranker reads: the shared one, or for a fold-in a
@@ -185,7 +201,8 @@ class OnlineRecommender:
         ctx = self.ctx
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
-        signal = self.seen_signal.filter(pl.col("user_id") == user_id)["item_id"].to_list()
+        start, stop = self.signal_rows.get(user_id, (0, 0))
+        signal = self.signal_items[start:stop].tolist()
         consumed = self.exclude[uidx].indices if uidx < self.exclude.shape[0] else np.zeros(0, np.int64)
         blocked = np.unique(
             np.concatenate(
@@ -198,8 +215,8 @@ class OnlineRecommender:
         )
         path = "known"
         channels = dict(self.recall_channels)
-        fresh = history.filter(pl.col("last_day") >= pl.lit(self.day).str.to_date())
-        if fresh.height and "als" in channels:  # active since training: fold in, item factors frozen
+        fresh = cast(dt.date, history["last_day"].max()) >= self.day_date
+        if fresh and "als" in channels:  # active since training: fold in, item factors frozen
             als = channels["als"]
             rows = (
                 sp.csr_matrix(
@@ -232,7 +249,26 @@ class OnlineRecommender:
         frame = serving_candidates(
             cast(pl.DataFrame, pl.from_arrow(table)).lazy(), self.ranking.rank_candidates
         ).collect()
+        if self._recall_lists_are_rank_lists(uidx, blocked, ctx):
+            return frame, path, ctx  # channel_depth kept: feature_frame reads the ranks from the lists
         return frame.drop("channel_depth"), path, ctx
+
+    def _recall_lists_are_rank_lists(self, uidx: int, blocked: np.ndarray, ctx: F.FeatureContext) -> bool:
+        """Whether the request's channel lists are exactly the ones feature_frame would search for
+        rank_<channel>, so their positions can be read instead of searching each channel again:
+        the same exclusions as the day's context (its exclusion row plus blocked items: no new
+        signal on the day), lists as deep as rank_depth (a deeper top-k may order ties
+        differently), dense searches (catalog below faiss_min_items) and a training positive in
+        the window (without one a personal channel ranks nothing)."""
+        if ctx.exclude is None or ctx.blocked_items is None or ctx.window_users is None:
+            return False
+        if self.recall.candidates_k != ctx.rank_depth or len(self.item_of) >= RecallModel.faiss_min_items:
+            return False
+        if uidx >= len(ctx.window_users) or not ctx.window_users[uidx]:
+            return False
+        row = ctx.exclude[uidx].indices if uidx < ctx.exclude.shape[0] else np.zeros(0, np.int64)
+        batch = np.unique(np.concatenate([row.astype(np.int64), np.asarray(ctx.blocked_items, np.int64)]))
+        return np.array_equal(batch, blocked)
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)

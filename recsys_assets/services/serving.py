@@ -213,13 +213,8 @@ def user_history(lake: Lake, days: list[str], users=None, with_clicks: bool = Fa
     return frame.collect().sort("user_id", "last_day", "item_id", descending=[False, True, False])
 
 
-def drop_excluded(ctx: F.FeatureContext, pairs: pl.DataFrame, exclude: sp.csr_matrix | None = None) -> pl.DataFrame:
-    """`pairs` (user_id, item_id, ...) without those recall excludes on ctx's day (`exclude`,
-    default ctx.exclude: the window's positives and clicks, every item consumed before the day):
-    one sparse lookup per pair, no per-user sets."""
-    exclude = ctx.exclude if exclude is None else exclude
-    if exclude is None or pairs.height == 0:
-        return pairs
+def _id_to_index(ctx: F.FeatureContext) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted user ids, their indices, sorted item ids, their indices), built once per context."""
     cached = ctx.derived.get("id_to_index")
     if cached is None:
         users, items = ctx.user_index.sort("user_id"), ctx.item_index.sort("item_id")
@@ -229,7 +224,29 @@ def drop_excluded(ctx: F.FeatureContext, pairs: pl.DataFrame, exclude: sp.csr_ma
             items["item_id"].to_numpy(),
             items["item_idx"].to_numpy(),
         )
-    user_ids, user_idx, item_ids, item_idx = cached
+    return cached
+
+
+def prepare_context(ctx: F.FeatureContext) -> None:
+    """Build now what requests would otherwise build on first use (the catalog's re-ranking
+    attributes, explanation vectors, cold-start ranking, id lookups), so a freshly loaded
+    recommender answers its first request as fast as the others."""
+    attrs = funnel.ItemAttributes.from_context(ctx)
+    _ = attrs.genre_code
+    item_vectors(ctx, attrs)
+    cold_start_ranking(ctx)
+    _id_to_index(ctx)
+    F.prepare_lookups(ctx)
+
+
+def drop_excluded(ctx: F.FeatureContext, pairs: pl.DataFrame, exclude: sp.csr_matrix | None = None) -> pl.DataFrame:
+    """`pairs` (user_id, item_id, ...) without those recall excludes on ctx's day (`exclude`,
+    default ctx.exclude: the window's positives and clicks, every item consumed before the day):
+    one sparse lookup per pair, no per-user sets."""
+    exclude = ctx.exclude if exclude is None else exclude
+    if exclude is None or pairs.height == 0:
+        return pairs
+    user_ids, user_idx, item_ids, item_idx = _id_to_index(ctx)
     u, i = _lookup(user_ids, pairs["user_id"].to_numpy()), _lookup(item_ids, pairs["item_id"].to_numpy())
     known = (u >= 0) & (i >= 0)
     u, i = np.where(known, user_idx[np.maximum(u, 0)], -1), np.where(known, item_idx[np.maximum(i, 0)], -1)

@@ -287,11 +287,15 @@ def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndar
     return out
 
 
+# built once: a request without a session gets these null columns on every call
+_NO_REQUEST_FEATURES = [pl.lit(None, pl.Float32).alias(c) for c in S.SESSION_NUMERIC]
+
+
 def _with_request_features(pairs: pl.DataFrame, session_log: pl.DataFrame | None) -> pl.DataFrame:
     """pairs with S.SESSION_NUMERIC: computed when the pairs carry their request (request_id,
     session_id, requested_at, price; missing ones are null), null otherwise."""
     if "request_id" not in pairs.columns:
-        return pairs.with_columns([pl.lit(None, pl.Float32).alias(c) for c in S.SESSION_NUMERIC])
+        return pairs.with_columns(_NO_REQUEST_FEATURES)
     extra = {
         "session_id": pl.lit(None, pl.String),
         "requested_at": pl.lit(None, pl.Datetime("us", "UTC")),
@@ -300,6 +304,57 @@ def _with_request_features(pairs: pl.DataFrame, session_log: pl.DataFrame | None
     rows = pairs.with_columns([v.alias(k) for k, v in extra.items() if k not in pairs.columns])
     featured = S.request_features(rows, S.empty_log() if session_log is None else session_log)
     return pairs.hstack(featured.select(S.SESSION_NUMERIC))
+
+
+# Frames this small (a request's candidates) take the context tables' columns by row lookup:
+# the same values as the left joins below, without their per-call planning and hashing
+GATHER_ROWS = 50_000
+CONTEXT_TABLES = (("users", "user_id"), ("items", "item_id"), ("user_index", "user_id"), ("item_index", "item_id"))
+
+
+def _row_lookup(ctx: FeatureContext, name: str, key: str) -> tuple[np.ndarray, np.ndarray, pl.DataFrame] | None:
+    """(sorted ids, their rows, the table without `key` plus one all-null row) of ctx's table
+    `name`, built once per context; None when `key` has nulls or repeats (a join would then
+    match several rows or none, which a lookup cannot mirror)."""
+    cache = ctx.derived.setdefault("row_lookup", {})
+    if name not in cache:
+        table = getattr(ctx, name)
+        column = table[key]
+        if column.null_count() or column.n_unique() != table.height:
+            cache[name] = None
+        else:
+            ids = column.to_numpy()
+            order = np.argsort(ids, kind="stable")
+            rest = table.drop(key)
+            cache[name] = (ids[order], order, pl.concat([rest, rest.clear(1)]))
+    return cache[name]
+
+
+def prepare_lookups(ctx: FeatureContext) -> None:
+    """Build the row lookups of feature_frame now (a loading server), not on the first request."""
+    for name, key in CONTEXT_TABLES:
+        _row_lookup(ctx, name, key)
+
+
+def _gathered(ctx: FeatureContext, frame: pl.DataFrame) -> pl.DataFrame | None:
+    """`frame` left-joined with ctx's users, items, user_index and item_index (in that order)
+    by row lookup; None when a lookup cannot mirror the join (see _row_lookup, or a column
+    name the join would suffix)."""
+    for name, key in CONTEXT_TABLES:
+        lookup = _row_lookup(ctx, name, key)
+        if lookup is None or frame[key].null_count():
+            return None
+        ids, rows, rest = lookup
+        if set(rest.columns) & set(frame.columns):
+            return None
+        wanted = frame[key].to_numpy()
+        if len(ids):
+            at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+            take = np.where(ids[at] == wanted, rows[at], rest.height - 1)  # the null row: no match
+        else:
+            take = np.zeros(len(wanted), np.int64)
+        frame = frame.hstack(rest[take])
+    return frame
 
 
 def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame, session_log: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -322,8 +377,11 @@ def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame, session_log: pl.Data
     # would hash all 1M users at L for a request of one)
     users = pl.col("user_id").is_in(frame["user_id"].unique().implode())
     items = pl.col("item_id").is_in(frame["item_id"].unique().implode())
+    gathered = _gathered(ctx, frame) if frame.height <= GATHER_ROWS else None
     frame = (
-        frame.join(ctx.users.filter(users), on="user_id", how="left")
+        gathered
+        if gathered is not None
+        else frame.join(ctx.users.filter(users), on="user_id", how="left")
         .join(ctx.items.filter(items), on="item_id", how="left")
         .join(ctx.user_index.filter(users), on="user_id", how="left")
         .join(ctx.item_index.filter(items), on="item_id", how="left")

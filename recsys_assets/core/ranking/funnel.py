@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -49,6 +50,12 @@ class ItemAttributes:
             age_days=items["i_age_days"].cast(pl.Float64).to_numpy(),
             popularity=items["i_positives_28d"].fill_null(0).cast(pl.Float64).to_numpy(),
         )
+
+    @cached_property
+    def genre_code(self) -> np.ndarray:
+        """Per item, its primary genre as an int (sorted genre order), -1 = no genre."""
+        genre_names = {g: j for j, g in enumerate(sorted({g for g in self.primary_genre if g is not None}))}
+        return np.array([-1 if g is None else genre_names[g] for g in self.primary_genre], np.int64)
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.ids, item_ids)
@@ -134,8 +141,7 @@ def rerank_frame(
     items = pairs["item_id"].to_numpy().astype(np.int64)
     scores = pairs["ranker_score"].to_numpy().astype(np.float64)
     item_rows = attrs.rows(items)
-    genre_names = {g: j for j, g in enumerate(sorted({g for g in attrs.primary_genre if g is not None}))}
-    genre_code = np.array([-1 if g is None else genre_names[g] for g in attrs.primary_genre], np.int64)
+    genre_code = attrs.genre_code  # once per catalog snapshot, not per call
     parts = []
     for lo in range(0, len(uniq), batch_users):
         hi = min(lo + batch_users, len(uniq))

@@ -38,6 +38,13 @@ DEFAULT_PARAMS = {
 }
 
 
+def _threads(rows: int) -> dict:
+    """LightGBM's predict settings for `rows` rows: one thread for a request's few hundred
+    (rows are scored independently, so the scores are the same; waking an OpenMP team would
+    cost more than the trees on a busy machine), its default for a batch."""
+    return {"num_threads": 1} if rows <= 4096 else {}
+
+
 class RankerMismatchError(RuntimeError):
     pass
 
@@ -71,7 +78,12 @@ class Ranker:
         if frame.height == 0:
             return np.zeros(0, np.float64)
         # predict() is typed for sparse input too; a dense matrix gives an ndarray
-        return cast(np.ndarray, self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"]))
+        return cast(
+            np.ndarray,
+            self.lambdarank.predict(
+                self.matrix(frame), num_iteration=self.meta["best_iteration"], **_threads(frame.height)
+            ),
+        )
 
     def click_probability(self, frame: pl.DataFrame) -> np.ndarray:
         if frame.height == 0:
@@ -82,7 +94,12 @@ class Ranker:
         """Per-row, per-feature contribution to the lambdarank score (TreeSHAP; last column = bias)."""
         return cast(
             np.ndarray,
-            self.lambdarank.predict(self.matrix(frame), num_iteration=self.meta["best_iteration"], pred_contrib=True),
+            self.lambdarank.predict(
+                self.matrix(frame),
+                num_iteration=self.meta["best_iteration"],
+                pred_contrib=True,
+                **_threads(frame.height),
+            ),
         )
 
 

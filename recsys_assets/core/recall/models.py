@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
-from .base import RecallConfig, RecallModel, TrainingData, first_not_excluded
+from .base import RecallConfig, RecallModel, TrainingData, excluded_entries, first_not_excluded
 
 
 class ModelSkipped(RuntimeError):
@@ -467,6 +467,7 @@ class ALSModel(RecallModel):
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self._implicit = None
+        self._blas = None  # the BLAS libraries to limit during a loaded model's fold-in
 
     def _confidence(self, rows: sp.spmatrix) -> sp.csr_matrix:
         conf = _canonical_csr(rows)
@@ -520,13 +521,26 @@ class ALSModel(RecallModel):
         rows = self._confidence(user_rows)
         if rows.shape[1] != item_factors.shape[0]:
             raise ValueError(f"user_rows has {rows.shape[1]} columns, model has {item_factors.shape[0]} items")
-        with _blas_single_thread():
-            if self._implicit is None:  # loaded from disk: rebuild the solver around the factors
-                # built whole before it is published: a concurrent request never sees it half set
+        if self._implicit is None:  # loaded from disk: rebuild the solver around the factors
+            # built whole before it is published: a concurrent request never sees it half set.
+            # A loaded model folds in the online path's one user per call: one solver thread (each
+            # user's solve is one thread's work whatever the count, so the vectors are the same)
+            # spares waking an OpenMP team per request, which on a busy machine costs more than
+            # the solve; the BLAS libraries are found once, not per call
+            import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS, as _blas_single_thread)
+            import scipy.linalg  # noqa: F401
+            from threadpoolctl import ThreadpoolController
+
+            controller = ThreadpoolController()
+            with controller.limit(limits=1, user_api="blas"):  # implicit warns of a BLAS thread pool
                 solver = self._new_implicit(None)
-                solver.item_factors = self.item_factors
-                solver.user_factors = self.user_factors
-                self._implicit = solver
+            solver.num_threads = 1
+            solver.item_factors = self.item_factors
+            solver.user_factors = self.user_factors
+            self._blas = controller
+            self._implicit = solver
+        blas = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else _blas_single_thread()
+        with blas:
             vectors = self._implicit.recalculate_user(np.arange(rows.shape[0]), rows)
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(rows.shape[0], -1)
 
@@ -1052,9 +1066,8 @@ class EASEModel(RecallModel):
             chunk = users[start : start + batch]
             scores = self._seen_scores(chunk)
             if exclude is not None:
-                rows = exclude[chunk]
-                columns = position[rows.indices]
-                owners = np.repeat(np.arange(len(chunk)), np.diff(rows.indptr))
+                owners, excluded = excluded_entries(exclude, chunk)
+                columns = position[excluded]
                 scores[owners[columns >= 0], columns[columns >= 0]] = -np.inf
             scores[:, blocked] = -np.inf
             top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
