@@ -605,6 +605,7 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
     with seen and blocked items removed."""
     import scipy.sparse as sp
 
+    from recsys_assets.core.recall.base import KEPT_FAISS_INDEXES
     from recsys_assets.core.recall.models import (
         ALSModel,
         BPRModel,
@@ -655,9 +656,17 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
                 fresh = model.recommend(users, k, exclude=seen, blocked_items=block)
                 again = loaded.recommend(users, k, exclude=seen, blocked_items=block)
                 assert np.array_equal(fresh[0], again[0]) and np.allclose(fresh[1], again[1], rtol=1e-5), model.name
-            index = loaded._loaded_cache["index"][1]
-            loaded.recommend(users[:1], k, blocked_items=blocked[:10])
-            assert loaded._loaded_cache["index"][1] is index  # reused, not rebuilt
+            # recall (nothing blocked) and the ranker's rank features (the day's blocked items)
+            # alternate on the online path: each set's index is kept, not rebuilt on every switch
+            kept = {key: entry[0] for key, entry in loaded._loaded_cache["indexes"].items()}
+            assert len(kept) == 3  # blocked, nothing, blocked[:10]
+            for block in (None, blocked, None, blocked[:10]):
+                loaded.recommend(users[:1], k, blocked_items=block)
+            now = loaded._loaded_cache["indexes"]
+            assert now.keys() == kept.keys() and all(now[key][0] is index for key, index in kept.items())
+            for extra in range(KEPT_FAISS_INDEXES):  # bounded: the oldest go
+                loaded.recommend(users[:1], k, blocked_items=blocked[: 20 + extra])
+            assert len(loaded._loaded_cache["indexes"]) == KEPT_FAISS_INDEXES
 
 
 def test_item_cf_sparse_top_k_equals_dense_scoring_with_exclusions(world):

@@ -18,6 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+# faiss indexes a loaded model keeps, one per blocked-item set (recall's and the ranker's)
+KEPT_FAISS_INDEXES = 4
+
 
 @dataclass
 class TrainingData:
@@ -191,21 +194,27 @@ class RecallModel:
         return self._loaded_cache["vectors"]
 
     def _faiss_index(self, item_vectors: np.ndarray, blocked_items: np.ndarray | None):
-        """The flat inner-product index over the items not blocked (kept for a loaded model,
-        for the next call with the same blocked items), and those items' indices."""
+        """The flat inner-product index over the items not blocked, and those items' indices.
+        A loaded model keeps the indexes of its last few blocked-item sets: the online path
+        alternates between recall (no blocked items) and the ranker's rank features (the day's
+        blocked items), and one kept index would be rebuilt, a copy of every item vector, on
+        every call."""
         import faiss
 
         blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
-        cached = self._loaded_cache.get("index") if self._loaded_cache is not None else None
-        if cached is not None and cached[0] == blocked.tobytes():
-            return cached[1], cached[2]
+        key = blocked.tobytes()
+        kept = self._loaded_cache.get("indexes", {}) if self._loaded_cache is not None else {}
+        if key in kept:
+            return kept[key]
         allowed = np.ones(len(item_vectors), bool)
         allowed[blocked] = False
         allowed_ids = np.flatnonzero(allowed)
         index = faiss.IndexFlatIP(item_vectors.shape[1])
         index.add(np.ascontiguousarray(item_vectors[allowed_ids], dtype=np.float32))
         if self._loaded_cache is not None:
-            self._loaded_cache["index"] = (blocked.tobytes(), index, allowed_ids)
+            # a new dict, not an update in place: concurrent requests read the old one safely
+            newest = list(kept.items())[max(0, len(kept) - KEPT_FAISS_INDEXES + 1) :]
+            self._loaded_cache["indexes"] = dict(newest) | {key: (index, allowed_ids)}
         return index, allowed_ids
 
     def _recommend_exact_faiss(
