@@ -24,7 +24,7 @@ from recsys_assets.services.days import days_before
 from recsys_assets.services.online import OnlineRecommender
 from recsys_assets.services.promotion import beats_recall_only, decide_ranker
 from recsys_assets.services.ranking import build_samples
-from recsys_assets.services.registry import serving_ranker_day
+from recsys_assets.services.registry import current_champion, serving_ranker_day
 from resources.model_store import CorruptModelError
 
 DAYS = [f"2026-01-0{d}" for d in range(1, 7)]
@@ -119,11 +119,16 @@ def test_ranker_artifact_and_funnel_table(res):
         "SELECT scope, stage, metric, value, ci_low, ci_high FROM funnel_evaluation WHERE day = ?", [D]
     ).fetchall()
     funnel_rows = {(s, m): (v, lo, hi) for scope, s, m, v, lo, hi in rows if scope == "funnel"}
-    for stage in ("recall_only", "ranker", "ranker_rerank"):
+    for stage in ("recall_only", "recall_champion", "ranker", "ranker_rerank"):
         for metric in ("ndcg", "recall", "mrr"):
             v, lo, hi = funnel_rows[(stage, metric)]
             assert 0 <= lo <= v <= hi <= 1
         assert {"coverage", "intra_list_similarity", "latency_ms_per_user"} <= {m for s, m in funnel_rows if s == stage}
+    # the order that serves without a ranker: the champion decided before D (this world has
+    # one), whose lists are not the fused ones
+    assert current_champion(storage, D) is not None
+    compared = ("ndcg", "recall", "mrr", "coverage", "intra_list_similarity")
+    assert any(funnel_rows[("recall_champion", m)] != funnel_rows[("recall_only", m)] for m in compared)
     slates = {(s, m) for scope, s, m, *_ in rows if scope == "slates"}
     assert {("popularity", "mrr"), ("ranker", "mrr"), ("ctr_binary", "auc"), ("ctr_binary", "logloss")} <= slates
     beats, why = beats_recall_only(storage, D)

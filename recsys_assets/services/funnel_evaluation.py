@@ -1,6 +1,6 @@
-"""The funnel on day D's held-out data: recall-only ordering vs the ranker vs ranker +
-re-rank for users with new positives on D, and D's shown slates re-ordered (the ranker of D
-never saw D)."""
+"""The funnel on day D's held-out data: recall-only ordering (the fused lists), the recall
+champion's order (what serves without a ranker) vs the ranker vs ranker + re-rank for users
+with new positives on D, and D's shown slates re-ordered (the ranker of D never saw D)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from recsys_assets.services.channels import exclusion_matrix, load_channels, rec
 from recsys_assets.services.errors import Skipped
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
-from recsys_assets.services.serving import feature_context, load_ranker, rules
+from recsys_assets.services.registry import current_champion
+from recsys_assets.services.serving import champion_order, feature_context, load_ranker, rules
 from recsys_assets.services.training import load_day
 from recsys_assets.settings import RankingConfig, RecallConfig
 
@@ -42,7 +43,7 @@ FUNNEL_SCHEMA = pa.schema(
         ("p_value", pa.float64()),
     ]
 )
-STAGES = ("recall_only", "ranker", "ranker_rerank")
+STAGES = ("recall_only", "recall_champion", "ranker", "ranker_rerank")
 
 
 class FunnelSkipped(Skipped):
@@ -171,6 +172,13 @@ def evaluate_funnel(
     latency["recall_only"] = (time.perf_counter() - started) / max(len(sample), 1) * 1000
 
     lists["recall_only"] = funnel.lists_by(candidates, "recall_rank", k, descending=False)
+    # the order that serves when no ranker does, with the champion decided before D (the one
+    # decided on D was chosen on D's own positives)
+    champion = current_champion(lake, day)
+    lists["recall_champion"] = funnel.lists_by(
+        champion_order(candidates, champion[0] if champion else None), "ranker_score", k
+    )
+    latency["recall_champion"] = latency["recall_only"]
     started = time.perf_counter()
     scored = funnel.score_candidates(model, ctx, candidates, ranking.serving_surface)
     lists["ranker"] = funnel.lists_by(scored, "ranker_score", k)
