@@ -239,3 +239,20 @@ def test_ranker_champion_asset_metadata_says_why(res):
     assert meta["decision"].value == "none" and meta["champion_day"].value == "none"
     assert "3 evaluated users < min_evaluated_users 50" in meta["reason"].value
     assert meta["days_of_run"].value[D]["decision"] == "none"
+
+
+def test_a_ranker_must_beat_the_stronger_recall_order():
+    """Without a ranker the recall champion's order serves, so the gate compares the ranker with
+    the stronger of it and the fused order; a table written before that stage existed, or a
+    non-finite value, falls back to what is measured."""
+    from recsys_assets.services.promotion import recall_order_value
+
+    rows = funnel_rows(100, ranker=0.13, recall_only=0.12)
+    assert recall_order_value(rows) == 0.12  # no recall_champion stage: the fused order
+    champion_row = rows[0] | {"stage": "recall_champion", "value": 0.14}
+    assert recall_order_value(rows + [champion_row]) == 0.14
+    decision = decide_ranker(D, 0.13, recall_order_value(rows + [champion_row]), None, None, tolerance=0.02)
+    assert decision["decision"] == "rejected" and "does not beat the recall order" in decision["reason"]
+    assert decide_ranker(D, 0.13, recall_order_value(rows), None, None, tolerance=0.02)["decision"] == "promoted"
+    assert recall_order_value(rows + [champion_row | {"value": float("nan")}]) == 0.12
+    assert recall_order_value([]) is None

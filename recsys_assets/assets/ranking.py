@@ -247,7 +247,8 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         asset=funnel_evaluation,
         name="ranker_beats_recall_only",
         partitions_def=partitions,
-        description="Fails if the ranker does not beat recall-only ordering on NDCG@10 (funnel scope). "
+        description="Fails if the ranker does not beat the recall order on NDCG@10 (funnel scope): the stronger "
+        "of recall-only and the recall champion's order, the lists it would replace. "
         "A failing ranker is never promoted (ranker_champion applies the same rule). A day evaluated on "
         "fewer than RecallSettings.min_evaluated_users users is not judged.",
     )

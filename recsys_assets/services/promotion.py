@@ -2,7 +2,8 @@
 that record every decision (lake/recall_champion, lake/ranker_champion; rollbacks included).
 
 The gate: a candidate qualifies when it beats its baseline (popularity for recall models,
-recall-only ordering for rankers, and for rankers on a source with impressions also the
+the recall order for rankers (the stronger of the fused order and the recall champion's), and
+for rankers on a source with impressions also the
 strongest ordering of the shown slates: shown order, the session-first heuristic, popularity
 by position, recall RRF); a qualified candidate replaces the serving model unless it
 is worse than it, evaluated on the same day and users, by more than `promotion_tolerance`.
@@ -257,25 +258,36 @@ def evaluated_users(rows: list[dict]) -> int:
     return max((r["n"] or 0 for r in rows if r["scope"] == "funnel" and r["metric"] == "ndcg"), default=0)
 
 
+def recall_order_value(rows: list[dict]) -> float | None:
+    """Funnel NDCG@10 of the recall order a ranker must beat: the stronger of the fused order
+    (`recall_only`) and the recall champion's order (`recall_champion`, what serves without a
+    ranker; absent from tables written before it existed). Non-finite values lose to finite ones."""
+    values = [headline(rows, "funnel", stage, "ndcg") for stage in ("recall_only", "recall_champion")]
+    measured = [v for v in values if v is not None]
+    usable = [v for v in measured if finite(v)]
+    return max(usable) if usable else (measured[0] if measured else None)
+
+
 def beats_recall_only(lake: Lake, day: str, min_users: int = 0) -> tuple[bool, str]:
-    """Whether the ranker of `day` beat recall-only ordering on the funnel NDCG@10 (the first
-    condition of its promotion; ranker_champion adds the comparison with the serving ranker).
+    """Whether the ranker of `day` beat the recall order on the funnel NDCG@10 (recall_order_value:
+    the stronger of recall-only and the recall champion's order; the first condition of its
+    promotion; ranker_champion adds the comparison with the serving ranker).
     An evaluation of fewer than `min_users` users or with a non-finite value counts as none."""
     path = lake.partition_path("funnel_evaluation", day)
     if not path.exists():
         return False, f"funnel_evaluation is not materialized for {day}"
     rows = read_arrow(path).to_pylist()
     ranker_value = headline(rows, "funnel", "ranker", "ndcg")
-    recall_value = headline(rows, "funnel", "recall_only", "ndcg")
+    recall_value = recall_order_value(rows)
     if ranker_value is None or recall_value is None:
         return False, f"no ranker evaluation for {day}"
     thin = too_few_users(evaluated_users(rows), min_users)
     if thin or not (finite(ranker_value) and finite(recall_value)):
-        why = thin or f"non-finite NDCG@10 (ranker {ranker_value}, recall-only {recall_value})"
+        why = thin or f"non-finite NDCG@10 (ranker {ranker_value}, recall order {recall_value})"
         return False, f"no ranker evaluation for {day} to trust: {why}"
     if ranker_value > recall_value:
-        return True, f"ranker NDCG@10 {ranker_value:.4f} > recall-only {recall_value:.4f}"
-    return False, f"ranker NDCG@10 {ranker_value:.4f} does not beat recall-only {recall_value:.4f}"
+        return True, f"ranker NDCG@10 {ranker_value:.4f} > recall order {recall_value:.4f}"
+    return False, f"ranker NDCG@10 {ranker_value:.4f} does not beat the recall order {recall_value:.4f}"
 
 
 def decide_ranker(
@@ -288,9 +300,10 @@ def decide_ranker(
     evaluated: int | None = None,
     min_users: int = 0,
 ) -> dict:
-    """The ranker of `day` serves if it beats recall-only ordering on D and is not worse than
-    the serving ranker (evaluated on the same day) by more than `tolerance` (relative). A
-    rejected candidate leaves the serving ranker in place if that one still beats recall-only.
+    """The ranker of `day` serves if it beats the recall order on D (`recall_value`:
+    recall_order_value) and is not worse than the serving ranker (evaluated on the same day)
+    by more than `tolerance` (relative). A rejected candidate leaves the serving ranker in
+    place if that one still beats the recall order.
     A day whose funnel has fewer than `min_users` `evaluated` users, or a non-finite value,
     decides nothing: the serving ranker stays without being judged on it."""
     row = {
@@ -306,7 +319,7 @@ def decide_ranker(
     measured = [v for v in (candidate_value, recall_value, incumbent_value) if v is not None]
     if thin or not all(finite(v) for v in measured):
         why = thin or (
-            f"non-finite NDCG@10 (ranker {candidate_value}, recall-only {recall_value}, serving {incumbent_value})"
+            f"non-finite NDCG@10 (ranker {candidate_value}, recall order {recall_value}, serving {incumbent_value})"
         )
         return row | {
             "champion_day": incumbent_day,
@@ -336,7 +349,7 @@ def decide_ranker(
             | keep
             | {
                 "decision": "rejected",
-                "reason": f"ranker of {day} ({candidate_value:.4f}) does not beat recall-only "
+                "reason": f"ranker of {day} ({candidate_value:.4f}) does not beat the recall order "
                 f"({recall_value:.4f}) on {day}"
                 + (f"; the ranker of {incumbent_day} keeps serving" if incumbent_ok else "; recall order serves"),
             }
@@ -355,7 +368,7 @@ def decide_ranker(
     return row | {
         "decision": "promoted",
         "champion_day": day,
-        "reason": f"ranker of {day} beats recall-only ({candidate_value:.4f} > {recall_value:.4f})"
+        "reason": f"ranker of {day} beats the recall order ({candidate_value:.4f} > {recall_value:.4f})"
         + (
             f" and is within {tolerance:.0%} of or better than the ranker of {incumbent_day} ({incumbent_value:.4f})"
             if incumbent_value is not None
@@ -379,7 +392,7 @@ def strongest_slate_baseline(rows: list[dict], min_requests: int = 0) -> tuple[f
 
 def apply_slate_gate(decision: dict, rows: list[dict], min_requests: int) -> dict:
     """The ranker must beat the strongest ordering of the shown slates too (shown order, the
-    session-first heuristic, popularity, recall RRF), not only recall-only on the funnel. When
+    session-first heuristic, popularity, recall RRF), not only the recall order on the funnel. When
     the funnel cannot tell orderings apart (every value 0: recall never holds the user's choice,
     e.g. sessions of new users), the slates alone decide."""
     slate = strongest_slate_baseline(rows, min_requests)
@@ -423,7 +436,7 @@ def promote_ranker(
         raise MissingInput(f"funnel_evaluation is not materialized for {day}")
     rows = read_arrow(path).to_pylist()
     candidate = headline(rows, "funnel", "ranker", "ndcg")
-    recall_value = headline(rows, "funnel", "recall_only", "ndcg")
+    recall_value = recall_order_value(rows)
     evaluated = evaluated_users(rows)
     incumbent = ranker_champion_before(lake, day)
     incumbent_value = None
