@@ -5,6 +5,7 @@ and reaches the model assets of later days."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from recsys_assets.core.recall import registry
@@ -49,7 +50,9 @@ def test_the_tuning_of_a_day_never_reads_that_day_and_is_reproducible(built_worl
         default = json.loads(trials[0]["params"])
         assert default == settings.recall.model_params(name)  # trial 0 = the settings it runs with
         best = next(r for r in trials if r["is_best"])
-        assert best["value"] == max(r["value"] for r in trials) >= trials[0]["value"]
+        # the best trial, or trial 0 when no trial beat it beyond the noise
+        assert best["value"] == max(r["value"] for r in trials) or best["trial"] == 0
+        assert best["value"] >= trials[0]["value"]
     # a later day within tune_every_days carries the best forward without a new study
     write_rows(rows, TUNING_SCHEMA, lake.partition_path("recall_tuning", D))
     later = tune_day("2026-01-07", lake, store, settings.recall, str(settings.start_date))
@@ -84,3 +87,18 @@ def test_only_declared_models_can_be_tuned():
                 search_space={"nope": registry.Range(0, 1)},
             )
         )
+
+
+def test_a_trial_replaces_the_current_settings_only_beyond_the_noise():
+    """On a noisy validation period the best of many trials is often noise: it replaces trial 0
+    (the current settings) only when its paired gain over the same users has a CI above 0."""
+    from recsys_assets.services.tuning import choose_best
+
+    rng = np.random.default_rng(0)
+    base = rng.random(300)
+    noise = base + rng.normal(0, 0.05, 300)  # a slightly higher mean by chance, not by design
+    noise += 0.002 - (noise.mean() - base.mean())
+    clear = base + 0.05
+    assert choose_best([base.mean(), noise.mean()], [base, noise]) == 0
+    assert choose_best([base.mean(), noise.mean(), clear.mean()], [base, noise, clear]) == 2
+    assert choose_best([base.mean(), base.mean() - 0.1], [base, base - 0.1]) == 0  # trial 0 is the best

@@ -3,9 +3,11 @@
 The tuning of day D searches each tuned model's registry search_space on a validation period
 strictly before D (the `tune_validation_days` before it, default 1): trained on the window
 before the period and scored on its held-out positives (NDCG@10, the exclusions of
-recall_evaluation), so neither the search nor its winner ever sees D. Optuna's TPE sampler, seeded; the model's current settings are trial 0, so the best is never
-worse than them on the validation day. Every trial is a row of the partition (params, value,
-seconds); the models of D and later days train with the latest best (tuned_params)."""
+recall_evaluation), so neither the search nor its winner ever sees D. Optuna's TPE sampler,
+seeded; the model's current settings are trial 0, and the best trial replaces them only if it
+beats them on the validation users with a paired bootstrap CI above 0 (choose_best). Every
+trial is a row of the partition (params, value, seconds); the models of D and later days train
+with the latest best (tuned_params)."""
 
 from __future__ import annotations
 
@@ -133,6 +135,7 @@ def study(
     relevant = relevant_all[users]
     current = settings.model_params(name)
     rows: list[dict] = []
+    per_user: list[np.ndarray] = []  # each trial's NDCG per validation user, in trial order
 
     def objective(trial: optuna.Trial) -> float:
         params = registry.params(name, current | _suggest(trial, spec.search_space))
@@ -140,7 +143,9 @@ def study(
         model = recall_models.MODELS[name](**params)
         model.fit(data, seed=settings.seed)
         recs, _ = model.recommend(users, K, exclude=exclude, blocked_items=blocked)
-        value = float(metrics.per_user_metrics(recs, relevant, K)[f"ndcg@{K}"].mean())
+        ndcg = metrics.per_user_metrics(recs, relevant, K)[f"ndcg@{K}"]
+        per_user.append(ndcg)
+        value = float(ndcg.mean())
         rows.append(
             {
                 "day": day,
@@ -158,12 +163,22 @@ def study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
-    # trial 0: the settings the model runs with today, so the best never loses to them on validation
+    # trial 0: the settings the model runs with today; they stay unless a trial beats them beyond
+    # the noise (choose_best)
     search.enqueue_trial({k: current[k] for k in spec.search_space}, skip_if_exists=True)
     search.optimize(objective, n_trials=settings.tune_trials, timeout=settings.tune_seconds)
-    best = max(range(len(rows)), key=lambda i: (rows[i]["value"], -rows[i]["trial"]))
-    rows[best]["is_best"] = True
+    rows[choose_best([r["value"] for r in rows], per_user, settings.seed)]["is_best"] = True
     return rows
+
+
+def choose_best(values: list[float], per_user: list[np.ndarray], seed: int = 0) -> int:
+    """The trial whose settings serve: the best on validation, but only if it beats trial 0 (the
+    current settings) on the same users with a paired bootstrap CI above 0; a gain inside the
+    noise keeps the current settings (a search over many trials on a noisy period picks noise)."""
+    best = max(range(len(values)), key=lambda i: (values[i], -i))
+    if best == 0:
+        return 0
+    return best if metrics.paired_bootstrap(per_user[best], per_user[0], seed=seed)["ci_low"] > 0 else 0
 
 
 def tune_day(
