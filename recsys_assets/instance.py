@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 DAGSTER_YAML = """telemetry:
   enabled: false
@@ -72,7 +71,7 @@ def _process_started_at(pid: int) -> float | None:
 def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The pid of the process that executes the run: the first engine event that names one
     ("Executing steps in process (pid: N)", "Started process for run (pid: N)")."""
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ENGINE_EVENT, limit=20).records
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=20).records
     for record in records:
         event = record.event_log_entry.dagster_event
         pid = event.engine_event_data.metadata.get("pid") if event and event.engine_event_data else None

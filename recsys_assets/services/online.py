@@ -33,7 +33,7 @@ from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
-from recsys_assets.services.registry import serving_champion, serving_ranker_day
+from recsys_assets.services.registry import serving_champion_model, serving_ranker_day
 from recsys_assets.services.serving import (
     COLD_START_CHANNEL,
     feature_context,
@@ -126,8 +126,7 @@ class OnlineRecommender:
         self.ranker_day, self.why = serving_ranker_day(storage, self.day)
         self.model = load_ranker(model_store, self.ranker_day) if self.ranker_day else None
         # without a ranker, the serving recall champion orders the lists (as in the batch path)
-        champion = serving_champion(storage, self.day)
-        self.recall_champion = champion[0] if champion else None
+        self.recall_champion = serving_champion_model(storage, self.day)
         self.ctx = feature_context(
             storage,
             model_store,
@@ -172,7 +171,7 @@ class OnlineRecommender:
         self.signal_items = self.seen_signal["item_id"].to_numpy()
         self.day_date = date.fromisoformat(self.day)
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
-        next_day = (date.fromisoformat(self.day) + timedelta(days=1)).isoformat()
+        next_day = (self.day_date + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
         prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
 

@@ -88,6 +88,13 @@ def ranker_champion_before(lake: Lake, day: str) -> str | None:
     return None
 
 
+def serving_champion_model(lake: Lake, day: str) -> str | None:
+    """The name of the recall model serving after `day`'s decisions (serving_champion), the one
+    that orders the lists when no ranker serves; None when there is no champion."""
+    champion = serving_champion(lake, day)
+    return champion[0] if champion else None
+
+
 def serving_ranker_day(lake: Lake, day: str) -> tuple[str | None, str]:
     """(training day of the ranker that serves on `day`, why); None = serve in recall order."""
     path = lake.partition_path("ranker_champion", day)

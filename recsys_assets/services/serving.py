@@ -30,7 +30,7 @@ from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
-from recsys_assets.services.registry import serving_champion, serving_ranker_day
+from recsys_assets.services.registry import serving_champion_model, serving_ranker_day
 from recsys_assets.services.training import history_partitions, read_training_data
 from recsys_assets.settings import RankingConfig, RecallConfig
 
@@ -513,8 +513,7 @@ def recommend_day(
     statistics with the serving ranker and why."""
     ranker_day, why = serving_ranker_day(lake, day)
     model = load_ranker(model_store, ranker_day) if ranker_day else None
-    champion = serving_champion(lake, day)
-    recall_champion = champion[0] if champion else None
+    recall_champion = serving_champion_model(lake, day)
     ctx = feature_context(
         lake,
         model_store,
