@@ -135,6 +135,9 @@ class RecallConfig(BaseModel):
     # The validation period: the N days before D (ratings sources: 14, a day holds a handful of
     # test users, and a search on that much noise picks noise).
     tune_validation_days: int = Field(default=1, ge=1, le=3650)
+    # When the log starts inside the validation period (nothing earlier to train on): the share
+    # of the last validation day's positives held out by time, trained on the rest of that day.
+    tune_split_share: float = Field(default=0.25, gt=0.0, lt=1.0)
 
     @field_validator("tune")
     @classmethod

@@ -102,3 +102,43 @@ def test_a_trial_replaces_the_current_settings_only_beyond_the_noise():
     assert choose_best([base.mean(), noise.mean()], [base, noise]) == 0
     assert choose_best([base.mean(), noise.mean(), clear.mean()], [base, noise, clear]) == 2
     assert choose_best([base.mean(), base.mean() - 0.1], [base, base - 0.1]) == 0  # trial 0 is the best
+
+
+@pytest.mark.slow
+def test_a_log_that_starts_the_day_before_is_validated_on_that_day_cut_in_time(built_world, tmp_path):
+    """A two-day log (the trivago sample): the tuning of its second day has no earlier day to
+    train a validation model on, so it cuts the first day in time: trained on the first 75% of
+    its positives, validated on the rest, and still never reads the tuned day (or any other)."""
+    import duckdb
+
+    from recsys_assets.services.training import split_day
+
+    first = "2026-01-05"  # the log "starts" here: D - 1
+    intact, blind = tmp_path / "intact", tmp_path / "blind"
+    shutil.copytree(built_world, intact, symlinks=True)
+    shutil.copytree(built_world, blind, symlinks=True)
+    settings, lake, store = _setup(blind, tune=["ease"])
+    for day in [p.stem for p in (lake.lake_dir / "interactions").glob("*.parquet") if p.stem != first]:
+        lake.partition_path("interactions", day).unlink()  # D and every day before the log's first
+    rows = tune_day(D, lake, store, settings.recall, first)
+    settings2, lake2, store2 = _setup(intact, tune=["ease"])
+    again = tune_day(D, lake2, store2, settings2.recall, first)
+    assert rows and _trials(rows) == _trials(again)
+    (validation,) = {r["validation_day"] for r in rows}
+    assert validation.startswith(f"{first} from ") and validation.endswith(" UTC")
+    assert len(rows) == 4 and sum(r["is_best"] for r in rows) == 1 and all(0 < r["value"] < 1 for r in rows)
+
+    data, test, info, cut = split_day(lake2, first, settings2.recall)
+    path = lake2.partition_path("interactions", first)
+    con = duckdb.connect()
+    held, total, before = con.execute(
+        f"SELECT count(*) FILTER (WHERE is_positive AND event_at >= $cut), count(*) FILTER (WHERE is_positive), "
+        f"count(DISTINCT (user_id, item_id)) FILTER (WHERE (is_positive OR clicked) AND event_at < $cut) "
+        f"FROM read_parquet('{path}')",
+        {"cut": cut},
+    ).fetchone()
+    assert str(cut.date()) == first and 0.2 <= held / total <= 0.3  # the last quarter of the day's positives
+    assert data.positives.nnz == before  # trained on exactly the pairs chosen before the cut
+    assert info["consumed"].nnz == 0  # nothing of an earlier day was read
+    assert test.relevant.multiply(data.positives).nnz == 0  # held out: only what was new after the cut
+    assert 0 < test.relevant.nnz <= held

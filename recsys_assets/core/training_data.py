@@ -5,6 +5,7 @@ day D learns from days D-window .. D-1 and is evaluated on day D."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,20 @@ def load_consumed(history_files: list[Path], user_dictionary: Path, item_diction
         con.close()
 
 
+def held_out_from(files: list[Path], share: float) -> datetime | None:
+    """The time from which the last `share` of the files' positives fall (the held-out part of a
+    period cut in time); None when they hold no positive."""
+    con = connect()
+    try:
+        bind(con, "period_interactions", files, "interactions")
+        row = con.execute(
+            "SELECT quantile_disc(event_at, $q) FROM period_interactions WHERE is_positive", {"q": 1.0 - share}
+        ).fetchone()
+    finally:
+        con.close()
+    return None if row is None or row[0] is None else row[0]
+
+
 def load_training_data(
     day: str,
     train_files: list[Path],
@@ -81,20 +96,33 @@ def load_training_data(
     click_weight: float = 0.25,
     with_shown: bool = True,
     history_files: list[Path] | None = None,
+    split_at: datetime | None = None,
 ) -> tuple[TrainingData, TestSet, dict]:
     """with_shown=False leaves shown_negatives empty and reads only clicked or positive
     interactions: the same positives and ages from a fraction of the rows (impressions
     outnumber clicks ~15:1), for every consumer but impression-aware models. `history_files`
     (every interactions partition before `day`): info["consumed"] holds what the users consumed
-    in them (load_consumed), and an item consumed before is never relevant on `day`."""
+    in them (load_consumed), and an item consumed before is never relevant on `day`.
+    `split_at` (a UTC time) cuts the files in time: training reads the rows before it, the
+    held-out truth the rows from it on (a validation period inside one day)."""
     con = connect()
     try:
-        bind(con, "train_interactions" if with_shown else "train_all", train_files, "interactions")
+        bind(con, "train_source", train_files, "interactions")
+        bind(con, "test_source", test_files, "interactions")
         if history_files is not None:
             bind(con, "history_interactions", history_files, "interactions")
-        if not with_shown:
-            con.execute("CREATE TEMP VIEW train_interactions AS SELECT * FROM train_all WHERE is_positive OR clicked")
-        bind(con, "test_interactions", test_files, "interactions")
+        train_filter = [] if with_shown else ["(is_positive OR clicked)"]
+        test_filter = []
+        if split_at is not None:
+            at = f"TIMESTAMPTZ '{split_at.astimezone(UTC).isoformat()}'"
+            train_filter.append(f"coalesce(event_at < {at}, true)")
+            test_filter.append(f"event_at >= {at}")
+        for view, source, conditions in (
+            ("train_interactions", "train_source", train_filter),
+            ("test_interactions", "test_source", test_filter),
+        ):
+            where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {source}{where}")
         con.execute(f"CREATE TEMP VIEW user_dictionary AS SELECT * FROM read_parquet('{user_dictionary}')")
         con.execute(f"CREATE TEMP VIEW item_dictionary AS SELECT * FROM read_parquet('{item_dictionary}')")
         users_row = con.execute("SELECT coalesce(max(index) + 1, 0) FROM user_dictionary").fetchone()

@@ -299,7 +299,7 @@ def popular_candidates(
             break
         full = pairs.group_by("user_id").len().filter(pl.col("len") >= n)["user_id"]
         parts.append(pairs.filter(pl.col("user_id").is_in(full.implode())))
-        todo, depth = todo.filter(~todo.is_in(full)), depth * 4  # heavy consumers only
+        todo, depth = todo.filter(~todo.is_in(full.implode())), depth * 4  # heavy consumers only
     pairs = (
         pl.concat(parts).sort("user_id", "pop")
         if parts

@@ -8,7 +8,7 @@ import json
 import resource
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import TrainingData
 from recsys_assets.core.storage import file_sha256
-from recsys_assets.core.training_data import TestSet, load_consumed, load_training_data
+from recsys_assets.core.training_data import TestSet, held_out_from, load_consumed, load_training_data
 from recsys_assets.services import model_audit, publication
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput, NoTrainingData
@@ -74,6 +74,34 @@ def load_day(
         if stored is not None:
             return stored
     return compute_day(lake, day, settings, first_day, with_shown=with_shown)
+
+
+def split_day(lake: Lake, day: str, settings: RecallConfig, with_shown: bool = False, share: float = 0.25):
+    """(training data, test set, info, the cut) of `day` alone, cut in time: the held-out truth is
+    the day's positives from the time that leaves the last `share` of them, the training data
+    every interaction before it; nothing of any other day is read. What a validation period on a
+    log's first day is made of (it has no earlier day to train on)."""
+    path = lake.partition_path("interactions", day)
+    if not path.exists():
+        raise MissingInput(f"interactions {day} is not materialized: there is nothing to cut")
+    cut = held_out_from([path], share)
+    if cut is None:
+        raise NoTrainingData(f"{day} has no positive interaction to hold out")
+    data, test, info = load_training_data(
+        (date.fromisoformat(day) + timedelta(days=1)).isoformat(),  # ages count from the end of the day
+        [path],
+        [path],
+        lake.partition_path("user_id_dictionary"),
+        lake.partition_path("item_id_dictionary"),
+        lake.partition_path("raw_items"),
+        click_weight=settings.click_weight,
+        with_shown=with_shown,
+        history_files=[],
+        split_at=cut,
+    )
+    if info["train_pairs"] == 0:
+        raise NoTrainingData(f"{day} has no positive interaction before {cut:%H:%M:%S} UTC to train on")
+    return data, test, info, cut
 
 
 def _inputs(lake: Lake, day: str, train_days: list[str], first_day: str | None) -> list[Path]:

@@ -3,7 +3,9 @@
 The tuning of day D searches each tuned model's registry search_space on a validation period
 strictly before D (the `tune_validation_days` before it, default 1): trained on the window
 before the period and scored on its held-out positives (NDCG@10, the exclusions of
-recall_evaluation), so neither the search nor its winner ever sees D. Optuna's TPE sampler,
+recall_evaluation), so neither the search nor its winner ever sees D. When the log starts inside
+the period (a log of two days), the day before D is cut in time instead: the last
+`tune_split_share` of its positives are held out, the rest of that day trains. Optuna's TPE sampler,
 seeded; the model's current settings are trial 0, and the best trial replaces them only if it
 beats them on the validation users with a paired bootstrap CI above 0 (choose_best). Every
 trial is a row of the partition (params, value, seconds); the models of D and later days train
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 
 import numpy as np
 import optuna
@@ -28,7 +31,7 @@ from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import NoTrainingData
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
-from recsys_assets.services.training import load_day
+from recsys_assets.services.training import load_day, split_day, training_days
 from recsys_assets.settings import RecallConfig
 
 TUNING_SCHEMA = pa.schema(
@@ -124,11 +127,21 @@ def study(
         raise NoTrainingData(f"recall_tuning {day}: no day before it to validate on")
     validation = period[0] if len(period) == 1 else f"{period[0]}..{period[-1]}"
     spec = registry.spec(name)
-    data, test, info, _, _ = load_day(
-        lake, period[0], settings, first_day, with_shown=spec.needs_shown, model_store=model_store
-    )
-    exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
-    relevant_all = test.relevant if len(period) == 1 else period_truth(lake, period, data, exclude)
+    if training_days(period[0], settings.window_days, first_day):
+        data, test, info, _, _ = load_day(
+            lake, period[0], settings, first_day, with_shown=spec.needs_shown, model_store=model_store
+        )
+        exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
+        relevant_all = test.relevant if len(period) == 1 else period_truth(lake, period, data, exclude)
+    else:
+        # the log starts inside the validation period (e.g. a two-day log): validate on the last
+        # tune_split_share of its last day's positives, trained on what came before them that day
+        data, test, info, cut = split_day(
+            lake, period[-1], settings, with_shown=spec.needs_shown, share=settings.tune_split_share
+        )
+        validation = f"{period[-1]} from {cut.astimezone(UTC):%H:%M:%S} UTC"
+        exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
+        relevant_all = test.relevant
     users = np.flatnonzero(np.diff(relevant_all.indptr) > 0)
     if len(users) == 0:
         raise NoTrainingData(f"recall_tuning {day}: the validation period {validation} has no test user")
