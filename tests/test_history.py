@@ -64,6 +64,15 @@ def test_decades_of_ratings_run_through_the_quickstart(tmp_path, monkeypatch, ca
     assert counts["partitions"] <= 6  # the history partition and at most 5 days, not ~10,000
     # the models of the last day trained on everything before it, the first rating included
     assert counts["recall_days"] == [release_last_day(root)]
+    # a sequence of the days after the history partition holds the positives of the 28 days
+    # before its day by their own time, not the history's years under its one partition day
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    positions, too_old = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE CAST(timezone('UTC', t) AS DATE) < day - 28) "
+        "FROM (SELECT day, unnest(event_ats) AS t FROM user_sequences)"
+    ).fetchone()
+    con.close()
+    assert too_old == 0 and positions <= counts["raw_events"] / 10
 
     assert quickstart.main([*argv, "--model-days", "1", "--last-days", "5"]) == 0  # again: idempotent
     assert _counts(root) == counts
