@@ -265,7 +265,14 @@ def test_the_defaults_are_the_values_the_platform_trained_with():
     assert {name: registry.params(name) for name in registry.REGISTRY} == {
         "popularity": {"half_life_days": 7.0},
         "recent_popularity": {"half_life_days": 7.0},
-        "item_cf": {"neighbours": 100, "shrinkage": 10.0, "half_life_days": 14.0, "block_items": 2048},
+        "item_cf": {
+            "neighbours": 100,
+            "shrinkage": 10.0,
+            "half_life_days": 14.0,
+            "block_items": 2048,
+            "session_weight": 0.0,
+            "session_tau_seconds": 600.0,
+        },
         "als": {
             "factors": 64,
             "regularization": 30.0,

