@@ -83,3 +83,19 @@ def test_recorded_fusion_is_above_every_published_row(split):
     _, data, _, _ = split
     value = _ndcg(split, "fusion_zscore", bench.fusion_zscore_top10(data, FUSION_CONFIGS, FUSION_WEIGHTS))
     assert value == pytest.approx(0.5030, abs=2e-3) and value >= 0.50
+
+
+def test_session_kernel_lifts_item_cf_on_the_shared_protocol(split):
+    """Item-CF is deterministic: the test NDCG@10 of the plain and the session-kernel configuration
+    that validation picks (bench_ml100k.py's run of 2026-12-04) are reproduced exactly."""
+    _, data, _, _ = split
+    seen = (data.positives > 0).astype(np.float32).tocsr()
+    users = np.arange(data.n_users)
+    plain = dict(neighbours=400, shrinkage=10.0)
+    session = plain | dict(session_weight=4.0, session_tau_seconds=180.0)
+    values = {
+        name: _ndcg(split, f"item_cf_{name}", M.ItemCFModel(**params).fit(data).recommend(users, 10, exclude=seen)[0])
+        for name, params in (("plain", plain), ("session", session))
+    }
+    assert values["plain"] == pytest.approx(0.3951, abs=5e-4)
+    assert values["session"] == pytest.approx(0.4402, abs=5e-4)
