@@ -286,6 +286,7 @@ def test_the_defaults_are_the_values_the_platform_trained_with():
             "learning_rate": 0.01,
             "regularization": 0.01,
             "iterations": 100,
+            "max_samples": 200_000_000,
             "num_threads": 1,
             "fold_in_epochs": 30,
             "fold_in_learning_rate": None,

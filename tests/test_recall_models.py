@@ -560,6 +560,23 @@ def test_bpr_popularity_correction_adds_log_popularity(world, tmp_path):
     assert old.params["popularity_correction"] == 0.0
 
 
+def test_bpr_epochs_are_capped_by_a_sample_budget(world):
+    """A large log needs fewer epochs: iterations are capped at max_samples / positives, so a fit
+    on many positives stops early (and a capped fit equals a fit asked for that many epochs)."""
+    model = BPRModel()
+    assert model.epochs(575_000) == 100  # ml-1m's positives: the configured 100
+    assert model.epochs(16_000_000) == 12  # ml-32m's
+    assert model.epochs(10**12) == 1 and model.epochs(0) == 100
+    data = world[0]
+    nnz = int((data.positives > 0).sum())
+    params = dict(FAST_PARAMS["bpr"]) | {"iterations": 50}
+    capped = BPRModel(**params, max_samples=3 * nnz).fit(data, seed=3)
+    three = BPRModel(**params | {"iterations": 3}).fit(data, seed=3)
+    full = BPRModel(**params).fit(data, seed=3)
+    np.testing.assert_array_equal(capped.item_factors, three.item_factors)
+    assert not np.array_equal(capped.item_factors, full.item_factors)
+
+
 def test_bpr_popularity_correction_recovers_popularity():
     """implicit draws BPR negatives in proportion to item popularity, so on data where only
     popularity matters plain implicit BPR sinks popular items (hit rate far below popularity's);
