@@ -7,6 +7,8 @@ out; every personalised model must find it clearly more often than popularity do
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -387,10 +389,9 @@ def test_session_gram_equals_the_pairwise_sum():
         session_gram(seconds, 0.0, n_items)
 
 
-def test_ease_session_kernel_prefers_items_chosen_close_in_time():
-    """Items 0 and 1 are chosen in the same minute by every user, items 0 and 2 a month apart,
-    equally often. Plain EASE cannot tell 1 from 2 for a user who has only item 0; with the
-    session kernel item 1 ranks first. Without the positives' times the kernel refuses."""
+def _session_data():
+    """30 users: each chose items 0 and 1 a minute apart, item 2 a month before, and one of 3-5;
+    one newcomer (the last row) has only item 0. (data, positives, seconds_ago, n_users, n_items)"""
     n_users, n_items = 30, 6
     rows, cols, ages = [], [], []
     for u in range(n_users):
@@ -411,6 +412,14 @@ def test_ease_session_kernel_prefers_items_chosen_close_in_time():
         item_tags=sp.csr_matrix((n_items, 0)),
         seconds_ago=seconds,
     )
+    return data, positives, seconds, n_users, n_items
+
+
+def test_ease_session_kernel_prefers_items_chosen_close_in_time():
+    """Items 0 and 1 are chosen in the same minute by every user, items 0 and 2 a month apart,
+    equally often. Plain EASE cannot tell 1 from 2 for a user who has only item 0; with the
+    session kernel item 1 ranks first. Without the positives' times the kernel refuses."""
+    data, positives, seconds, n_users, n_items = _session_data()
     newcomer = np.array([n_users])  # only item 0
     plain = EASEModel(lambda_=5.0).fit(data).score(newcomer)[0]
     assert plain[1] == pytest.approx(plain[2], rel=1e-5)
@@ -422,13 +431,7 @@ def test_ease_session_kernel_prefers_items_chosen_close_in_time():
         .recommend(newcomer, 1, exclude=positives)
     )
     assert items[0, 0] == 1
-    no_times = TrainingData(
-        positives=positives,
-        shown_negatives=empty,
-        days_ago=empty,
-        item_genres=data.item_genres,
-        item_tags=data.item_tags,
-    )
+    no_times = dataclasses.replace(data, seconds_ago=None)
     with pytest.raises(ValueError, match="seconds_ago"):
         EASEModel(session_weight=1.0).fit(no_times)
     assert np.array_equal(EASEModel(lambda_=5.0).fit(no_times).weights, EASEModel(lambda_=5.0).fit(data).weights)
@@ -439,26 +442,7 @@ def test_item_cf_session_kernel_prefers_items_chosen_close_in_time():
     equally often, so plain item-CF ties 1 and 2 for a user with only item 0. With the session
     kernel item 1 ranks first, the scores match the cosine over XᵀX + w·session_gram by hand, and
     without the positives' times the kernel refuses."""
-    n_users, n_items = 30, 6
-    rows, cols, ages = [], [], []
-    for u in range(n_users):
-        base = 86400.0 * 40 + u
-        for item, age in ((0, base), (1, base - 30.0), (2, base - 86400.0 * 30), (3 + u % 3, base - 86400.0 * 10)):
-            rows.append(u)
-            cols.append(item)
-            ages.append(age)
-    shape = (n_users + 1, n_items)
-    positives = sp.csr_matrix((np.ones(len(rows) + 1, np.float32), (rows + [n_users], cols + [0])), shape=shape)
-    seconds = sp.csr_matrix((np.array(ages + [100.0]), (rows + [n_users], cols + [0])), shape=shape)
-    empty = sp.csr_matrix(shape, dtype=np.float32)
-    data = TrainingData(
-        positives=positives,
-        shown_negatives=empty,
-        days_ago=empty,
-        item_genres=sp.csr_matrix((n_items, 0)),
-        item_tags=sp.csr_matrix((n_items, 0)),
-        seconds_ago=seconds,
-    )
+    data, positives, seconds, n_users, n_items = _session_data()
     newcomer = np.array([n_users])  # only item 0
     params = dict(neighbours=5, shrinkage=1.0, half_life_days=None)
     plain = ItemCFModel(**params).fit(data).score(newcomer)[0]
@@ -472,13 +456,7 @@ def test_item_cf_session_kernel_prefers_items_chosen_close_in_time():
     np.testing.assert_allclose(session[1:], expected[1:], rtol=1e-5)
     items, _ = model.recommend(newcomer, 1, exclude=positives)
     assert items[0, 0] == 1
-    no_times = TrainingData(
-        positives=positives,
-        shown_negatives=empty,
-        days_ago=empty,
-        item_genres=data.item_genres,
-        item_tags=data.item_tags,
-    )
+    no_times = dataclasses.replace(data, seconds_ago=None)
     with pytest.raises(ValueError, match="seconds_ago"):
         ItemCFModel(session_weight=1.0).fit(no_times)
 
