@@ -83,7 +83,7 @@ def held_out_from(files: list[Path], share: float) -> datetime | None:
         ).fetchone()
     finally:
         con.close()
-    return None if row is None or row[0] is None else row[0]
+    return row[0] if row else None
 
 
 def load_training_data(

@@ -131,7 +131,7 @@ def study(
         data, test, info, _, _ = load_day(
             lake, period[0], settings, first_day, with_shown=spec.needs_shown, model_store=model_store
         )
-        exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
+        exclude = seen_matrix(data.positives, info["consumed"])
         relevant_all = test.relevant if len(period) == 1 else period_truth(lake, period, data, exclude)
     else:
         # the log starts inside the validation period (e.g. a two-day log): validate on the last
@@ -140,8 +140,8 @@ def study(
             lake, period[-1], settings, with_shown=spec.needs_shown, share=settings.tune_split_share
         )
         validation = f"{period[-1]} from {cut.astimezone(UTC):%H:%M:%S} UTC"
-        exclude, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
-        relevant_all = test.relevant
+        exclude, relevant_all = seen_matrix(data.positives, info["consumed"]), test.relevant
+    blocked = np.flatnonzero(~info["available_items"])
     users = np.flatnonzero(np.diff(relevant_all.indptr) > 0)
     if len(users) == 0:
         raise NoTrainingData(f"recall_tuning {day}: the validation period {validation} has no test user")
