@@ -667,10 +667,22 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
     bpr.item_bias = rng.random(n_items).astype(np.float32)
     popularity = PopularityModel()
     popularity.item_scores = rng.permutation(n_items).astype(np.float32)  # distinct: no ties
-    seen = sp.random(n_users, n_items, density=0.05, random_state=4, format="csr", dtype=np.float32)
+    seen = sp.random(n_users, n_items, density=0.05, random_state=4, format="csr", dtype=np.float32).tolil()
+    heavy = rng.choice(n_users, 3, replace=False)  # users who consumed most of the catalog
+    for user, n_seen in zip(heavy, (1_500, 900, 300), strict=True):
+        seen[user, rng.choice(n_items, n_seen, replace=False)] = 1
+    seen = seen.tocsr()
     seen.data[:] = 1
     blocked = rng.choice(n_items, 300, replace=False)
-    users = rng.choice(n_users, 120, replace=False)
+    users = np.union1d(rng.choice(n_users, 120, replace=False), heavy)
+    # the searches go as deep as each group of similar exclusion counts needs: every user once,
+    # each group retrieving at least its members' exclusions
+    from recsys_assets.core.recall.base import exclusion_depth_batches
+
+    groups = exclusion_depth_batches(seen, users, batch=16)
+    assert np.array_equal(np.sort(np.concatenate([g for g, _ in groups])), np.arange(len(users)))
+    assert all(np.diff(seen.indptr)[users[g]].max() == depth and len(g) <= 16 for g, depth in groups)
+    assert len({depth for _, depth in groups}) >= 4
     content = ContentColdStartModel()
     profiles = sp.random(n_users, 24, density=0.3, random_state=5, format="csr", dtype=np.float32)
     profiles[:5] = 0  # users without a profile get the global one

@@ -25,7 +25,14 @@ import scipy.sparse as sp
 from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
-from .base import RecallConfig, RecallModel, TrainingData, excluded_entries, first_not_excluded
+from .base import (
+    RecallConfig,
+    RecallModel,
+    TrainingData,
+    excluded_entries,
+    exclusion_depth_batches,
+    first_not_excluded,
+)
 
 
 class ModelSkipped(RuntimeError):
@@ -185,8 +192,8 @@ class PopularityModel(RecallModel):
         blocked_items: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k like RecallModel.recommend. On a large catalog: every user's list is the one
-        global ranking minus their excluded items, so only its head (k + the batch's largest
-        exclusion count) is ranked per user, never the whole catalog (ties: lower item index first)."""
+        global ranking minus their excluded items, so only its head (k + the largest exclusion
+        count of a batch of users with similar counts) is ranked per user, never the whole catalog (ties: lower item index first)."""
         item_scores = _fitted(self.item_scores, "item_scores")
         users = _as_users(users)
         n_items = len(item_scores)
@@ -200,11 +207,11 @@ class PopularityModel(RecallModel):
         kk = min(k, len(ranking))
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
-        for start in range(0, len(users), batch):
-            chunk = users[start : start + batch]
+        for positions, most_excluded in exclusion_depth_batches(exclude, users, batch):
+            chunk = users[positions]
             rows = exclude[chunk] if exclude is not None else sp.csr_matrix((len(chunk), n_items), dtype=np.float32)
-            head = ranking[: kk + int(np.diff(rows.indptr).max(initial=0))]
-            out_items[start : start + len(chunk)], out_scores[start : start + len(chunk)] = first_not_excluded(
+            head = ranking[: kk + most_excluded]
+            out_items[positions], out_scores[positions] = first_not_excluded(
                 np.broadcast_to(head, (len(chunk), len(head))),
                 np.broadcast_to(item_scores[head], (len(chunk), len(head))),
                 rows,
