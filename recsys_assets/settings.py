@@ -344,6 +344,9 @@ class Settings(BaseModel):
                 # Ratings: users come back after months, so models learn from the whole history;
                 # models that learn from impressions (or are the baseline of one) have nothing to learn.
                 recall["window_days"] = None
+                # the day's batch lists for the users who rated in the last year (ml-32m: 23k of
+                # 195k users, every warm test user of a held-out day); others are computed on demand
+                recall["candidates_recent_days"] = 365
                 recall["parallel_days"] = 1
                 recall["tune_validation_days"] = 14
                 recall["channels"] = [n for n in registry.REGISTRY if not registry.spec(n).impressions_only]

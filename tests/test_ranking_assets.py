@@ -429,6 +429,17 @@ def test_candidates_of_a_day_without_the_partition_are_computed_for_the_asked_us
     assert info["rows_candidates"] > 0
     keys = ["kind", "request_id", "item_id"]
     assert without.sort(keys).equals(with_partition.sort(keys))
+    # a partition of the recently active users only (candidates_recent_days, a ratings
+    # source's default) is completed by the lists of the other users asked for, row for row
+    # what a partition of every user holds
+    full = pl.read_parquet(path)
+    full.filter(pl.col("user_id").is_in(users[::2].tolist())).write_parquet(path)
+    recent = recall.model_copy(update={"candidates_recent_days": 1})
+    completed = day_candidates(storage, store, recent, D, ranking.rank_candidates, asked, DAYS[0])
+    assert completed.sort("user_id", "recall_rank").equals(computed.sort("user_id", "recall_rank"))
+    # without the setting the partition is taken as complete: the missing users stay missing
+    partial = day_candidates(storage, store, recall, D, ranking.rank_candidates, asked, DAYS[0])
+    assert set(partial["user_id"].to_list()) == set(users[::2].tolist())
 
 
 @pytest.mark.slow

@@ -472,6 +472,42 @@ def test_content_model_cold_users_and_new_items(world):
     assert empty.shape == (1, N_ITEMS) and np.isfinite(empty).all() and empty.max() > 0
 
 
+def test_content_model_projects_a_wide_content_space(world, tmp_path):
+    """A content space wider than max_dims (a release's whole tag vocabulary) is projected onto
+    its leading directions: exactly the cosine scores when the content's rank fits in max_dims,
+    the same lists through faiss as by dense scoring, and the projection survives save/load.
+    A narrow space is not projected."""
+    data = world[0]
+    # 600 tag columns of rank <= 12: each item mixes 12 latent tag groups
+    groups = sp.random(N_ITEMS, 12, density=0.3, random_state=12, format="csr")
+    wide = sp.csr_matrix(groups @ sp.random(12, 600, density=0.05, random_state=13, format="csr"))
+    data = dataclasses.replace(data, item_tags=wide)
+    exact = ContentColdStartModel(max_dims=10_000).fit(data)
+    projected = ContentColdStartModel(max_dims=40).fit(data)  # rank <= 12 + N_GENRES
+    assert not exact.projected and projected.projection.shape == (600 + N_GENRES, 40)
+    users = np.arange(N_USERS)
+    np.testing.assert_allclose(projected.score(users), exact.score(users), atol=1e-4)
+    newcomer = sp.csr_matrix((1, 600 + N_GENRES))  # no profile: the global one
+    np.testing.assert_allclose(projected.score_profiles(newcomer), exact.score_profiles(newcomer), atol=1e-4)
+    assert ContentColdStartModel().fit(world[0]).projected is False  # 4 genres + 8 tags < 128
+    # a narrower projection approximates: most of each list survives
+    coarse = ContentColdStartModel(max_dims=6).fit(data)
+    top_exact = np.argsort(-exact.score(users), axis=1)[:, :20]
+    top_coarse = np.argsort(-coarse.score(users), axis=1)[:, :20]
+    overlap = np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(top_exact, top_coarse, strict=True)])
+    assert overlap > 0.5, overlap
+    projected.save(tmp_path / "content")
+    loaded = load_model(tmp_path / "content")
+    assert loaded.projected
+    seen = data.positives
+    projected.faiss_min_items = 10**9
+    dense_items, dense_scores = projected.recommend(users, 10, exclude=seen)
+    loaded.faiss_min_items = 0
+    fast_items, fast_scores = loaded.recommend(users, 10, exclude=seen)
+    np.testing.assert_allclose(fast_scores, dense_scores, atol=1e-4)
+    assert np.mean(fast_items == dense_items) > 0.95  # (tied scores may swap)
+
+
 def test_als_fold_in_matches_trained_vectors(world, fitted):
     data, _, user_genre, item_genre = world
     model: ALSModel = fitted["als"]

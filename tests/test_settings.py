@@ -44,6 +44,7 @@ def test_a_long_source_starts_with_one_history_partition(tmp_path):
     loaded = Settings.load(environ={}, data_root=str(tmp_path))
     assert (loaded.history_start, loaded.start_date, loaded.evaluation_start) == ("1995-01-09", "2023-06-14", None)
     assert loaded.recall.window_days is None  # a ratings source trains on the whole history
+    assert loaded.recall.candidates_recent_days == 365  # batch lists for last year's raters
     assert Settings.load(environ={}, data_root=str(tmp_path), daily_partitions=10).start_date == "2023-10-02"
     assert Settings.load(environ={"RECSYS_DAILY_PARTITIONS": "10"}, data_root=str(tmp_path)).start_date == "2023-10-02"
     # an explicit start date: the partitions start there, without a history partition

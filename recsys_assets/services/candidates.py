@@ -106,12 +106,15 @@ def candidates_for_users(
     user_ids: np.ndarray,
     first_day: str | None,
     day_data: tuple | None = None,
+    recent_days: int | None = -1,
 ) -> pa.Table | None:
     """The rows recall_candidates of `day` holds (or would hold) for `user_ids`, computed now:
     for a day whose partition was never materialized, when only a few users' lists are needed
     (the ranker's sampled users, the funnel's test users) and a whole day's candidates would
     cost ~1 ms per active user. None when no recall model is published for `day`. `day_data`:
-    (data, info) of load_day when the caller holds them already."""
+    (data, info) of load_day when the caller holds them already. `recent_days`: which users
+    get a list (candidate_users); default the partition's, recall.candidates_recent_days."""
+    recent_days = recall.candidates_recent_days if recent_days == -1 else recent_days
     loaded = load_channels(model_store, day, recall.channels)
     if not loaded:
         return None
@@ -121,7 +124,7 @@ def candidates_for_users(
         data, info = day_data
     user_of, item_of = id_arrays(lake, data)
     wanted = np.isin(user_of, np.asarray(user_ids, np.int64))
-    users = candidate_users(data, recall.candidates_recent_days)
+    users = candidate_users(data, recent_days)
     users = users[wanted[users]]
     users = users[np.argsort(user_of[users], kind="stable")]
     seen, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
@@ -208,10 +211,25 @@ def day_candidates(
     """The recall candidates of `users` on `day` as the ranking stage reads them: from the
     recall_candidates partition when it is materialized, else computed for these users alone
     by the same code (a ranker's training days need the lists of their sampled users only,
-    not a whole day's candidates). `day_data`: (data, info) of load_day when the caller holds
-    them already. Raises MissingInput when neither is possible."""
+    not a whole day's candidates). A partition of the recently active users only
+    (candidates_recent_days) is completed by computing the lists of the other users asked for:
+    the funnel evaluates a test user who last rated years ago too. `day_data`: (data, info) of
+    load_day when the caller holds them already. Raises MissingInput when neither is possible."""
     if from_partition and lake.partition_path("recall_candidates", day).exists():
-        return read_candidates(lake, day, limit, users)
+        stored = read_candidates(lake, day, limit, users)
+        if recall.candidates_recent_days is None:
+            return stored
+        others = np.setdiff1d(np.asarray(users, np.int64), stored["user_id"].unique().to_numpy())
+        table = candidates_for_users(lake, model_store, day, recall, others, first_day, day_data, recent_days=None)
+        if table is None or not table.num_rows:
+            return stored
+        if log:
+            log.info(
+                f"recall_candidates of {day} holds the users active in its last {recall.candidates_recent_days} days: "
+                f"computed the lists of {len(np.unique(table.column('user_id').to_numpy()))} others"
+            )
+        computed = serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)).lazy(), limit).collect()
+        return pl.concat([stored, computed.select(stored.columns)]).sort("user_id", "recall_rank")
     table = candidates_for_users(lake, model_store, day, recall, users, first_day, day_data)
     if table is None:
         raise MissingInput(f"recall_candidates is not materialized for {day} and no recall model is published for it")
