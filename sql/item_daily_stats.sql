@@ -1,6 +1,7 @@
 -- item_daily_stats: one row per item shown or watched on $day; windows of item_features sum these.
+-- The history partition ($history_partition): one row per item and day of the event.
 SELECT
-    $day::DATE AS day,
+    CASE WHEN $history_partition THEN CAST(timezone('UTC', event_at) AS DATE) ELSE $day::DATE END AS day,
     item_id,
     count(*) FILTER (WHERE NOT is_organic) AS impressions,
     count(*) FILTER (WHERE clicked) AS clicks,
@@ -12,5 +13,5 @@ SELECT
     count(completion) AS watches,
     coalesce(sum(completion::DECIMAL(18, 6)), 0) AS completion_sum
 FROM interactions
-GROUP BY item_id
-ORDER BY item_id
+GROUP BY ALL
+ORDER BY day, item_id

@@ -1,7 +1,8 @@
 -- user_genre_daily: per user and genre of the item, what the user was shown, clicked and
 -- liked on $day (items with several genres count once per genre). Feeds genre affinity.
+-- The history partition ($history_partition): by day of the event.
 SELECT
-    $day::DATE AS day,
+    CASE WHEN $history_partition THEN CAST(timezone('UTC', x.event_at) AS DATE) ELSE $day::DATE END AS day,
     x.user_id,
     g.genre,
     count(*) FILTER (WHERE NOT x.is_organic) AS impressions,
@@ -10,4 +11,4 @@ SELECT
 FROM interactions AS x
 JOIN (SELECT item_id, unnest(genres) AS genre FROM items) AS g USING (item_id)
 GROUP BY ALL
-ORDER BY user_id, genre
+ORDER BY day, user_id, genre

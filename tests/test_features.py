@@ -201,3 +201,41 @@ def test_drift_is_flagged_from_the_injected_date_and_not_before(tmp_path):
         assert "| feature |" in mat.materialization.metadata["summary"].value
     assert all(verdicts[d] != "ERROR" for d in DAYS[1:4]), verdicts  # before the shift: no failure
     assert verdicts["2026-01-05"] == "ERROR" and verdicts["2026-01-06"] == "ERROR", verdicts
+
+
+def test_the_history_partition_stats_are_dated_by_the_events_own_day(tmp_path):
+    """A long source's history partition holds years of interactions under one partition day:
+    its daily stats get one row per user (item, genre) and day of the event, so the 1/7/28-day
+    windows of the days after it count only what happened in them; a daily partition keeps its
+    one day. The consistency rule holds both ways and fails when an interaction is lost."""
+    from recsys_assets.core.tables import build_table
+    from recsys_assets.services import feature_audit
+
+    con = duckdb.connect()
+    interactions = tmp_path / "interactions.parquet"
+    con.execute(
+        f"""COPY (SELECT DATE '2023-06-14' AS day, u AS user_id, i AS item_id,
+                  TIMESTAMPTZ '2020-01-01 12:00:00+00' + to_days(d) AS event_at,
+                  d % 2 = 0 AS is_organic, true AS clicked, true AS played, false AS liked,
+                  true AS is_positive, 10.0 AS watch_time_sec, 0.9 AS completion
+            FROM range(3) t(u), range(2) s(i), (VALUES (0), (400), (1200)) v(d))
+            TO '{interactions}' (FORMAT parquet)"""
+    )
+    inputs = {"interactions": ("interactions", [interactions])}
+    params = {"day": "2023-06-14", "min_pos_completion": 0.6, "like_is_positive": True}
+    for table in ("user_daily_stats", "item_daily_stats"):
+        history, daily = tmp_path / f"{table}-history.parquet", tmp_path / f"{table}-daily.parquet"
+        build_table(f"{table}.sql", inputs, params | {"history_partition": True}, history)
+        build_table(f"{table}.sql", inputs, params | {"history_partition": False}, daily)
+        days = [str(d) for (d,) in con.execute(f"SELECT DISTINCT day FROM '{history}' ORDER BY day").fetchall()]
+        assert days == ["2020-01-01", "2021-02-04", "2023-04-15"]
+        assert con.execute(f"SELECT DISTINCT day::VARCHAR FROM '{daily}'").fetchall() == [("2023-06-14",)]
+        assert con.execute(f"SELECT sum(positives) FROM '{history}'").fetchone() == (18,)
+        if table == "user_daily_stats":
+            assert con.execute(f"SELECT count(*) FROM '{history}'").fetchone() == (9,)  # 3 users x 3 days
+            for stats in (history, daily):
+                assert feature_audit.user_stats_consistent(con, [interactions], [stats]).passed
+            lost = tmp_path / "lost.parquet"
+            con.execute(f"COPY (SELECT * FROM '{history}' LIMIT 8) TO '{lost}' (FORMAT parquet)")
+            verdict = feature_audit.user_stats_consistent(con, [interactions], [lost])
+            assert not verdict.passed and verdict.metadata["counted_in_stats"] < verdict.metadata["interaction_rows"]

@@ -5,7 +5,7 @@ the quickstart again changes nothing."""
 
 import json
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -71,8 +71,18 @@ def test_decades_of_ratings_run_through_the_quickstart(tmp_path, monkeypatch, ca
         "SELECT count(*), count(*) FILTER (WHERE CAST(timezone('UTC', t) AS DATE) < day - 28) "
         "FROM (SELECT day, unnest(event_ats) AS t FROM user_sequences)"
     ).fetchone()
+    # the history partition's daily stats are dated by the events' own days: the 28-day
+    # features of the day after it count the positives of its last 28 days, not the history's
+    stats_days = con.execute("SELECT count(DISTINCT day) FROM user_daily_stats").fetchone()[0]
+    after = (last + timedelta(days=1)).isoformat()
+    features_28d, truth_28d = con.execute(
+        f"SELECT (SELECT sum(positives_28d) FROM user_features WHERE day = DATE '{after}'), "
+        "(SELECT count(*) FROM interactions WHERE is_positive AND "
+        f"CAST(timezone('UTC', event_at) AS DATE) BETWEEN DATE '{after}' - 28 AND DATE '{after}' - 1)"
+    ).fetchone()
     con.close()
     assert too_old == 0 and positions <= counts["raw_events"] / 10
+    assert stats_days > 100 and features_28d == truth_28d > 0
 
     assert quickstart.main([*argv, "--model-days", "1", "--last-days", "5"]) == 0  # again: idempotent
     assert _counts(root) == counts

@@ -86,3 +86,23 @@ def test_every_partitioned_check_has_a_result_for_every_day_it_ran(built_world, 
     assert unresolved == {}
     drift_days = by_key[dg.AssetCheckKey(dg.AssetKey("feature_drift_report"), "psi_below_thresholds")]
     assert set(drift_days) == set(WORLD_DAYS)
+
+
+def test_the_day_checks_of_an_asset_run_as_one_step(built_world, built_world_instance):
+    """Each raw and feature table's day checks are one step (Dagster's per-step cost is paid once
+    per asset, not once per check), yet each check keeps its own key and its own result per day."""
+    defs = build_defs(resources=build_resources(str(built_world)))
+    steps: dict = {}
+    for checks_def in defs.asset_checks or []:
+        for key in checks_def.check_keys:
+            steps.setdefault(key.asset_key.to_user_string(), {}).setdefault(checks_def.node_def.name, []).append(key)
+    for asset in ("raw_events", "raw_impressions", "interactions", "user_daily_stats", "user_features"):
+        assert len(steps[asset]) == 1, steps[asset]
+    (raw_events_checks,) = steps["raw_events"].values()
+    assert {k.name for k in raw_events_checks} >= {"schema", "non_null_keys", "unique_ids", "volume"}
+    statuses = built_world_instance.event_log_storage.get_asset_check_partition_info(
+        raw_events_checks, after_storage_id=None
+    )
+    assert {(i.check_key.name, i.partition_key) for i in statuses} == {
+        (k.name, day) for k in raw_events_checks for day in WORLD_DAYS
+    }

@@ -309,7 +309,7 @@ def test_the_defaults_are_the_values_the_platform_trained_with():
             "hard_ratio": 0.3,
         },
         "ease": {"lambda_": 500.0, "max_items": 10000, "session_weight": 0.0, "session_tau_seconds": 600.0},
-        "content": {"tag_weight": 0.5},
+        "content": {"tag_weight": 0.5, "max_dims": 128},
     }
 
 

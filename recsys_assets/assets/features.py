@@ -30,9 +30,10 @@ def _day_files(storage: StorageResource, table: str, days: list[str], required: 
     return [f for f in files if f.exists()]
 
 
-def _params(day: str, settings: FeatureSettings) -> dict:
+def _params(day: str, settings: FeatureSettings, history_partition: bool = False) -> dict:
     return {
         "day": day,
+        "history_partition": history_partition,
         "min_pos_completion": settings.min_pos_completion,
         "like_is_positive": settings.like_is_positive,
         "prior_clicks": settings.ctr_prior_clicks,
@@ -67,7 +68,10 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             for day in context.partition_keys:
                 out = storage.partition_path(name, day)
                 staged = storage.staged_path(out)
-                rows[day] = build_table(f"{name}.sql", inputs_for(day, storage), _params(day, features), staged)
+                # a long source's first partition holds its whole history (Settings.history_start)
+                history = settings.history_start is not None and day == first_day
+                params = _params(day, features, history_partition=history)
+                rows[day] = build_table(f"{name}.sql", inputs_for(day, storage), params, staged)
                 # published only if the rules of the table's blocking checks pass on the staged file
                 con = duckdb_connect()
                 try:

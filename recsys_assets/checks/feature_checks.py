@@ -8,7 +8,7 @@ import random
 import dagster as dg
 import pyarrow as pa
 
-from recsys_assets.checks.per_day import asset_check
+from recsys_assets.checks.per_day import asset_check, day_check, merged
 from recsys_assets.core import hashing
 from recsys_assets.core.storage import duckdb_connect, read_arrow
 from recsys_assets.services import feature_audit
@@ -34,7 +34,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
 
     def _checks_for(rules: feature_audit.TableRules):
         def check(name, description):
-            return asset_check(
+            return day_check(
                 asset=rules.table, name=name, description=description, blocking=True, partitions_def=partitions
             )
 
@@ -59,7 +59,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             checks.append(point_in_time)
         return checks
 
-    @asset_check(
+    @day_check(
         asset="interactions",
         name="consistent_with_raw",
         blocking=True,
@@ -80,12 +80,13 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             )
         )
 
-    @asset_check(
+    @day_check(
         asset="user_daily_stats",
         name="consistent_with_interactions",
         blocking=True,
         partitions_def=partitions,
-        description="One row per distinct user of the day's interactions.",
+        description="Every interaction of the day counted once in the stats (impressions + organic watches = rows), "
+        "and the same users.",
     )
     def user_stats_consistent(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         days = context.partition_keys
@@ -95,7 +96,7 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             )
         )
 
-    @asset_check(
+    @day_check(
         asset="user_sequences",
         name="length_within_limit",
         blocking=True,
@@ -198,12 +199,14 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             },
         )
 
-    feature_checks = [c for r in feature_audit.RULES for c in _checks_for(r)] + [
-        hash_train_serve_consistency,
-        interactions_consistent_with_raw,
-        user_stats_consistent,
-        sequences_bounded,
-        _id_dictionary_check("user_id_dictionary", "user_daily_stats", "user_id"),
-        _id_dictionary_check("item_id_dictionary", "item_daily_stats", "item_id"),
-    ]
-    return feature_checks
+    return merged(
+        [c for r in feature_audit.RULES for c in _checks_for(r)]
+        + [
+            hash_train_serve_consistency,
+            interactions_consistent_with_raw,
+            user_stats_consistent,
+            sequences_bounded,
+            _id_dictionary_check("user_id_dictionary", "user_daily_stats", "user_id"),
+            _id_dictionary_check("item_id_dictionary", "item_daily_stats", "item_id"),
+        ]
+    )

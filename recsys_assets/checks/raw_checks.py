@@ -5,7 +5,7 @@ so these report on what was published."""
 
 import dagster as dg
 
-from recsys_assets.checks.per_day import asset_check
+from recsys_assets.checks.per_day import asset_check, day_check, merged
 from recsys_assets.core.contract import ALL_TABLES, TableContract
 from recsys_assets.core.storage import duckdb_connect
 from recsys_assets.services import raw_audit
@@ -31,7 +31,9 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         asset = contract.asset_name
 
         def check(name: str, description: str):
-            return asset_check(
+            if partitions_def is None:
+                return asset_check(asset=asset, name=name, description=description, blocking=True)
+            return day_check(
                 asset=asset, name=name, description=description, blocking=True, partitions_def=partitions_def
             )
 
@@ -132,5 +134,4 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
             checks.append(volume)
         return checks
 
-    raw_checks = [c for contract in ALL_TABLES for c in _check_factory(contract)]
-    return raw_checks
+    return merged([c for contract in ALL_TABLES for c in _check_factory(contract)])

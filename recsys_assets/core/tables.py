@@ -34,7 +34,7 @@ DERIVED = {
     ),
 }
 # Parameter values used only to derive schemas of empty relations.
-SCHEMA_PARAMS = {"day": "2000-01-01", "min_pos_completion": 0.6, "like_is_positive": True}
+SCHEMA_PARAMS = {"day": "2000-01-01", "min_pos_completion": 0.6, "like_is_positive": True, "history_partition": False}
 
 
 def connect() -> duckdb.DuckDBPyConnection:

@@ -112,9 +112,24 @@ def interactions_consistent_with_raw(
 
 
 def user_stats_consistent(con: duckdb.DuckDBPyConnection, interactions: list[Path], stats: list[Path]) -> Verdict:
-    users = _one(con, f"SELECT count(DISTINCT (day, user_id)) FROM {scan(interactions)}")[0]
-    rows = _one(con, f"SELECT count(*) FROM {scan(stats)}")[0]
-    return Verdict(users == rows, {"rows": rows, "distinct_users_in_interactions": users})
+    """Every interaction counted once (impressions + organic watches = the interactions' rows)
+    and the same users: whether a partition's stats are one day's or, in the history partition,
+    one row per user and day of the event."""
+    rows, users = _one(con, f"SELECT count(*), count(DISTINCT user_id) FROM {scan(interactions)}")
+    counted, stats_users, stats_rows = _one(
+        con,
+        f"SELECT coalesce(sum(impressions + organic_watches), 0), count(DISTINCT user_id), count(*) FROM {scan(stats)}",
+    )
+    return Verdict(
+        rows == counted and users == stats_users,
+        {
+            "interaction_rows": rows,
+            "counted_in_stats": int(counted),
+            "users_in_interactions": users,
+            "users_in_stats": stats_users,
+            "rows": stats_rows,
+        },
+    )
 
 
 def sequences_bounded(con: duckdb.DuckDBPyConnection, paths: list[Path], max_length: int) -> Verdict:

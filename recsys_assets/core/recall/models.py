@@ -1224,7 +1224,7 @@ class ContentColdStartModel(RecallModel):
         item_vectors = _fitted(self.item_vectors, "item_vectors")
         profiles = _row_normalise(sp.csr_matrix(profiles)).astype(np.float32)
         if self.projected:
-            return self._user_space(profiles) @ self._item_vectors().T
+            return self._user_space(profiles) @ _fitted(self._item_vectors(), "item_vectors").T
         scores = _dense(profiles @ item_vectors.T)
         empty = np.diff(profiles.indptr) == 0
         if empty.any():
