@@ -62,12 +62,18 @@ def first_not_excluded(
     """Per row, the first k of `items` (each row best first; -1 = no item) that the row's
     `exclude_rows` row does not list, with their scores; -1 / -inf padding. The exclusions are
     matched as (row, item) keys by sorting, never a users × catalog mask."""
+    if not exclude_rows.has_sorted_indices:
+        exclude_rows = exclude_rows.sorted_indices()
+    # rows ascending, items ascending within a row: the keys come sorted, so a binary search
+    # finds them (np.isin sorts or hashes them again: ~35% of a factor channel's search at ml-32m)
     excluded = (
         np.repeat(np.arange(exclude_rows.shape[0], dtype=np.int64), np.diff(exclude_rows.indptr)) * n_items
         + exclude_rows.indices
     )
     keys = np.arange(len(items), dtype=np.int64)[:, None] * n_items + items
-    drop = (items < 0) | np.isin(keys, excluded, kind="sort")  # "table" would allocate the key range
+    found = np.searchsorted(excluded, keys)
+    hit = excluded[np.minimum(found, len(excluded) - 1)] == keys if len(excluded) else np.zeros(keys.shape, bool)
+    drop = (items < 0) | hit
     order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept items first, in list order
     keep = ~np.take_along_axis(drop, order, axis=1)
     return (
