@@ -54,6 +54,26 @@ def _target(
     )
 
 
+def _evaluation(
+    spec: dg.AssetCheckSpec,
+    result: dg.AssetCheckResult,
+    day: str,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+) -> dg.AssetCheckEvaluation:
+    """`result` of check `spec` recorded as the evaluation of partition `day`."""
+    return dg.AssetCheckEvaluation(
+        asset_key=spec.asset_key,
+        check_name=spec.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+        blocking=spec.blocking,
+        partition=day,
+        target_materialization_data=target,
+    )
+
+
 def asset_check(**kwargs: Any) -> Callable[[Callable[..., dg.AssetCheckResult]], dg.AssetChecksDefinition]:
     """`dg.asset_check`; with a `partitions_def`, the body (written for `context.partition_keys`)
     runs once per day of the run and each day's result is recorded as that partition's. A failed
@@ -67,17 +87,7 @@ def asset_check(**kwargs: Any) -> Callable[[Callable[..., dg.AssetCheckResult]],
             spec = next(iter(context.check_specs))
             for day in context.partition_keys:
                 result = body(_OneDay(context, day), **resources)
-                yield dg.AssetCheckEvaluation(
-                    asset_key=spec.asset_key,
-                    check_name=spec.name,
-                    passed=result.passed,
-                    metadata=result.metadata,
-                    severity=result.severity,
-                    description=result.description,
-                    blocking=spec.blocking,
-                    partition=day,
-                    target_materialization_data=_target(context, spec.asset_key, day),
-                )
+                yield _evaluation(spec, result, day, _target(context, spec.asset_key, day))
             for output in context.op_def.output_defs:  # a blocking check's output gates what is downstream
                 yield dg.Output(None, output_name=output.name)
 
@@ -142,18 +152,7 @@ def _one_step(asset_key: dg.AssetKey, group: list[DayCheck]) -> dg.AssetChecksDe
         for check in selected:
             resources = {r: getattr(context.resources, r) for r in check.resource_keys}
             for day in context.partition_keys:
-                result = check.body(_OneDay(context, day), **resources)
-                yield dg.AssetCheckEvaluation(
-                    asset_key=asset_key,
-                    check_name=check.spec.name,
-                    passed=result.passed,
-                    metadata=result.metadata,
-                    severity=result.severity,
-                    description=result.description,
-                    blocking=check.spec.blocking,
-                    partition=day,
-                    target_materialization_data=targets[day],
-                )
+                yield _evaluation(check.spec, check.body(_OneDay(context, day), **resources), day, targets[day])
         assets_def = context.op_execution_context.assets_def
         for check in selected:  # a blocking check's output gates what is downstream
             yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(check.spec.key))

@@ -106,15 +106,12 @@ def candidates_for_users(
     user_ids: np.ndarray,
     first_day: str | None,
     day_data: tuple | None = None,
-    recent_days: int | None = -1,
 ) -> pa.Table | None:
     """The rows recall_candidates of `day` holds (or would hold) for `user_ids`, computed now:
     for a day whose partition was never materialized, when only a few users' lists are needed
     (the ranker's sampled users, the funnel's test users) and a whole day's candidates would
     cost ~1 ms per active user. None when no recall model is published for `day`. `day_data`:
-    (data, info) of load_day when the caller holds them already. `recent_days`: which users
-    get a list (candidate_users); default the partition's, recall.candidates_recent_days."""
-    recent_days = recall.candidates_recent_days if recent_days == -1 else recent_days
+    (data, info) of load_day when the caller holds them already."""
     loaded = load_channels(model_store, day, recall.channels)
     if not loaded:
         return None
@@ -124,7 +121,7 @@ def candidates_for_users(
         data, info = day_data
     user_of, item_of = id_arrays(lake, data)
     wanted = np.isin(user_of, np.asarray(user_ids, np.int64))
-    users = candidate_users(data, recent_days)
+    users = candidate_users(data, recall.candidates_recent_days)
     users = users[wanted[users]]
     users = users[np.argsort(user_of[users], kind="stable")]
     seen, blocked = seen_matrix(data.positives, info["consumed"]), np.flatnonzero(~info["available_items"])
@@ -220,7 +217,8 @@ def day_candidates(
         if recall.candidates_recent_days is None:
             return stored
         others = np.setdiff1d(np.asarray(users, np.int64), stored["user_id"].unique().to_numpy())
-        table = candidates_for_users(lake, model_store, day, recall, others, first_day, day_data, recent_days=None)
+        every_user = recall.model_copy(update={"candidates_recent_days": None})
+        table = candidates_for_users(lake, model_store, day, every_user, others, first_day, day_data)
         if table is None or not table.num_rows:
             return stored
         if log:

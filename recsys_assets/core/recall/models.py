@@ -193,7 +193,8 @@ class PopularityModel(RecallModel):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k like RecallModel.recommend. On a large catalog: every user's list is the one
         global ranking minus their excluded items, so only its head (k + the largest exclusion
-        count of a batch of users with similar counts) is ranked per user, never the whole catalog (ties: lower item index first)."""
+        count of a batch of users with similar counts) is ranked per user, never the whole
+        catalog (ties: lower item index first)."""
         item_scores = _fitted(self.item_scores, "item_scores")
         users = _as_users(users)
         n_items = len(item_scores)
@@ -1211,12 +1212,11 @@ class ContentColdStartModel(RecallModel):
     def _user_space(self, normalised: sp.csr_matrix) -> np.ndarray:
         """Dense search vectors of L2-normalised profile rows (projected when the model is);
         an empty row gets the global profile."""
-        if self.projected:
-            dense = _dense(normalised @ self.projection)
-            dense[np.diff(normalised.indptr) == 0] = _fitted(self.global_profile, "global_profile") @ self.projection
-        else:
-            dense = _dense(normalised)
-            dense[np.diff(normalised.indptr) == 0] = _fitted(self.global_profile, "global_profile")
+        empty, fallback = np.diff(normalised.indptr) == 0, _fitted(self.global_profile, "global_profile")
+        if self.projected:  # (the sparse rows times the projection: never densified at full width)
+            normalised, fallback = normalised @ self.projection, fallback @ self.projection
+        dense = _dense(normalised)
+        dense[empty] = fallback
         return dense
 
     def score_profiles(self, profiles: sp.csr_matrix) -> np.ndarray:
