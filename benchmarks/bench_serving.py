@@ -2,7 +2,7 @@
 the in-process `OnlineRecommender.recommend` measured in the same run as the baseline.
 
     .venv/bin/python benchmarks/bench_serving.py --data-root /tmp/serve_data [--tier L] [--rates 20,100]
-        [--open-requests 600] [--clients 1,10,50] [--closed-requests 500] [--no-record]
+        [--open-requests 600] [--clients 1,10,50] [--closed-requests 500] [--workers 1] [--no-record]
 
 1. in-process: the same users through OnlineRecommender.recommend in this process (server idle);
 2. open loop, at each rate: requests sent at a fixed arrival rate whatever the answers do;
@@ -12,7 +12,7 @@ the in-process `OnlineRecommender.recommend` measured in the same run as the bas
    of requests per level: throughput, latency, errors.
 
 The server runs in its own process (`recsys serve`, or with --tier that tier's settings from
-bench_tiers.py); requests are GET /recommend?user=U&k=10 over known users of the model day and
+bench_tiers.py; --workers server processes); requests are GET /recommend?user=U&k=10 over known users of the model day and
 unknown ones (cold start), the same list for every phase. The machine's 2 cores are shared by the
 server and this generator.
 """
@@ -47,9 +47,10 @@ from recsys_assets.services.online import OnlineRecommender  # noqa: E402
 from recsys_assets.settings import Settings  # noqa: E402
 
 
-def settings_for(data_root: str, tier: str | None) -> Settings:
+def settings_for(data_root: str, tier: str | None, workers: int = 1) -> Settings:
     overrides = TIER_SETTINGS.get(tier, {}) if tier else {}
-    return Settings.load(data_root=data_root, **overrides)
+    settings = Settings.load(data_root=data_root, **overrides)
+    return settings.model_copy(update={"serving": settings.serving.model_copy(update={"workers": workers})})
 
 
 def free_port() -> int:
@@ -58,21 +59,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_root: str, tier: str | None, port: int) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--data-root", data_root, "--serve-port", str(port)]
+def start_server(data_root: str, tier: str | None, port: int, workers: int) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--data-root", data_root, "--serve-port", str(port), "--workers", str(workers)]
     return subprocess.Popen(command + (["--tier", tier] if tier else []), cwd=ROOT)
 
 
-def wait_ready(base: str, server: subprocess.Popen, seconds: float = 900) -> dict:
+def wait_ready(base: str, server: subprocess.Popen, workers: int, seconds: float = 900) -> dict:
+    """/ready of a worker, once every worker has loaded its models (/metrics lists each)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with status {server.returncode}")
         try:
             with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
-                return json.loads(response.read())
+                ready = json.loads(response.read())
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+                lines = response.read().decode().splitlines()
+            loaded = sum(line.startswith("recsys_ready") and line.endswith(" 1") for line in lines)
+            if loaded >= workers:
+                return ready
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     raise SystemExit("the server did not become ready")
 
 
@@ -213,11 +221,12 @@ def main():
     ap.add_argument("--clients", default="1,10,50")
     ap.add_argument("--closed-requests", type=int, default=500, help="per concurrency level")
     ap.add_argument("--users", type=int, default=200, help="distinct users: 80%% known, 20%% unknown")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (ServingConfig.workers)")
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--serve-port", type=int, default=None, help=argparse.SUPPRESS)  # the server process
     args = ap.parse_args()
     root = str(Path(args.data_root).resolve())
-    settings = settings_for(root, args.tier)
+    settings = settings_for(root, args.tier, args.workers)
     if args.serve_port is not None:
         from recsys_assets.server import serve
 
@@ -245,9 +254,9 @@ def main():
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(root, args.tier, port)
+    server = start_server(root, args.tier, port, args.workers)
     try:
-        ready = wait_ready(base, server)
+        ready = wait_ready(base, server, args.workers)
         print(f"server ready: models of {ready['versions']['day']}")
         warm = Client(port)
         for user in users[:20]:
@@ -293,6 +302,7 @@ def main():
         + (f" --open-requests {args.open_requests}" if args.open_requests != 600 else "")
         + (f" --clients {args.clients}" if args.clients != "1,10,50" else "")
         + (f" --closed-requests {args.closed_requests}" if args.closed_requests != 500 else "")
+        + (f" --workers {args.workers}" if args.workers != 1 else "")
     )
     closed_cells = "<br>".join(
         f"{n}: {r['rps']:.1f} req/s, {fmt(r['latency'])}, {r['errors']} errors" for n, r in closed.items()

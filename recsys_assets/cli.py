@@ -68,10 +68,13 @@ def _serve(args) -> int:
     from recsys_assets.server import serve  # Starlette and uvicorn only for this command
 
     settings = Settings.load(**({"data_root": args.data_root} if args.data_root else {}))
-    if args.reload_seconds is not None:
-        settings = settings.model_copy(
-            update={"serving": settings.serving.model_copy(update={"reload_seconds": args.reload_seconds})}
-        )
+    overrides = {
+        name: value
+        for name, value in (("reload_seconds", args.reload_seconds), ("workers", args.workers))
+        if value is not None
+    }
+    if overrides:
+        settings = settings.model_copy(update={"serving": settings.serving.model_copy(update=overrides)})
     serve(settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -103,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--port", type=int, default=None, help="default: 8000 (settings.serving.port)")
     srv.add_argument("--data-root", help="default: RECSYS_DATA_ROOT or ./data")
     srv.add_argument("--reload-seconds", type=float, default=None, help="how often to look for new models (default 10)")
+    srv.add_argument("--workers", type=int, default=None, help="server processes, up to the cores (default 1)")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     if args.command == "serve":
         if args.reload_seconds is not None and args.reload_seconds <= 0:
             parser.error("--reload-seconds must be > 0")
+        if args.workers is not None and not 1 <= args.workers <= 64:
+            parser.error("--workers must be between 1 and 64")
         return _serve(args)
     if args.k < 1:
         parser.error("--k must be >= 1")

@@ -6,14 +6,20 @@ requests, the models and their hot swap live in services/recommend_service.py.
     GET  /health      alive
     GET  /ready       models loaded (503 until then), their versions, the last reload error
     GET  /metrics     request counts, per-stage latency histograms, model versions (Prometheus text)
+
+With settings.serving.workers > 1, uvicorn runs that many processes on one socket, each
+building its app with worker_app() from the settings serve() hands down in RECSYS_SERVE_SETTINGS.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +35,9 @@ from recsys_assets.settings import Settings
 log = logging.getLogger(__name__)
 # A request is a user and a session's recent events: far below this.
 MAX_BODY_BYTES = 1 << 20
+# What serve() hands its worker processes: the settings (JSON) and the shared metrics directory.
+SETTINGS_ENV = "RECSYS_SERVE_SETTINGS"
+METRICS_DIR_ENV = "RECSYS_SERVE_METRICS_DIR"
 
 
 def _error(status: int, reason: str) -> JSONResponse:
@@ -109,17 +118,30 @@ def build_app(service: RecommendService, watch: bool = True) -> Starlette:
     )
 
 
+def worker_app() -> Starlette:
+    """The app of one worker process (uvicorn's factory when settings.serving.workers > 1)."""
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    return build_app(RecommendService(settings, metrics_dir=Path(os.environ[METRICS_DIR_ENV])))
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
-    """Run the server until interrupted (binds settings.serving.host, 127.0.0.1 by default)."""
+    """Run the server until interrupted (binds settings.serving.host, 127.0.0.1 by default;
+    settings.serving.workers processes)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(RecommendService(settings))
     # no access log: /metrics counts every request, and a log line per request costs latency
-    uvicorn.run(
-        app,
-        host=host or settings.serving.host,
-        port=settings.serving.port if port is None else port,
-        log_level=log_level,
-        access_log=False,
-    )
+    options = {
+        "host": host or settings.serving.host,
+        "port": settings.serving.port if port is None else port,
+        "log_level": log_level,
+        "access_log": False,
+    }
+    if settings.serving.workers == 1:
+        uvicorn.run(build_app(RecommendService(settings)), **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-serve-metrics-") as metrics_dir:
+        # the workers are new interpreters: they inherit the environment, not these objects
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+        uvicorn.run("recsys_assets.server:worker_app", factory=True, workers=settings.serving.workers, **options)

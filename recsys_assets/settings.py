@@ -247,8 +247,12 @@ class ServingConfig(BaseModel):
     # a promotion or a rollback (a new recommender is built off the request path, then swapped).
     reload_seconds: float = Field(default=10.0, gt=0.0, le=86400.0)
     max_k: int = Field(default=1000, ge=1, le=100000)
-    # Requests answered at once (the rest wait): the funnel is CPU-bound, so about the cores.
+    # Requests answered at once per process (the rest wait): the funnel is CPU-bound.
     concurrency: int = Field(default=2, ge=1, le=256)
+    # Server processes, each with its own copy of the models (memory x workers): one process
+    # runs the funnel's Python on one core at a time, so throughput grows with workers up to
+    # the cores. Each worker watches for new models itself.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class SettingsError(ValueError):

@@ -175,3 +175,79 @@ def test_sample_users_is_a_seeded_subset_independent_of_order():
     assert picked.max() > 9_000 and picked.min() < 1_000  # spread over the id range, not the first 500
     assert np.array_equal(sample_users(ids[:300], 500, seed=42), ids[:300])  # fewer than the limit: everyone
     assert np.array_equal(sample_users(ids, None, seed=42), ids)
+
+
+def _genre_context(user_genres: pl.DataFrame) -> F.FeatureContext:
+    items = pl.DataFrame(
+        {
+            "item_id": [10, 11, 12, 13],
+            "genres": [["drama", "comedy"], ["comedy"], None, ["horror", None, "drama"]],
+        }
+    )
+    users = pl.DataFrame({"user_id": [1, 2, 3], "top_genre": ["comedy", None, "western"]})
+    empty = pl.DataFrame({"user_id": [], "user_idx": []})
+    return F.FeatureContext(
+        day="2026-01-08",
+        users=users,
+        items=items,
+        user_genres=user_genres,
+        user_index=empty,
+        item_index=pl.DataFrame({"item_id": [], "item_idx": []}),
+        channel_names=(),
+    )
+
+
+def test_genre_crosses_by_lookup_equal_the_join():
+    user_genres = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3],
+            "genre": ["comedy", "drama", "horror", "drama"],
+            "positives": [3.0, 1.0, 2.0, 0.0],
+            "clicks": [5.0, 0.0, 1.0, 4.0],
+            "share": [0.6, 0.4, 1.0, 0.0],
+        }
+    )
+    ctx = _genre_context(user_genres)
+    # every item with every user, plus an unknown user (9) and an unknown item (99)
+    pairs = pl.DataFrame({"user_id": [1, 2, 3, 9] * 5, "item_id": [10] * 4 + [11] * 4 + [12] * 4 + [13] * 4 + [99] * 4})
+    frame = (
+        pairs.with_row_index("__row")
+        .join(ctx.users, on="user_id", how="left")
+        .join(ctx.items, on="item_id", how="left")
+        .sort("__row")
+    )
+    looked_up = F._genre_crosses(ctx, frame)
+    joined = F._genre_crosses_by_join(ctx, frame, pl.lit(True))
+    assert looked_up is not None
+    for name, values in looked_up.items():
+        np.testing.assert_array_equal(values.astype(np.float32), joined[name].cast(pl.Float32).to_numpy(), err_msg=name)
+    by_row = dict(zip(zip(pairs["user_id"], pairs["item_id"], strict=True), range(pairs.height), strict=True))
+    row = by_row[(1, 10)]  # drama + comedy against user 1's history
+    assert looked_up["genre_share_sum"][row] == pytest.approx(1.0)
+    assert looked_up["genre_share_max"][row] == pytest.approx(0.6)
+    assert looked_up["genre_positives"][row] == 4.0 and looked_up["top_genre_match"][row] == 1.0
+    assert looked_up["genre_clicks"][by_row[(2, 13)]] == 1.0  # the null genre in 13's list is skipped
+    assert looked_up["top_genre_match"][by_row[(3, 10)]] == 0.0
+    assert all(looked_up[name][by_row[(9, 10)]] == 0.0 for name in looked_up)
+
+
+def test_genre_crosses_with_repeated_user_genre_rows_fall_back_to_the_join():
+    repeated = pl.DataFrame(
+        {
+            "user_id": [1, 1],
+            "genre": ["comedy", "comedy"],
+            "positives": [1.0, 2.0],
+            "clicks": [0.0, 0.0],
+            "share": [0.5, 0.5],
+        }
+    )
+    ctx = _genre_context(repeated)
+    frame = (
+        pl.DataFrame({"user_id": [1], "item_id": [11]})
+        .with_row_index("__row")
+        .join(ctx.users, on="user_id", how="left")
+        .join(ctx.items, on="item_id", how="left")
+    )
+    assert F._genre_crosses(ctx, frame) is None
+    # the join counts both rows
+    assert F._genre_crosses_by_join(ctx, frame, pl.lit(True))["genre_positives"].to_list() == [3.0]

@@ -6,6 +6,9 @@ batch `recommendations` asset's list, refuses bad input with 400 and a corrupt a
 import datetime as dt
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -54,6 +57,12 @@ def running(service: RecommendService, watch: bool = True):
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def call(url: str, body: bytes | dict | None = None) -> tuple[int, dict | str]:
@@ -367,3 +376,61 @@ def test_new_models_and_champions_swap_in_mid_traffic(world, tmp_path):
     champions = [versions["recall_champion"] for _, versions in seen]
     assert champions[-1] == "als@2026-01-04" and champions[0] != champions[-1]
     assert seen[-1][1] == serving_versions
+
+
+def _metric_lines(text: str, name: str) -> dict[str, float]:
+    return {
+        line.split(" ")[0]: float(line.split(" ")[-1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    }
+
+
+def test_two_worker_processes_answer_alike_and_metrics_count_both(world):
+    """`recsys serve --workers 2`: two processes on one port, the same answers as one process,
+    and /metrics (whichever worker answers it) counts the requests of both and lists each
+    worker's readiness and model versions."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "recsys_assets.cli", "serve", "--data-root", str(world["root"])]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def both_ready():
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                text = call(f"{base}/metrics")[1]
+            except OSError:
+                return None
+            ready = _metric_lines(text, "recsys_ready") if isinstance(text, str) else {}
+            return text if len(ready) == 2 and all(v == 1 for v in ready.values()) else None
+
+        wait_for(both_ready, seconds=180)
+        user = world["known"]
+        expected = world["online"].recommend(user, k=5).table["item_id"].to_list()
+        answers = [call(f"{base}/recommend?user={user}&k=5") for _ in range(40)]
+        assert all(status == 200 for status, _ in answers)
+        assert all([i["item_id"] for i in answer["items"]] == expected for _, answer in answers)
+        for _ in range(20):  # counts of other workers lag by at most a second (PUBLISH_SECONDS)
+            text = call(f"{base}/metrics")[1]
+            counts = _metric_lines(text, "recsys_requests_total")
+            if counts.get('recsys_requests_total{endpoint="/recommend",status="200"}') == 40:
+                break
+            time.sleep(0.3)
+        assert counts['recsys_requests_total{endpoint="/recommend",status="200"}'] == 40
+        assert (
+            _metric_lines(text, "recsys_stage_latency_ms_count")['recsys_stage_latency_ms_count{stage="total"}'] == 40
+        )
+        assert _metric_lines(text, "recsys_workers") == {"recsys_workers": 2.0}
+        versions = [line for line in text.splitlines() if line.startswith('recsys_model_version{model="ranker"')]
+        assert len(versions) == 2 and len({line.split(",worker=")[1] for line in versions}) == 2
+        # each family is announced once (a Prometheus parser refuses a repeated TYPE)
+        types = [line for line in text.splitlines() if line.startswith("# TYPE")]
+        assert len(types) == len(set(types))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -1,12 +1,17 @@
 """The online recommender as a long-running service, free of any web framework: request
 validation, the loaded models and their hot swap, and the counters /metrics reports.
 
-One OnlineRecommender is loaded at a time. A watcher thread fingerprints what it would load
+One OnlineRecommender is loaded at a time per process. A watcher thread fingerprints what it would load
 (the latest model day, the version each of that day's models points to, the ranker chosen for
 the day, the champion registries' files) every `reload_seconds`; when the fingerprint changes
 it builds a new recommender off the request path and swaps the reference. A request takes the
 reference once, so it finishes on the models it started with and names their versions; a
 reload that fails keeps the old models serving and is reported by ready() and the metrics.
+
+A server of several worker processes (ServingConfig.workers) runs one service per process; each
+writes a snapshot of its counters to a shared directory every second, and /metrics, answered by
+any worker, sums every worker's counters (its own live ones included) and lists each live
+worker's readiness and model versions.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from recsys_assets.core.ranking.session_features import SessionState
@@ -41,6 +47,8 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 _MAX_USER = 2**63 - 1
 # A reload that failed is attempted again after this many polls if nothing changed meanwhile.
 RETRY_POLLS = 6
+# How often a worker of a multi-process server writes its counters for the others' /metrics.
+PUBLISH_SECONDS = 1.0
 
 
 class BadRequest(ValueError):
@@ -139,8 +147,11 @@ def _bool(value: Any, name: str) -> bool:
 class RecommendService:
     """Loads the latest published models, answers requests, and swaps in newer models."""
 
-    def __init__(self, settings: Settings, reload_seconds: float | None = None):
+    def __init__(self, settings: Settings, reload_seconds: float | None = None, metrics_dir: Path | None = None):
         self.settings = settings
+        # shared by the worker processes of one server (None: this process serves alone)
+        self.metrics_dir = metrics_dir
+        self.pid = os.getpid()
         self.lake = Lake(data_root=settings.data_root)
         self.model_store = ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache)
         self.reload_seconds = reload_seconds if reload_seconds is not None else settings.serving.reload_seconds
@@ -154,7 +165,7 @@ class RecommendService:
         self.last_attempt_at = 0.0
         self.last_check: float | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._reload_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------------- models
@@ -249,18 +260,30 @@ class RecommendService:
         while not self._stop.wait(self.reload_seconds):
             self.reload()
 
+    def _publish_loop(self) -> None:
+        while not self._stop.wait(PUBLISH_SECONDS):
+            self.publish()
+
     def start(self) -> None:
-        """Load now (a failure is reported, not raised), then watch for new models."""
+        """Load now (a failure is reported, not raised), then watch for new models (and, in a
+        multi-process server, publish the counters every PUBLISH_SECONDS)."""
         self.reload()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, name="recsys-model-watcher", daemon=True)
-        self._thread.start()
+        loops = [(self._watch, "recsys-model-watcher")]
+        if self.metrics_dir is not None:
+            self.publish()
+            loops.append((self._publish_loop, "recsys-metrics-publisher"))
+        self._threads = [threading.Thread(target=f, name=name, daemon=True) for f, name in loops]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=60)
+        self._threads = []
+        if self.metrics_dir is not None:
+            self.publish()  # the final counts: /metrics of the other workers keeps them
 
     # --------------------------------------------------------------------------------- requests
     def parse(self, params: Mapping[str, Any], allow_session: bool = True) -> Request:
@@ -345,22 +368,79 @@ class RecommendService:
         }
         return loaded is not None, status
 
+    def snapshot(self) -> dict:
+        """This process's counters and status, JSON-ready (what publish() writes)."""
+        with self.metrics.lock:
+            requests = [[e, st, n] for (e, st), n in sorted(self.metrics.requests.items())]
+            stages = {name: [list(h.counts), h.total, h.n] for name, h in sorted(self.metrics.stages.items())}
+            reloads = dict(self.metrics.reloads)
+        loaded = self.current
+        return {
+            "pid": self.pid,
+            "requests": requests,
+            "stages": stages,
+            "reloads": reloads,
+            "ready": loaded is not None,
+            "reload_failing": self.last_error is not None,
+            "versions": loaded.versions if loaded else None,
+            "loaded_at": loaded.loaded_at if loaded else None,
+        }
+
+    def publish(self) -> None:
+        """Write the snapshot where the other workers' /metrics read it (replaced atomically)."""
+        if self.metrics_dir is None:
+            return
+        target = self.metrics_dir / f"{self.pid}.json"
+        partial = target.with_suffix(".tmp")
+        try:
+            partial.write_text(json.dumps(self.snapshot()))
+            os.replace(partial, target)
+        except OSError as error:  # a full disk must not fail requests; /metrics then lags
+            log.warning("could not publish the metrics to %s: %s", target, error)
+
+    def snapshots(self) -> list[dict]:
+        """This process's live snapshot, then every other worker's latest published one."""
+        own = self.snapshot()
+        if self.metrics_dir is None:
+            return [own]
+        others = []
+        for path in sorted(self.metrics_dir.glob("*.json")):
+            if path.stem == str(self.pid):
+                continue
+            try:
+                others.append(json.loads(path.read_text()))
+            except (OSError, ValueError):  # being replaced, or its worker died mid-write
+                continue
+        return [own, *others]
+
     def metrics_text(self) -> str:
-        """The counters in the Prometheus text exposition format."""
+        """The counters in the Prometheus text exposition format; with several worker processes,
+        counters and histograms summed over every worker that ever served (a restarted worker's
+        counts are kept), readiness and model versions per live worker (label `worker`)."""
+        snapshots = self.snapshots()
+        requests: dict[tuple[str, int], int] = {}
+        stages: dict[str, list] = {}
+        reloads = {"ok": 0, "failed": 0}
+        for snap in snapshots:
+            for endpoint, status, n in snap["requests"]:
+                requests[(endpoint, status)] = requests.get((endpoint, status), 0) + n
+            for name, (counts, total, n) in snap["stages"].items():
+                into = stages.setdefault(name, [[0] * len(counts), 0.0, 0])
+                into[0] = [a + b for a, b in zip(into[0], counts, strict=True)]
+                into[1] += total
+                into[2] += n
+            for result, n in snap["reloads"].items():
+                reloads[result] = reloads.get(result, 0) + n
         lines = [
             "# HELP recsys_requests_total HTTP requests by endpoint and status.",
             "# TYPE recsys_requests_total counter",
         ]
-        with self.metrics.lock:
-            requests = sorted(self.metrics.requests.items())
-            stages = {name: (list(h.counts), h.total, h.n) for name, h in sorted(self.metrics.stages.items())}
-            reloads = dict(self.metrics.reloads)
-        lines += [f'recsys_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in requests]
+        lines += [f'recsys_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(requests.items())]
         lines += [
             "# HELP recsys_stage_latency_ms Latency of each stage of /recommend, in milliseconds.",
             "# TYPE recsys_stage_latency_ms histogram",
         ]
-        for name, (counts, total, n) in stages.items():
+        for name, (counts, total, n) in sorted(stages.items()):
             cumulative = 0
             for bound, count in zip([*BUCKETS_MS, "+Inf"], counts, strict=True):
                 cumulative += count
@@ -369,40 +449,74 @@ class RecommendService:
             lines.append(f'recsys_stage_latency_ms_count{{stage="{name}"}} {n}')
         lines += ["# HELP recsys_reloads_total Model reload attempts by result.", "# TYPE recsys_reloads_total counter"]
         lines += [f'recsys_reloads_total{{result="{r}"}} {n}' for r, n in reloads.items()]
-        loaded = self.current
-        lines += [
-            "# HELP recsys_ready 1 when models are loaded and requests are answered.",
-            "# TYPE recsys_ready gauge",
-            f"recsys_ready {int(loaded is not None)}",
-            "# HELP recsys_reload_failing 1 when the latest reload failed (the old models keep serving).",
-            "# TYPE recsys_reload_failing gauge",
-            f"recsys_reload_failing {int(self.last_error is not None)}",
-        ]
-        if loaded is not None:
-            v = loaded.versions
+        live = [snap for snap in snapshots if snap["pid"] == self.pid or _alive(snap["pid"])]
+        if self.metrics_dir is not None:
             lines += [
-                "# HELP recsys_model_info The models serving: day, ranker day, recall champion.",
-                "# TYPE recsys_model_info gauge",
-                f'recsys_model_info{{day="{v["day"]}",ranker_day="{v["ranker_day"] or ""}",'
-                f'recall_champion="{_escape(v["recall_champion"] or "")}"}} 1',
-                "# HELP recsys_model_version The version folder of each model serving.",
-                "# TYPE recsys_model_version gauge",
+                "# HELP recsys_workers Worker processes answering requests.",
+                "# TYPE recsys_workers gauge",
+                f"recsys_workers {len(live)}",
             ]
-            lines += [
-                f'recsys_model_version{{model="{m}",version="{_escape(version)}"}} 1'
-                for m, version in v["models"].items()
-            ]
-            lines += [
-                "# HELP recsys_models_loaded_timestamp_seconds When the serving models were loaded.",
-                "# TYPE recsys_models_loaded_timestamp_seconds gauge",
-                f"recsys_models_loaded_timestamp_seconds {loaded.loaded_at:.3f}",
-            ]
+        lines += _status_lines(live, labelled=self.metrics_dir is not None)
         return "\n".join(lines) + "\n"
+
+
+def _status_lines(snapshots: list[dict], labelled: bool) -> list[str]:
+    """Readiness and model versions of each process, one family at a time (with `labelled`,
+    each sample names its worker: label worker="<pid>")."""
+
+    def labels(snap: dict, **values: str) -> str:
+        pairs = [f'{k}="{_escape(v)}"' for k, v in values.items()] + ([f'worker="{snap["pid"]}"'] if labelled else [])
+        return "{" + ",".join(pairs) + "}" if pairs else ""
+
+    serving = [snap for snap in snapshots if snap["versions"] is not None]
+    lines = [
+        "# HELP recsys_ready 1 when models are loaded and requests are answered.",
+        "# TYPE recsys_ready gauge",
+        *(f"recsys_ready{labels(snap)} {int(snap['ready'])}" for snap in snapshots),
+        "# HELP recsys_reload_failing 1 when the latest reload failed (the old models keep serving).",
+        "# TYPE recsys_reload_failing gauge",
+        *(f"recsys_reload_failing{labels(snap)} {int(snap['reload_failing'])}" for snap in snapshots),
+    ]
+    if not serving:
+        return lines
+    lines += [
+        "# HELP recsys_model_info The models serving: day, ranker day, recall champion.",
+        "# TYPE recsys_model_info gauge",
+    ]
+    for snap in serving:
+        v = snap["versions"]
+        info = labels(snap, day=v["day"], ranker_day=v["ranker_day"] or "", recall_champion=v["recall_champion"] or "")
+        lines.append(f"recsys_model_info{info} 1")
+    lines += [
+        "# HELP recsys_model_version The version folder of each model serving.",
+        "# TYPE recsys_model_version gauge",
+    ]
+    for snap in serving:
+        lines += [
+            f"recsys_model_version{labels(snap, model=m, version=version)} 1"
+            for m, version in snap["versions"]["models"].items()
+        ]
+    lines += [
+        "# HELP recsys_models_loaded_timestamp_seconds When the serving models were loaded.",
+        "# TYPE recsys_models_loaded_timestamp_seconds gauge",
+        *(f"recsys_models_loaded_timestamp_seconds{labels(snap)} {snap['loaded_at']:.3f}" for snap in serving),
+    ]
+    return lines
 
 
 def _clear(error: Exception) -> bool:
     """Errors whose message already says what is wrong and which file (no type name needed)."""
     return isinstance(error, MissingInput | CorruptModelError)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
 
 def _iso(seconds: float) -> str:

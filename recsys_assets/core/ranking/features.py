@@ -281,7 +281,8 @@ def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndar
     out = {}
     for name in ctx.channel_names:
         if f"in_{name}" in frame.columns:
-            values = frame[f"in_{name}"].cast(pl.Float32).fill_null(np.nan).to_numpy().copy()
+            # an integer column with nulls comes out as float with NaN
+            values = frame[f"in_{name}"].to_numpy().astype(np.float32)
             values[~deep] = np.nan
             out[name] = values
     return out
@@ -306,8 +307,9 @@ def _with_request_features(pairs: pl.DataFrame, session_log: pl.DataFrame | None
     return pairs.hstack(featured.select(S.SESSION_NUMERIC))
 
 
-# Frames this small (a request's candidates) take the context tables' columns by row lookup:
-# the same values as the left joins below, without their per-call planning and hashing
+# Frames this small (a request's candidates) take the context tables' columns and the genre
+# crosses by row lookup: the same values as the joins below, without their per-call planning
+# and hashing (larger frames join: polars' joins run on every core)
 GATHER_ROWS = 50_000
 CONTEXT_TABLES = (("users", "user_id"), ("items", "item_id"), ("user_index", "user_id"), ("item_index", "item_id"))
 
@@ -330,10 +332,20 @@ def _row_lookup(ctx: FeatureContext, name: str, key: str) -> tuple[np.ndarray, n
     return cache[name]
 
 
+def _lookup_rows(lookup: tuple[np.ndarray, np.ndarray, pl.DataFrame], wanted: np.ndarray) -> np.ndarray:
+    """The table rows of the ids `wanted` through a _row_lookup; -1 where an id is absent."""
+    ids, rows, _ = lookup
+    if not len(ids):
+        return np.full(len(wanted), -1, np.int64)
+    at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    return np.where(ids[at] == wanted, rows[at], -1)
+
+
 def prepare_lookups(ctx: FeatureContext) -> None:
     """Build the row lookups of feature_frame now (a loading server), not on the first request."""
     for name, key in CONTEXT_TABLES:
         _row_lookup(ctx, name, key)
+    ctx.derived["genre_cross"] = GenreCrossLookup.build(ctx)
 
 
 def _gathered(ctx: FeatureContext, frame: pl.DataFrame) -> pl.DataFrame | None:
@@ -347,14 +359,129 @@ def _gathered(ctx: FeatureContext, frame: pl.DataFrame) -> pl.DataFrame | None:
         ids, rows, rest = lookup
         if set(rest.columns) & set(frame.columns):
             return None
-        wanted = frame[key].to_numpy()
-        if len(ids):
-            at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
-            take = np.where(ids[at] == wanted, rows[at], rest.height - 1)  # the null row: no match
-        else:
-            take = np.zeros(len(wanted), np.int64)
-        frame = frame.hstack(rest[take])
+        take = _lookup_rows(lookup, frame[key].to_numpy())
+        frame = frame.hstack(rest[np.where(take >= 0, take, rest.height - 1)])  # the null row: no match
     return frame
+
+
+def _genre_crosses_by_join(ctx: FeatureContext, frame: pl.DataFrame, users: pl.Expr) -> pl.DataFrame:
+    """The genre crosses as joins (any context, e.g. one whose (user, genre) rows repeat)."""
+    exploded = (
+        frame.select("__row", "user_id", pl.col("genres").fill_null([]))
+        .explode("genres")
+        .rename({"genres": "genre"})
+        .drop_nulls("genre")
+    )
+    cross = (
+        exploded.join(ctx.user_genres.filter(users), on=["user_id", "genre"], how="inner")
+        .group_by("__row")
+        .agg(
+            pl.col("share").sum().alias("genre_share_sum"),
+            pl.col("share").max().alias("genre_share_max"),
+            pl.col("positives").sum().alias("genre_positives"),
+            pl.col("clicks").sum().alias("genre_clicks"),
+        )
+    )
+    return (
+        frame.join(cross, on="__row", how="left")
+        .sort("__row")
+        .with_columns(
+            pl.col("genre_share_sum", "genre_share_max", "genre_positives", "genre_clicks").fill_null(0.0),
+            # no top genre matches nothing (contains(null) would match a null in the list)
+            pl.when(pl.col("top_genre").is_not_null())
+            .then(pl.col("genres").fill_null([]).list.contains(pl.col("top_genre")))
+            .fill_null(False)
+            .cast(pl.Float32)
+            .alias("top_genre_match"),
+        )
+    )
+
+
+@dataclass
+class GenreCrossLookup:
+    """ctx's item genres and user genre history as arrays, built once per context: genre codes
+    per item (CSR over ctx.items' rows, null genres dropped) and the (user, genre) rows of
+    ctx.user_genres sorted by (user, genre code)."""
+
+    code: dict[str, int]
+    item_indptr: np.ndarray
+    item_genres: np.ndarray
+    users: np.ndarray  # sorted user ids of user_genres
+    keys: np.ndarray  # user position * n_genres + genre code, sorted
+    share: np.ndarray
+    positives: np.ndarray
+    clicks: np.ndarray
+
+    @classmethod
+    def build(cls, ctx: FeatureContext) -> GenreCrossLookup | None:
+        table = ctx.user_genres
+        if (
+            table["user_id"].null_count()
+            or table["genre"].null_count()
+            or table.select("user_id", "genre").is_duplicated().any()
+        ):
+            return None  # an inner join would match several rows or none: only the join mirrors it
+        item_lists = ctx.items["genres"].fill_null([]).to_list()
+        names = set(table["genre"].to_list()) | {g for gs in item_lists for g in gs if g is not None}
+        code = {g: j for j, g in enumerate(sorted(names))}
+        per_item = [[code[g] for g in gs if g is not None] for gs in item_lists]
+        indptr = np.zeros(len(per_item) + 1, np.int64)
+        indptr[1:] = np.cumsum([len(g) for g in per_item])
+        genres = np.fromiter((g for gs in per_item for g in gs), np.int64, count=int(indptr[-1]))
+        user_ids = table["user_id"].to_numpy()
+        genre_codes = np.array([code[g] for g in table["genre"].to_list()], np.int64)
+        users = np.unique(user_ids)
+        keys = np.searchsorted(users, user_ids) * max(len(code), 1) + genre_codes
+        order = np.argsort(keys, kind="stable")
+        return cls(
+            code=code,
+            item_indptr=indptr,
+            item_genres=genres,
+            users=users,
+            keys=keys[order],
+            share=table["share"].cast(pl.Float64).to_numpy()[order],
+            positives=table["positives"].cast(pl.Float64).to_numpy()[order],
+            clicks=table["clicks"].cast(pl.Float64).to_numpy()[order],
+        )
+
+
+def _genre_crosses(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndarray] | None:
+    """The genre crosses of `frame`'s rows by array lookups (the same values as
+    _genre_crosses_by_join, without its explode, join and group-by per call); None when the
+    context's tables cannot be looked up (see GenreCrossLookup.build, _row_lookup)."""
+    if "genre_cross" not in ctx.derived:
+        ctx.derived["genre_cross"] = GenreCrossLookup.build(ctx)
+    lookup: GenreCrossLookup | None = ctx.derived["genre_cross"]
+    items = _row_lookup(ctx, "items", "item_id")
+    if lookup is None or items is None or frame["item_id"].null_count() or frame["user_id"].null_count():
+        return None
+    n = frame.height
+    item_rows = _lookup_rows(items, frame["item_id"].to_numpy())  # -1: not in the catalog
+    safe = np.maximum(item_rows, 0)
+    counts = np.where(item_rows >= 0, lookup.item_indptr[safe + 1] - lookup.item_indptr[safe], 0)
+    entry_row = np.repeat(np.arange(n), counts)
+    # each row's genres: its item's CSR range, laid end to end
+    first = np.repeat(lookup.item_indptr[safe] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    entry_genre = lookup.item_genres[first + np.arange(len(entry_row))]
+    user_ids = frame["user_id"].to_numpy()[entry_row]
+    pos = np.minimum(np.searchsorted(lookup.users, user_ids), max(len(lookup.users) - 1, 0))
+    known = lookup.users[pos] == user_ids if len(lookup.users) else np.zeros(len(entry_row), bool)
+    key = pos * max(len(lookup.code), 1) + entry_genre
+    at = np.minimum(np.searchsorted(lookup.keys, key), max(len(lookup.keys) - 1, 0))
+    hit = known & (lookup.keys[at] == key) if len(lookup.keys) else known
+    rows, at = entry_row[hit], at[hit]
+    share_max = np.full(n, -np.inf)
+    np.maximum.at(share_max, rows, lookup.share[at])
+    top = frame["top_genre"].to_list()
+    top_code = np.array([lookup.code.get(g, -1) if g is not None else -1 for g in top], np.int64)
+    matched = entry_genre == top_code[entry_row]
+    return {
+        "genre_share_sum": np.bincount(rows, lookup.share[at], minlength=n),
+        "genre_share_max": np.where(np.isneginf(share_max), 0.0, share_max),
+        "genre_positives": np.bincount(rows, lookup.positives[at], minlength=n),
+        "genre_clicks": np.bincount(rows, lookup.clicks[at], minlength=n),
+        "top_genre_match": (np.bincount(entry_row[matched], minlength=n) > 0).astype(np.float32),
+    }
 
 
 def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame, session_log: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -373,50 +500,27 @@ def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame, session_log: pl.Data
         pl.col("surface").cast(pl.String),
         pl.col("device_type").cast(pl.String),
     )
+    gathered = _gathered(ctx, frame) if frame.height <= GATHER_ROWS else None
     # the context's tables cover every user / item: keep the pairs' rows before joining (a join
     # would hash all 1M users at L for a request of one)
-    users = pl.col("user_id").is_in(frame["user_id"].unique().implode())
-    items = pl.col("item_id").is_in(frame["item_id"].unique().implode())
-    gathered = _gathered(ctx, frame) if frame.height <= GATHER_ROWS else None
-    frame = (
-        gathered
-        if gathered is not None
-        else frame.join(ctx.users.filter(users), on="user_id", how="left")
-        .join(ctx.items.filter(items), on="item_id", how="left")
-        .join(ctx.user_index.filter(users), on="user_id", how="left")
-        .join(ctx.item_index.filter(items), on="item_id", how="left")
-        .sort("__row")
-    )
+    users = None if gathered is not None else pl.col("user_id").is_in(frame["user_id"].unique().implode())
+    if gathered is not None:
+        frame = gathered
+    else:
+        items = pl.col("item_id").is_in(frame["item_id"].unique().implode())
+        frame = (
+            frame.join(ctx.users.filter(users), on="user_id", how="left")
+            .join(ctx.items.filter(items), on="item_id", how="left")
+            .join(ctx.user_index.filter(users), on="user_id", how="left")
+            .join(ctx.item_index.filter(items), on="item_id", how="left")
+            .sort("__row")
+        )
     # user x item genre crosses: the item's genres against the user's genre history
-    exploded = (
-        frame.select("__row", "user_id", pl.col("genres").fill_null([]))
-        .explode("genres")
-        .rename({"genres": "genre"})
-        .drop_nulls("genre")
-    )
-    cross = (
-        exploded.join(ctx.user_genres.filter(users), on=["user_id", "genre"], how="inner")
-        .group_by("__row")
-        .agg(
-            pl.col("share").sum().alias("genre_share_sum"),
-            pl.col("share").max().alias("genre_share_max"),
-            pl.col("positives").sum().alias("genre_positives"),
-            pl.col("clicks").sum().alias("genre_clicks"),
-        )
-    )
-    frame = (
-        frame.join(cross, on="__row", how="left")
-        .sort("__row")
-        .with_columns(
-            pl.col("genre_share_sum", "genre_share_max", "genre_positives", "genre_clicks").fill_null(0.0),
-            pl.col("genres")
-            .fill_null([])
-            .list.contains(pl.col("top_genre"))
-            .fill_null(False)
-            .cast(pl.Float32)
-            .alias("top_genre_match"),
-        )
-    )
+    crosses = _genre_crosses(ctx, frame) if frame.height <= GATHER_ROWS else None
+    if crosses is not None:
+        frame = frame.with_columns(**{name: pl.Series(name, values) for name, values in crosses.items()})
+    else:
+        frame = _genre_crosses_by_join(ctx, frame, users if users is not None else pl.lit(True))
     channels = _channel_columns(
         ctx,
         frame["user_idx"].fill_null(-1).to_numpy(),
