@@ -434,3 +434,41 @@ def test_two_worker_processes_answer_alike_and_metrics_count_both(world):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.mark.parametrize("catalog", ["dense", "large"])
+def test_a_request_reads_its_rank_features_from_its_own_lists(world, monkeypatch, catalog):
+    """A known user without new signal on the day: the request's channel lists are the lists
+    rank_<channel> is defined by, so the ranker's rank features are read from them (no second
+    search) and equal a fresh search with the day's exclusions - on the dense searches of a
+    small catalog and on the large-catalog ones (faiss, sparse item-CF, popularity head)."""
+    from recsys_assets.core.ranking import features as F
+    from recsys_assets.core.ranking import funnel
+    from recsys_assets.core.recall.base import RecallModel
+    from recsys_assets.core.recall.models import ItemCFModel
+
+    if catalog == "large":  # the paths a 100k-item catalog takes, on this world's catalog
+        monkeypatch.setattr(RecallModel, "faiss_min_items", 0)
+        monkeypatch.setattr(ItemCFModel, "sparse_min_items", 0)
+    settings = world["settings"]
+    online = OnlineRecommender(
+        Lake(data_root=str(world["root"])),
+        ModelStore(models_root=settings.models_root),
+        settings.ranking,
+        settings.recall,
+        first_day=settings.start_date,
+    )
+    assert online.model is not None
+    users = sorted(set(world["recs"]["user_id"].to_list()))[:40]
+    reused = 0
+    for user in users:
+        candidates, path, ctx = online._candidates(user, online._history(user))
+        if "channel_depth" not in candidates.columns:
+            continue  # new signal on the day (or fold-in): searched with the day's exclusions
+        reused += 1
+        pairs = funnel.serving_pairs(candidates, settings.ranking.serving_surface)
+        ranks = [f"rank_{c}" for c in ctx.channel_names]
+        read = F.feature_frame(ctx, pairs).select(ranks)
+        searched = F.feature_frame(ctx, pairs.drop("channel_depth")).select(ranks)
+        assert read.equals(searched), (user, path)
+    assert reused >= 5

@@ -257,14 +257,16 @@ class OnlineRecommender:
 
     def _recall_lists_are_rank_lists(self, uidx: int, blocked: np.ndarray, ctx: F.FeatureContext) -> bool:
         """Whether the request's channel lists are exactly the ones feature_frame would search for
-        rank_<channel>, so their positions can be read instead of searching each channel again:
-        the same exclusions as the day's context (its exclusion row plus blocked items: no new
-        signal on the day), lists as deep as rank_depth (a deeper top-k may order ties
-        differently), dense searches (catalog below faiss_min_items) and a training positive in
-        the window (without one a personal channel ranks nothing)."""
+        rank_<channel>, so their positions can be read instead of searching each channel again
+        (as the batch path reads them from recall_candidates): the same exclusions as the day's
+        context (its exclusion row plus blocked items: no new signal on the day), lists as deep
+        as rank_depth (a deeper top-k may order ties differently) and a training positive in the
+        window (without one a personal channel ranks nothing). On a large catalog (faiss, the
+        sparse item-CF and popularity heads) the searches are exact too: the same items in the
+        same order, exact score ties aside (tests/test_server.py checks both catalog sizes)."""
         if ctx.exclude is None or ctx.blocked_items is None or ctx.window_users is None:
             return False
-        if self.recall.candidates_k != ctx.rank_depth or len(self.item_of) >= RecallModel.faiss_min_items:
+        if self.recall.candidates_k != ctx.rank_depth:
             return False
         if uidx >= len(ctx.window_users) or not ctx.window_users[uidx]:
             return False
