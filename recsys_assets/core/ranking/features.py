@@ -422,14 +422,14 @@ class GenreCrossLookup:
         ):
             return None  # an inner join would match several rows or none: only the join mirrors it
         item_lists = ctx.items["genres"].fill_null([]).to_list()
-        names = set(table["genre"].to_list()) | {g for gs in item_lists for g in gs if g is not None}
+        names = set(table["genre"].unique().to_list()) | {g for gs in item_lists for g in gs if g is not None}
         code = {g: j for j, g in enumerate(sorted(names))}
         per_item = [[code[g] for g in gs if g is not None] for gs in item_lists]
         indptr = np.zeros(len(per_item) + 1, np.int64)
         indptr[1:] = np.cumsum([len(g) for g in per_item])
         genres = np.fromiter((g for gs in per_item for g in gs), np.int64, count=int(indptr[-1]))
         user_ids = table["user_id"].to_numpy()
-        genre_codes = np.array([code[g] for g in table["genre"].to_list()], np.int64)
+        genre_codes = table["genre"].replace_strict(list(code), list(code.values()), return_dtype=pl.Int64).to_numpy()
         users = np.unique(user_ids)
         keys = np.searchsorted(users, user_ids) * max(len(code), 1) + genre_codes
         order = np.argsort(keys, kind="stable")
