@@ -250,3 +250,23 @@ def test_partitions_written_before_version_2_still_build(tmp_path):
     assert build_table("interactions.sql", inputs, params, out) == 1
     assert con.sql(f"SELECT clicked, session_id, price FROM '{out}'").fetchall() == [(True, None, None)]
     assert day_session_log(lake, "2026-01-05").height == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_live_sessions_request_features_equal_the_log_path(seed):
+    """SessionState.request_features (the server's one request, no shown list) gives exactly
+    what request_features() gives the same request's rows against the session's log: random
+    sessions with repeated items, equal timestamps, actions at and after the request time,
+    candidates touched and untouched."""
+    rng = np.random.default_rng(seed)
+    state = S.SessionState(f"s{seed}")
+    kinds = ["view", "click", "play", "view"]
+    for _ in range(int(rng.integers(0, 15))):
+        state.add(int(rng.integers(1, 8)), kinds[int(rng.integers(0, 4))], at(float(rng.integers(0, 12)) * 7.5))
+    when = at(float(rng.integers(0, 100)))
+    items = np.array(sorted(set(rng.integers(1, 12, size=9).tolist())), np.int64)
+    rows = state.request(pl.DataFrame({"item_id": items, "position": [None] * len(items)}), when)
+    expected = S.request_features(rows, state.log()).select(S.SESSION_NUMERIC)
+    got = state.request_features(items, when)
+    assert got.columns == list(S.SESSION_NUMERIC)
+    assert got.equals(expected), (state.actions, when)

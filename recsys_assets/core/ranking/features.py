@@ -292,9 +292,14 @@ def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndar
 _NO_REQUEST_FEATURES = [pl.lit(None, pl.Float32).alias(c) for c in S.SESSION_NUMERIC]
 
 
-def _with_request_features(pairs: pl.DataFrame, session_log: pl.DataFrame | None) -> pl.DataFrame:
-    """pairs with S.SESSION_NUMERIC: computed when the pairs carry their request (request_id,
-    session_id, requested_at, price; missing ones are null), null otherwise."""
+def _with_request_features(
+    pairs: pl.DataFrame, session_log: pl.DataFrame | None, request_features: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """pairs with S.SESSION_NUMERIC: `request_features` when given (a live session's, computed
+    by its SessionState), computed when the pairs carry their request (request_id, session_id,
+    requested_at, price; missing ones are null), null otherwise."""
+    if request_features is not None:
+        return pairs.hstack(request_features.select(S.SESSION_NUMERIC))
     if "request_id" not in pairs.columns:
         return pairs.with_columns(_NO_REQUEST_FEATURES)
     extra = {
@@ -484,15 +489,23 @@ def _genre_crosses(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.nda
     }
 
 
-def feature_frame(ctx: FeatureContext, pairs: pl.DataFrame, session_log: pl.DataFrame | None = None) -> pl.DataFrame:
+def feature_frame(
+    ctx: FeatureContext,
+    pairs: pl.DataFrame,
+    session_log: pl.DataFrame | None = None,
+    request_features: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """`pairs` (user_id, item_id, position, surface, device_type, any extra columns) with every
     ranking feature appended; row order and extra columns are kept. Pairs that carry their
     request (request_id, session_id, requested_at, price) get the request-time features from
-    `session_log` (S.LOG_SCHEMA: the sessions' actions; only those before each request count)."""
+    `session_log` (S.LOG_SCHEMA: the sessions' actions; only those before each request count);
+    `request_features` gives them instead, row by row (a live session's, SessionState)."""
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs need columns {missing}")
-    pairs = _with_request_features(pairs.drop([c for c in S.SESSION_NUMERIC if c in pairs.columns]), session_log)
+    pairs = _with_request_features(
+        pairs.drop([c for c in S.SESSION_NUMERIC if c in pairs.columns]), session_log, request_features
+    )
     frame = pairs.with_row_index("__row").with_columns(
         pl.col("user_id").cast(pl.Int64),
         pl.col("item_id").cast(pl.Int64),

@@ -90,7 +90,9 @@ def score_candidates(
     if session is not None:
         if at is None:
             raise ValueError("a session request needs its time (at)")
-        frame = F.feature_frame(ctx, session.request(pairs, at), session.log())
+        # the live session's features by its own arithmetic (the same values as the log path)
+        features = session.request_features(pairs["item_id"].to_numpy(), at)
+        frame = F.feature_frame(ctx, session.request(pairs, at), request_features=features)
         return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
     frame = F.feature_frame(ctx, pairs)
     return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 SESSION_ITEM = (
@@ -60,6 +61,8 @@ LOG_SCHEMA = pl.Schema(
 )
 # Rows to featurise: one per (request, item); requested_at and session_id are the request's.
 REQUEST_COLUMNS = ("request_id", "session_id", "requested_at", "item_id", "position", "price")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def empty_log() -> pl.DataFrame:
@@ -234,6 +237,48 @@ class SessionState:
             {"session_id": [self.session_id] * len(items), "item_id": items, "type": types, "occurred_at": times},
             schema=LOG_SCHEMA,
         )
+
+    def request_features(self, items: np.ndarray, at: dt.datetime) -> pl.DataFrame:
+        """SESSION_NUMERIC of one request of this session at `at` for `items`, with no shown
+        list (the online case: list features null): the values request_features() gives the
+        rows of self.request() against self.log() (tests/test_session_features.py proves it),
+        by arithmetic over the session's few actions - a server's ~100 candidates and ~10
+        actions cost polars more in per-call planning than in work."""
+        n = len(items)
+        at_us = (at - _EPOCH) // _MICROSECOND
+        # the log's numbering: time order, ties by type, then item (as _prepared_log)
+        actions = sorted(((when - _EPOCH) // _MICROSECOND, kind, item) for item, kind, when in self.actions)
+        before = [a for a in actions if a[0] < at_us]  # a prefix: strictly before the request
+        values = {name: np.full(n, np.nan) for name in SESSION_NUMERIC}
+        if before:
+            last_step = len(before) - 1
+            _, last_type, last_item = before[-1]
+            values["s_actions"][:] = len(before)
+            values["s_seconds"][:] = (at_us - actions[0][0]) // 1_000_000
+            values["s_distinct_items"][:] = len({item for _, _, item in before})
+            values["s_prev_is_view"][:] = float(last_type == "view")
+            values["s_prev_is_click"][:] = float(last_type == "click")
+        else:
+            last_step, last_item = None, None
+            for name in ("s_actions", "s_seconds", "s_distinct_items", "s_prev_is_view", "s_prev_is_click"):
+                values[name][:] = 0.0
+        per_item: dict[int, list] = {}  # item -> [actions, views, clicks, last step, last time]
+        for step, (when, kind, item) in enumerate(before):
+            seen = per_item.setdefault(item, [0, 0, 0, step, when])
+            seen[0] += 1
+            seen[1] += kind == "view"
+            seen[2] += kind == "click"
+            seen[3], seen[4] = max(seen[3], step), max(seen[4], when)
+        for row, item in enumerate(np.asarray(items, np.int64).tolist()):
+            seen = per_item.get(item)
+            if seen is not None:
+                values["s_item_actions"][row], values["s_item_views"][row], values["s_item_clicks"][row] = seen[:3]
+                values["s_item_seconds_ago"][row] = (at_us - seen[4]) // 1_000_000
+                values["s_item_steps_ago"][row] = last_step - seen[3]
+            else:
+                values["s_item_actions"][row] = values["s_item_views"][row] = values["s_item_clicks"][row] = 0.0
+            values["s_item_is_last"][row] = float(item == last_item)
+        return pl.DataFrame([pl.Series(name, v.astype(np.float32), nan_to_null=True) for name, v in values.items()])
 
     def request(self, candidates: pl.DataFrame, at: dt.datetime) -> pl.DataFrame:
         """`candidates` (user_id, item_id, ...) as the rows of one request of this session at
