@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from datetime import date
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,8 @@ from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.training import load_day
 from recsys_assets.settings import RecallConfig
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 
 def candidate_users(data, recent_days: int | None) -> np.ndarray:
@@ -249,9 +251,11 @@ def scan_candidates(lake: Lake, day: str, limit: int) -> pl.LazyFrame:
     return serving_candidates(scan_polars([path]), limit)
 
 
-def serving_candidates(frame: pl.LazyFrame, limit: int) -> pl.LazyFrame:
+def serving_candidates(frame: FrameT, limit: int) -> FrameT:
     """Rows in recall_candidates' columns as the ranking stage reads them: RRF, the first
-    `limit` per user, rank/score as recall_rank/recall_score, channel ranks as in_<channel>."""
+    `limit` per user, rank/score as recall_rank/recall_score, channel ranks as in_<channel>.
+    Lazy for a partition; eager for one request's rows (a lazy plan's optimisation alone
+    costs ~1 ms, five times the work on a request's 200 rows)."""
     frame = frame.filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
     columns = frame.collect_schema().names()
     # channel ranks inside the candidate lists become in_<channel> (0 = absent): feature_frame

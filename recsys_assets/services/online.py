@@ -248,9 +248,7 @@ class OnlineRecommender:
         # without channel_depth the ranker's rank_<channel> features come from the day's context
         # (feature_frame searches the channels with the batch exclusions), as for the batch lists;
         # in_<channel> stays the channels that proposed each item
-        frame = serving_candidates(
-            cast(pl.DataFrame, pl.from_arrow(table)).lazy(), self.ranking.rank_candidates
-        ).collect()
+        frame = serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)), self.ranking.rank_candidates)
         if self._recall_lists_are_rank_lists(uidx, blocked, ctx):
             return frame, path, ctx  # channel_depth kept: feature_frame reads the ranks from the lists
         return frame.drop("channel_depth"), path, ctx

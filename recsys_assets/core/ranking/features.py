@@ -516,10 +516,11 @@ def feature_frame(
     gathered = _gathered(ctx, frame) if frame.height <= GATHER_ROWS else None
     # the context's tables cover every user / item: keep the pairs' rows before joining (a join
     # would hash all 1M users at L for a request of one)
-    users = None if gathered is not None else pl.col("user_id").is_in(frame["user_id"].unique().implode())
+    users: pl.Expr | None = None
     if gathered is not None:
         frame = gathered
     else:
+        users = pl.col("user_id").is_in(frame["user_id"].unique().implode())
         items = pl.col("item_id").is_in(frame["item_id"].unique().implode())
         frame = (
             frame.join(ctx.users.filter(users), on="user_id", how="left")

@@ -270,11 +270,11 @@ class SessionState:
             seen[2] += kind == "click"
             seen[3], seen[4] = max(seen[3], step), max(seen[4], when)
         for row, item in enumerate(np.asarray(items, np.int64).tolist()):
-            seen = per_item.get(item)
-            if seen is not None:
-                values["s_item_actions"][row], values["s_item_views"][row], values["s_item_clicks"][row] = seen[:3]
-                values["s_item_seconds_ago"][row] = (at_us - seen[4]) // 1_000_000
-                values["s_item_steps_ago"][row] = last_step - seen[3]
+            touched = per_item.get(item)
+            if touched is not None:
+                values["s_item_actions"][row], values["s_item_views"][row], values["s_item_clicks"][row] = touched[:3]
+                values["s_item_seconds_ago"][row] = (at_us - touched[4]) // 1_000_000
+                values["s_item_steps_ago"][row] = last_step - touched[3]
             else:
                 values["s_item_actions"][row] = values["s_item_views"][row] = values["s_item_clicks"][row] = 0.0
             values["s_item_is_last"][row] = float(item == last_item)
