@@ -251,3 +251,13 @@ def test_genre_crosses_with_repeated_user_genre_rows_fall_back_to_the_join():
     assert F._genre_crosses(ctx, frame) is None
     # the join counts both rows
     assert F._genre_crosses_by_join(ctx, frame, pl.lit(True))["genre_positives"].to_list() == [3.0]
+
+
+def test_pairs_among_matches_whole_pairs_of_ids_of_any_size():
+    big = 2**62
+    users = np.array([1, 1, 2, big, big, 3])
+    items = np.array([10, 11, 10, 7, big, 10])
+    seen_users, seen_items = np.array([1, 2, big, 9]), np.array([11, 11, big, 10])
+    # (2, 10) is not seen although user 2 and item 10 each appear in a seen pair
+    assert funnel.pairs_among(users, items, seen_users, seen_items).tolist() == [False, True, False, False, True, False]
+    assert not funnel.pairs_among(users, items, np.zeros(0, np.int64), np.zeros(0, np.int64)).any()

@@ -109,6 +109,16 @@ def lists_by(
     return out
 
 
+def pairs_among(users: np.ndarray, items: np.ndarray, other_users: np.ndarray, other_items: np.ndarray) -> np.ndarray:
+    """Per pair (users[j], items[j]): whether it is one of the pairs (other_users, other_items).
+    Ids of any size: each is replaced by its rank among the ids of both sides, so a pair is one
+    int64 key."""
+    user_ids, user_rank = np.unique(np.concatenate([users, other_users]), return_inverse=True)
+    item_ids, item_rank = np.unique(np.concatenate([items, other_items]), return_inverse=True)
+    keys = user_rank.astype(np.int64) * len(item_ids) + item_rank
+    return np.isin(keys[: len(users)], keys[len(users) :])
+
+
 def rerank_frame(
     frame: pl.DataFrame,
     k: int,
@@ -124,15 +134,12 @@ def rerank_frame(
     schema = {"user_id": pl.Int64, "rank": pl.Int64, "item_id": pl.Int64, "score": pl.Float64}
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
-    pairs = frame.select("user_id", "item_id", "ranker_score").with_row_index("__row")
+    user_ids = frame["user_id"].to_numpy()
+    items = frame["item_id"].to_numpy().astype(np.int64)
     if seen is not None and seen.height:
-        pairs = pairs.join(
-            seen.select("user_id", "item_id").unique().with_columns(pl.lit(True).alias("__seen")),
-            on=["user_id", "item_id"],
-            how="left",
-        ).sort("__row")
-    watched = pairs["__seen"].fill_null(False).to_numpy() if "__seen" in pairs.columns else np.zeros(pairs.height, bool)
-    user_ids = pairs["user_id"].to_numpy()
+        watched = pairs_among(user_ids, items, seen["user_id"].to_numpy(), seen["item_id"].to_numpy())
+    else:
+        watched = np.zeros(frame.height, bool)
     uniq, first, inverse = np.unique(user_ids, return_index=True, return_inverse=True)
     appearance = np.argsort(first, kind="stable")
     code = np.argsort(appearance)[inverse]  # user code = order of first appearance
@@ -140,8 +147,7 @@ def rerank_frame(
     counts = np.bincount(code)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     position = np.arange(len(entries)) - starts[code[entries]]
-    items = pairs["item_id"].to_numpy().astype(np.int64)
-    scores = pairs["ranker_score"].to_numpy().astype(np.float64)
+    scores = frame["ranker_score"].to_numpy().astype(np.float64)
     item_rows = attrs.rows(items)
     genre_code = attrs.genre_code  # once per catalog snapshot, not per call
     parts = []
