@@ -253,11 +253,24 @@ def test_genre_crosses_with_repeated_user_genre_rows_fall_back_to_the_join():
     assert F._genre_crosses_by_join(ctx, frame, pl.lit(True))["genre_positives"].to_list() == [3.0]
 
 
-def test_pairs_among_matches_whole_pairs_of_ids_of_any_size():
+def test_pair_index_matches_whole_pairs_of_ids_of_any_size():
     big = 2**62
     users = np.array([1, 1, 2, big, big, 3])
     items = np.array([10, 11, 10, 7, big, 10])
-    seen_users, seen_items = np.array([1, 2, big, 9]), np.array([11, 11, big, 10])
-    # (2, 10) is not seen although user 2 and item 10 each appear in a seen pair
-    assert funnel.pairs_among(users, items, seen_users, seen_items).tolist() == [False, True, False, False, True, False]
-    assert not funnel.pairs_among(users, items, np.zeros(0, np.int64), np.zeros(0, np.int64)).any()
+    other_users, other_items = np.array([1, 2, big, 9, big]), np.array([11, 11, big, 10, big])
+    # (2, 10) is absent although user 2 and item 10 each appear in another pair; a repeated
+    # pair gives its first position
+    assert funnel.pair_index(users, items, other_users, other_items).tolist() == [-1, 0, -1, -1, 2, -1]
+    assert (funnel.pair_index(users, items, np.zeros(0, np.int64), np.zeros(0, np.int64)) == -1).all()
+
+
+def test_proposing_channels_name_the_lists_that_held_each_pair():
+    from recsys_assets.services.serving import proposing_channels
+
+    candidates = pl.DataFrame(
+        {"user_id": [1, 1, 2], "item_id": [10, 11, 10], "in_als": [3, 0, None], "in_ease": [1, 2, 5]}
+    )
+    out = pl.DataFrame({"user_id": [2, 1, 1, 3], "item_id": [10, 11, 10, 10]})
+    assert proposing_channels(candidates, out).to_list() == [["ease"], ["ease"], ["als", "ease"], None]
+    bare = candidates.select("user_id", "item_id")
+    assert proposing_channels(bare, out).to_list() == [[], [], [], None]

@@ -387,6 +387,28 @@ def because_you_watched(
     return pl.Series("because_you_watched", pl.from_arrow(lists), dtype=pl.List(pl.Int64))
 
 
+def proposing_channels(candidates: pl.DataFrame, out: pl.DataFrame) -> pl.Series:
+    """`channels` of each row of `out` (user_id, item_id): the channels whose list held the
+    pair among `candidates` (in_<channel> > 0), in column order; null for a pair not there."""
+    names = [c.removeprefix("in_") for c in candidates.columns if c.startswith("in_")]
+    row = funnel.pair_index(
+        out["user_id"].to_numpy(),
+        out["item_id"].to_numpy(),
+        candidates["user_id"].to_numpy(),
+        candidates["item_id"].to_numpy(),
+    )
+    listed = np.zeros((out.height, len(names)), bool)
+    if len(names):
+        held = candidates.select(pl.col([f"in_{n}" for n in names]).fill_null(0) > 0).to_numpy()
+        listed[row >= 0] = held[row[row >= 0]]
+    rows, cols = np.nonzero(listed)  # row by row, channels in column order
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=out.height))]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(names, pa.string()).take(pa.array(cols)), mask=pa.array(row < 0)
+    )
+    return pl.Series("channels", pl.from_arrow(lists), dtype=pl.List(pl.String))
+
+
 def champion_order(candidates: pl.DataFrame, recall_champion: str | None) -> pl.DataFrame:
     """Recall order when no ranker serves: the items the serving recall champion's channel
     proposed first, in its own rank (in_<champion>), then the rest in the fused order
@@ -438,19 +460,7 @@ def recommend_users(
     out = funnel.rerank_frame(scored, settings.top_k, rules(settings), attrs, history).with_columns(
         pl.lit(stage).alias("stage")
     )
-    in_cols = [c for c in candidates.columns if c.startswith("in_")]
-    channel_lists = (
-        candidates.select(
-            "user_id",
-            "item_id",
-            pl.concat_list([pl.when(pl.col(c) > 0).then(pl.lit(c.removeprefix("in_"))) for c in in_cols])
-            .list.drop_nulls()
-            .alias("channels"),
-        )
-        if in_cols
-        else candidates.select("user_id", "item_id", pl.lit([], pl.List(pl.String)).alias("channels"))
-    )
-    out = out.join(channel_lists, on=["user_id", "item_id"], how="left")
+    out = out.with_columns(proposing_channels(candidates, out))
     timings["rerank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     if not explain or out.height == 0:

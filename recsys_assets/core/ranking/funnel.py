@@ -109,14 +109,19 @@ def lists_by(
     return out
 
 
-def pairs_among(users: np.ndarray, items: np.ndarray, other_users: np.ndarray, other_items: np.ndarray) -> np.ndarray:
-    """Per pair (users[j], items[j]): whether it is one of the pairs (other_users, other_items).
-    Ids of any size: each is replaced by its rank among the ids of both sides, so a pair is one
-    int64 key."""
+def pair_index(users: np.ndarray, items: np.ndarray, other_users: np.ndarray, other_items: np.ndarray) -> np.ndarray:
+    """Per pair (users[j], items[j]): the position of the same pair among (other_users,
+    other_items), the first if it repeats, -1 where absent. Ids of any size: each is replaced
+    by its rank among the ids of both sides, so a pair is one int64 key."""
     user_ids, user_rank = np.unique(np.concatenate([users, other_users]), return_inverse=True)
     item_ids, item_rank = np.unique(np.concatenate([items, other_items]), return_inverse=True)
     keys = user_rank.astype(np.int64) * len(item_ids) + item_rank
-    return np.isin(keys[: len(users)], keys[len(users) :])
+    own, other = keys[: len(users)], keys[len(users) :]
+    if not len(other):
+        return np.full(len(own), -1, np.int64)
+    order = np.argsort(other, kind="stable")
+    at = np.minimum(np.searchsorted(other[order], own), len(other) - 1)
+    return np.where(other[order][at] == own, order[at], -1)
 
 
 def rerank_frame(
@@ -137,7 +142,7 @@ def rerank_frame(
     user_ids = frame["user_id"].to_numpy()
     items = frame["item_id"].to_numpy().astype(np.int64)
     if seen is not None and seen.height:
-        watched = pairs_among(user_ids, items, seen["user_id"].to_numpy(), seen["item_id"].to_numpy())
+        watched = pair_index(user_ids, items, seen["user_id"].to_numpy(), seen["item_id"].to_numpy()) >= 0
     else:
         watched = np.zeros(frame.height, bool)
     uniq, first, inverse = np.unique(user_ids, return_index=True, return_inverse=True)
