@@ -503,9 +503,8 @@ def feature_frame(
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs need columns {missing}")
-    pairs = _with_request_features(
-        pairs.drop([c for c in S.SESSION_NUMERIC if c in pairs.columns]), session_log, request_features
-    )
+    stale = [c for c in S.SESSION_NUMERIC if c in pairs.columns]
+    pairs = _with_request_features(pairs.drop(stale) if stale else pairs, session_log, request_features)
     frame = pairs.with_row_index("__row").with_columns(
         pl.col("user_id").cast(pl.Int64),
         pl.col("item_id").cast(pl.Int64),
@@ -531,24 +530,30 @@ def feature_frame(
         )
     # user x item genre crosses: the item's genres against the user's genre history
     crosses = _genre_crosses(ctx, frame) if frame.height <= GATHER_ROWS else None
-    if crosses is not None:
-        frame = frame.with_columns(**{name: pl.Series(name, values) for name, values in crosses.items()})
-    else:
+    if crosses is None:
         frame = _genre_crosses_by_join(ctx, frame, users if users is not None else pl.lit(True))
     channels = _channel_columns(
-        ctx,
-        frame["user_idx"].fill_null(-1).to_numpy(),
-        frame["item_idx"].fill_null(-1).to_numpy(),
-        listed=_listed_ranks(ctx, frame),
+        ctx, _index_array(frame["user_idx"]), _index_array(frame["item_idx"]), listed=_listed_ranks(ctx, frame)
     )
-    frame = frame.with_columns(**{name: pl.Series(values) for name, values in channels.items()})
-    numeric = numeric_features(ctx.channel_names)
-    keep = (
-        list(pairs.columns)
-        + [c for c in numeric if c not in pairs.columns]
-        + [c for c in CATEGORICAL if c not in pairs.columns]
+    # the computed columns appended in one step (a request pays polars' fixed cost per step)
+    added = (crosses or {}) | channels
+    replaced = [name for name in added if name in frame.columns]
+    frame = (frame.drop(replaced) if replaced else frame).hstack(
+        [pl.Series(name, values) for name, values in added.items()]
     )
-    return frame.with_columns(pl.col(numeric).cast(pl.Float32)).select(keep)
+    numeric = set(numeric_features(ctx.channel_names))
+    keep = list(pairs.columns) + [c for c in numeric_features(ctx.channel_names) if c not in pairs.columns]
+    keep += [c for c in CATEGORICAL if c not in pairs.columns]
+    return frame.select([pl.col(c).cast(pl.Float32) if c in numeric else pl.col(c) for c in keep])
+
+
+def _index_array(indices: pl.Series) -> np.ndarray:
+    """A dictionary index column as int64, -1 where null (no polars step: a request's frames
+    are small enough that each step's fixed cost shows)."""
+    values = indices.to_numpy()
+    if values.dtype.kind == "f":  # an integer column with nulls comes out as float with NaN
+        values = np.where(np.isnan(values), -1, values)
+    return values.astype(np.int64)
 
 
 def encode(frame: pl.DataFrame, encoder: HashEncoder, channel_names: tuple[str, ...]) -> np.ndarray:
