@@ -256,14 +256,15 @@ def serving_candidates(frame: FrameT, limit: int) -> FrameT:
     `limit` per user, rank/score as recall_rank/recall_score, channel ranks as in_<channel>.
     Lazy for a partition; eager for one request's rows (a lazy plan's optimisation alone
     costs ~1 ms, five times the work on a request's 200 rows)."""
-    frame = frame.filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit))
     columns = frame.collect_schema().names()
     # channel ranks inside the candidate lists become in_<channel> (0 = absent): feature_frame
     # reads them as rank_<channel> when channel_depth (the lists' length) covers rank_depth
-    return frame.rename(
-        {"rank": "recall_rank", "score": "recall_score"}
-        | {c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")}
-    ).drop("method", "day")
+    names = {"rank": "recall_rank", "score": "recall_score"} | {
+        c: "in_" + c.removeprefix("rank_") for c in columns if c.startswith("rank_")
+    }
+    return frame.filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit)).select(
+        [pl.col(c).alias(names.get(c, c)) for c in columns if c not in ("method", "day")]
+    )
 
 
 def read_candidates(lake: Lake, day: str, limit: int, users: np.ndarray | None = None) -> pl.DataFrame:

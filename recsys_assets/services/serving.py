@@ -399,7 +399,8 @@ def proposing_channels(candidates: pl.DataFrame, out: pl.DataFrame) -> pl.Series
     )
     listed = np.zeros((out.height, len(names)), bool)
     if len(names):
-        held = candidates.select(pl.col([f"in_{n}" for n in names]).fill_null(0) > 0).to_numpy()
+        # (a column with nulls comes out as float with NaN, which is not > 0: absent)
+        held = np.column_stack([candidates[f"in_{n}"].to_numpy() > 0 for n in names])
         listed[row >= 0] = held[row[row >= 0]]
     rows, cols = np.nonzero(listed)  # row by row, channels in column order
     offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=out.height))]).astype(np.int32)
@@ -457,17 +458,17 @@ def recommend_users(
         stage = "recall_rerank"
     timings["rank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    out = funnel.rerank_frame(scored, settings.top_k, rules(settings), attrs, history).with_columns(
-        pl.lit(stage).alias("stage")
-    )
-    out = out.with_columns(proposing_channels(candidates, out))
+    out = funnel.rerank_frame(scored, settings.top_k, rules(settings), attrs, history)
+    labels: list[pl.Expr | pl.Series] = [pl.lit(stage).alias("stage"), proposing_channels(candidates, out)]
     timings["rerank_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     if not explain or out.height == 0:
         return out.with_columns(
+            *labels,
             pl.lit([], pl.List(pl.Int64)).alias("because_you_watched"),
             pl.lit([], pl.List(pl.String)).alias("top_features"),
         ).sort("user_id", "rank")
+    out = out.with_columns(*labels)
     # because you watched: the user's history items closest to the recommended item
     ids, vectors = item_vectors(ctx, attrs)
     out = out.with_columns(because_you_watched(ids, vectors, out, history, settings.explain_history_items))

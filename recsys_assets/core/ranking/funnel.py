@@ -93,9 +93,10 @@ def score_candidates(
         # the live session's features by its own arithmetic (the same values as the log path)
         features = session.request_features(pairs["item_id"].to_numpy(), at)
         frame = F.feature_frame(ctx, session.request(pairs, at), request_features=features)
-        return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
-    frame = F.feature_frame(ctx, pairs)
-    return frame.with_columns(pl.Series("ranker_score", ranker.score(frame)))
+    else:
+        frame = F.feature_frame(ctx, pairs)
+    scores = pl.Series("ranker_score", ranker.score(frame))
+    return (frame.drop("ranker_score") if "ranker_score" in frame.columns else frame).hstack([scores])
 
 
 def lists_by(
