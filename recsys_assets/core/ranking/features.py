@@ -333,7 +333,8 @@ def _row_lookup(ctx: FeatureContext, name: str, key: str) -> tuple[np.ndarray, n
             ids = column.to_numpy()
             order = np.argsort(ids, kind="stable")
             rest = table.drop(key)
-            cache[name] = (ids[order], order, pl.concat([rest, rest.clear(1)]))
+            # one chunk: a gather from a two-chunk frame (list columns above all) costs several times more
+            cache[name] = (ids[order], order, pl.concat([rest, rest.clear(1)], rechunk=True))
     return cache[name]
 
 
