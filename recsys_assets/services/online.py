@@ -174,6 +174,9 @@ class OnlineRecommender:
         next_day = (self.day_date + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
         prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
+        for channel in self.recall_channels.values():  # per-model caches (normalised profiles) now
+            if isinstance(channel.model, recall_models.ContentColdStartModel) and channel.n_users:
+                channel.model.score(np.zeros(1, np.int64))
         if "als" in self.recall_channels:  # the fold-in solver (and its imports: ~0.1 s) now, not on a request
             als = self.recall_channels["als"]
             cast("recall_models.ALSModel", als.model).fold_in(sp.csr_matrix((1, als.n_items), dtype=np.float32))

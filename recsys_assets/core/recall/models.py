@@ -1221,8 +1221,10 @@ class ContentColdStartModel(RecallModel):
 
     def score_profiles(self, profiles: sp.csr_matrix) -> np.ndarray:
         """Scores for raw (unnormalised) profiles, e.g. rows of positives @ content of new users."""
+        return self._score_normalised(_row_normalise(sp.csr_matrix(profiles)).astype(np.float32))
+
+    def _score_normalised(self, profiles: sp.csr_matrix) -> np.ndarray:
         item_vectors = _fitted(self.item_vectors, "item_vectors")
-        profiles = _row_normalise(sp.csr_matrix(profiles)).astype(np.float32)
         if self.projected:
             return self._user_space(profiles) @ _fitted(self._item_vectors(), "item_vectors").T
         scores = _dense(profiles @ item_vectors.T)
@@ -1232,7 +1234,14 @@ class ContentColdStartModel(RecallModel):
         return scores
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return self.score_profiles(_fitted(self.user_profiles, "user_profiles")[_as_users(users)])
+        profiles = _fitted(self.user_profiles, "user_profiles")
+        if self._loaded_cache is None:
+            return self.score_profiles(profiles[_as_users(users)])
+        # a loaded model answers one user per call online: its profiles normalised once (row by
+        # row, so each row exactly as score_profiles would normalise it)
+        if "normalised_profiles" not in self._loaded_cache:
+            self._loaded_cache["normalised_profiles"] = _row_normalise(profiles).astype(np.float32)
+        return self._score_normalised(self._loaded_cache["normalised_profiles"][_as_users(users)])
 
     def search_item_vectors(self) -> np.ndarray | None:
         """Cosine = normalised profile · normalised item vector (both projected when the model
