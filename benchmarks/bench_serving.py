@@ -64,23 +64,17 @@ def start_server(data_root: str, tier: str | None, port: int, workers: int) -> s
     return subprocess.Popen(command + (["--tier", tier] if tier else []), cwd=ROOT)
 
 
-def wait_ready(base: str, server: subprocess.Popen, workers: int, seconds: float = 900) -> dict:
-    """/ready of a worker, once every worker has loaded its models (/metrics lists each)."""
+def wait_ready(base: str, server: subprocess.Popen, seconds: float = 900) -> dict:
+    """/ready once it is 200: every worker has loaded its models."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with status {server.returncode}")
         try:
             with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
-                ready = json.loads(response.read())
-            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-                lines = response.read().decode().splitlines()
-            loaded = sum(line.startswith("recsys_ready") and line.endswith(" 1") for line in lines)
-            if loaded >= workers:
-                return ready
+                return json.loads(response.read())
         except OSError:
-            pass
-        time.sleep(0.5)
+            time.sleep(0.5)
     raise SystemExit("the server did not become ready")
 
 
@@ -256,7 +250,7 @@ def main():
     base = f"http://127.0.0.1:{port}"
     server = start_server(root, args.tier, port, args.workers)
     try:
-        ready = wait_ready(base, server, args.workers)
+        ready = wait_ready(base, server)
         print(f"server ready: models of {ready['versions']['day']}")
         warm = Client(port)
         for user in users[:20]:

@@ -400,16 +400,20 @@ def test_two_worker_processes_answer_alike_and_metrics_count_both(world):
     )
     try:
 
-        def both_ready():
+        def ready():
             assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
             try:
-                text = call(f"{base}/metrics")[1]
+                return call(f"{base}/ready")
             except OSError:
                 return None
-            ready = _metric_lines(text, "recsys_ready") if isinstance(text, str) else {}
-            return text if len(ready) == 2 and all(v == 1 for v in ready.values()) else None
 
-        wait_for(both_ready, seconds=180)
+        # /ready is 200 only once both workers have loaded (whichever of them answers)
+        status, answer = wait_for(lambda: (r := ready()) and r[0] == 200 and r, seconds=180)
+        assert answer["workers_ready"] == answer["workers"] == 2
+        metrics = call(f"{base}/metrics")[1]
+        assert _metric_lines(metrics, "recsys_ready") and all(
+            v == 1 for v in _metric_lines(metrics, "recsys_ready").values()
+        )
         user = world["known"]
         expected = world["online"].recommend(user, k=5).table["item_id"].to_list()
         answers = [call(f"{base}/recommend?user={user}&k=5") for _ in range(40)]

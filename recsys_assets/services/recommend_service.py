@@ -358,15 +358,23 @@ class RecommendService:
 
     # ----------------------------------------------------------------------------------- status
     def ready(self) -> tuple[bool, dict]:
+        """(ready, status): models loaded here and, in a multi-process server, in every worker
+        (each one's published snapshot), so a client that waits for /ready meets no loading one."""
         loaded = self.current
-        status = {
-            "ready": loaded is not None,
+        ok = loaded is not None
+        status: dict[str, Any] = {
+            "ready": ok,
             "versions": loaded.versions if loaded else None,
             "loaded_at": _iso(loaded.loaded_at) if loaded else None,
             "last_check": _iso(self.last_check) if self.last_check else None,
             "reload_error": self.last_error,
         }
-        return loaded is not None, status
+        if self.metrics_dir is not None:
+            live = [snap for snap in self.snapshots() if snap["pid"] == self.pid or _alive(snap["pid"])]
+            workers_ready = sum(bool(snap["ready"]) for snap in live)
+            ok = ok and workers_ready >= self.settings.serving.workers
+            status |= {"ready": ok, "workers_ready": workers_ready, "workers": self.settings.serving.workers}
+        return ok, status
 
     def snapshot(self) -> dict:
         """This process's counters and status, JSON-ready (what publish() writes)."""
