@@ -260,8 +260,11 @@ def test_pair_index_matches_whole_pairs_of_ids_of_any_size():
     other_users, other_items = np.array([1, 2, big, 9, big]), np.array([11, 11, big, 10, big])
     # (2, 10) is absent although user 2 and item 10 each appear in another pair; a repeated
     # pair gives its first position
-    assert funnel.pair_index(users, items, other_users, other_items).tolist() == [-1, 0, -1, -1, 2, -1]
-    assert (funnel.pair_index(users, items, np.zeros(0, np.int64), np.zeros(0, np.int64)) == -1).all()
+    for join_rows in (10**9, 0):  # sorted arrays (a request) and the hash join (a batch)
+        found = funnel.pair_index(users, items, other_users, other_items, join_rows=join_rows)
+        assert found.tolist() == [-1, 0, -1, -1, 2, -1]
+        none = np.zeros(0, np.int64)
+        assert (funnel.pair_index(users, items, none, none, join_rows=join_rows) == -1).all()
 
 
 def test_proposing_channels_name_the_lists_that_held_each_pair():

@@ -110,10 +110,27 @@ def lists_by(
     return out
 
 
-def pair_index(users: np.ndarray, items: np.ndarray, other_users: np.ndarray, other_items: np.ndarray) -> np.ndarray:
+# Below this many pairs in all, pair_index matches by sorting arrays (a request's ~100 rows:
+# a join's fixed cost dominates); above, by polars' hash join (a batch's millions: parallel, linear).
+PAIR_INDEX_JOIN_ROWS = 200_000
+
+
+def pair_index(
+    users: np.ndarray,
+    items: np.ndarray,
+    other_users: np.ndarray,
+    other_items: np.ndarray,
+    join_rows: int = PAIR_INDEX_JOIN_ROWS,
+) -> np.ndarray:
     """Per pair (users[j], items[j]): the position of the same pair among (other_users,
-    other_items), the first if it repeats, -1 where absent. Ids of any size: each is replaced
-    by its rank among the ids of both sides, so a pair is one int64 key."""
+    other_items), the first if it repeats, -1 where absent."""
+    if len(users) + len(other_users) >= join_rows:
+        left = pl.DataFrame({"u": users, "i": items}, schema={"u": pl.Int64, "i": pl.Int64})
+        right = pl.DataFrame({"u": other_users, "i": other_items}, schema={"u": pl.Int64, "i": pl.Int64})
+        right = right.with_row_index("at").unique(["u", "i"], keep="first")
+        found = left.join(right, on=["u", "i"], how="left", maintain_order="left")["at"]
+        return found.cast(pl.Int64).fill_null(-1).to_numpy()
+    # ids of any size: each replaced by its rank among the ids of both sides, a pair is one key
     user_ids, user_rank = np.unique(np.concatenate([users, other_users]), return_inverse=True)
     item_ids, item_rank = np.unique(np.concatenate([items, other_items]), return_inverse=True)
     keys = user_rank.astype(np.int64) * len(item_ids) + item_rank
