@@ -231,13 +231,17 @@ def main():
     from recsys_assets.services.online import latest_model_day
 
     day = latest_model_day(ModelStore(models_root=settings.models_root))
+    lake = Lake(data_root=root)
+    # known users: the batch lists' users, or (recommendations not materialized) the recall lists'
+    source = "recommendations" if lake.partition_path("recommendations", day).exists() else "recall_candidates"
     known = (
-        pl.read_parquet(Lake(data_root=root).partition_path("recommendations", day))["user_id"]
+        pl.read_parquet(lake.partition_path(source, day), columns=["user_id"])["user_id"]
         .unique()
         .sort()
         .sample(int(args.users * 0.8), seed=0, with_replacement=False)
         .to_list()
     )
+    print(f"known users from {source} of {day}")
     users = known + [10**9 + i for i in range(args.users - len(known))]
     rng = np.random.default_rng(0)
     print(f"day {day}: {len(known)} known + {len(users) - len(known)} unknown users")
