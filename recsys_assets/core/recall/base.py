@@ -224,29 +224,39 @@ class RecallModel:
             self._loaded_cache["vectors"] = self.search_item_vectors()
         return self._loaded_cache["vectors"]
 
-    def _faiss_index(self, item_vectors: np.ndarray, blocked_items: np.ndarray | None):
-        """The flat inner-product index over the items not blocked, and those items' indices.
-        A loaded model keeps the indexes of its last few blocked-item sets: the online path
-        alternates between recall (no blocked items) and the ranker's rank features (the day's
-        blocked items), and one kept index would be rebuilt, a copy of every item vector, on
+    def _kept_per_blocked_set(self, name: str, blocked_items: np.ndarray | None, build):
+        """build(blocked: sorted unique item indices) once per blocked-item set for a loaded
+        model, which keeps the results of its last few sets under `name` (each call for a model
+        being fitted). The online path alternates between recall (no blocked items) and the
+        ranker's rank features (the day's blocked items): one kept result would be rebuilt on
         every call."""
-        import faiss
-
         blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
         key = blocked.tobytes()
-        kept = self._loaded_cache.get("indexes", {}) if self._loaded_cache is not None else {}
+        kept = self._loaded_cache.get(name, {}) if self._loaded_cache is not None else {}
         if key in kept:
             return kept[key]
-        allowed = np.ones(len(item_vectors), bool)
-        allowed[blocked] = False
-        allowed_ids = np.flatnonzero(allowed)
-        index = faiss.IndexFlatIP(item_vectors.shape[1])
-        index.add(np.ascontiguousarray(item_vectors[allowed_ids], dtype=np.float32))
+        value = build(blocked)
         if self._loaded_cache is not None:
             # a new dict, not an update in place: concurrent requests read the old one safely
             newest = list(kept.items())[max(0, len(kept) - KEPT_FAISS_INDEXES + 1) :]
-            self._loaded_cache["indexes"] = dict(newest) | {key: (index, allowed_ids)}
-        return index, allowed_ids
+            self._loaded_cache[name] = dict(newest) | {key: value}
+        return value
+
+    def _faiss_index(self, item_vectors: np.ndarray, blocked_items: np.ndarray | None):
+        """The flat inner-product index over the items not blocked, and those items' indices
+        (kept per blocked-item set: rebuilding one copies every item vector)."""
+
+        def build(blocked: np.ndarray):
+            import faiss
+
+            allowed = np.ones(len(item_vectors), bool)
+            allowed[blocked] = False
+            allowed_ids = np.flatnonzero(allowed)
+            index = faiss.IndexFlatIP(item_vectors.shape[1])
+            index.add(np.ascontiguousarray(item_vectors[allowed_ids], dtype=np.float32))
+            return index, allowed_ids
+
+        return self._kept_per_blocked_set("indexes", blocked_items, build)
 
     def _recommend_exact_faiss(
         self,

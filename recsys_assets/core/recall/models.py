@@ -26,7 +26,6 @@ from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
 from .base import (
-    KEPT_FAISS_INDEXES,
     RecallConfig,
     RecallModel,
     TrainingData,
@@ -219,22 +218,17 @@ class PopularityModel(RecallModel):
         return out_items, out_scores
 
     def _ranking(self, item_scores: np.ndarray, blocked_items: np.ndarray | None) -> np.ndarray:
-        """The items not blocked, best first (ties: lower index first). A loaded model keeps the
-        rankings of its last few blocked-item sets: sorting 100k scores costs ~10 ms, more than
-        the rest of an online request's search (recall and the rank features alternate two sets)."""
-        blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
-        key = blocked.tobytes()
-        kept = self._loaded_cache.get("rankings", {}) if self._loaded_cache is not None else {}
-        if key in kept:
-            return kept[key]
-        allowed = np.ones(len(item_scores), bool)
-        allowed[blocked] = False
-        candidates = np.flatnonzero(allowed)
-        ranking = candidates[np.argsort(-item_scores[candidates], kind="stable")]
-        if self._loaded_cache is not None:  # a new dict: concurrent requests read the old one safely
-            newest = list(kept.items())[max(0, len(kept) - KEPT_FAISS_INDEXES + 1) :]
-            self._loaded_cache["rankings"] = dict(newest) | {key: ranking}
-        return ranking
+        """The items not blocked, best first (ties: lower index first); kept per blocked-item
+        set by a loaded model: sorting 100k scores costs ~10 ms, more than the rest of an online
+        request's search."""
+
+        def build(blocked: np.ndarray) -> np.ndarray:
+            allowed = np.ones(len(item_scores), bool)
+            allowed[blocked] = False
+            candidates = np.flatnonzero(allowed)
+            return candidates[np.argsort(-item_scores[candidates], kind="stable")]
+
+        return self._kept_per_blocked_set("rankings", blocked_items, build)
 
     def search_item_vectors(self) -> np.ndarray:
         return _fitted(self.item_scores, "item_scores")[:, None]
