@@ -124,6 +124,8 @@ def single_threaded_libraries() -> None:
     thread, ~1.6 ms on two while another process works), and the server's parallelism is its
     workers and requests. Process-wide, so only for processes that serve."""
     import faiss
+    import implicit.cpu.als  # noqa: F401  (loads scipy's OpenBLAS: a limit covers loaded libraries only)
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(1)
