@@ -370,7 +370,7 @@ class RecommendService:
             "reload_error": self.last_error,
         }
         if self.metrics_dir is not None:
-            live = [snap for snap in self.snapshots() if snap["pid"] == self.pid or _alive(snap["pid"])]
+            live = self._live(self.snapshots())
             workers_ready = sum(bool(snap["ready"]) for snap in live)
             ok = ok and workers_ready >= self.settings.serving.workers
             status |= {"ready": ok, "workers_ready": workers_ready, "workers": self.settings.serving.workers}
@@ -421,6 +421,10 @@ class RecommendService:
                 continue
         return [own, *others]
 
+    def _live(self, snapshots: list[dict]) -> list[dict]:
+        """The snapshots of this process and of the other workers still running."""
+        return [snap for snap in snapshots if snap["pid"] == self.pid or _alive(snap["pid"])]
+
     def metrics_text(self) -> str:
         """The counters in the Prometheus text exposition format; with several worker processes,
         counters and histograms summed over every worker that ever served (a restarted worker's
@@ -457,7 +461,7 @@ class RecommendService:
             lines.append(f'recsys_stage_latency_ms_count{{stage="{name}"}} {n}')
         lines += ["# HELP recsys_reloads_total Model reload attempts by result.", "# TYPE recsys_reloads_total counter"]
         lines += [f'recsys_reloads_total{{result="{r}"}} {n}' for r, n in reloads.items()]
-        live = [snap for snap in snapshots if snap["pid"] == self.pid or _alive(snap["pid"])]
+        live = self._live(snapshots)
         if self.metrics_dir is not None:
             lines += [
                 "# HELP recsys_workers Worker processes answering requests.",

@@ -351,7 +351,7 @@ def prepare_lookups(ctx: FeatureContext) -> None:
     """Build the row lookups of feature_frame now (a loading server), not on the first request."""
     for name, key in CONTEXT_TABLES:
         _row_lookup(ctx, name, key)
-    ctx.derived["genre_cross"] = GenreCrossLookup.build(ctx)
+    _genre_cross_lookup(ctx)
 
 
 def _gathered(ctx: FeatureContext, frame: pl.DataFrame) -> pl.DataFrame | None:
@@ -451,13 +451,18 @@ class GenreCrossLookup:
         )
 
 
+def _genre_cross_lookup(ctx: FeatureContext) -> GenreCrossLookup | None:
+    """ctx's GenreCrossLookup, built once per context."""
+    if "genre_cross" not in ctx.derived:
+        ctx.derived["genre_cross"] = GenreCrossLookup.build(ctx)
+    return ctx.derived["genre_cross"]
+
+
 def _genre_crosses(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndarray] | None:
     """The genre crosses of `frame`'s rows by array lookups (the same values as
     _genre_crosses_by_join, without its explode, join and group-by per call); None when the
     context's tables cannot be looked up (see GenreCrossLookup.build, _row_lookup)."""
-    if "genre_cross" not in ctx.derived:
-        ctx.derived["genre_cross"] = GenreCrossLookup.build(ctx)
-    lookup: GenreCrossLookup | None = ctx.derived["genre_cross"]
+    lookup = _genre_cross_lookup(ctx)
     items = _row_lookup(ctx, "items", "item_id")
     if lookup is None or items is None or frame["item_id"].null_count() or frame["user_id"].null_count():
         return None
