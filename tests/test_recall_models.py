@@ -738,16 +738,22 @@ def test_exact_faiss_top_k_equals_dense_scoring_with_exclusions(tmp_path):
         assert np.allclose(fast_scores, dense_scores, rtol=1e-4, atol=1e-4)
         assert not np.isin(fast_items, blocked).any()
         assert all(seen[u, fast_items[i]].nnz == 0 for i, u in enumerate(users))
+        # a model loaded from disk keeps its search vectors and faiss index (popularity: its
+        # ranking) between calls (the online path asks for one user at a time): the same lists,
+        # whatever was blocked before
+        model.save(tmp_path / model.name)
+        loaded = type(model).load(tmp_path / model.name)
+        loaded.faiss_min_items = 0
+        for block in (blocked, None, blocked, blocked[:10]):
+            fresh = model.recommend(users, k, exclude=seen, blocked_items=block)
+            again = loaded.recommend(users, k, exclude=seen, blocked_items=block)
+            assert np.array_equal(fresh[0], again[0]) and np.allclose(fresh[1], again[1], rtol=1e-5), model.name
+        if model is popularity:
+            assert len(loaded._loaded_cache["rankings"]) == 3  # blocked, nothing, blocked[:10]
+        if model is content:  # a loaded model's profiles, normalised once, score as the fitted one's
+            assert np.array_equal(loaded.score(users), model.score(users))
+            assert np.array_equal(loaded.score(users[:3]), model.score(users[:3]))
         if model is not popularity:  # (its fast path is the global ranking, no faiss index)
-            # a model loaded from disk keeps its search vectors and faiss index between calls
-            # (the online path asks for one user at a time): the same lists, whatever was blocked before
-            model.save(tmp_path / model.name)
-            loaded = type(model).load(tmp_path / model.name)
-            loaded.faiss_min_items = 0
-            for block in (blocked, None, blocked, blocked[:10]):
-                fresh = model.recommend(users, k, exclude=seen, blocked_items=block)
-                again = loaded.recommend(users, k, exclude=seen, blocked_items=block)
-                assert np.array_equal(fresh[0], again[0]) and np.allclose(fresh[1], again[1], rtol=1e-5), model.name
             # recall (nothing blocked) and the ranker's rank features (the day's blocked items)
             # alternate on the online path: each set's index is kept, not rebuilt on every switch
             kept = {key: entry[0] for key, entry in loaded._loaded_cache["indexes"].items()}
