@@ -442,10 +442,16 @@ def test_two_worker_processes_answer_alike_and_metrics_count_both(world):
 
 @pytest.mark.parametrize("catalog", ["dense", "large"])
 def test_a_request_reads_its_rank_features_from_its_own_lists(world, monkeypatch, catalog):
-    """A known user without new signal on the day: the request's channel lists are the lists
-    rank_<channel> is defined by, so the ranker's rank features are read from them (no second
-    search) and equal a fresh search with the day's exclusions - on the dense searches of a
-    small catalog and on the large-catalog ones (faiss, sparse item-CF, popularity head)."""
+    """A known user's request reads its ranker's rank features from its own channel lists (no
+    second search): they equal a fresh search with the request's exclusions - the day's for a
+    user without new signal (whose lists are the day's recall_candidates rows), the day's
+    positives and clicks added (and the fold-in ALS vector) for a user with - on the dense
+    searches of a small catalog and on the large-catalog ones (faiss, sparse item-CF,
+    popularity head)."""
+    import dataclasses
+
+    import scipy.sparse as sp
+
     from recsys_assets.core.ranking import features as F
     from recsys_assets.core.ranking import funnel
     from recsys_assets.core.recall.base import RecallModel
@@ -463,16 +469,26 @@ def test_a_request_reads_its_rank_features_from_its_own_lists(world, monkeypatch
         first_day=settings.start_date,
     )
     assert online.model is not None
+    if catalog == "large":  # the day's stored rows were searched on the dense paths: search live
+        online.stored = None
     users = sorted(set(world["recs"]["user_id"].to_list()))[:40]
-    reused = 0
+    paths: dict[str, int] = {}
     for user in users:
         candidates, path, ctx = online._candidates(user, online._history(user))
         if "channel_depth" not in candidates.columns:
-            continue  # new signal on the day (or fold-in): searched with the day's exclusions
-        reused += 1
+            continue  # no training positive in the window: searched
+        paths[path] = paths.get(path, 0) + 1
+        uidx = online.user_index[user]
+        blocked = online.blocked(user, uidx)
+        n_items = ctx.exclude.shape[1]
+        own = sp.csr_matrix(
+            (np.ones(len(blocked), np.float32), (np.full(len(blocked), uidx), blocked)),
+            shape=(max(uidx + 1, ctx.exclude.shape[0]), n_items),
+        )
+        request_ctx = dataclasses.replace(ctx, exclude=own, blocked_items=np.zeros(0, np.int64))
         pairs = funnel.serving_pairs(candidates, settings.ranking.serving_surface)
         ranks = [f"rank_{c}" for c in ctx.channel_names]
         read = F.feature_frame(ctx, pairs).select(ranks)
-        searched = F.feature_frame(ctx, pairs.drop("channel_depth")).select(ranks)
+        searched = F.feature_frame(request_ctx, pairs.drop("channel_depth")).select(ranks)
         assert read.equals(searched), (user, path)
-    assert reused >= 5
+    assert paths.get("known", 0) >= 5 and paths.get("known+fold_in", 0) >= 5, paths

@@ -121,10 +121,11 @@ def local_scratch_dir(root: Path, name: str) -> Path:
     return root / name
 
 
-def read_arrow(path: Path, columns: list[str] | None = None) -> pa.Table:
+def read_arrow(path: Path, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """The Parquet file's `columns` (default all), only the rows matching pyarrow `filters`."""
     if is_remote(path):
-        return pq.read_table(as_upath(path).path, columns=columns, filesystem=as_upath(path).fs)
-    return pq.read_table(path, columns=columns)
+        return pq.read_table(as_upath(path).path, columns=columns, filters=filters, filesystem=as_upath(path).fs)
+    return pq.read_table(path, columns=columns, filters=filters)
 
 
 def read_polars(path: Path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TypeVar, cast
@@ -265,6 +266,51 @@ def serving_candidates(frame: FrameT, limit: int) -> FrameT:
     return frame.filter((pl.col("method") == "rrf") & (pl.col("rank") <= limit)).select(
         [pl.col(c).alias(names.get(c, c)) for c in columns if c not in ("method", "day")]
     )
+
+
+@dataclass
+class StoredCandidates:
+    """A day's recall_candidates (RRF, the first `limit` per user) held as arrays and sliced per
+    user: the rows scan_candidates gives the batch path, without a scan per request. The
+    server reads them for a user whose channel lists are the day's (no new signal since), so
+    the two answer alike and the request skips the channel searches."""
+
+    users: np.ndarray  # sorted user ids
+    starts: np.ndarray  # the rows of users[j] are starts[j]:starts[j + 1]
+    columns: dict[str, np.ndarray]  # serving_candidates' columns but user_id, in its order
+    dtypes: dict[str, pl.DataType]
+
+    @classmethod
+    def load(cls, lake: Lake, day: str, limit: int) -> StoredCandidates | None:
+        """The day's partition in memory; None when it is not materialized or holds no rows."""
+        path = lake.partition_path("recall_candidates", day)
+        if not path.exists():
+            return None
+        table = read_arrow(path, filters=[("method", "=", "rrf"), ("rank", "<=", limit)])
+        frame = serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)), limit)
+        if frame.height == 0:
+            return None
+        frame = frame.sort("user_id", "recall_rank", maintain_order=True)  # the partition's order already
+        users, starts = np.unique(frame["user_id"].to_numpy(), return_index=True)
+        return cls(
+            users=users,
+            starts=np.append(starts, frame.height),
+            columns={c: frame[c].to_numpy() for c in frame.columns if c != "user_id"},
+            dtypes=dict(frame.schema),
+        )
+
+    @property
+    def rows(self) -> int:
+        return int(self.starts[-1])
+
+    def of(self, user_id: int) -> pl.DataFrame | None:
+        """The user's rows as serving_candidates gives them (None: the user has none)."""
+        at = int(np.searchsorted(self.users, user_id))
+        if at == len(self.users) or self.users[at] != user_id:
+            return None
+        lo, hi = int(self.starts[at]), int(self.starts[at + 1])
+        values = {"user_id": np.full(hi - lo, user_id, np.int64)} | {c: v[lo:hi] for c, v in self.columns.items()}
+        return pl.DataFrame(values, schema=self.dtypes)
 
 
 def read_candidates(lake: Lake, day: str, limit: int, users: np.ndarray | None = None) -> pl.DataFrame:

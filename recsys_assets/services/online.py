@@ -23,11 +23,12 @@ import scipy.sparse as sp
 
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking.features import Channel
+from recsys_assets.core.ranking.request_path import RequestTables
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel
 from recsys_assets.core.training_data import seen_matrix
-from recsys_assets.services.candidates import candidate_tables, serving_candidates
+from recsys_assets.services.candidates import StoredCandidates, candidate_tables, serving_candidates
 from recsys_assets.services.channels import load_channels
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
@@ -40,6 +41,7 @@ from recsys_assets.services.serving import (
     load_ranker,
     popular_candidates,
     prepare_context,
+    recommend_request,
     recommend_users,
     user_history,
 )
@@ -173,7 +175,11 @@ class OnlineRecommender:
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
         next_day = (self.day_date + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
+        # the day's fused lists, read (not searched) for users without new signal since
+        self.stored = StoredCandidates.load(storage, self.day, ranking.rank_candidates)
         prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
+        # a request's ranking in arrays (None: a context the frame path alone can serve)
+        self.tables = RequestTables.of(self.ctx, self.model) if self.model is not None else None
         for channel in self.recall_channels.values():  # per-model caches (normalised profiles) now
             if isinstance(channel.model, recall_models.ContentColdStartModel) and channel.n_users:
                 channel.model.score(np.zeros(1, np.int64))
@@ -206,18 +212,7 @@ class OnlineRecommender:
         ctx = self.ctx
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
-        start, stop = self.signal_rows.get(user_id, (0, 0))
-        signal = self.signal_items[start:stop].tolist()
-        consumed = self.exclude[uidx].indices if uidx < self.exclude.shape[0] else np.zeros(0, np.int64)
-        blocked = np.unique(
-            np.concatenate(
-                [
-                    np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64),
-                    consumed.astype(np.int64),
-                    self.unavailable,
-                ]
-            )
-        )
+        blocked = self.blocked(user_id, uidx)
         path = "known"
         channels = dict(self.recall_channels)
         fresh = cast(dt.date, history["last_day"].max()) >= self.day_date
@@ -238,6 +233,10 @@ class OnlineRecommender:
             if "als" in self.ctx.channels:  # the derived caches stay shared (same dict)
                 ctx = dataclasses.replace(self.ctx, channels={**self.ctx.channels, "als": channels["als"]})
             path = "known+fold_in"
+        if path == "known" and self.stored is not None and self._day_exclusions(uidx, blocked):
+            stored = self.stored.of(user_id)  # the day's lists: what the searches would give
+            if stored is not None:
+                return stored, path, ctx
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
         if not known:
             return self._popular(user_id, history), "cold_start", self.ctx
@@ -248,32 +247,53 @@ class OnlineRecommender:
         table = candidate_tables(
             self.day, np.array([uidx]), n_items, known, exclude, None, self.user_of, self.item_of, self.recall, ("rrf",)
         )["rrf"]
-        # without channel_depth the ranker's rank_<channel> features come from the day's context
-        # (feature_frame searches the channels with the batch exclusions), as for the batch lists;
-        # in_<channel> stays the channels that proposed each item
+        # channel_depth kept: feature_frame reads rank_<channel> from the request's lists (in_<channel>);
+        # without it, it searches the channels with the day's exclusions
         frame = serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)), self.ranking.rank_candidates)
-        if self._recall_lists_are_rank_lists(uidx, blocked, ctx):
-            return frame, path, ctx  # channel_depth kept: feature_frame reads the ranks from the lists
+        if self._recall_lists_are_rank_lists(uidx, ctx):
+            return frame, path, ctx
         return frame.drop("channel_depth"), path, ctx
 
-    def _recall_lists_are_rank_lists(self, uidx: int, blocked: np.ndarray, ctx: F.FeatureContext) -> bool:
-        """Whether the request's channel lists are exactly the ones feature_frame would search for
-        rank_<channel>, so their positions can be read instead of searching each channel again
-        (as the batch path reads them from recall_candidates): the same exclusions as the day's
-        context (its exclusion row plus blocked items: no new signal on the day), lists as deep
-        as rank_depth (a deeper top-k may order ties differently) and a training positive in the
-        window (without one a personal channel ranks nothing). On a large catalog (faiss, the
-        sparse item-CF and popularity heads) the searches are exact too: the same items in the
-        same order, exact score ties aside (tests/test_server.py checks both catalog sizes)."""
-        if ctx.exclude is None or ctx.blocked_items is None or ctx.window_users is None:
+    def _recall_lists_are_rank_lists(self, uidx: int, ctx: F.FeatureContext) -> bool:
+        """Whether rank_<channel> can be read from the request's own channel lists instead of
+        searching each channel again: lists as deep as rank_depth (a deeper top-k may order ties
+        differently) and a training positive in the window (without one a personal channel ranks
+        nothing, so rank_<channel> is depth + 1 there). A user with new signal on the day is
+        ranked in the lists the request fused (its fold-in ALS vector; the day's positives and
+        clicks left out, items it can no longer be recommended), as the batch lists are the
+        ones recall_candidates fused; for a user without, those are the day's lists exactly.
+        On a large catalog (faiss, the sparse item-CF and popularity heads) the searches are
+        exact too: the same items in the same order, exact score ties aside
+        (tests/test_server.py checks both catalog sizes)."""
+        if ctx.window_users is None or self.recall.candidates_k != ctx.rank_depth:
             return False
-        if self.recall.candidates_k != ctx.rank_depth:
-            return False
-        if uidx >= len(ctx.window_users) or not ctx.window_users[uidx]:
+        return uidx < len(ctx.window_users) and bool(ctx.window_users[uidx])
+
+    def blocked(self, user_id: int, uidx: int) -> np.ndarray:
+        """The item indices the user's lists leave out now: every positive or click in the
+        window and on the day, everything consumed up to the day's end, unavailable items."""
+        start, stop = self.signal_rows.get(user_id, (0, 0))
+        signal = self.signal_items[start:stop].tolist()
+        consumed = self.exclude[uidx].indices if uidx < self.exclude.shape[0] else np.zeros(0, np.int64)
+        return np.unique(
+            np.concatenate(
+                [
+                    np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64),
+                    consumed.astype(np.int64),
+                    self.unavailable,
+                ]
+            )
+        )
+
+    def _day_exclusions(self, uidx: int, blocked: np.ndarray) -> bool:
+        """Whether the request leaves out what the day's lists left out (ctx's exclusion row and
+        blocked items): no new signal since they were made."""
+        ctx = self.ctx
+        if ctx.exclude is None or ctx.blocked_items is None:
             return False
         row = ctx.exclude[uidx].indices if uidx < ctx.exclude.shape[0] else np.zeros(0, np.int64)
-        batch = np.unique(np.concatenate([row.astype(np.int64), np.asarray(ctx.blocked_items, np.int64)]))
-        return np.array_equal(batch, blocked)
+        day = np.unique(np.concatenate([row.astype(np.int64), np.asarray(ctx.blocked_items, np.int64)]))
+        return np.array_equal(day, blocked)
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
@@ -295,19 +315,34 @@ class OnlineRecommender:
         candidates, path, ctx = self._candidates(user_id, history)
         timings["recall_ms"] = (time.perf_counter() - started) * 1000
         settings = self.ranking.model_copy(update={"top_k": k})
-        table = recommend_users(
-            ctx,
-            self.model,
-            candidates,
-            history,
-            settings,
-            explain=explain,
-            timings=timings,
-            exclude=self.exclude,
-            session=session,
-            at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
-            recall_champion=self.recall_champion,
-        )
+        if self.model is not None and self.tables is not None and not explain:
+            table = recommend_request(
+                ctx,
+                self.model,
+                self.tables,
+                user_id,
+                candidates,
+                history,
+                settings,
+                timings=timings,
+                exclude=self.exclude,
+                session=session,
+                at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
+            )
+        else:
+            table = recommend_users(
+                ctx,
+                self.model,
+                candidates,
+                history,
+                settings,
+                explain=explain,
+                timings=timings,
+                exclude=self.exclude,
+                session=session,
+                at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
+                recall_champion=self.recall_champion,
+            )
         timings["total_ms"] = sum(timings.values())
         return Answer(
             user_id=user_id,

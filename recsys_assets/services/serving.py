@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.core.ranking import ranker as ranker_lib
+from recsys_assets.core.ranking.request_path import RequestTables, request_matrix
 from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.storage import local_scratch_dir, scan_polars, write_parquet_atomic
@@ -492,6 +493,75 @@ def recommend_users(
         features[i] = [str(names[j]) for j in row if contrib[k, j] > 0]
     timings["explain_ms"] = (time.perf_counter() - started) * 1000
     return out.with_columns(pl.Series("top_features", features, dtype=pl.List(pl.String))).sort("user_id", "rank")
+
+
+def recommend_request(
+    ctx: F.FeatureContext,
+    model: ranker_lib.Ranker,
+    tables: RequestTables,
+    user_id: int,
+    candidates: pl.DataFrame,
+    history: pl.DataFrame,
+    settings: RankingConfig,
+    timings: dict | None = None,
+    exclude: sp.csr_matrix | None = None,
+    session: SessionState | None = None,
+    at: dt.datetime | None = None,
+) -> pl.DataFrame:
+    """recommend_users(explain=False) of one user's candidates through the ranker, in arrays
+    (core/ranking/request_path.py): the same table, without a polars step per stage."""
+    timings = {} if timings is None else timings
+    attrs = funnel.ItemAttributes.from_context(ctx)
+    started = time.perf_counter()
+    candidates = drop_excluded(ctx, candidates, exclude)
+    items = candidates["item_id"].to_numpy().astype(np.int64)
+    if session is not None and at is None:
+        raise ValueError("a session request needs its time (at)")
+    matrix = request_matrix(
+        ctx,
+        tables,
+        model,
+        user_id,
+        items,
+        settings.serving_surface,
+        listed=F._listed_ranks(ctx, candidates),
+        session_values=session.request_values(items, at) if session is not None and at is not None else None,
+    )
+    scores = model.score_matrix(matrix)
+    timings["rank_ms"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    watched = np.isin(items, history["item_id"].to_numpy()) if history.height else np.zeros(len(items), bool)
+    top_items, top_scores = funnel.rerank_list(items, scores, watched, settings.top_k, rules(settings), attrs)
+    names = [c.removeprefix("in_") for c in candidates.columns if c.startswith("in_")]
+    order = np.argsort(items, kind="stable")
+    row = order[np.searchsorted(items[order], top_items)] if len(items) else np.zeros(0, np.int64)
+    held = [candidates[f"in_{n}"].to_numpy()[row] > 0 for n in names]
+    channels = [[n for n, h in zip(names, held, strict=True) if h[j]] for j in range(len(top_items))]
+    n = len(top_items)
+    out = pl.DataFrame(
+        {
+            "user_id": np.full(n, user_id, np.int64),
+            "rank": np.arange(1, n + 1, dtype=np.int64),
+            "item_id": top_items,
+            "score": top_scores,
+            "stage": ["ranker_rerank"] * n,
+            "channels": pl.Series(channels, dtype=pl.List(pl.String)),
+            "because_you_watched": pl.Series([[]] * n, dtype=pl.List(pl.Int64)),
+            "top_features": pl.Series([[]] * n, dtype=pl.List(pl.String)),
+        },
+        schema={
+            "user_id": pl.Int64,
+            "rank": pl.Int64,
+            "item_id": pl.Int64,
+            "score": pl.Float64,
+            "stage": pl.String,
+            "channels": pl.List(pl.String),
+            "because_you_watched": pl.List(pl.Int64),
+            "top_features": pl.List(pl.String),
+        },
+    )
+    timings["rerank_ms"] = (time.perf_counter() - started) * 1000
+    return out
 
 
 RECOMMENDATION_COLUMNS = [

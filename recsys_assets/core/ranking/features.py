@@ -466,15 +466,23 @@ def _genre_crosses(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.nda
     items = _row_lookup(ctx, "items", "item_id")
     if lookup is None or items is None or frame["item_id"].null_count() or frame["user_id"].null_count():
         return None
-    n = frame.height
     item_rows = _lookup_rows(items, frame["item_id"].to_numpy())  # -1: not in the catalog
+    return genre_cross_values(lookup, item_rows, frame["user_id"].to_numpy(), frame["top_genre"].to_list())
+
+
+def genre_cross_values(
+    lookup: GenreCrossLookup, item_rows: np.ndarray, user_ids: np.ndarray, top_genres: list
+) -> dict[str, np.ndarray]:
+    """The genre crosses of pairs given as ctx.items rows (-1: not in the catalog), user ids
+    and each pair's user top genre (None: none)."""
+    n = len(item_rows)
     safe = np.maximum(item_rows, 0)
     counts = np.where(item_rows >= 0, lookup.item_indptr[safe + 1] - lookup.item_indptr[safe], 0)
     entry_row = np.repeat(np.arange(n), counts)
     # each row's genres: its item's CSR range, laid end to end
     first = np.repeat(lookup.item_indptr[safe] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
     entry_genre = lookup.item_genres[first + np.arange(len(entry_row))]
-    user_ids = frame["user_id"].to_numpy()[entry_row]
+    user_ids = user_ids[entry_row]
     pos = np.minimum(np.searchsorted(lookup.users, user_ids), max(len(lookup.users) - 1, 0))
     known = lookup.users[pos] == user_ids if len(lookup.users) else np.zeros(len(entry_row), bool)
     key = pos * max(len(lookup.code), 1) + entry_genre
@@ -483,8 +491,7 @@ def _genre_crosses(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.nda
     rows, at = entry_row[hit], at[hit]
     share_max = np.full(n, -np.inf)
     np.maximum.at(share_max, rows, lookup.share[at])
-    top = frame["top_genre"].to_list()
-    top_code = np.array([lookup.code.get(g, -1) if g is not None else -1 for g in top], np.int64)
+    top_code = np.array([lookup.code.get(g, -1) if g is not None else -1 for g in top_genres], np.int64)
     matched = entry_genre == top_code[entry_row]
     return {
         "genre_share_sum": np.bincount(rows, lookup.share[at], minlength=n),

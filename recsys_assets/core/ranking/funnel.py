@@ -211,6 +211,29 @@ def rerank_frame(
     return pl.concat(parts)
 
 
+def rerank_list(
+    items: np.ndarray, scores: np.ndarray, watched: np.ndarray, k: int, rules: RerankRules, attrs: ItemAttributes
+) -> tuple[np.ndarray, np.ndarray]:
+    """rerank_frame for one user's scored candidates (in list order), `watched` ones removed:
+    (items, scores) of the re-ranked top-k, best first."""
+    if not len(items):
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    rows = attrs.rows(np.asarray(items, np.int64))
+    top_items, top_scores = rerank_batch(
+        np.asarray(items, np.int64)[None, :],
+        np.asarray(scores, np.float64)[None, :],
+        k,
+        rules,
+        valid=~np.asarray(watched, bool)[None, :],
+        genre_vectors=attrs.genre_vectors[rows][None],
+        primary_genre=attrs.genre_code[rows][None, :],
+        age_days=attrs.age_days[rows][None, :],
+        popularity=attrs.popularity[rows][None, :],
+    )
+    listed = top_items[0] >= 0
+    return top_items[0][listed], top_scores[0][listed]
+
+
 def reranked_lists(
     frame: pl.DataFrame, k: int, rules: RerankRules, attrs: ItemAttributes, seen: pl.DataFrame | None = None
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -77,12 +77,16 @@ class Ranker:
         """lambdarank scores (higher = better) of feature_frame() rows."""
         if frame.height == 0:
             return np.zeros(0, np.float64)
+        return self.score_matrix(self.matrix(frame))
+
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """score() of rows already encoded (feature_names columns, float32)."""
+        if not len(matrix):
+            return np.zeros(0, np.float64)
         # predict() is typed for sparse input too; a dense matrix gives an ndarray
         return cast(
             np.ndarray,
-            self.lambdarank.predict(
-                self.matrix(frame), num_iteration=self.meta["best_iteration"], **_threads(frame.height)
-            ),
+            self.lambdarank.predict(matrix, num_iteration=self.meta["best_iteration"], **_threads(len(matrix))),
         )
 
     def click_probability(self, frame: pl.DataFrame) -> np.ndarray:

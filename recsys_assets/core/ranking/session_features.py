@@ -244,6 +244,11 @@ class SessionState:
         rows of self.request() against self.log() (tests/test_session_features.py proves it),
         by arithmetic over the session's few actions - a server's ~100 candidates and ~10
         actions cost polars more in per-call planning than in work."""
+        values = self.request_values(items, at)
+        return pl.DataFrame([pl.Series(name, v, nan_to_null=True) for name, v in values.items()])
+
+    def request_values(self, items: np.ndarray, at: dt.datetime) -> dict[str, np.ndarray]:
+        """request_features() as float32 arrays, NaN where the feature is null."""
         n = len(items)
         at_us = (at - _EPOCH) // _MICROSECOND
         # the log's numbering: time order, ties by type, then item (as _prepared_log)
@@ -278,7 +283,7 @@ class SessionState:
             else:
                 values["s_item_actions"][row] = values["s_item_views"][row] = values["s_item_clicks"][row] = 0.0
             values["s_item_is_last"][row] = float(item == last_item)
-        return pl.DataFrame([pl.Series(name, v.astype(np.float32), nan_to_null=True) for name, v in values.items()])
+        return {name: v.astype(np.float32) for name, v in values.items()}
 
     def request(self, candidates: pl.DataFrame, at: dt.datetime) -> pl.DataFrame:
         """`candidates` (user_id, item_id, ...) as the rows of one request of this session at

@@ -1,0 +1,156 @@
+"""The server's request path in arrays (core/ranking/request_path.py, serving.recommend_request)
+and its stored candidates (candidates.StoredCandidates) answer exactly as the frame path of the
+batch funnel: the same feature matrix, the same lists, the same candidate rows."""
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys_assets.core.ranking import features as F
+from recsys_assets.core.ranking import funnel
+from recsys_assets.core.ranking.request_path import RequestTables, request_matrix
+from recsys_assets.core.ranking.session_features import SessionState
+from recsys_assets.services import candidates as C
+from recsys_assets.services.lake import Lake
+from recsys_assets.services.model_store import ModelStore
+from recsys_assets.services.online import OnlineRecommender
+from recsys_assets.services.serving import drop_excluded
+from recsys_assets.settings import Settings
+
+pytestmark = pytest.mark.slow  # the multi-day world and a model load
+
+UNKNOWN = [10**9 + 7, 10**9 + 8]
+
+
+@pytest.fixture(scope="module")
+def online(built_world) -> OnlineRecommender:
+    settings = Settings.load(data_root=str(built_world))
+    return OnlineRecommender(
+        Lake(data_root=str(built_world)),
+        ModelStore(models_root=settings.models_root),
+        settings.ranking,
+        settings.recall,
+        first_day=settings.start_date,
+    )
+
+
+def _users(online: OnlineRecommender, n: int, seed: int) -> list[int]:
+    users = online.ctx.user_index["user_id"].to_numpy()
+    picked = np.random.default_rng(seed).choice(users, min(n, len(users)), replace=False)
+    return [int(u) for u in picked] + UNKNOWN
+
+
+def _session(online: OnlineRecommender, seed: int, at: dt.datetime) -> SessionState:
+    """A live session of a few views and clicks on catalog items (some among the candidates)."""
+    rng = np.random.default_rng(seed)
+    state = SessionState(f"s{seed}")
+    items = online.ctx.items["item_id"].to_numpy()
+    for j, item in enumerate(rng.choice(items, 6)):
+        state.add(int(item), ["view", "click"][j % 2], at - dt.timedelta(minutes=7 - j))
+    return state
+
+
+def test_the_request_matrix_is_the_feature_frame_encoded(online):
+    """request_matrix gives ranker.matrix(feature_frame(...)) bit for bit: known, fold-in,
+    cold and unknown users, with and without a live session."""
+    assert online.model is not None and online.tables is not None
+    at = dt.datetime.fromisoformat(online.day).replace(hour=12, tzinfo=dt.UTC)
+    surface = online.ranking.serving_surface
+    paths, with_session = set(), 0
+    for n, user in enumerate(_users(online, 60, seed=1)):
+        candidates, path, ctx = online._candidates(user, online._history(user))
+        candidates = drop_excluded(ctx, candidates, online.exclude)
+        assert candidates.height > 0
+        paths.add(path)
+        items = candidates["item_id"].to_numpy()
+        pairs = funnel.serving_pairs(candidates, surface)
+        session = _session(online, n, at) if n % 3 == 0 else None
+        if session is not None:
+            with_session += 1
+            frame = F.feature_frame(
+                ctx, session.request(pairs, at), request_features=session.request_features(items, at)
+            )
+        else:
+            frame = F.feature_frame(ctx, pairs)
+        expected = online.model.matrix(frame)
+        got = request_matrix(
+            ctx,
+            online.tables,
+            online.model,
+            user,
+            items,
+            surface,
+            listed=F._listed_ranks(ctx, candidates),
+            session_values=session.request_values(items, at) if session is not None else None,
+        )
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected, err_msg=f"user {user} ({path})")
+    assert {"known", "known+fold_in", "cold_start"} <= paths and with_session >= 15
+
+
+@pytest.mark.parametrize("k", [5, 10, 40])
+def test_a_request_ranked_in_arrays_answers_as_the_frame_path(online, k):
+    """recommend() through the array path and through recommend_users (the batch funnel's
+    frames) give equal tables: items, ranks, scores, channels, every column."""
+    at = dt.datetime.fromisoformat(online.day).replace(hour=9, tzinfo=dt.UTC)
+    tables = online.tables
+    compared = 0
+    for n, user in enumerate(_users(online, 50, seed=k)):
+        session = _session(online, 100 + n, at) if n % 4 == 0 else None
+        fast = online.recommend(user, k=k, session=session, at=at)
+        online.tables = None  # the frame path
+        try:
+            frames = online.recommend(user, k=k, session=session, at=at)
+        finally:
+            online.tables = tables
+        assert fast.table.height > 0
+        assert fast.table.equals(frames.table), (user, fast.path)
+        compared += 1
+    assert compared == 52
+
+
+def test_request_tables_follow_the_ranker(online):
+    """The tables are built once per context and ranker encoder (a hot swap loads a new one)."""
+    assert RequestTables.of(online.ctx, online.model) is online.tables
+    n_users = online.ctx.users.height
+    assert online.tables.user_values.shape == (n_users + 1, len(F.USER_NUMERIC) + 2)
+    assert np.isnan(online.tables.user_values[-1, : len(F.USER_NUMERIC)]).all()  # an unknown user's row
+
+
+def test_users_without_new_signal_read_the_days_candidates(online, monkeypatch):
+    """A known user without new signal on the day gets the day's recall_candidates rows as
+    stored (no channel is searched) - the rows a live search gives; a user with new signal
+    is searched."""
+    stored = online.stored
+    assert stored is not None
+    batch = C.read_candidates(online.storage, online.day, online.ranking.rank_candidates)
+    assert stored.rows == batch.height
+    read = 0
+    for user in _users(online, 80, seed=3)[:-2]:
+        history = online._history(user)
+        rows = stored.of(user)
+        if rows is not None:
+            assert rows.equals(batch.filter(pl.col("user_id") == user))
+        uidx = online.user_index[user]
+        fresh = history.height and history["last_day"].max() >= online.day_date
+        if rows is None or not history.height or fresh or not online._day_exclusions(uidx, online.blocked(user, uidx)):
+            continue  # (no positive in the window: the cold path)
+        read += 1
+        with monkeypatch.context() as patch:
+            patch.setattr("recsys_assets.services.online.candidate_tables", _no_search)
+            candidates, path, _ = online._candidates(user, history)
+        assert path == "known" and candidates.equals(rows)
+        online.stored = None
+        try:
+            searched, _, _ = online._candidates(user, history)
+        finally:
+            online.stored = stored
+        assert searched.equals(rows), user
+    assert read >= 5
+    assert stored.of(UNKNOWN[0]) is None
+
+
+def _no_search(*args, **kwargs):
+    raise AssertionError("a channel was searched")
