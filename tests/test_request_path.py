@@ -10,7 +10,7 @@ import pytest
 
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
-from recsys_assets.core.ranking.request_path import RequestTables, request_matrix
+from recsys_assets.core.ranking.request_path import RequestTables, excluded_items, request_matrix
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.services import candidates as C
 from recsys_assets.services.lake import Lake
@@ -154,3 +154,41 @@ def test_users_without_new_signal_read_the_days_candidates(online, monkeypatch):
 
 def _no_search(*args, **kwargs):
     raise AssertionError("a channel was searched")
+
+
+def test_unknown_users_share_one_cold_list(online):
+    """Every unknown user without a history gets the cold path's list, made once: the rows
+    popular_candidates gives that user."""
+    from recsys_assets.services.serving import popular_candidates
+
+    empty = online._history(UNKNOWN[0])
+    assert empty.height == 0
+    for user in UNKNOWN + [UNKNOWN[0]]:
+        candidates, path, _ = online._candidates(user, empty)
+        expected = popular_candidates(online.ctx, [user], online.ranking.rank_candidates, empty, online.exclude)
+        assert path == "cold_start" and candidates.height > 0 and candidates.equals(expected)
+    assert online._anonymous is not None
+
+
+def test_excluded_items_are_the_pairs_drop_excluded_drops(online):
+    """excluded_items (one CSR row) finds the pairs serving.drop_excluded drops, on an
+    exclusion matrix holding about a third of each user's candidates."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(11)
+    n_users, n_items = online.exclude.shape
+    users = _users(online, 30, seed=4)
+    dropped = 0
+    for user in users:
+        candidates, _, ctx = online._candidates(user, online._history(user))
+        items = candidates["item_id"].to_numpy()
+        indices = np.array([online.idx_of.get(int(i), -1) for i in items])
+        uidx = online.user_index.get(user, -1)
+        picked = indices[(indices >= 0) & (rng.random(len(indices)) < 0.35)]
+        rows = np.full(len(picked), max(uidx, 0))
+        exclude = sp.csr_matrix((np.ones(len(picked), np.float32), (rows, picked)), shape=(n_users, n_items))
+        expected = drop_excluded(ctx, candidates, exclude)
+        hit = excluded_items(online.tables, exclude, user, items)
+        assert candidates.filter(~hit).equals(expected), user
+        dropped += int(hit.sum())
+    assert dropped > 100

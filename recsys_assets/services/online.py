@@ -177,6 +177,7 @@ class OnlineRecommender:
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
         # the day's fused lists, read (not searched) for users without new signal since
         self.stored = StoredCandidates.load(storage, self.day, ranking.rank_candidates)
+        self._anonymous: pl.DataFrame | None = None  # the candidates of an unknown user (_popular)
         prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
         # a request's ranking in arrays (None: a context the frame path alone can serve)
         self.tables = RequestTables.of(self.ctx, self.model) if self.model is not None else None
@@ -296,7 +297,14 @@ class OnlineRecommender:
         return np.array_equal(day, blocked)
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
-        return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
+        if history.height or user_id in self.user_index:  # a history or exclusions of its own
+            return popular_candidates(self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude)
+        # every unknown user without a history gets the same list: made once, the user's id set
+        if self._anonymous is None:
+            self._anonymous = popular_candidates(
+                self.ctx, [user_id], self.ranking.rank_candidates, history, self.exclude
+            ).drop("user_id")
+        return pl.DataFrame({"user_id": np.full(self._anonymous.height, user_id, np.int64)}).hstack(self._anonymous)
 
     def recommend(
         self,

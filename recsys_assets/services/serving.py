@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking import funnel
 from recsys_assets.core.ranking import ranker as ranker_lib
-from recsys_assets.core.ranking.request_path import RequestTables, request_matrix
+from recsys_assets.core.ranking.request_path import RequestTables, excluded_items, request_matrix
 from recsys_assets.core.ranking.rerank import RerankRules
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.storage import local_scratch_dir, scan_polars, write_parquet_atomic
@@ -513,8 +513,10 @@ def recommend_request(
     timings = {} if timings is None else timings
     attrs = funnel.ItemAttributes.from_context(ctx)
     started = time.perf_counter()
-    candidates = drop_excluded(ctx, candidates, exclude)
     items = candidates["item_id"].to_numpy().astype(np.int64)
+    hit = excluded_items(tables, ctx.exclude if exclude is None else exclude, user_id, items)
+    if hit.any():
+        candidates, items = candidates.filter(~hit), items[~hit]
     if session is not None and at is None:
         raise ValueError("a session request needs its time (at)")
     matrix = request_matrix(

@@ -100,6 +100,19 @@ def _find(lookup: tuple[np.ndarray, np.ndarray], wanted: np.ndarray, missing: in
     return np.where(ids[at] == wanted, values[at], missing)
 
 
+def excluded_items(tables: RequestTables, exclude, user_id: int, item_ids: np.ndarray) -> np.ndarray:
+    """Per item: whether `exclude` (users x items by dictionary index) holds the pair, as
+    serving.drop_excluded finds it, from the user's one CSR row."""
+    hit = np.zeros(len(item_ids), bool)
+    uidx = int(_find(tables.user_index, np.array([user_id], np.int64), -1)[0])
+    if exclude is None or uidx < 0 or uidx >= exclude.shape[0]:
+        return hit
+    lo, hi = exclude.indptr[uidx], exclude.indptr[uidx + 1]
+    row = np.unique(exclude.indices[lo:hi][exclude.data[lo:hi] != 0])
+    items = _find(tables.item_index, np.asarray(item_ids, np.int64), -1)
+    return (items >= 0) & (items < exclude.shape[1]) & np.isin(items, row)
+
+
 def request_matrix(
     ctx: F.FeatureContext,
     tables: RequestTables,
