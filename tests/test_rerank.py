@@ -147,3 +147,38 @@ def test_rerank_batch_equals_rerank_row_by_row(rules):
         assert got.tolist() == items[u, expected_positions].tolist(), u
         np.testing.assert_allclose(batch_scores[u, : len(got)], expected_scores)
         assert np.isnan(batch_scores[u, len(got) :]).all()
+
+
+def test_a_single_list_reranks_as_in_a_batch():
+    """rerank_batch on one user's row (the server's request, its own MMR loop) gives exactly
+    what the same row gets inside a batch: items and scores bit for bit, ties included."""
+    from recsys_assets.core.ranking.rerank import rerank_batch
+
+    rng = np.random.default_rng(9)
+    for case in range(400):
+        width, n_genres, k = int(rng.integers(1, 90)), int(rng.integers(1, 12)), int(rng.integers(1, 30))
+        rules = RerankRules(
+            mmr_lambda=float(rng.choice([0.0, 0.3, 0.8, 1.0])),
+            genre_cap=int(rng.integers(0, 4)),
+            freshness_boost=float(rng.choice([0.0, 0.2])),
+            popularity_beta=float(rng.choice([0.0, 0.1])),
+        )
+        row = {
+            "items": rng.permutation(5000)[:width],
+            "scores": np.round(rng.random(width), int(rng.integers(1, 3))),  # ties
+            "valid": rng.random(width) < 0.85,
+            "genre_vectors": (rng.random((width, n_genres)) < rng.random()).astype(float),
+            "primary_genre": rng.integers(-1, n_genres, width),
+            "age_days": rng.uniform(0, 60, width),
+            "popularity": rng.integers(0, 300, width).astype(float),
+        }
+        other = {name: rng.permutation(values) for name, values in row.items()}
+
+        def run(rows):
+            stacked = {name: np.stack([r[name] for r in rows]) for name in row}
+            return rerank_batch(stacked.pop("items"), stacked.pop("scores"), k, rules, **stacked)
+
+        alone_items, alone_scores = run([row])
+        batch_items, batch_scores = run([row, other])
+        assert np.array_equal(alone_items[0], batch_items[0]), case
+        assert np.array_equal(alone_scores[0], batch_scores[0], equal_nan=True), case
