@@ -192,3 +192,22 @@ def test_excluded_items_are_the_pairs_drop_excluded_drops(online):
         assert candidates.filter(~hit).equals(expected), user
         dropped += int(hit.sum())
     assert dropped > 100
+
+
+def test_the_days_candidates_written_again_reload_the_server(built_world):
+    """The server reads a user's candidates from the day's recall_candidates, so writing that
+    partition again changes what it fingerprints (and a reload follows)."""
+    import os
+
+    from recsys_assets.services.recommend_service import RecommendService
+
+    service = RecommendService(Settings.load(data_root=str(built_world)))
+    before = service.fingerprint()
+    path = service.lake.partition_path("recall_candidates", before[0])
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        assert service.fingerprint() != before
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert service.fingerprint() == before

@@ -171,7 +171,8 @@ class RecommendService:
     # ---------------------------------------------------------------------------------- models
     def fingerprint(self) -> tuple:
         """What a new recommender would be built from; it changes with a new model day, a model
-        re-published under a day, a ranker promotion or a champion promotion or rollback."""
+        re-published under a day, a ranker promotion, a champion promotion or rollback, or the
+        day's recall_candidates written again."""
         day = latest_model_day(self.model_store)
         ranker_day, _ = serving_ranker_day(self.lake, day)
         models = [
@@ -181,13 +182,16 @@ class RecommendService:
         ]
         if ranker_day and self.model_store.exists("ranker", ranker_day):
             models.append(("ranker", model_version(self.model_store, "ranker", ranker_day)))
-        registries = tuple(
-            sorted(
-                (p.parent.name, p.name, p.stat().st_mtime_ns)
-                for table in ("recall_champion", "ranker_champion")
-                for p in (self.lake.lake_dir / table).glob("*.parquet")
-            )
-        )
+        # the registries, and the day's recall_candidates (a user without new signal reads them)
+        watched = [
+            p
+            for table in ("recall_champion", "ranker_champion")
+            for p in (self.lake.lake_dir / table).glob("*.parquet")
+        ]
+        candidates = self.lake.partition_path("recall_candidates", day)
+        if candidates.exists():
+            watched.append(candidates)
+        registries = tuple(sorted((p.parent.name, p.name, p.stat().st_mtime_ns) for p in watched))
         return day, ranker_day, tuple(models), registries
 
     def _build(self, fingerprint: tuple) -> Loaded:
