@@ -132,7 +132,7 @@ def test_users_without_new_signal_read_the_days_candidates(online, monkeypatch):
         history = online._history(user)
         rows = stored.of(user)
         if rows is not None:
-            assert rows.equals(batch.filter(pl.col("user_id") == user))
+            assert rows.equals(batch.filter(pl.col("user_id") == user)) and rows.schema == batch.schema
         uidx = online.user_index[user]
         fresh = history.height and history["last_day"].max() >= online.day_date
         if rows is None or not history.height or fresh or not online._day_exclusions(uidx, online.blocked(user, uidx)):
