@@ -63,7 +63,8 @@ def recommend_channels(
         started = time.perf_counter()
         # a channel trained on an older dictionary knows fewer items than the exclusion rows
         rows = exclude if exclude.shape[1] == channel.n_items else exclude[:, : channel.n_items]
-        channels[name] = channel.model.recommend(users, k, exclude=rows, blocked_items=blocked_items)
+        blocked = blocked_items if blocked_items is None else blocked_items[blocked_items < channel.n_items]
+        channels[name] = channel.model.recommend(users, k, exclude=rows, blocked_items=blocked)
         latency[name] = (time.perf_counter() - started) / max(len(users), 1) * 1000
         if channel.score_range:
             ranges[name] = channel.score_range

@@ -58,7 +58,9 @@ def _user_rows(frame: pl.DataFrame) -> dict[int, tuple[int, int]]:
 
 
 class FoldedALS(RecallModel):
-    """An ALS channel whose vectors for some users are replaced by fold-in vectors."""
+    """An ALS channel whose vectors for some users are replaced by fold-in vectors. It searches
+    like the published model (faiss on a large catalog), through that model's item vectors and
+    index (kept once per loaded model, not rebuilt per request)."""
 
     name = "als"
 
@@ -66,11 +68,17 @@ class FoldedALS(RecallModel):
         super().__init__(**base.params)
         self.base, self.vectors = base, vectors
         self.item_factors = base.item_factors
+        self._loaded_cache = base._loaded_cache  # item-side only: the same for every user
+
+    def search_user_vectors(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, np.int64)
+        return np.stack([self.vectors[u] if u in self.vectors else self.base.user_factors[u] for u in users])
+
+    def search_item_vectors(self) -> np.ndarray:
+        return self.base.search_item_vectors()
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, np.int64)
-        rows = np.stack([self.vectors[u] if u in self.vectors else self.base.user_factors[u] for u in users])
-        return rows @ self.item_factors.T
+        return self.search_user_vectors(users) @ self.item_factors.T
 
     def arrays(self) -> dict[str, np.ndarray]:
         return self.base.arrays()
@@ -241,12 +249,24 @@ class OnlineRecommender:
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
         if not known:
             return self._popular(user_id, history), "cold_start", self.ctx
-        # recommend() reads the exclusion row of the user's own index
-        exclude = sp.csr_matrix(
-            (np.ones(len(blocked), np.float32), (np.full(len(blocked), uidx), blocked)), shape=(uidx + 1, n_items)
-        )
+        # recommend() reads the exclusion row of the user's own index (rows above it empty: an
+        # index array of zeros, not a matrix built entry by entry); unavailable items are blocked
+        # for every user, as in recall_candidates
+        own = np.setdiff1d(blocked, self.unavailable, assume_unique=True)
+        indptr = np.zeros(uidx + 2, np.int64)
+        indptr[-1] = len(own)
+        exclude = sp.csr_matrix((np.ones(len(own), np.float32), own, indptr), shape=(uidx + 1, n_items))
         table = candidate_tables(
-            self.day, np.array([uidx]), n_items, known, exclude, None, self.user_of, self.item_of, self.recall, ("rrf",)
+            self.day,
+            np.array([uidx]),
+            n_items,
+            known,
+            exclude,
+            self.unavailable,
+            self.user_of,
+            self.item_of,
+            self.recall,
+            ("rrf",),
         )["rrf"]
         # channel_depth kept: feature_frame reads rank_<channel> from the request's lists (in_<channel>);
         # without it, it searches the channels with the day's exclusions
