@@ -248,6 +248,9 @@ def _channel_columns(
                 has = ~np.isnan(from_list)
                 rank[rows[has]] = np.where((from_list[has] >= 1) & (from_list[has] <= depth), from_list[has], depth + 1)
                 rows = rows[~has]
+            if not len(rows):  # every rank read from the lists: nothing to search
+                out[f"score_{name}"], out[f"rank_{name}"] = score, rank
+                continue
             exclude, blocked = _recall_exclusions(ctx, channel)
             if exclude is not None and channel.model.personal:
                 # a user without any training positive has no history a personal channel could
