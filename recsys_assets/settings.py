@@ -253,6 +253,13 @@ class ServingConfig(BaseModel):
     # runs the funnel's Python on one core at a time, so throughput grows with workers up to
     # the cores. Each worker watches for new models itself.
     workers: int = Field(default=1, ge=1, le=64)
+    # Approximate search (HNSW) for a dot-product channel of a large catalog (at least the
+    # model's faiss_min_items), enabled per channel at load only when its lists over a sample
+    # of users hold at least this share of the exact lists' items (recall@candidates_k); None:
+    # exact search only. ef_search: the graph's candidate pool per search.
+    ann_min_recall: float | None = Field(default=0.95, gt=0.0, le=1.0)
+    ann_ef_search: int = Field(default=200, ge=10, le=10000)
+    ann_sample_users: int = Field(default=200, ge=10, le=100000)
 
 
 class SettingsError(ValueError):

@@ -211,3 +211,60 @@ def test_the_days_candidates_written_again_reload_the_server(built_world):
     finally:
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert service.fingerprint() == before
+
+
+def test_approximate_search_is_kept_only_where_its_recall_is_measured_high(built_world, monkeypatch):
+    """At load, each dot-product channel of a large catalog gets an HNSW search, measured
+    against exact search on a sample of users: kept where recall@candidates_k reaches
+    serving.ann_min_recall (its lists then come from the graph, scores exact), dropped
+    elsewhere; requests are answered either way."""
+    from recsys_assets.core.recall.base import RecallModel
+    from recsys_assets.settings import ServingConfig
+
+    monkeypatch.setattr(RecallModel, "faiss_min_items", 0)  # this world's catalog as a large one
+    settings = Settings.load(data_root=str(built_world))
+
+    def load(min_recall):
+        return OnlineRecommender(
+            Lake(data_root=str(built_world)),
+            ModelStore(models_root=settings.models_root),
+            settings.ranking,
+            settings.recall,
+            first_day=settings.start_date,
+            serving=ServingConfig(ann_min_recall=min_recall, ann_sample_users=50),
+        )
+
+    online = load(0.5)
+    assert {"als", "bpr"} <= set(online.approximate)
+    for name, recall in online.approximate.items():
+        assert 0.0 <= recall <= 1.0
+        kept = "approximate" in online.recall_channels[name].model._loaded_cache
+        assert kept == (recall >= 0.5), name
+    assert any("approximate" in c.model._loaded_cache for c in online.recall_channels.values())
+    for user in _users(online, 20, seed=8):
+        assert online.recommend(user, k=10).table.height == 10
+    strict = load(1.0)  # a recall of 1 keeps a channel only where its lists are exact
+    for name, recall in strict.approximate.items():
+        assert ("approximate" in strict.recall_channels[name].model._loaded_cache) == (recall >= 1.0)
+
+
+def test_mips_hnsw_scores_exactly_and_finds_the_exact_top_k():
+    """The graph's lists: exact inner products, best first, and on clustered vectors of
+    unequal norms (inner product, not distance) the exact top-k almost entirely."""
+    import faiss
+
+    from recsys_assets.core.recall.ann import MipsHnsw
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(20, 16))
+    items = (centres[rng.integers(0, 20, 5000)] + 0.3 * rng.normal(size=(5000, 16))) * rng.uniform(0.5, 2, (5000, 1))
+    queries = rng.normal(size=(50, 16)).astype(np.float32)
+    graph = MipsHnsw(items, ef_search=200)
+    scores, rows = graph.search(queries, 50)
+    flat = faiss.IndexFlatIP(16)
+    flat.add(items.astype(np.float32))
+    _, exact = flat.search(queries, 50)
+    np.testing.assert_allclose(scores, np.einsum("uj,ukj->uk", queries, items.astype(np.float32)[rows]), rtol=1e-6)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    recall = np.mean([len(np.intersect1d(r, e)) / 50 for r, e in zip(rows, exact, strict=True)])
+    assert recall >= 0.95

@@ -46,7 +46,7 @@ from recsys_assets.services.serving import (
     user_history,
 )
 from recsys_assets.services.training import consumed_before
-from recsys_assets.settings import RankingConfig, RecallConfig, Settings
+from recsys_assets.settings import RankingConfig, RecallConfig, ServingConfig, Settings
 
 
 def _user_rows(frame: pl.DataFrame) -> dict[int, tuple[int, int]]:
@@ -118,6 +118,7 @@ class OnlineRecommender:
         recall: RecallConfig,
         day: str | None = None,
         first_day: str | None = None,
+        serving: ServingConfig | None = None,
     ):
         self.storage, self.ranking, self.recall = storage, ranking, recall
         if day is not None:
@@ -192,9 +193,43 @@ class OnlineRecommender:
         for channel in self.recall_channels.values():  # per-model caches (normalised profiles) now
             if isinstance(channel.model, recall_models.ContentColdStartModel) and channel.n_users:
                 channel.model.score(np.zeros(1, np.int64))
+        # {channel: recall@candidates_k of its approximate lists vs exact} (used where high enough)
+        self.approximate = self._approximate_searches(serving) if serving is not None else {}
         if "als" in self.recall_channels:  # the fold-in solver (and its imports: ~0.1 s) now, not on a request
             als = self.recall_channels["als"]
             cast("recall_models.ALSModel", als.model).fold_in(sp.csr_matrix((1, als.n_items), dtype=np.float32))
+
+    def _approximate_searches(self, serving: ServingConfig) -> dict[str, float]:
+        """Give each dot-product channel of a large catalog an HNSW search, measured first: the
+        channel's lists for a sample of the day's users (their exclusions, the unavailable items
+        blocked), approximate against exact; kept only with recall@candidates_k of at least
+        serving.ann_min_recall, else the channel stays exact."""
+        if serving.ann_min_recall is None or self.ctx.exclude is None:
+            return {}
+        exclude, k = self.ctx.exclude, self.recall.candidates_k
+        users = np.flatnonzero(np.diff(exclude.indptr) > 0)
+        rng = np.random.default_rng(0)
+        users = np.sort(rng.choice(users, min(serving.ann_sample_users, len(users)), replace=False))
+        out = {}
+        for name, channel in self.recall_channels.items():
+            model = channel.model
+            vectors = model._item_vectors()
+            if vectors is None or len(vectors) < model.faiss_min_items or not len(users):
+                continue
+            rows = exclude if exclude.shape[1] == channel.n_items else exclude[:, : channel.n_items]
+            blocked = self.unavailable[self.unavailable < channel.n_items]
+            sample = users[users < channel.n_users]
+            exact, _ = model.recommend(sample, k, exclude=rows, blocked_items=blocked)
+            model.approximate_search(blocked, serving.ann_ef_search)
+            approximate, _ = model.recommend(sample, k, exclude=rows, blocked_items=blocked)
+            found = [
+                len(np.intersect1d(a[a >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)
+                for a, e in zip(approximate, exact, strict=True)
+            ]
+            out[name] = float(np.mean(found))
+            if out[name] < serving.ann_min_recall:
+                model.exact_search()
+        return out
 
     @classmethod
     def from_settings(cls, settings: Settings, day: str | None = None) -> OnlineRecommender:

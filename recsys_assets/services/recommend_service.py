@@ -203,6 +203,7 @@ class RecommendService:
             self.settings.recall,
             day=day,
             first_day=self.settings.start_date,
+            serving=self.settings.serving,
         )
         champion = serving_champion(self.lake, day)
         # the models this recommender reads (a model published but not among the configured
@@ -217,6 +218,12 @@ class RecommendService:
             "models": {m: v for m, v in models if m == "ranker" or m.removeprefix("recall_") in used},
             # the online funnel fuses every channel; the recall champion is reported, not chosen
             "recall_champion": f"{champion[0]}@{champion[1]}" if champion else None,
+            # per large-catalog channel: its approximate lists' recall against exact at load,
+            # and whether it searches approximately (only at or above serving.ann_min_recall)
+            "search": {
+                name: {"recall": round(recall, 4), "approximate": recall >= (self.settings.serving.ann_min_recall or 2)}
+                for name, recall in recommender.approximate.items()
+            },
         }
         return Loaded(recommender, fingerprint, versions, time.time(), item_titles(recommender.storage))
 

@@ -127,3 +127,30 @@ def recall_vs_exact(
         exact_ids = np.asarray(ids, np.int64)[exact_ids]
     hits = [len(np.intersect1d(a[a >= 0], e)) for a, e in zip(ann_ids, exact_ids, strict=False)]
     return float(np.mean(hits) / k) if hits else 0.0
+
+
+class MipsHnsw:
+    """An HNSW graph over item vectors searched like a flat inner-product index
+    (`search(queries, k)` -> (scores, row numbers), best first, -1 / -inf when fewer): the
+    graph walks the mips_to_l2 space for `ef_search` candidates, which are then scored by
+    their exact inner product and ordered (ties by row), so scores are exact and only the
+    items the graph missed differ from exact search."""
+
+    def __init__(self, item_vectors: np.ndarray, M: int = 32, ef_construction: int = 100, ef_search: int = 200):
+        self.items = _f32(item_vectors)
+        norms = np.einsum("ij,ij->i", self.items, self.items)
+        extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0)).astype(np.float32).reshape(-1, 1)
+        self.graph = build_mips_hnsw(
+            np.hstack([self.items, extra]), M=M, ef_construction=ef_construction, ef_search=ef_search
+        )
+        self.ef_search = ef_search
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = _f32(queries)
+        augmented = np.hstack([queries, np.zeros((len(queries), 1), np.float32)])
+        _, rows = self.graph.search(augmented, max(int(k), self.ef_search))
+        scores = np.einsum("uj,ukj->uk", queries, self.items[np.maximum(rows, 0)])
+        scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+        order = np.lexsort((np.where(rows >= 0, rows, np.iinfo(np.int64).max), -scores), axis=1)[:, : int(k)]
+        rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return np.where(np.isfinite(scores), scores, -np.inf), np.where(np.isfinite(scores), rows, -1)

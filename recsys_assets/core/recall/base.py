@@ -258,6 +258,26 @@ class RecallModel:
 
         return self._kept_per_blocked_set("indexes", blocked_items, build)
 
+    def approximate_search(self, blocked_items: np.ndarray | None, ef_search: int) -> None:
+        """Search this loaded model's large catalog (minus `blocked_items`) through an HNSW
+        graph from now on (core/recall/ann.py: the retrieved items re-scored exactly, so a list
+        differs from the exact one only by items the graph missed). A server enables it only
+        where it measured the lists' recall against exact search (services/online.py)."""
+        from recsys_assets.core.recall.ann import MipsHnsw
+
+        item_vectors = self._item_vectors()
+        if self._loaded_cache is None or item_vectors is None:
+            raise ValueError(f"{self.name}: approximate search needs a loaded dot-product model")
+        index, allowed_ids = self._faiss_index(item_vectors, blocked_items)
+        blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
+        graph = MipsHnsw(np.asarray(item_vectors, np.float32)[allowed_ids], ef_search=ef_search)
+        self._loaded_cache["approximate"] = (blocked.tobytes(), graph)
+
+    def exact_search(self) -> None:
+        """Back to exact search (approximate_search undone)."""
+        if self._loaded_cache is not None:
+            self._loaded_cache.pop("approximate", None)
+
     def _recommend_exact_faiss(
         self,
         item_vectors: np.ndarray,
@@ -273,6 +293,11 @@ class RecallModel:
         multi-threaded heap top-k replaces a dense users × items argpartition (~10x faster at 100k items)."""
         n_items = len(item_vectors)
         index, allowed_ids = self._faiss_index(item_vectors, blocked_items)
+        approximate = self._loaded_cache.get("approximate") if self._loaded_cache is not None else None
+        if approximate is not None:
+            blocked = blocked_items if blocked_items is not None else np.zeros(0, np.int64)
+            if approximate[0] == np.unique(np.asarray(blocked, np.int64)).tobytes():
+                index = approximate[1]  # built over the same allowed items
         kk = min(k, len(allowed_ids))
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
