@@ -256,6 +256,8 @@ def main():
     try:
         ready = wait_ready(base, server)
         print(f"server ready: models of {ready['versions']['day']}")
+        # per large-catalog channel: recall@k of its approximate lists vs exact, and whether it is used
+        print(f"search: {ready['versions'].get('search')}")
         warm = Client(port)
         for user in users[:20]:
             warm.get(f"/recommend?user={user}&k=10")

@@ -174,7 +174,7 @@ def test_a_single_list_reranks_as_in_a_batch():
         }
         other = {name: rng.permutation(values) for name, values in row.items()}
 
-        def run(rows):
+        def run(rows, row=row, k=k, rules=rules):
             stacked = {name: np.stack([r[name] for r in rows]) for name in row}
             return rerank_batch(stacked.pop("items"), stacked.pop("scores"), k, rules, **stacked)
 

@@ -1,5 +1,5 @@
-"""One request's ranking in arrays: the ranker's matrix for one user's candidates, built by row
-lookups into tables prepared once per context and ranker, then scored. The values are those
+"""One request's ranking features in arrays: the ranker's matrix for one user's candidates, built
+by row lookups into tables prepared once per context and ranker. The values are those
 feature_frame() and encode() give the same pairs in the serving context (tests/test_request_path.py
 proves it); on a request's ~100 rows polars' fixed cost per step is most of the work, so the
 server takes this path and batches keep the frame path."""
