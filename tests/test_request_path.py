@@ -24,16 +24,21 @@ pytestmark = pytest.mark.slow  # the multi-day world and a model load
 UNKNOWN = [10**9 + 7, 10**9 + 8]
 
 
-@pytest.fixture(scope="module")
-def online(built_world) -> OnlineRecommender:
-    settings = Settings.load(data_root=str(built_world))
+def _load(root, serving=None) -> OnlineRecommender:
+    settings = Settings.load(data_root=str(root))
     return OnlineRecommender(
-        Lake(data_root=str(built_world)),
+        Lake(data_root=str(root)),
         ModelStore(models_root=settings.models_root),
         settings.ranking,
         settings.recall,
         first_day=settings.start_date,
+        serving=serving,
     )
+
+
+@pytest.fixture(scope="module")
+def online(built_world) -> OnlineRecommender:
+    return _load(built_world)
 
 
 def _users(online: OnlineRecommender, n: int, seed: int) -> list[int]:
@@ -222,17 +227,9 @@ def test_approximate_search_is_kept_only_where_its_recall_is_measured_high(built
     from recsys_assets.settings import ServingConfig
 
     monkeypatch.setattr(RecallModel, "faiss_min_items", 0)  # this world's catalog as a large one
-    settings = Settings.load(data_root=str(built_world))
 
     def load(min_recall):
-        return OnlineRecommender(
-            Lake(data_root=str(built_world)),
-            ModelStore(models_root=settings.models_root),
-            settings.ranking,
-            settings.recall,
-            first_day=settings.start_date,
-            serving=ServingConfig(ann_min_recall=min_recall, ann_sample_users=50),
-        )
+        return _load(built_world, ServingConfig(ann_min_recall=min_recall, ann_sample_users=50))
 
     online = load(0.5)
     assert {"als", "bpr"} <= set(online.approximate)
