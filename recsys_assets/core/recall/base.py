@@ -82,6 +82,11 @@ def first_not_excluded(
     )
 
 
+def _blocked_set(blocked_items: np.ndarray | None) -> np.ndarray:
+    """Blocked item indices as sorted unique int64 (the key of what is kept per blocked set)."""
+    return np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
+
+
 def excluded_entries(exclude: sp.spmatrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position in `users`, item) of every entry of the users' `exclude` rows: the entries of
     exclude[users], read from a CSR matrix's arrays without building that matrix (scipy's
@@ -230,7 +235,7 @@ class RecallModel:
         being fitted). The online path alternates between recall (no blocked items) and the
         ranker's rank features (the day's blocked items): one kept result would be rebuilt on
         every call."""
-        blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
+        blocked = _blocked_set(blocked_items)
         key = blocked.tobytes()
         kept = self._loaded_cache.get(name, {}) if self._loaded_cache is not None else {}
         if key in kept:
@@ -268,10 +273,9 @@ class RecallModel:
         item_vectors = self._item_vectors()
         if self._loaded_cache is None or item_vectors is None:
             raise ValueError(f"{self.name}: approximate search needs a loaded dot-product model")
-        index, allowed_ids = self._faiss_index(item_vectors, blocked_items)
-        blocked = np.unique(np.asarray(blocked_items, np.int64)) if blocked_items is not None else np.zeros(0, np.int64)
+        _, allowed_ids = self._faiss_index(item_vectors, blocked_items)  # the items the graph holds
         graph = MipsHnsw(np.asarray(item_vectors, np.float32)[allowed_ids], ef_search=ef_search)
-        self._loaded_cache["approximate"] = (blocked.tobytes(), graph)
+        self._loaded_cache["approximate"] = (_blocked_set(blocked_items).tobytes(), graph)
 
     def exact_search(self) -> None:
         """Back to exact search (approximate_search undone)."""
@@ -294,10 +298,8 @@ class RecallModel:
         n_items = len(item_vectors)
         index, allowed_ids = self._faiss_index(item_vectors, blocked_items)
         approximate = self._loaded_cache.get("approximate") if self._loaded_cache is not None else None
-        if approximate is not None:
-            blocked = blocked_items if blocked_items is not None else np.zeros(0, np.int64)
-            if approximate[0] == np.unique(np.asarray(blocked, np.int64)).tobytes():
-                index = approximate[1]  # built over the same allowed items
+        if approximate is not None and approximate[0] == _blocked_set(blocked_items).tobytes():
+            index = approximate[1]  # built over the same allowed items
         kk = min(k, len(allowed_ids))
         out_items = np.full((len(users), kk), -1, dtype=np.int64)
         out_scores = np.full((len(users), kk), -np.inf, dtype=np.float32)
