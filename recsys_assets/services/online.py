@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import cast
 
@@ -37,6 +37,7 @@ from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.registry import serving_champion_model, serving_ranker_day
 from recsys_assets.services.serving import (
     COLD_START_CHANNEL,
+    answer_table,
     feature_context,
     load_ranker,
     popular_candidates,
@@ -105,8 +106,17 @@ class Answer:
     path: str  # "known", "known+fold_in" or "cold_start"
     day: str
     stage: str
-    table: pl.DataFrame
+    rows: list[dict]  # the answer table's rows (a request ranked in arrays makes no frame)
     timings_ms: dict
+    _table: pl.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def table(self) -> pl.DataFrame:
+        """The answer as recommend_users' table (user_id, rank, item_id, score, stage, channels,
+        because_you_watched, top_features)."""
+        if self._table is None:
+            self._table = answer_table(self.rows)
+        return self._table
 
 
 class OnlineRecommender:
@@ -378,8 +388,9 @@ class OnlineRecommender:
         candidates, path, ctx = self._candidates(user_id, history)
         timings["recall_ms"] = (time.perf_counter() - started) * 1000
         settings = self.ranking.model_copy(update={"top_k": k})
+        table: pl.DataFrame | None = None
         if self.model is not None and self.tables is not None and not explain:
-            table = recommend_request(
+            rows = recommend_request(
                 ctx,
                 self.model,
                 self.tables,
@@ -406,12 +417,14 @@ class OnlineRecommender:
                 at=(at or dt.datetime.now(dt.UTC)) if session is not None else None,
                 recall_champion=self.recall_champion,
             )
+            rows = table.to_dicts()
         timings["total_ms"] = sum(timings.values())
         return Answer(
             user_id=user_id,
             path=path,
             day=self.day,
             stage="ranker_rerank" if self.model is not None else "recall_rerank",
-            table=table,
+            rows=rows,
             timings_ms=timings,
+            _table=table,
         )

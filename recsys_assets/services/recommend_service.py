@@ -340,7 +340,7 @@ class RecommendService:
         timings = dict(answer.timings_ms)
         timings["service_ms"] = (time.perf_counter() - started) * 1000  # the wait for a slot included
         items = []
-        for row in answer.table.to_dicts():
+        for row in answer.rows:
             item = {
                 "rank": row["rank"],
                 "item_id": row["item_id"],

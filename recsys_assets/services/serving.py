@@ -507,9 +507,10 @@ def recommend_request(
     exclude: sp.csr_matrix | None = None,
     session: SessionState | None = None,
     at: dt.datetime | None = None,
-) -> pl.DataFrame:
+) -> list[dict]:
     """recommend_users(explain=False) of one user's candidates through the ranker, in arrays
-    (core/ranking/request_path.py): the same table, without a polars step per stage."""
+    (core/ranking/request_path.py): the same table as rows (answer_table(rows) is the frame),
+    without a polars step per stage."""
     timings = {} if timings is None else timings
     attrs = funnel.ItemAttributes.from_context(ctx)
     started = time.perf_counter()
@@ -538,32 +539,40 @@ def recommend_request(
     order = np.argsort(items, kind="stable")
     row = order[np.searchsorted(items[order], top_items)] if len(items) else np.zeros(0, np.int64)
     held = [candidates[f"in_{n}"].to_numpy()[row] > 0 for n in names]
-    channels = [[n for n, h in zip(names, held, strict=True) if h[j]] for j in range(len(top_items))]
-    n = len(top_items)
-    out = pl.DataFrame(
+    # rows, not a frame: on ten rows polars' construction (list columns above all) costs more
+    # than the re-rank; answer_table() makes the frame when one is asked for
+    out = [
         {
-            "user_id": np.full(n, user_id, np.int64),
-            "rank": np.arange(1, n + 1, dtype=np.int64),
-            "item_id": top_items,
-            "score": top_scores,
-            "stage": ["ranker_rerank"] * n,
-            "channels": pl.Series(channels, dtype=pl.List(pl.String)),
-            "because_you_watched": pl.Series([[]] * n, dtype=pl.List(pl.Int64)),
-            "top_features": pl.Series([[]] * n, dtype=pl.List(pl.String)),
-        },
-        schema={
-            "user_id": pl.Int64,
-            "rank": pl.Int64,
-            "item_id": pl.Int64,
-            "score": pl.Float64,
-            "stage": pl.String,
-            "channels": pl.List(pl.String),
-            "because_you_watched": pl.List(pl.Int64),
-            "top_features": pl.List(pl.String),
-        },
-    )
+            "user_id": user_id,
+            "rank": rank,
+            "item_id": item,
+            "score": score,
+            "stage": "ranker_rerank",
+            "channels": [n for n, h in zip(names, held, strict=True) if h[rank - 1]],
+            "because_you_watched": [],
+            "top_features": [],
+        }
+        for rank, (item, score) in enumerate(zip(top_items.tolist(), top_scores.tolist(), strict=True), start=1)
+    ]
     timings["rerank_ms"] = (time.perf_counter() - started) * 1000
     return out
+
+
+ANSWER_SCHEMA = {
+    "user_id": pl.Int64,
+    "rank": pl.Int64,
+    "item_id": pl.Int64,
+    "score": pl.Float64,
+    "stage": pl.String,
+    "channels": pl.List(pl.String),
+    "because_you_watched": pl.List(pl.Int64),
+    "top_features": pl.List(pl.String),
+}
+
+
+def answer_table(rows: list[dict]) -> pl.DataFrame:
+    """recommend_request's rows as the table recommend_users gives."""
+    return pl.DataFrame(rows, schema=ANSWER_SCHEMA)
 
 
 RECOMMENDATION_COLUMNS = [
