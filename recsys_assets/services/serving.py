@@ -558,7 +558,7 @@ def recommend_request(
     return out
 
 
-ANSWER_SCHEMA = {
+ANSWER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "user_id": pl.Int64,
     "rank": pl.Int64,
     "item_id": pl.Int64,
