@@ -175,6 +175,26 @@ def test_unknown_users_share_one_cold_list(online):
     assert online._anonymous is not None
 
 
+@pytest.mark.parametrize("explain", [False, True])
+def test_unknown_users_share_one_answer(online, explain):
+    """An unknown user without history or session gets the answer computed for the first one
+    (their rows are ranked alike), with its own id; a session request is ranked on its own."""
+    online._anonymous_answers.clear()
+    first = online.recommend(UNKNOWN[0], k=10, explain=explain)
+    second = online.recommend(UNKNOWN[1], k=10, explain=explain)
+    assert set(online._anonymous_answers) == {(10, explain)}
+    online._anonymous_answers.clear()
+    computed = online.recommend(UNKNOWN[1], k=10, explain=explain)
+    assert second.path == computed.path == "cold_start" and second.table.height == 10
+    assert second.table.equals(computed.table)
+    assert second.table["user_id"].to_list() == [UNKNOWN[1]] * 10
+    assert first.table.drop("user_id").equals(second.table.drop("user_id"))
+    online._anonymous_answers.clear()
+    at = dt.datetime.fromisoformat(online.day).replace(hour=9, tzinfo=dt.UTC)
+    online.recommend(UNKNOWN[0], k=10, explain=explain, session=_session(online, 5, at), at=at)
+    assert not online._anonymous_answers
+
+
 def test_excluded_items_are_the_pairs_drop_excluded_drops(online):
     """excluded_items (one CSR row) finds the pairs serving.drop_excluded drops, on an
     exclusion matrix holding about a third of each user's candidates."""

@@ -197,6 +197,10 @@ class OnlineRecommender:
         # the day's fused lists, read (not searched) for users without new signal since
         self.stored = StoredCandidates.load(storage, self.day, ranking.rank_candidates)
         self._anonymous: pl.DataFrame | None = None  # the candidates of an unknown user (_popular)
+        # {(k, explain): the answer rows of an unknown user without history or session}: every
+        # such user is ranked on the same rows (no user features, no exclusions), so gets the
+        # same list; made once, the user's id set per request
+        self._anonymous_answers: dict[tuple[int, bool], tuple[list[dict], str]] = {}
         prepare_context(self.ctx)  # shared by every request, and by the fold-in copies of ctx
         # a request's ranking in arrays (None: a context the frame path alone can serve)
         self.tables = RequestTables.of(self.ctx, self.model) if self.model is not None else None
@@ -385,6 +389,18 @@ class OnlineRecommender:
         timings = {}
         started = time.perf_counter()
         history = self._history(user_id)
+        anonymous = session is None and history.height == 0 and user_id not in self.user_index
+        if anonymous and (k, explain) in self._anonymous_answers:
+            rows, path = self._anonymous_answers[k, explain]
+            timings["total_ms"] = (time.perf_counter() - started) * 1000
+            return Answer(
+                user_id=user_id,
+                path=path,
+                day=self.day,
+                stage="ranker_rerank" if self.model is not None else "recall_rerank",
+                rows=[row | {"user_id": user_id} for row in rows],
+                timings_ms=timings,
+            )
         candidates, path, ctx = self._candidates(user_id, history)
         timings["recall_ms"] = (time.perf_counter() - started) * 1000
         settings = self.ranking.model_copy(update={"top_k": k})
@@ -419,6 +435,8 @@ class OnlineRecommender:
             )
             rows = table.to_dicts()
         timings["total_ms"] = sum(timings.values())
+        if anonymous:
+            self._anonymous_answers[k, explain] = (rows, path)
         return Answer(
             user_id=user_id,
             path=path,
