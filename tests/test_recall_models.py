@@ -814,6 +814,24 @@ def test_score_pairs_equal_the_full_score_rows(world, fitted):
         )
 
 
+def test_item_cf_scores_one_users_pairs_bit_for_bit(fitted):
+    """One user's pairs (a request's candidates, repeats and unscored items included) take
+    the neighbour-row path: the same float32 bits as the sparse score rows of several users."""
+    model = fitted["item_cf"]
+    assert model.sim.dtype == model.user_items.dtype == np.float32
+    rng = np.random.default_rng(5)
+    other = 0
+    for user in rng.choice(N_USERS, 60, replace=False):
+        items = np.append(rng.integers(0, N_ITEMS, 80), [3, 3])
+        one = model.score_pairs(np.full(len(items), user), items)
+        # a second user sends the pairs through the sparse score rows
+        several = model.score_pairs(np.append(np.full(len(items), user), (user + 1) % N_USERS), np.append(items, 0))
+        assert np.array_equal(one, several[:-1]), user
+        other += int((one == 0).sum())
+    assert other > 0  # unscored items (no neighbour among the user's items) score 0
+    assert model.score_pairs(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
+
+
 def test_rank_features_are_exact_within_the_rank_depth(world, fitted):
     """rank_<channel> is the item's full-catalog rank when it is within the channel's top
     rank_depth, rank_depth + 1 below; score_<channel> is the pair's score."""

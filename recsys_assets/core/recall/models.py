@@ -399,6 +399,9 @@ class ItemCFModel(RecallModel):
         out = np.zeros(len(users), np.float32)
         n_items = sim.shape[1]
         distinct, inverse = np.unique(users, return_inverse=True)
+        if len(distinct) == 1 and sim.dtype == user_items.dtype == np.float32:
+            out[:] = self._one_user_pairs(int(distinct[0]), items)
+            return out
         order = np.argsort(inverse, kind="stable")  # pairs grouped by user
         bounds = np.searchsorted(inverse[order], np.arange(0, len(distinct) + block, block))
         for b, start in enumerate(range(0, len(distinct), block)):
@@ -415,6 +418,28 @@ class ItemCFModel(RecallModel):
             at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
             out[rows] = np.where(keys[at] == wanted, scores.data[at], 0.0)
         return out
+
+    def _one_user_pairs(self, user: int, items: np.ndarray) -> np.ndarray:
+        """score_pairs of one user (a request's candidates): the neighbour rows of the user's
+        items, summed into the asked items only, without building the sparse score row. The
+        float32 products are added in the order the sparse product adds them (the user's items
+        in stored order, each neighbour row in stored order), so the scores are the same bits."""
+        sim, user_items = _fitted(self.sim, "sim"), _fitted(self.user_items, "user_items")
+        if not len(items):
+            return np.zeros(0, np.float32)
+        lo, hi = user_items.indptr[user], user_items.indptr[user + 1]
+        neighbours_of, weights = user_items.indices[lo:hi], user_items.data[lo:hi]
+        starts, lengths = sim.indptr[neighbours_of], np.diff(sim.indptr)[neighbours_of]
+        # the positions of every neighbour row's entries, row after row
+        at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        slot = np.full(sim.shape[1], -1, np.int32)  # each asked item's sum, by item index
+        wanted = np.unique(items)
+        slot[wanted] = np.arange(len(wanted), dtype=np.int32)
+        found = slot[sim.indices[at]]
+        keep = found >= 0
+        sums = np.zeros(len(wanted), np.float32)
+        np.add.at(sums, found[keep], np.repeat(weights, lengths)[keep] * sim.data[at[keep]])
+        return sums[slot[items]]
 
     # Catalogs at least this large are ranked from the sparse score rows (recommend below).
     sparse_min_items = 20_000
