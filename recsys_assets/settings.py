@@ -260,6 +260,10 @@ class ServingConfig(BaseModel):
     ann_min_recall: float | None = Field(default=0.95, gt=0.0, le=1.0)
     ann_ef_search: int = Field(default=200, ge=10, le=10000)
     ann_sample_users: int = Field(default=200, ge=10, le=100000)
+    # Score requests with the ranker's trees compiled to machine code (lleaves; the same scores
+    # as LightGBM, ~4x faster on a request's rows), compiled at load and cached per model;
+    # LightGBM's predictor when off or when compiling fails.
+    compiled_trees: bool = True
 
 
 class SettingsError(ValueError):

@@ -285,3 +285,51 @@ def test_mips_hnsw_scores_exactly_and_finds_the_exact_top_k():
     assert (np.diff(scores, axis=1) <= 0).all()
     recall = np.mean([len(np.intersect1d(r, e)) / 50 for r, e in zip(rows, exact, strict=True)])
     assert recall >= 0.95
+
+
+def test_compiled_trees_score_as_lightgbm_bit_for_bit(online, tmp_path):
+    """The server's compiled trees give LightGBM's scores exactly, on request matrices of
+    known, fold-in, cold and unknown users; the object is compiled once, then loaded."""
+    ranker = online.model
+    assert ranker is not None and ranker.compiled is None
+    ranker.compile_trees(tmp_path / "trees")
+    try:
+        assert len(list((tmp_path / "trees").glob("*.o"))) == 1
+        matrices = []
+        for user in _users(online, 40, seed=6):
+            candidates, _, ctx = online._candidates(user, online._history(user))
+            items = candidates["item_id"].to_numpy()
+            listed = F._listed_ranks(ctx, candidates)
+            matrices.append(request_matrix(ctx, online.tables, ranker, user, items, None, listed=listed))
+        compiled = [ranker.score_matrix(m) for m in matrices]
+        kept, ranker.compiled = ranker.compiled, None
+        for matrix, scores in zip(matrices, compiled, strict=True):
+            np.testing.assert_array_equal(scores, ranker.score_matrix(matrix))
+        # the cached object loads (no second object), and scores alike
+        ranker.compile_trees(tmp_path / "trees")
+        assert len(list((tmp_path / "trees").glob("*.o"))) == 1
+        np.testing.assert_array_equal(ranker.score_matrix(matrices[0]), compiled[0])
+        assert kept is not ranker.compiled
+    finally:
+        ranker.compiled = None
+
+
+def test_a_server_compiles_its_trees_or_says_why_not(built_world, monkeypatch):
+    """With ServingConfig.compiled_trees the recommender scores with compiled trees and answers
+    as LightGBM's; when compiling fails, LightGBM scores and the reason is reported."""
+    from recsys_assets.settings import ServingConfig
+
+    serving = ServingConfig(ann_min_recall=None)
+    fast = _load(built_world, serving=serving)
+    plain = _load(built_world)
+    assert fast.trees == "compiled" and plain.trees == "lightgbm" and fast.model.compiled is not None
+    for user in _users(plain, 30, seed=8):
+        assert fast.recommend(user, k=10).table.equals(plain.recommend(user, k=10).table), user
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr("recsys_assets.core.ranking.ranker.compile_trees", broken)
+    fallback = _load(built_world, serving=serving)
+    assert fallback.trees == "lightgbm (not compiled: RuntimeError: no compiler here)"
+    assert fallback.model.compiled is None and fallback.recommend(UNKNOWN[0], k=10).table.height == 10

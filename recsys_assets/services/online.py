@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -48,6 +51,8 @@ from recsys_assets.services.serving import (
 )
 from recsys_assets.services.training import consumed_before
 from recsys_assets.settings import RankingConfig, RecallConfig, ServingConfig, Settings
+
+log = logging.getLogger(__name__)
 
 
 def _user_rows(frame: pl.DataFrame) -> dict[int, tuple[int, int]]:
@@ -209,9 +214,22 @@ class OnlineRecommender:
                 channel.model.score(np.zeros(1, np.int64))
         # {channel: recall@candidates_k of its approximate lists vs exact} (used where high enough)
         self.approximate = self._approximate_searches(serving) if serving is not None else {}
+        # how requests score the ranker's trees: "compiled", "lightgbm" or why not compiled
+        self.trees = self._compile_trees(model_store) if serving is not None and serving.compiled_trees else "lightgbm"
         if "als" in self.recall_channels:  # the fold-in solver (and its imports: ~0.1 s) now, not on a request
             als = self.recall_channels["als"]
             cast("recall_models.ALSModel", als.model).fold_in(sp.csr_matrix((1, als.n_items), dtype=np.float32))
+
+    def _compile_trees(self, model_store: ModelStore) -> str:
+        if self.model is None:
+            return "no ranker"
+        cache = Path(model_store.cache_dir or Path(tempfile.gettempdir()) / "recsys-model-cache") / "compiled-trees"
+        try:
+            self.model.compile_trees(cache)
+        except Exception as error:  # noqa: BLE001 — LightGBM's predictor still answers, the same scores
+            log.warning("the ranker's trees are not compiled (LightGBM's predictor scores requests): %r", error)
+            return f"lightgbm (not compiled: {type(error).__name__}: {error})"
+        return "compiled"
 
     def _approximate_searches(self, serving: ServingConfig) -> dict[str, float]:
         """Give each dot-product channel of a large catalog an HNSW search, measured first: the

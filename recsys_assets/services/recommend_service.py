@@ -218,6 +218,8 @@ class RecommendService:
             "models": {m: v for m, v in models if m == "ranker" or m.removeprefix("recall_") in used},
             # the online funnel fuses every channel; the recall champion is reported, not chosen
             "recall_champion": f"{champion[0]}@{champion[1]}" if champion else None,
+            # how the ranker's trees score requests: "compiled" (machine code) or "lightgbm"
+            "trees": recommender.trees,
             # per large-catalog channel: its approximate lists' recall against exact at load,
             # and whether it searches approximately (only at or above serving.ann_min_recall)
             "search": {

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from recsys_assets.core.hashing import HashEncoder
 from recsys_assets.core.ranking import features as F
+from recsys_assets.core.ranking.compiled_trees import CompiledTrees, compile_trees
 
 RANKER_FILE = "lambdarank.txt"
 CTR_FILE = "ctr_binary.txt"
@@ -38,11 +39,15 @@ DEFAULT_PARAMS = {
 }
 
 
+# A request's rows, not a batch's: scored on one thread (and by the compiled trees if any)
+SMALL_BATCH_ROWS = 4096
+
+
 def _threads(rows: int) -> dict:
     """LightGBM's predict settings for `rows` rows: one thread for a request's few hundred
     (rows are scored independently, so the scores are the same; waking an OpenMP team would
     cost more than the trees on a busy machine), its default for a batch."""
-    return {"num_threads": 1} if rows <= 4096 else {}
+    return {"num_threads": 1} if rows <= SMALL_BATCH_ROWS else {}
 
 
 class RankerMismatchError(RuntimeError):
@@ -56,6 +61,8 @@ class Ranker:
     encoder: HashEncoder
     dictionary: pa.Table
     meta: dict
+    # the lambdarank trees as machine code (the server's, compile_trees()): the same scores
+    compiled: CompiledTrees | None = None
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -83,11 +90,19 @@ class Ranker:
         """score() of rows already encoded (feature_names columns, float32)."""
         if not len(matrix):
             return np.zeros(0, np.float64)
+        if self.compiled is not None and len(matrix) <= SMALL_BATCH_ROWS:
+            return self.compiled.predict(matrix)
         # predict() is typed for sparse input too; a dense matrix gives an ndarray
         return cast(
             np.ndarray,
             self.lambdarank.predict(matrix, num_iteration=self.meta["best_iteration"], **_threads(len(matrix))),
         )
+
+    def compile_trees(self, cache_dir: Path | None) -> None:
+        """Score requests with the lambdarank trees compiled to machine code (compiled_trees.py);
+        raises when they cannot be (no lleaves, a compiler error), leaving LightGBM's predictor."""
+        trees = int(self.meta["best_iteration"]) or self.lambdarank.num_trees()
+        self.compiled = compile_trees(self.lambdarank.model_to_string(num_iteration=trees), trees, cache_dir)
 
     def click_probability(self, frame: pl.DataFrame) -> np.ndarray:
         if frame.height == 0:

@@ -1,0 +1,95 @@
+"""A ranker's lambdarank trees compiled to machine code (lleaves, through LLVM) for the server:
+on a request's ~100 rows the compiled forest scores ~4x faster than LightGBM's predictor, and
+with every tree in one block it adds the trees in LightGBM's order, so the scores are the same
+bits (tests/test_compiled_trees.py). The compiled object is cached by the model's text in a
+directory only this user can write (the cache is machine code the server loads)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CompiledTrees:
+    """predict(matrix) = the booster's predict(matrix, num_iteration) for the trees compiled."""
+
+    def __init__(self, model, n_trees: int):
+        self.model, self.n_trees = model, n_trees
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        # float32 -> float64 is exact: the same thresholds compare the same values
+        return self.model.predict(np.ascontiguousarray(matrix, np.float64), n_jobs=1)
+
+
+def compile_trees(model_text: str, n_trees: int, cache_dir: Path | None) -> CompiledTrees:
+    """Compile LightGBM model text (its first n_trees trees) or load the cached object.
+    Raises ImportError without lleaves, and whatever the compiler raises."""
+    from importlib.metadata import version
+
+    import lleaves
+    import llvmlite.binding as llvm
+
+    # the object depends on the trees, the compiler and the processor it was made for
+    made_for = f"lleaves {version('lleaves')} llvmlite {version('llvmlite')} {llvm.get_host_cpu_name()} "
+    key = hashlib.sha256((made_for + llvm.get_host_cpu_features().flatten() + "\n").encode())
+    key.update(model_text.encode())
+    name = key.hexdigest()[:32]
+    cache = _private_dir(cache_dir) if cache_dir is not None else None
+    with tempfile.TemporaryDirectory(prefix="recsys-trees-") as scratch:
+        text_path = Path(scratch) / "model.txt"
+        text_path.write_text(model_text)
+        model = lleaves.Model(model_file=str(text_path))
+        if cache is None:
+            model.compile(fblocksize=max(n_trees, 1))
+            return CompiledTrees(model, n_trees)
+        target = cache / f"{name}.o"
+        with _locked(cache / f"{name}.lock"):  # one process compiles, the others load its object
+            if not target.exists():
+                partial = Path(scratch) / "model.o"
+                # every tree in one block: each row's sum in tree order, as LightGBM adds them
+                model.compile(cache=str(partial), fblocksize=max(n_trees, 1))
+                _copy_into(partial, target)
+                return CompiledTrees(model, n_trees)
+            model.compile(cache=str(target))
+            return CompiledTrees(model, n_trees)
+
+
+def _private_dir(path: Path) -> Path | None:
+    """`path`, created if missing, when only this user can write it; else None (no cache)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = path.stat()
+    except OSError as error:
+        log.warning("compiled trees are not cached: %s", error)
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning("compiled trees are not cached: %s is writable by other users", path)
+        return None
+    return path
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _copy_into(source: Path, target: Path) -> None:
+    """Copy into the cache, then rename in place: a reader never sees part of a file."""
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(source.read_bytes())
+    os.replace(partial, target)
