@@ -157,6 +157,20 @@ def test_users_without_new_signal_read_the_days_candidates(online, monkeypatch):
     assert stored.of(UNKNOWN[0]) is None
 
 
+def test_a_requests_candidate_arrays_are_its_frame(online):
+    """The arrays a request ranks (stored, searched or cold rows) hold the columns and values
+    of serving_candidates' frame, in its order (a null as NaN)."""
+    paths = set()
+    for user in _users(online, 60, seed=9):
+        rows, path, _ = online._candidate_rows(user, online._history(user))
+        frame = rows.frame()
+        paths.add(path)
+        assert list(rows.columns) == frame.columns and rows.height == frame.height
+        for name, values in rows.columns.items():
+            np.testing.assert_array_equal(values, frame[name].to_numpy(), err_msg=f"{user} {name}")
+    assert {"known", "known+fold_in", "cold_start"} <= paths
+
+
 def _no_search(*args, **kwargs):
     raise AssertionError("a channel was searched")
 

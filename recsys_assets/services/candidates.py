@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -268,6 +269,39 @@ def serving_candidates(frame: FrameT, limit: int) -> FrameT:
     )
 
 
+def request_candidate_columns(table: pa.Table, limit: int) -> dict[str, np.ndarray]:
+    """serving_candidates of one request's rows (candidate_tables' table), as arrays in the
+    frame's column order and values (an integer column with nulls as float with NaN): a
+    request reads ~100 rows, where each polars step's planning and thread wake-ups cost more."""
+    names = table.column_names
+    keep = (np.asarray(table.column("method").to_pylist()) == "rrf") & (table.column("rank").to_numpy() <= limit)
+    renamed = {"rank": "recall_rank", "score": "recall_score"} | {
+        c: "in_" + c.removeprefix("rank_") for c in names if c.startswith("rank_")
+    }
+    return {renamed.get(c, c): table.column(c).to_numpy()[keep] for c in names if c not in ("method", "day")}
+
+
+@dataclass
+class CandidateRows:
+    """One request's candidate rows in serving_candidates' columns: arrays for the request
+    path, the polars frame built only when asked for (the frame path: explanations, a day
+    without a ranker)."""
+
+    columns: dict[str, np.ndarray]
+    make_frame: Callable[[], pl.DataFrame]
+
+    @classmethod
+    def of_frame(cls, frame: pl.DataFrame) -> CandidateRows:
+        return cls({c: frame[c].to_numpy() for c in frame.columns}, lambda: frame)
+
+    @property
+    def height(self) -> int:
+        return len(self.columns["item_id"])
+
+    def frame(self) -> pl.DataFrame:
+        return self.make_frame()
+
+
 @dataclass
 class StoredCandidates:
     """A day's recall_candidates (RRF, the first `limit` per user) held as arrays and sliced per
@@ -303,16 +337,26 @@ class StoredCandidates:
     def rows(self) -> int:
         return int(self.starts[-1])
 
-    def of(self, user_id: int) -> pl.DataFrame | None:
-        """The user's rows as serving_candidates gives them (None: the user has none)."""
+    def columns_of(self, user_id: int) -> dict[str, np.ndarray] | None:
+        """The user's rows as arrays (the stored, narrowest types; None: the user has none)."""
         at = int(np.searchsorted(self.users, user_id))
         if at == len(self.users) or self.users[at] != user_id:
             return None
         lo, hi = int(self.starts[at]), int(self.starts[at + 1])
-        values = {"user_id": np.full(hi - lo, user_id, np.int64)} | {c: v[lo:hi] for c, v in self.columns.items()}
+        return {"user_id": np.full(hi - lo, user_id, np.int64)} | {c: v[lo:hi] for c, v in self.columns.items()}
+
+    def of(self, user_id: int) -> pl.DataFrame | None:
+        """The user's rows as serving_candidates gives them (None: the user has none)."""
+        values = self.columns_of(user_id)
+        if values is None:
+            return None
         return pl.DataFrame(
             [pl.Series(c, v).cast(self.dtypes[c]) for c, v in values.items()]  # back to the partition's types
         )
+
+    def rows_of(self, user_id: int) -> CandidateRows | None:
+        values = self.columns_of(user_id)
+        return None if values is None else CandidateRows(values, lambda: cast(pl.DataFrame, self.of(user_id)))
 
 
 def _narrowest(values: np.ndarray) -> np.ndarray:

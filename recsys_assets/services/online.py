@@ -31,7 +31,13 @@ from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel
 from recsys_assets.core.training_data import seen_matrix
-from recsys_assets.services.candidates import StoredCandidates, candidate_tables, serving_candidates
+from recsys_assets.services.candidates import (
+    CandidateRows,
+    StoredCandidates,
+    candidate_tables,
+    request_candidate_columns,
+    serving_candidates,
+)
 from recsys_assets.services.channels import load_channels
 from recsys_assets.services.days import days_before
 from recsys_assets.services.errors import MissingInput
@@ -280,11 +286,16 @@ class OnlineRecommender:
         return self.history.slice(start, stop - start)
 
     def _candidates(self, user_id: int, history: pl.DataFrame) -> tuple[pl.DataFrame, str, F.FeatureContext]:
+        """_candidate_rows with the rows as serving_candidates' frame."""
+        rows, path, ctx = self._candidate_rows(user_id, history)
+        return rows.frame(), path, ctx
+
+    def _candidate_rows(self, user_id: int, history: pl.DataFrame) -> tuple[CandidateRows, str, F.FeatureContext]:
         """(candidates, path, the context the ranker reads: the shared one, or for a fold-in a
         shallow copy holding the request's own ALS channel, so requests may run concurrently)."""
         uidx = self.user_index.get(user_id)
         if uidx is None or history.height == 0:
-            return self._popular(user_id, history), "cold_start", self.ctx
+            return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
         ctx = self.ctx
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
@@ -310,12 +321,12 @@ class OnlineRecommender:
                 ctx = dataclasses.replace(self.ctx, channels={**self.ctx.channels, "als": channels["als"]})
             path = "known+fold_in"
         if path == "known" and self.stored is not None and self._day_exclusions(uidx, blocked):
-            stored = self.stored.of(user_id)  # the day's lists: what the searches would give
+            stored = self.stored.rows_of(user_id)  # the day's lists: what the searches would give
             if stored is not None:
                 return stored, path, ctx
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
         if not known:
-            return self._popular(user_id, history), "cold_start", self.ctx
+            return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
         # recommend() reads the exclusion row of the user's own index (rows above it empty: an
         # index array of zeros, not a matrix built entry by entry); unavailable items are blocked
         # for every user, as in recall_candidates
@@ -337,10 +348,16 @@ class OnlineRecommender:
         )["rrf"]
         # channel_depth kept: feature_frame reads rank_<channel> from the request's lists (in_<channel>);
         # without it, it searches the channels with the day's exclusions
-        frame = serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)), self.ranking.rank_candidates)
-        if self._recall_lists_are_rank_lists(uidx, ctx):
-            return frame, path, ctx
-        return frame.drop("channel_depth"), path, ctx
+        limit, deep = self.ranking.rank_candidates, self._recall_lists_are_rank_lists(uidx, ctx)
+        columns = request_candidate_columns(table, limit)
+
+        def frame() -> pl.DataFrame:
+            rows = serving_candidates(cast(pl.DataFrame, pl.from_arrow(table)), limit)
+            return rows if deep else rows.drop("channel_depth")
+
+        if not deep:
+            del columns["channel_depth"]
+        return CandidateRows(columns, frame), path, ctx
 
     def _recall_lists_are_rank_lists(self, uidx: int, ctx: F.FeatureContext) -> bool:
         """Whether rank_<channel> can be read from the request's own channel lists instead of
@@ -419,7 +436,7 @@ class OnlineRecommender:
                 rows=[row | {"user_id": user_id} for row in rows],
                 timings_ms=timings,
             )
-        candidates, path, ctx = self._candidates(user_id, history)
+        candidates, path, ctx = self._candidate_rows(user_id, history)
         timings["recall_ms"] = (time.perf_counter() - started) * 1000
         settings = self.ranking.model_copy(update={"top_k": k})
         table: pl.DataFrame | None = None
@@ -429,7 +446,7 @@ class OnlineRecommender:
                 self.model,
                 self.tables,
                 user_id,
-                candidates,
+                candidates.columns,
                 history,
                 settings,
                 timings=timings,
@@ -441,7 +458,7 @@ class OnlineRecommender:
             table = recommend_users(
                 ctx,
                 self.model,
-                candidates,
+                candidates.frame(),
                 history,
                 settings,
                 explain=explain,

@@ -500,7 +500,7 @@ def recommend_request(
     model: ranker_lib.Ranker,
     tables: RequestTables,
     user_id: int,
-    candidates: pl.DataFrame,
+    candidates: dict[str, np.ndarray],
     history: pl.DataFrame,
     settings: RankingConfig,
     timings: dict | None = None,
@@ -508,16 +508,17 @@ def recommend_request(
     session: SessionState | None = None,
     at: dt.datetime | None = None,
 ) -> list[dict]:
-    """recommend_users(explain=False) of one user's candidates through the ranker, in arrays
-    (core/ranking/request_path.py): the same table as rows (answer_table(rows) is the frame),
-    without a polars step per stage."""
+    """recommend_users(explain=False) of one user's candidates (serving_candidates' columns as
+    arrays) through the ranker, in arrays (core/ranking/request_path.py): the same table as
+    rows (answer_table(rows) is the frame), without a polars step per stage."""
     timings = {} if timings is None else timings
     attrs = funnel.ItemAttributes.from_context(ctx)
     started = time.perf_counter()
-    items = candidates["item_id"].to_numpy().astype(np.int64)
+    items = candidates["item_id"].astype(np.int64)
     hit = excluded_items(tables, ctx.exclude if exclude is None else exclude, user_id, items)
     if hit.any():
-        candidates, items = candidates.filter(~hit), items[~hit]
+        candidates = {c: v[~hit] for c, v in candidates.items()}
+        items = items[~hit]
     if session is not None and at is None:
         raise ValueError("a session request needs its time (at)")
     matrix = request_matrix(
@@ -527,7 +528,7 @@ def recommend_request(
         user_id,
         items,
         settings.serving_surface,
-        listed=F._listed_ranks(ctx, candidates),
+        listed=F.listed_ranks(ctx, candidates),
         session_values=session.request_values(items, at) if session is not None and at is not None else None,
     )
     scores = model.score_matrix(matrix)
@@ -535,10 +536,10 @@ def recommend_request(
     started = time.perf_counter()
     watched = np.isin(items, history["item_id"].to_numpy()) if history.height else np.zeros(len(items), bool)
     top_items, top_scores = funnel.rerank_list(items, scores, watched, settings.top_k, rules(settings), attrs)
-    names = [c.removeprefix("in_") for c in candidates.columns if c.startswith("in_")]
+    names = [c.removeprefix("in_") for c in candidates if c.startswith("in_")]
     order = np.argsort(items, kind="stable")
     row = order[np.searchsorted(items[order], top_items)] if len(items) else np.zeros(0, np.int64)
-    held = [candidates[f"in_{n}"].to_numpy()[row] > 0 for n in names]
+    held = [candidates[f"in_{n}"][row] > 0 for n in names]
     # rows, not a frame: on ten rows polars' construction (list columns above all) costs more
     # than the re-rank; answer_table() makes the frame when one is asked for
     out = [

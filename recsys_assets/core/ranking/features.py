@@ -276,16 +276,23 @@ def _channel_columns(
 
 
 def _listed_ranks(ctx: FeatureContext, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Channel list positions that rows of recall_candidates carry (in_<c>, 0 = absent), usable
-    when that list was at least rank_depth deep (channel_depth); NaN for every other row."""
-    if "channel_depth" not in frame.columns:
+    """listed_ranks of a frame's rows."""
+    wanted = ["channel_depth"] + [f"in_{name}" for name in ctx.channel_names]
+    # an integer column with nulls comes out as float with NaN
+    return listed_ranks(ctx, {c: frame[c].to_numpy() for c in wanted if c in frame.columns})
+
+
+def listed_ranks(ctx: FeatureContext, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Channel list positions that rows of recall_candidates carry (in_<c>, 0 = absent; given
+    as arrays, a null as NaN), usable when that list was at least rank_depth deep
+    (channel_depth); NaN for every other row."""
+    if "channel_depth" not in columns:
         return {}
-    deep = (frame["channel_depth"].fill_null(0) >= ctx.rank_depth).to_numpy()
+    deep = columns["channel_depth"] >= ctx.rank_depth  # NaN (unknown depth) is not deep
     out = {}
     for name in ctx.channel_names:
-        if f"in_{name}" in frame.columns:
-            # an integer column with nulls comes out as float with NaN
-            values = frame[f"in_{name}"].to_numpy().astype(np.float32)
+        if f"in_{name}" in columns:
+            values = columns[f"in_{name}"].astype(np.float32)
             values[~deep] = np.nan
             out[name] = values
     return out
