@@ -114,18 +114,21 @@ def percentiles(ms: list[float]) -> tuple[float, float, float]:
     return float(p50), float(p95), float(p99)
 
 
-def in_process(settings: Settings, users: list[int]) -> tuple[list[float], float]:
+def in_process(settings: Settings, users: list[int]) -> tuple[list[float], float, dict[str, list[float]]]:
+    """(latencies, load seconds, {path: latencies}) of the users through the recommender the
+    server builds (its serving settings: approximate search, compiled trees)."""
     started = time.perf_counter()
-    online = OnlineRecommender.from_settings(settings)
+    online = OnlineRecommender.from_settings(settings, serving=settings.serving)
     load = time.perf_counter() - started
     for user in users[:20]:  # the same warm-up as the server gets
         online.recommend(user, k=10)
-    latencies = []
+    latencies, by_path = [], {}
     for user in users:
         started = time.perf_counter()
-        online.recommend(user, k=10)
+        answer = online.recommend(user, k=10)
         latencies.append((time.perf_counter() - started) * 1000)
-    return latencies, load
+        by_path.setdefault(answer.path, []).append(latencies[-1])
+    return latencies, load, by_path
 
 
 def open_loop(port: int, paths: list[str], rate: float) -> dict:
@@ -246,9 +249,10 @@ def main():
     rng = np.random.default_rng(0)
     print(f"day {day}: {len(known)} known + {len(users) - len(known)} unknown users")
 
-    inproc, load = in_process(settings, users)
+    inproc, load, by_path = in_process(settings, users)
     inproc_p = percentiles(inproc)
     print(f"in-process: load {load:.1f}s, p50/p95/p99 {fmt(inproc_p)} ms")
+    print("in-process mean ms by path: " + ", ".join(f"{p} {np.mean(v):.2f} ({len(v)})" for p, v in by_path.items()))
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -257,7 +261,7 @@ def main():
         ready = wait_ready(base, server)
         print(f"server ready: models of {ready['versions']['day']}")
         # per large-catalog channel: recall@k of its approximate lists vs exact, and whether it is used
-        print(f"search: {ready['versions'].get('search')}")
+        print(f"search: {ready['versions'].get('search')}; trees: {ready['versions'].get('trees')}")
         warm = Client(port)
         for user in users[:20]:
             warm.get(f"/recommend?user={user}&k=10")

@@ -270,8 +270,11 @@ class OnlineRecommender:
         return out
 
     @classmethod
-    def from_settings(cls, settings: Settings, day: str | None = None) -> OnlineRecommender:
-        """The recommender of `day` (default: the latest models) over the settings' data root."""
+    def from_settings(
+        cls, settings: Settings, day: str | None = None, serving: ServingConfig | None = None
+    ) -> OnlineRecommender:
+        """The recommender of `day` (default: the latest models) over the settings' data root;
+        with `serving`, as the server builds it (approximate search, compiled trees)."""
         return cls(
             Lake(data_root=settings.data_root),
             ModelStore(models_root=settings.models_root, cache_dir=settings.model_cache),
@@ -279,6 +282,7 @@ class OnlineRecommender:
             settings.recall,
             day=day,
             first_day=settings.start_date,
+            serving=serving,
         )
 
     def _history(self, user_id: int) -> pl.DataFrame:
