@@ -1,7 +1,7 @@
 """A ranker's lambdarank trees compiled to machine code (lleaves, through LLVM) for the server:
 on a request's ~100 rows the compiled forest scores ~4x faster than LightGBM's predictor, and
 with every tree in one block it adds the trees in LightGBM's order, so the scores are the same
-bits (tests/test_compiled_trees.py). The compiled object is cached by the model's text in a
+bits (tests/test_request_path.py). The compiled object is cached by the model's text in a
 directory only this user can write (the cache is machine code the server loads)."""
 
 from __future__ import annotations
