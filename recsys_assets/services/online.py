@@ -61,6 +61,13 @@ from recsys_assets.settings import RankingConfig, RecallConfig, ServingConfig, S
 log = logging.getLogger(__name__)
 
 
+def _row(matrix: sp.csr_matrix, row: int) -> np.ndarray:
+    """The column indices a CSR row stores (none past the last row), without a row copy."""
+    if row >= matrix.shape[0]:
+        return np.zeros(0, np.int64)
+    return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].astype(np.int64)
+
+
 def _user_rows(frame: pl.DataFrame) -> dict[int, tuple[int, int]]:
     """{user_id: (first row, row after the last)} of a frame sorted by user_id."""
     users = frame["user_id"].to_numpy()
@@ -205,6 +212,12 @@ class OnlineRecommender:
         # nor anything consumed: before the day (the batch exclusions) or on the day itself
         next_day = (self.day_date + timedelta(days=1)).isoformat()
         self.exclude = seen_matrix(self.ctx.exclude, consumed_before(storage, next_day, self.day))
+        # per item index: unavailable (every exclusion row and list leaves these out)
+        width = max(
+            len(self.item_of), self.exclude.shape[1], self.ctx.exclude.shape[1] if self.ctx.exclude is not None else 0
+        )
+        self._unavailable_mask = np.zeros(max(width, int(self.unavailable.max(initial=-1)) + 1), bool)
+        self._unavailable_mask[self.unavailable] = True
         # the day's fused lists, read (not searched) for users without new signal since
         self.stored = StoredCandidates.load(storage, self.day, ranking.rank_candidates)
         self._anonymous: pl.DataFrame | None = None  # the candidates of an unknown user (_popular)
@@ -303,7 +316,7 @@ class OnlineRecommender:
         ctx = self.ctx
         n_items = len(self.item_of)
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
-        blocked = self.blocked(user_id, uidx)
+        own = self._own_blocked(user_id, uidx)
         path = "known"
         channels = dict(self.recall_channels)
         fresh = cast(dt.date, history["last_day"].max()) >= self.day_date
@@ -324,7 +337,7 @@ class OnlineRecommender:
             if "als" in self.ctx.channels:  # the derived caches stay shared (same dict)
                 ctx = dataclasses.replace(self.ctx, channels={**self.ctx.channels, "als": channels["als"]})
             path = "known+fold_in"
-        if path == "known" and self.stored is not None and self._day_exclusions(uidx, blocked):
+        if path == "known" and self.stored is not None and self._day_exclusions(uidx, own):
             stored = self.stored.rows_of(user_id)  # the day's lists: what the searches would give
             if stored is not None:
                 return stored, path, ctx
@@ -334,7 +347,6 @@ class OnlineRecommender:
         # recommend() reads the exclusion row of the user's own index (rows above it empty: an
         # index array of zeros, not a matrix built entry by entry); unavailable items are blocked
         # for every user, as in recall_candidates
-        own = np.setdiff1d(blocked, self.unavailable, assume_unique=True)
         indptr = np.zeros(uidx + 2, np.int64)
         indptr[-1] = len(own)
         exclude = sp.csr_matrix((np.ones(len(own), np.float32), own, indptr), shape=(uidx + 1, n_items))
@@ -381,28 +393,27 @@ class OnlineRecommender:
     def blocked(self, user_id: int, uidx: int) -> np.ndarray:
         """The item indices the user's lists leave out now: every positive or click in the
         window and on the day, everything consumed up to the day's end, unavailable items."""
+        return np.union1d(self._own_blocked(user_id, uidx), self.unavailable)
+
+    def _own_blocked(self, user_id: int, uidx: int) -> np.ndarray:
+        """blocked() but the unavailable items (the same for every user), sorted."""
         start, stop = self.signal_rows.get(user_id, (0, 0))
         signal = self.signal_items[start:stop].tolist()
-        consumed = self.exclude[uidx].indices if uidx < self.exclude.shape[0] else np.zeros(0, np.int64)
-        return np.unique(
+        items = np.unique(
             np.concatenate(
-                [
-                    np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64),
-                    consumed.astype(np.int64),
-                    self.unavailable,
-                ]
+                [np.asarray([self.idx_of[i] for i in signal if i in self.idx_of], np.int64), _row(self.exclude, uidx)]
             )
         )
+        return items[~self._unavailable_mask[items]]
 
-    def _day_exclusions(self, uidx: int, blocked: np.ndarray) -> bool:
+    def _day_exclusions(self, uidx: int, own_blocked: np.ndarray) -> bool:
         """Whether the request leaves out what the day's lists left out (ctx's exclusion row and
-        blocked items): no new signal since they were made."""
+        blocked items, those the unavailable items): no new signal since they were made."""
         ctx = self.ctx
         if ctx.exclude is None or ctx.blocked_items is None:
             return False
-        row = ctx.exclude[uidx].indices if uidx < ctx.exclude.shape[0] else np.zeros(0, np.int64)
-        day = np.unique(np.concatenate([row.astype(np.int64), np.asarray(ctx.blocked_items, np.int64)]))
-        return np.array_equal(day, blocked)
+        day = np.unique(_row(ctx.exclude, uidx))
+        return np.array_equal(day[~self._unavailable_mask[day]], own_blocked)
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         if history.height or user_id in self.user_index:  # a history or exclusions of its own
