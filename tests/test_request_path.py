@@ -176,6 +176,26 @@ def test_a_requests_candidate_arrays_are_its_frame(online):
     assert {"known", "known+fold_in", "cold_start"} <= paths
 
 
+def test_users_without_new_signal_get_the_batch_list(online):
+    """Every user the day's lists hold and who has no new signal since gets the batch
+    `recommendations` list of the day, item for item: with positives in the window or with
+    none (recall learns from clicks too, so the lists hold such users; the cold path would not)."""
+    recs = pl.read_parquet(online.storage.partition_path("recommendations", online.day))
+    top_k = online.ranking.top_k
+    compared = {True: 0, False: 0}
+    for user in online.stored.users.tolist():
+        uidx, history = online.user_index.get(user), online._history(user)
+        fresh = history.height and history["last_day"].max() >= online.day_date  # folded in
+        if uidx is None or fresh or not online._day_exclusions(uidx, online._own_blocked(user, uidx)):
+            continue
+        answer = online.recommend(user, k=top_k)
+        batch = recs.filter(pl.col("user_id") == user).sort("rank")["item_id"].to_list()
+        assert answer.path == "known" and answer.table["item_id"].to_list() == batch, user
+        compared[history.height > 0] += 1
+    assert compared[False] >= 1, compared  # the world holds such users
+    assert compared[True] >= 20, compared
+
+
 def _no_search(*args, **kwargs):
     raise AssertionError("a channel was searched")
 

@@ -311,12 +311,21 @@ class OnlineRecommender:
         """(candidates, path, the context the ranker reads: the shared one, or for a fold-in a
         shallow copy holding the request's own ALS channel, so requests may run concurrently)."""
         uidx = self.user_index.get(user_id)
-        if uidx is None or history.height == 0:
+        if uidx is None:
             return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
         ctx = self.ctx
         n_items = len(self.item_of)
-        seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
         own = self._own_blocked(user_id, uidx)
+        if history.height == 0:
+            # no positive in the window, but the day's lists may hold the user (recall also
+            # learns from clicks): then the batch ranked those rows, and so does the request
+            stored = (
+                self.stored.rows_of(user_id) if self.stored is not None and self._day_exclusions(uidx, own) else None
+            )
+            if stored is not None:
+                return stored, "known", ctx
+            return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
+        seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
         path = "known"
         channels = dict(self.recall_channels)
         fresh = cast(dt.date, history["last_day"].max()) >= self.day_date
