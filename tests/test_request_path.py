@@ -164,7 +164,9 @@ def test_users_without_new_signal_read_the_days_candidates(online, monkeypatch):
 
 def test_a_requests_candidate_arrays_are_its_frame(online):
     """The arrays a request ranks (stored, searched or cold rows) hold the columns and values
-    of serving_candidates' frame, in its order (a null as NaN)."""
+    of serving_candidates' frame, in its order (a null as NaN); cold rows are picked in arrays
+    (the day's cold-start ranking has no repeated rank)."""
+    assert online._cold_arrays() is not None
     paths = set()
     for user in _users(online, 60, seed=9):
         rows, path, _ = online._candidate_rows(user, online._history(user))

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from recsys_assets.core.ranking import features as F
 from recsys_assets.core.ranking.features import Channel
-from recsys_assets.core.ranking.request_path import RequestTables
+from recsys_assets.core.ranking.request_path import RequestTables, excluded_items
 from recsys_assets.core.ranking.session_features import SessionState
 from recsys_assets.core.recall import models as recall_models
 from recsys_assets.core.recall.base import RecallModel
@@ -47,6 +47,7 @@ from recsys_assets.services.registry import serving_champion_model, serving_rank
 from recsys_assets.services.serving import (
     COLD_START_CHANNEL,
     answer_table,
+    cold_start_ranking,
     feature_context,
     load_ranker,
     popular_candidates,
@@ -312,7 +313,7 @@ class OnlineRecommender:
         shallow copy holding the request's own ALS channel, so requests may run concurrently)."""
         uidx = self.user_index.get(user_id)
         if uidx is None:
-            return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
+            return self._popular_rows(user_id, history), "cold_start", self.ctx
         ctx = self.ctx
         n_items = len(self.item_of)
         own = self._own_blocked(user_id, uidx)
@@ -324,7 +325,7 @@ class OnlineRecommender:
             )
             if stored is not None:
                 return stored, "known", ctx
-            return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
+            return self._popular_rows(user_id, history), "cold_start", self.ctx
         seen = [self.idx_of[i] for i in history["item_id"].to_list() if i in self.idx_of]
         path = "known"
         channels = dict(self.recall_channels)
@@ -352,7 +353,7 @@ class OnlineRecommender:
                 return stored, path, ctx
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
         if not known:
-            return CandidateRows.of_frame(self._popular(user_id, history)), "cold_start", self.ctx
+            return self._popular_rows(user_id, history), "cold_start", self.ctx
         # recommend() reads the exclusion row of the user's own index (rows above it empty: an
         # index array of zeros, not a matrix built entry by entry); unavailable items are blocked
         # for every user, as in recall_candidates
@@ -423,6 +424,40 @@ class OnlineRecommender:
             return False
         day = np.unique(_row(ctx.exclude, uidx))
         return np.array_equal(day[~self._unavailable_mask[day]], own_blocked)
+
+    def _popular_rows(self, user_id: int, history: pl.DataFrame) -> CandidateRows:
+        """_popular's rows, picked in arrays when the cold-start ranking orders its items
+        strictly (then the first n not watched nor excluded are exactly popular_candidates')."""
+        ranking = self._cold_arrays()
+        if ranking is None or self.tables is None:
+            return CandidateRows.of_frame(self._popular(user_id, history))
+        items, pops, channel = ranking
+        n, depth = self.ranking.rank_candidates, self.ranking.rank_candidates + 50
+        watched = history["item_id"].to_numpy()
+        while True:  # as popular_candidates: deeper only for a user short of n
+            head = items[:depth]
+            left = ~np.isin(head, watched) & ~excluded_items(self.tables, self.exclude, user_id, head)
+            picked = np.flatnonzero(left)[:n]
+            if len(picked) >= n or depth >= len(items):
+                break
+            depth *= 4
+        columns = {
+            "user_id": np.full(len(picked), user_id, np.int64),
+            "item_id": head[picked],
+            "recall_rank": np.arange(1, len(picked) + 1, dtype=np.int64),
+            "recall_score": 1.0 / pops[picked],
+            f"in_{channel}": pops[picked],
+        }
+        return CandidateRows(columns, lambda: self._popular(user_id, history))
+
+    def _cold_arrays(self) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """(item ids, their rank from 1, channel) of cold_start_ranking, None when ranks repeat."""
+        if "cold_arrays" not in self.ctx.derived:
+            ranked, channel = cold_start_ranking(self.ctx)
+            pops = ranked["pop"].cast(pl.Int64).to_numpy()
+            strict = bool((np.diff(pops) > 0).all()) and not ranked["pop"].has_nulls()
+            self.ctx.derived["cold_arrays"] = (ranked["item_id"].to_numpy(), pops, channel) if strict else None
+        return self.ctx.derived["cold_arrays"]
 
     def _popular(self, user_id: int, history: pl.DataFrame) -> pl.DataFrame:
         if history.height or user_id in self.user_index:  # a history or exclusions of its own
