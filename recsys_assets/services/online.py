@@ -320,9 +320,7 @@ class OnlineRecommender:
         if history.height == 0:
             # no positive in the window, but the day's lists may hold the user (recall also
             # learns from clicks): then the batch ranked those rows, and so does the request
-            stored = (
-                self.stored.rows_of(user_id) if self.stored is not None and self._day_exclusions(uidx, own) else None
-            )
+            stored = self._stored_rows(user_id, uidx, own)
             if stored is not None:
                 return stored, "known", ctx
             return self._popular_rows(user_id, history), "cold_start", self.ctx
@@ -347,8 +345,8 @@ class OnlineRecommender:
             if "als" in self.ctx.channels:  # the derived caches stay shared (same dict)
                 ctx = dataclasses.replace(self.ctx, channels={**self.ctx.channels, "als": channels["als"]})
             path = "known+fold_in"
-        if path == "known" and self.stored is not None and self._day_exclusions(uidx, own):
-            stored = self.stored.rows_of(user_id)  # the day's lists: what the searches would give
+        if path == "known":
+            stored = self._stored_rows(user_id, uidx, own)  # the day's lists: what the searches would give
             if stored is not None:
                 return stored, path, ctx
         known = {name: channel for name, channel in channels.items() if uidx < channel.n_users}
@@ -404,6 +402,12 @@ class OnlineRecommender:
         """The item indices the user's lists leave out now: every positive or click in the
         window and on the day, everything consumed up to the day's end, unavailable items."""
         return np.union1d(self._own_blocked(user_id, uidx), self.unavailable)
+
+    def _stored_rows(self, user_id: int, uidx: int, own_blocked: np.ndarray) -> CandidateRows | None:
+        """The user's rows in the day's lists when it has no new signal since they were made."""
+        if self.stored is None or not self._day_exclusions(uidx, own_blocked):
+            return None
+        return self.stored.rows_of(user_id)
 
     def _own_blocked(self, user_id: int, uidx: int) -> np.ndarray:
         """blocked() but the unavailable items (the same for every user), sorted."""
