@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
         type=int,
         default=4,
         help="train and evaluate models for the last N days (the ranker of a day learns from the "
-        "ranking samples of the 3 days before it, so it needs N >= 4)",
+        "ranking samples of up to 5 days before it and needs at least 2 of them, so N >= 3; "
+        "more model days give the later rankers more samples)",
     )
     parser.add_argument(
         "--last-days",

@@ -33,7 +33,7 @@ def test_defaults_then_marker_then_environment_then_overrides(tmp_path):
         "1997-11-02"
     )
     loaded = Settings.load(environ=env)
-    assert (loaded.ranking.train_days, loaded.ranking.valid_days) == (2, 1)  # a long log keeps the defaults
+    assert (loaded.ranking.train_days, loaded.ranking.valid_days) == (4, 1)  # a long log keeps the defaults
     assert loaded.landing == f"{root}/landing" and loaded.models_root == f"{root}/models"
 
 

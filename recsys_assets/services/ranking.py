@@ -202,7 +202,8 @@ def train_ranker(day: str, lake: Lake, model_store: ModelStore, ranking: Ranking
     seconds = time.perf_counter() - started
     model.meta |= {
         "day": day,
-        "train_days": train_days,
+        # the days whose samples it read (the window's days without samples are left out)
+        "train_days": [d for d in train_days if lake.partition_path("ranking_samples", d) in train_files],
         "valid_days": valid_days if valid_files else [],
         "validation": validation,
         "data_version": file_sha256_many(train_files + valid_files + [dictionary_path]),
