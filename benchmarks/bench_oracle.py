@@ -9,10 +9,12 @@ as recall_evaluation (the day's held-out positives, NDCG@10 and Recall@10 per te
 model's value, and the final lists' (funnel_evaluation, ranker + re-rank), is reported as a
 share of the oracle's on the same day.
 
-    .venv/bin/python benchmarks/bench_oracle.py [--data-root DIR] [--days 14] [--no-record]
+    .venv/bin/python benchmarks/bench_oracle.py [--data-root DIR] [--days 14] [--model-days 4] [--no-record]
 
 --data-root reuses a quickstart data root built with the default generator settings (the
-quickstart's ./data); without it one is generated and materialized first (~3 min).
+quickstart's ./data); without it one is generated and materialized first (~3 min; the
+quickstart's --model-days: with 8 the last rankers learn from 4 sample days, as a platform
+that has run for a while does, instead of 2).
 """
 
 import argparse
@@ -84,6 +86,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", type=Path)
     ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--model-days", type=int, default=4, help="the quickstart's, when no --data-root is given")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     started = time.perf_counter()
@@ -92,7 +95,17 @@ def main():
         work = Path(tempfile.mkdtemp(prefix="bench_oracle_"))
         root = work / "data"
         subprocess.run(
-            [sys.executable, "-m", "recsys_assets.quickstart", "--data-root", str(root), "--days", str(args.days)],
+            [
+                sys.executable,
+                "-m",
+                "recsys_assets.quickstart",
+                "--data-root",
+                str(root),
+                "--days",
+                str(args.days),
+                "--model-days",
+                str(args.model_days),
+            ],
             cwd=work,
             check=True,
             env={**os.environ, "DAGSTER_HOME": str(work / "dagster_home")},
@@ -153,9 +166,12 @@ def main():
     best = max(shares, key=lambda m: shares[m])
     print(f"best on {last_day}: {best} at {shares[best]:.1%} of the oracle ({total:.0f}s)")
     if not args.no_record:
+        command_args = " --data-root <quickstart root>" if args.data_root else ""
+        command_args += f" --model-days {args.model_days}" if args.model_days != 4 and not args.data_root else ""
         cells = " <br> ".join(f"{m} {s:.1%}" for m, s in sorted(shares.items(), key=lambda kv: -kv[1]))
         append_result(
-            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_oracle.py` | {machine()} | "
+            f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_oracle.py{command_args}` | "
+            f"{machine()} | "
             f"{last_day} | {oracle:.4f} [{lo:.4f}, {hi:.4f}] | {cells} | "
             + ", ".join(f"{d} {o:.4f}" for d, o, *_ in report)
             + " |",
