@@ -306,6 +306,36 @@ def test_approximate_search_is_kept_only_where_its_recall_is_measured_high(built
         assert ("approximate" in strict.recall_channels[name].model._loaded_cache) == (recall >= 1.0)
 
 
+def test_a_second_server_process_loads_the_hnsw_graphs_the_first_built(built_world, monkeypatch, tmp_path):
+    """The graphs go to the model cache: the next load (another worker, a restart) reads them
+    instead of building, and searches the same graphs (the same measured recall, the same
+    answers); /versions names which it did."""
+    from recsys_assets.core.recall.base import RecallModel
+    from recsys_assets.settings import ServingConfig
+
+    monkeypatch.setattr(RecallModel, "faiss_min_items", 0)  # this world's catalog as a large one
+    settings = Settings.load(data_root=str(built_world))
+
+    def load():
+        return OnlineRecommender(
+            Lake(data_root=str(built_world)),
+            ModelStore(models_root=settings.models_root, cache_dir=str(tmp_path)),
+            settings.ranking,
+            settings.recall,
+            first_day=settings.start_date,
+            serving=ServingConfig(ann_min_recall=0.01, ann_sample_users=50, compiled_trees=False),
+        )
+
+    first = load()
+    assert first.graphs and set(first.graphs.values()) == {"built"}
+    assert len(list((tmp_path / "hnsw-graphs").glob("*.faiss"))) == len(first.graphs)
+    second = load()
+    assert second.graphs == dict.fromkeys(first.graphs, "loaded")
+    assert second.approximate == first.approximate
+    for user in _users(first, 10, seed=9):
+        assert first.recommend(user, k=10).rows == second.recommend(user, k=10).rows
+
+
 def test_mips_hnsw_scores_exactly_and_finds_the_exact_top_k():
     """The graph's lists: exact inner products, best first, and on clustered vectors of
     unequal norms (inner product, not distance) the exact top-k almost entirely."""

@@ -104,6 +104,12 @@ class FoldedALS(RecallModel):
         return self.base.arrays()
 
 
+def _local_cache(model_store: ModelStore) -> Path:
+    """The machine-local cache of what the server derives from the models at load (compiled
+    trees, HNSW graphs; core/local_cache.py)."""
+    return Path(model_store.cache_dir or Path(tempfile.gettempdir()) / "recsys-model-cache")
+
+
 def model_days(model_store: ModelStore) -> list[str]:
     """Every day some recall model is published for, in order."""
     return sorted({day for name in recall_models.MODELS for day in model_store.published_days(f"recall_{name}")})
@@ -233,7 +239,9 @@ class OnlineRecommender:
             if isinstance(channel.model, recall_models.ContentColdStartModel) and channel.n_users:
                 channel.model.score(np.zeros(1, np.int64))
         # {channel: recall@candidates_k of its approximate lists vs exact} (used where high enough)
-        self.approximate = self._approximate_searches(serving) if serving is not None else {}
+        # and {channel: whether its HNSW graph was "built" or "loaded" from the model cache}
+        self.graphs: dict[str, str] = {}
+        self.approximate = self._approximate_searches(serving, model_store) if serving is not None else {}
         # how requests score the ranker's trees: "compiled", "lightgbm" or why not compiled
         self.trees = self._compile_trees(model_store) if serving is not None and serving.compiled_trees else "lightgbm"
         if "als" in self.recall_channels:  # the fold-in solver (and its imports: ~0.1 s) now, not on a request
@@ -243,7 +251,7 @@ class OnlineRecommender:
     def _compile_trees(self, model_store: ModelStore) -> str:
         if self.model is None:
             return "no ranker"
-        cache = Path(model_store.cache_dir or Path(tempfile.gettempdir()) / "recsys-model-cache") / "compiled-trees"
+        cache = _local_cache(model_store) / "compiled-trees"
         try:
             self.model.compile_trees(cache)
         except Exception as error:  # noqa: BLE001 — LightGBM's predictor still answers, the same scores
@@ -251,11 +259,14 @@ class OnlineRecommender:
             return f"lightgbm (not compiled: {type(error).__name__}: {error})"
         return "compiled"
 
-    def _approximate_searches(self, serving: ServingConfig) -> dict[str, float]:
+    def _approximate_searches(self, serving: ServingConfig, model_store: ModelStore) -> dict[str, float]:
         """Give each dot-product channel of a large catalog an HNSW search, measured first: the
         channel's lists for a sample of the day's users (their exclusions, the unavailable items
         blocked), approximate against exact; kept only with recall@candidates_k of at least
-        serving.ann_min_recall, else the channel stays exact."""
+        serving.ann_min_recall, else the channel stays exact. The graphs are kept in the model
+        cache: the first server process builds a channel's graph, the others and the next
+        start load it (seconds per channel at 100k items, and every process searches the same
+        graph)."""
         if serving.ann_min_recall is None or self.ctx.exclude is None:
             return {}
         exclude, k = self.ctx.exclude, self.recall.candidates_k
@@ -272,7 +283,9 @@ class OnlineRecommender:
             blocked = self.unavailable[self.unavailable < channel.n_items]
             sample = users[users < channel.n_users]
             exact, _ = model.recommend(sample, k, exclude=rows, blocked_items=blocked)
-            model.approximate_search(blocked, serving.ann_ef_search)
+            self.graphs[name] = model.approximate_search(
+                blocked, serving.ann_ef_search, _local_cache(model_store) / "hnsw-graphs"
+            )
             approximate, _ = model.recommend(sample, k, exclude=rows, blocked_items=blocked)
             found = [
                 len(np.intersect1d(a[a >= 0], e[e >= 0])) / max((e >= 0).sum(), 1)

@@ -223,7 +223,12 @@ class RecommendService:
             # per large-catalog channel: its approximate lists' recall against exact at load,
             # and whether it searches approximately (only at or above serving.ann_min_recall)
             "search": {
-                name: {"recall": round(recall, 4), "approximate": recall >= (self.settings.serving.ann_min_recall or 2)}
+                name: {
+                    "recall": round(recall, 4),
+                    "approximate": recall >= (self.settings.serving.ann_min_recall or 2),
+                    # the HNSW graph: "built" by this process or "loaded" from the model cache
+                    "graph": recommender.graphs.get(name, "not cached"),
+                }
                 for name, recall in recommender.approximate.items()
             },
         }

@@ -6,18 +6,13 @@ directory only this user can write (the cache is machine code the server loads).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import logging
-import os
-import stat
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from recsys_assets.core import local_cache
 
 
 class CompiledTrees:
@@ -29,6 +24,10 @@ class CompiledTrees:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         # float32 -> float64 is exact: the same thresholds compare the same values
         return self.model.predict(np.ascontiguousarray(matrix, np.float64), n_jobs=1)
+
+
+# compiled rankers kept in the cache directory (one per ranker version served lately)
+CACHED_RANKERS = 16
 
 
 def compile_trees(model_text: str, n_trees: int, cache_dir: Path | None) -> CompiledTrees:
@@ -44,7 +43,7 @@ def compile_trees(model_text: str, n_trees: int, cache_dir: Path | None) -> Comp
     key = hashlib.sha256((made_for + llvm.get_host_cpu_features().flatten() + "\n").encode())
     key.update(model_text.encode())
     name = key.hexdigest()[:32]
-    cache = _private_dir(cache_dir) if cache_dir is not None else None
+    cache = local_cache.private_dir(cache_dir, "compiled trees") if cache_dir is not None else None
     with tempfile.TemporaryDirectory(prefix="recsys-trees-") as scratch:
         text_path = Path(scratch) / "model.txt"
         text_path.write_text(model_text)
@@ -53,44 +52,22 @@ def compile_trees(model_text: str, n_trees: int, cache_dir: Path | None) -> Comp
             model.compile(fblocksize=1)
             return CompiledTrees(model, n_trees)
         target = cache / f"{name}.o"
-        with _locked(cache / f"{name}.lock"):  # one process compiles, the others load its object
+        with local_cache.locked(cache / f"{name}.lock"):  # one process compiles, the others load its object
             if not target.exists():
                 partial = Path(scratch) / "model.o"
                 # one tree per block: each tree added to the row's sum in turn, as LightGBM adds
                 # them (a larger block sums its trees apart first: other bits, slower compiles)
                 model.compile(cache=str(partial), fblocksize=1)
                 _copy_into(partial, target)
-                return CompiledTrees(model, n_trees)
-            model.compile(cache=str(target))
-            return CompiledTrees(model, n_trees)
-
-
-def _private_dir(path: Path) -> Path | None:
-    """`path`, created if missing, when only this user can write it; else None (no cache)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = path.stat()
-    except OSError as error:
-        log.warning("compiled trees are not cached: %s", error)
-        return None
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        log.warning("compiled trees are not cached: %s is writable by other users", path)
-        return None
-    return path
-
-
-@contextmanager
-def _locked(path: Path):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            else:
+                model.compile(cache=str(target))
+                local_cache.touch(target)
+        local_cache.prune(cache, ".o", CACHED_RANKERS)
+        return CompiledTrees(model, n_trees)
 
 
 def _copy_into(source: Path, target: Path) -> None:
-    """Copy into the cache, then rename in place: a reader never sees part of a file."""
-    partial = target.with_suffix(f".{os.getpid()}.partial")
+    """Copy into the cache under a partial name, then rename in place."""
+    partial = local_cache.partial_path(target)
     partial.write_bytes(source.read_bytes())
-    os.replace(partial, target)
+    local_cache.publish(partial, target)

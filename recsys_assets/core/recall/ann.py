@@ -7,10 +7,13 @@ searches with the settings it was saved with.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from recsys_assets.core import local_cache
 
 
 def _f32(matrix: np.ndarray) -> np.ndarray:
@@ -129,21 +132,61 @@ def recall_vs_exact(
     return float(np.mean(hits) / k) if hits else 0.0
 
 
+# graphs kept in a cache directory: a day's channels (up to ~4 large ones) for a few days
+CACHED_GRAPHS = 16
+
+
 class MipsHnsw:
     """An HNSW graph over item vectors searched like a flat inner-product index
     (`search(queries, k)` -> (scores, row numbers), best first, -1 / -inf when fewer): the
     graph walks the mips_to_l2 space for `ef_search` candidates, which are then scored by
     their exact inner product and ordered (ties by row), so scores are exact and only the
-    items the graph missed differ from exact search."""
+    items the graph missed differ from exact search.
 
-    def __init__(self, item_vectors: np.ndarray, M: int = 32, ef_construction: int = 100, ef_search: int = 200):
+    With `cache_dir` the graph is kept there by the vectors and build settings: building takes
+    seconds per 100k items (faiss HNSW, multi-threaded, so two builds differ), loading a
+    fraction of that, and every server process then searches the same graph."""
+
+    def __init__(
+        self,
+        item_vectors: np.ndarray,
+        M: int = 32,
+        ef_construction: int = 100,
+        ef_search: int = 200,
+        cache_dir: Path | None = None,
+    ):
         self.items = _f32(item_vectors)
-        norms = np.einsum("ij,ij->i", self.items, self.items)
-        extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0)).astype(np.float32).reshape(-1, 1)
-        self.graph = build_mips_hnsw(
-            np.hstack([self.items, extra]), M=M, ef_construction=ef_construction, ef_search=ef_search
-        )
         self.ef_search = ef_search
+        self.cached = "not cached"  # or "built", "loaded": what `cache_dir` gave
+
+        def build() -> faiss.Index:
+            norms = np.einsum("ij,ij->i", self.items, self.items)
+            extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0)).astype(np.float32).reshape(-1, 1)
+            return build_mips_hnsw(
+                np.hstack([self.items, extra]), M=M, ef_construction=ef_construction, ef_search=ef_search
+            )
+
+        cache = local_cache.private_dir(cache_dir, "HNSW graphs") if cache_dir is not None else None
+        if cache is None:
+            self.graph = build()
+            return
+        # the graph depends on the vectors, its build settings and the faiss that made it
+        key = hashlib.sha256(f"faiss {faiss.__version__} M {M} efc {ef_construction} {self.items.shape}\n".encode())
+        key.update(self.items.tobytes())
+        target = cache / f"{key.hexdigest()[:32]}.faiss"
+        with local_cache.locked(target.with_suffix(".lock")):  # one process builds, the others load it
+            if target.exists():
+                self.graph = faiss.read_index(str(target))
+                faiss.ParameterSpace().set_index_parameter(self.graph, "efSearch", ef_search)
+                self.cached = "loaded"
+                local_cache.touch(target)
+                return
+            self.graph = build()
+            partial = local_cache.partial_path(target)
+            faiss.write_index(self.graph, str(partial))
+            local_cache.publish(partial, target)
+            self.cached = "built"
+        local_cache.prune(cache, ".faiss", CACHED_GRAPHS)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = _f32(queries)

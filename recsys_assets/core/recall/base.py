@@ -263,19 +263,24 @@ class RecallModel:
 
         return self._kept_per_blocked_set("indexes", blocked_items, build)
 
-    def approximate_search(self, blocked_items: np.ndarray | None, ef_search: int) -> None:
+    def approximate_search(
+        self, blocked_items: np.ndarray | None, ef_search: int, cache_dir: Path | None = None
+    ) -> str:
         """Search this loaded model's large catalog (minus `blocked_items`) through an HNSW
         graph from now on (core/recall/ann.py: the retrieved items re-scored exactly, so a list
         differs from the exact one only by items the graph missed). A server enables it only
-        where it measured the lists' recall against exact search (services/online.py)."""
+        where it measured the lists' recall against exact search (services/online.py). With
+        `cache_dir` the graph is loaded from there when an earlier load built it. Returns
+        "built", "loaded" or "not cached"."""
         from recsys_assets.core.recall.ann import MipsHnsw
 
         item_vectors = self._item_vectors()
         if self._loaded_cache is None or item_vectors is None:
             raise ValueError(f"{self.name}: approximate search needs a loaded dot-product model")
         _, allowed_ids = self._faiss_index(item_vectors, blocked_items)  # the items the graph holds
-        graph = MipsHnsw(np.asarray(item_vectors, np.float32)[allowed_ids], ef_search=ef_search)
+        graph = MipsHnsw(np.asarray(item_vectors, np.float32)[allowed_ids], ef_search=ef_search, cache_dir=cache_dir)
         self._loaded_cache["approximate"] = (_blocked_set(blocked_items).tobytes(), graph)
+        return graph.cached
 
     def exact_search(self) -> None:
         """Back to exact search (approximate_search undone)."""
