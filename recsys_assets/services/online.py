@@ -368,9 +368,13 @@ class OnlineRecommender:
         # recommend() reads the exclusion row of the user's own index (rows above it empty: an
         # index array of zeros, not a matrix built entry by entry); unavailable items are blocked
         # for every user, as in recall_candidates
-        indptr = np.zeros(uidx + 2, np.int64)
+        # (int32 index arrays: scipy's own choice for this size, so it keeps them instead of
+        # copying an int64 indptr of a million users into int32 on every request)
+        indptr = np.zeros(uidx + 2, np.int32)
         indptr[-1] = len(own)
-        exclude = sp.csr_matrix((np.ones(len(own), np.float32), own, indptr), shape=(uidx + 1, n_items))
+        exclude = sp.csr_matrix(
+            (np.ones(len(own), np.float32), own.astype(np.int32), indptr), shape=(uidx + 1, n_items), copy=False
+        )
         table = candidate_tables(
             self.day,
             np.array([uidx]),
