@@ -193,6 +193,10 @@ class RankingConfig(BaseModel):
     threads: int = Field(default=1, ge=0, le=1024)  # 1 = bit-reproducible models
     # Funnel: candidates per user handed to the ranker (from recall_candidates, RRF order)
     rank_candidates: int = Field(default=100, ge=1, le=100000)
+    # Candidates per user in ranking_samples' candidate groups (what the ranker learns to order),
+    # at most RecallSettings.candidates_k. Deeper than served: the positives recall ranks
+    # 100-200 teach the ranker what recall under-ranks (docs/ranking.md, "Why 200 sample candidates").
+    sample_candidates: int = Field(default=200, ge=1, le=100000)
     # rank_<channel> features: the item's position in the channel's recall list, this deep
     # (rank_depth + 1 below it). Serving reads it from recall_candidates when their channel
     # lists are at least this deep (RecallSettings.candidates_k), instead of searching again.

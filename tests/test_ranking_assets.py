@@ -260,6 +260,30 @@ def test_sources_without_impressions_get_sampled_negatives(root, tmp_path):
 
 
 @pytest.mark.slow
+def test_candidate_groups_go_as_deep_as_sample_candidates(res):
+    """The ranker learns from sample_candidates per user (deeper than the rank_candidates it
+    serves): each candidate group holds the user's first RRF candidates to that depth, no more."""
+    storage, ranking = res["storage"], res["ranking"]
+    assert ranking.sample_candidates > ranking.rank_candidates
+    for depth in (ranking.rank_candidates // 4, ranking.sample_candidates):
+        frame, info = build_samples(
+            storage,
+            res["model_store"],
+            ranking.model_copy(update={"sample_candidates": depth}),
+            res["recall"],
+            D,
+            DAYS[0],
+        )
+        groups = frame.filter(pl.col("kind") == "candidates")
+        assert info["sample_candidates"] == depth and groups.height > 0
+        allowed = read_candidates(storage, D, depth).select("user_id", "item_id")
+        assert groups.join(allowed, on=["user_id", "item_id"], how="anti").height == 0
+        sizes = groups.group_by("request_id").len()["len"]
+        assert sizes.max() == min(depth, res["recall"].candidates_k)
+    assert sizes.max() > ranking.rank_candidates  # the default depth reaches past the served candidates
+
+
+@pytest.mark.slow
 def test_max_users_per_day_samples_whole_users_for_samples_and_funnel(root, tmp_path):
     """The scale knob keeps at most N users per day, each with all their rows, in both the
     training samples and the funnel's evaluated users (a copy of the data root is used)."""

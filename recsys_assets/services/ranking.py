@@ -75,7 +75,7 @@ def build_samples(
             model_store,
             recall,
             day,
-            settings.rank_candidates,
+            settings.sample_candidates,
             interactions["user_id"].unique().to_numpy(),
             first_day,
             log,
@@ -109,6 +109,7 @@ def build_samples(
     )
     info = {
         "rows": frame.height,
+        "sample_candidates": settings.sample_candidates,
         "channels_present": sorted(ctx.channels),
         "channels_missing": sorted(set(settings.channels) - set(ctx.channels)),
     }
