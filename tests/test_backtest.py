@@ -70,6 +70,64 @@ def test_win_rates_lifts_and_trend_per_model(lake):
     assert by["popularity"]["win_rate_vs_popularity"] is None
 
 
+def _funnel_rows(day, values):
+    """funnel_evaluation rows of `day`: {stage: (ndcg@10, paired diff CI low vs recall_only)}."""
+    base = values["recall_only"][0]
+    rows = []
+    for stage, (value, diff_low) in values.items():
+        paired = stage != "recall_only"
+        rows.append(
+            {
+                "day": day,
+                "scope": "funnel",
+                "stage": stage,
+                "metric": "ndcg",
+                "k": 10,
+                "value": value,
+                "ci_low": value - 0.02,
+                "ci_high": value + 0.02,
+                "n": 50,
+                "baseline": "recall_only" if paired else None,
+                "diff": value - base if paired else None,
+                "diff_ci_low": diff_low,
+                "diff_ci_high": None,
+                "p_value": None,
+            }
+        )
+    rows.append(rows[0] | {"scope": "slates", "value": 0.9})  # slates and other metrics are ignored
+    rows.append(rows[0] | {"metric": "recall", "value": 0.9})
+    return rows
+
+
+def test_the_final_lists_are_judged_against_the_recall_order_they_rerank(lake):
+    from recsys_assets.services.funnel_evaluation import FUNNEL_SCHEMA
+
+    funnel = {  # no funnel on the 2nd (no ranker yet): the final lists have two periods
+        "2026-01-03": {"recall_only": (0.10, None), "recall_champion": (0.12, 0.01), "ranker": (0.15, 0.02)},
+        "2026-01-04": {"recall_only": (0.10, None), "recall_champion": (0.10, None), "ranker": (0.09, -0.03)},
+    }
+    for day, values in funnel.items():
+        values = values | {"ranker_rerank": (values["ranker"][0] - 0.01, None)}
+        write_rows(_funnel_rows(day, values), FUNNEL_SCHEMA, lake.partition_path("funnel_evaluation", day))
+    summary, periods = backtest(lake, periods=14)
+    assert [r["model"] for r in summary] == ["a", "b", "popularity", "final:ranker", "final:ranker_rerank"]
+    ranker = {r["model"]: r for r in summary}["final:ranker"]
+    assert ranker["scope"] == "funnel" and ranker["periods"] == 2 and ranker["first_day"] == "2026-01-03"
+    assert ranker["mean"] == pytest.approx(0.12) and ranker["mean_ci_width"] == pytest.approx(0.04)
+    assert ranker["win_rate_vs_recall_only"] == 0.5 and ranker["significant_wins_vs_recall_only"] == 1
+    assert ranker["mean_paired_lift_vs_recall_only"] == pytest.approx((0.5 - 0.1) / 2)
+    # against the recall champion's order of the same users: 0.15 / 0.12 and 0.09 / 0.10
+    assert ranker["win_rate_vs_champion"] == 0.5
+    assert ranker["mean_lift_vs_champion"] == pytest.approx((0.15 / 0.12 + 0.09 / 0.10) / 2 - 1)
+    assert ranker["trend_per_period"] == pytest.approx(-0.06)
+    assert ranker["win_rate_vs_popularity"] is None  # popularity is not scored on the funnel's users
+    assert {r["scope"] for r in summary if not r["model"].startswith("final:")} == {"recall"}
+    rows = periods.filter(periods["model"] == "final:ranker").sort("day")
+    assert rows["value"].to_list() == [0.15, 0.09] and rows["n_users"].to_list() == [50, 50]
+    page = backtest_page(summary, periods)
+    assert "<td>final:ranker</td><td>2</td><td>0.1200</td>" in page
+
+
 def test_only_the_last_periods_up_to_a_day(lake):
     summary, periods = backtest(lake, periods=2, up_to="2026-01-03")
     assert sorted(periods["day"].unique().to_list()) == ["2026-01-02", "2026-01-03"]

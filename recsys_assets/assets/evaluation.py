@@ -315,14 +315,17 @@ def build(partitions: dg.PartitionsDefinition, settings: Settings):
         deps=[
             dg.AssetDep(recall_evaluation, partition_mapping=dg.AllPartitionMapping()),
             dg.AssetDep(recall_champion, partition_mapping=dg.AllPartitionMapping()),
+            # the final lists' rows; read where present (a day without a ranker has no funnel)
+            dg.AssetDep("funnel_evaluation", partition_mapping=dg.AllPartitionMapping()),
         ],
         **ownership.layer("evaluation"),
         description="The rolling back-test: the last RecallSettings.backtest_periods evaluated days (each a "
         "rolling-origin period: the models of D trained on the days before D, tested on D). Per model: mean "
         "NDCG@10 and mean CI width, win rate and significant wins (paired CI above 0) over popularity, mean "
         "paired lift over popularity, win rate and mean lift over the champion serving that day (decided the "
-        "day before), and the trend (slope per period). Per-period values with CIs: recall_evaluation. "
-        "See docs/evaluation.md.",
+        "day before), and the trend (slope per period). The final lists (final:ranker, final:ranker_rerank, "
+        "scope funnel) over the recall-only order and the recall champion's order of the same users. "
+        "Per-period values with CIs: recall_evaluation, funnel_evaluation. See docs/evaluation.md.",
     )
     def backtest_report(
         context: dg.AssetExecutionContext,

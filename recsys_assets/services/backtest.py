@@ -1,7 +1,8 @@
 """The rolling back-test: the daily partitions are a rolling-origin evaluation already (the
 models of D train on the days before D and are tested on D); this reads the last N evaluated
 periods back and says, per model, how often and by how much it beat popularity and the
-serving champion, and where it is heading."""
+serving champion, and where it is heading; and, for the final lists of the funnel (ranker,
+ranker + re-rank), how often and by how much they beat the recall order they re-rank."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from recsys_assets.services.lake import Lake
 BACKTEST_SCHEMA = pa.schema(
     [
         ("model", pa.string()),
+        # recall: a recall model on every test user of D (recall_evaluation); funnel: a final list
+        # on the test users with recall candidates (funnel_evaluation), named final:<stage>
+        ("scope", pa.string()),
         ("metric", pa.string()),
         ("k", pa.int64()),
         ("periods", pa.int64()),
@@ -30,8 +34,14 @@ BACKTEST_SCHEMA = pa.schema(
         ("win_rate_vs_champion", pa.float64()),
         ("mean_lift_vs_champion", pa.float64()),
         ("trend_per_period", pa.float64()),
+        # funnel rows: over the recall-only order of the same users (the fusion the ranker re-ranks)
+        ("win_rate_vs_recall_only", pa.float64()),
+        ("significant_wins_vs_recall_only", pa.int64()),
+        ("mean_paired_lift_vs_recall_only", pa.float64()),
     ]
 )
+# funnel_evaluation's stages that are lists users get (the others are its baselines)
+FINAL_STAGES = ("ranker", "ranker_rerank")
 
 
 def evaluated_days(lake: Lake, up_to: str | None = None) -> list[str]:
@@ -97,6 +107,7 @@ def summarize(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -> list[
         out.append(
             {
                 "model": model,
+                "scope": "recall",
                 "metric": metric,
                 "k": k,
                 "periods": g.height,
@@ -112,22 +123,113 @@ def summarize(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -> list[
                 "win_rate_vs_champion": float(np.mean(champ_ratio > 1.0)) if champ_ratio.size else None,
                 "mean_lift_vs_champion": float(np.mean(champ_ratio - 1.0)) if champ_ratio.size else None,
                 "trend_per_period": float(np.polyfit(x, values, 1)[0]) if len(values) >= 2 else None,
+                "win_rate_vs_recall_only": None,
+                "significant_wins_vs_recall_only": None,
+                "mean_paired_lift_vs_recall_only": None,
+            }
+        )
+    return sorted(out, key=lambda r: -r["mean"])
+
+
+def funnel_per_period(lake: Lake, days: list[str], metric: str = "ndcg", k: int = 10) -> pl.DataFrame:
+    """One row per (day, final list) of the days with a funnel_evaluation: the metric with its
+    CI, the paired difference over the recall-only order of the same users, and the value of
+    the recall champion's order on them (the champion decided the day before)."""
+    frames = []
+    for day in days:
+        path = lake.partition_path("funnel_evaluation", day)
+        if not path.exists():
+            continue
+        rows = read_polars(path).filter(
+            (pl.col("scope") == "funnel") & (pl.col("metric") == metric) & (pl.col("k") == k)
+        )
+        champion = rows.filter(pl.col("stage") == "recall_champion")["value"]
+        final = rows.filter(pl.col("stage").is_in(FINAL_STAGES))
+        if final.height == 0:
+            continue
+        frames.append(
+            final.select(
+                pl.lit(day).alias("day"),
+                (pl.lit("final:") + pl.col("stage")).alias("model"),
+                "value",
+                "ci_low",
+                "ci_high",
+                "diff",
+                "diff_ci_low",
+                pl.col("n").alias("n_users"),
+                pl.lit(champion[0] if champion.len() else None, pl.Float64).alias("champ"),
+            )
+        )
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames).sort("day", "model")
+
+
+def summarize_funnel(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -> list[dict]:
+    """Per final list over the periods: mean, mean CI width, win rate, significant wins (paired
+    CI above 0) and mean paired lift over the recall-only order, win rate and mean lift over the
+    recall champion's order on the same users, and the trend."""
+    out: list[dict] = []
+    if periods.height == 0:
+        return out
+    for (model,), g in periods.sort("day").group_by("model", maintain_order=True):
+        values = g["value"].to_numpy()
+        base = values - g["diff"].to_numpy()  # the recall-only order's value on the same users
+        paired = base > 0
+        vs_champ = g.filter(pl.col("champ").is_not_null() & (pl.col("champ") > 0))
+        champ_ratio = vs_champ["value"].to_numpy() / vs_champ["champ"].to_numpy()
+        width = (g["ci_high"] - g["ci_low"]).drop_nulls().to_numpy()
+        out.append(
+            {
+                "model": model,
+                "scope": "funnel",
+                "metric": metric,
+                "k": k,
+                "periods": g.height,
+                "first_day": g["day"][0],
+                "last_day": g["day"][-1],
+                "mean": float(values.mean()),
+                "mean_ci_width": float(width.mean()) if width.size else None,
+                "win_rate_vs_popularity": None,
+                "significant_wins_vs_popularity": None,
+                "mean_paired_lift_vs_popularity": None,
+                "win_rate_vs_champion": float(np.mean(champ_ratio > 1.0)) if champ_ratio.size else None,
+                "mean_lift_vs_champion": float(np.mean(champ_ratio - 1.0)) if champ_ratio.size else None,
+                "trend_per_period": float(np.polyfit(np.arange(len(values), dtype=np.float64), values, 1)[0])
+                if len(values) >= 2
+                else None,
+                "win_rate_vs_recall_only": float(np.mean(g["diff"].to_numpy() > 0)),
+                "significant_wins_vs_recall_only": int((g["diff_ci_low"].fill_null(0).to_numpy() > 0).sum()),
+                "mean_paired_lift_vs_recall_only": (
+                    float(np.mean(g["diff"].to_numpy()[paired] / base[paired])) if paired.any() else None
+                ),
             }
         )
     return sorted(out, key=lambda r: -r["mean"])
 
 
 def backtest(lake: Lake, periods: int, up_to: str | None = None, metric: str = "ndcg", k: int = 10):
-    """(summary rows, per-period frame) over the last `periods` evaluated days (<= up_to)."""
+    """(summary rows, per-period frame) over the last `periods` evaluated days (<= up_to): the
+    recall models' rows, then the final lists' rows of the days that have a funnel."""
     days = evaluated_days(lake, up_to)[-periods:]
     table = per_period(lake, days, metric, k)
-    return summarize(table, metric, k), table
+    final = funnel_per_period(lake, days, metric, k)
+    summary = summarize(table, metric, k) + summarize_funnel(final, metric, k)
+    if final.height:
+        table = pl.concat(
+            [table, final.select("day", "model", "value", "ci_low", "ci_high", "n_users")], how="diagonal"
+        )
+    return summary, table
 
 
 def backtest_page(summary: list[dict], periods: pl.DataFrame, show: int = 8) -> str:
-    """The back-test as a page: NDCG@10 per period of the `show` best models (the best with its
-    95% CI band), win rates over popularity and over the serving champion, and the summary."""
-    best = [r["model"] for r in summary[:show]]
+    """The back-test as a page: NDCG@10 per period of the final lists and the best recall models,
+    `show` in all (the best with its 95% CI band), win rates over popularity, the serving
+    champion and the recall-only order, and the summary."""
+    final = [r["model"] for r in summary if r["scope"] == "funnel"]
+    recall = [r["model"] for r in summary if r["scope"] == "recall"]
+    shown = set(final[:show] + recall[: max(show - len(final), 0)])
+    best = [r["model"] for r in sorted(summary, key=lambda r: -r["mean"]) if r["model"] in shown]
     lines = (
         periods.filter(pl.col("model").is_in(best))
         .select(pl.col("model").alias("series"), "day", "value", "ci_low", "ci_high")
@@ -138,7 +240,11 @@ def backtest_page(summary: list[dict], periods: pl.DataFrame, show: int = 8) -> 
     wins = [
         {"name": f"{r['model']} vs {against}", "value": r[key], "ci_low": None, "ci_high": None}
         for r in summary
-        for against, key in (("popularity", "win_rate_vs_popularity"), ("champion", "win_rate_vs_champion"))
+        for against, key in (
+            ("popularity", "win_rate_vs_popularity"),
+            ("champion", "win_rate_vs_champion"),
+            ("recall-only order", "win_rate_vs_recall_only"),
+        )
         if r[key] is not None
     ]
     n = periods["day"].n_unique() if periods.height else 0
@@ -167,6 +273,9 @@ def backtest_page(summary: list[dict], periods: pl.DataFrame, show: int = 8) -> 
                     "win_rate_vs_champion",
                     "mean_lift_vs_champion",
                     "trend_per_period",
+                    "win_rate_vs_recall_only",
+                    "significant_wins_vs_recall_only",
+                    "mean_paired_lift_vs_recall_only",
                 ],
             ),
         ),
