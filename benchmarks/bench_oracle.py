@@ -9,12 +9,12 @@ as recall_evaluation (the day's held-out positives, NDCG@10 and Recall@10 per te
 model's value, and the final lists' (funnel_evaluation, ranker + re-rank), is reported as a
 share of the oracle's on the same day.
 
-    .venv/bin/python benchmarks/bench_oracle.py [--data-root DIR] [--days 14] [--model-days 4] [--no-record]
+    .venv/bin/python benchmarks/bench_oracle.py [--data-root DIR] [--days 14] [--model-days 8] [--no-record]
 
 --data-root reuses a quickstart data root built with the default generator settings (the
-quickstart's ./data); without it one is generated and materialized first (~3 min; the
-quickstart's --model-days: with 8 the last rankers learn from 4 sample days, as a platform
-that has run for a while does, instead of 2).
+quickstart's ./data); without it one is generated and materialized first (~5 min; with the
+quickstart's --model-days, 8 by default: the last ranker learns from 4 sample days, as a
+platform that has run for a while does).
 """
 
 import argparse
@@ -36,6 +36,7 @@ from recording import append_result, git_commit, machine  # noqa: E402
 from recsys_assets.core import metrics  # noqa: E402
 from recsys_assets.core.generator import GeneratorConfig, true_positive_rates  # noqa: E402
 from recsys_assets.core.training_data import seen_matrix  # noqa: E402
+from recsys_assets.quickstart import DEFAULT_MODEL_DAYS  # noqa: E402
 from recsys_assets.services.funnel_evaluation import funnel_truth  # noqa: E402
 from recsys_assets.services.lake import Lake  # noqa: E402
 from recsys_assets.services.model_store import ModelStore  # noqa: E402
@@ -86,7 +87,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", type=Path)
     ap.add_argument("--days", type=int, default=14)
-    ap.add_argument("--model-days", type=int, default=4, help="the quickstart's, when no --data-root is given")
+    ap.add_argument(
+        "--model-days", type=int, default=DEFAULT_MODEL_DAYS, help="the quickstart's, when no --data-root is given"
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     started = time.perf_counter()
@@ -167,7 +170,9 @@ def main():
     print(f"best on {last_day}: {best} at {shares[best]:.1%} of the oracle ({total:.0f}s)")
     if not args.no_record:
         command_args = " --data-root <quickstart root>" if args.data_root else ""
-        command_args += f" --model-days {args.model_days}" if args.model_days != 4 and not args.data_root else ""
+        command_args += (
+            f" --model-days {args.model_days}" if args.model_days != DEFAULT_MODEL_DAYS and not args.data_root else ""
+        )
         cells = " <br> ".join(f"{m} {s:.1%}" for m, s in sorted(shares.items(), key=lambda kv: -kv[1]))
         append_result(
             f"| {time.strftime('%Y-%m-%d')} | `{git_commit()}` | `python benchmarks/bench_oracle.py{command_args}` | "
