@@ -238,7 +238,13 @@ def backtest_page(summary: list[dict], periods: pl.DataFrame, show: int = 8) -> 
         else []
     )
     wins = [
-        {"name": f"{r['model']} vs {against}", "value": r[key], "ci_low": None, "ci_high": None}
+        {
+            # a final list's champion is the recall champion's order of the same users
+            "name": f"{r['model']} vs {'recall champion order' if r['scope'] == 'funnel' and against == 'champion' else against}",
+            "value": r[key],
+            "ci_low": None,
+            "ci_high": None,
+        }
         for r in summary
         for against, key in (
             ("popularity", "win_rate_vs_popularity"),
