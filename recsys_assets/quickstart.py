@@ -34,10 +34,21 @@ def ensure_dagster_home(default: Path) -> Path:
     return prepare_dagster_home(home)
 
 
-# Model days of the quickstart: the last day's ranker then has the 4 training and 1 validation
-# sample days RankingSettings asks for (fewer give a weaker ranker: 77.8% of the oracle's NDCG@10
-# with 4 model days, 81.0% with 8; benchmarks/RESULTS.md), and the back-test 8 periods.
+# Model days of the synthetic quickstart: the last day's ranker then has the 4 training and 1
+# validation sample days RankingSettings asks for (fewer give a weaker ranker: 77.8% of the
+# oracle's NDCG@10 with 4 model days, 81.0% with 8; benchmarks/RESULTS.md), and the back-test 8
+# periods. A real source keeps 4: each model day trains on its whole history, which at tens of
+# millions of ratings costs minutes a day.
 DEFAULT_MODEL_DAYS = 8
+SOURCE_MODEL_DAYS = 4
+
+
+def model_days(args: argparse.Namespace) -> int:
+    """--model-days, or the default of the source."""
+    if args.model_days is not None:
+        return int(args.model_days)
+    return DEFAULT_MODEL_DAYS if args.source == "synthetic" else SOURCE_MODEL_DAYS
+
 
 MODEL_GROUPS = {
     "recall",
@@ -298,10 +309,11 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
     parser.add_argument(
         "--model-days",
         type=int,
-        default=DEFAULT_MODEL_DAYS,
-        help="train and evaluate models for the last N days (default %(default)s: the last ranker "
-        "learns from the samples of the 5 days before it, as many as RankingSettings asks for, and "
-        "the back-test has N periods; a ranker needs at least 2 sample days, so N >= 3)",
+        default=None,
+        help=f"train and evaluate models for the last N days (default {DEFAULT_MODEL_DAYS} for the synthetic "
+        f"source: its last ranker learns from the samples of the 5 days before it, as many as RankingSettings "
+        f"asks for, and the back-test has N periods; {SOURCE_MODEL_DAYS} for a real source, whose every model day "
+        "trains on its whole history; a ranker needs at least 2 sample days, so N >= 3)",
     )
     parser.add_argument(
         "--last-days",
@@ -361,7 +373,7 @@ def main(argv: list[str] | None = None, phases: list[dict] | None = None) -> int
             defs,
             days,
             instance,
-            model_days=args.model_days,
+            model_days=model_days(args),
             evaluation_start=settings.evaluation_start,
             log_level="DEBUG" if args.verbose else "WARNING",
         )

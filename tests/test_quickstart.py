@@ -42,3 +42,18 @@ def test_quickstart_materializes_everything(tmp_path, monkeypatch, capsys):
         runs = instance.get_runs()
         # snapshots, daily range, dictionaries, models, then the unpartitioned back-test over them
         assert len(runs) == 5 and all(r.is_success for r in runs)
+
+
+def test_model_days_default_to_a_full_ranker_on_synthetic_data_and_stay_few_on_a_real_source():
+    """The synthetic quickstart's last ranker gets the sample days its settings ask for (train_days
+    + valid_days before it); a real source, each of whose model days trains on its whole history,
+    keeps 4; --model-days wins over both."""
+    from argparse import Namespace
+
+    from recsys_assets.settings import RankingConfig
+
+    ranking = RankingConfig()
+    synthetic = quickstart.model_days(Namespace(model_days=None, source="synthetic"))
+    assert synthetic >= ranking.train_days + ranking.valid_days + 1
+    assert quickstart.model_days(Namespace(model_days=None, source="movielens")) == 4
+    assert quickstart.model_days(Namespace(model_days=2, source="synthetic")) == 2
