@@ -84,6 +84,31 @@ def per_period(lake: Lake, days: list[str], metric: str = "ndcg", k: int = 10) -
     return pl.concat(frames).sort("day", "model")
 
 
+def _shared_stats(model: str, scope: str, g: pl.DataFrame, vs_champ: pl.DataFrame, metric: str, k: int) -> dict:
+    """What every back-test row holds, whatever its baseline: the periods, mean, mean CI width,
+    win rate and mean lift over the champion's value on the same day (`vs_champ`: value, champ)
+    and the trend (least-squares slope of the metric per period)."""
+    values = g["value"].to_numpy()
+    width = (g["ci_high"] - g["ci_low"]).drop_nulls().to_numpy()
+    champ_ratio = vs_champ["value"].to_numpy() / vs_champ["champ"].to_numpy()
+    return {
+        "model": model,
+        "scope": scope,
+        "metric": metric,
+        "k": k,
+        "periods": g.height,
+        "first_day": g["day"][0],
+        "last_day": g["day"][-1],
+        "mean": float(values.mean()),
+        "mean_ci_width": float(width.mean()) if width.size else None,
+        "win_rate_vs_champion": float(np.mean(champ_ratio > 1.0)) if champ_ratio.size else None,
+        "mean_lift_vs_champion": float(np.mean(champ_ratio - 1.0)) if champ_ratio.size else None,
+        "trend_per_period": (
+            float(np.polyfit(np.arange(len(values), dtype=np.float64), values, 1)[0]) if len(values) >= 2 else None
+        ),
+    }
+
+
 def summarize(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -> list[dict]:
     """Per model over the periods: mean, mean CI width, win rate and significant wins (paired
     CI above 0) over popularity, mean paired lift over popularity, win rate and mean lift over
@@ -96,33 +121,18 @@ def summarize(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -> list[
     frame = periods.join(popularity, on="day", how="left").join(champions, on="day", how="left")
     out = []
     for (model,), g in frame.sort("day").group_by("model", maintain_order=True):
-        values = g["value"].to_numpy()
-        x = np.arange(len(values), dtype=np.float64)
         others = g.filter(pl.col("model") != "popularity")
         vs_pop = g.filter(pl.col("pop").is_not_null() & (pl.col("model") != "popularity"))
         vs_champ = g.filter(pl.col("champ").is_not_null() & (pl.col("model") != pl.col("champion")))
         lifts = others["lift_vs_popularity"].drop_nulls().to_numpy()
-        width = (g["ci_high"] - g["ci_low"]).drop_nulls().to_numpy()
-        champ_ratio = vs_champ["value"].to_numpy() / vs_champ["champ"].to_numpy()
         out.append(
-            {
-                "model": model,
-                "scope": "recall",
-                "metric": metric,
-                "k": k,
-                "periods": g.height,
-                "first_day": g["day"][0],
-                "last_day": g["day"][-1],
-                "mean": float(values.mean()),
-                "mean_ci_width": float(width.mean()) if width.size else None,
+            _shared_stats(model, "recall", g, vs_champ, metric, k)
+            | {
                 "win_rate_vs_popularity": (
                     float(np.mean(vs_pop["value"].to_numpy() > vs_pop["pop"].to_numpy())) if vs_pop.height else None
                 ),
                 "significant_wins_vs_popularity": int((others["diff_ci_low"].fill_null(0).to_numpy() > 0).sum()),
                 "mean_paired_lift_vs_popularity": float(lifts.mean()) if lifts.size else None,
-                "win_rate_vs_champion": float(np.mean(champ_ratio > 1.0)) if champ_ratio.size else None,
-                "mean_lift_vs_champion": float(np.mean(champ_ratio - 1.0)) if champ_ratio.size else None,
-                "trend_per_period": float(np.polyfit(x, values, 1)[0]) if len(values) >= 2 else None,
                 "win_rate_vs_recall_only": None,
                 "significant_wins_vs_recall_only": None,
                 "mean_paired_lift_vs_recall_only": None,
@@ -173,36 +183,21 @@ def summarize_funnel(periods: pl.DataFrame, metric: str = "ndcg", k: int = 10) -
     if periods.height == 0:
         return out
     for (model,), g in periods.sort("day").group_by("model", maintain_order=True):
-        values = g["value"].to_numpy()
-        base = values - g["diff"].to_numpy()  # the recall-only order's value on the same users
+        diff = g["diff"].to_numpy()
+        base = g["value"].to_numpy() - diff  # the recall-only order's value on the same users
         paired = base > 0
         vs_champ = g.filter(pl.col("champ").is_not_null() & (pl.col("champ") > 0))
-        champ_ratio = vs_champ["value"].to_numpy() / vs_champ["champ"].to_numpy()
-        width = (g["ci_high"] - g["ci_low"]).drop_nulls().to_numpy()
         out.append(
-            {
-                "model": model,
-                "scope": "funnel",
-                "metric": metric,
-                "k": k,
-                "periods": g.height,
-                "first_day": g["day"][0],
-                "last_day": g["day"][-1],
-                "mean": float(values.mean()),
-                "mean_ci_width": float(width.mean()) if width.size else None,
+            _shared_stats(model, "funnel", g, vs_champ, metric, k)
+            | {
                 "win_rate_vs_popularity": None,
                 "significant_wins_vs_popularity": None,
                 "mean_paired_lift_vs_popularity": None,
-                "win_rate_vs_champion": float(np.mean(champ_ratio > 1.0)) if champ_ratio.size else None,
-                "mean_lift_vs_champion": float(np.mean(champ_ratio - 1.0)) if champ_ratio.size else None,
-                "trend_per_period": float(np.polyfit(np.arange(len(values), dtype=np.float64), values, 1)[0])
-                if len(values) >= 2
-                else None,
-                "win_rate_vs_recall_only": float(np.mean(g["diff"].to_numpy() > 0)),
+                "win_rate_vs_recall_only": float(np.mean(diff > 0)),
                 "significant_wins_vs_recall_only": int((g["diff_ci_low"].fill_null(0).to_numpy() > 0).sum()),
-                "mean_paired_lift_vs_recall_only": (
-                    float(np.mean(g["diff"].to_numpy()[paired] / base[paired])) if paired.any() else None
-                ),
+                "mean_paired_lift_vs_recall_only": float(np.mean(diff[paired] / base[paired]))
+                if paired.any()
+                else None,
             }
         )
     return sorted(out, key=lambda r: -r["mean"])
