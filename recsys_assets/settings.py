@@ -174,7 +174,8 @@ class RankingConfig(BaseModel):
     train_days: int = Field(default=4, ge=1, le=365)
     valid_days: int = Field(default=1, ge=0, le=365)
     # With valid_days = 0 (short histories, e.g. a two-day log), early stopping uses this share
-    # of the training days' requests instead (split by a hash of the request id).
+    # of the training days' requests instead: the latest ones by request time (by a hash of the
+    # request id when requests have no time).
     valid_fraction: float = Field(default=0.2, ge=0.01, le=0.99)
     # Other lambdarank settings (overrides of the ones below) tried on the validation requests;
     # the best NDCG@10 there wins and every trial is recorded with the ranker (empty: defaults).
@@ -359,7 +360,7 @@ class Settings(BaseModel):
             first = date.fromisoformat(values["start_date"])
             days = (date.fromisoformat(marker["last_day"]) - first).days + 1
             if marker.get("source") != "synthetic" and days < SHORT_LOG_DAYS:
-                # Too short for 2 training + 1 validation day before the day a ranker serves:
+                # Too short for training days and a later validation day before the day a ranker serves:
                 # train on every earlier day, early-stop on a held-out share of its requests.
                 ranking |= {"train_days": max(days - 1, 1), "valid_days": 0, "param_grid": SHORT_LOG_PARAM_GRID}
             if marker.get("has_impressions") is False:
