@@ -4,6 +4,7 @@ and reaches the model assets of later days."""
 
 import json
 import shutil
+from datetime import UTC
 
 import numpy as np
 import pytest
@@ -125,7 +126,6 @@ def test_a_log_that_starts_the_day_before_is_validated_on_that_day_cut_in_time(b
     again = tune_day(D, lake2, store2, settings2.recall, first)
     assert rows and _trials(rows) == _trials(again)
     (validation,) = {r["validation_day"] for r in rows}
-    assert validation.startswith(f"{first} from ") and validation.endswith(" UTC")
     assert len(rows) == 4 and sum(r["is_best"] for r in rows) == 1 and all(0 < r["value"] < 1 for r in rows)
 
     data, test, info, cut = split_day(lake2, first, settings2.recall)
@@ -138,6 +138,7 @@ def test_a_log_that_starts_the_day_before_is_validated_on_that_day_cut_in_time(b
         {"cut": cut},
     ).fetchone()
     assert str(cut.date()) == first and 0.2 <= held / total <= 0.3  # the last quarter of the day's positives
+    assert validation == f"{first} from {cut.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
     assert data.positives.nnz == before  # trained on exactly the pairs chosen before the cut
     assert info["consumed"].nnz == 0  # nothing of an earlier day was read
     assert test.relevant.multiply(data.positives).nnz == 0  # held out: only what was new after the cut

@@ -139,7 +139,8 @@ def study(
         data, test, info, cut = split_day(
             lake, period[-1], settings, with_shown=spec.needs_shown, share=settings.tune_split_share
         )
-        validation = f"{period[-1]} from {cut.astimezone(UTC):%H:%M:%S} UTC"
+        # with its date: a history partition holds months, so its cut is rarely on its own day
+        validation = f"{period[-1]} from {cut.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
         exclude, relevant_all = seen_matrix(data.positives, info["consumed"]), test.relevant
     blocked = np.flatnonzero(~info["available_items"])
     users = np.flatnonzero(np.diff(relevant_all.indptr) > 0)
