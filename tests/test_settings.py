@@ -45,6 +45,8 @@ def test_a_long_source_starts_with_one_history_partition(tmp_path):
     assert (loaded.history_start, loaded.start_date, loaded.evaluation_start) == ("1995-01-09", "2023-06-14", None)
     assert loaded.recall.window_days is None  # a ratings source trains on the whole history
     assert loaded.recall.candidates_recent_days == 365  # batch lists for last year's raters
+    assert loaded.recall.tune == ["als"]  # ALS's confidence is searched per release
+    assert Settings.load(environ={}, data_root=str(tmp_path), recall={"tune": []}).recall.tune == []
     assert Settings.load(environ={}, data_root=str(tmp_path), daily_partitions=10).start_date == "2023-10-02"
     assert Settings.load(environ={"RECSYS_DAILY_PARTITIONS": "10"}, data_root=str(tmp_path)).start_date == "2023-10-02"
     # an explicit start date: the partitions start there, without a history partition
@@ -60,6 +62,7 @@ def test_a_long_source_starts_with_one_history_partition(tmp_path):
     # an impression log keeps its recency window
     write_marker(tmp_path, "trivago", tmp_path, "2018-11-07", "2018-11-08", has_impressions=True)
     assert Settings.load(environ={}, data_root=str(tmp_path)).recall.window_days == 28
+    assert Settings.load(environ={}, data_root=str(tmp_path)).recall.tune == []
 
 
 def test_a_short_real_log_trains_the_ranker_on_every_earlier_day(tmp_path):
