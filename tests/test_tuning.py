@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from recsys_assets.core.recall import registry
+from recsys_assets.services.days import days_before
 from recsys_assets.services.lake import Lake
 from recsys_assets.services.model_store import ModelStore
 from recsys_assets.services.tables import write_rows
@@ -70,6 +71,21 @@ def test_the_tuning_of_a_day_never_reads_that_day_and_is_reproducible(built_worl
     period = tune_day("2026-01-06", lake3, store3, two.recall, str(two.start_date))
     assert {r["validation_day"] for r in period} == {"2026-01-04..2026-01-05"}
     assert len(period) == 4 and all(0 < r["value"] < 1 for r in period)
+
+
+@pytest.mark.slow
+def test_a_validation_period_that_reaches_the_first_partition_starts_after_it(built_world, tmp_path):
+    """A long source's history partition is the first partition: a period reaching back to it
+    (tune_validation_days 14 on a ratings source, a week after its first daily day) validates on
+    the days after it, with models trained on it, instead of cutting one day in time."""
+    root = tmp_path / "world"
+    shutil.copytree(built_world, root, symlinks=True)
+    settings, lake, store = _setup(root, tune_validation_days=30, tune=["ease"])
+    first = str(settings.start_date)
+    rows = tune_day(D, lake, store, settings.recall, first)
+    after_first = days_before(D, 30, first)[1:]
+    assert {r["validation_day"] for r in rows} == {f"{after_first[0]}..{after_first[-1]}"}
+    assert len(rows) == 4 and all(0 < r["value"] < 1 for r in rows)
 
 
 def test_only_declared_models_can_be_tuned():

@@ -125,6 +125,11 @@ def study(
     period = days_before(day, settings.tune_validation_days, first_day)
     if not period:
         raise NoTrainingData(f"recall_tuning {day}: no day before it to validate on")
+    # A period that reaches back to the log's first partition (a long source's history partition)
+    # starts after it: the validation models train on it. Only a period with nothing before it
+    # at all (a one-day period on the first day) is cut in time below.
+    while len(period) > 1 and not training_days(period[0], settings.window_days, first_day):
+        period = period[1:]
     validation = period[0] if len(period) == 1 else f"{period[0]}..{period[-1]}"
     spec = registry.spec(name)
     if training_days(period[0], settings.window_days, first_day):
@@ -134,8 +139,9 @@ def study(
         exclude = seen_matrix(data.positives, info["consumed"])
         relevant_all = test.relevant if len(period) == 1 else period_truth(lake, period, data, exclude)
     else:
-        # the log starts inside the validation period (e.g. a two-day log): validate on the last
-        # tune_split_share of its last day's positives, trained on what came before them that day
+        # the period is the log's first partition (the second day of a two-day log, or a long
+        # source's first daily day after its history partition): validate on the last
+        # tune_split_share of its positives, trained on what came before them in it
         data, test, info, cut = split_day(
             lake, period[-1], settings, with_shown=spec.needs_shown, share=settings.tune_split_share
         )
